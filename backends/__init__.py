@@ -1,0 +1,59 @@
+"""One dict-like interface to key-value storage: memory, local disk, S3.
+
+See README.rst for the contract every backend keeps.
+"""
+
+from __future__ import annotations
+
+from .base import MISSING, BaseBackend
+from .codecs import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
+from .errors import (
+    BackendError,
+    BucketNotFoundError,
+    CorruptValueError,
+    InvalidKeyError,
+    LockError,
+    LockTimeoutError,
+    PermissionDeniedError,
+    SerializationError,
+    StoreError,
+    StoreUnavailableError,
+)
+from .filesystem import (
+    FileSystemBackend,
+    FileSystemJsonBackend,
+    FileSystemRawBackend,
+    FileSystemTextBackend,
+)
+from .keys import MAX_KEY_BYTES, is_valid_key
+from .memory import VolatileBackend
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MISSING",
+    "BackendError",
+    "BaseBackend",
+    "BucketNotFoundError",
+    "Codec",
+    "CorruptValueError",
+    "FileSystemBackend",
+    "FileSystemJsonBackend",
+    "FileSystemRawBackend",
+    "FileSystemTextBackend",
+    "IdentityCodec",
+    "InvalidKeyError",
+    "JsonCodec",
+    "LockError",
+    "LockTimeoutError",
+    "PermissionDeniedError",
+    "RawCodec",
+    "SerializationError",
+    "StoreError",
+    "StoreUnavailableError",
+    "TextCodec",
+    "VolatileBackend",
+    "__version__",
+    "is_valid_key",
+]

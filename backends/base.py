@@ -1,0 +1,469 @@
+"""BaseBackend: the public API of every backend, over a handful of store hooks.
+
+The base owns what must be identical on every store: key validation before
+any I/O, the codec, and translation of the store's native errors into the
+tree of :mod:`backends.errors`. A store implements four abstract hooks
+(``_load``, ``_dump``, ``_delete``, ``_iter_keys``) and may override the
+optional ones (``_contains``, ``_len``, ``_clear``, the bulk ``_*_many``) for
+speed; their defaults are correct, only slower.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from abc import abstractmethod
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
+from enum import Enum
+from itertools import islice
+from typing import IO, Any, Final, Generic, Literal, TypeVar, Union
+
+from .codecs import Codec
+from .errors import BackendError, CorruptValueError, SerializationError, StoreError
+from .keys import check_key
+
+__all__ = ["MISSING", "BaseBackend", "FileTransfers", "Missing"]
+
+V = TypeVar("V")
+S = TypeVar("S")
+T = TypeVar("T")
+
+PathOrFile = Union[str, "os.PathLike[str]", IO[bytes]]
+
+#: how many keys one pass of the default ``_clear`` and ``items()`` handles
+BATCH: Final = 1000
+
+
+class Missing(Enum):
+    """The type of :data:`MISSING`, which a store hook returns for an absent key."""
+
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = Missing.MISSING
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class BaseBackend(MutableMapping[str, V], Generic[V, S]):
+    """A dict-like store of ``str`` keys; see the contract in README.rst.
+
+    Subclasses set :attr:`codec` and implement the store hooks. Every public
+    method validates its keys first and raises
+    :class:`~backends.errors.InvalidKeyError` before any I/O.
+    """
+
+    codec: Codec[V, S]
+
+    #: the store's native exceptions that :meth:`_translate` maps to the tree
+    _native_errors: tuple[type[BaseException], ...] = (OSError,)
+
+    # -- store hooks -----------------------------------------------------------
+
+    @abstractmethod
+    def _load(self, key: str) -> S | Missing:
+        """Return the stored data of ``key``, or MISSING."""
+
+    @abstractmethod
+    def _dump(self, key: str, data: S, if_absent: bool) -> bool:
+        """Store ``data`` atomically; with ``if_absent``, return False if the key exists."""
+
+    @abstractmethod
+    def _delete(self, key: str) -> bool:
+        """Delete ``key``; return whether it existed."""
+
+    @abstractmethod
+    def _iter_keys(self) -> Iterator[str]:
+        """Yield every key, lazily."""
+
+    def _contains(self, key: str) -> bool:
+        return self._load(key) is not MISSING
+
+    def _len(self) -> int:
+        return sum(1 for _ in self._iter_keys())
+
+    def _load_many(self, keys: list[str]) -> dict[str, S]:
+        found: dict[str, S] = {}
+        for key in keys:
+            data = self._load(key)
+            if data is not MISSING:
+                found[key] = data
+        return found
+
+    def _dump_many(self, items: list[tuple[str, S]]) -> None:
+        for key, data in items:
+            self._dump(key, data, False)
+
+    def _delete_many(self, keys: list[str]) -> int:
+        return sum(self._delete(key) for key in keys)
+
+    def _clear(self) -> None:
+        # Each pass lists afresh: the keys deleted by the previous pass are
+        # gone, so a paged store pays one page and one batch delete per pass.
+        while batch := list(islice(self._iter_keys(), BATCH)):
+            self._delete_many(batch)
+
+    def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
+        """Map a native exception to an error class and a plain reason."""
+        return StoreError, str(exc)
+
+    def _describe(self) -> str:
+        """The safe fields shown by ``repr``: never a client, secret or session."""
+        return ""
+
+    def _identity(self) -> tuple[object, ...]:
+        """What makes two backend objects views of the same stored data."""
+        return (id(self),)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _check(self, key: object, operation: str) -> str:
+        return check_key(key, backend=repr(self), operation=operation)
+
+    def _error(self, exc: BaseException, operation: str, key: object) -> BackendError:
+        cls, reason = self._translate(exc)
+        return cls(reason, backend=repr(self), operation=operation, key=key)
+
+    def _encode(self, value: V, key: str, operation: str) -> S:
+        try:
+            return self.codec.encode(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(
+                f"cannot store {type(value).__name__} as {self.codec.name}: {exc}",
+                backend=repr(self),
+                operation=operation,
+                key=key,
+            ) from exc
+
+    def _decode(self, data: S, key: str, operation: str) -> V:
+        try:
+            return self.codec.decode(data)
+        except ValueError as exc:
+            raise CorruptValueError(
+                f"stored data is not valid {self.codec.name}: {exc}",
+                backend=repr(self),
+                operation=operation,
+                key=key,
+            ) from exc
+
+    # -- single keys -----------------------------------------------------------
+
+    def load(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key``, or ``default`` if it is absent."""
+        key = self._check(key, "load")
+        try:
+            data = self._load(key)
+        except self._native_errors as exc:
+            raise self._error(exc, "load", key) from exc
+        if data is MISSING:
+            return default
+        return self._decode(data, key, "load")
+
+    def dump(self, key: str, value: V, *, if_absent: bool = False) -> bool:
+        """Store ``value`` under ``key`` atomically and return True.
+
+        With ``if_absent=True`` nothing is written and False is returned when
+        the key already exists; of two racing writers exactly one wins.
+        Raises SerializationError (nothing written) or a StoreError; never
+        returns False for an I/O error.
+        """
+        key = self._check(key, "dump")
+        data = self._encode(value, key, "dump")
+        try:
+            return self._dump(key, data, if_absent)
+        except self._native_errors as exc:
+            raise self._error(exc, "dump", key) from exc
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; return True if it existed, False if it was absent."""
+        key = self._check(key, "delete")
+        try:
+            return self._delete(key)
+        except self._native_errors as exc:
+            raise self._error(exc, "delete", key) from exc
+
+    def __getitem__(self, key: str) -> V:
+        value = self.load(key, MISSING)
+        if value is MISSING:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self.dump(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if not self.delete(key):
+            raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        # Mapping.__contains__ would load the value; a store answers cheaply.
+        # An invalid key raises InvalidKeyError, as for every other call.
+        key = self._check(key, "contains")
+        try:
+            return self._contains(key)
+        except self._native_errors as exc:
+            raise self._error(exc, "contains", key) from exc
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Same as :meth:`load`."""
+        # Mapping.get goes through __getitem__ and a KeyError: one call less.
+        return self.load(key, default)
+
+    # -- iteration -------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self._iter_keys()
+        except self._native_errors as exc:
+            raise self._error(exc, "list", None) from exc
+
+    def __len__(self) -> int:
+        try:
+            return self._len()
+        except self._native_errors as exc:
+            raise self._error(exc, "len", None) from exc
+
+    def __bool__(self) -> bool:
+        # Without this, bool() would fall back to __len__ and count every key.
+        return next(iter(self), MISSING) is not MISSING
+
+    def keys(self) -> KeysView[str]:
+        """A set-like view of the keys; iterating it lists lazily."""
+        # The stock view is right: it uses __iter__, __len__ and __contains__.
+        return KeysView(self)
+
+    def items(self) -> ItemsView[str, V]:
+        """A view of ``(key, value)`` pairs, loaded in batches of ``load_many``.
+
+        A key deleted between listing and loading is left out, not an error.
+        """
+        return _ItemsView(self)
+
+    def values(self) -> ValuesView[V]:
+        """A view of the values, loaded in batches like :meth:`items`."""
+        return _ValuesView(self)
+
+    def _iter_items(self) -> Iterator[tuple[str, V]]:
+        # Mapping.items() would call self[key] per key, one at a time, and
+        # raise KeyError for a key deleted since it was listed.
+        for batch in _batches(self, BATCH):
+            yield from self.load_many(batch).items()
+
+    # -- bulk ------------------------------------------------------------------
+
+    def _check_all(self, keys: Iterable[str], operation: str) -> list[str]:
+        if isinstance(keys, str):
+            raise TypeError(f"{operation} takes an iterable of keys, not one str")
+        return list(dict.fromkeys(self._check(key, operation) for key in keys))
+
+    def load_many(self, keys: Iterable[str]) -> dict[str, V]:
+        """Return ``{key: value}`` for the given keys that are present.
+
+        Absent keys are left out, so a stored ``None`` stays distinguishable.
+        Every key is validated before any I/O.
+        """
+        wanted = self._check_all(keys, "load_many")
+        try:
+            found = self._load_many(wanted)
+        except self._native_errors as exc:
+            raise self._error(exc, "load_many", None) from exc
+        return {key: self._decode(data, key, "load_many") for key, data in found.items()}
+
+    def dump_many(self, items: Mapping[str, V] | Iterable[tuple[str, V]]) -> None:
+        """Store every ``(key, value)``.
+
+        Every key is validated and every value encoded before any I/O, so an
+        invalid key or value writes nothing. Each value is written atomically;
+        the batch as a whole is not a transaction.
+        """
+        pairs = items.items() if isinstance(items, Mapping) else items
+        encoded: dict[str, S] = {}
+        for raw_key, value in pairs:
+            key = self._check(raw_key, "dump_many")
+            encoded[key] = self._encode(value, key, "dump_many")
+        try:
+            self._dump_many(list(encoded.items()))
+        except self._native_errors as exc:
+            raise self._error(exc, "dump_many", None) from exc
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete the given keys; return how many existed."""
+        wanted = self._check_all(keys, "delete_many")
+        try:
+            return self._delete_many(wanted)
+        except self._native_errors as exc:
+            raise self._error(exc, "delete_many", None) from exc
+
+    def clear(self) -> None:
+        """Remove every key this backend owns, and nothing else."""
+        # MutableMapping.clear() would popitem() one key at a time, loading
+        # each value on the way.
+        try:
+            self._clear()
+        except self._native_errors as exc:
+            raise self._error(exc, "clear", None) from exc
+
+    # -- dict methods whose stock versions are wrong here ----------------------
+
+    def pop(self, key: str, default: Any = MISSING) -> Any:
+        """Remove ``key`` and return its value (or ``default``; KeyError without one)."""
+        # The stock pop() raises KeyError from its `del` if another writer
+        # deleted the key between its read and its delete.
+        value = self.load(key, MISSING)
+        if value is MISSING:
+            if default is MISSING:
+                raise KeyError(key)
+            return default
+        self.delete(key)
+        return value
+
+    def popitem(self) -> tuple[str, V]:
+        """Remove and return some ``(key, value)``; KeyError if empty."""
+        # The stock popitem() would fail with a KeyError on a key that
+        # another writer deleted after it was listed, though others remain.
+        for key in self:
+            value = self.load(key, MISSING)
+            if value is not MISSING and self.delete(key):
+                return key, value
+        raise KeyError("popitem(): backend is empty")
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key``, storing ``default`` first if absent.
+
+        Atomic: uses ``dump(..., if_absent=True)``, so concurrent callers
+        agree on one value.
+        """
+        while True:
+            if self.dump(key, default, if_absent=True):
+                return default
+            value = self.load(key, MISSING)
+            if value is not MISSING:
+                return value
+
+    def update(self, other: Any = (), /, **kwargs: V) -> None:
+        """Store every pair of ``other`` and ``kwargs`` through :meth:`dump_many`."""
+        pairs: dict[str, V] = {}
+        if isinstance(other, Mapping):
+            pairs.update(other.items())
+        elif hasattr(other, "keys"):
+            pairs.update((key, other[key]) for key in other.keys())  # noqa: SIM118 - duck-typed
+        else:
+            pairs.update(other)
+        pairs.update(kwargs)
+        self.dump_many(pairs)
+
+    # -- identity ---------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        # Mapping.__eq__ would read both stores whole. Two backends are equal
+        # when they are views of the same stored data through the same codec;
+        # compare contents with dict(a.items()) == dict(b.items()).
+        if not isinstance(other, BaseBackend):
+            return NotImplemented
+        return type(self) is type(other) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._identity()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._describe()})"
+
+    # -- lifetime ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release what the backend holds (file descriptors, connections)."""
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc_info: object) -> Literal[False]:
+        self.close()
+        return False
+
+
+class _ItemsView(ItemsView[str, V]):
+    _mapping: BaseBackend[V, Any]
+
+    def __iter__(self) -> Iterator[tuple[str, V]]:
+        return self._mapping._iter_items()
+
+
+class _ValuesView(ValuesView[V]):
+    _mapping: BaseBackend[V, Any]
+
+    def __iter__(self) -> Iterator[V]:
+        return (value for _, value in self._mapping._iter_items())
+
+
+OpenTarget = Callable[[], IO[bytes]]
+
+
+class FileTransfers(BaseBackend[bytes, bytes]):
+    """Streaming of raw values from and to files, never read whole into memory."""
+
+    @abstractmethod
+    def _dump_stream(self, key: str, source: IO[bytes], if_absent: bool) -> bool:
+        """Store the rest of ``source`` atomically, as ``_dump`` does."""
+
+    @abstractmethod
+    def _load_stream(self, key: str, open_target: OpenTarget) -> bool:
+        """Copy the value into ``open_target()``; False (target untouched) if absent."""
+
+    def dump_file(self, key: str, source: PathOrFile, *, if_absent: bool = False) -> bool:
+        """Store the contents of a file (a path, or a binary file object) under ``key``.
+
+        Streams in chunks; returns True, or False with ``if_absent`` when the
+        key exists. Atomic like :meth:`dump`.
+        """
+        key = self._check(key, "dump_file")
+        try:
+            if isinstance(source, (str, os.PathLike)):
+                with open(source, "rb") as fileobj:
+                    return self._dump_stream(key, fileobj, if_absent)
+            return self._dump_stream(key, source, if_absent)
+        except self._native_errors as exc:
+            raise self._error(exc, "dump_file", key) from exc
+
+    def load_file(self, key: str, target: PathOrFile) -> bool:
+        """Write the value of ``key`` into a file (a path, or a binary file object).
+
+        Streams in chunks. Returns False and leaves the target untouched (a
+        path is not created) when the key is absent.
+        """
+        key = self._check(key, "load_file")
+        opened: list[IO[bytes]] = []
+
+        def open_target() -> IO[bytes]:
+            if isinstance(target, (str, os.PathLike)):
+                opened.append(open(target, "wb"))  # noqa: SIM115 - closed below
+                return opened[-1]
+            return target
+
+        try:
+            return self._load_stream(key, open_target)
+        except self._native_errors as exc:
+            raise self._error(exc, "load_file", key) from exc
+        finally:
+            for fileobj in opened:
+                fileobj.close()
+
+
+def copy_stream(source: IO[bytes], target: IO[bytes]) -> None:
+    """Copy ``source`` to ``target`` in chunks."""
+    shutil.copyfileobj(source, target, 1 << 20)

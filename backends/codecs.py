@@ -1,0 +1,122 @@
+"""Value families: how a value becomes the stored form and back.
+
+A codec's ``encode`` raises :class:`TypeError` or :class:`ValueError` for a
+value it cannot store exactly, and ``decode`` raises :class:`ValueError` for
+stored data it cannot read; the backend turns those into
+:class:`~backends.errors.SerializationError` and
+:class:`~backends.errors.CorruptValueError`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Any, Generic, NoReturn, TypeVar
+
+__all__ = ["Codec", "IdentityCodec", "JsonCodec", "RawCodec", "TextCodec"]
+
+V = TypeVar("V")
+S = TypeVar("S")
+
+
+class Codec(ABC, Generic[V, S]):
+    """Turns values of type ``V`` into the stored form ``S`` and back."""
+
+    #: a short name used in messages and URLs ("json", "text", "raw", "object")
+    name: str = ""
+
+    @abstractmethod
+    def encode(self, value: V) -> S:
+        """Return the stored form of ``value``; raise TypeError/ValueError if impossible."""
+
+    @abstractmethod
+    def decode(self, data: S) -> V:
+        """Return the value of stored ``data``; raise ValueError if undecodable."""
+
+
+class IdentityCodec(Codec[Any, Any]):
+    """Stores the object itself (memory backends): any object, loaded back as is."""
+
+    name = "object"
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, data: Any) -> Any:
+        return data
+
+
+class RawCodec(Codec[bytes, bytes]):
+    """``bytes``, ``bytearray`` or ``memoryview`` in, ``bytes`` out."""
+
+    name = "raw"
+
+    def encode(self, value: bytes) -> bytes:
+        if type(value) is bytes:
+            return value
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        raise TypeError(f"raw values are bytes-like, not {type(value).__name__}")
+
+    def decode(self, data: bytes) -> bytes:
+        return data
+
+
+class TextCodec(Codec[str, bytes]):
+    """``str`` stored as UTF-8, byte-exact (no newline translation)."""
+
+    name = "text"
+
+    def encode(self, value: str) -> bytes:
+        if not isinstance(value, str):
+            raise TypeError(f"text values are str, not {type(value).__name__}")
+        # Strict: a lone surrogate raises UnicodeEncodeError (a ValueError).
+        return value.encode("utf-8")
+
+    def decode(self, data: bytes) -> str:
+        return data.decode("utf-8")
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+_dumps_utf8 = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_dumps_ascii = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
+def _check_dict_keys(value: object) -> None:
+    """Raise TypeError if any dict inside ``value`` has a non-str key.
+
+    ``json.dumps`` would silently turn ``{1: "a"}`` into ``{"1": "a"}``, which
+    does not load back equal, so the keys are checked before encoding.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    raise TypeError(f"JSON object keys are str, not {type(key).__name__}")
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list, tuple)))
+        elif isinstance(item, (list, tuple)):
+            stack.extend(v for v in item if isinstance(v, (dict, list, tuple)))
+
+
+class JsonCodec(Codec[Any, bytes]):
+    """Strict JSON as compact UTF-8: no NaN or infinities, only ``str`` object keys."""
+
+    name = "json"
+
+    def encode(self, value: Any) -> bytes:
+        _check_dict_keys(value)
+        text = _dumps_utf8(value)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be UTF-8; \\u escapes keep it exactly.
+            return _dumps_ascii(value).encode("ascii")
+
+    def decode(self, data: bytes) -> Any:
+        return _loads(data.decode("utf-8"))

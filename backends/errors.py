@@ -1,0 +1,115 @@
+"""The exception tree of ``backends``.
+
+::
+
+    BackendError                      every error carries the backend's safe repr and the key
+    ├── InvalidKeyError (ValueError)  the key breaks the key rule; raised before any I/O
+    ├── SerializationError (ValueError)  the value cannot be stored exactly; nothing written
+    ├── CorruptValueError             stored bytes that cannot be decoded
+    ├── StoreError (OSError)          the store failed the operation
+    │   ├── StoreUnavailableError     cannot be reached, or refused after retries
+    │   ├── PermissionDeniedError     access denied by the store
+    │   └── BucketNotFoundError       the bucket (or root) does not exist
+    └── LockError
+        └── LockTimeoutError (TimeoutError)
+
+An absent key under ``backend[key]`` is a plain :class:`KeyError`, as for a dict.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BucketNotFoundError",
+    "CorruptValueError",
+    "InvalidKeyError",
+    "LockError",
+    "LockTimeoutError",
+    "PermissionDeniedError",
+    "SerializationError",
+    "StoreError",
+    "StoreUnavailableError",
+]
+
+
+class BackendError(Exception):
+    """Base of every error raised by a backend.
+
+    The message reads ``<backend repr>: <operation> '<key>': <reason>``; the
+    parts are kept as attributes. The original exception is ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        backend: str | None = None,
+        operation: str | None = None,
+        key: object = None,
+    ) -> None:
+        self.reason = reason
+        self.backend = backend
+        self.operation = operation
+        self.key = key
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = " ".join(
+            part for part in (self.operation, None if self.key is None else repr(self.key)) if part
+        )
+        prefix = ": ".join(part for part in (self.backend, where) if part)
+        return f"{prefix}: {self.reason}" if prefix else self.reason
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive the default pickling of
+        # exceptions; errors must cross process boundaries intact.
+        return (_rebuild, (type(self), self.reason, self.backend, self.operation, self.key))
+
+
+def _rebuild(
+    cls: type[BackendError], reason: str, backend: str | None, operation: str | None, key: object
+) -> BackendError:
+    return cls(reason, backend=backend, operation=operation, key=key)
+
+
+class InvalidKeyError(BackendError, ValueError):
+    """The key is not a valid key; raised before any I/O."""
+
+
+class SerializationError(BackendError, ValueError):
+    """The value cannot be stored exactly by this backend; nothing was written."""
+
+
+class CorruptValueError(BackendError):
+    """The stored bytes cannot be decoded into a value."""
+
+
+class StoreError(BackendError, OSError):
+    """The store failed the operation."""
+
+    def __str__(self) -> str:
+        # OSError.__str__ would print its errno tuple instead of our message.
+        return self._message()
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached, or kept failing after retries."""
+
+
+class PermissionDeniedError(StoreError):
+    """The store denied access."""
+
+
+class BucketNotFoundError(StoreError):
+    """The bucket (or root folder) does not exist."""
+
+
+class LockError(BackendError):
+    """A per-key lock could not be taken or released."""
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """A per-key lock was not acquired within its timeout."""

@@ -1,0 +1,50 @@
+"""The key rule of the contract, written once.
+
+A valid key is a non-empty ``str`` of at most 1024 UTF-8 bytes, with no
+control character (U+0000-U+001F, U+007F) and no empty, ``.`` or ``..``
+segment between ``/`` separators. Keys are never normalised.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidKeyError
+
+__all__ = ["MAX_KEY_BYTES", "check_key", "is_valid_key"]
+
+MAX_KEY_BYTES = 1024
+
+# One pass finds a control character or an empty, "." or ".." segment.
+_BAD = re.compile(r"[\x00-\x1f\x7f]|(?:^|/)\.{0,2}(?:/|$)")
+
+
+def _problem(key: object) -> str | None:
+    if not isinstance(key, str):
+        return f"keys are str, not {type(key).__name__}"
+    if _BAD.search(key) is not None:
+        return "empty, '.' or '..' segment, or a control character"
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not encodable as UTF-8 (lone surrogate)"
+    if size > MAX_KEY_BYTES:
+        return f"{size} UTF-8 bytes, more than {MAX_KEY_BYTES}"
+    return None
+
+
+def is_valid_key(key: object) -> bool:
+    """Say whether ``key`` is a valid key."""
+    return _problem(key) is None
+
+
+def check_key(key: object, *, backend: str | None = None, operation: str | None = None) -> str:
+    """Return ``key`` if it is valid.
+
+    Raises:
+        InvalidKeyError: naming what is wrong with the key.
+    """
+    problem = _problem(key)
+    if problem is not None:
+        raise InvalidKeyError(f"invalid key: {problem}", backend=backend, operation=operation, key=key)
+    return key  # type: ignore[return-value]  # _problem() proved it is a str

@@ -1,0 +1,89 @@
+"""Worker processes for the multi-process tests: ``python _worker.py MODE ROOT ...``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+
+from backends import FileSystemJsonBackend, FileSystemRawBackend
+
+
+def blob(i: int) -> bytes:
+    """A value whose every byte is fixed by the 8-byte header: torn values show."""
+    size = 100_000 + (i % 7) * 60_000
+    return i.to_bytes(8, "big") + bytes([i % 251]) * size
+
+
+def is_whole_blob(value: bytes) -> bool:
+    return len(value) >= 8 and value == blob(int.from_bytes(value[:8], "big"))
+
+
+def document(writer: int, n: int, rng: random.Random) -> dict[str, object]:
+    pad = "x" * rng.randrange(0, 50_000)
+    check = hashlib.sha256(f"{writer}:{n}:{pad}".encode()).hexdigest()
+    return {"writer": writer, "n": n, "pad": pad, "check": check}
+
+
+def is_whole_document(value: object) -> bool:
+    if not isinstance(value, dict):
+        return False
+    digest = hashlib.sha256(f"{value['writer']}:{value['n']}:{value['pad']}".encode()).hexdigest()
+    return bool(value["check"] == digest)
+
+
+def flip(root: str) -> None:
+    """Overwrite two keys forever, until killed."""
+    backend = FileSystemRawBackend(root)
+    i = 0
+    while True:
+        backend["blob"] = blob(i)
+        backend["dir/blob"] = blob(i + 1)
+        if i == 0:
+            print("ready", flush=True)
+        i += 1
+
+
+def mix(root: str, writer: int, steps: int) -> None:
+    """Random writes, reads and deletes on a few shared keys; exit 1 on a torn value."""
+    backend = FileSystemJsonBackend(root)
+    rng = random.Random(writer)
+    keys = ["k", "k/0", "k/1", "k/1/deep", "other/2"]
+    counts = {"dump": 0, "load": 0, "delete": 0, "whole": 0}
+    for n in range(steps):
+        key = rng.choice(keys)
+        action = rng.choices(["dump", "load", "delete"], [4, 5, 1])[0]
+        counts[action] += 1
+        if action == "dump":
+            backend[key] = document(writer, n, rng)
+        elif action == "delete":
+            backend.delete(key)
+        else:
+            value = backend.load(key)
+            if value is not None:
+                if not is_whole_document(value):
+                    print(f"torn value at {key!r}", file=sys.stderr)
+                    sys.exit(1)
+                counts["whole"] += 1
+    print(json.dumps(counts), flush=True)
+
+
+def race(root: str, writer: int) -> None:
+    """On a line from stdin, try to create 100 keys; print the ones won."""
+    backend = FileSystemJsonBackend(root)
+    sys.stdin.readline()
+    won = [f"race/{i}" for i in range(100) if backend.dump(f"race/{i}", writer, if_absent=True)]
+    print(json.dumps(won), flush=True)
+
+
+if __name__ == "__main__":
+    mode, root, *rest = sys.argv[1:]
+    if mode == "flip":
+        flip(root)
+    elif mode == "mix":
+        mix(root, int(rest[0]), int(rest[1]))
+    elif mode == "race":
+        race(root, int(rest[0]))
+    else:
+        raise SystemExit(f"unknown mode {mode}")

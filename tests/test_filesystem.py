@@ -1,0 +1,295 @@
+"""FileSystem*Backend: layout, confinement to the root, atomic writes, streaming."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+import strategies as s
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import backends
+from backends import FileSystemJsonBackend, FileSystemRawBackend, FileSystemTextBackend
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [Path(root, name) for root, dirs, names in os.walk(folder) for name in names + dirs]
+
+
+# -- layout ---------------------------------------------------------------------
+
+
+def test_root_is_created_if_missing(tmp_path: Path) -> None:
+    root = tmp_path / "deep" / "root"
+    FileSystemJsonBackend(root)
+    assert root.is_dir()
+
+
+def test_plain_keys_are_plain_files_and_folders_carry_a_plus(tmp_path: Path) -> None:
+    backend = FileSystemJsonBackend(tmp_path)
+    backend["users/42"] = {"name": "Ann"}
+    backend["users"] = []
+    assert (tmp_path / "users+" / "42").read_bytes() == b'{"name":"Ann"}'
+    assert (tmp_path / "users").read_bytes() == b"[]"
+    assert backend.path("users/42") == tmp_path / "users+" / "42"
+
+
+@settings(max_examples=150)
+@given(key=st.one_of(s.valid_keys, s.long_keys))
+def test_listing_gives_back_the_exact_key(key: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("layout")
+    backend = FileSystemTextBackend(root)
+    backend[key] = "v"
+    assert list(backend) == [key]
+    assert backend[key] == "v"
+    for path in files_under(root):
+        assert len(path.name.encode()) <= 255
+        assert path.resolve().is_relative_to(root.resolve())
+    assert backend.delete(key)
+    assert os.listdir(root) == []  # emptied folders are pruned
+
+
+def test_a_segment_longer_than_the_name_limit_is_stored(tmp_path: Path) -> None:
+    backend = FileSystemRawBackend(tmp_path)
+    key = "\u00e9" * 512  # 1024 bytes in one segment, 3072 characters escaped
+    backend[key] = b"v"
+    backend[key + "x"[:0]] = b"w"
+    assert backend[key] == b"w"
+    assert list(backend) == [key]
+    assert max(len(p.name) for p in files_under(tmp_path)) <= 201
+
+
+def test_foreign_and_temporary_files_are_never_keys(tmp_path: Path) -> None:
+    backend = FileSystemJsonBackend(tmp_path)
+    backend["k"] = 1
+    (tmp_path / "~3f2a.tmp").write_text("partial")  # a killed writer's leftover
+    (tmp_path / "%zz").write_text("1")  # not a valid escape
+    (tmp_path / "%41").write_text("1")  # escapes a character that is never escaped
+    (tmp_path / "stray+").write_text("1")  # a file where only folders go
+    (tmp_path / "dir=").mkdir()  # a piece shorter than a canonical cut
+    (tmp_path / "dir=" / "x").write_text("1")
+    assert list(backend) == ["k"]
+    backend.clear()
+    assert (tmp_path / "~3f2a.tmp").exists()  # clear() removes keys, nothing else
+
+
+def test_two_listings_at_once_each_see_every_key(tmp_path: Path) -> None:
+    backend = FileSystemJsonBackend(tmp_path)
+    backend.dump_many({f"k{i}": i for i in range(50)})
+    first, second = iter(backend), iter(backend)
+    seen = [next(first) for _ in range(10)]
+    assert len(list(second)) == 50
+    assert len(seen + list(first)) == 50
+
+
+def test_listing_memory_stays_flat(tmp_path: Path) -> None:
+    backend = FileSystemRawBackend(tmp_path)
+    count = 20_000
+    for i in range(count):
+        (tmp_path / f"key-{i:06d}").write_bytes(b"")
+    tracemalloc.start()
+    try:
+        seen = sum(1 for _ in backend)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == count
+    # A list of 20,000 keys alone would take more than 1 MB.
+    assert peak < 200_000, peak
+
+
+def test_root_removed_while_in_use_is_recreated(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    backend = FileSystemJsonBackend(root)
+    backend["a/b"] = 1
+    shutil.rmtree(root)
+    assert backend.load("a/b") is None
+    backend["a/b"] = 2
+    backend["c"] = 3
+    assert (root / "a+" / "b").read_text() == "2"
+    assert set(backend) == {"a/b", "c"}
+
+
+# -- confinement -------------------------------------------------------------------
+
+TRICKS = [
+    "../escape",
+    "a/../../escape",
+    "/etc/passwd",
+    "..",
+    "./x",
+    "a/./b",
+    "x/..",
+    "%2e%2e/escape",
+    "..%2fescape",
+    "..\\escape",
+    "a\\..\\..\\escape",
+    "~/escape",
+    "$HOME/escape",
+    "a+/../escape",
+    "\u2024\u2024/escape",
+    "\uff0e\uff0e/escape",
+    ".../escape",
+    "escape\x00",
+    "C:\\escape",
+    "a/b" + "/.." * 3,
+]
+
+
+@pytest.mark.parametrize("key", TRICKS, ids=repr)
+def test_no_key_writes_outside_the_root(tmp_path: Path, key: str) -> None:
+    parent = tmp_path / "parent"
+    root = parent / "root"
+    backend = FileSystemTextBackend(root)
+    (parent / "secret").write_text("keep")
+    try:
+        backend[key] = "payload"
+        assert backend[key] == "payload"
+        assert list(backend) == [key]
+        assert backend.path(key).resolve().is_relative_to(root.resolve())
+        backend.delete(key)
+    except backends.InvalidKeyError:
+        pass  # ok: rejected before any I/O
+    assert sorted(os.listdir(parent)) == ["root", "secret"]
+    assert (parent / "secret").read_text() == "keep"
+    assert os.listdir(root) == []
+
+
+@settings(max_examples=200)
+@given(key=st.text(st.sampled_from("./\\%~+=ab\u2024\uff0e"), min_size=1, max_size=20))
+def test_generated_keys_stay_inside_the_root(key: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    parent = tmp_path_factory.mktemp("confine")
+    root = parent / "root"
+    backend = FileSystemRawBackend(root)
+    if backends.is_valid_key(key):
+        backend[key] = b"x"
+        assert list(backend) == [key]
+        assert all(p.resolve().is_relative_to(root.resolve()) for p in files_under(root))
+    else:
+        with pytest.raises(backends.InvalidKeyError):
+            backend[key] = b"x"
+    assert os.listdir(parent) == ["root"]
+
+
+def test_a_symlinked_folder_inside_the_root_is_never_written_through(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    backend = FileSystemJsonBackend(root)
+    os.symlink(outside, root / "users+")
+    (outside / "42").write_text('"outside"')
+    with pytest.raises(backends.StoreError, match="symlink"):
+        backend["users/42"] = "new"
+    assert backend.load("users/42") is None  # not read through either
+    assert "users/42" not in backend
+    assert list(backend) == []
+    assert backend.delete("users/42") is False
+    assert os.listdir(outside) == ["42"]
+    assert (outside / "42").read_text() == '"outside"'
+
+
+def test_a_symlinked_value_file_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text('"outside"')
+    root = tmp_path / "root"
+    backend = FileSystemJsonBackend(root)
+    os.symlink(target, root / "k")
+    assert backend.load("k") is None
+    assert list(backend) == []
+    backend["k"] = "inside"
+    assert target.read_text() == '"outside"'
+    assert backend["k"] == "inside"
+    assert not (root / "k").is_symlink()
+
+
+# -- atomic writes -----------------------------------------------------------------
+
+
+def test_no_temporary_file_is_left_after_writes(tmp_path: Path) -> None:
+    backend = FileSystemRawBackend(tmp_path)
+    for i in range(20):
+        backend[f"k/{i % 3}"] = bytes(i)
+        backend.dump(f"k/{i % 3}", b"x", if_absent=True)
+    assert sorted(p.name for p in files_under(tmp_path)) == ["0", "1", "2", "k+"]
+
+
+def test_a_failed_write_leaves_the_old_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = FileSystemRawBackend(tmp_path)
+    backend["k"] = b"old"
+
+    def full_disk(fd: int, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(backends.StoreError, match="No space left") as info:
+        backend["k"] = b"new"
+    assert isinstance(info.value.__cause__, OSError)
+    monkeypatch.undo()
+    assert backend["k"] == b"old"
+    assert os.listdir(tmp_path) == ["k"]
+
+
+def test_durable_writes_fsync_file_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    FileSystemJsonBackend(tmp_path / "fast")["k"] = 1
+    assert synced == []
+    FileSystemJsonBackend(tmp_path / "safe", durable=True)["a/k"] = 1
+    assert synced.count("file") == 1
+    assert synced[-1] == "dir"
+
+
+def test_permission_denied_is_typed(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # Root bypasses permission bits; simulate what the kernel says to others.
+        backend = FileSystemJsonBackend(tmp_path)
+        error = backend._error(PermissionError(13, "Permission denied"), "dump", "k")
+        assert isinstance(error, backends.PermissionDeniedError)
+        assert "permission denied" in str(error)
+        return
+    root = tmp_path / "ro"
+    backend = FileSystemJsonBackend(root)
+    root.chmod(0o500)
+    with pytest.raises(backends.PermissionDeniedError):
+        backend["k"] = 1
+
+
+# -- streaming -------------------------------------------------------------------
+
+
+def test_raw_values_stream_from_and_to_files(tmp_path: Path) -> None:
+    backend = FileSystemRawBackend(tmp_path / "store")
+    source = tmp_path / "big.bin"
+    payload = os.urandom(3 << 20)
+    source.write_bytes(payload)
+    assert backend.dump_file("blobs/big", source) is True
+    assert backend.dump_file("blobs/big", source, if_absent=True) is False
+    assert backend["blobs/big"] == payload
+    target = tmp_path / "copy.bin"
+    assert backend.load_file("blobs/big", target) is True
+    assert target.read_bytes() == payload
+    buffer = io.BytesIO()
+    assert backend.dump_file("blobs/small", io.BytesIO(b"abc")) is True
+    assert backend.load_file("blobs/small", buffer) is True
+    assert buffer.getvalue() == b"abc"
+
+
+def test_load_file_of_an_absent_key_creates_nothing(tmp_path: Path) -> None:
+    backend = FileSystemRawBackend(tmp_path / "store")
+    assert backend.load_file("absent", tmp_path / "out.bin") is False
+    assert not (tmp_path / "out.bin").exists()
+    with pytest.raises(backends.InvalidKeyError):
+        backend.dump_file("../x", io.BytesIO(b"x"))

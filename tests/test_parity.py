@@ -1,0 +1,245 @@
+"""Parity: every backend behaves like a plain dict (plus the key and value rules).
+
+One RuleBasedStateMachine drives a backend and a dict model with the same
+operations and asserts the same results and the same exception types after
+every step, and the len/keys/items invariants in between.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import strategies as s
+from conftest import BackendCase, Folders
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+import backends
+
+Outcome = tuple[str, Any]
+
+
+def outcome(action: Any) -> Outcome:
+    try:
+        return "ok", action()
+    except (backends.BackendError, KeyError) as exc:
+        return "raise", type(exc)
+
+
+def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMachine]:
+    tagged_values = st.one_of(
+        case.values.map(lambda v: (v, True)), case.invalid_values.map(lambda v: (v, False))
+    )
+
+    class Parity(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.folder = folders.new()
+            self.backend = case.make(self.folder)
+            self.model: dict[str, Any] = {}
+
+        def teardown(self) -> None:
+            self.backend.close()
+            folders.drop(self.folder)
+
+        # -- helpers --------------------------------------------------------------
+
+        def check_loaded(self, key: str, loaded: Any) -> None:
+            expected = self.model[key]
+            if case.identity:
+                assert loaded is expected, key
+            else:
+                assert s.same(loaded, expected), (key, loaded, expected)
+
+        def expect_write(
+            self, tagged_key: tuple[Any, bool], tagged_value: tuple[Any, bool]
+        ) -> Outcome | None:
+            """The exception a write must raise, or None if it is valid."""
+            if not tagged_key[1]:
+                return "raise", backends.InvalidKeyError
+            if not tagged_value[1]:
+                return "raise", backends.SerializationError
+            return None
+
+        # -- single keys ------------------------------------------------------------
+
+        @rule(key=s.tagged_keys, value=tagged_values)
+        def dump(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            got = outcome(lambda: self.backend.dump(key[0], value[0]))
+            expected = self.expect_write(key, value)
+            if expected is None:
+                self.model[key[0]] = case.normal(value[0])
+                expected = ("ok", True)
+            assert got == expected
+
+        @rule(key=s.tagged_keys, value=tagged_values)
+        def dump_if_absent(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            got = outcome(lambda: self.backend.dump(key[0], value[0], if_absent=True))
+            expected = self.expect_write(key, value)
+            if expected is None:
+                expected = ("ok", key[0] not in self.model)
+                self.model.setdefault(key[0], case.normal(value[0]))
+            assert got == expected
+
+        @rule(key=s.tagged_keys, value=tagged_values)
+        def setitem(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            def assign() -> None:
+                self.backend[key[0]] = value[0]
+
+            got = outcome(assign)
+            expected = self.expect_write(key, value)
+            if expected is None:
+                self.model[key[0]] = case.normal(value[0])
+                expected = ("ok", None)
+            assert got == expected
+
+        @rule(key=s.tagged_keys)
+        def load(self, key: tuple[Any, bool]) -> None:
+            marker = object()
+            got = outcome(lambda: self.backend.load(key[0], marker))
+            if not key[1]:
+                assert got == ("raise", backends.InvalidKeyError)
+            elif key[0] in self.model:
+                assert got[0] == "ok"
+                self.check_loaded(key[0], got[1])
+            else:
+                assert got == ("ok", marker)
+
+        @rule(key=s.tagged_keys)
+        def getitem(self, key: tuple[Any, bool]) -> None:
+            got = outcome(lambda: self.backend[key[0]])
+            if not key[1]:
+                assert got == ("raise", backends.InvalidKeyError)
+            elif key[0] in self.model:
+                assert got[0] == "ok"
+                self.check_loaded(key[0], got[1])
+            else:
+                assert got == ("raise", KeyError)
+
+        @rule(key=s.tagged_keys)
+        def contains(self, key: tuple[Any, bool]) -> None:
+            got = outcome(lambda: key[0] in self.backend)
+            assert got == (("ok", key[0] in self.model) if key[1] else ("raise", backends.InvalidKeyError))
+
+        @rule(key=s.tagged_keys)
+        def delete(self, key: tuple[Any, bool]) -> None:
+            got = outcome(lambda: self.backend.delete(key[0]))
+            if not key[1]:
+                assert got == ("raise", backends.InvalidKeyError)
+            else:
+                existed = key[0] in self.model
+                self.model.pop(key[0], None)
+                assert got == ("ok", existed)
+
+        @rule(key=s.tagged_keys)
+        def delitem(self, key: tuple[Any, bool]) -> None:
+            def remove() -> None:
+                del self.backend[key[0]]
+
+            got = outcome(remove)
+            if not key[1]:
+                assert got == ("raise", backends.InvalidKeyError)
+            elif key[0] in self.model:
+                del self.model[key[0]]
+                assert got == ("ok", None)
+            else:
+                assert got == ("raise", KeyError)
+
+        @rule(key=s.tagged_keys)
+        def pop(self, key: tuple[Any, bool]) -> None:
+            marker = object()
+            got = outcome(lambda: self.backend.pop(key[0], marker))
+            if not key[1]:
+                assert got == ("raise", backends.InvalidKeyError)
+            elif key[0] in self.model:
+                assert got[0] == "ok"
+                self.check_loaded(key[0], got[1])
+                del self.model[key[0]]
+            else:
+                assert got == ("ok", marker)
+
+        @rule(key=s.tagged_keys, value=tagged_values)
+        def setdefault(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            got = outcome(lambda: self.backend.setdefault(key[0], value[0]))
+            expected = self.expect_write(key, value)
+            if expected is not None:
+                assert got == expected
+                return
+            assert got[0] == "ok"
+            if key[0] in self.model:
+                self.check_loaded(key[0], got[1])
+            else:
+                assert got[1] is value[0]  # it stored and returns the default itself
+                self.model[key[0]] = case.normal(value[0])
+
+        # -- bulk ---------------------------------------------------------------------
+
+        @rule(pairs=st.lists(st.tuples(s.tagged_keys, tagged_values), max_size=5))
+        def dump_many(self, pairs: list[tuple[tuple[Any, bool], tuple[Any, bool]]]) -> None:
+            got = outcome(lambda: self.backend.dump_many([(k[0], v[0]) for k, v in pairs]))
+            # Pairs are checked in order, key then value; the first bad one
+            # decides the error, and nothing is written.
+            failure = next(filter(None, (self.expect_write(k, v) for k, v in pairs)), None)
+            if failure is not None:
+                assert got == failure
+            else:
+                assert got == ("ok", None)
+                for k, v in pairs:
+                    self.model[k[0]] = case.normal(v[0])
+
+        @rule(keys=st.lists(s.tagged_keys, max_size=5))
+        def load_many(self, keys: list[tuple[Any, bool]]) -> None:
+            got = outcome(lambda: self.backend.load_many(k for k, _ in keys))
+            if not all(valid for _, valid in keys):
+                assert got == ("raise", backends.InvalidKeyError)
+                return
+            assert got[0] == "ok"
+            assert set(got[1]) == {k for k, _ in keys if k in self.model}
+            for key, value in got[1].items():
+                self.check_loaded(key, value)
+
+        @rule(keys=st.lists(s.tagged_keys, max_size=5))
+        def delete_many(self, keys: list[tuple[Any, bool]]) -> None:
+            got = outcome(lambda: self.backend.delete_many([k for k, _ in keys]))
+            if not all(valid for _, valid in keys):
+                assert got == ("raise", backends.InvalidKeyError)
+                return
+            present = {k for k, _ in keys if k in self.model}
+            for key in present:
+                del self.model[key]
+            assert got == ("ok", len(present))
+
+        @rule()
+        def clear(self) -> None:
+            self.backend.clear()
+            self.model.clear()
+
+        # -- invariants ---------------------------------------------------------------
+
+        @invariant()
+        def same_keys(self) -> None:
+            listed = list(self.backend)
+            assert len(listed) == len(set(listed)), "a key was listed twice"
+            assert set(listed) == set(self.model)
+            assert set(self.backend.keys()) == self.model.keys()
+            assert len(self.backend) == len(self.model)
+            assert bool(self.backend) == bool(self.model)
+
+        @invariant()
+        def same_items(self) -> None:
+            items = dict(self.backend.items())
+            assert items.keys() == self.model.keys()
+            for key, value in items.items():
+                self.check_loaded(key, value)
+
+    return Parity
+
+
+@pytest.mark.parametrize("steps", [40])
+def test_backend_matches_a_dict(case: BackendCase, folders: Folders, steps: int) -> None:
+    machine = make_machine(case, folders)
+    run_state_machine_as_test(
+        machine, settings=settings(max_examples=60, stateful_step_count=steps, deadline=None)
+    )
