@@ -394,11 +394,15 @@ class FileSystemBackend(BaseBackend[V, bytes]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The root descriptor cannot cross processes; a copy reopens the root.
-        return (_rebuild, (type(self), str(self.root), self.durable))
+        return (_rebuild, (type(self), str(self.root), self.codec, self.durable))
 
 
-def _rebuild(cls: type[FileSystemBackend[Any]], root: str, durable: bool) -> FileSystemBackend[Any]:
-    return cls(root, durable=durable)  # type: ignore[call-arg]
+def _rebuild(
+    cls: type[FileSystemBackend[Any]], root: str, codec: Codec[Any, bytes], durable: bool
+) -> FileSystemBackend[Any]:
+    backend = cls.__new__(cls)
+    FileSystemBackend.__init__(backend, root, codec=codec, durable=durable)
+    return backend
 
 
 def _key_of(prefix: str, pending: str, name: str) -> str | None:

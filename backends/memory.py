@@ -24,6 +24,15 @@ class VolatileBackend(BaseBackend[Any, Any]):
         self._data: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The lock cannot be pickled; a copy gets its own (and a snapshot).
+        with self._lock:
+            return {"data": dict(self._data)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        self._data.update(state["data"])
+
     def _load(self, key: str) -> Any:
         # dict.get is atomic under the GIL, but the lock keeps this correct
         # on free-threaded builds too.

@@ -306,7 +306,16 @@ def test_equality_is_same_store_never_a_full_read(case: BackendCase, tmp_path: A
     assert one == one  # noqa: PLR0124 - __eq__ is ours, not identity
     assert one != other
     assert one != {}
+    assert repr(one).startswith(type(one).__name__ + "(")
     if case.on_disk:
         assert hash(one) == hash(two)
         assert pickle.loads(pickle.dumps(one)) == one
-    assert repr(one).startswith(type(one).__name__ + "(")
+
+
+def test_a_pickled_backend_sees_the_same_data(case: BackendCase, tmp_path: Any, sample: Sample) -> None:
+    backend = case.make(tmp_path / "store")
+    backend.dump("k", sample(1))
+    copy = pickle.loads(pickle.dumps(backend))
+    assert copy["k"] == sample(1)
+    copy.dump("k2", sample(2))
+    assert ("k2" in backend) is case.on_disk  # memory is copied, a folder is shared
