@@ -6,6 +6,8 @@ import io
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -293,3 +295,25 @@ def test_load_file_of_an_absent_key_creates_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out.bin").exists()
     with pytest.raises(backends.InvalidKeyError):
         backend.dump_file("../x", io.BytesIO(b"x"))
+
+
+def test_text_is_byte_exact_under_any_locale(tmp_path: Path) -> None:
+    value = "caf\u00e9\r\n\u20ac\n"
+    script = (
+        "import locale, sys; from backends import FileSystemTextBackend as T; "
+        "b = T(sys.argv[1]); b['k'] = sys.argv[2].encode('ascii').decode('unicode_escape'); "
+        "print(locale.getpreferredencoding(False), ascii(b['k']))"
+    )
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    escaped = value.encode("unicode_escape").decode("ascii")
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), escaped],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    encoding, loaded = done.stdout.split(" ", 1)
+    assert encoding.upper() in {"ANSI_X3.4-1968", "ASCII", "US-ASCII"}  # really not UTF-8
+    assert loaded.strip() == ascii(value)
+    assert (tmp_path / "k").read_bytes() == value.encode("utf-8")
