@@ -25,8 +25,10 @@ from .filesystem import (
     FileSystemRawBackend,
     FileSystemTextBackend,
 )
+from .info import Stat
 from .keys import MAX_KEY_BYTES, is_valid_key
 from .memory import VolatileBackend
+from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 
 __version__ = "0.1.0"
 
@@ -49,7 +51,12 @@ __all__ = [
     "LockTimeoutError",
     "PermissionDeniedError",
     "RawCodec",
+    "S3Backend",
+    "S3JsonBackend",
+    "S3RawBackend",
+    "S3TextBackend",
     "SerializationError",
+    "Stat",
     "StoreError",
     "StoreUnavailableError",
     "TextCodec",

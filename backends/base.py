@@ -23,13 +23,14 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
+from contextlib import contextmanager
 from enum import Enum
 from itertools import islice
-from typing import IO, Any, Final, Generic, Literal, TypeVar, Union
+from typing import IO, Any, Final, Generic, Literal, Protocol, TypeVar, Union
 
 from .codecs import Codec
 from .errors import BackendError, CorruptValueError, SerializationError, StoreError
-from .keys import check_key
+from .keys import MAX_KEY_BYTES, check_key
 
 __all__ = ["MISSING", "BaseBackend", "FileTransfers", "Missing"]
 
@@ -73,6 +74,9 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
 
     #: the store's native exceptions that :meth:`_translate` maps to the tree
     _native_errors: tuple[type[BaseException], ...] = (OSError,)
+
+    #: the longest key this store takes (an S3 prefix uses part of S3's 1024)
+    _max_key_bytes: int = MAX_KEY_BYTES
 
     # -- store hooks -----------------------------------------------------------
 
@@ -131,10 +135,15 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         """What makes two backend objects views of the same stored data."""
         return (id(self),)
 
+    @property
+    def max_key_bytes(self) -> int:
+        """The longest key, in UTF-8 bytes, this backend takes: 1024, less an S3 prefix."""
+        return self._max_key_bytes
+
     # -- helpers ---------------------------------------------------------------
 
     def _check(self, key: object, operation: str) -> str:
-        return check_key(key, backend=repr(self), operation=operation)
+        return check_key(key, backend=repr(self), operation=operation, max_bytes=self._max_key_bytes)
 
     def _error(self, exc: BaseException, operation: str, key: object) -> BackendError:
         cls, reason = self._translate(exc)
@@ -183,12 +192,16 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         Raises SerializationError (nothing written) or a StoreError; never
         returns False for an I/O error.
         """
-        key = self._check(key, "dump")
-        data = self._encode(value, key, "dump")
+        return self._write_value(key, value, "dump", lambda key, data: self._dump(key, data, if_absent))
+
+    def _write_value(self, key: str, value: V, operation: str, write: Callable[[str, S], bool]) -> bool:
+        """Validate, encode, then ``write(key, data)`` with native errors translated."""
+        key = self._check(key, operation)
+        data = self._encode(value, key, operation)
         try:
-            return self._dump(key, data, if_absent)
+            return write(key, data)
         except self._native_errors as exc:
-            raise self._error(exc, "dump", key) from exc
+            raise self._error(exc, operation, key) from exc
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; return True if it existed, False if it was absent."""
@@ -396,6 +409,36 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         self.close()
         return False
 
+    # -- folders (last: `list` shadows the builtin in the class body) -------------
+
+    def list(self, prefix: str = "", delimiter: str = "/") -> Iterator[str]:
+        """Yield the keys and sub-folders directly below ``prefix``, streaming.
+
+        A sub-folder is yielded once, with a trailing ``delimiter``
+        (``"photos/2024/"``); a key never ends with ``/``, so the two cannot be
+        confused. ``prefix`` is any string (``"photos/"``, ``"pho"``).
+        """
+        if not isinstance(prefix, str) or not isinstance(delimiter, str):
+            raise TypeError("prefix and delimiter are str")
+        try:
+            yield from self._list(prefix, delimiter)
+        except self._native_errors as exc:
+            raise self._error(exc, "list", prefix) from exc
+
+    def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
+        # The generic way reads the whole listing; stores that list by
+        # prefix and delimiter (S3) override it.
+        folders: set[str] = set()
+        for key in self._iter_keys():
+            if not key.startswith(prefix):
+                continue
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut < 0:
+                yield key
+            elif (folder := key[: cut + len(delimiter)]) not in folders:
+                folders.add(folder)
+                yield folder
+
 
 class _ItemsView(ItemsView[str, V]):
     _mapping: BaseBackend[V, Any]
@@ -411,19 +454,16 @@ class _ValuesView(ValuesView[V]):
         return (value for _, value in self._mapping._iter_items())
 
 
-OpenTarget = Callable[[], IO[bytes]]
-
-
 class FileTransfers(BaseBackend[bytes, bytes]):
     """Streaming of raw values from and to files, never read whole into memory."""
 
     @abstractmethod
-    def _dump_stream(self, key: str, source: IO[bytes], if_absent: bool) -> bool:
-        """Store the rest of ``source`` atomically, as ``_dump`` does."""
+    def _dump_stream(self, key: str, source: PathOrFile, if_absent: bool) -> bool:
+        """Store the file at ``source`` (a path, or the rest of a file object) atomically."""
 
     @abstractmethod
-    def _load_stream(self, key: str, open_target: OpenTarget) -> bool:
-        """Copy the value into ``open_target()``; False (target untouched) if absent."""
+    def _load_stream(self, key: str, target: PathOrFile) -> bool:
+        """Write the value into ``target``; False, and a path target not created, if absent."""
 
     def dump_file(self, key: str, source: PathOrFile, *, if_absent: bool = False) -> bool:
         """Store the contents of a file (a path, or a binary file object) under ``key``.
@@ -433,9 +473,6 @@ class FileTransfers(BaseBackend[bytes, bytes]):
         """
         key = self._check(key, "dump_file")
         try:
-            if isinstance(source, (str, os.PathLike)):
-                with open(source, "rb") as fileobj:
-                    return self._dump_stream(key, fileobj, if_absent)
             return self._dump_stream(key, source, if_absent)
         except self._native_errors as exc:
             raise self._error(exc, "dump_file", key) from exc
@@ -447,23 +484,39 @@ class FileTransfers(BaseBackend[bytes, bytes]):
         path is not created) when the key is absent.
         """
         key = self._check(key, "load_file")
-        opened: list[IO[bytes]] = []
-
-        def open_target() -> IO[bytes]:
-            if isinstance(target, (str, os.PathLike)):
-                opened.append(open(target, "wb"))  # noqa: SIM115 - closed below
-                return opened[-1]
-            return target
-
         try:
-            return self._load_stream(key, open_target)
+            return self._load_stream(key, target)
         except self._native_errors as exc:
             raise self._error(exc, "load_file", key) from exc
-        finally:
-            for fileobj in opened:
-                fileobj.close()
 
 
-def copy_stream(source: IO[bytes], target: IO[bytes]) -> None:
+class Reader(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def copy_stream(source: Reader, target: Writer) -> None:
     """Copy ``source`` to ``target`` in chunks."""
     shutil.copyfileobj(source, target, 1 << 20)
+
+
+@contextmanager
+def open_source(source: PathOrFile) -> Iterator[IO[bytes]]:
+    """A binary file object for ``source``: the path opened, or the object itself."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fileobj:
+            yield fileobj
+    else:
+        yield source
+
+
+def write_target(target: PathOrFile, source: Reader) -> None:
+    """Copy ``source`` into ``target``: a path (created) or a binary file object."""
+    if isinstance(target, (str, os.PathLike)):
+        with open(target, "wb") as fileobj:
+            copy_stream(source, fileobj)
+    else:
+        copy_stream(source, target)

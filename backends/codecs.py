@@ -24,6 +24,10 @@ class Codec(ABC, Generic[V, S]):
 
     #: a short name used in messages and URLs ("json", "text", "raw", "object")
     name: str = ""
+    #: the media type of the stored form, or None to guess it from the key
+    content_type: str | None = None
+    #: whether some value encodes to empty data (no JSON value does)
+    can_be_empty: bool = True
 
     @abstractmethod
     def encode(self, value: V) -> S:
@@ -66,6 +70,7 @@ class TextCodec(Codec[str, bytes]):
     """``str`` stored as UTF-8, byte-exact (no newline translation)."""
 
     name = "text"
+    content_type = "text/plain; charset=utf-8"
 
     def encode(self, value: str) -> bytes:
         if not isinstance(value, str):
@@ -108,6 +113,8 @@ class JsonCodec(Codec[Any, bytes]):
     """Strict JSON as compact UTF-8: no NaN or infinities, only ``str`` object keys."""
 
     name = "json"
+    content_type = "application/json"
+    can_be_empty = False
 
     def encode(self, value: Any) -> bytes:
         _check_dict_keys(value)

@@ -76,7 +76,7 @@ def _rebuild(
 
 
 class InvalidKeyError(BackendError, ValueError):
-    """The key is not a valid key; raised before any I/O."""
+    """The key is not a valid key (raised before any I/O), or the store refuses it as too long."""
 
 
 class SerializationError(BackendError, ValueError):

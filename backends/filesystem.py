@@ -28,10 +28,19 @@ import weakref
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
-from .base import MISSING, BaseBackend, FileTransfers, Missing, OpenTarget, copy_stream
+from .base import (
+    MISSING,
+    BaseBackend,
+    FileTransfers,
+    Missing,
+    PathOrFile,
+    copy_stream,
+    open_source,
+    write_target,
+)
 from .codecs import Codec, JsonCodec, RawCodec, TextCodec
 from .errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from .keys import is_valid_key
@@ -495,14 +504,14 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
     def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
         super().__init__(root, codec=RawCodec(), durable=durable)
 
-    def _dump_stream(self, key: str, source: IO[bytes], if_absent: bool) -> bool:
+    def _dump_stream(self, key: str, source: PathOrFile, if_absent: bool) -> bool:
         def fill(fd: int) -> None:
-            with open(fd, "wb", closefd=False) as target:
-                copy_stream(source, target)
+            with open_source(source) as reader, open(fd, "wb", closefd=False) as target:
+                copy_stream(reader, target)
 
         return self._write(key, fill, if_absent)
 
-    def _load_stream(self, key: str, open_target: OpenTarget) -> bool:
+    def _load_stream(self, key: str, target: PathOrFile) -> bool:
         folders, name = key_parts(key)
         fds = self._open_folders(folders, create=False)
         if fds is None:
@@ -516,5 +525,5 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
         finally:
             self._close(fds)
         with open(fd, "rb") as source:
-            copy_stream(source, open_target())
+            write_target(target, source)
         return True

@@ -19,7 +19,7 @@ MAX_KEY_BYTES = 1024
 _BAD = re.compile(r"[\x00-\x1f\x7f]|(?:^|/)\.{0,2}(?:/|$)")
 
 
-def _problem(key: object) -> str | None:
+def _problem(key: object, max_bytes: int = MAX_KEY_BYTES) -> str | None:
     if not isinstance(key, str):
         return f"keys are str, not {type(key).__name__}"
     if _BAD.search(key) is not None:
@@ -28,8 +28,8 @@ def _problem(key: object) -> str | None:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:
         return "not encodable as UTF-8 (lone surrogate)"
-    if size > MAX_KEY_BYTES:
-        return f"{size} UTF-8 bytes, more than {MAX_KEY_BYTES}"
+    if size > max_bytes:
+        return f"{size} UTF-8 bytes, more than {max_bytes}"
     return None
 
 
@@ -38,13 +38,19 @@ def is_valid_key(key: object) -> bool:
     return _problem(key) is None
 
 
-def check_key(key: object, *, backend: str | None = None, operation: str | None = None) -> str:
-    """Return ``key`` if it is valid.
+def check_key(
+    key: object,
+    *,
+    backend: str | None = None,
+    operation: str | None = None,
+    max_bytes: int = MAX_KEY_BYTES,
+) -> str:
+    """Return ``key`` if it is valid (and at most ``max_bytes`` long).
 
     Raises:
         InvalidKeyError: naming what is wrong with the key.
     """
-    problem = _problem(key)
+    problem = _problem(key, max_bytes)
     if problem is not None:
         raise InvalidKeyError(f"invalid key: {problem}", backend=backend, operation=operation, key=key)
     return key  # type: ignore[return-value]  # _problem() proved it is a str

