@@ -149,6 +149,13 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         cls, reason = self._translate(exc)
         return cls(reason, backend=repr(self), operation=operation, key=key)
 
+    def _guarded(self, operation: str, key: object, action: Callable[[], T]) -> T:
+        """Run ``action`` with the store's native errors translated (not on hot paths)."""
+        try:
+            return action()
+        except self._native_errors as exc:
+            raise self._error(exc, operation, key) from exc
+
     def _encode(self, value: V, key: str, operation: str) -> S:
         try:
             return self.codec.encode(value)
@@ -472,10 +479,7 @@ class FileTransfers(BaseBackend[bytes, bytes]):
         key exists. Atomic like :meth:`dump`.
         """
         key = self._check(key, "dump_file")
-        try:
-            return self._dump_stream(key, source, if_absent)
-        except self._native_errors as exc:
-            raise self._error(exc, "dump_file", key) from exc
+        return self._guarded("dump_file", key, lambda: self._dump_stream(key, source, if_absent))
 
     def load_file(self, key: str, target: PathOrFile) -> bool:
         """Write the value of ``key`` into a file (a path, or a binary file object).
@@ -484,10 +488,7 @@ class FileTransfers(BaseBackend[bytes, bytes]):
         path is not created) when the key is absent.
         """
         key = self._check(key, "load_file")
-        try:
-            return self._load_stream(key, target)
-        except self._native_errors as exc:
-            raise self._error(exc, "load_file", key) from exc
+        return self._guarded("load_file", key, lambda: self._load_stream(key, target))
 
 
 class Reader(Protocol):

@@ -84,7 +84,7 @@ def latency_proxy(upstream: str, seconds: float) -> Iterator[str]:
     port = free_port()
     code = textwrap.dedent(f"""
         import sys, threading
-        sys.path.insert(0, {str(HERE.parent / 'tests')!r})
+        sys.path.insert(0, {str(HERE.parent / "tests")!r})
         from servers import Faults, Proxy
         proxy = Proxy({upstream!r}, Faults(latency={seconds!r}))
         proxy._server.server_close()
@@ -125,23 +125,38 @@ def section_cpu(endpoint: str, ops: int) -> None:
     ours = S3JsonBackend("cpu", client=client)
     keys = [f"k{i % 100}" for i in range(ops)]
     rows = {
-        "PUT": (lambda i: ours.dump(keys[i], DOC), lambda i: client.put_object(
-            Bucket="cpu", Key=keys[i], Body=json.dumps(DOC).encode(), ContentType="application/json")),
-        "GET": (lambda i: ours.load(keys[i]), lambda i: json.loads(
-            client.get_object(Bucket="cpu", Key=keys[i])["Body"].read())),
+        "PUT": (
+            lambda i: ours.dump(keys[i], DOC),
+            lambda i: client.put_object(
+                Bucket="cpu", Key=keys[i], Body=json.dumps(DOC).encode(), ContentType="application/json"
+            ),
+        ),
+        "GET": (
+            lambda i: ours.load(keys[i]),
+            lambda i: json.loads(client.get_object(Bucket="cpu", Key=keys[i])["Body"].read()),
+        ),
         "HEAD": (lambda i: keys[i] in ours, lambda i: client.head_object(Bucket="cpu", Key=keys[i])),
     }
     for name, (mine, raw) in rows.items():
         raw_cpu, our_cpu = cpu_per_op(raw, ops), cpu_per_op(mine, ops)
-        print(f"   {name:5s} raw boto3 {raw_cpu * 1e6:7.0f} us   backends {our_cpu * 1e6:7.0f} us"
-              f"   ratio {our_cpu / raw_cpu:.3f}")
+        print(
+            f"   {name:5s} raw boto3 {raw_cpu * 1e6:7.0f} us   backends {our_cpu * 1e6:7.0f} us"
+            f"   ratio {our_cpu / raw_cpu:.3f}"
+        )
 
 
 def raw_pool(client: Any, bucket: str, keys: list[str]) -> tuple[Callable[[], object], Callable[[], object]]:
     def load() -> object:
         with ThreadPoolExecutor(16) as pool:
-            return dict(zip(keys, pool.map(
-                lambda k: json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()), keys)))
+            return dict(
+                zip(
+                    keys,
+                    pool.map(
+                        lambda k: json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()), keys
+                    ),
+                    strict=True,
+                )
+            )
 
     def dump() -> object:
         with ThreadPoolExecutor(16) as pool:
@@ -150,13 +165,17 @@ def raw_pool(client: Any, bucket: str, keys: list[str]) -> tuple[Callable[[], ob
     return load, dump
 
 
-def peers(endpoint: str, bucket: str, keys: list[str]) -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
-    found: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {}
+Pair = tuple[Callable[[], object], Callable[[], object]]
+
+
+def peers(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Pair]:
+    found: dict[str, Pair] = {}
     try:
         import s3fs
 
         fs = s3fs.S3FileSystem(
-            key=CREDENTIALS["aws_access_key_id"], secret=CREDENTIALS["aws_secret_access_key"],
+            key=CREDENTIALS["aws_access_key_id"],
+            secret=CREDENTIALS["aws_secret_access_key"],
             client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"},
         )
         mapper = fs.get_mapper(f"{bucket}/s3fs")
@@ -173,11 +192,13 @@ def peers(endpoint: str, bucket: str, keys: list[str]) -> dict[str, tuple[Callab
         from minimalkv.net.boto3store import Boto3Store
 
         resource = __import__("boto3").resource(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
             aws_access_key_id=CREDENTIALS["aws_access_key_id"],
             aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
         )
-        store = Boto3Store(resource.Bucket(bucket), prefix="minimalkv/")
+        store = Boto3Store(resource.Bucket(bucket), object_prefix="minimalkv/")
         found["minimalkv Boto3Store (a loop: no bulk API)"] = (
             lambda: {k: json.loads(store.get(k)) for k in keys},
             lambda: [store.put(k, BODY) for k in keys],
@@ -191,17 +212,22 @@ def section_bulk(endpoint: str, count: int) -> None:
     print(f"\n2. bulk calls over {count} keys (wall time, best of 3)")
     client = s3_client(endpoint)
     client.create_bucket(Bucket="bulk")
-    keys = [f"doc/{i:05d}" for i in range(count)]
+    keys = [f"doc-{i:05d}" for i in range(count)]  # minimalkv takes no "/" in a key
     ours = S3JsonBackend("bulk", prefix="ours", client=client, max_workers=16)
     data = dict.fromkeys(keys, DOC)
     raw_load, raw_dump = raw_pool(client, "bulk", [f"raw/{k}" for k in keys])
-    rows: dict[str, float] = {
-        "raw boto3 16-thread pool: put": wall(raw_dump),
-        "backends dump_many": wall(lambda: ours.dump_many(data)),
-        "raw boto3 16-thread pool: get": wall(raw_load),
-        "backends load_many": wall(lambda: ours.load_many(keys)),
-        "backends items() (LIST + GETs)": wall(lambda: dict(ours.items())),
+    contenders: dict[str, Callable[[], object]] = {
+        "raw boto3 16-thread pool: put": raw_dump,
+        "backends dump_many": lambda: ours.dump_many(data),
+        "raw boto3 16-thread pool: get": raw_load,
+        "backends load_many": lambda: ours.load_many(keys),
+        "backends items() (LIST + GETs)": lambda: dict(ours.items()),
     }
+    # Interleaved rounds, best of three: the server's state drifts, not one contender's luck.
+    rows = dict.fromkeys(contenders, float("inf"))
+    for _ in range(3):
+        for name, action in contenders.items():
+            rows[name] = min(rows[name], wall(action, rounds=1))
     for name, (load, dump) in peers(endpoint, "bulk", keys).items():
         rows[f"{name}: put"] = wall(dump, rounds=1)
         rows[f"{name}: get"] = wall(load, rounds=1)
@@ -231,18 +257,26 @@ from servers import s3_client
 from backends import S3RawBackend
 from backends.s3 import transfer_config
 from boto3.s3.transfer import TransferConfig
-endpoint, path, mode = sys.argv[1:4]
+endpoint, path, mode, kind = sys.argv[1:5]
 client = s3_client(endpoint)
 config = TransferConfig(preferred_transfer_client="classic") if mode == "boto3-default" else transfer_config()
 backend = S3RawBackend("transfer", client=client, transfer=config)
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = rss()
 start = time.perf_counter()
-backend.dump_file("big.bin", path)
+if kind == "path":
+    backend.dump_file("big.bin", path)
+else:
+    with open(path, "rb") as source:
+        backend.dump_file("big.bin", source)
 up = time.perf_counter() - start
 after_up = rss()
 start = time.perf_counter()
-backend.load_file("big.bin", path + ".out")
+if kind == "path":
+    backend.load_file("big.bin", path + ".out")
+else:
+    with open(path + ".out", "wb") as target:
+        backend.load_file("big.bin", target)
 down = time.perf_counter() - start
 print(base, after_up, rss(), up, down)
 os.remove(path + ".out")
@@ -260,18 +294,25 @@ def section_transfer(endpoint: str, mib: int) -> None:
             for _ in range(mib):
                 f.write(chunk)
         script = TRANSFER.format(tests=str(HERE.parent / "tests"))
-        for mode in ("backends", "boto3-default"):
-            out = subprocess.run(
-                [sys.executable, "-c", script, endpoint, str(path), mode],
-                capture_output=True, text=True, check=True,
-            ).stdout.split()
-            base, after_up, peak, up, down = map(float, out)
-            print(f"   {mode:14s} upload +{after_up - base:5.0f} MB ({mib / up:5.0f} MiB/s)   "
-                  f"upload+download +{peak - base:5.0f} MB ({mib / down:5.0f} MiB/s down)")
+        for kind in ("path", "file object"):
+            for mode in ("backends", "boto3-default"):
+                out = subprocess.run(
+                    [sys.executable, "-c", script, endpoint, str(path), mode, kind.split()[0]],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.split()
+                base, after_up, peak, up, down = map(float, out)
+                print(
+                    f"   {kind:11s} {mode:14s} upload +{after_up - base:4.0f} MB ({mib / up:4.0f} MiB/s)"
+                    f"   upload+download +{peak - base:4.0f} MB ({mib / down:4.0f} MiB/s down)"
+                )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ops", type=int, default=2000)
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=20)

@@ -182,10 +182,16 @@ def case(request: pytest.FixtureRequest) -> BackendCase:
 
 
 def _target(name: str, endpoint: str | None) -> S3Target:
-    client = s3_client(endpoint)
-    bucket = f"backends-{name.replace('_', '-')}"
-    client.create_bucket(Bucket=bucket)
-    return S3Target(name, endpoint, bucket, client)
+    """A client for the server and its test bucket (made if missing)."""
+    target = S3Target(name, endpoint, f"backends-{name.replace('_', '-')}", s3_client(endpoint))
+    try:
+        target.client.create_bucket(Bucket=target.bucket)
+    except target.client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    except target.client.exceptions.ClientError as exc:
+        if "BucketAlreadyExists" not in str(exc):
+            raise
+    return target
 
 
 @pytest.fixture
@@ -206,9 +212,7 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture
 def moto_server(moto_endpoint: str) -> S3Target:
     """moto as an HTTP server on loopback: the real wire path (signing, retries, streaming)."""
-    target = S3Target("moto_server", moto_endpoint, "backends-moto-server", s3_client(moto_endpoint))
-    _ensure_bucket(target)
-    return target
+    return _target("moto_server", moto_endpoint)
 
 
 @pytest.fixture(scope="session")
@@ -220,19 +224,7 @@ def seaweedfs_endpoint() -> Iterator[str]:
 @pytest.fixture
 def seaweedfs(seaweedfs_endpoint: str) -> S3Target:
     """SeaweedFS, a real S3 server, as the independent implementation."""
-    target = S3Target("seaweedfs", seaweedfs_endpoint, "backends-seaweedfs", s3_client(seaweedfs_endpoint))
-    _ensure_bucket(target)
-    return target
-
-
-def _ensure_bucket(target: S3Target) -> None:
-    try:
-        target.client.create_bucket(Bucket=target.bucket)
-    except target.client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    except target.client.exceptions.ClientError as exc:
-        if "BucketAlreadyExists" not in str(exc):
-            raise
+    return _target("seaweedfs", seaweedfs_endpoint)
 
 
 @pytest.fixture(autouse=True)

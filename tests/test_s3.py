@@ -7,6 +7,9 @@ import io
 import logging
 import math
 import pickle
+import subprocess
+import sys
+import tempfile
 import urllib.request
 from collections import Counter
 from typing import Any
@@ -497,3 +500,20 @@ class _Raw:
 
     def stream(self, **kwargs: Any) -> Any:
         yield self.body
+
+
+def test_without_boto3_the_package_imports_and_s3_names_the_extra() -> None:
+    script = (
+        "import sys; sys.modules['boto3'] = None; sys.modules['botocore'] = None\n"
+        "import backends\n"
+        "backends.FileSystemJsonBackend(sys.argv[1])['k'] = 1\n"
+        "try:\n"
+        "    backends.S3JsonBackend('bucket')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run(
+            [sys.executable, "-c", script, folder], capture_output=True, text=True, check=True
+        )
+    assert done.stdout.strip() == "S3 backends need boto3: pip install 'backends[s3]'"

@@ -21,13 +21,15 @@ SPOOL = 8 * MiB  # a stream to gzip or to send in one PUT is spooled to disk pas
 def transfer_config(max_concurrency: int = 4) -> Any:
     """s3transfer settings that keep memory flat for files of any size.
 
-    boto3's defaults (10 threads, 8 MiB parts, an I/O queue of 100 chunks)
-    hold about 120 MB in flight; 4 threads and a 16-chunk queue hold about
-    40 MB, and still saturate a link to S3 with 8 MiB parts.
+    boto3's defaults (10 threads, up to 10 parts of 8 MiB read ahead from a
+    file object, an I/O queue of 100 chunks) grow a process by about 120 MB
+    for a 200 MiB file object; here 4 threads with as many parts in memory,
+    and a 16-chunk I/O queue, hold about 40 MB, and 8 MiB parts still fill a
+    link to S3.
     """
     from boto3.s3.transfer import TransferConfig
 
-    return TransferConfig(
+    config = TransferConfig(
         multipart_threshold=8 * MiB,
         multipart_chunksize=8 * MiB,
         max_concurrency=max_concurrency,
@@ -37,6 +39,12 @@ def transfer_config(max_concurrency: int = 4) -> Any:
         # measured; the CRT client, when installed, would be chosen otherwise.
         preferred_transfer_client="classic",
     )
+    # Not arguments of boto3's TransferConfig, but read by s3transfer: the
+    # parts read ahead of the upload threads, and the parts of a download
+    # held before they are written.
+    config.max_in_memory_upload_chunks = max_concurrency
+    config.max_in_memory_download_chunks = max_concurrency
+    return config
 
 
 class _KnownObject:

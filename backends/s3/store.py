@@ -422,10 +422,7 @@ class S3Backend(BaseBackend[V, bytes]):
     def stat(self, key: str) -> Stat | None:
         """Size, date, ETag, content type, storage class and metadata (1 HEAD); None if absent."""
         key = self._check(key, "stat")
-        try:
-            head = self._head(key)
-        except self._native_errors as exc:
-            raise self._error(exc, "stat", key) from exc
+        head = self._guarded("stat", key, lambda: self._head(key))
         if head is None:
             return None
         return Stat(
@@ -460,10 +457,7 @@ class S3Backend(BaseBackend[V, bytes]):
     def copy(self, source: str, target: str) -> bool:
         """Copy a value on the server (1 CopyObject); False if ``source`` is absent."""
         source, target = self._check(source, "copy"), self._check(target, "copy")
-        try:
-            return self._copy(source, target)
-        except self._native_errors as exc:
-            raise self._error(exc, "copy", source) from exc
+        return self._guarded("copy", source, lambda: self._copy(source, target))
 
     def _copy(self, source: str, target: str) -> bool:
         copy_source = {"Bucket": self.bucket, "Key": self._object_key(source)}
@@ -483,13 +477,14 @@ class S3Backend(BaseBackend[V, bytes]):
     def move(self, source: str, target: str) -> bool:
         """Copy on the server, then delete ``source`` (2 requests); False if absent."""
         source, target = self._check(source, "move"), self._check(target, "move")
-        try:
+
+        def move() -> bool:
             if not self._copy(source, target):
                 return False
             self._call("delete_object", Key=self._object_key(source))
-        except self._native_errors as exc:
-            raise self._error(exc, "move", source) from exc
-        return True
+            return True
+
+        return self._guarded("move", source, move)
 
     def url(self, key: str, expires: float | None = None) -> str:
         """The object's URL; with ``expires`` (seconds), a presigned GET URL. No request."""
