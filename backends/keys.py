@@ -11,7 +11,7 @@ import re
 
 from .errors import InvalidKeyError
 
-__all__ = ["MAX_KEY_BYTES", "check_key", "is_valid_key"]
+__all__ = ["MAX_KEY_BYTES", "check_key", "is_valid_key", "key_problem"]
 
 MAX_KEY_BYTES = 1024
 
@@ -19,7 +19,8 @@ MAX_KEY_BYTES = 1024
 _BAD = re.compile(r"[\x00-\x1f\x7f]|(?:^|/)\.{0,2}(?:/|$)")
 
 
-def _problem(key: object, max_bytes: int = MAX_KEY_BYTES) -> str | None:
+def key_problem(key: object, max_bytes: int = MAX_KEY_BYTES) -> str | None:
+    """What is wrong with ``key``, in a few words, or None if it is valid."""
     if not isinstance(key, str):
         return f"keys are str, not {type(key).__name__}"
     if _BAD.search(key) is not None:
@@ -35,7 +36,7 @@ def _problem(key: object, max_bytes: int = MAX_KEY_BYTES) -> str | None:
 
 def is_valid_key(key: object) -> bool:
     """Say whether ``key`` is a valid key."""
-    return _problem(key) is None
+    return key_problem(key) is None
 
 
 def check_key(
@@ -50,7 +51,7 @@ def check_key(
     Raises:
         InvalidKeyError: naming what is wrong with the key.
     """
-    problem = _problem(key, max_bytes)
+    problem = key_problem(key, max_bytes)
     if problem is not None:
         raise InvalidKeyError(f"invalid key: {problem}", backend=backend, operation=operation, key=key)
-    return key  # type: ignore[return-value]  # _problem() proved it is a str
+    return key  # type: ignore[return-value]  # key_problem() proved it is a str
