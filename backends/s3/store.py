@@ -104,6 +104,8 @@ class S3Backend(BaseBackend[V, bytes]):
         from botocore import exceptions as bx
 
         self._native_errors = (bx.ClientError, bx.BotoCoreError)
+        # A body cut off mid-read: botocore retries requests, not bodies.
+        self._cut_body = (bx.ResponseStreamingError, bx.IncompleteReadError, bx.ReadTimeoutError)
         self.codec = codec if codec is not None else self._default_codec()
         self.bucket = bucket
         self.prefix = _normal_prefix(prefix)
@@ -209,13 +211,10 @@ class S3Backend(BaseBackend[V, bytes]):
     # -- reading ------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
-        from botocore import exceptions as bx
-
-        streaming = (bx.ResponseStreamingError, bx.IncompleteReadError, bx.ReadTimeoutError)
         for attempt in range(self._retries + 1):
             try:
                 response = self._call("get_object", Key=self._object_key(key))
-            except bx.ClientError as exc:
+            except self._native_errors[0] as exc:
                 if error_code(exc) in ABSENT:
                     return MISSING
                 raise
@@ -224,8 +223,7 @@ class S3Backend(BaseBackend[V, bytes]):
                 return MISSING
             try:
                 body: bytes = response["Body"].read()
-            except streaming:
-                # botocore retries a request, not a body cut off mid-read.
+            except self._cut_body:
                 if attempt == self._retries:
                     raise
                 continue
