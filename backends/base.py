@@ -42,6 +42,8 @@ PathOrFile = Union[str, "os.PathLike[str]", IO[bytes]]
 
 #: how many keys one pass of the default ``_clear`` and ``items()`` handles
 BATCH: Final = 1000
+#: rounds of create-or-read before ``setdefault`` gives up on a contradictory store
+SETDEFAULT_ROUNDS: Final = 8
 
 
 class Missing(Enum):
@@ -370,14 +372,24 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         """Return the value of ``key``, storing ``default`` first if absent.
 
         Atomic: uses ``dump(..., if_absent=True)``, so concurrent callers
-        agree on one value.
+        agree on one value. Raises StoreError if the store keeps refusing to
+        create a key that it reads as absent.
         """
-        while True:
+        for _ in range(SETDEFAULT_ROUNDS):
             if self.dump(key, default, if_absent=True):
                 return default
             value = self.load(key, MISSING)
             if value is not MISSING:
                 return value
+            # Deleted between our two calls by another writer: try again.
+        raise StoreError(
+            f"the store refuses to create the key although it reads as absent "
+            f"({SETDEFAULT_ROUNDS} tries); SeaweedFS does so for a key that is also "
+            'a folder ("a" while "a/b" exists)',
+            backend=repr(self),
+            operation="setdefault",
+            key=key,
+        )
 
     def update(self, other: Any = (), /, **kwargs: V) -> None:
         """Store every pair of ``other`` and ``kwargs`` through :meth:`dump_many`."""

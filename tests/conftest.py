@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,14 @@ class BackendCase:
             return True
         segments_fit = all(len(part.encode()) <= self.segment_limit for part in key.split("/"))
         return segments_fit and "\\" not in key
+
+    def creates(self, key: str, present: Iterable[str]) -> bool:
+        """Whether ``dump(key, v, if_absent=True)`` can create ``key`` next to ``present``.
+
+        SeaweedFS answers 412 to a conditional PUT of a name that is also a
+        folder ("a" while "a/b" exists), though a GET says the key is absent.
+        """
+        return self.segment_limit is None or not any(k.startswith(key + "/") for k in present)
 
     def __str__(self) -> str:
         return self.name

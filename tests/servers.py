@@ -6,6 +6,7 @@ server is an error, never a skip: the servers come with the ``[test]`` extra.
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import logging
 import os
@@ -128,7 +129,8 @@ def seaweedfs() -> Iterator[str]:
     args = [weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"]
     args += [f"-{name}={port}" for name, port in ports.items()]
     log = open(data / "weed.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # preexec_fn runs only setsid and one prctl, resolved before the fork.
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # noqa: PLW1509
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"
     try:
         _wait_ready(endpoint, proc, data / "weed.log")
@@ -142,6 +144,19 @@ def seaweedfs() -> Iterator[str]:
             proc.wait()
         log.close()
         shutil.rmtree(data, ignore_errors=True)
+
+
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """In the child: its own process group, and SIGKILL when the test process dies.
+
+    A test run killed from outside (a timeout's SIGTERM) runs no fixture
+    teardown; the kernel then stops the server anyway.
+    """
+    os.setsid()
+    _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -78,6 +78,8 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(key=tagged_keys, value=tagged_values)
         def dump_if_absent(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            if key[1] and not case.creates(key[0], self.model):
+                return  # a server bug, not compared (README: "S3-compatible stores")
             got = outcome(lambda: self.backend.dump(key[0], value[0], if_absent=True))
             expected = self.expect_write(key, value)
             if expected is None:
@@ -164,6 +166,8 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(key=tagged_keys, value=tagged_values)
         def setdefault(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            if key[1] and key[0] not in self.model and not case.creates(key[0], self.model):
+                return  # a server bug, not compared (README: "S3-compatible stores")
             got = outcome(lambda: self.backend.setdefault(key[0], value[0]))
             expected = self.expect_write(key, value)
             if expected is not None:

@@ -517,3 +517,15 @@ def test_without_boto3_the_package_imports_and_s3_names_the_extra() -> None:
             [sys.executable, "-c", script, folder], capture_output=True, text=True, check=True
         )
     assert done.stdout.strip() == "S3 backends need boto3: pip install 'backends[s3]'"
+
+
+def test_setdefault_gives_up_when_the_store_contradicts_itself(seaweedfs: S3Target) -> None:
+    # SeaweedFS answers 412 to a conditional PUT of "a" while "a/b" exists,
+    # and NoSuchKey to a GET of "a": setdefault must not spin forever.
+    backend = S3JsonBackend(seaweedfs.bucket, prefix="quirk", client=seaweedfs.client)
+    backend["a/b"] = 1
+    with counting(seaweedfs.client) as log:
+        with pytest.raises(backends.StoreError, match="refuses to create the key"):
+            backend.setdefault("a", 2)
+    assert log.count() == {"PutObject": 8, "GetObject": 8}
+    backend.clear()
