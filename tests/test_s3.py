@@ -529,3 +529,12 @@ def test_setdefault_gives_up_when_the_store_contradicts_itself(seaweedfs: S3Targ
             backend.setdefault("a", 2)
     assert log.count() == {"PutObject": 8, "GetObject": 8}
     backend.clear()
+
+
+def test_delete_many_lists_only_the_range_of_its_keys(moto: S3Target) -> None:
+    backend = json_backend(moto)
+    backend.dump_many({f"k{i:05d}": i for i in range(2100)})
+    with counting(moto.client) as log:
+        assert backend.delete_many(["k02050", "k02051", "k02099", "k99999"]) == 3
+    assert log.count() == {"ListObjectsV2": 1, "DeleteObjects": 1}  # not the 3 pages of the whole store
+    assert len(backend) == 2097

@@ -312,8 +312,10 @@ class S3Backend(BaseBackend[V, bytes]):
         """Which of ``keys`` exist, from the LIST pages between the smallest and largest."""
         wanted = set(keys)
         last = max(keys)  # str order is code point order, which is S3's UTF-8 byte order
+        # A proper prefix of the smallest key sorts just before it: start there.
+        start = {"StartAfter": self.prefix + min(keys)[:-1]} if len(min(keys)) > 1 else {}
         found: set[str] = set()
-        for page in self._pages(os.path.commonprefix(keys)):  # noqa: RUF071 - a str prefix is meant
+        for page in self._pages(os.path.commonprefix(keys), **start):  # noqa: RUF071 - a str prefix is meant
             for entry in page.get("Contents", ()):
                 name = entry["Key"][len(self.prefix) :]
                 if name > last:
