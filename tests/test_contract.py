@@ -60,7 +60,8 @@ def test_in_never_loads_the_value(
 
 
 def test_iter_and_keys_are_lazy_and_set_like(backend: BaseBackend[Any, Any], sample: Sample) -> None:
-    backend.dump_many({"a": sample(1), "a/b": sample(2), "c": sample(3)})
+    backend.dump("a", sample(1))  # before "a/b": SeaweedFS can lose one of the two written at once
+    backend.dump_many({"a/b": sample(2), "c": sample(3)})
     iterator = iter(backend)
     assert next(iterator) in {"a", "a/b", "c"}  # a generator, not a built list
     keys = backend.keys()
