@@ -29,8 +29,8 @@ from itertools import islice
 from typing import IO, Any, Final, Generic, Literal, Protocol, TypeVar, Union
 
 from .codecs import Codec
-from .errors import BackendError, CorruptValueError, SerializationError, StoreError
-from .keys import MAX_KEY_BYTES, check_key, key_problem
+from .errors import BackendError, CorruptValueError, InvalidKeyError, SerializationError, StoreError
+from .keys import MAX_KEY_BYTES, key_problem
 
 __all__ = ["MISSING", "BaseBackend", "FileTransfers", "Missing"]
 
@@ -146,9 +146,10 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
 
     def _check(self, key: object, operation: str) -> str:
         # The message, and so repr(self), is built only for an invalid key.
-        if key_problem(key, self._max_key_bytes) is None:
+        problem = key_problem(key, self._max_key_bytes)
+        if problem is None:
             return key  # type: ignore[return-value]  # a valid key is a str
-        return check_key(key, backend=repr(self), operation=operation, max_bytes=self._max_key_bytes)
+        raise InvalidKeyError(f"invalid key: {problem}", backend=repr(self), operation=operation, key=key)
 
     def _error(self, exc: BaseException, operation: str, key: object) -> BackendError:
         cls, reason = self._translate(exc)

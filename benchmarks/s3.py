@@ -87,12 +87,8 @@ def latency_proxy(upstream: str, seconds: float) -> Iterator[str]:
         import sys, threading
         sys.path.insert(0, {str(HERE.parent / "tests")!r})
         from servers import Faults, Proxy
-        proxy = Proxy({upstream!r}, Faults(latency={seconds!r}))
-        proxy._server.server_close()
-        from http.server import ThreadingHTTPServer
-        proxy._server = ThreadingHTTPServer(("127.0.0.1", {port}), proxy._handler())
-        proxy._server.daemon_threads = True
-        proxy._server.serve_forever()
+        with Proxy({upstream!r}, Faults(latency={seconds!r}), port={port}):
+            threading.Event().wait()
     """)
     endpoint = f"http://127.0.0.1:{port}"
     with process([sys.executable, "-c", code], answers(endpoint)):

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -212,13 +212,13 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te"
 class Proxy:
     """Forwards HTTP/1.1 to an upstream S3 endpoint, counting requests and injecting faults."""
 
-    def __init__(self, upstream: str, faults: Faults | None = None) -> None:
+    def __init__(self, upstream: str, faults: Faults | None = None, port: int = 0) -> None:
         self.upstream = upstream.split("//", 1)[1]
         self.faults = faults or Faults()
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -334,12 +334,3 @@ def counting(client: Any) -> Iterator[RequestLog]:
         yield log
     finally:
         client.meta.events.unregister("before-send.s3", log)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)  # ok: polling a condition with a deadline
-    return True

@@ -538,3 +538,21 @@ def test_delete_many_lists_only_the_range_of_its_keys(moto: S3Target) -> None:
         assert backend.delete_many(["k02050", "k02051", "k02099", "k99999"]) == 3
     assert log.count() == {"ListObjectsV2": 1, "DeleteObjects": 1}  # not the 3 pages of the whole store
     assert len(backend) == 2097
+
+
+def test_a_conflicting_conditional_put_of_a_file_is_asked_again_from_the_start(moto: S3Target) -> None:
+    raw = S3RawBackend(moto.bucket, client=moto.client)
+    conflict = b"<Error><Code>ConditionalRequestConflict</Code><Message>try again</Message></Error>"
+    calls: list[str] = []
+
+    def first_conflicts(request: Any, **kwargs: Any) -> AWSResponse | None:
+        calls.append(request.url)
+        if len(calls) == 1:
+            return AWSResponse(request.url, 409, {"Content-Type": "application/xml"}, _Raw(conflict))
+        return None  # then moto answers
+
+    moto.client.meta.events.register_first("before-send.s3.PutObject", first_conflicts)
+    assert raw.dump_file("blob.bin", io.BytesIO(b"0123456789" * 500), if_absent=True) is True
+    assert len(calls) == 2
+    assert raw["blob.bin"] == b"0123456789" * 500  # the whole body, not what was left after the first try
+    assert raw.dump_file("blob.bin", io.BytesIO(b"x"), if_absent=True) is False

@@ -9,7 +9,6 @@ from typing import IO, Any
 
 from ..base import FileTransfers, PathOrFile, copy_stream, open_source, write_target
 from ..codecs import Codec, RawCodec
-from .errors import error_code
 from .store import DEFAULT_GZIP, S3Backend
 
 __all__ = ["S3RawBackend", "transfer_config"]
@@ -126,17 +125,8 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
                 with _spooled() as spool:
                     copy_stream(reader, spool)
                     spool.seek(0)
-                    return self._put_body(key, spool, extra)
-            return self._put_body(key, reader, extra)
-
-    def _put_body(self, key: str, body: IO[bytes], extra: dict[str, Any]) -> bool:
-        try:
-            self._call("put_object", Key=self._object_key(key), Body=body, IfNoneMatch="*", **extra)
-        except self._native_errors[0] as exc:
-            if error_code(exc) in ("PreconditionFailed", "412"):
-                return False
-            raise
-        return True
+                    return self._put_object(key, spool, {**extra, "IfNoneMatch": "*"})
+            return self._put_object(key, reader, {**extra, "IfNoneMatch": "*"})
 
     # -- download -----------------------------------------------------------------
 

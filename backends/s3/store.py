@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
 from ..codecs import Codec
@@ -266,13 +266,20 @@ class S3Backend(BaseBackend[V, bytes]):
             params["IfNoneMatch"] = "*"
         if if_match is not None:
             params["IfMatch"] = if_match
+        return self._put_object(key, data, params)
+
+    def _put_object(self, key: str, body: bytes | IO[bytes], params: dict[str, Any]) -> bool:
+        """One PUT; False when its condition (If-None-Match / If-Match) fails."""
+        start = body.tell() if not isinstance(body, bytes) else 0
         for attempt in range(CONFLICT_RETRIES):
+            if not isinstance(body, bytes):
+                body.seek(start)  # a file body is read again when the PUT is asked again
             try:
-                self._call("put_object", Key=self._object_key(key), Body=data, **params)
+                self._call("put_object", Key=self._object_key(key), Body=body, **params)
                 return True
             except self._native_errors[0] as exc:
                 code = error_code(exc)
-                if code in ("PreconditionFailed", "412") or (if_match is not None and code in ABSENT):
+                if code in ("PreconditionFailed", "412") or ("IfMatch" in params and code in ABSENT):
                     return False
                 if code not in ("ConditionalRequestConflict", "409") or attempt == CONFLICT_RETRIES - 1:
                     raise
