@@ -540,8 +540,9 @@ def test_delete_many_lists_only_the_range_of_its_keys(moto: S3Target) -> None:
     assert len(backend) == 2097
 
 
-def test_a_conflicting_conditional_put_of_a_file_is_asked_again_from_the_start(moto: S3Target) -> None:
-    raw = S3RawBackend(moto.bucket, client=moto.client)
+def test_a_conflicting_conditional_put_of_a_file_is_asked_again_from_the_start(moto_server: S3Target) -> None:
+    # Over HTTP: after an earlier mock_aws, in-process moto answered the retry with 412.
+    raw = S3RawBackend(moto_server.bucket, prefix="conflict", client=moto_server.client)
     conflict = b"<Error><Code>ConditionalRequestConflict</Code><Message>try again</Message></Error>"
     calls: list[str] = []
 
@@ -551,8 +552,10 @@ def test_a_conflicting_conditional_put_of_a_file_is_asked_again_from_the_start(m
             return AWSResponse(request.url, 409, {"Content-Type": "application/xml"}, _Raw(conflict))
         return None  # then moto answers
 
-    moto.client.meta.events.register_first("before-send.s3.PutObject", first_conflicts)
+    moto_server.client.meta.events.register_first("before-send.s3.PutObject", first_conflicts)
     assert raw.dump_file("blob.bin", io.BytesIO(b"0123456789" * 500), if_absent=True) is True
     assert len(calls) == 2
     assert raw["blob.bin"] == b"0123456789" * 500  # the whole body, not what was left after the first try
     assert raw.dump_file("blob.bin", io.BytesIO(b"x"), if_absent=True) is False
+    moto_server.client.meta.events.unregister("before-send.s3.PutObject", first_conflicts)
+    raw.clear()
