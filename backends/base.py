@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from abc import abstractmethod
 from collections.abc import (
     Callable,
@@ -26,11 +27,14 @@ from collections.abc import (
 from contextlib import contextmanager
 from enum import Enum
 from itertools import islice
-from typing import IO, Any, Final, Generic, Literal, Protocol, TypeVar, Union
+from typing import IO, TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, Union
 
 from .codecs import Codec
 from .errors import BackendError, CorruptValueError, InvalidKeyError, SerializationError, StoreError
 from .keys import MAX_KEY_BYTES, key_problem
+
+if TYPE_CHECKING:
+    from .locks import Lock
 
 __all__ = ["MISSING", "BaseBackend", "FileTransfers", "Missing"]
 
@@ -80,6 +84,10 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
     #: the longest key this store takes (an S3 prefix uses part of S3's 1024)
     _max_key_bytes: int = MAX_KEY_BYTES
 
+    #: the wall clock of leases and expiry: seconds since the epoch, the
+    #: same in every process; replace it on an instance to test without sleeping
+    clock: Callable[[], float] = staticmethod(time.time)
+
     # -- store hooks -----------------------------------------------------------
 
     @abstractmethod
@@ -124,6 +132,9 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         # gone, so a paged store pays one page and one batch delete per pass.
         while batch := list(islice(self._iter_keys(), BATCH)):
             self._delete_many(batch)
+
+    def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
+        raise NotImplementedError(f"{type(self).__name__} has no per-key locks")
 
     def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
         """Map a native exception to an error class and a plain reason."""
@@ -344,6 +355,21 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
             self._clear()
         except self._native_errors as exc:
             raise self._error(exc, "clear", None) from exc
+
+    # -- locks -------------------------------------------------------------------
+
+    def lock(self, key: str, *, timeout: float | None = 10, ttl: float = 60) -> Lock:
+        """The lock of ``key``, for ``with backend.lock(key):``; nothing is sent until it is entered.
+
+        Mutual exclusion across threads and processes (and machines, for S3)
+        for as long as the lease lasts: ``ttl`` seconds from acquiring or
+        :meth:`~backends.locks.Lock.renew`. Entering waits up to ``timeout``
+        seconds (``None``: no limit), then raises LockTimeoutError. Leaving
+        raises LockError if the lease ran out and another holder took the
+        lock. The lock is not a key: it never shows in ``keys()`` or ``len``.
+        """
+        key = self._check(key, "lock")
+        return self._make_lock(key, timeout, ttl)
 
     # -- dict methods whose stock versions are wrong here ----------------------
 

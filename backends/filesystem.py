@@ -44,6 +44,7 @@ from .base import (
 from .codecs import Codec, JsonCodec, RawCodec, TextCodec
 from .errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from .keys import is_valid_key
+from .locks import FileLock, Lock
 
 __all__ = [
     "FileSystemBackend",
@@ -159,6 +160,13 @@ class FileSystemBackend(BaseBackend[V, bytes]):
                 pass
             self._open_root()
             return True
+
+    def _live_root(self) -> int:
+        self._root_gone()
+        return self._root_fd
+
+    def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
+        return FileLock(self, key, timeout, ttl, self._live_root)
 
     def close(self) -> None:
         """Close the root's file descriptor; the backend is unusable afterwards."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from .base import MISSING, BaseBackend
 from .codecs import IdentityCodec
+from .locks import Leases, Lock, MemoryLock
 
 __all__ = ["VolatileBackend"]
 
@@ -23,6 +24,10 @@ class VolatileBackend(BaseBackend[Any, Any]):
         self.codec = IdentityCodec()
         self._data: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._leases = Leases()
+
+    def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
+        return MemoryLock(self, key, timeout, ttl, self._leases)
 
     def __getstate__(self) -> dict[str, Any]:
         # The lock cannot be pickled; a copy gets its own (and a snapshot).

@@ -7,7 +7,7 @@ import json
 import random
 import sys
 
-from backends import FileSystemJsonBackend, FileSystemRawBackend
+from backends import BaseBackend, FileSystemJsonBackend, FileSystemRawBackend
 
 
 def blob(i: int) -> bytes:
@@ -77,6 +77,37 @@ def race(root: str, writer: int) -> None:
     print(json.dumps(won), flush=True)
 
 
+def open_store(where: str) -> BaseBackend[object, bytes]:
+    """A JSON backend from ``DIR`` or ``s3:ENDPOINT BUCKET PREFIX`` (space separated)."""
+    if not where.startswith("s3:"):
+        return FileSystemJsonBackend(where)
+    from servers import S3Target
+
+    from backends import S3JsonBackend
+
+    endpoint, bucket, prefix = where[3:].split(" ")
+    options = S3Target("worker", endpoint, bucket, None).options()
+    return S3JsonBackend(bucket, prefix=prefix, **options)
+
+
+def increment(where: str, times: int) -> None:
+    """Add 1 to the counter ``n`` ``times``, each under ``lock("n")``."""
+    backend = open_store(where)
+    sys.stdin.readline()  # start together
+    for _ in range(times):
+        with backend.lock("n", timeout=60, ttl=30):
+            backend["n"] = backend.load("n", 0) + 1
+    print("done", flush=True)
+
+
+def hold(where: str, ttl: float) -> None:
+    """Take ``lock("n")`` with a short lease, say so, and wait to be killed."""
+    backend = open_store(where)
+    backend.lock("n", ttl=ttl).acquire()
+    print("held", flush=True)
+    sys.stdin.readline()
+
+
 if __name__ == "__main__":
     mode, root, *rest = sys.argv[1:]
     if mode == "flip":
@@ -85,5 +116,9 @@ if __name__ == "__main__":
         mix(root, int(rest[0]), int(rest[1]))
     elif mode == "race":
         race(root, int(rest[0]))
+    elif mode == "increment":
+        increment(root, int(rest[0]))
+    elif mode == "hold":
+        hold(root, float(rest[0]))
     else:
         raise SystemExit(f"unknown mode {mode}")

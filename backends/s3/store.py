@@ -23,8 +23,10 @@ from ..codecs import Codec
 from ..errors import BackendError, CorruptValueError
 from ..info import Stat
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
+from ..locks import Lock
 from .client import client_config, import_boto3, make_client, object_url, safe_endpoint
 from .errors import error_code, translate
+from .locks import S3Lock
 
 __all__ = ["DEFAULT_GZIP", "S3Backend"]
 
@@ -400,7 +402,8 @@ class S3Backend(BaseBackend[V, bytes]):
         for page in self._pages(prefix, Delimiter=delimiter):
             for common in page.get("CommonPrefixes", ()):
                 folder = common["Prefix"][len(self.prefix) :]
-                if folder not in seen:
+                # A folder no key can be in: lock objects ("\x7flocks/"), "a//".
+                if folder not in seen and is_valid_key(folder + "x"):
                     seen.add(folder)
                     yield folder
             for entry in page.get("Contents", ()):
@@ -423,6 +426,11 @@ class S3Backend(BaseBackend[V, bytes]):
 
     def _dump_many(self, items: list[tuple[str, bytes]]) -> None:
         self._map(lambda item: self._put(*item), items)
+
+    # -- locks ----------------------------------------------------------------------
+
+    def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
+        return S3Lock(self, key, timeout, ttl)
 
     # -- metadata, copies, URLs ------------------------------------------------------
 

@@ -1,0 +1,325 @@
+"""Per-key locks with a lease: ``with backend.lock(key, timeout=10, ttl=60):``.
+
+A lock gives mutual exclusion on one key across threads and processes (and
+machines, for S3) for as long as its lease lasts: ``ttl`` seconds from the
+last acquire or :meth:`Lock.renew`. A holder that crashed, or hangs past its
+lease, loses the lock, so nobody waits for it forever. Waiting longer than
+``timeout`` raises :class:`~backends.errors.LockTimeoutError`.
+
+Each store keeps its leases its own way (README.rst, "Locks"):
+
+- memory: a table of leases under a condition variable;
+- filesystem: a lease file per key in ``<root>/~locks/`` (never a key),
+  holding the holder's token, with the lease's end as its mtime; every read
+  and change of it happens under ``flock``, which the kernel drops when a
+  process dies, so there is no check-then-write race;
+- S3 (:mod:`backends.s3.locks`): a create-only PUT of a lock object.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import random
+import sys
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+
+from .errors import LockError, LockTimeoutError
+
+if TYPE_CHECKING:
+    from .base import BaseBackend
+
+__all__ = ["FileLock", "Leases", "Lock", "MemoryLock"]
+
+E = TypeVar("E", bound=LockError)
+
+#: first pause between two tries of a held lock; it doubles up to ``max_delay``
+FIRST_DELAY: Final = 0.001
+LOCK_FOLDER: Final = "~locks"  # "~" names are never keys
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
+_FILE_FLAGS = os.O_RDWR | _NOFOLLOW | _CLOEXEC
+_TOKEN_BYTES = 64
+
+
+def lock_name(key: str) -> str:
+    """A fixed-length name for the lock of ``key`` (any key, however long)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+class Lock:
+    """The lock of one key of one backend; not re-entrant.
+
+    Use it as a context manager, or call :meth:`acquire` and :meth:`release`.
+    ``timeout=None`` waits as long as it takes; ``timeout=0`` tries once.
+    """
+
+    #: longest pause between two tries of a held lock
+    max_delay: float = 0.05
+
+    def __init__(self, backend: BaseBackend[Any, Any], key: str, timeout: float | None, ttl: float) -> None:
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout is None or >= 0 seconds")
+        if not ttl > 0:
+            raise ValueError("ttl is > 0 seconds")
+        self.backend = backend
+        self.key = key
+        self.timeout = timeout
+        self.ttl = ttl
+        self.token = os.urandom(16).hex()
+        self._held = False
+
+    # -- what each store provides ---------------------------------------------
+
+    @abstractmethod
+    def _try_acquire(self) -> bool:
+        """Take the lease if it is free or ran out (or renew our own); one try."""
+
+    @abstractmethod
+    def _release(self) -> bool:
+        """End our lease; False if it was no longer ours."""
+
+    @abstractmethod
+    def _renew(self) -> bool:
+        """Restart our lease; False if it was no longer ours."""
+
+    def _wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    # -- the public API -----------------------------------------------------------
+
+    @property
+    def held(self) -> bool:
+        """Whether this object acquired the lock and has not released it (the lease may have run out)."""
+        return self._held
+
+    def acquire(self) -> Lock:
+        """Wait for the lock and take it; return self.
+
+        Raises LockTimeoutError after ``timeout`` seconds; the lease of a
+        holder that stopped renewing ends after its ``ttl``.
+        """
+        if self._held:
+            raise self._error(LockError, "already held by this Lock (locks are not re-entrant)")
+        start = time.monotonic()
+        delay = FIRST_DELAY
+        while not self._guarded(self._try_acquire):
+            waited = time.monotonic() - start
+            if self.timeout is not None and waited >= self.timeout:
+                raise self._error(
+                    LockTimeoutError,
+                    f"not acquired within {self.timeout:g} s: another holder has it "
+                    "(a lease ends at the latest ttl seconds after its holder last renewed it)",
+                )
+            pause = delay * random.uniform(0.5, 1.0)  # jitter, not secrecy
+            if self.timeout is not None:
+                pause = min(pause, self.timeout - waited)
+            self._wait(pause)
+            delay = min(delay * 2, self.max_delay)
+        self._held = True
+        return self
+
+    def release(self) -> None:
+        """Release the lock.
+
+        Raises LockError if the lease had run out and another holder took
+        the lock meanwhile: the section was then not exclusive.
+        """
+        if not self._held:
+            raise self._error(LockError, "released but not held")
+        self._held = False
+        if not self._guarded(self._release):
+            raise self._lost()
+
+    def renew(self) -> None:
+        """Restart the lease for another ``ttl`` seconds; LockError if it was lost."""
+        if not self._held:
+            raise self._error(LockError, "renewed but not held")
+        if not self._guarded(self._renew):
+            self._held = False
+            raise self._lost()
+
+    def __enter__(self) -> Lock:
+        return self.acquire()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
+        try:
+            self.release()
+        except LockError as lost:
+            if exc is None:
+                raise
+            if sys.version_info >= (3, 11):
+                exc.add_note(str(lost))  # the body's own error stays the one raised
+        return False
+
+    def __repr__(self) -> str:
+        state = "held" if self._held else "not held"
+        return f"<{type(self).__name__} {self.key!r} of {self.backend!r}, ttl={self.ttl:g}, {state}>"
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _error(self, cls: type[E], reason: str) -> E:
+        return cls(reason, backend=repr(self.backend), operation="lock", key=self.key)
+
+    def _lost(self) -> LockError:
+        return self._error(
+            LockError, f"the lease ({self.ttl:g} s) ran out and another holder took the lock before release"
+        )
+
+    def _guarded(self, action: Callable[[], bool]) -> bool:
+        return self.backend._guarded("lock", self.key, action)
+
+    def _now_ns(self) -> int:
+        return int(self.backend.clock() * 1e9)
+
+
+class Leases:
+    """A process's table of leases (key -> token, end), for the memory store."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[str, float]] = {}
+        self.changed = threading.Condition()
+
+
+class MemoryLock(Lock):
+    """A lease in a :class:`Leases` table; waiters wake when it is released."""
+
+    def __init__(
+        self, backend: BaseBackend[Any, Any], key: str, timeout: float | None, ttl: float, leases: Leases
+    ) -> None:
+        super().__init__(backend, key, timeout, ttl)
+        self._leases = leases
+
+    def _try_acquire(self) -> bool:
+        with self._leases.changed:
+            now = self.backend.clock()
+            holder = self._leases.held.get(self.key)
+            if holder is not None and holder[0] != self.token and holder[1] > now:
+                return False
+            self._leases.held[self.key] = (self.token, now + self.ttl)
+            return True
+
+    def _renew(self) -> bool:
+        with self._leases.changed:
+            holder = self._leases.held.get(self.key)
+            if holder is None or holder[0] != self.token:
+                return False
+            self._leases.held[self.key] = (self.token, self.backend.clock() + self.ttl)
+            return True
+
+    def _release(self) -> bool:
+        with self._leases.changed:
+            holder = self._leases.held.get(self.key)
+            if holder is None or holder[0] != self.token:
+                return False
+            del self._leases.held[self.key]
+            self._leases.changed.notify_all()
+            return True
+
+    def _wait(self, seconds: float) -> None:
+        with self._leases.changed:
+            self._leases.changed.wait(seconds)
+
+
+class FileLock(Lock):
+    """A lease file ``<root>/~locks/<sha256 of the key>``: our token inside, the lease's end as mtime.
+
+    Every look at the file and every change to it is made under ``flock``
+    (held for a few system calls, dropped by the kernel if the process
+    dies), so two processes never both find the lease free. Release deletes
+    the file; a waiter that opened the deleted file sees its link count at
+    zero and opens the new one.
+    """
+
+    def __init__(
+        self,
+        backend: BaseBackend[Any, Any],
+        key: str,
+        timeout: float | None,
+        ttl: float,
+        root: Callable[[], int],
+    ) -> None:
+        super().__init__(backend, key, timeout, ttl)
+        self._root = root
+        self._name = lock_name(key)
+        self._token = self.token.encode("ascii")
+
+    def _try_acquire(self) -> bool:
+        return self._under_flock(create=True, change=self._take)
+
+    def _renew(self) -> bool:
+        return self._under_flock(create=False, change=self._extend)
+
+    def _release(self) -> bool:
+        return self._under_flock(create=False, change=self._drop)
+
+    def _take(self, fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
+        now = self._now_ns()
+        if holder and holder != self._token and end_ns > now:
+            return False
+        if holder != self._token:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self._token, 0)
+        os.utime(fd, ns=(now, now + int(self.ttl * 1e9)))
+        return True
+
+    def _extend(self, fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
+        if holder != self._token:
+            return False
+        now = self._now_ns()
+        os.utime(fd, ns=(now, now + int(self.ttl * 1e9)))
+        return True
+
+    def _drop(self, fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
+        if holder != self._token:
+            return False
+        os.unlink(self._name, dir_fd=folder)
+        return True
+
+    def _under_flock(self, create: bool, change: Callable[[int, int, bytes, int], bool]) -> bool:
+        folder = self._folder(create)
+        if folder is None:
+            return False
+        flags = _FILE_FLAGS | (os.O_CREAT if create else 0)
+        try:
+            while True:
+                try:
+                    fd = os.open(self._name, flags, 0o666, dir_fd=folder)
+                except FileNotFoundError:
+                    return False  # no lease file: not ours to renew or release
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    status = os.fstat(fd)
+                    if status.st_nlink == 0:
+                        continue  # released (deleted) while we waited for flock: open the new one
+                    holder = os.pread(fd, _TOKEN_BYTES, 0)
+                    return change(fd, folder, holder, status.st_mtime_ns)
+                finally:
+                    os.close(fd)  # also drops the flock
+        finally:
+            os.close(folder)
+
+    def _folder(self, create: bool) -> int | None:
+        root = self._root()
+        try:
+            return os.open(LOCK_FOLDER, _DIR_FLAGS, dir_fd=root)
+        except FileNotFoundError:
+            if not create:
+                return None
+        try:
+            os.mkdir(LOCK_FOLDER, 0o777, dir_fd=root)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+        return os.open(LOCK_FOLDER, _DIR_FLAGS, dir_fd=root)

@@ -1,0 +1,118 @@
+"""S3Lock: a per-key lease held as a lock object, taken with a create-only PUT.
+
+The lock object of a key is ``<prefix>\\x7flocks/<sha256 of the key>``: the
+DEL character makes it a name no key can have, so it never shows in
+``keys()``, ``len`` or ``list()``. Every change is conditional, so there is
+no check-then-write race (the flaw of older S3 tile caches):
+
+- acquire: PUT with ``If-None-Match: *``; one of any number of racers wins;
+- a waiter that sees the same lock object (same ETag) for the whole lease
+  its holder wrote into it, on the waiter's own clock, takes it over with a
+  PUT ``If-Match`` that ETag; clocks on different machines need not agree;
+- renew: PUT ``If-Match`` our ETag; release: DELETE ``If-Match`` our ETag,
+  so a holder whose lease was taken over never deletes the new holder's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import TYPE_CHECKING, Any, Final
+
+from ..locks import Lock, lock_name
+from .errors import error_code
+
+if TYPE_CHECKING:
+    from .store import S3Backend
+
+__all__ = ["LOCK_AREA", "S3Lock"]
+
+LOCK_AREA: Final = "\x7flocks/"
+_LOST = {"PreconditionFailed", "412", "NoSuchKey", "404", "NotFound", "ConditionalRequestConflict", "409"}
+
+
+class S3Lock(Lock):
+    """A lease on S3 (or any store with conditional writes: MinIO, SeaweedFS, moto)."""
+
+    max_delay = 0.25  # each try is one or two requests
+
+    def __init__(self, backend: S3Backend[Any], key: str, timeout: float | None, ttl: float) -> None:
+        super().__init__(backend, key, timeout, ttl)
+        self._store = backend
+        self._object = backend.prefix + LOCK_AREA + lock_name(key)
+        self._etag: str | None = None
+        self._seen: tuple[str, float] | None = None  # a holder's ETag, and when we first saw it
+
+    def _body(self) -> bytes:
+        # A fresh nonce per write: a renewal must change the ETag that waiters watch.
+        lease = {
+            "key": self.key,
+            "owner": f"{socket.gethostname()}:{os.getpid()}",
+            "ttl": self.ttl,
+            "token": self.token,
+            "nonce": os.urandom(8).hex(),
+        }
+        return json.dumps(lease).encode()
+
+    def _conditional(self, operation: str, **condition: str) -> dict[str, Any] | None:
+        """One conditional request on the lock object; None when its condition fails."""
+        params: dict[str, Any] = {"Key": self._object, **condition}
+        if operation == "put_object":
+            params.update(Body=self._body(), ContentType="application/json")
+        try:
+            response: dict[str, Any] = self._store._call(operation, **params)
+        except self._store._native_errors[0] as exc:
+            if error_code(exc) in _LOST:
+                return None
+            raise
+        return response
+
+    def _try_acquire(self) -> bool:
+        created = self._conditional("put_object", IfNoneMatch="*")
+        if created is not None:
+            self._etag = created["ETag"]
+            return True
+        holder = self._holder()
+        if holder is None:
+            return False  # released between our PUT and GET: the next try may win
+        etag, ttl = holder
+        now = self.backend.clock()
+        if self._seen is None or self._seen[0] != etag:
+            self._seen = (etag, now)  # a new lease (or a renewal): its ttl starts now for us
+            return False
+        if now - self._seen[1] < ttl:
+            return False
+        taken = self._conditional("put_object", IfMatch=etag)
+        if taken is None:
+            return False  # another waiter took it over first
+        self._etag = taken["ETag"]
+        return True
+
+    def _holder(self) -> tuple[str, float] | None:
+        """The current lock object's ETag and lease, or None if there is none."""
+        try:
+            response = self._store._call("get_object", Key=self._object)
+        except self._store._native_errors[0] as exc:
+            if error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
+        body = response["Body"].read()
+        try:
+            ttl = float(json.loads(body)["ttl"])
+        except (ValueError, KeyError, TypeError):
+            ttl = self.ttl  # not written by us: judge it by our own lease
+        return response["ETag"], ttl
+
+    def _renew(self) -> bool:
+        if self._etag is None:
+            return False
+        renewed = self._conditional("put_object", IfMatch=self._etag)
+        if renewed is None:
+            return False
+        self._etag = renewed["ETag"]
+        return True
+
+    def _release(self) -> bool:
+        etag, self._etag, self._seen = self._etag, None, None
+        return etag is not None and self._conditional("delete_object", IfMatch=etag) is not None

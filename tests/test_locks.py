@@ -1,0 +1,222 @@
+"""Per-key locks on every backend: exclusion, leases, and many processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clock import FrozenClock
+from conftest import CASES
+
+import backends
+from backends import BaseBackend, InvalidKeyError, LockError, LockTimeoutError
+
+WORKER = str(Path(__file__).with_name("_worker.py"))
+
+
+@pytest.fixture
+def clock(backend: BaseBackend[Any, Any]) -> FrozenClock:
+    frozen = FrozenClock()
+    backend.clock = frozen
+    return frozen
+
+
+def test_a_held_lock_excludes_others_until_released(backend: BaseBackend[Any, Any]) -> None:
+    with backend.lock("jobs/1") as held:
+        assert held.held
+        with pytest.raises(LockTimeoutError) as caught:
+            backend.lock("jobs/1", timeout=0).acquire()
+        assert "jobs/1" in str(caught.value) and isinstance(caught.value, TimeoutError)
+        with backend.lock("jobs/2", timeout=0):  # another key is free
+            pass
+    assert not held.held
+    with backend.lock("jobs/1", timeout=0):
+        pass
+
+
+def test_a_lock_is_never_a_key(backend: BaseBackend[Any, Any], sample: Any) -> None:
+    backend["a"] = sample(1)
+    with backend.lock("a"), backend.lock("b/c"), backend.lock("x" * backend.max_key_bytes):
+        assert set(backend) == {"a"}
+        assert len(backend) == 1
+        assert list(backend.list()) == ["a"]
+        assert "b/c" not in backend
+        backend.clear()
+        assert not backend
+    assert not backend
+
+
+def test_the_body_error_propagates_and_the_lock_is_released(backend: BaseBackend[Any, Any]) -> None:
+    with pytest.raises(KeyError), backend.lock("k"):
+        raise KeyError("from the body")
+    with backend.lock("k", timeout=0):
+        pass
+
+
+def test_lock_checks_key_and_arguments_before_any_io(backend: BaseBackend[Any, Any]) -> None:
+    with pytest.raises(InvalidKeyError):
+        backend.lock("a//b")
+    with pytest.raises(ValueError, match="ttl"):
+        backend.lock("a", ttl=0)
+    with pytest.raises(ValueError, match="timeout"):
+        backend.lock("a", timeout=-1)
+
+
+def test_locks_are_not_reentrant_and_release_needs_a_hold(backend: BaseBackend[Any, Any]) -> None:
+    lock = backend.lock("k", timeout=0)
+    with pytest.raises(LockError, match="not held"):
+        lock.release()
+    with lock, pytest.raises(LockError, match="re-entrant"):
+        lock.acquire()
+
+
+def test_a_lease_that_ran_out_is_taken_over(backend: BaseBackend[Any, Any], clock: FrozenClock) -> None:
+    stale = backend.lock("k", ttl=5).acquire()
+    waiter = backend.lock("k", timeout=0, ttl=5)
+    with pytest.raises(LockTimeoutError):
+        waiter.acquire()  # the lease is alive
+    clock.advance(4.9)
+    with pytest.raises(LockTimeoutError):
+        waiter.acquire()
+    clock.advance(0.2)
+    waiter.acquire()  # 5.1 s without renewal: the lease ran out
+    with pytest.raises(LockError, match="ran out"):
+        stale.release()  # and the old holder learns it was not exclusive
+    with pytest.raises(LockTimeoutError):
+        backend.lock("k", timeout=0).acquire()  # the old holder did not free the new one's lock
+    waiter.release()
+
+
+def test_renewing_keeps_the_lease(backend: BaseBackend[Any, Any], clock: FrozenClock) -> None:
+    holder = backend.lock("k", ttl=5).acquire()
+    waiter = backend.lock("k", timeout=0, ttl=5)
+    with pytest.raises(LockTimeoutError):
+        waiter.acquire()
+    clock.advance(4)
+    holder.renew()
+    clock.advance(4)  # 8 s since acquire, 4 since the renewal
+    with pytest.raises(LockTimeoutError):
+        waiter.acquire()
+    holder.release()
+    waiter.acquire()
+    waiter.release()
+
+
+def test_a_lost_lease_is_reported_on_renew_and_noted_on_a_failing_body(
+    backend: BaseBackend[Any, Any], clock: FrozenClock
+) -> None:
+    holder = backend.lock("k", ttl=1).acquire()
+    waiter = backend.lock("k", timeout=0, ttl=1)
+    with pytest.raises(LockTimeoutError):
+        waiter.acquire()
+    clock.advance(2)
+    waiter.acquire()
+    with pytest.raises(LockError, match="ran out"):
+        holder.renew()
+    assert not holder.held
+    other = backend.lock("j", timeout=0, ttl=1)
+    with pytest.raises(RuntimeError) as caught, backend.lock("j", ttl=1) as lock:
+        with pytest.raises(LockTimeoutError):
+            other.acquire()  # S3 times a lease from a waiter's first sight of it
+        clock.advance(2)
+        other.acquire()
+        assert lock.held
+        raise RuntimeError("body failed")
+    if sys.version_info >= (3, 11):
+        assert any("ran out" in note for note in caught.value.__notes__)
+
+
+LOCAL = ["volatile", "fs-json"]
+
+
+@pytest.mark.parametrize("name", LOCAL)
+def test_threads_incrementing_under_the_lock_lose_no_update(name: str, tmp_path: Path) -> None:
+    case = next(c for c in CASES if c.name == name)
+    backend = case.make(tmp_path / "store")
+    backend["n"] = 0
+
+    def work() -> None:
+        for _ in range(100):
+            with backend.lock("n", ttl=30):
+                backend["n"] = backend["n"] + 1
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert backend["n"] == 800
+
+
+def _processes(where: str, *args: object) -> list[subprocess.Popen[str]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, WORKER, "increment", where, *map(str, args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+
+
+def _run_together(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and out == "done\n", err
+
+
+@pytest.mark.slow
+def test_four_processes_incrementing_on_the_filesystem_end_at_800(tmp_path: Path) -> None:
+    _run_together(_processes(str(tmp_path), 200))
+    assert backends.FileSystemJsonBackend(tmp_path)["n"] == 800
+
+
+@pytest.mark.slow
+def test_four_processes_incrementing_on_s3_end_at_800(moto_server: Any) -> None:
+    backend = backends.S3JsonBackend(moto_server.bucket, prefix="locks-800", client=moto_server.client)
+    try:
+        _run_together(_processes(f"s3:{moto_server.endpoint_url} {moto_server.bucket} locks-800", 200))
+        assert backend["n"] == 800
+    finally:
+        backend.clear()
+
+
+def _where(kind: str, tmp_path: Path, target: Any) -> tuple[str, BaseBackend[Any, Any]]:
+    if kind == "fs":
+        return str(tmp_path), backends.FileSystemJsonBackend(tmp_path)
+    backend = backends.S3JsonBackend(target.bucket, prefix="locks-kill", client=target.client)
+    return f"s3:{target.endpoint_url} {target.bucket} locks-kill", backend
+
+
+@pytest.mark.parametrize("kind", ["fs", "s3"])
+def test_the_lock_of_a_killed_holder_ends_with_its_lease(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    target = request.getfixturevalue("moto_server") if kind == "s3" else None
+    where, backend = _where(kind, tmp_path, target)
+    holder = subprocess.Popen(
+        [sys.executable, WORKER, "hold", where, "1.0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    finally:
+        holder.kill()
+        holder.communicate()
+    with pytest.raises(LockTimeoutError):
+        backend.lock("n", timeout=0).acquire()  # the holder is dead, but its lease is not over
+    with backend.lock("n", timeout=30):  # waits for the lease (1 s) to run out, no longer
+        pass
