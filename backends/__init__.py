@@ -6,6 +6,7 @@ See README.rst for the contract every backend keeps.
 from __future__ import annotations
 
 from .base import MISSING, BaseBackend
+from .cache import FileSystemCache, JsonCache, TextCache
 from .codecs import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .errors import (
     BackendError,
@@ -27,6 +28,7 @@ from .filesystem import (
 )
 from .info import Stat
 from .keys import MAX_KEY_BYTES, is_valid_key
+from .locks import Lock
 from .memory import VolatileBackend
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 
@@ -41,12 +43,15 @@ __all__ = [
     "Codec",
     "CorruptValueError",
     "FileSystemBackend",
+    "FileSystemCache",
     "FileSystemJsonBackend",
     "FileSystemRawBackend",
     "FileSystemTextBackend",
     "IdentityCodec",
     "InvalidKeyError",
+    "JsonCache",
     "JsonCodec",
+    "Lock",
     "LockError",
     "LockTimeoutError",
     "PermissionDeniedError",
@@ -59,6 +64,7 @@ __all__ = [
     "Stat",
     "StoreError",
     "StoreUnavailableError",
+    "TextCache",
     "TextCodec",
     "VolatileBackend",
     "__version__",

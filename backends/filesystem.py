@@ -443,13 +443,30 @@ def _read(folder: int, name: str) -> bytes | Missing:
             return MISSING  # a symlink: never followed, never a key
         raise
     try:
-        # Size the first read from fstat, then read until EOF: the file is
-        # never rewritten in place, so this is the whole value.
-        chunks = [os.read(fd, os.fstat(fd).st_size + 1)]
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
+        return read_all(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
+
+
+def open_file(folder: int, name: str) -> int | None:
+    """Open a key's file for reading, without following a symlink; None if there is none."""
+    try:
+        return os.open(name, _READ_FLAGS, dir_fd=folder)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in _BLOCKED:
+            return None  # a symlink: never followed, never a key
+        raise
+
+
+def read_all(fd: int, size: int) -> bytes:
+    """Read a file whose size fstat gave, until EOF."""
+    # Size the first read from fstat, then read until EOF: the file is
+    # never rewritten in place, so this is the whole value.
+    chunks = [os.read(fd, size + 1)]
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

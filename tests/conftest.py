@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import servers
 import strategies as s
+from clock import FrozenClock
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from servers import S3Target, s3_client
@@ -153,6 +154,25 @@ CASES = [
         on_disk=True,
         shared=True,
         family="raw",
+    ),
+    BackendCase(
+        "cache-json",
+        lambda folder, _: backends.JsonCache(folder, clock=FrozenClock()),
+        s.json_values,
+        s.invalid_json,
+        s.json_normal,
+        on_disk=True,
+        shared=True,
+        family="json",
+    ),
+    BackendCase(
+        "cache-text",
+        lambda folder, _: backends.TextCache(folder, timeout=None, clock=FrozenClock()),
+        s.text_values,
+        s.invalid_text,
+        on_disk=True,
+        shared=True,
+        family="text",
     ),
 ] + [
     BackendCase(

@@ -1,0 +1,396 @@
+"""Expiring caches on local disk: JsonCache and TextCache.
+
+A cache is a filesystem backend whose entries expire. An entry's deadline is
+its file's mtime (nanoseconds, on the cache's clock; 0 for "never"), set on
+the temporary file before it is moved into place, so the value and its
+deadline appear together. Telling whether an entry expired costs one
+``fstat`` of a file already open (``load``) or one ``lstat`` (``in``,
+``len``, ``keys``); no value is read for it.
+
+An expired entry is absent for every call, and removed when met: it is
+renamed aside, checked again (a writer may have just replaced it), then
+deleted, so a fresh value written meanwhile is never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from .base import MISSING, Missing
+from .codecs import Codec, JsonCodec, TextCodec
+from .filesystem import (
+    _RETRIES,
+    TEMP_MARK,
+    FileSystemBackend,
+    _prune,
+    _unlink,
+    _write_all,
+    key_parts,
+    open_file,
+    read_all,
+)
+
+__all__ = ["DEFAULT_TIMEOUT", "Entry", "FileSystemCache", "JsonCache", "TextCache"]
+
+V = TypeVar("V")
+
+#: seconds an entry lives when neither the cache nor ``dump`` says otherwise
+DEFAULT_TIMEOUT: Final = 300.0
+NEVER: Final = 0  # the mtime of an entry that never expires
+TAG_ATTRIBUTE: Final = "user.backends.etag"  # the origin's ETag, kept by a tier for revalidation
+DAY_NS: Final = 86_400 * 10**9
+_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA, errno.E2BIG, errno.ERANGE}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A cached entry as a tier sees it, expired or not."""
+
+    data: bytes
+    #: the deadline in nanoseconds on the cache's clock, or None for never
+    deadline_ns: int | None
+    fresh: bool
+    #: the origin's ETag stored with the entry, if any
+    tag: str | None
+
+
+def check_timeout(timeout: object) -> float | None:
+    """Return a valid timeout (None, or seconds >= 0), or raise ValueError."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"timeout is None (never expires) or seconds >= 0, not {timeout!r}")
+    return float(timeout)
+
+
+class FileSystemCache(FileSystemBackend[V]):
+    """A filesystem backend whose entries expire ``timeout`` seconds after they are written.
+
+    ``timeout=None`` keeps entries until deleted. ``clock`` (default
+    ``time.time``) must be a wall clock shared by every process using the
+    folder. Safe across threads and processes, like every filesystem backend.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        codec: Codec[V, bytes],
+        clock: Callable[[], float] | None = None,
+        durable: bool = False,
+    ) -> None:
+        self.timeout = check_timeout(timeout)
+        if clock is not None:
+            self.clock = clock
+        super().__init__(root, codec=codec, durable=durable)
+
+    # -- deadlines ----------------------------------------------------------------
+
+    def _deadline(self, timeout: float | Missing | None) -> int:
+        """The mtime to give an entry written now with ``timeout``."""
+        seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
+        if seconds is None:
+            return NEVER
+        return int((self.clock() + seconds) * 1e9) or -1  # 0 would read as never
+
+    def _expired(self, deadline_ns: int) -> bool:
+        return deadline_ns != NEVER and deadline_ns <= self.clock() * 1e9
+
+    # -- writing --------------------------------------------------------------------
+
+    def dump(
+        self, key: str, value: V, *, if_absent: bool = False, timeout: float | Missing | None = MISSING
+    ) -> bool:
+        """Store ``value`` under ``key``, expiring after ``timeout`` seconds (default: the cache's).
+
+        ``timeout=None``: never expires; ``timeout=0``: already expired, so
+        the key reads as absent. ``if_absent`` treats an expired entry as
+        absent. Atomic, like every write.
+        """
+        deadline = self._deadline(timeout)
+        return self._write_value(
+            key, value, "dump", lambda key, data: self._put(key, data, deadline, if_absent)
+        )
+
+    def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
+        return self._put(key, data, self._deadline(MISSING), if_absent)
+
+    def _put(self, key: str, data: bytes, deadline: int, if_absent: bool, tag: str | None = None) -> bool:
+        def fill(fd: int) -> None:
+            _write_all(fd, data)
+            if tag is not None:
+                _set_tag(fd, tag)
+            _set_deadline(fd, deadline)
+
+        for _ in range(_RETRIES):
+            if self._write(key, fill, if_absent):
+                return True
+            # An expired entry is absent: clear it away and try again.
+            if not self._discard_if_expired(key):
+                return False
+        return False
+
+    # -- reading --------------------------------------------------------------------
+
+    def _load(self, key: str) -> bytes | Missing:
+        folders, name = key_parts(key)
+        fds = self._open_folders(folders, create=False) if folders else [self._root_fd]
+        if fds is None:
+            return MISSING
+        try:
+            fd = open_file(fds[-1], name)
+            if fd is None:
+                return MISSING
+            try:
+                status = os.fstat(fd)
+                if not self._expired(status.st_mtime_ns):
+                    return read_all(fd, status.st_size)
+            finally:
+                os.close(fd)
+            self._discard(fds, folders, name)
+            return MISSING
+        finally:
+            self._close(fds)
+
+    def _contains(self, key: str) -> bool:
+        folders, name = key_parts(key)
+        fds = self._open_folders(folders, create=False)
+        if fds is None:
+            return False
+        try:
+            status = _lstat(fds[-1], name)
+            if status is None or not stat.S_ISREG(status.st_mode):
+                return False
+            if not self._expired(status.st_mtime_ns):
+                return True
+            self._discard(fds, folders, name)
+            return False
+        finally:
+            self._close(fds)
+
+    def _iter_keys(self) -> Iterator[str]:
+        # One lstat per file for its deadline; values are never read.
+        for folder, name, key in self._walk(prune=False):
+            status = _lstat(folder, name)
+            if status is None:
+                continue
+            if not self._expired(status.st_mtime_ns):
+                yield key
+            else:
+                self._discard_at(folder, name)
+
+    def _delete(self, key: str) -> bool:
+        folders, name = key_parts(key)
+        fds = self._open_folders(folders, create=False)
+        if fds is None:
+            return False
+        try:
+            status = _lstat(fds[-1], name)
+            if status is None or not stat.S_ISREG(status.st_mode):
+                return False
+            if self._expired(status.st_mtime_ns):
+                self._discard(fds, folders, name)
+                return False  # it was already absent
+        finally:
+            self._close(fds)
+        return super()._delete(key)
+
+    # -- expiry ---------------------------------------------------------------------
+
+    def purge(self) -> int:
+        """Remove every expired entry; return how many were removed.
+
+        One lstat per entry; values are not read. Emptied folders are removed.
+        """
+        try:
+            return sum(
+                self._discard_at(folder, name)
+                for folder, name, _ in self._walk(prune=True)
+                if (status := _lstat(folder, name)) is not None and self._expired(status.st_mtime_ns)
+            )
+        except self._native_errors as exc:
+            raise self._error(exc, "purge", None) from exc
+
+    def expires(self, key: str) -> float | None:
+        """When the entry of ``key`` expires (seconds on the cache's clock); None if never.
+
+        Raises KeyError if the key is absent (or expired).
+        """
+        key = self._check(key, "expires")
+        entry = self._guarded("expires", key, lambda: self._peek(key, read=False))
+        if entry is None or not entry.fresh:
+            raise KeyError(key)
+        return None if entry.deadline_ns is None else entry.deadline_ns / 1e9
+
+    def _discard_if_expired(self, key: str) -> bool:
+        folders, name = key_parts(key)
+        fds = self._open_folders(folders, create=False)
+        if fds is None:
+            return True  # gone already
+        try:
+            status = _lstat(fds[-1], name)
+            if status is None:
+                return True
+            if not self._expired(status.st_mtime_ns):
+                return False
+            self._discard(fds, folders, name)
+            return True
+        finally:
+            self._close(fds)
+
+    def _discard(self, fds: list[int], folders: tuple[str, ...], name: str) -> None:
+        if self._discard_at(fds[-1], name) and folders:
+            _prune(fds, folders)
+
+    def _discard_at(self, folder: int, name: str) -> bool:
+        """Remove the expired file ``name``, unless a writer replaced it with a fresh one."""
+        aside = f"{TEMP_MARK}{os.urandom(8).hex()}.expired"
+        try:
+            os.rename(name, aside, src_dir_fd=folder, dst_dir_fd=folder)
+        except FileNotFoundError:
+            return False
+        status = _lstat(folder, aside)
+        if status is not None and not self._expired(status.st_mtime_ns):
+            # A fresh value landed between our look and our rename: put it
+            # back, unless an even newer one took its place meanwhile.
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+            _unlink(aside, folder)
+            return False
+        _unlink(aside, folder)
+        return True
+
+    # -- entries, for a tier ----------------------------------------------------------
+
+    def _peek(self, key: str, read: bool = True) -> Entry | None:
+        """The entry of ``key``, expired or not (nothing is removed); None if there is none."""
+        folders, name = key_parts(key)
+        fds = self._open_folders(folders, create=False)
+        if fds is None:
+            return None
+        try:
+            fd = open_file(fds[-1], name)
+        finally:
+            self._close(fds)
+        if fd is None:
+            return None
+        try:
+            status = os.fstat(fd)
+            data = read_all(fd, status.st_size) if read else b""
+            tag = _get_tag(fd)
+        finally:
+            os.close(fd)
+        deadline = status.st_mtime_ns
+        return Entry(data, None if deadline == NEVER else deadline, not self._expired(deadline), tag)
+
+    def _fill(self, key: str, data: bytes, tag: str | None) -> None:
+        """Store data from the origin with its ETag and the default timeout."""
+        self._put(key, data, self._deadline(MISSING), False, tag)
+
+    def _renew(self, key: str, tag: str) -> bool:
+        """Restart the timeout of ``key`` if its entry still holds the value of ETag ``tag``."""
+        folders, name = key_parts(key)
+        fds = self._open_folders(folders, create=False)
+        if fds is None:
+            return False
+        try:
+            fd = open_file(fds[-1], name)
+        finally:
+            self._close(fds)
+        if fd is None:
+            return False
+        try:
+            if _get_tag(fd) != tag:
+                return False  # replaced since we looked: that value is not the one revalidated
+            _set_deadline(fd, self._deadline(MISSING))
+            return True
+        finally:
+            os.close(fd)
+
+    def _describe(self) -> str:
+        timeout = "None" if self.timeout is None else f"{self.timeout:g}"
+        return f"{super()._describe()}, timeout={timeout}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The root descriptor cannot cross processes; a copy reopens the root.
+        settings = {"codec": self.codec, "clock": self.clock, "durable": self.durable}
+        return (_rebuild, (type(self), str(self.root), self.timeout, settings))
+
+
+def _rebuild(
+    cls: type[FileSystemCache[Any]], root: str, timeout: float | None, settings: dict[str, Any]
+) -> FileSystemCache[Any]:
+    cache = cls.__new__(cls)
+    FileSystemCache.__init__(cache, root, timeout, **settings)
+    return cache
+
+
+def _set_deadline(fd: int, deadline: int) -> None:
+    # The atime is set past both the mtime and the coming rename's ctime, so
+    # that reads under "relatime" (the Linux default) leave the inode alone
+    # instead of writing a new atime on every cache hit.
+    atime = max(deadline, time.time_ns()) + DAY_NS
+    os.utime(fd, ns=(atime, deadline))
+
+
+def _lstat(folder: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _set_tag(fd: int, tag: str) -> None:
+    # Extended attributes travel with the file through the rename, so the
+    # tag can never belong to another value. Without them (some
+    # filesystems), entries are simply fetched again instead of revalidated.
+    try:
+        os.setxattr(fd, TAG_ATTRIBUTE, tag.encode("utf-8"))
+    except OSError as exc:
+        if exc.errno not in _NO_XATTR:
+            raise
+
+
+def _get_tag(fd: int) -> str | None:
+    try:
+        return os.getxattr(fd, TAG_ATTRIBUTE).decode("utf-8", "replace")
+    except OSError as exc:
+        if exc.errno in _NO_XATTR:
+            return None
+        raise
+
+
+class JsonCache(FileSystemCache[Any]):
+    """JSON values on local disk that expire after ``timeout`` seconds (None: never)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        clock: Callable[[], float] | None = None,
+        durable: bool = False,
+    ) -> None:
+        super().__init__(root, timeout, codec=JsonCodec(), clock=clock, durable=durable)
+
+
+class TextCache(FileSystemCache[str]):
+    """``str`` values on local disk that expire by their age: ``timeout`` seconds after written."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        clock: Callable[[], float] | None = None,
+        durable: bool = False,
+    ) -> None:
+        super().__init__(root, timeout, codec=TextCodec(), clock=clock, durable=durable)
