@@ -31,6 +31,7 @@ from .keys import MAX_KEY_BYTES, is_valid_key
 from .locks import Lock
 from .memory import VolatileBackend
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
+from .tiered import TieredBackend, TierStats
 
 __version__ = "0.1.0"
 
@@ -66,6 +67,8 @@ __all__ = [
     "StoreUnavailableError",
     "TextCache",
     "TextCodec",
+    "TierStats",
+    "TieredBackend",
     "VolatileBackend",
     "__version__",
     "is_valid_key",

@@ -36,7 +36,7 @@ from .keys import MAX_KEY_BYTES, key_problem
 if TYPE_CHECKING:
     from .locks import Lock
 
-__all__ = ["MISSING", "BaseBackend", "FileTransfers", "Missing"]
+__all__ = ["MISSING", "UNCHANGED", "BaseBackend", "FileTransfers", "Missing", "Unchanged"]
 
 V = TypeVar("V")
 S = TypeVar("S")
@@ -60,6 +60,18 @@ class Missing(Enum):
 
 
 MISSING: Final = Missing.MISSING
+
+
+class Unchanged(Enum):
+    """The type of :data:`UNCHANGED`: a conditional load found the stored value unchanged."""
+
+    UNCHANGED = "UNCHANGED"
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = Unchanged.UNCHANGED
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -108,6 +120,15 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
 
     def _contains(self, key: str) -> bool:
         return self._load(key) is not MISSING
+
+    def _load_tagged(self, key: str, tag: str | None) -> tuple[S, str | None] | Missing | Unchanged:
+        """Load ``key`` with its version tag (an ETag); UNCHANGED if it still has ``tag``.
+
+        The default has no tags: it always loads. S3 sends one GET with
+        ``If-None-Match``, answered 304 without a body when unchanged.
+        """
+        data = self._load(key)
+        return MISSING if data is MISSING else (data, None)
 
     def _len(self) -> int:
         return sum(1 for _ in self._iter_keys())

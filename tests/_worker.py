@@ -108,6 +108,30 @@ def hold(where: str, ttl: float) -> None:
     sys.stdin.readline()
 
 
+def tier_load(cache_root: str, where: str, threads: int) -> None:
+    """Load "hot" through a tier on a shared cache folder from ``threads`` threads at once."""
+    import threading
+
+    from backends import JsonCache, TieredBackend
+
+    tier = TieredBackend(JsonCache(cache_root), open_store(where))
+    start = threading.Barrier(threads)
+    values: list[object] = []
+
+    def load() -> None:
+        start.wait()
+        values.append(tier.load("hot"))
+
+    sys.stdin.readline()  # start together
+    workers = [threading.Thread(target=load) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stats = tier.stats
+    print(json.dumps({"values": values, "origin_requests": stats.origin_requests, "hits": stats.hits}))
+
+
 if __name__ == "__main__":
     mode, root, *rest = sys.argv[1:]
     if mode == "flip":
@@ -118,6 +142,8 @@ if __name__ == "__main__":
         race(root, int(rest[0]))
     elif mode == "increment":
         increment(root, int(rest[0]))
+    elif mode == "tier":
+        tier_load(root, rest[0], int(rest[1]))
     elif mode == "hold":
         hold(root, float(rest[0]))
     else:

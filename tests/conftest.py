@@ -174,6 +174,33 @@ CASES = [
         shared=True,
         family="text",
     ),
+    BackendCase(
+        "tier-fs",
+        lambda folder, _: backends.TieredBackend(
+            backends.JsonCache(folder / "cache", clock=FrozenClock()),
+            backends.FileSystemJsonBackend(folder / "origin"),
+        ),
+        s.json_values,
+        s.invalid_json,
+        s.json_normal,
+        on_disk=True,
+        shared=True,
+        family="json",
+    ),
+    BackendCase(
+        "tier-s3-moto",
+        lambda folder, target: backends.TieredBackend(
+            backends.JsonCache(folder / "cache", clock=FrozenClock()),
+            _s3(backends.S3JsonBackend)(folder, target),
+        ),
+        s.json_values,
+        s.invalid_json,
+        s.json_normal,
+        shared=True,
+        server="moto",
+        examples=20,
+        family="json",
+    ),
 ] + [
     BackendCase(
         f"s3-{family}-{server}",

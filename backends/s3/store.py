@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import IO, Any, TypeVar
 
-from ..base import MISSING, BaseBackend, Missing
+from ..base import MISSING, UNCHANGED, BaseBackend, Missing, Unchanged
 from ..codecs import Codec
 from ..errors import BackendError, CorruptValueError
 from ..info import Stat
@@ -213,9 +213,22 @@ class S3Backend(BaseBackend[V, bytes]):
     # -- reading ------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
+        loaded = self._get(key, {})
+        return loaded if loaded is MISSING else loaded[0]
+
+    def _load_tagged(self, key: str, tag: str | None) -> tuple[bytes, str | None] | Missing | Unchanged:
+        try:
+            return self._get(key, {"IfNoneMatch": tag} if tag else {})
+        except self._native_errors[0] as exc:
+            if error_code(exc) == "304":
+                return UNCHANGED  # Not Modified: no body was sent
+            raise
+
+    def _get(self, key: str, params: dict[str, str]) -> tuple[bytes, str | None] | Missing:
+        """One GET (again if the body is cut off); the value and its ETag, or MISSING."""
         for attempt in range(self._retries + 1):
             try:
-                response = self._call("get_object", Key=self._object_key(key))
+                response = self._call("get_object", Key=self._object_key(key), **params)
             except self._native_errors[0] as exc:
                 if error_code(exc) in ABSENT:
                     return MISSING
@@ -229,7 +242,7 @@ class S3Backend(BaseBackend[V, bytes]):
                 if attempt == self._retries:
                     raise
                 continue
-            return self._decoded(key, body, response.get("ContentEncoding"))
+            return self._decoded(key, body, response.get("ContentEncoding")), response.get("ETag")
         raise AssertionError("unreachable")
 
     def _decoded(self, key: str, body: bytes, encoding: str | None) -> bytes:

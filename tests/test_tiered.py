@@ -1,0 +1,295 @@
+"""TieredBackend: request counts, single flight across threads and processes, revalidation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clock import FrozenClock
+from servers import Faults, Proxy, S3Target, counting
+
+import backends
+from backends import JsonCache, S3JsonBackend, TieredBackend, TierStats, VolatileBackend
+
+WORKER = str(Path(__file__).with_name("_worker.py"))
+
+
+@dataclass
+class Gets:
+    """Every GetObject attempt a client makes: its If-None-Match, status and body size."""
+
+    seen: list[tuple[str | None, int, int]] = field(default_factory=list)
+    _condition: str | None = None
+
+    def before_send(self, request: Any, **kwargs: Any) -> None:
+        value = request.headers.get("If-None-Match")
+        self._condition = value.decode() if isinstance(value, bytes) else value
+
+    def after(self, response: Any, **kwargs: Any) -> None:
+        if response is not None:
+            http = response[0]
+            # The header, not the body: reading the stream here would take it from botocore.
+            self.seen.append((self._condition, http.status_code, int(http.headers.get("content-length", 0))))
+
+
+@pytest.fixture
+def gets(moto: S3Target) -> Iterator[Gets]:
+    log = Gets()
+    events = moto.client.meta.events
+    events.register_first("before-send.s3.GetObject", log.before_send)
+    events.register_first("needs-retry.s3.GetObject", log.after)
+    yield log
+    events.unregister("before-send.s3.GetObject", log.before_send)
+    events.unregister("needs-retry.s3.GetObject", log.after)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def tier(tmp_path: Path, moto: S3Target, clock: FrozenClock) -> TieredBackend:
+    origin = S3JsonBackend(moto.bucket, prefix="tier", client=moto.client)
+    return TieredBackend(JsonCache(tmp_path / "cache", timeout=60, clock=clock), origin)
+
+
+def test_a_hit_sends_nothing_and_a_miss_one_get(tier: TieredBackend, moto: S3Target, gets: Gets) -> None:
+    tier.origin["users/42"] = {"name": "Ada"}
+    with counting(moto.client) as requests:
+        assert tier["users/42"] == {"name": "Ada"}
+        assert requests.count() == {"GetObject": 1}
+        requests.clear()
+        for _ in range(100):
+            assert tier["users/42"] == {"name": "Ada"}
+        assert tier.load("nope", "d") == "d"
+        assert requests.count() == {"GetObject": 1}  # only the absent key went to S3
+    assert tier.stats == TierStats(hits=100, misses=2, origin_requests=2)
+    assert gets.seen == [(None, 200, len(b'{"name":"Ada"}')), (None, 404, gets.seen[1][2])]
+
+
+def test_an_expired_entry_is_revalidated_with_one_conditional_get(
+    tier: TieredBackend, moto: S3Target, gets: Gets, clock: FrozenClock
+) -> None:
+    tier.origin["k"] = [1, 2, 3]
+    etag = tier.origin.stat("k").etag  # type: ignore[attr-defined]
+    assert tier["k"] == [1, 2, 3]
+    clock.advance(61)
+    gets.seen.clear()
+    assert tier["k"] == [1, 2, 3]
+    assert gets.seen == [(etag, 304, 0)]  # If-None-Match, 304 Not Modified, no body
+    assert tier.stats == TierStats(hits=0, misses=1, revalidations=1, origin_requests=2)
+    assert tier.cache.expires("k") == pytest.approx(clock.now + 60)  # renewed  # type: ignore[attr-defined]
+    assert tier["k"] == [1, 2, 3]
+    assert tier.stats.hits == 1 and len(gets.seen) == 1
+
+
+def test_a_changed_or_deleted_origin_value_replaces_the_expired_entry(
+    tier: TieredBackend, gets: Gets, clock: FrozenClock
+) -> None:
+    tier.origin["k"] = "v1"
+    assert tier["k"] == "v1"
+    tier.origin["k"] = "v2"  # written by someone else, around the tier
+    assert tier["k"] == "v1"  # still fresh in the cache
+    clock.advance(61)
+    assert tier["k"] == "v2"
+    assert gets.seen[-1][1:] == (200, len(b'"v2"'))
+    tier.origin.delete("k")
+    clock.advance(61)
+    assert tier.load("k") is None
+    assert "k" not in tier.cache and os.listdir(tier.cache.root) == ["~locks"]  # type: ignore[attr-defined]
+
+
+def test_writes_go_to_the_origin_then_the_cache(tier: TieredBackend, moto: S3Target) -> None:
+    tier["k"] = {"v": 1}
+    assert tier.origin["k"] == {"v": 1} and tier.cache["k"] == {"v": 1}
+    with counting(moto.client) as requests:
+        assert tier["k"] == {"v": 1}
+        assert requests.count() == {}
+    assert tier.dump("k", 2, if_absent=True) is False
+    assert tier["k"] == {"v": 1}
+    assert tier.delete("k") is True
+    assert "k" not in tier.origin and "k" not in tier.cache
+    assert tier.delete("k") is False
+
+
+def test_len_keys_items_and_list_come_from_the_origin(tier: TieredBackend) -> None:
+    tier.origin.update({"a": 1, "b/c": 2})
+    tier.cache["stale-only"] = 3  # the cache is not the truth
+    assert len(tier) == 2 and sorted(tier) == ["a", "b/c"]
+    assert dict(tier.items()) == {"a": 1, "b/c": 2}
+    assert sorted(tier.list()) == ["a", "b/"]
+
+
+def test_load_many_takes_hits_from_the_cache_and_the_rest_from_the_origin(
+    tier: TieredBackend, moto: S3Target
+) -> None:
+    tier.origin.update({f"k{i}": i for i in range(10)})
+    tier.load_many(["k0", "k1"])
+    with counting(moto.client) as requests:
+        assert tier.load_many([f"k{i}" for i in range(12)]) == {f"k{i}": i for i in range(10)}
+        assert requests.count() == {"GetObject": 10}  # k2..k9 and the absent k10, k11
+    assert tier.stats.hits == 2
+    assert sorted(tier.cache) == [f"k{i}" for i in range(10)]
+
+
+def test_a_failed_origin_write_leaves_the_cache_alone(tmp_path: Path, moto_server: S3Target) -> None:
+    cache = JsonCache(tmp_path / "cache")
+    direct = S3JsonBackend(moto_server.bucket, prefix="fail", client=moto_server.client)
+    direct["k"] = "old"
+    faults = Faults()
+    with Proxy(moto_server.endpoint_url or "", faults) as proxy:
+        options = {**moto_server.options(), "endpoint_url": proxy.endpoint, "retries": 1}
+        tier = TieredBackend(cache, S3JsonBackend(moto_server.bucket, prefix="fail", **options))
+        assert tier["k"] == "old"
+        faults.slowdown = 1.0  # every request: 503 SlowDown
+        with pytest.raises(backends.StoreUnavailableError):
+            tier["k"] = "new"
+        with pytest.raises(backends.StoreUnavailableError):
+            tier.delete("k")
+    assert cache["k"] == "old" == direct["k"]  # the cache never claims what the origin lacks
+    direct.clear()
+
+
+def test_a_failed_cache_write_after_the_origin_write_leaves_no_stale_entry(tmp_path: Path) -> None:
+    cache = JsonCache(tmp_path / "cache")
+    tier = TieredBackend(cache, backends.FileSystemJsonBackend(tmp_path / "origin"))
+    tier["a/b"] = "old"
+    (tmp_path / "elsewhere").mkdir()
+    os.rename(cache.root / "a+", tmp_path / "elsewhere" / "a+")
+    os.symlink(tmp_path / "elsewhere" / "a+", cache.root / "a+")  # the cache refuses to write through it
+    with pytest.raises(backends.StoreError, match="symlink"):
+        tier["a/b"] = "new"
+    assert tier.origin["a/b"] == "new"
+    assert "a/b" not in cache
+    with pytest.raises(backends.StoreError, match="symlink"):
+        tier["a/b"]  # a cache that cannot be filled is an error too, never silently bypassed
+
+
+# -- single flight ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_origin(moto_server: S3Target) -> Iterator[tuple[Proxy, dict[str, Any]]]:
+    """S3 behind a proxy that adds 300 ms to every request: concurrent misses overlap."""
+    S3JsonBackend(moto_server.bucket, prefix="flight", client=moto_server.client)["hot"] = {"n": 1}
+    with Proxy(moto_server.endpoint_url or "", Faults(latency=0.3)) as proxy:
+        yield proxy, {**moto_server.options(), "endpoint_url": proxy.endpoint}
+    S3JsonBackend(moto_server.bucket, prefix="flight", client=moto_server.client).clear()
+
+
+def test_sixteen_threads_missing_one_key_cause_one_origin_load(
+    tmp_path: Path, moto_server: S3Target, slow_origin: tuple[Proxy, dict[str, Any]]
+) -> None:
+    proxy, options = slow_origin
+    tier = TieredBackend(JsonCache(tmp_path), S3JsonBackend(moto_server.bucket, prefix="flight", **options))
+    start = threading.Barrier(16)
+    values: list[Any] = []
+
+    def load() -> None:
+        start.wait()
+        values.append(tier.load("hot"))
+
+    threads = [threading.Thread(target=load) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert values == [{"n": 1}] * 16
+    assert proxy.requests == {"GET": 1}
+    assert tier.stats == TierStats(hits=15, misses=1, origin_requests=1)
+
+
+@pytest.mark.slow
+def test_four_processes_missing_one_key_cause_one_origin_load(
+    tmp_path: Path, moto_server: S3Target, slow_origin: tuple[Proxy, dict[str, Any]]
+) -> None:
+    proxy, _ = slow_origin
+    where = f"s3:{proxy.endpoint} {moto_server.bucket} flight"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, "tier", str(tmp_path), where, "4"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    assert [r["values"] for r in reports] == [[{"n": 1}] * 4] * 4
+    assert sum(r["origin_requests"] for r in reports) == 1
+    assert sum(r["hits"] for r in reports) == 15
+    assert proxy.requests == {"GET": 1}
+
+
+def test_a_memory_cache_also_loads_once_for_many_threads(tmp_path: Path) -> None:
+    origin = backends.FileSystemJsonBackend(tmp_path)
+    origin["k"] = 1
+    tier = TieredBackend(VolatileBackend(), origin)
+    start = threading.Barrier(8)
+
+    def load() -> None:
+        start.wait()
+        assert tier["k"] == 1
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert tier.stats.origin_requests == 1 and tier.stats.hits == 7
+    assert tier.cache["k"] == 1
+
+
+# -- stale while revalidate -----------------------------------------------------------------
+
+
+def test_stale_while_revalidate_serves_the_old_value_while_one_caller_refreshes(
+    tmp_path: Path, moto: S3Target, gets: Gets, clock: FrozenClock
+) -> None:
+    origin = S3JsonBackend(moto.bucket, prefix="swr", client=moto.client)
+    cache = JsonCache(tmp_path, timeout=10, clock=clock)
+    tier = TieredBackend(cache, origin, stale_while_revalidate=30)
+    origin["k"] = "v1"
+    assert tier["k"] == "v1"
+    origin["k"] = "v2"
+    clock.advance(11)
+    gets.seen.clear()
+    with cache.lock("k"):  # another caller is refreshing "k"
+        assert tier["k"] == "v1"  # served stale at once, no request
+        assert gets.seen == []
+    assert tier.stats.stale == 1
+    assert tier["k"] == "v2"  # this caller refreshes
+    assert len(gets.seen) == 1
+    clock.advance(11 + 30)  # past the grace period: no stale value is served
+    origin["k"] = "v3"
+    impatient = TieredBackend(cache, origin, stale_while_revalidate=30, lease=0.05)
+    with cache.lock("k"):  # a refresh that outlives the lease: the caller waits it out, then loads
+        assert impatient["k"] == "v3"
+    assert impatient.stats == TierStats(misses=1, origin_requests=1)
+
+
+def test_tier_arguments_are_checked(tmp_path: Path) -> None:
+    cache, origin = VolatileBackend(), VolatileBackend()
+    with pytest.raises(ValueError, match="lease"):
+        TieredBackend(cache, origin, lease=0)
+    with pytest.raises(ValueError, match="stale_while_revalidate"):
+        TieredBackend(cache, origin, stale_while_revalidate=-1)
+    assert TieredBackend(cache, origin).purge() == 0
