@@ -10,6 +10,13 @@ deadline appear together. Telling whether an entry expired costs one
 An expired entry is absent for every call, and removed when met: it is
 renamed aside, checked again (a writer may have just replaced it), then
 deleted, so a fresh value written meanwhile is never lost.
+
+Hits are served from a memo in the process (the stored bytes of recently
+read entries) after one ``stat`` shows the file is still the one read: same
+inode, size, ctime and mtime. Every write makes a new file, and its mtime
+carries random nanoseconds (under a microsecond off the deadline, or
+anywhere in the first second of 1970 for "never"), so a rewritten value
+never passes for the memoised one, even in a reused inode.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,12 +36,14 @@ from .base import MISSING, Missing
 from .codecs import Codec, JsonCodec, TextCodec
 from .filesystem import (
     _RETRIES,
+    BLOCKED,
     TEMP_MARK,
     FileSystemBackend,
     _prune,
     _unlink,
     _write_all,
     key_parts,
+    key_path,
     open_file,
     read_all,
 )
@@ -43,7 +54,11 @@ V = TypeVar("V")
 
 #: seconds an entry lives when neither the cache nor ``dump`` says otherwise
 DEFAULT_TIMEOUT: Final = 300.0
-NEVER: Final = 0  # the mtime of an entry that never expires
+#: an mtime below this (the first second of 1970) means "never expires"
+NEVER_BELOW: Final = 1_000_000_000
+#: bytes of values the memo of one cache keeps, and the largest value it keeps
+MEMO_BUDGET: Final = 64 * 1024 * 1024
+MEMO_VALUE: Final = 64 * 1024
 TAG_ATTRIBUTE: Final = "user.backends.etag"  # the origin's ETag, kept by a tier for revalidation
 DAY_NS: Final = 86_400 * 10**9
 _NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA, errno.E2BIG, errno.ERANGE}
@@ -57,7 +72,7 @@ class Entry:
     #: the deadline in nanoseconds on the cache's clock, or None for never
     deadline_ns: int | None
     fresh: bool
-    #: the origin's ETag stored with the entry, if any
+    #: the origin's ETag stored with an expired entry, if any (not read for a fresh one)
     tag: str | None
 
 
@@ -90,19 +105,24 @@ class FileSystemCache(FileSystemBackend[V]):
         self.timeout = check_timeout(timeout)
         if clock is not None:
             self.clock = clock
+        # key -> (identity of the file read, its bytes): see the module docstring
+        self._memo: dict[str, tuple[tuple[int, ...], bytes]] = {}
+        self._memo_bytes = 0
+        self._memo_lock = threading.Lock()
         super().__init__(root, codec=codec, durable=durable)
 
     # -- deadlines ----------------------------------------------------------------
 
     def _deadline(self, timeout: float | Missing | None) -> int:
-        """The mtime to give an entry written now with ``timeout``."""
+        """The mtime to give an entry written now with ``timeout``, with random nanoseconds."""
         seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
+        nonce = random.getrandbits(30)
         if seconds is None:
-            return NEVER
-        return int((self.clock() + seconds) * 1e9) or -1  # 0 would read as never
+            return 1 + nonce % (NEVER_BELOW - 1)
+        return max(int((self.clock() + seconds) * 1e9) - nonce % 1000, NEVER_BELOW)
 
     def _expired(self, deadline_ns: int) -> bool:
-        return deadline_ns != NEVER and deadline_ns <= self.clock() * 1e9
+        return deadline_ns >= NEVER_BELOW and deadline_ns <= self.clock() * 1e9
 
     # -- writing --------------------------------------------------------------------
 
@@ -141,6 +161,11 @@ class FileSystemCache(FileSystemBackend[V]):
     # -- reading --------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
+        memo = self._memo.get(key)
+        if memo is not None:
+            status = self._stat_key(key)
+            if status is not None and _identity(status) == memo[0] and not self._expired(status.st_mtime_ns):
+                return memo[1]
         folders, name = key_parts(key)
         fds = self._open_folders(folders, create=False) if folders else [self._root_fd]
         if fds is None:
@@ -152,13 +177,38 @@ class FileSystemCache(FileSystemBackend[V]):
             try:
                 status = os.fstat(fd)
                 if not self._expired(status.st_mtime_ns):
-                    return read_all(fd, status.st_size)
+                    data = read_all(fd, status.st_size)
+                    self._remember(key, status, data)
+                    return data
             finally:
                 os.close(fd)
             self._discard(fds, folders, name)
             return MISSING
         finally:
             self._close(fds)
+
+    def _stat_key(self, key: str) -> os.stat_result | None:
+        """One stat of the key's file; the kernel walks the path (a symlinked folder
+        leads to another inode, which no memo entry matches)."""
+        try:
+            return os.stat(key_path(key), dir_fd=self._root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in BLOCKED:
+                return None
+            raise
+
+    def _remember(self, key: str, status: os.stat_result, data: bytes) -> None:
+        if len(data) > MEMO_VALUE:
+            return
+        with self._memo_lock:
+            memo = self._memo
+            old = memo.pop(key, None)
+            self._memo_bytes += len(data) - (len(old[1]) if old else 0)
+            while self._memo_bytes > MEMO_BUDGET and memo:
+                self._memo_bytes -= len(memo.pop(next(iter(memo)))[1])  # the oldest first
+            memo[key] = (_identity(status), data)
 
     def _contains(self, key: str) -> bool:
         folders, name = key_parts(key)
@@ -271,7 +321,15 @@ class FileSystemCache(FileSystemBackend[V]):
     # -- entries, for a tier ----------------------------------------------------------
 
     def _peek(self, key: str, read: bool = True) -> Entry | None:
-        """The entry of ``key``, expired or not (nothing is removed); None if there is none."""
+        """The entry of ``key``, expired or not (nothing is removed); None if there is none.
+
+        The tag is read only for an expired entry (the one a tier revalidates).
+        """
+        memo = self._memo.get(key) if read else None
+        if memo is not None:
+            status = self._stat_key(key)
+            if status is not None and _identity(status) == memo[0] and not self._expired(status.st_mtime_ns):
+                return _entry(memo[1], status.st_mtime_ns, True, None)
         folders, name = key_parts(key)
         fds = self._open_folders(folders, create=False)
         if fds is None:
@@ -284,12 +342,14 @@ class FileSystemCache(FileSystemBackend[V]):
             return None
         try:
             status = os.fstat(fd)
+            fresh = not self._expired(status.st_mtime_ns)
             data = read_all(fd, status.st_size) if read else b""
-            tag = _get_tag(fd)
+            tag = None if fresh else _get_tag(fd)
         finally:
             os.close(fd)
-        deadline = status.st_mtime_ns
-        return Entry(data, None if deadline == NEVER else deadline, not self._expired(deadline), tag)
+        if read and fresh:
+            self._remember(key, status, data)
+        return _entry(data, status.st_mtime_ns, fresh, tag)
 
     def _fill(self, key: str, data: bytes, tag: str | None) -> None:
         """Store data from the origin with its ETag and the default timeout."""
@@ -331,6 +391,14 @@ def _rebuild(
     cache = cls.__new__(cls)
     FileSystemCache.__init__(cache, root, timeout, **settings)
     return cache
+
+
+def _entry(data: bytes, deadline: int, fresh: bool, tag: str | None) -> Entry:
+    return Entry(data, None if deadline < NEVER_BELOW else deadline, fresh, tag)
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    return (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 def _set_deadline(fd: int, deadline: int) -> None:

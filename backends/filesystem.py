@@ -66,9 +66,11 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
 _PLAIN = re.compile(r"[A-Za-z0-9._-]+")
+_PLAIN_KEY = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}(?:/[A-Za-z0-9._-]{{1,{CHUNK}}})*")
 # Opening through a symlink with O_NOFOLLOW fails with ELOOP (or ENOTDIR
 # for O_DIRECTORY); a file where a folder should be gives ENOTDIR.
 _BLOCKED = {errno.ELOOP, errno.ENOTDIR, errno.EMLINK}
+BLOCKED = _BLOCKED
 _RETRIES = 8  # folder pruned by a concurrent delete while we wrote into it
 
 
@@ -81,11 +83,27 @@ def _pieces(escaped: str) -> list[str]:
     return [escaped[i : i + CHUNK] for i in range(0, len(escaped), CHUNK)]
 
 
-@lru_cache(maxsize=8192)
 def key_parts(key: str) -> tuple[tuple[str, ...], str]:
     """Return the folder names and the file name of a valid key, relative to the root."""
-    if len(key) <= CHUNK and _PLAIN.fullmatch(key):
-        return (), key  # the common case: the key is its own file name
+    if _PLAIN_KEY.fullmatch(key):
+        # The common case: every segment is its own name, no cache needed.
+        if "/" not in key:
+            return (), key
+        *folders, name = key.split("/")
+        return tuple(folder + DIR_MARK for folder in folders), name
+    return _escaped_parts(key)
+
+
+def key_path(key: str) -> str:
+    """The path of a valid key's file relative to the root, as one string."""
+    if _PLAIN_KEY.fullmatch(key):
+        return key.replace("/", DIR_MARK + "/")
+    folders, name = _escaped_parts(key)
+    return "/".join((*folders, name))
+
+
+@lru_cache(maxsize=8192)
+def _escaped_parts(key: str) -> tuple[tuple[str, ...], str]:
     folders: list[str] = []
     segments = key.split("/")
     for index, segment in enumerate(segments):

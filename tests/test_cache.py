@@ -274,3 +274,28 @@ def test_a_fresh_value_written_while_an_expired_one_is_removed_is_kept(tmp_path:
     assert cache.load("k") is None  # what it looked at had expired
     assert cache["k"] == "fresh"  # but the removal put the fresh value back
     assert cache.purge() == 0
+
+
+@pytest.mark.parametrize("timeout", [None, 60])
+def test_a_hit_served_from_memory_is_never_an_overwritten_value(
+    tmp_path: Path, timeout: float | None
+) -> None:
+    clock = FrozenClock()  # frozen: every write of one key has the same deadline but for the nonce
+    reader = JsonCache(tmp_path, timeout=timeout, clock=clock)
+    writer = JsonCache(tmp_path, timeout=timeout, clock=clock)  # another process's view
+    for n in range(300):  # same-size values; ext4 hands a freed inode out again at once
+        writer["n"] = (n + 5) % 10
+        writer["n"] = n % 10  # most likely in the inode the reader last read
+        assert reader["n"] == n % 10
+        assert reader["n"] == n % 10  # the second read is the memo's
+
+
+def test_a_file_changed_in_place_by_another_tool_is_read_again(tmp_path: Path) -> None:
+    cache = JsonCache(tmp_path, timeout=None)
+    cache["k"] = "aa"
+    assert cache["k"] == "aa"
+    path = cache.path("k")
+    before = path.stat()
+    path.write_bytes(b'"bb"')  # same size, rewritten in place
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the mtime put back
+    assert cache["k"] == "bb"
