@@ -32,6 +32,10 @@ from .locks import Lock
 from .memory import VolatileBackend
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 from .tiered import TieredBackend, TierStats
+from .urls import open_url
+
+# Not in __all__: a star import must not shadow the builtin open().
+open = open_url
 
 __version__ = "0.1.0"
 
@@ -72,4 +76,5 @@ __all__ = [
     "VolatileBackend",
     "__version__",
     "is_valid_key",
+    "open_url",
 ]

@@ -354,6 +354,20 @@ def test_create_bucket_creates_it_in_the_region(moto: S3Target, region: str) -> 
     assert backend["k"] == 1
 
 
+def test_threads_meeting_a_missing_bucket_create_it_once(moto: S3Target) -> None:
+    backend = S3JsonBackend("made-once", create_bucket=True, **fake_keys())
+    with counting(backend.client) as log:
+        backend.dump_many({f"k{i}": i for i in range(64)})
+    assert log.count()["CreateBucket"] == 1
+    assert len(backend) == 64
+    backend.client.delete_objects(
+        Bucket="made-once", Delete={"Objects": [{"Key": f"k{i}"} for i in range(64)]}
+    )
+    backend.client.delete_bucket(Bucket="made-once")
+    backend["again"] = 1  # deleted later: made again
+    assert backend["again"] == 1
+
+
 def test_create_bucket_refuses_someone_elses_bucket(moto: S3Target) -> None:
     backend = S3JsonBackend("taken", create_bucket=True, client=moto.client)
     missing = (

@@ -148,6 +148,8 @@ class S3Backend(BaseBackend[V, bytes]):
         }
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._bucket_lock = threading.Lock()
+        self._buckets_made = 0
 
     #: extensions gzipped when ``gzip_extensions`` is not given
     default_gzip: frozenset[str] = frozenset()
@@ -169,12 +171,18 @@ class S3Backend(BaseBackend[V, bytes]):
 
     def _with_bucket(self, action: Callable[[], R]) -> R:
         """Run ``action``; with ``create_bucket``, create a missing bucket and run it again."""
+        generation = self._buckets_made
         try:
             return action()
         except self._native_errors[0] as exc:
             if not (self._create_missing and error_code(exc) == "NoSuchBucket"):
                 raise
-        self._make_bucket()
+        # The threads of one dump_many all meet the missing bucket: the first
+        # creates it, the others see it was made since they tried.
+        with self._bucket_lock:
+            if self._buckets_made == generation:
+                self._make_bucket()
+                self._buckets_made += 1
         return action()
 
     def _make_bucket(self) -> None:

@@ -1,0 +1,219 @@
+"""``backends.open(url)``: a backend from a URL.
+
+::
+
+    memory://                                   VolatileBackend
+    file:///var/data  or  /var/data, data/x     FileSystem{Json,Text,Raw}Backend
+    s3://bucket/prefix                          S3{Json,Text,Raw}Backend
+    cache:///var/cache/app?timeout=300          JsonCache / TextCache
+    cache:///var/cache/app::s3://bucket/app     TieredBackend(cache, origin)
+
+``?format=json|text|raw`` picks the value family (default json); the other
+query parameters are the backend's options (``region``, ``endpoint_url``,
+``timeout``, ...), converted to the option's type. In a tier, each part keeps
+its own query. Credentials never go in a URL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .base import BaseBackend
+
+__all__ = ["open_url"]
+
+FORMATS: Final = ("json", "text", "raw")
+CHAIN: Final = "::"
+SECRETS: Final = frozenset(
+    {
+        "access_key",
+        "secret_key",
+        "session_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "password",
+        "token",
+    }
+)
+NO_CREDENTIALS: Final = (
+    "credentials do not go in a URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+    "in the environment, name a profile (?profile=name or AWS_PROFILE), or pass "
+    "access_key=/secret_key= to backends.open()"
+)
+
+
+def _float_or_none(text: str) -> float | None:
+    return None if text.lower() in ("none", "never") else float(text)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+#: the query parameters each kind of URL takes, with their types
+S3_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
+    "region": str,
+    "endpoint_url": str,
+    "profile": str,
+    "create_bucket": _bool,
+    "acl": str,
+    "storage_class": str,
+    "cache_control": str,
+    "content_type": str,
+    "retries": int,
+    "max_workers": int,
+    "timeout": float,
+    "addressing_style": str,
+}
+FILE_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"durable": _bool}
+CACHE_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"durable": _bool, "timeout": _float_or_none}
+TIER_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"lease": float, "stale_while_revalidate": float}
+
+
+def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
+    """Build a backend from ``url``; ``options`` add to (or override) the query parameters.
+
+    Raises ValueError naming what is wrong with a bad URL, and refuses one
+    that carries credentials (without repeating them).
+    """
+    if not isinstance(url, str) or not url:
+        raise ValueError("a backend URL is a non-empty str, like s3://bucket/prefix or file:///path")
+    if CHAIN in url:
+        cache_url, origin_url = url.split(CHAIN, 1)
+        if not cache_url.startswith("cache:"):
+            raise ValueError(f"only a cache:// URL goes in front of '::' (got {_scheme(cache_url)!r})")
+        from .tiered import TieredBackend
+
+        tier_options = {name: options.pop(name) for name in list(options) if name in TIER_OPTIONS}
+        cache_part, tier_query = _split_tier_options(cache_url)
+        tier_options = {**tier_query, **tier_options}
+        return TieredBackend(open_url(cache_part), open_url(origin_url, **options), **tier_options)
+    scheme = _scheme(url)
+    openers: dict[str, Callable[[str, dict[str, Any]], BaseBackend[Any, Any]]] = {
+        "memory": _memory,
+        "file": _file,
+        "": _file,
+        "s3": _s3,
+        "cache": _cache,
+    }
+    if scheme not in openers:
+        raise ValueError(f"unknown URL scheme {scheme!r}: use memory://, file://, s3:// or cache://")
+    return openers[scheme](url, options)
+
+
+def _scheme(url: str) -> str:
+    head, sep, _ = url.partition("://")
+    return head.lower() if sep and "/" not in head else ""
+
+
+def _split_tier_options(url: str) -> tuple[str, dict[str, Any]]:
+    """Take the tier's own parameters (lease, stale_while_revalidate) out of the cache URL."""
+    parts = urlsplit(url)
+    kept, tier = [], {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in TIER_OPTIONS:
+            tier[name] = _convert(name, value, TIER_OPTIONS)
+        else:
+            kept.append(f"{name}={value}")
+    rebuilt = parts._replace(query="&".join(kept)).geturl()
+    return rebuilt, tier
+
+
+def _query(
+    url: str, allowed: dict[str, Callable[[str], Any]], options: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Return the format and the backend's keyword arguments from the query and ``options``."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(NO_CREDENTIALS)
+    if parts.fragment:
+        raise ValueError("a backend URL has no #fragment")
+    found: dict[str, Any] = {}
+    fmt = "json"
+    for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+        if name.lower() in SECRETS:
+            raise ValueError(NO_CREDENTIALS)
+        if name == "format":
+            fmt = value.lower()
+        elif name not in allowed:
+            raise ValueError(
+                f"unknown parameter {name!r} for a {_scheme(url) or 'file'} URL; known: format, "
+                + ", ".join(sorted(allowed))
+            )
+        else:
+            found[name] = _convert(name, value, allowed)
+    fmt = str(options.pop("format", fmt))
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r} is not one of json, text, raw")
+    return fmt, {**found, **options}
+
+
+def _convert(name: str, value: str, allowed: dict[str, Callable[[str], Any]]) -> Any:
+    try:
+        return allowed[name](value)
+    except ValueError:
+        kind = getattr(allowed[name], "__name__", "value").strip("_").replace("_or_none", " or none")
+        raise ValueError(f"parameter {name}={value!r} is not a valid {kind}") from None
+
+
+def _memory(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
+    from .memory import VolatileBackend
+
+    _query(url, {}, options)
+    rest = url.split("://", 1)[1]
+    if rest.split("?", 1)[0] not in ("", "/"):
+        raise ValueError("memory:// takes no path: every memory backend is a new, empty store")
+    return VolatileBackend()
+
+
+def _path(url: str) -> str:
+    if _scheme(url) == "":
+        path = url.split("?", 1)[0]
+    else:
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"a file URL names a local path (file:///abs/path), not host {parts.netloc!r}")
+        path = unquote(parts.path)
+    if not path:
+        raise ValueError("the URL names no folder")
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _file(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
+    from .filesystem import FileSystemJsonBackend, FileSystemRawBackend, FileSystemTextBackend
+
+    fmt, kwargs = _query(url, FILE_OPTIONS, options)
+    classes = {"json": FileSystemJsonBackend, "text": FileSystemTextBackend, "raw": FileSystemRawBackend}
+    return classes[fmt](_path(url), **kwargs)
+
+
+def _cache(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
+    from .cache import JsonCache, TextCache
+
+    fmt, kwargs = _query(url, CACHE_OPTIONS, options)
+    if fmt == "raw":
+        raise ValueError("a cache:// URL holds json or text values, not raw")
+    cls = JsonCache if fmt == "json" else TextCache
+    return cls(_path(url.replace("cache://", "file://", 1)), **kwargs)
+
+
+def _s3(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
+    from .s3 import S3JsonBackend, S3RawBackend, S3TextBackend
+
+    fmt, kwargs = _query(url, S3_OPTIONS, options)
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError("an S3 URL names a bucket: s3://bucket or s3://bucket/prefix")
+    if parts.port is not None:
+        raise ValueError("an S3 URL names a bucket, not a host:port; give the server as ?endpoint_url=")
+    classes = {"json": S3JsonBackend, "text": S3TextBackend, "raw": S3RawBackend}
+    return classes[fmt](parts.netloc, prefix=unquote(parts.path).strip("/"), **kwargs)
