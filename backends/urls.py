@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .base import BaseBackend
 
@@ -118,14 +118,15 @@ def _scheme(url: str) -> str:
 def _split_tier_options(url: str) -> tuple[str, dict[str, Any]]:
     """Take the tier's own parameters (lease, stale_while_revalidate) out of the cache URL."""
     parts = urlsplit(url)
-    kept, tier = [], {}
+    kept: list[tuple[str, str]] = []
+    tier: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in TIER_OPTIONS:
             tier[name] = _convert(name, value, TIER_OPTIONS)
         else:
-            kept.append(f"{name}={value}")
-    rebuilt = parts._replace(query="&".join(kept)).geturl()
-    return rebuilt, tier
+            kept.append((name, value))
+    base = url.split("?", 1)[0]  # not geturl(): it drops the "//" of an unknown scheme
+    return (f"{base}?{urlencode(kept)}" if kept else base), tier
 
 
 def _query(

@@ -244,6 +244,21 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
             self.backend.clear()
             self.model.clear()
 
+        @rule(prefix=st.sampled_from(["", "a", "a/", "a/b", "k", "é"]), delimiter=st.sampled_from(["", "/"]))
+        def listing(self, prefix: str, delimiter: str) -> None:
+            listed = list(self.backend.list(prefix, delimiter))
+            assert len(listed) == len(set(listed)), "an entry was listed twice"
+            below = [key[len(prefix) :] for key in self.model if key.startswith(prefix)]
+            keys = {prefix + rest for rest in below if not delimiter or delimiter not in rest}
+            folders = {
+                prefix + rest.split(delimiter)[0] + delimiter
+                for rest in below
+                if delimiter and delimiter in rest
+            }
+            assert {entry for entry in listed if not entry.endswith("/")} == keys
+            if case.segment_limit is None:  # SeaweedFS lists the folders it kept after their last key went
+                assert {entry for entry in listed if entry.endswith("/")} == folders
+
         # -- invariants ---------------------------------------------------------------
 
         @invariant()

@@ -420,7 +420,8 @@ class S3Backend(BaseBackend[V, bytes]):
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
         seen: set[str] = set()
-        for page in self._pages(prefix, Delimiter=delimiter):
+        # No Delimiter parameter at all for "": an empty one is not "none" everywhere.
+        for page in self._pages(prefix, **({"Delimiter": delimiter} if delimiter else {})):
             for common in page.get("CommonPrefixes", ()):
                 folder = common["Prefix"][len(self.prefix) :]
                 # A folder no key can be in: lock objects ("\x7flocks/"), "a//".
@@ -430,9 +431,9 @@ class S3Backend(BaseBackend[V, bytes]):
             for entry in page.get("Contents", ()):
                 name: str = entry["Key"][len(self.prefix) :]
                 folder = name[: -len(FOLDER_SUFFIX)] + delimiter if name.endswith(FOLDER_SUFFIX) else None
-                if folder is None and name.endswith(delimiter):
+                if folder is None and delimiter and name.endswith(delimiter):
                     folder = name
-                if folder is not None:
+                if folder is not None and delimiter:
                     if folder != prefix and folder not in seen:
                         seen.add(folder)
                         yield folder

@@ -1,0 +1,92 @@
+"""backends.open(url): every scheme, options from the query, and clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import S3Target
+
+import backends
+
+
+def test_memory_and_file_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(backends.open("memory://"), backends.VolatileBackend)
+    fs = backends.open(f"file://{tmp_path}")
+    assert type(fs) is backends.FileSystemJsonBackend and fs.root == tmp_path
+    assert type(backends.open(f"{tmp_path}?format=text")) is backends.FileSystemTextBackend
+    raw = backends.open(f"file://{tmp_path}/sub?format=raw&durable=yes")
+    assert type(raw) is backends.FileSystemRawBackend and raw.durable and raw.root == tmp_path / "sub"
+    monkeypatch.chdir(tmp_path)
+    assert backends.open("data/x").root == tmp_path / "data" / "x"  # type: ignore[attr-defined]
+
+
+def test_cache_and_tier_urls(tmp_path: Path, moto: S3Target) -> None:
+    cache = backends.open(f"cache://{tmp_path}/c?timeout=30")
+    assert type(cache) is backends.JsonCache and cache.timeout == 30
+    assert backends.open(f"cache://{tmp_path}/c?timeout=none&format=text").timeout is None  # type: ignore[attr-defined]
+    tier = backends.open(
+        f"cache://{tmp_path}/c?timeout=5&stale_while_revalidate=10::s3://{moto.bucket}/app",
+        client=moto.client,
+    )
+    assert isinstance(tier, backends.TieredBackend)
+    assert tier.cache.timeout == 5 and tier.stale_while_revalidate == 10  # type: ignore[attr-defined]
+    assert tier.origin.prefix == "app/"  # type: ignore[attr-defined]
+    tier["k"] = {"v": 1}
+    assert tier.origin["k"] == {"v": 1} and tier.cache["k"] == {"v": 1}
+
+
+def test_s3_urls_take_the_backends_options(moto: S3Target) -> None:
+    backend = backends.open(
+        "s3://my-bucket/some/prefix?format=text&region=eu-west-1&retries=2&max_workers=4&create_bucket=true",
+        access_key="k",
+        secret_key="s",
+    )
+    assert type(backend) is backends.S3TextBackend
+    assert (backend.bucket, backend.prefix, backend.region) == ("my-bucket", "some/prefix/", "eu-west-1")  # type: ignore[attr-defined]
+    assert backend.max_workers == 4  # type: ignore[attr-defined]
+    backend["k"] = "made the bucket"
+    assert backend["k"] == "made the bucket"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "non-empty"),
+        ("ftp://host/x", "unknown URL scheme 'ftp'"),
+        ("s3://", "names a bucket"),
+        ("s3://bucket:9000/x", "endpoint_url"),
+        ("s3://b?colour=red", "unknown parameter 'colour'"),
+        ("s3://b?retries=many", "retries='many' is not a valid int"),
+        ("s3://b?format=xml", "format='xml'"),
+        ("memory://somewhere", "takes no path"),
+        ("file://otherhost/x", "not host 'otherhost'"),
+        ("cache:///tmp/x?format=raw", "json or text"),
+        ("s3://a::s3://b", "only a cache:// URL"),
+    ],
+)
+def test_a_bad_url_names_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("?", r"\?").replace("(", r"\(")):
+        backends.open(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://AKIAEXAMPLE:hunter2-secret@bucket/p",
+        "s3://bucket/p?secret_key=hunter2-secret",
+        "s3://bucket/p?aws_secret_access_key=hunter2-secret",
+        "file://user:hunter2-secret@localhost/tmp/x",
+    ],
+)
+def test_a_url_with_credentials_is_refused_without_repeating_them(url: str) -> None:
+    with pytest.raises(ValueError, match="environment") as caught:
+        backends.open(url)
+    assert "hunter2" not in str(caught.value) and "AKIA" not in str(caught.value)
+
+
+def test_open_is_not_star_exported() -> None:
+    namespace: dict[str, Any] = {}
+    exec("from backends import *", namespace)
+    assert "open" not in namespace and namespace["open_url"] is backends.open
