@@ -119,10 +119,15 @@ def test_text_values_stay_exact(tmp_path: Path) -> None:
     assert backends.FileSystemTextBackend(tmp_path)["note"] == "héllo\r\nworld"
 
 
-def test_memory_urls_work_and_start_empty() -> None:
+def test_memory_urls_work_and_start_empty(tmp_path: Path) -> None:
     ok("put", "memory://", "k", "1")
     assert ok("ls", "memory://") == ""
     assert "not found" in fails("get", "memory://", "k")
+    assert "not found" in fails("stat", "memory://", "k")
+    assert "not found: 'k'" in fails("rm", "memory://", "k")
+    backends.FileSystemJsonBackend(tmp_path).update({"a": 1, "b/c": [2]})
+    assert json.loads(ok("cp", str(tmp_path), "memory://", "--json"))["copied"] == 2
+    assert json.loads(ok("cp", "memory://", str(tmp_path), "--json"))["keys"] == 0
     assert "no URL" in fails("url", "memory://", "k")
     assert "no expiring entries" in fails("purge", "memory://")
 
@@ -214,3 +219,28 @@ def test_an_unreachable_endpoint_is_one_line_and_writes_nothing(tmp_path: Path) 
     (tmp_path / "a").mkdir()
     backends.FileSystemJsonBackend(tmp_path / "a")["k"] = 1
     assert "unreachable" in fails("cp", str(tmp_path / "a"), url)
+
+
+def test_cp_shows_a_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    backends.FileSystemJsonBackend(tmp_path / "a").update({f"k{i}": i for i in range(10)})
+    terminal, child_side = pty.openpty()
+    fcntl.ioctl(child_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 x 100 characters
+    done = subprocess.run(
+        [sys.executable, "-m", "backends", "cp", str(tmp_path / "a"), str(tmp_path / "b")],
+        check=False,
+        stdout=subprocess.PIPE,
+        stderr=child_side,
+        env=env(),
+        timeout=60,
+    )
+    os.close(child_side)
+    shown = os.read(terminal, 65536).decode()
+    os.close(terminal)
+    assert done.returncode == 0 and done.stdout.startswith(b"copied 10,")
+    assert "10 keys" in shown  # tqdm's bar, on the terminal
+    assert run("cp", str(tmp_path / "a"), str(tmp_path / "c")).stderr == b""  # not a terminal: no bar
