@@ -98,7 +98,7 @@ class FileSystemCache(FileSystemBackend[V]):
         root: str | os.PathLike[str],
         timeout: float | None = DEFAULT_TIMEOUT,
         *,
-        codec: Codec[V, bytes],
+        codec: Codec[V, bytes] | None = None,
         clock: Callable[[], float] | None = None,
         durable: bool = False,
     ) -> None:
@@ -109,7 +109,10 @@ class FileSystemCache(FileSystemBackend[V]):
         self._memo: dict[str, tuple[tuple[int, ...], bytes]] = {}
         self._memo_bytes = 0
         self._memo_lock = threading.Lock()
-        super().__init__(root, codec=codec, durable=durable)
+        super().__init__(root, codec=codec if codec is not None else self._default_codec(), durable=durable)
+
+    def _default_codec(self) -> Codec[V, bytes]:
+        raise TypeError(f"{type(self).__name__} needs codec=...; or use JsonCache, TextCache")
 
     # -- deadlines ----------------------------------------------------------------
 
@@ -330,14 +333,7 @@ class FileSystemCache(FileSystemBackend[V]):
             status = self._stat_key(key)
             if status is not None and _identity(status) == memo[0] and not self._expired(status.st_mtime_ns):
                 return _entry(memo[1], status.st_mtime_ns, True, None)
-        folders, name = key_parts(key)
-        fds = self._open_folders(folders, create=False)
-        if fds is None:
-            return None
-        try:
-            fd = open_file(fds[-1], name)
-        finally:
-            self._close(fds)
+        fd = self._open_value(key)
         if fd is None:
             return None
         try:
@@ -357,14 +353,7 @@ class FileSystemCache(FileSystemBackend[V]):
 
     def _renew(self, key: str, tag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value of ETag ``tag``."""
-        folders, name = key_parts(key)
-        fds = self._open_folders(folders, create=False)
-        if fds is None:
-            return False
-        try:
-            fd = open_file(fds[-1], name)
-        finally:
-            self._close(fds)
+        fd = self._open_value(key)
         if fd is None:
             return False
         try:
@@ -439,26 +428,12 @@ def _get_tag(fd: int) -> str | None:
 class JsonCache(FileSystemCache[Any]):
     """JSON values on local disk that expire after ``timeout`` seconds (None: never)."""
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        timeout: float | None = DEFAULT_TIMEOUT,
-        *,
-        clock: Callable[[], float] | None = None,
-        durable: bool = False,
-    ) -> None:
-        super().__init__(root, timeout, codec=JsonCodec(), clock=clock, durable=durable)
+    def _default_codec(self) -> Codec[Any, bytes]:
+        return JsonCodec()
 
 
 class TextCache(FileSystemCache[str]):
     """``str`` values on local disk that expire by their age: ``timeout`` seconds after written."""
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        timeout: float | None = DEFAULT_TIMEOUT,
-        *,
-        clock: Callable[[], float] | None = None,
-        durable: bool = False,
-    ) -> None:
-        super().__init__(root, timeout, codec=TextCodec(), clock=clock, durable=durable)
+    def _default_codec(self) -> Codec[str, bytes]:
+        return TextCodec()

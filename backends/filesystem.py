@@ -253,6 +253,17 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         finally:
             self._close(fds)
 
+    def _open_value(self, key: str) -> int | None:
+        """Open the file of ``key`` for reading (folders walked without symlinks); None if absent."""
+        folders, name = key_parts(key)
+        fds = self._open_folders(folders, create=False)
+        if fds is None:
+            return None
+        try:
+            return open_file(fds[-1], name)
+        finally:
+            self._close(fds)
+
     def _contains(self, key: str) -> bool:
         folders, name = key_parts(key)
         fds = self._open_folders(folders, create=False)
@@ -452,14 +463,9 @@ def _key_of(prefix: str, pending: str, name: str) -> str | None:
 
 
 def _read(folder: int, name: str) -> bytes | Missing:
-    try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=folder)
-    except FileNotFoundError:
+    fd = open_file(folder, name)
+    if fd is None:
         return MISSING
-    except OSError as exc:
-        if exc.errno in _BLOCKED:
-            return MISSING  # a symlink: never followed, never a key
-        raise
     try:
         return read_all(fd, os.fstat(fd).st_size)
     finally:
@@ -555,18 +561,9 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
         return self._write(key, fill, if_absent)
 
     def _load_stream(self, key: str, target: PathOrFile) -> bool:
-        folders, name = key_parts(key)
-        fds = self._open_folders(folders, create=False)
-        if fds is None:
+        fd = self._open_value(key)
+        if fd is None:
             return False
-        try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=fds[-1])
-        except OSError as exc:
-            if isinstance(exc, FileNotFoundError) or exc.errno in _BLOCKED:
-                return False
-            raise
-        finally:
-            self._close(fds)
         with open(fd, "rb") as source:
             write_target(target, source)
         return True

@@ -33,11 +33,11 @@ def test_a_held_lock_excludes_others_until_released(backend: BaseBackend[Any, An
         with pytest.raises(LockTimeoutError) as caught:
             backend.lock("jobs/1", timeout=0).acquire()
         assert "jobs/1" in str(caught.value) and isinstance(caught.value, TimeoutError)
-        with backend.lock("jobs/2", timeout=0):  # another key is free
-            pass
+        with backend.lock("jobs/2", timeout=0) as other:  # another key is free
+            assert other.held
     assert not held.held
-    with backend.lock("jobs/1", timeout=0):
-        pass
+    with backend.lock("jobs/1", timeout=0) as again:
+        assert again.held
 
 
 def test_a_lock_is_never_a_key(backend: BaseBackend[Any, Any], sample: Any) -> None:
@@ -55,8 +55,8 @@ def test_a_lock_is_never_a_key(backend: BaseBackend[Any, Any], sample: Any) -> N
 def test_the_body_error_propagates_and_the_lock_is_released(backend: BaseBackend[Any, Any]) -> None:
     with pytest.raises(KeyError), backend.lock("k"):
         raise KeyError("from the body")
-    with backend.lock("k", timeout=0):
-        pass
+    with backend.lock("k", timeout=0) as again:
+        assert again.held
 
 
 def test_lock_checks_key_and_arguments_before_any_io(backend: BaseBackend[Any, Any]) -> None:
@@ -220,5 +220,5 @@ def test_the_lock_of_a_killed_holder_ends_with_its_lease(
         holder.communicate()
     with pytest.raises(LockTimeoutError):
         backend.lock("n", timeout=0).acquire()  # the holder is dead, but its lease is not over
-    with backend.lock("n", timeout=30):  # waits for the lease (1 s) to run out, no longer
-        pass
+    with backend.lock("n", timeout=30) as taken:  # waits for the lease (1 s) to run out, no longer
+        assert taken.held
