@@ -35,11 +35,12 @@ from typing import Any, Final, TypeVar
 from .base import MISSING, Missing
 from .codecs import Codec, JsonCodec, TextCodec
 from .filesystem import (
+    _BLOCKED,
     _RETRIES,
-    BLOCKED,
     TEMP_MARK,
     FileSystemBackend,
     _prune,
+    _remove,
     _unlink,
     _write_all,
     key_parts,
@@ -156,19 +157,17 @@ class FileSystemCache(FileSystemBackend[V]):
         for _ in range(_RETRIES):
             if self._write(key, fill, if_absent):
                 return True
-            # An expired entry is absent: clear it away and try again.
-            if not self._discard_if_expired(key):
+            # An expired entry is absent: clearing it away, try again.
+            if self._contains(key):
                 return False
         return False
 
     # -- reading --------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
-        memo = self._memo.get(key)
-        if memo is not None:
-            status = self._stat_key(key)
-            if status is not None and _identity(status) == memo[0] and not self._expired(status.st_mtime_ns):
-                return memo[1]
+        hit = self._memoised(key)
+        if hit is not None:
+            return hit[1]
         folders, name = key_parts(key)
         fds = self._open_folders(folders, create=False) if folders else [self._root_fd]
         if fds is None:
@@ -190,6 +189,16 @@ class FileSystemCache(FileSystemBackend[V]):
         finally:
             self._close(fds)
 
+    def _memoised(self, key: str) -> tuple[os.stat_result, bytes] | None:
+        """The remembered bytes of a fresh entry still in the file read, with its stat; else None."""
+        memo = self._memo.get(key)
+        if memo is None:
+            return None
+        status = self._stat_key(key)
+        if status is None or _identity(status) != memo[0] or self._expired(status.st_mtime_ns):
+            return None
+        return status, memo[1]
+
     def _stat_key(self, key: str) -> os.stat_result | None:
         """One stat of the key's file; the kernel walks the path (a symlinked folder
         leads to another inode, which no memo entry matches)."""
@@ -198,7 +207,7 @@ class FileSystemCache(FileSystemBackend[V]):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno in BLOCKED:
+            if exc.errno in _BLOCKED:
                 return None
             raise
 
@@ -214,6 +223,13 @@ class FileSystemCache(FileSystemBackend[V]):
             memo[key] = (_identity(status), data)
 
     def _contains(self, key: str) -> bool:
+        return self._at_entry(key, lambda fds, folders, name: True)
+
+    def _at_entry(self, key: str, fresh: Callable[[list[int], tuple[str, ...], str], bool]) -> bool:
+        """``fresh(fds, folders, name)`` if ``key`` has a fresh entry, else False.
+
+        An expired entry met here is removed.
+        """
         folders, name = key_parts(key)
         fds = self._open_folders(folders, create=False)
         if fds is None:
@@ -223,7 +239,7 @@ class FileSystemCache(FileSystemBackend[V]):
             if status is None or not stat.S_ISREG(status.st_mode):
                 return False
             if not self._expired(status.st_mtime_ns):
-                return True
+                return fresh(fds, folders, name)
             self._discard(fds, folders, name)
             return False
         finally:
@@ -241,20 +257,8 @@ class FileSystemCache(FileSystemBackend[V]):
                 self._discard_at(folder, name)
 
     def _delete(self, key: str) -> bool:
-        folders, name = key_parts(key)
-        fds = self._open_folders(folders, create=False)
-        if fds is None:
-            return False
-        try:
-            status = _lstat(fds[-1], name)
-            if status is None or not stat.S_ISREG(status.st_mode):
-                return False
-            if self._expired(status.st_mtime_ns):
-                self._discard(fds, folders, name)
-                return False  # it was already absent
-        finally:
-            self._close(fds)
-        return super()._delete(key)
+        # An expired entry was already absent: it is removed, and False returned.
+        return self._at_entry(key, _remove)
 
     # -- expiry ---------------------------------------------------------------------
 
@@ -282,22 +286,6 @@ class FileSystemCache(FileSystemBackend[V]):
         if entry is None or not entry.fresh:
             raise KeyError(key)
         return None if entry.deadline_ns is None else entry.deadline_ns / 1e9
-
-    def _discard_if_expired(self, key: str) -> bool:
-        folders, name = key_parts(key)
-        fds = self._open_folders(folders, create=False)
-        if fds is None:
-            return True  # gone already
-        try:
-            status = _lstat(fds[-1], name)
-            if status is None:
-                return True
-            if not self._expired(status.st_mtime_ns):
-                return False
-            self._discard(fds, folders, name)
-            return True
-        finally:
-            self._close(fds)
 
     def _discard(self, fds: list[int], folders: tuple[str, ...], name: str) -> None:
         if self._discard_at(fds[-1], name) and folders:
@@ -328,11 +316,9 @@ class FileSystemCache(FileSystemBackend[V]):
 
         The tag is read only for an expired entry (the one a tier revalidates).
         """
-        memo = self._memo.get(key) if read else None
-        if memo is not None:
-            status = self._stat_key(key)
-            if status is not None and _identity(status) == memo[0] and not self._expired(status.st_mtime_ns):
-                return _entry(memo[1], status.st_mtime_ns, True, None)
+        hit = self._memoised(key) if read else None
+        if hit is not None:
+            return _entry(hit[1], hit[0].st_mtime_ns, True, None)
         fd = self._open_value(key)
         if fd is None:
             return None

@@ -38,8 +38,7 @@ class UserError(Exception):
 
 
 def _family(backend: BaseBackend[Any, Any]) -> str:
-    name: str = getattr(backend.codec, "name", "object")
-    return name
+    return backend.codec.name
 
 
 def _parse(backend: BaseBackend[Any, Any], raw: bytes) -> Any:

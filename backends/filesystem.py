@@ -70,7 +70,6 @@ _PLAIN_KEY = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}(?:/[A-Za-z0-9._-]{{1,{CHU
 # Opening through a symlink with O_NOFOLLOW fails with ELOOP (or ENOTDIR
 # for O_DIRECTORY); a file where a folder should be gives ENOTDIR.
 _BLOCKED = {errno.ELOOP, errno.ENOTDIR, errno.EMLINK}
-BLOCKED = _BLOCKED
 _RETRIES = 8  # folder pruned by a concurrent delete while we wrote into it
 
 
@@ -342,12 +341,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         if fds is None:
             return False
         try:
-            try:
-                os.unlink(name, dir_fd=fds[-1])
-            except FileNotFoundError:
-                return False
-            _prune(fds, folders)
-            return True
+            return _remove(fds, folders, name)
         finally:
             self._close(fds)
 
@@ -523,6 +517,16 @@ def _try_rmdir(name: str, parent: int) -> bool:
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.EBUSY):
             return False
         raise
+    return True
+
+
+def _remove(fds: list[int], folders: tuple[str, ...], name: str) -> bool:
+    """Unlink a key's file and prune its emptied folders; False if it was not there."""
+    try:
+        os.unlink(name, dir_fd=fds[-1])
+    except FileNotFoundError:
+        return False
+    _prune(fds, folders)
     return True
 
 

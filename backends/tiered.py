@@ -130,14 +130,10 @@ class TieredBackend(BaseBackend[Any, Any]):
             return self._load_plain(key)
         entry = self._peek(key)
         if entry is not None and entry.fresh:
-            self._count("hits")
-            return self._entries._decode(entry.data, key, "load")
+            return self._serve(key, entry, "hits")
         if entry is not None and self._servable_stale(entry):
             with self._flight(key, wait=0) as refreshing:
-                if not refreshing:
-                    self._count("stale")
-                    return self._entries._decode(entry.data, key, "load")
-                return self._refresh_entry(key)
+                return self._refresh_entry(key) if refreshing else self._serve(key, entry, "stale")
         with self._flight(key):
             return self._refresh_entry(key)
 
@@ -152,6 +148,12 @@ class TieredBackend(BaseBackend[Any, Any]):
         self._count("hits")
         return value
 
+    def _serve(self, key: str, entry: Entry, counter: str) -> Any:
+        """The value of a cache entry, counted as ``counter``."""
+        assert self._entries is not None
+        self._count(counter)
+        return self._entries._decode(entry.data, key, "load")
+
     def _peek(self, key: str) -> Entry | None:
         assert self._entries is not None
         entries = self._entries
@@ -164,11 +166,9 @@ class TieredBackend(BaseBackend[Any, Any]):
 
     def _refresh_entry(self, key: str) -> Any:
         """Under the key's lock: look again, then revalidate or load from the origin."""
-        assert self._entries is not None
         entry = self._peek(key)
         if entry is not None and entry.fresh:
-            self._count("hits")  # another loader filled it while we waited
-            return self._entries._decode(entry.data, key, "load")
+            return self._serve(key, entry, "hits")  # another loader filled it while we waited
         return self._refresh(key, entry)
 
     def _refresh(self, key: str, entry: Entry | None) -> Any:
@@ -180,8 +180,7 @@ class TieredBackend(BaseBackend[Any, Any]):
             assert entry is not None and tag is not None and self._entries is not None
             entries = self._entries
             entries._guarded("load", key, lambda: entries._renew(key, tag))
-            self._count("revalidations")
-            return entries._decode(entry.data, key, "load")
+            return self._serve(key, entry, "revalidations")
         self._count("misses")
         if loaded is MISSING:
             if entry is not None:
