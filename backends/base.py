@@ -27,7 +27,7 @@ from collections.abc import (
 from contextlib import contextmanager
 from enum import Enum
 from itertools import islice
-from typing import IO, TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, Union
+from typing import IO, TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, Protocol, TypeVar, Union
 
 from .codecs import Codec
 from .errors import BackendError, CorruptValueError, InvalidKeyError, SerializationError, StoreError
@@ -187,12 +187,23 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         cls, reason = self._translate(exc)
         return cls(reason, backend=repr(self), operation=operation, key=key)
 
+    def _reraise(self, exc: BaseException, operation: str, key: object) -> NoReturn:
+        """Raise ``exc`` in the tree: translated once, or as it is if it already is of the tree.
+
+        A StoreError is also an OSError, so a hook that raises one (or calls
+        another backend) is caught by ``except self._native_errors``: it must
+        reach the caller unchanged, not as a plain StoreError.
+        """
+        if isinstance(exc, BackendError):
+            raise exc
+        raise self._error(exc, operation, key) from exc
+
     def _guarded(self, operation: str, key: object, action: Callable[[], T]) -> T:
         """Run ``action`` with the store's native errors translated (not on hot paths)."""
         try:
             return action()
         except self._native_errors as exc:
-            raise self._error(exc, operation, key) from exc
+            self._reraise(exc, operation, key)
 
     def _encode(self, value: V, key: str, operation: str) -> S:
         try:
@@ -208,7 +219,9 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
     def _decode(self, data: S, key: str, operation: str) -> V:
         try:
             return self.codec.decode(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: a document nested deeper than the decoder goes
+            # (100,000 "["), which no encoder here would have written.
             raise CorruptValueError(
                 f"stored data is not valid {self.codec.name}: {exc}",
                 backend=repr(self),
@@ -224,7 +237,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             data = self._load(key)
         except self._native_errors as exc:
-            raise self._error(exc, "load", key) from exc
+            self._reraise(exc, "load", key)
         if data is MISSING:
             return default
         return self._decode(data, key, "load")
@@ -246,7 +259,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             return write(key, data)
         except self._native_errors as exc:
-            raise self._error(exc, operation, key) from exc
+            self._reraise(exc, operation, key)
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; return True if it existed, False if it was absent."""
@@ -254,7 +267,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             return self._delete(key)
         except self._native_errors as exc:
-            raise self._error(exc, "delete", key) from exc
+            self._reraise(exc, "delete", key)
 
     def __getitem__(self, key: str) -> V:
         value = self.load(key, MISSING)
@@ -276,7 +289,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             return self._contains(key)
         except self._native_errors as exc:
-            raise self._error(exc, "contains", key) from exc
+            self._reraise(exc, "contains", key)
 
     def get(self, key: str, default: Any = None) -> Any:
         """Same as :meth:`load`."""
@@ -289,13 +302,13 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             yield from self._iter_keys()
         except self._native_errors as exc:
-            raise self._error(exc, "list", None) from exc
+            self._reraise(exc, "list", None)
 
     def __len__(self) -> int:
         try:
             return self._len()
         except self._native_errors as exc:
-            raise self._error(exc, "len", None) from exc
+            self._reraise(exc, "len", None)
 
     def __bool__(self) -> bool:
         # Without this, bool() would fall back to __len__ and count every key.
@@ -340,7 +353,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             found = self._load_many(wanted)
         except self._native_errors as exc:
-            raise self._error(exc, "load_many", None) from exc
+            self._reraise(exc, "load_many", None)
         return {key: self._decode(data, key, "load_many") for key, data in found.items()}
 
     def dump_many(self, items: Mapping[str, V] | Iterable[tuple[str, V]]) -> None:
@@ -358,7 +371,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             self._dump_many(list(encoded.items()))
         except self._native_errors as exc:
-            raise self._error(exc, "dump_many", None) from exc
+            self._reraise(exc, "dump_many", None)
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete the given keys; return how many existed."""
@@ -366,7 +379,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             return self._delete_many(wanted)
         except self._native_errors as exc:
-            raise self._error(exc, "delete_many", None) from exc
+            self._reraise(exc, "delete_many", None)
 
     def clear(self) -> None:
         """Remove every key this backend owns, and nothing else."""
@@ -375,7 +388,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             self._clear()
         except self._native_errors as exc:
-            raise self._error(exc, "clear", None) from exc
+            self._reraise(exc, "clear", None)
 
     # -- locks -------------------------------------------------------------------
 
@@ -395,24 +408,42 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
     # -- dict methods whose stock versions are wrong here ----------------------
 
     def pop(self, key: str, default: Any = MISSING) -> Any:
-        """Remove ``key`` and return its value (or ``default``; KeyError without one)."""
-        # The stock pop() raises KeyError from its `del` if another writer
-        # deleted the key between its read and its delete.
-        value = self.load(key, MISSING)
-        if value is MISSING:
+        """Remove ``key`` and return its value (or ``default``; KeyError without one).
+
+        Atomic where the store can take a value (memory, folders, caches):
+        of racing callers exactly one gets each value. Elsewhere a value is
+        returned only by the caller whose delete removed it.
+        """
+        key = self._check(key, "pop")
+        try:
+            data = self._pop(key)
+        except self._native_errors as exc:
+            self._reraise(exc, "pop", key)
+        if data is MISSING:
             if default is MISSING:
                 raise KeyError(key)
             return default
-        self.delete(key)
-        return value
+        return self._decode(data, key, "pop")
+
+    def _pop(self, key: str) -> S | Missing:
+        """Remove ``key`` and return its stored data, or MISSING.
+
+        The default loads, then deletes, and hands the data out only if its
+        own delete removed the key: a caller that lost the race to another
+        delete looks again. Stores that can take a value atomically override it.
+        """
+        while (data := self._load(key)) is not MISSING:
+            if self._delete(key):
+                return data
+        return MISSING
 
     def popitem(self) -> tuple[str, V]:
         """Remove and return some ``(key, value)``; KeyError if empty."""
         # The stock popitem() would fail with a KeyError on a key that
         # another writer deleted after it was listed, though others remain.
         for key in self:
-            value = self.load(key, MISSING)
-            if value is not MISSING and self.delete(key):
+            value = self.pop(key, MISSING)
+            if value is not MISSING:
                 return key, value
         raise KeyError("popitem(): backend is empty")
 
@@ -493,7 +524,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         try:
             yield from self._list(prefix, delimiter)
         except self._native_errors as exc:
-            raise self._error(exc, "list", prefix) from exc
+            self._reraise(exc, "list", prefix)
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
         # The generic way reads the whole listing; stores that list by

@@ -21,11 +21,12 @@ never passes for the memoised one, even in a reused inode.
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import fcntl
+import math
 import os
 import random
-import stat
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,12 +37,12 @@ from .base import MISSING, Missing
 from .codecs import Codec, JsonCodec, TextCodec
 from .filesystem import (
     _BLOCKED,
+    _DIR_FLAGS,
     _RETRIES,
-    TEMP_MARK,
+    At,
     FileSystemBackend,
+    _lstat_file,
     _prune,
-    _remove,
-    _unlink,
     _write_all,
     key_parts,
     key_path,
@@ -49,12 +50,15 @@ from .filesystem import (
     read_all,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "Entry", "FileSystemCache", "JsonCache", "TextCache"]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_TIMEOUT", "Entry", "FileSystemCache", "JsonCache", "TextCache"]
 
 V = TypeVar("V")
 
 #: seconds an entry lives when neither the cache nor ``dump`` says otherwise
 DEFAULT_TIMEOUT: Final = 300.0
+#: the longest finite timeout (100 years): a deadline is a file's mtime in
+#: nanoseconds, which ends in 2262; ``None`` or ``math.inf`` mean never
+MAX_TIMEOUT: Final = 100 * 365.25 * 86_400
 #: an mtime below this (the first second of 1970) means "never expires"
 NEVER_BELOW: Final = 1_000_000_000
 #: bytes of values the memo of one cache keeps, and the largest value it keeps
@@ -63,6 +67,10 @@ MEMO_VALUE: Final = 64 * 1024
 TAG_ATTRIBUTE: Final = "user.backends.etag"  # the origin's ETag, kept by a tier for revalidation
 DAY_NS: Final = 86_400 * 10**9
 _NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA, errno.E2BIG, errno.ERANGE}
+#: a tag that can be sent as If-None-Match: visible ASCII, no space or control
+#: character (RFC 9110 ETags are a subset); anything else in the attribute
+#: (another tool's, or damaged) is ignored
+_TAG = re.compile(rb"[\x21-\x7e]{1,1024}")
 
 
 @dataclass(frozen=True)
@@ -77,12 +85,22 @@ class Entry:
     tag: str | None
 
 
-def check_timeout(timeout: object) -> float | None:
-    """Return a valid timeout (None, or seconds >= 0), or raise ValueError."""
+def check_timeout(timeout: object, name: str = "timeout") -> float | None:
+    """Return a valid timeout: None (never; also for ``math.inf``) or seconds in [0, MAX_TIMEOUT].
+
+    Raises ValueError naming ``name`` and the range for anything else.
+    """
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
-        raise ValueError(f"timeout is None (never expires) or seconds >= 0, not {timeout!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ValueError(f"{name} is None (never), math.inf or seconds, not {type(timeout).__name__}")
+    if timeout == math.inf:
+        return None
+    if not 0 <= timeout <= MAX_TIMEOUT:
+        raise ValueError(
+            f"{name} is None or math.inf (never expires) or seconds from 0 to {MAX_TIMEOUT:.0f} "
+            f"(100 years), not {timeout!r}"
+        )
     return float(timeout)
 
 
@@ -128,6 +146,9 @@ class FileSystemCache(FileSystemBackend[V]):
     def _expired(self, deadline_ns: int) -> bool:
         return deadline_ns >= NEVER_BELOW and deadline_ns <= self.clock() * 1e9
 
+    def _live(self, status: os.stat_result) -> bool:
+        return not self._expired(status.st_mtime_ns)
+
     # -- writing --------------------------------------------------------------------
 
     def dump(
@@ -135,9 +156,10 @@ class FileSystemCache(FileSystemBackend[V]):
     ) -> bool:
         """Store ``value`` under ``key``, expiring after ``timeout`` seconds (default: the cache's).
 
-        ``timeout=None``: never expires; ``timeout=0``: already expired, so
-        the key reads as absent. ``if_absent`` treats an expired entry as
-        absent. Atomic, like every write.
+        ``timeout=None`` (or ``math.inf``): never expires; ``timeout=0``:
+        already expired, so the key reads as absent. ``if_absent`` treats an
+        expired entry as absent. Atomic, like every write. Raises ValueError
+        for a timeout out of range, before anything is written.
         """
         deadline = self._deadline(timeout)
         return self._write_value(
@@ -162,29 +184,45 @@ class FileSystemCache(FileSystemBackend[V]):
                 return False
         return False
 
+    def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
+        # Entries are placed under a shared flock of their folder; a remover
+        # of expired entries holds it exclusively from its look to its unlink
+        # (see _discard_at), so it never removes an entry placed meanwhile.
+        guard = _open_guard(folder, fcntl.LOCK_SH)
+        try:
+            return super()._place(folder, temp_name, name, if_absent)
+        finally:
+            os.close(guard)
+
     # -- reading --------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
         hit = self._memoised(key)
         if hit is not None:
             return hit[1]
+        data = self._read_entry(key)
+        if data is MISSING and self._root_gone(create=False):
+            return self._read_entry(key)
+        return data
+
+    def _read_entry(self, key: str) -> bytes | Missing:
         folders, name = key_parts(key)
         fds = self._open_folders(folders, create=False) if folders else [self._root_fd]
         if fds is None:
             return MISSING
         try:
-            fd = open_file(fds[-1], name)
-            if fd is None:
+            opened = open_file(fds[-1], name)
+            if opened is None:
                 return MISSING
+            fd, status = opened
             try:
-                status = os.fstat(fd)
                 if not self._expired(status.st_mtime_ns):
                     data = read_all(fd, status.st_size)
                     self._remember(key, status, data)
                     return data
             finally:
                 os.close(fd)
-            self._discard(fds, folders, name)
+            self._discard(At(fds, folders, name, status))
             return MISSING
         finally:
             self._close(fds)
@@ -223,32 +261,19 @@ class FileSystemCache(FileSystemBackend[V]):
             memo[key] = (_identity(status), data)
 
     def _contains(self, key: str) -> bool:
-        return self._at_entry(key, lambda fds, folders, name: True)
+        return bool(self._at_live_key(key, self._fresh))
 
-    def _at_entry(self, key: str, fresh: Callable[[list[int], tuple[str, ...], str], bool]) -> bool:
-        """``fresh(fds, folders, name)`` if ``key`` has a fresh entry, else False.
-
-        An expired entry met here is removed.
-        """
-        folders, name = key_parts(key)
-        fds = self._open_folders(folders, create=False)
-        if fds is None:
-            return False
-        try:
-            status = _lstat(fds[-1], name)
-            if status is None or not stat.S_ISREG(status.st_mode):
-                return False
-            if not self._expired(status.st_mtime_ns):
-                return fresh(fds, folders, name)
-            self._discard(fds, folders, name)
-            return False
-        finally:
-            self._close(fds)
+    def _fresh(self, at: At) -> bool:
+        """Whether the entry is fresh; an expired one met here is removed."""
+        if not self._expired(at.status.st_mtime_ns):
+            return True
+        self._discard(at)
+        return False
 
     def _iter_keys(self) -> Iterator[str]:
         # One lstat per file for its deadline; values are never read.
-        for folder, name, key in self._walk(prune=False):
-            status = _lstat(folder, name)
+        for folder, name, key in self._walk(tidy=False):
+            status = _lstat_file(folder, name)
             if status is None:
                 continue
             if not self._expired(status.st_mtime_ns):
@@ -258,23 +283,27 @@ class FileSystemCache(FileSystemBackend[V]):
 
     def _delete(self, key: str) -> bool:
         # An expired entry was already absent: it is removed, and False returned.
-        return self._at_entry(key, _remove)
+        return bool(self._at_live_key(key, self._remove_fresh))
+
+    def _remove_fresh(self, at: At) -> bool:
+        return self._remove(at) if self._fresh(at) else False
 
     # -- expiry ---------------------------------------------------------------------
 
     def purge(self) -> int:
         """Remove every expired entry; return how many were removed.
 
-        One lstat per entry; values are not read. Emptied folders are removed.
+        One lstat per entry; values are not read. Emptied folders are
+        removed, and so are temporary files of writers killed over an hour ago.
         """
         try:
             return sum(
                 self._discard_at(folder, name)
-                for folder, name, _ in self._walk(prune=True)
-                if (status := _lstat(folder, name)) is not None and self._expired(status.st_mtime_ns)
+                for folder, name, _ in self._walk(tidy=True)
+                if (status := _lstat_file(folder, name)) is not None and self._expired(status.st_mtime_ns)
             )
         except self._native_errors as exc:
-            raise self._error(exc, "purge", None) from exc
+            self._reraise(exc, "purge", None)
 
     def expires(self, key: str) -> float | None:
         """When the entry of ``key`` expires (seconds on the cache's clock); None if never.
@@ -287,27 +316,30 @@ class FileSystemCache(FileSystemBackend[V]):
             raise KeyError(key)
         return None if entry.deadline_ns is None else entry.deadline_ns / 1e9
 
-    def _discard(self, fds: list[int], folders: tuple[str, ...], name: str) -> None:
-        if self._discard_at(fds[-1], name) and folders:
-            _prune(fds, folders)
+    def _discard(self, at: At) -> None:
+        if self._discard_at(at.folder, at.name) and at.folders:
+            _prune(at.fds, at.folders)
 
     def _discard_at(self, folder: int, name: str) -> bool:
-        """Remove the expired file ``name``, unless a writer replaced it with a fresh one."""
-        aside = f"{TEMP_MARK}{os.urandom(8).hex()}.expired"
+        """Remove the file ``name`` if it is (still) an expired entry; say whether it was removed.
+
+        The look and the unlink happen under an exclusive flock of the
+        folder, and every writer places its entry under a shared one: no
+        fresh entry can replace the expired one between the two, so none is
+        ever hidden, dropped or left aside, even if a process is killed
+        (the kernel drops its flock).
+        """
+        guard = _open_guard(folder, fcntl.LOCK_EX)
         try:
-            os.rename(name, aside, src_dir_fd=folder, dst_dir_fd=folder)
+            status = _lstat_file(folder, name)
+            if status is None or not self._expired(status.st_mtime_ns):
+                return False
+            os.unlink(name, dir_fd=folder)
+            return True
         except FileNotFoundError:
             return False
-        status = _lstat(folder, aside)
-        if status is not None and not self._expired(status.st_mtime_ns):
-            # A fresh value landed between our look and our rename: put it
-            # back, unless an even newer one took its place meanwhile.
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
-            _unlink(aside, folder)
-            return False
-        _unlink(aside, folder)
-        return True
+        finally:
+            os.close(guard)
 
     # -- entries, for a tier ----------------------------------------------------------
 
@@ -319,11 +351,11 @@ class FileSystemCache(FileSystemBackend[V]):
         hit = self._memoised(key) if read else None
         if hit is not None:
             return _entry(hit[1], hit[0].st_mtime_ns, True, None)
-        fd = self._open_value(key)
-        if fd is None:
+        opened = self._open_value(key)
+        if opened is None:
             return None
+        fd, status = opened
         try:
-            status = os.fstat(fd)
             fresh = not self._expired(status.st_mtime_ns)
             data = read_all(fd, status.st_size) if read else b""
             tag = None if fresh else _get_tag(fd)
@@ -339,16 +371,26 @@ class FileSystemCache(FileSystemBackend[V]):
 
     def _renew(self, key: str, tag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value of ETag ``tag``."""
-        fd = self._open_value(key)
-        if fd is None:
-            return False
+        return bool(self._at_key(key, lambda at: self._renew_at(at, tag)))
+
+    def _renew_at(self, at: At, tag: str) -> bool:
+        # Under the shared flock, like a write: a remover cannot unlink the
+        # entry between our renewal and its look.
+        guard = _open_guard(at.folder, fcntl.LOCK_SH)
         try:
-            if _get_tag(fd) != tag:
-                return False  # replaced since we looked: that value is not the one revalidated
-            _set_deadline(fd, self._deadline(MISSING))
-            return True
+            opened = open_file(at.folder, at.name)
+            if opened is None:
+                return False
+            fd = opened[0]
+            try:
+                if _get_tag(fd) != tag:
+                    return False  # replaced since we looked: that value is not the one revalidated
+                _set_deadline(fd, self._deadline(MISSING))
+                return True
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            os.close(guard)
 
     def _describe(self) -> str:
         timeout = "None" if self.timeout is None else f"{self.timeout:g}"
@@ -368,6 +410,21 @@ def _rebuild(
     return cache
 
 
+def _open_guard(folder: int, kind: int) -> int:
+    """A new descriptor of ``folder`` holding a flock of ``kind``; closing it releases the flock.
+
+    A new open file description each time: flocks belong to it, so two
+    threads sharing one descriptor would share (and convert) one lock.
+    """
+    guard = os.open(".", _DIR_FLAGS, dir_fd=folder)
+    try:
+        fcntl.flock(guard, kind)
+    except BaseException:
+        os.close(guard)
+        raise
+    return guard
+
+
 def _entry(data: bytes, deadline: int, fresh: bool, tag: str | None) -> Entry:
     return Entry(data, None if deadline < NEVER_BELOW else deadline, fresh, tag)
 
@@ -384,13 +441,6 @@ def _set_deadline(fd: int, deadline: int) -> None:
     os.utime(fd, ns=(atime, deadline))
 
 
-def _lstat(folder: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=folder, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
 def _set_tag(fd: int, tag: str) -> None:
     # Extended attributes travel with the file through the rename, so the
     # tag can never belong to another value. Without them (some
@@ -403,12 +453,16 @@ def _set_tag(fd: int, tag: str) -> None:
 
 
 def _get_tag(fd: int) -> str | None:
+    """The ETag kept with an entry, or None: none kept, or one that is not a valid ETag."""
     try:
-        return os.getxattr(fd, TAG_ATTRIBUTE).decode("utf-8", "replace")
+        raw = os.getxattr(fd, TAG_ATTRIBUTE)
     except OSError as exc:
         if exc.errno in _NO_XATTR:
             return None
         raise
+    # A damaged or foreign tag (CR/LF, non-ASCII, oversized) could not be
+    # sent as If-None-Match: the entry is then refreshed by a plain load.
+    return raw.decode("ascii") if _TAG.fullmatch(raw) else None
 
 
 class JsonCache(FileSystemCache[Any]):

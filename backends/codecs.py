@@ -95,11 +95,18 @@ def _check_dict_keys(value: object) -> None:
     """Raise TypeError if any dict inside ``value`` has a non-str key.
 
     ``json.dumps`` would silently turn ``{1: "a"}`` into ``{"1": "a"}``, which
-    does not load back equal, so the keys are checked before encoding.
+    does not load back equal, so the keys are checked before encoding. Each
+    container is looked at once: a circular value (``a = []; a.append(a)``)
+    ends the walk and is then refused by the encoder, and a shared one costs
+    no more than once.
     """
+    seen: set[int] = set()
     stack = [value]
     while stack:
         item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
         if isinstance(item, dict):
             for key in item:
                 if not isinstance(key, str):

@@ -24,8 +24,10 @@ import os
 import re
 import stat
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 DIR_MARK = "+"  # suffix of a folder holding the keys below a segment
 PART_MARK = "="  # suffix of a folder holding the rest of a long segment
@@ -63,7 +66,9 @@ CHUNK = 200  # longest escaped piece of a segment in one name
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
-_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC
+# O_NONBLOCK: opening a FIFO named like a key must not wait for a writer
+# (it is then seen not to be a regular file); it changes nothing for files.
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
 _PLAIN = re.compile(r"[A-Za-z0-9._-]+")
 _PLAIN_KEY = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}(?:/[A-Za-z0-9._-]{{1,{CHUNK}}})*")
@@ -71,11 +76,30 @@ _PLAIN_KEY = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}(?:/[A-Za-z0-9._-]{{1,{CHU
 # for O_DIRECTORY); a file where a folder should be gives ENOTDIR.
 _BLOCKED = {errno.ELOOP, errno.ENOTDIR, errno.EMLINK}
 _RETRIES = 8  # folder pruned by a concurrent delete while we wrote into it
+#: seconds since its last change after which a ``~*.tmp`` file is a killed
+#: writer's leftover: a live write changes its file far more often than this
+STALE_TEMP = 3600.0
+_LEFTOVERS = (".tmp", ".expired")  # ".expired": removal aside, before 0.2
+_RESERVED = {".", ".."}  # names no file can have
 
 
 def _escape(segment: str) -> str:
     # quote() keeps "~" unescaped; "~" starts names that are never keys.
     return quote(segment, safe="").replace("~", "%7E")
+
+
+def _escape_name(segment: str) -> str:
+    """The escaped form of a key's last segment, which names the value file.
+
+    As :func:`_escape`, except that when a long segment is cut, a last piece
+    that would be ``.`` or ``..`` (names the filesystem reserves) has its
+    dots escaped, so every valid key has a file name (``"x" * 200 + ".."``).
+    """
+    escaped = _escape(segment)
+    cut = (len(escaped) - 1) // CHUNK * CHUNK
+    if cut and escaped[cut:] in _RESERVED:
+        return escaped[:cut] + escaped[cut:].replace(".", "%2E")
+    return escaped
 
 
 def _pieces(escaped: str) -> list[str]:
@@ -105,26 +129,28 @@ def key_path(key: str) -> str:
 def _escaped_parts(key: str) -> tuple[tuple[str, ...], str]:
     folders: list[str] = []
     segments = key.split("/")
+    last_index = len(segments) - 1
     for index, segment in enumerate(segments):
-        pieces = _pieces(_escape(segment))
+        pieces = _pieces(_escape_name(segment) if index == last_index else _escape(segment))
         folders.extend(piece + PART_MARK for piece in pieces[:-1])
         last = pieces[-1]
-        if index < len(segments) - 1:
+        if index < last_index:
             folders.append(last + DIR_MARK)
         else:
             return tuple(folders), last
     raise AssertionError("unreachable: split() returns at least one segment")
 
 
-def _decode_segment(escaped: str) -> str | None:
-    """Return the segment that escapes exactly to ``escaped``, or None."""
+def _decode_segment(escaped: str, last: bool = False) -> str | None:
+    """Return the segment that escapes exactly to ``escaped`` (as a last segment, with ``last``), or None."""
     if _PLAIN.fullmatch(escaped):
         return escaped
     try:
         segment = unquote(escaped, errors="strict")
     except UnicodeDecodeError:
         return None
-    return segment if _escape(segment) == escaped else None
+    canonical = _escape_name(segment) if last else _escape(segment)
+    return segment if canonical == escaped else None
 
 
 def _piece_ok(piece: str, full: bool) -> bool:
@@ -149,11 +175,12 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         self.durable = durable
         self._lock = threading.Lock()
         self._root_fd = -1
+        self._closed = False
         self._finalizer: Any = None
         try:
             self._open_root()
         except OSError as exc:
-            raise self._error(exc, "open", None) from exc
+            self._reraise(exc, "open", None)
 
     # -- root -------------------------------------------------------------------
 
@@ -167,14 +194,23 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         if old >= 0:
             os.close(old)
 
-    def _root_gone(self) -> bool:
-        """Reopen the root if it was deleted since we opened it; say whether it was."""
+    def _root_gone(self, create: bool = True) -> bool:
+        """If the root we hold was deleted, open the folder now at its path; say whether we did.
+
+        Called when a write finds no folder, when a read misses and when a
+        listing starts: a deleted folder has no entries, so every read in it
+        misses, and the one check covers reads too. Without ``create`` the
+        folder is not made (reading never creates anything). Raises OSError
+        (EBADF) once the backend is closed: it never touches a descriptor
+        number that may since belong to another file.
+        """
         with self._lock:
-            try:
-                if os.fstat(self._root_fd).st_nlink > 0:
-                    return False
-            except OSError:
-                pass
+            if self._closed:
+                raise OSError(errno.EBADF, "closed")
+            if os.fstat(self._root_fd).st_nlink > 0:
+                return False
+            if not create and not os.path.isdir(self.root):
+                return False
             self._open_root()
             return True
 
@@ -185,8 +221,19 @@ class FileSystemBackend(BaseBackend[V, bytes]):
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return FileLock(self, key, timeout, ttl, self._live_root)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: every call then raises StoreError."""
+        return self._closed
+
     def close(self) -> None:
-        """Close the root's file descriptor; the backend is unusable afterwards."""
+        """Close the root's file descriptor; every later call raises StoreError saying so."""
+        with self._lock:
+            # The number is forgotten before the descriptor is closed: a
+            # call made afterwards fails with EBADF instead of acting on
+            # whatever folder the next open() gets that number for.
+            self._closed = True
+            self._root_fd = -1
         if self._finalizer is not None:
             self._finalizer()
 
@@ -241,6 +288,12 @@ class FileSystemBackend(BaseBackend[V, bytes]):
     # -- reading ----------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
+        data = self._read_key(key)
+        if data is MISSING and self._root_gone(create=False):
+            return self._read_key(key)
+        return data
+
+    def _read_key(self, key: str) -> bytes | Missing:
         folders, name = key_parts(key)
         if not folders:
             return _read(self._root_fd, name)
@@ -252,8 +305,17 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         finally:
             self._close(fds)
 
-    def _open_value(self, key: str) -> int | None:
-        """Open the file of ``key`` for reading (folders walked without symlinks); None if absent."""
+    def _open_value(self, key: str) -> tuple[int, os.stat_result] | None:
+        """Open the file of ``key`` for reading, with its fstat (folders walked without symlinks).
+
+        None if absent (after making sure the root was not deleted meanwhile).
+        """
+        opened = self._open_key(key)
+        if opened is None and self._root_gone(create=False):
+            return self._open_key(key)
+        return opened
+
+    def _open_key(self, key: str) -> tuple[int, os.stat_result] | None:
         folders, name = key_parts(key)
         fds = self._open_folders(folders, create=False)
         if fds is None:
@@ -264,17 +326,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
             self._close(fds)
 
     def _contains(self, key: str) -> bool:
-        folders, name = key_parts(key)
-        fds = self._open_folders(folders, create=False)
-        if fds is None:
-            return False
-        try:
-            mode = os.stat(name, dir_fd=fds[-1], follow_symlinks=False).st_mode
-        except FileNotFoundError:
-            return False
-        finally:
-            self._close(fds)
-        return stat.S_ISREG(mode)
+        return bool(self._at_live_key(key, _found))
 
     # -- writing ----------------------------------------------------------------
 
@@ -316,78 +368,151 @@ class FileSystemBackend(BaseBackend[V, bytes]):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if if_absent:
-                # link() fails if the name exists, atomically: one winner.
-                try:
-                    os.link(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
-                except FileExistsError:
-                    return False
-                finally:
-                    _unlink(temp_name, folder)
-            else:
-                os.replace(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder)
+            placed = self._place(folder, temp_name, name, if_absent)
         except BaseException:
             _unlink(temp_name, folder)
             raise
-        if self.durable:
+        if placed and self.durable:
             os.fsync(folder)
+        return placed
+
+    def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
+        """Move the written temporary file to ``name``; with ``if_absent``, only if it is free."""
+        if if_absent:
+            # link() fails if the name exists, atomically: one winner.
+            try:
+                os.link(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+            except FileExistsError:
+                _check_file(folder, name)
+                return False
+            finally:
+                _unlink(temp_name, folder)
+            return True
+        _check_file(folder, name)
+        os.replace(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder)
         return True
 
     # -- deleting ---------------------------------------------------------------
 
     def _delete(self, key: str) -> bool:
+        return bool(self._at_live_key(key, self._remove))
+
+    def _remove(self, at: At) -> bool:
+        """Unlink a key's file and prune its emptied folders; False if it was not there."""
+        try:
+            os.unlink(at.name, dir_fd=at.folder)
+        except FileNotFoundError:
+            return False
+        _prune(at.fds, at.folders)
+        return True
+
+    def _pop(self, key: str) -> bytes | Missing:
+        taken = self._at_live_key(key, self._take)
+        return MISSING if taken is None else taken
+
+    def _take(self, at: At) -> bytes | None:
+        """Take the file of a key: rename it aside, read it, remove it; None if it was gone.
+
+        The rename is what makes ``pop`` atomic: of racing callers exactly
+        one moves the file, and the value read is exactly the one removed.
+        """
+        aside = f"{TEMP_MARK}{os.urandom(8).hex()}.tmp"
+        try:
+            os.rename(at.name, aside, src_dir_fd=at.folder, dst_dir_fd=at.folder)
+        except FileNotFoundError:
+            return None
+        try:
+            opened = open_file(at.folder, aside)
+            if opened is None:
+                return None
+            fd, status = opened
+            try:
+                data = read_all(fd, status.st_size) if self._live(status) else None
+            finally:
+                os.close(fd)
+        finally:
+            _unlink(aside, at.folder)
+        _prune(at.fds, at.folders)
+        return data
+
+    def _live(self, status: os.stat_result) -> bool:
+        """Whether the file with this status holds a value (a cache says no once it expired)."""
+        return True
+
+    def _at_live_key(self, key: str, act: Callable[[At], T]) -> T | None:
+        """``act(at)`` if ``key`` has a regular file, else None (after checking the root is not gone)."""
+        done = self._at_key(key, act)
+        if done is None and self._root_gone(create=False):
+            return self._at_key(key, act)
+        return done
+
+    def _at_key(self, key: str, act: Callable[[At], T]) -> T | None:
+        """``act(at)`` if ``key`` has a regular file, else None.
+
+        Only a regular file is ever a key: a folder, FIFO or symlink of
+        another tool at a key's name is absent, and never moved or deleted.
+        """
         folders, name = key_parts(key)
         fds = self._open_folders(folders, create=False)
         if fds is None:
-            return False
+            return None
         try:
-            return _remove(fds, folders, name)
+            status = _lstat_file(fds[-1], name)
+            if status is None:
+                return None
+            return act(At(fds, folders, name, status))
         finally:
             self._close(fds)
 
     def _clear(self) -> None:
-        for folder, name, _ in self._walk(prune=True):
+        for folder, name, _ in self._walk(tidy=True):
             _unlink(name, folder)
 
     # -- listing ----------------------------------------------------------------
 
     def _iter_keys(self) -> Iterator[str]:
-        return (key for _, _, key in self._walk(prune=False))
+        return (key for _, _, key in self._walk(tidy=False))
 
-    def _walk(self, prune: bool) -> Iterator[tuple[int, str, str]]:
+    def _walk(self, tidy: bool) -> Iterator[tuple[int, str, str]]:
         """Yield ``(folder fd, file name, key)`` for every key, streaming.
 
         Memory grows with the depth of the tree, not the number of keys.
-        With ``prune``, each emptied folder is removed on the way back up.
+        With ``tidy``, killed writers' temporary files (unchanged for
+        :data:`STALE_TEMP` seconds) are removed, and each emptied folder on
+        the way back up.
         """
+        self._root_gone(create=False)
         # A fresh open file description: scandir(fd) dups the descriptor, and
         # dups share the read position, so two listings over the one root
         # descriptor would each skip what the other read.
         root = os.open(".", _DIR_FLAGS, dir_fd=self._root_fd)
+        stale_before = time.time() - STALE_TEMP if tidy else None
         try:
-            yield from self._walk_folder(root, "", "", prune)
+            yield from self._walk_folder(root, "", "", stale_before)
         finally:
             os.close(root)
 
     def _walk_folder(
-        self, folder: int, prefix: str, pending: str, prune: bool
+        self, folder: int, prefix: str, pending: str, stale_before: float | None
     ) -> Iterator[tuple[int, str, str]]:
         with os.scandir(folder) as entries:
             for entry in entries:
                 name = entry.name
                 if name.startswith(TEMP_MARK):
+                    if stale_before is not None and name.endswith(_LEFTOVERS):
+                        _sweep(folder, name, stale_before)
                     continue
                 mark = name[-1]
                 if mark in (DIR_MARK, PART_MARK):
                     if entry.is_dir(follow_symlinks=False):
-                        yield from self._walk_child(folder, entry.name, prefix, pending, prune)
+                        yield from self._walk_child(folder, entry.name, prefix, pending, stale_before)
                 elif entry.is_file(follow_symlinks=False):
                     key = _key_of(prefix, pending, name)
                     if key is not None:
                         yield folder, name, key
 
     def _walk_child(
-        self, folder: int, name: str, prefix: str, pending: str, prune: bool
+        self, folder: int, name: str, prefix: str, pending: str, stale_before: float | None
     ) -> Iterator[tuple[int, str, str]]:
         piece = name[:-1]
         if name[-1] == PART_MARK:
@@ -406,17 +531,25 @@ class FileSystemBackend(BaseBackend[V, bytes]):
                 return  # removed or replaced since it was listed
             raise
         try:
-            yield from self._walk_folder(child, child_prefix, child_pending, prune)
+            yield from self._walk_folder(child, child_prefix, child_pending, stale_before)
         finally:
             os.close(child)
-        if prune:
+        if stale_before is not None:
             _try_rmdir(name, folder)
 
     # -- errors, identity -------------------------------------------------------
 
     def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
+        if self._closed:
+            return StoreError, "the backend is closed (close() was called); make a new one"
         if isinstance(exc, PermissionError):
             return PermissionDeniedError, f"permission denied ({exc.strerror})"
+        if isinstance(exc, IsADirectoryError):
+            return (
+                StoreError,
+                "something that is not a file (a folder, symlink or FIFO of another tool) is at "
+                "the key's name; it is left alone",
+            )
         if isinstance(exc, OSError) and exc.errno in _BLOCKED:
             return (
                 StoreError,
@@ -437,6 +570,25 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         return (_rebuild, (type(self), str(self.root), self.codec, self.durable))
 
 
+@dataclass(frozen=True)
+class At:
+    """Where a key's file is: the open folders (root first), their names, the file's name and lstat."""
+
+    fds: list[int]
+    folders: tuple[str, ...]
+    name: str
+    status: os.stat_result
+
+    @property
+    def folder(self) -> int:
+        """The descriptor of the folder holding the file."""
+        return self.fds[-1]
+
+
+def _found(at: At) -> bool:
+    return True
+
+
 def _rebuild(
     cls: type[FileSystemBackend[Any]], root: str, codec: Codec[Any, bytes], durable: bool
 ) -> FileSystemBackend[Any]:
@@ -449,7 +601,7 @@ def _key_of(prefix: str, pending: str, name: str) -> str | None:
     """Return the key stored in file ``name``, or None if it is not a key's file."""
     if not _piece_ok(name, full=False):
         return None
-    segment = _decode_segment(pending + name)
+    segment = _decode_segment(pending + name, last=True)
     if segment is None:
         return None
     key = prefix + segment
@@ -457,25 +609,36 @@ def _key_of(prefix: str, pending: str, name: str) -> str | None:
 
 
 def _read(folder: int, name: str) -> bytes | Missing:
-    fd = open_file(folder, name)
-    if fd is None:
+    opened = open_file(folder, name)
+    if opened is None:
         return MISSING
+    fd, status = opened
     try:
-        return read_all(fd, os.fstat(fd).st_size)
+        return read_all(fd, status.st_size)
     finally:
         os.close(fd)
 
 
-def open_file(folder: int, name: str) -> int | None:
-    """Open a key's file for reading, without following a symlink; None if there is none."""
+def open_file(folder: int, name: str) -> tuple[int, os.stat_result] | None:
+    """Open a key's file for reading, with its fstat; None if there is no regular file.
+
+    A symlink is never followed; a folder, FIFO, socket or device of
+    another tool at a key's name is not a key (absent for every call, as
+    for listing), and opening it never blocks.
+    """
     try:
-        return os.open(name, _READ_FLAGS, dir_fd=folder)
+        fd = os.open(name, _READ_FLAGS, dir_fd=folder)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno in _BLOCKED:
-            return None  # a symlink: never followed, never a key
+        if exc.errno in _BLOCKED or exc.errno == errno.ENXIO:
+            return None  # a symlink (never followed) or a socket: never a key
         raise
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        return None
+    return fd, status
 
 
 def read_all(fd: int, size: int) -> bytes:
@@ -520,14 +683,38 @@ def _try_rmdir(name: str, parent: int) -> bool:
     return True
 
 
-def _remove(fds: list[int], folders: tuple[str, ...], name: str) -> bool:
-    """Unlink a key's file and prune its emptied folders; False if it was not there."""
+def _lstat_file(folder: int, name: str) -> os.stat_result | None:
+    """The lstat of ``name`` if it is a regular file (the only kind a key is), else None."""
     try:
-        os.unlink(name, dir_fd=fds[-1])
+        status = os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
-        return False
-    _prune(fds, folders)
-    return True
+        return None
+    return status if stat.S_ISREG(status.st_mode) else None
+
+
+def _check_file(folder: int, name: str) -> None:
+    """Raise IsADirectoryError if something other than a regular file is at ``name``.
+
+    A folder, symlink or FIFO of another tool at a key's name reads as
+    absent; a write there must not replace (delete) it either.
+    """
+    try:
+        mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise IsADirectoryError(errno.EISDIR, "in the way")
+
+
+def _sweep(folder: int, name: str, stale_before: float) -> None:
+    """Remove a temporary file left by a killed process, if unchanged since ``stale_before``.
+
+    The ctime is used: a writer cannot set it (a cache sets the mtime of its
+    files to their deadline), and every write to the file moves it on.
+    """
+    status = _lstat_file(folder, name)
+    if status is not None and status.st_ctime < stale_before:
+        _unlink(name, folder)
 
 
 def _prune(fds: list[int], folders: tuple[str, ...]) -> None:
@@ -565,9 +752,9 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
         return self._write(key, fill, if_absent)
 
     def _load_stream(self, key: str, target: PathOrFile) -> bool:
-        fd = self._open_value(key)
-        if fd is None:
+        opened = self._open_value(key)
+        if opened is None:
             return False
-        with open(fd, "rb") as source:
+        with open(opened[0], "rb") as source:
             write_target(target, source)
         return True

@@ -26,7 +26,7 @@ import random
 import sys
 import threading
 import time
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
@@ -51,12 +51,34 @@ _FILE_FLAGS = os.O_RDWR | _NOFOLLOW | _CLOEXEC
 _TOKEN_BYTES = 64
 
 
+#: the longest lease (100 years): a lease must end, so a killed holder frees the key
+MAX_LEASE: Final = 100 * 365.25 * 86_400
+
+
+def check_wait(timeout: object, name: str = "timeout") -> float | None:
+    """Return a valid wait: None (no limit) or seconds >= 0 (``math.inf`` too); else ValueError."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"{name} is None (no limit) or seconds >= 0, not {timeout!r}")
+    return float(timeout)
+
+
+def check_lease(ttl: object, name: str = "ttl") -> float:
+    """Return a valid lease: seconds > 0 and at most MAX_LEASE; else ValueError."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_LEASE:
+        raise ValueError(
+            f"{name} is seconds > 0, at most {MAX_LEASE:.0f} (100 years; a lease must end), not {ttl!r}"
+        )
+    return float(ttl)
+
+
 def lock_name(key: str) -> str:
     """A fixed-length name for the lock of ``key`` (any key, however long)."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-class Lock:
+class Lock(ABC):
     """The lock of one key of one backend; not re-entrant.
 
     Use it as a context manager, or call :meth:`acquire` and :meth:`release`.
@@ -67,14 +89,10 @@ class Lock:
     max_delay: float = 0.05
 
     def __init__(self, backend: BaseBackend[Any, Any], key: str, timeout: float | None, ttl: float) -> None:
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout is None or >= 0 seconds")
-        if not ttl > 0:
-            raise ValueError("ttl is > 0 seconds")
+        self.timeout = check_wait(timeout)
+        self.ttl = check_lease(ttl)
         self.backend = backend
         self.key = key
-        self.timeout = timeout
-        self.ttl = ttl
         self.token = os.urandom(16).hex()
         self._held = False
 
@@ -139,6 +157,26 @@ class Lock:
         self._held = False
         if not self._guarded(self._release):
             raise self._lost()
+
+    def while_held(self, action: Callable[[], object]) -> bool:
+        """Run ``action`` only while the lease is still ours; return False, without running it, if not.
+
+        No other holder can take the lock while ``action`` runs: on the
+        filesystem and in memory the lease is checked and ``action`` run
+        under the lease's own lock; elsewhere the lease is renewed first,
+        and stays ours for ``ttl`` seconds from there. For work that must
+        never land after a lost lease (a tier filling its cache).
+        """
+        if not self._held:
+            raise self._error(LockError, "used but not held")
+        return self._guarded(lambda: self._while_held(action))
+
+    def _while_held(self, action: Callable[[], object]) -> bool:
+        # The renewed lease is ours for ttl seconds: no waiter takes it over sooner.
+        if not self._renew():
+            return False
+        action()
+        return True
 
     def renew(self) -> None:
         """Restart the lease for another ``ttl`` seconds; LockError if it was lost."""
@@ -227,6 +265,14 @@ class MemoryLock(Lock):
             self._leases.changed.notify_all()
             return True
 
+    def _while_held(self, action: Callable[[], object]) -> bool:
+        with self._leases.changed:
+            holder = self._leases.held.get(self.key)
+            if holder is None or holder[0] != self.token:
+                return False
+            action()
+            return True
+
     def _wait(self, seconds: float) -> None:
         with self._leases.changed:
             self._leases.changed.wait(seconds)
@@ -263,6 +309,17 @@ class FileLock(Lock):
 
     def _release(self) -> bool:
         return self._under_flock(create=False, change=self._drop)
+
+    def _while_held(self, action: Callable[[], object]) -> bool:
+        # Under the lease file's flock, which every acquirer takes before it
+        # looks at the lease: nobody can take the lock while action runs.
+        def run(fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
+            if holder != self._token:
+                return False
+            action()
+            return True
+
+        return self._under_flock(create=False, change=run)
 
     def _take(self, fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
         now = self._now_ns()

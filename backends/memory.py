@@ -55,6 +55,10 @@ class VolatileBackend(BaseBackend[Any, Any]):
         with self._lock:
             return self._data.pop(key, MISSING) is not MISSING
 
+    def _pop(self, key: str) -> Any:
+        with self._lock:
+            return self._data.pop(key, MISSING)
+
     def _iter_keys(self) -> Iterator[str]:
         # A snapshot: iterating a dict that another thread changes raises
         # RuntimeError. The values are already in memory, so is this list.

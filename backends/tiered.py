@@ -7,29 +7,36 @@ looks again, then loads from the origin once and fills the cache. An
 expired entry of a cache on disk keeps its origin ETag, so the refresh is a
 conditional GET: 304 renews the entry without a body.
 
-Writes go to the origin first, then the cache, under the same key lock, so
-a failed origin write never leaves the cache claiming a value the origin
-lacks, and a slow reader never puts an older value back over a newer write.
+Writes take the same key lock, write the origin, then the cache. Every
+change to the cache is made only while the changer's lease is still valid
+(:meth:`~backends.locks.Lock.while_held`), so a loader whose lease ran out
+never puts a value it read before a write back over that write; a writer
+whose lease ran out takes the lock again and drops the entry. A failed
+origin write drops the entry too.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from .base import MISSING, UNCHANGED, BaseBackend
 from .cache import Entry, FileSystemCache
 from .codecs import IdentityCodec
-from .errors import LockError, LockTimeoutError, StoreError
-from .locks import Lock
+from .errors import BackendError, LockError, LockTimeoutError, StoreError
+from .locks import Lock, check_lease, check_wait
 
 __all__ = ["TierStats", "TieredBackend"]
 
 log = logging.getLogger("backends.tiered")
+
+_ABSENT: Final = object()  # pop()'s default meaning "absent" (MISSING there means "no default")
 
 #: seconds a loader's lease lasts: a killed loader delays the others this long at most
 DEFAULT_LEASE: Final = 30.0
@@ -54,10 +61,12 @@ class TierStats:
 class TieredBackend(BaseBackend[Any, Any]):
     """``cache`` in front of ``origin``; the origin is the source of truth.
 
-    ``lease``: how long a loader holds a key's lock; waiters give up waiting
-    after it and load themselves. ``stale_while_revalidate``: for that many
-    seconds after an entry expires, callers get the expired value at once
-    while one of them refreshes it (caches on disk only).
+    ``lease``: how long a loader or writer holds a key's lock; readers give
+    up waiting after it and load without filling the cache, writers wait
+    twice as long, then raise LockTimeoutError (nothing written).
+    ``stale_while_revalidate``: for that many seconds after an entry
+    expires, callers get the expired value at once while one of them
+    refreshes it (caches on disk only).
     """
 
     def __init__(
@@ -68,15 +77,11 @@ class TieredBackend(BaseBackend[Any, Any]):
         lease: float = DEFAULT_LEASE,
         stale_while_revalidate: float = 0.0,
     ) -> None:
-        if not lease > 0:
-            raise ValueError("lease is > 0 seconds")
-        if not (isinstance(stale_while_revalidate, (int, float)) and stale_while_revalidate >= 0):
-            raise ValueError("stale_while_revalidate is seconds >= 0")
+        self.lease = check_lease(lease, "lease")
+        self.stale_while_revalidate = check_wait(stale_while_revalidate, "stale_while_revalidate") or 0.0
         self.codec = IdentityCodec()
         self.cache = cache
         self.origin = origin
-        self.lease = lease
-        self.stale_while_revalidate = stale_while_revalidate
         self._entries = cache if isinstance(cache, FileSystemCache) else None
         # Origin bytes go to the cache as they are when both use one codec.
         self._same_codec = type(cache.codec) is type(origin.codec) and not isinstance(
@@ -100,28 +105,40 @@ class TieredBackend(BaseBackend[Any, Any]):
         with self._counts_lock:
             self._counts[name] += amount
 
-    # -- single flight --------------------------------------------------------------
+    # -- the key locks --------------------------------------------------------------
 
     @contextmanager
-    def _flight(self, key: str, wait: float | None = None) -> Iterator[bool]:
-        """Hold the key's lock on the cache; yields False if it could not be had in time."""
-        lock: Lock = self.cache.lock(key, timeout=self.lease if wait is None else wait, ttl=self.lease)
+    def _flight(self, key: str, wait: float | None = None) -> Iterator[Lock | None]:
+        """Hold the key's lock on the cache, for a reader; yields None if it could not be had in time."""
+        lock = self._lock_of(key, self.lease if wait is None else wait)
         try:
             lock.acquire()
         except LockTimeoutError:
             # The holder outlived the wait: go on without the lock rather
-            # than fail a read; at worst the origin sees one more load.
-            yield False
+            # than fail a read; the value read is then not put in the cache.
+            yield None
             return
         try:
-            yield True
+            yield lock
         finally:
-            try:
-                lock.release()
-            except LockError as lost:
-                # The work under the lock is done and correct; losing the
-                # lease only means another loader may have run alongside.
-                log.warning("%s", lost)
+            _release(lock)
+
+    @contextmanager
+    def _writing(self, keys: Iterable[str]) -> Iterator[dict[str, Lock]]:
+        """Hold the locks of ``keys`` for a writer (in sorted order, so writers never deadlock).
+
+        Raises LockTimeoutError if one cannot be had within twice the lease.
+        """
+        with ExitStack() as held:
+            locks: dict[str, Lock] = {}
+            for key in sorted(set(keys)):
+                lock = self._lock_of(key, 2 * self.lease).acquire()
+                held.callback(_release, lock)
+                locks[key] = lock
+            yield locks
+
+    def _lock_of(self, key: str, wait: float) -> Lock:
+        return self.cache.lock(key, timeout=wait, ttl=self.lease)
 
     # -- reading --------------------------------------------------------------------
 
@@ -132,19 +149,19 @@ class TieredBackend(BaseBackend[Any, Any]):
         if entry is not None and entry.fresh:
             return self._serve(key, entry, "hits")
         if entry is not None and self._servable_stale(entry):
-            with self._flight(key, wait=0) as refreshing:
-                return self._refresh_entry(key) if refreshing else self._serve(key, entry, "stale")
-        with self._flight(key):
-            return self._refresh_entry(key)
+            with self._flight(key, wait=0) as lock:
+                return self._refresh_entry(key, lock) if lock else self._serve(key, entry, "stale")
+        with self._flight(key) as lock:
+            return self._refresh_entry(key, lock)
 
     def _load_plain(self, key: str) -> Any:
         """A load through a cache without entries (no expiry, no ETags): look, lock, look, load."""
         value = self.cache.load(key, MISSING)
         if value is MISSING:
-            with self._flight(key):
+            with self._flight(key) as lock:
                 value = self.cache.load(key, MISSING)
                 if value is MISSING:
-                    return self._refresh(key, None)
+                    return self._refresh(key, None, lock)
         self._count("hits")
         return value
 
@@ -164,14 +181,14 @@ class TieredBackend(BaseBackend[Any, Any]):
         overdue = self._entries.clock() - entry.deadline_ns / 1e9
         return overdue < self.stale_while_revalidate
 
-    def _refresh_entry(self, key: str) -> Any:
-        """Under the key's lock: look again, then revalidate or load from the origin."""
+    def _refresh_entry(self, key: str, lock: Lock | None) -> Any:
+        """Under the key's lock (if had): look again, then revalidate or load from the origin."""
         entry = self._peek(key)
         if entry is not None and entry.fresh:
             return self._serve(key, entry, "hits")  # another loader filled it while we waited
-        return self._refresh(key, entry)
+        return self._refresh(key, entry, lock)
 
-    def _refresh(self, key: str, entry: Entry | None) -> Any:
+    def _refresh(self, key: str, entry: Entry | None, lock: Lock | None) -> Any:
         tag = entry.tag if entry is not None else None
         origin = self.origin
         self._count("origin_requests")
@@ -179,24 +196,28 @@ class TieredBackend(BaseBackend[Any, Any]):
         if loaded is UNCHANGED:
             assert entry is not None and tag is not None and self._entries is not None
             entries = self._entries
+            # Only the entry holding that very ETag is renewed: no lease needed.
             entries._guarded("load", key, lambda: entries._renew(key, tag))
             return self._serve(key, entry, "revalidations")
         self._count("misses")
         if loaded is MISSING:
-            if entry is not None:
-                self.cache.delete(key)  # deleted at the origin: drop our copy too
+            if entry is not None and lock is not None:
+                lock.while_held(lambda: self.cache.delete(key))  # deleted at the origin: drop our copy
             return MISSING
         data, etag = loaded
         value = origin._decode(data, key, "load")
-        self._fill(key, value, data, etag)
+        if lock is not None:
+            lock.while_held(lambda: self._fill(key, value, data, etag))
         return value
 
     def _fill(self, key: str, value: Any, data: Any, etag: str | None) -> None:
+        """Put a value loaded from the origin (and its stored ``data``, if known) in the cache."""
         if self._entries is None:
             self.cache.dump(key, value)
             return
         entries = self._entries
-        stored = data if self._same_codec else entries._encode(value, key, "load")
+        reuse = self._same_codec and data is not None
+        stored = data if reuse else entries._encode(value, key, "load")
         entries._guarded("load", key, lambda: entries._fill(key, stored, etag))
 
     def _contains(self, key: str) -> bool:
@@ -207,72 +228,140 @@ class TieredBackend(BaseBackend[Any, Any]):
         found = self.cache.load_many(keys)
         self._count("hits", len(found))
         missing = [key for key in keys if key not in found]
-        if missing:
-            self._count("misses", len(missing))
-            self._count("origin_requests", len(missing))
+        if not missing:
+            return found
+        self._count("misses", len(missing))
+        self._count("origin_requests", len(missing))
+        with ExitStack() as held:
+            # A key whose lock is busy (another loader or a writer) is
+            # loaded but not put in the cache: only a lease holder fills.
+            locks: dict[str, Lock] = {}
+            for key in missing:
+                lock = self._lock_of(key, 0)
+                try:
+                    lock.acquire()
+                except LockTimeoutError:
+                    continue
+                held.callback(_release, lock)
+                locks[key] = lock
             loaded = self.origin.load_many(missing)
-            self.cache.dump_many(loaded)
-            found.update(loaded)
+            for key, lock in locks.items():
+                if key in loaded:
+                    lock.while_held(partial(self._fill, key, loaded[key], None, None))
+        found.update(loaded)
         return found
 
     # -- writing --------------------------------------------------------------------
 
+    def _check_value(self, key: str, value: Any, operation: str) -> None:
+        """Raise SerializationError unless both the cache and the origin can store ``value``."""
+        self.cache._encode(value, key, operation)
+        self.origin._encode(value, key, operation)
+
     def dump(self, key: str, value: Any, *, if_absent: bool = False) -> bool:
         """Store in the origin, then in the cache (under the key's lock); True, or False with ``if_absent``.
 
-        If the cache write fails after the origin took the value, the cache
-        entry is removed and the cache's error raised: the origin holds the
-        new value, the cache nothing stale.
+        The value is checked against both codecs first (SerializationError,
+        nothing written). If the origin write fails, the cache entry is
+        dropped and the origin's error raised; if the cache write fails
+        after the origin took the value, the entry is dropped and the
+        cache's error raised: the cache never keeps a value older than the origin's.
         """
         key = self._check(key, "dump")
-        with self._flight(key):
-            if not self.origin.dump(key, value, if_absent=if_absent):
+        self._check_value(key, value, "dump")
+        with self._writing([key]) as locks:
+            if not self._origin_write(locks, lambda: self.origin.dump(key, value, if_absent=if_absent)):
                 return False
-            self._cache_write(key, lambda: self.cache.dump(key, value))
+            self._cache_write(key, locks[key], lambda: self.cache.dump(key, value))
             return True
 
     def _dump(self, key: str, data: Any, if_absent: bool) -> bool:
         return self.dump(key, data, if_absent=if_absent)
 
-    def _cache_write(self, key: str, write: Callable[[], object]) -> None:
+    def _origin_write(self, locks: dict[str, Lock], write: Callable[[], Any]) -> Any:
+        """Run an origin write; if it fails, drop the cache entries of ``locks`` and raise its error.
+
+        A failed write may still have been applied (a lost response), so no
+        cached value can be trusted to match the origin any more.
+        """
         try:
-            write()
-        except StoreError as failed:
-            try:
-                self.cache.delete(key)
-            except StoreError as also:
-                raise StoreError(
-                    "the origin was written but the cache could neither be written nor cleared: "
-                    f"it may serve the old value until it expires ({also.reason})",
-                    backend=repr(self),
-                    operation="dump",
-                    key=key,
-                ) from failed
+            return write()
+        except BackendError as failed:
+            for locked, lock in locks.items():
+                try:
+                    self._cache_write(locked, lock, partial(self.cache.delete, locked))
+                except BackendError as also:
+                    if sys.version_info >= (3, 11):
+                        failed.add_note(f"the cache entry of {locked!r} could not be dropped either: {also}")
             raise
 
+    def _cache_write(self, key: str, lock: Lock, write: Callable[[], object]) -> None:
+        """Change the cache entry of ``key`` while our lease holds; else take the lock again and drop it.
+
+        If the cache write fails, the entry is dropped and the cache's error raised.
+        """
+        try:
+            if lock.while_held(write):
+                return
+        except StoreError as failed:
+            self._drop(key, failed)
+            raise
+        # Our lease ran out while the origin was written: another loader
+        # may have filled the cache with what the origin held before.
+        with self._writing([key]):
+            self.cache.delete(key)
+
+    def _drop(self, key: str, failed: StoreError) -> None:
+        try:
+            self.cache.delete(key)
+        except StoreError as also:
+            raise StoreError(
+                "the origin was written but the cache could neither be written nor cleared: "
+                f"it may serve the old value until it expires ({also.reason})",
+                backend=repr(self),
+                operation="dump",
+                key=key,
+            ) from failed
+
     def _delete(self, key: str) -> bool:
-        with self._flight(key):
-            existed = self.origin.delete(key)
-            self.cache.delete(key)  # whatever the origin said: no stale copy stays
-            return existed
+        with self._writing([key]) as locks:
+            existed = self._origin_write(locks, lambda: self.origin.delete(key))
+            self._cache_write(key, locks[key], lambda: self.cache.delete(key))
+            return bool(existed)
+
+    def _pop(self, key: str) -> Any:
+        with self._writing([key]) as locks:
+            value = self._origin_write(locks, lambda: self.origin.pop(key, _ABSENT))
+            self._cache_write(key, locks[key], lambda: self.cache.delete(key))
+            return MISSING if value is _ABSENT else value
 
     def dump_many(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
-        """Store every pair in the origin, then in the cache.
+        """Store every pair in the origin, then in the cache, under the keys' locks.
 
-        The origin checks every key and value before its first write, so a
-        bad one writes nothing anywhere.
+        Every key and value is checked (against both codecs) before the
+        first write, so a bad one writes nothing anywhere.
         """
-        pairs = list(items.items() if isinstance(items, Mapping) else items)
-        self.origin.dump_many(pairs)
-        self.cache.dump_many(pairs)
+        pairs: dict[str, Any] = {}
+        for raw_key, value in items.items() if isinstance(items, Mapping) else items:
+            key = self._check(raw_key, "dump_many")
+            self._check_value(key, value, "dump_many")
+            pairs[key] = value
+        with self._writing(pairs) as locks:
+            self._origin_write(locks, lambda: self.origin.dump_many(pairs))
+            for key, value in pairs.items():
+                self._cache_write(key, locks[key], partial(self.cache.dump, key, value))
 
     def _delete_many(self, keys: list[str]) -> int:
-        existed = self.origin.delete_many(keys)
-        self.cache.delete_many(keys)
-        return existed
+        with self._writing(keys) as locks:
+            existed: int = self._origin_write(locks, lambda: self.origin.delete_many(keys))
+            for key in keys:
+                self._cache_write(key, locks[key], partial(self.cache.delete, key))
+            return existed
 
     def _clear(self) -> None:
-        self.origin.clear()
+        # Key by key under their locks (the default: batches of delete_many),
+        # then whatever else the cache holds.
+        super()._clear()
         self.cache.clear()
 
     # -- listing: the origin is the source of truth ------------------------------------
@@ -315,6 +404,16 @@ class TieredBackend(BaseBackend[Any, Any]):
         """Close the cache and the origin."""
         self.cache.close()
         self.origin.close()
+
+
+def _release(lock: Lock) -> None:
+    try:
+        lock.release()
+    except LockError as lost:
+        # The work under the lock is done, and every cache change in it was
+        # made only while the lease held; losing it only means another
+        # holder may have run alongside.
+        log.warning("%s", lost)
 
 
 def _rebuild(

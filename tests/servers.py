@@ -179,11 +179,13 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], log: Path) -> None
 
 @dataclass
 class Faults:
-    """What the proxy does to requests: a seeded share of 503 SlowDown, resets, cut bodies."""
+    """What the proxy does to requests: a seeded share of 503 SlowDown, resets, cut bodies,
+    and lost responses (the request reaches the server and is applied; the answer is a reset)."""
 
     slowdown: float = 0.0
     reset: float = 0.0
     truncate: float = 0.0
+    lose: float = 0.0
     latency: float = 0.0
     seed: int = 0
     rng: random.Random = field(init=False)
@@ -194,7 +196,13 @@ class Faults:
     def pick(self) -> str:
         with _RNG_LOCK:
             draw = self.rng.random()
-        for name, share in (("slowdown", self.slowdown), ("reset", self.reset), ("truncate", self.truncate)):
+        shares = (
+            ("slowdown", self.slowdown),
+            ("reset", self.reset),
+            ("truncate", self.truncate),
+            ("lose", self.lose),
+        )
+        for name, share in shares:
             if draw < share:
                 return name
             draw -= share
@@ -260,7 +268,9 @@ class Proxy:
                     self._reset()
                 else:
                     status, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
-                    if action == "truncate" and len(payload) > 1:
+                    if action == "lose":
+                        self._reset()
+                    elif action == "truncate" and len(payload) > 1:
                         self._reply(status, headers, payload[: len(payload) // 2], length=len(payload))
                         self._reset()
                     else:

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import backends
-from backends import FileSystemJsonBackend, FileSystemRawBackend, FileSystemTextBackend
+from backends import FileSystemJsonBackend, FileSystemRawBackend, FileSystemTextBackend, StoreError
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -197,18 +197,23 @@ def test_a_symlinked_folder_inside_the_root_is_never_written_through(tmp_path: P
     assert (outside / "42").read_text() == '"outside"'
 
 
-def test_a_symlinked_value_file_is_replaced_not_followed(tmp_path: Path) -> None:
+def test_a_symlinked_value_file_is_absent_and_left_alone(tmp_path: Path) -> None:
     target = tmp_path / "target"
     target.write_text('"outside"')
     root = tmp_path / "root"
     backend = FileSystemJsonBackend(root)
     os.symlink(target, root / "k")
     assert backend.load("k") is None
+    assert "k" not in backend
     assert list(backend) == []
-    backend["k"] = "inside"
+    assert backend.delete("k") is False
+    assert backend.pop("k", "absent") == "absent"
+    with pytest.raises(StoreError, match="not a file"):
+        backend["k"] = "inside"
+    with pytest.raises(StoreError, match="not a file"):
+        backend.dump("k", "inside", if_absent=True)
     assert target.read_text() == '"outside"'
-    assert backend["k"] == "inside"
-    assert not (root / "k").is_symlink()
+    assert (root / "k").is_symlink()
 
 
 # -- atomic writes -----------------------------------------------------------------

@@ -141,21 +141,30 @@ def test_load_many_takes_hits_from_the_cache_and_the_rest_from_the_origin(
     assert sorted(tier.cache) == [f"k{i}" for i in range(10)]
 
 
-def test_a_failed_origin_write_leaves_the_cache_alone(tmp_path: Path, moto_server: S3Target) -> None:
+def test_a_failed_origin_write_drops_the_cache_entry(tmp_path: Path, moto_server: S3Target) -> None:
+    # Every response lost: S3 applies the write, the client raises after its
+    # retries. The cache must not go on serving the old value.
     cache = JsonCache(tmp_path / "cache")
     direct = S3JsonBackend(moto_server.bucket, prefix="fail", client=moto_server.client)
     direct["k"] = "old"
+    direct["gone"] = "old"
     faults = Faults()
     with Proxy(moto_server.endpoint_url or "", faults) as proxy:
         options = {**moto_server.options(), "endpoint_url": proxy.endpoint, "retries": 1}
         tier = TieredBackend(cache, S3JsonBackend(moto_server.bucket, prefix="fail", **options))
-        assert tier["k"] == "old"
-        faults.slowdown = 1.0  # every request: 503 SlowDown
+        assert tier["k"] == "old" and tier["gone"] == "old"
+        assert sorted(cache) == ["gone", "k"]
+        faults.lose = 1.0
         with pytest.raises(backends.StoreUnavailableError):
             tier["k"] = "new"
         with pytest.raises(backends.StoreUnavailableError):
-            tier.delete("k")
-    assert cache["k"] == "old" == direct["k"]  # the cache never claims what the origin lacks
+            tier.delete("gone")
+        assert proxy.injected["lose"] >= 2
+        assert direct["k"] == "new"  # applied although unanswered
+        assert list(cache) == []  # so the cache serves neither old value
+        faults.lose = 0.0
+        assert tier["k"] == "new"
+        assert tier.load("gone") == direct.load("gone")
     direct.clear()
 
 

@@ -489,7 +489,7 @@ class S3Backend(BaseBackend[V, bytes]):
                             storage_class=entry.get("StorageClass", "STANDARD"),
                         )
         except self._native_errors as exc:
-            raise self._error(exc, "stat_many", prefix) from exc
+            self._reraise(exc, "stat_many", prefix)
 
     def copy(self, source: str, target: str) -> bool:
         """Copy a value on the server (1 CopyObject); False if ``source`` is absent."""
@@ -556,7 +556,7 @@ class S3Backend(BaseBackend[V, bytes]):
         except self._native_errors as exc:
             if error_code(exc) in ABSENT:
                 return False
-            raise self._error(exc, operation, key) from exc
+            self._reraise(exc, operation, key)
         return True
 
     # -- errors, identity, lifetime ------------------------------------------------
