@@ -24,7 +24,6 @@ import os
 import re
 import stat
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -486,7 +485,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         # dups share the read position, so two listings over the one root
         # descriptor would each skip what the other read.
         root = os.open(".", _DIR_FLAGS, dir_fd=self._root_fd)
-        stale_before = time.time() - STALE_TEMP if tidy else None
+        stale_before = self.clock() - STALE_TEMP if tidy else None
         try:
             yield from self._walk_folder(root, "", "", stale_before)
         finally:

@@ -40,6 +40,8 @@ _ABSENT: Final = object()  # pop()'s default meaning "absent" (MISSING there mea
 
 #: seconds a loader's lease lasts: a killed loader delays the others this long at most
 DEFAULT_LEASE: Final = 30.0
+#: the shortest wait of a writer for a key's lock (it waits twice the lease when longer)
+WRITER_WAIT: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class TieredBackend(BaseBackend[Any, Any]):
 
     ``lease``: how long a loader or writer holds a key's lock; readers give
     up waiting after it and load without filling the cache, writers wait
-    twice as long, then raise LockTimeoutError (nothing written).
+    twice as long (at least 10 s), then raise LockTimeoutError (nothing written).
     ``stale_while_revalidate``: for that many seconds after an entry
     expires, callers get the expired value at once while one of them
     refreshes it (caches on disk only).
@@ -127,12 +129,14 @@ class TieredBackend(BaseBackend[Any, Any]):
     def _writing(self, keys: Iterable[str]) -> Iterator[dict[str, Lock]]:
         """Hold the locks of ``keys`` for a writer (in sorted order, so writers never deadlock).
 
-        Raises LockTimeoutError if one cannot be had within twice the lease.
+        Raises LockTimeoutError if one cannot be had within twice the lease
+        (at least :data:`WRITER_WAIT` seconds): nothing is written then.
         """
+        wait = max(2 * self.lease, WRITER_WAIT)
         with ExitStack() as held:
             locks: dict[str, Lock] = {}
             for key in sorted(set(keys)):
-                lock = self._lock_of(key, 2 * self.lease).acquire()
+                lock = self._lock_of(key, wait).acquire()
                 held.callback(_release, lock)
                 locks[key] = lock
             yield locks
@@ -262,10 +266,10 @@ class TieredBackend(BaseBackend[Any, Any]):
         """Store in the origin, then in the cache (under the key's lock); True, or False with ``if_absent``.
 
         The value is checked against both codecs first (SerializationError,
-        nothing written). If the origin write fails, the cache entry is
-        dropped and the origin's error raised; if the cache write fails
-        after the origin took the value, the entry is dropped and the
-        cache's error raised: the cache never keeps a value older than the origin's.
+        nothing written). The cache entry is dropped before the origin is
+        written, so neither a failed origin write nor a writer killed in
+        between leaves the old value cached; if the cache write fails after
+        the origin took the value, the cache's error is raised.
         """
         key = self._check(key, "dump")
         self._check_value(key, value, "dump")
@@ -279,21 +283,28 @@ class TieredBackend(BaseBackend[Any, Any]):
         return self.dump(key, data, if_absent=if_absent)
 
     def _origin_write(self, locks: dict[str, Lock], write: Callable[[], Any]) -> Any:
-        """Run an origin write; if it fails, drop the cache entries of ``locks`` and raise its error.
+        """Drop the cache entries of ``locks``, then run an origin write.
 
-        A failed write may still have been applied (a lost response), so no
-        cached value can be trusted to match the origin any more.
+        Dropped first, so that a writer killed between the two writes leaves
+        a cache that misses, never one that serves the value it replaced.
+        If the write fails (it may still have been applied: a lost
+        response), they are dropped again in case a loader whose lease
+        outlived ours filled one meanwhile, and the write's error is raised.
         """
+        self._drop_all(locks)
         try:
             return write()
         except BackendError as failed:
-            for locked, lock in locks.items():
-                try:
-                    self._cache_write(locked, lock, partial(self.cache.delete, locked))
-                except BackendError as also:
-                    if sys.version_info >= (3, 11):
-                        failed.add_note(f"the cache entry of {locked!r} could not be dropped either: {also}")
+            try:
+                self._drop_all(locks)
+            except BackendError as also:
+                if sys.version_info >= (3, 11):
+                    failed.add_note(f"the cache entries could not be dropped either: {also}")
             raise
+
+    def _drop_all(self, locks: dict[str, Lock]) -> None:
+        for key, lock in locks.items():
+            self._cache_write(key, lock, partial(self.cache.delete, key))
 
     def _cache_write(self, key: str, lock: Lock, write: Callable[[], object]) -> None:
         """Change the cache entry of ``key`` while our lease holds; else take the lock again and drop it.

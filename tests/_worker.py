@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from backends import BaseBackend, FileSystemJsonBackend, FileSystemRawBackend
 
@@ -132,6 +135,144 @@ def tier_load(cache_root: str, where: str, threads: int) -> None:
     print(json.dumps({"values": values, "origin_requests": stats.origin_requests, "hits": stats.hits}))
 
 
+def writer_of(kind: str, root: str) -> tuple[BaseBackend[Any, Any], Callable[[str, bytes], object]]:
+    """A backend of ``kind`` on ``root`` and the write the kill loop repeats."""
+    from backends import JsonCache, TieredBackend
+
+    if kind == "fs":
+        fs = FileSystemRawBackend(root)
+        return fs, fs.dump
+    if kind == "file":
+        fs = FileSystemRawBackend(root)
+        spool = os.path.join(root, "~spool")  # "~": never a key
+
+        def from_file(key: str, value: bytes) -> object:
+            with open(spool, "wb") as out:
+                out.write(value)
+            return fs.dump_file(key, spool)
+
+        return fs, from_file
+    if kind == "cache":
+        cache = JsonCache(root, timeout=0.001)  # expiring while others look
+        return cache, lambda key, value: cache.dump(key, value.hex(), timeout=random.choice([0, 300]))
+    tier = TieredBackend(
+        JsonCache(os.path.join(root, "cache")), FileSystemJsonBackend(os.path.join(root, "origin"))
+    )
+    return tier, lambda key, value: tier.dump(key, value.hex())
+
+
+def flip_kind(kind: str, root: str) -> None:
+    """Overwrite two keys of a ``kind`` backend forever, until killed."""
+    _, write = writer_of(kind, root)
+    i = 0
+    while True:
+        write("blob", blob(i))
+        write("dir/blob", blob(i + 1))
+        if i == 0:
+            print("ready", flush=True)
+        i += 1
+
+
+def expiry_writer(root: str, rounds: int) -> None:
+    """Expire a key, write it fresh, read it back: the read must give what was written."""
+    from backends import JsonCache
+
+    cache = JsonCache(root)
+    sys.stdin.readline()
+    lost = 0
+    for n in range(rounds):
+        cache.dump("k", -1, timeout=0)
+        cache.dump("k", n, timeout=300)
+        if cache.load("k") != n:
+            lost += 1
+    print(json.dumps({"rounds": rounds, "lost": lost}), flush=True)
+
+
+def purger(root: str) -> None:
+    """Purge and look at "k" until stdin closes or the process is killed."""
+    from backends import JsonCache
+
+    cache = JsonCache(root)
+    print("ready", flush=True)
+    n = 0
+    while True:
+        cache.purge()
+        "k" in cache  # noqa: B015 - meeting the key removes it if expired
+        n += 1
+
+
+def absent_writer(root: str, rounds: int) -> None:
+    """Create "k" only if absent; count the wins (each must find no fresh value)."""
+    from backends import JsonCache
+
+    cache = JsonCache(root)
+    sys.stdin.readline()
+    wins = sum(cache.dump("k", "x", if_absent=True) for _ in range(rounds))
+    print(json.dumps({"wins": wins}), flush=True)
+
+
+def popper(root: str, keys: int, seed: int) -> None:
+    """Pop every key ``p/<i>`` in an order of its own; print the values this process got."""
+    backend = FileSystemJsonBackend(root)
+    order = [f"p/{i}" for i in range(keys)]
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda key: int(key[2:]) // 10)  # shuffled within runs of 10: many collisions
+    sys.stdin.readline()
+    got = [value for key in order if (value := backend.pop(key, None)) is not None]
+    print(json.dumps(got), flush=True)
+
+
+def tier_racer(root: str, role: str, index: int, rounds: int) -> None:
+    """Write increasing numbers, or read, through tiers on one cache folder and one origin folder.
+
+    Half the racers hold leases of 2 ms, so leases run out mid-load and mid-write.
+    """
+    from backends import JsonCache, TieredBackend
+
+    lease = 0.002 if index % 2 else 30.0
+    tier = TieredBackend(
+        JsonCache(os.path.join(root, "cache")),
+        FileSystemJsonBackend(os.path.join(root, "origin")),
+        lease=lease,
+    )
+    keys = [f"k{i}" for i in range(4)]
+    rng = random.Random(index)
+    sys.stdin.readline()
+    for n in range(rounds):
+        key = rng.choice(keys)
+        if role == "writer":
+            tier[key] = {"writer": index, "n": n}
+        elif rng.random() < 0.5:
+            tier.load(key)
+        else:
+            tier.load_many(rng.sample(keys, 2))
+    print("done", flush=True)
+
+
+def die_removing(root: str) -> None:
+    """Meet an expired entry, let a fresh one be written, and die while deciding what to remove."""
+    from clock import FrozenClock
+
+    from backends import JsonCache
+
+    class Clock(FrozenClock):
+        readings = 0
+
+        def __call__(self) -> float:
+            self.readings += 1
+            if self.readings == 1:  # the entry was just seen expired
+                JsonCache(root, timeout=300, clock=FrozenClock(self.now)).dump("k", "fresh")
+            elif self.readings == 2:
+                os._exit(17)
+            return self.now
+
+    writer = JsonCache(root, timeout=10, clock=FrozenClock())
+    writer.dump("k", "old")
+    clock = Clock(FrozenClock().now + 20)
+    JsonCache(root, clock=clock).load("k")
+    raise SystemExit("the clock was not read twice")
+
+
 if __name__ == "__main__":
     mode, root, *rest = sys.argv[1:]
     if mode == "flip":
@@ -146,5 +287,19 @@ if __name__ == "__main__":
         tier_load(root, rest[0], int(rest[1]))
     elif mode == "hold":
         hold(root, float(rest[0]))
+    elif mode == "die-removing":
+        die_removing(root)
+    elif mode == "flip-kind":
+        flip_kind(rest[0], root)
+    elif mode == "expiry-writer":
+        expiry_writer(root, int(rest[0]))
+    elif mode == "purger":
+        purger(root)
+    elif mode == "absent-writer":
+        absent_writer(root, int(rest[0]))
+    elif mode == "popper":
+        popper(root, int(rest[0]), int(rest[1]))
+    elif mode == "tier-racer":
+        tier_racer(root, rest[0], int(rest[1]), int(rest[2]))
     else:
         raise SystemExit(f"unknown mode {mode}")

@@ -43,6 +43,13 @@ long_keys = st.one_of(
     st.builds(
         lambda a, b: f"{a}/{b}", st.text("é%", min_size=1, max_size=300), st.sampled_from(["k", "k/l"])
     ),
+    # A segment cut into 200-character pieces whose last piece is dots only.
+    st.builds(
+        lambda folder, n, dots: folder + "x" * n + dots,
+        st.sampled_from(["", "d/"]),
+        st.sampled_from([198, 199, 200, 399, 400, 600]),
+        st.sampled_from([".", "..", "..."]),
+    ),
 ).filter(reference_valid)
 
 KEY_POOL = [
@@ -54,6 +61,8 @@ KEY_POOL = [
     "e\u0301",
     "users/42",
     "x" * 300,
+    "x" * 200 + "..",
+    "d/" + "x" * 400 + ".",
     "~tmp",
     ".hidden",
     "a+",
@@ -113,6 +122,30 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
+
+
+def circular_list() -> list[Any]:
+    """A list that contains itself."""
+    value: list[Any] = []
+    value.append(value)
+    return value
+
+
+def circular_dict() -> dict[str, Any]:
+    """A dict that contains itself, one level down."""
+    value: dict[str, Any] = {}
+    value["self"] = {"again": value}
+    return value
+
+
+def deep_list(depth: int) -> list[Any]:
+    """Lists nested ``depth`` deep: deeper than a JSON encoder goes."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 invalid_json = st.one_of(
     st.sampled_from(
         [
@@ -129,6 +162,10 @@ invalid_json = st.one_of(
             object(),
         ]
     ),
+    # Built per example: a strategy holding these could not print itself.
+    st.builds(circular_list),
+    st.builds(circular_dict),
+    st.builds(deep_list, st.just(5000)),
 )
 text_values = st.one_of(st.text(), st.sampled_from(["a\r\nb", "\r", "\n\r\n", "caf\u00e9", "e\u0301", ""]))
 invalid_text = st.sampled_from(["a\ud800b", "\udfff", 1, None, b"bytes", ["a"]])

@@ -87,6 +87,7 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
         return RawCodec()
 
     def _transfers(self) -> Any:
+        self._check_open()
         with self._lock:
             if self._manager is None:
                 from boto3.s3.transfer import create_transfer_manager

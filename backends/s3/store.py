@@ -20,7 +20,7 @@ from typing import IO, Any, TypeVar
 
 from ..base import MISSING, UNCHANGED, BaseBackend, Missing, Unchanged
 from ..codecs import Codec
-from ..errors import BackendError, CorruptValueError
+from ..errors import BackendError, CorruptValueError, StoreError
 from ..info import Stat
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
 from ..locks import Lock
@@ -147,6 +147,7 @@ class S3Backend(BaseBackend[V, bytes]):
             if value
         }
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
         self._lock = threading.Lock()
         self._bucket_lock = threading.Lock()
         self._buckets_made = 0
@@ -171,6 +172,7 @@ class S3Backend(BaseBackend[V, bytes]):
 
     def _with_bucket(self, action: Callable[[], R]) -> R:
         """Run ``action``; with ``create_bucket``, create a missing bucket and run it again."""
+        self._check_open()
         generation = self._buckets_made
         try:
             return action()
@@ -199,6 +201,7 @@ class S3Backend(BaseBackend[V, bytes]):
         """``function`` over ``items`` on the backend's pool, in order; the first error raises."""
         if len(items) <= 1 or self.max_workers <= 1:
             return [function(item) for item in items]
+        self._check_open()
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="backends-s3")
@@ -579,9 +582,22 @@ class S3Backend(BaseBackend[V, bytes]):
         # A boto3 client (and its credentials) cannot cross processes.
         raise TypeError(f"{self!r} cannot be pickled: S3 backends hold a client; build one per process")
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: every call then raises StoreError."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the backend is closed (close() was called); make a new one", backend=repr(self))
+
     def close(self) -> None:
-        """Stop the worker threads and close the client's connections (if the backend made it)."""
+        """Stop the worker threads and close the client's connections (if the backend made it).
+
+        Every later call raises StoreError.
+        """
         with self._lock:
+            self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
