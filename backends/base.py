@@ -170,6 +170,11 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         return (id(self),)
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a backend holding nothing is never closed)."""
+        return False
+
+    @property
     def max_key_bytes(self) -> int:
         """The longest key, in UTF-8 bytes, this backend takes: 1024, less an S3 prefix."""
         return self._max_key_bytes

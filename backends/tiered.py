@@ -411,6 +411,11 @@ class TieredBackend(BaseBackend[Any, Any]):
         options = {"lease": self.lease, "stale_while_revalidate": self.stale_while_revalidate}
         return (_rebuild, (self.cache, self.origin, options))
 
+    @property
+    def closed(self) -> bool:
+        """Whether the cache or the origin was closed: the tier's calls then raise StoreError."""
+        return self.cache.closed or self.origin.closed
+
     def close(self) -> None:
         """Close the cache and the origin."""
         self.cache.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import strategies as s
 from clock import FrozenClock
 from servers import S3Target
 
@@ -96,7 +97,9 @@ def test_every_call_on_a_closed_backend_raises_and_touches_nothing(
     closed = LOCAL[kind](tmp_path / "closed")
     value = sample(closed)
     closed.dump("k", value)
+    assert not closed.closed
     closed.close()
+    assert closed.closed
     other = LOCAL[kind](tmp_path / "other")  # likely gets the freed descriptor numbers
     other.dump("k", value)
     with pytest.raises(StoreError, match="closed"):
@@ -493,18 +496,6 @@ def test_an_endless_lease_is_refused(tmp_path: Path, bad: Any) -> None:
 # -- 14. circular and deeply nested values ------------------------------------------------
 
 
-def circular() -> list[Any]:
-    value: list[Any] = []
-    value.append(value)
-    return value
-
-
-def circular_dict() -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    value["self"] = {"again": value}
-    return value
-
-
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", ["fs-json", "cache-json", "tier", "s3"])
 def test_circular_values_are_refused_and_deep_documents_are_corrupt(
@@ -516,7 +507,7 @@ def test_circular_values_are_refused_and_deep_documents_are_corrupt(
         backend = LOCAL[kind](tmp_path)
     shared = [1, 2]
     backend["dag"] = [shared, shared, {"a": shared}]  # shared, not circular: fine
-    for value in (circular(), circular_dict()):
+    for value in (s.circular_list(), s.circular_dict()):
         with pytest.raises(SerializationError):
             backend.dump("k", value)
         with pytest.raises(SerializationError):
