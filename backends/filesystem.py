@@ -26,10 +26,9 @@ import stat
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote, unquote
 
 from .base import (
@@ -325,7 +324,23 @@ class FileSystemBackend(BaseBackend[V, bytes]):
             self._close(fds)
 
     def _contains(self, key: str) -> bool:
-        return bool(self._at_live_key(key, _found))
+        found = self._has_file(key)
+        if not found and self._root_gone(create=False):
+            return self._has_file(key)
+        return found
+
+    def _has_file(self, key: str) -> bool:
+        # _at_key without building an At: ``in`` is a hot path.
+        folders, name = key_parts(key)
+        if not folders:
+            return _lstat_file(self._root_fd, name) is not None
+        fds = self._open_folders(folders, create=False)
+        if fds is None:
+            return False
+        try:
+            return _lstat_file(fds[-1], name) is not None
+        finally:
+            self._close(fds)
 
     # -- writing ----------------------------------------------------------------
 
@@ -569,8 +584,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         return (_rebuild, (type(self), str(self.root), self.codec, self.durable))
 
 
-@dataclass(frozen=True)
-class At:
+class At(NamedTuple):
     """Where a key's file is: the open folders (root first), their names, the file's name and lstat."""
 
     fds: list[int]
@@ -582,10 +596,6 @@ class At:
     def folder(self) -> int:
         """The descriptor of the folder holding the file."""
         return self.fds[-1]
-
-
-def _found(at: At) -> bool:
-    return True
 
 
 def _rebuild(
