@@ -188,6 +188,8 @@ class Faults:
     lose: float = 0.0
     latency: float = 0.0
     seed: int = 0
+    #: the actions of the next requests, in order, before the shares apply again
+    plan: list[str] = field(default_factory=list)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -195,6 +197,8 @@ class Faults:
 
     def pick(self) -> str:
         with _RNG_LOCK:
+            if self.plan:
+                return self.plan.pop(0)
             draw = self.rng.random()
         shares = (
             ("slowdown", self.slowdown),

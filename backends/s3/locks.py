@@ -76,7 +76,16 @@ class S3Lock(Lock):
         holder = self._holder()
         if holder is None:
             return False  # released between our PUT and GET: the next try may win
-        etag, ttl = holder
+        etag, ttl, token = holder
+        if token == self.token:
+            # Our own PUT was applied and its answer lost (botocore's retry
+            # then failed its condition): the lock is ours.
+            self._etag = etag
+            return True
+        return self._take_over(etag, ttl)
+
+    def _take_over(self, etag: str, ttl: float) -> bool:
+        """Take the lock over once we have seen its holder's ETag unchanged for a whole lease."""
         now = self.backend.clock()
         if self._seen is None or self._seen[0] != etag:
             self._seen = (etag, now)  # a new lease (or a renewal): its ttl starts now for us
@@ -84,13 +93,13 @@ class S3Lock(Lock):
         if now - self._seen[1] < ttl:
             return False
         taken = self._conditional("put_object", IfMatch=etag)
-        if taken is None:
-            return False  # another waiter took it over first
-        self._etag = taken["ETag"]
-        return True
+        if taken is not None:
+            self._etag = taken["ETag"]
+            return True
+        return self._still_ours()  # another waiter took it over first, or our answer was lost
 
-    def _holder(self) -> tuple[str, float] | None:
-        """The current lock object's ETag and lease, or None if there is none."""
+    def _holder(self) -> tuple[str, float, str | None] | None:
+        """The current lock object's ETag, lease and holder's token, or None if there is none."""
         try:
             response = self._store._call("get_object", Key=self._object)
         except self._store._native_errors[0] as exc:
@@ -99,20 +108,57 @@ class S3Lock(Lock):
             raise
         body = response["Body"].read()
         try:
-            ttl = float(json.loads(body)["ttl"])
+            lease = json.loads(body)
+            ttl, token = float(lease["ttl"]), str(lease["token"])
         except (ValueError, KeyError, TypeError):
-            ttl = self.ttl  # not written by us: judge it by our own lease
-        return response["ETag"], ttl
+            ttl, token = self.ttl, None  # not written by us: judge it by our own lease
+        return response["ETag"], ttl, token
+
+    def _still_ours(self) -> bool:
+        """After a failed condition: whether the lock object is ours after all (an answer was lost).
+
+        Each write puts our token in the object, so a write of ours that was
+        applied, though botocore saw its answer lost and its retry fail, is
+        recognised, and its ETag taken as the one we hold.
+        """
+        holder = self._holder()
+        if holder is None or holder[2] != self.token:
+            return False
+        self._etag = holder[0]
+        return True
 
     def _renew(self) -> bool:
         if self._etag is None:
             return False
         renewed = self._conditional("put_object", IfMatch=self._etag)
         if renewed is None:
-            return False
+            return self._still_ours()
         self._etag = renewed["ETag"]
         return True
 
     def _release(self) -> bool:
         etag, self._etag, self._seen = self._etag, None, None
-        return etag is not None and self._conditional("delete_object", IfMatch=etag) is not None
+        for _ in range(2):
+            if etag is None:
+                return False
+            if self._delete_if(etag):
+                return True
+            # The condition failed: a renewal of ours applied unanswered
+            # (delete with its ETag), or another holder took the lock over.
+            if not self._still_ours():
+                return False
+            etag, self._etag = self._etag, None
+        return False
+
+    def _delete_if(self, etag: str) -> bool:
+        """DELETE the lock object if it still has ``etag``; True when it is gone, False if not ours."""
+        try:
+            self._store._call("delete_object", Key=self._object, IfMatch=etag)
+        except self._store._native_errors[0] as exc:
+            code = error_code(exc)
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                return True  # already gone: our DELETE was applied and its answer lost
+            if code in _LOST:
+                return False
+            raise
+        return True

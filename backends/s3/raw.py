@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import tempfile
+import zlib
 from typing import IO, Any
 
-from ..base import FileTransfers, PathOrFile, copy_stream, open_source, write_target
+from ..base import FileTransfers, PathOrFile, copy_stream, open_source
 from ..codecs import Codec, RawCodec
+from ..errors import CorruptValueError
 from .store import DEFAULT_GZIP, S3Backend
 
 __all__ = ["S3RawBackend", "transfer_config"]
@@ -117,8 +120,27 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
             # takes up to 5 GiB in one PUT).
             return self._put_stream(key, source, extra)
         object_key = self._object_key(key)
-        self._with_bucket(lambda: self._transfers().upload(source, self.bucket, object_key, extra).result())
+        if isinstance(source, str):
+            # s3transfer opens the path itself, again if it runs again.
+            self._with_bucket(lambda: self._upload(source, object_key, extra))
+            return True
+        reader = _Borrowed(source)  # s3transfer closes what it is given: not the caller's file
+        if not reader.seekable():
+            # Read once: the bucket must exist before the first byte goes.
+            self._ensure_bucket()
+            self._upload(reader, object_key, extra)
+            return True
+        start = reader.tell()
+
+        def upload() -> None:
+            reader.seek(start)  # from the start again after creating a missing bucket
+            self._upload(reader, object_key, extra)
+
+        self._with_bucket(upload)
         return True
+
+    def _upload(self, source: object, object_key: str, extra: dict[str, Any]) -> None:
+        self._transfers().upload(source, self.bucket, object_key, extra).result()
 
     def _put_stream(self, key: str, source: str | IO[bytes], extra: dict[str, Any]) -> bool:
         with open_source(source) as reader:
@@ -136,9 +158,7 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
         if head is None:
             return False
         if head.get("ContentEncoding") == "gzip":
-            body = self._call("get_object", Key=self._object_key(key))["Body"]
-            with gzip.GzipFile(fileobj=body, mode="rb") as reader:
-                write_target(target, reader)
+            self._load_gzipped(key, target)
             return True
         known = _KnownObject(int(head.get("ContentLength", 0)), head.get("ETag"))
         destination = os.fspath(target) if isinstance(target, (str, os.PathLike)) else target
@@ -148,6 +168,28 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
         ).result()
         return True
 
+    def _load_gzipped(self, key: str, target: PathOrFile) -> None:
+        """Decode a gzip-encoded object into ``target`` only once all of it decoded.
+
+        It is decoded into a spool first: an object that does not decode
+        raises CorruptValueError and leaves the target as it was (a path is
+        then replaced by a rename, never truncated).
+        """
+        body = self._call("get_object", Key=self._object_key(key))["Body"]
+        with _spooled() as spool:
+            try:
+                with gzip.GzipFile(fileobj=body, mode="rb") as reader:
+                    copy_stream(reader, spool)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise CorruptValueError(
+                    f"stored gzip data is broken: {exc}", backend=repr(self), operation="load_file", key=key
+                ) from exc
+            spool.seek(0)
+            if isinstance(target, (str, os.PathLike)):
+                _replace_file(os.fspath(target), spool)
+            else:
+                copy_stream(spool, target)
+
     def close(self) -> None:
         """Finish the transfer threads, then close the pool and the client."""
         with self._lock:
@@ -155,6 +197,48 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
         if manager is not None:
             manager.shutdown()
         super().close()
+
+
+class _Borrowed:
+    """A caller's binary file, lent to s3transfer: everything but ``close``."""
+
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self._fileobj = fileobj
+
+    def read(self, size: int = -1) -> bytes:
+        return self._fileobj.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        try:
+            return bool(self._fileobj.seekable())
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fileobj.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fileobj.tell()
+
+    def close(self) -> None:
+        """Leave the caller's file open: it is theirs to close."""
+
+
+def _replace_file(path: str, source: IO[bytes]) -> None:
+    """Write ``source`` to a temporary file beside ``path``, then rename it over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=".backends-", suffix=".tmp")
+    try:
+        with open(fd, "wb") as out:
+            copy_stream(source, out)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
 
 
 def _spooled() -> Any:

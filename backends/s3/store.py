@@ -39,6 +39,7 @@ FOLDER_SUFFIX = "_$folder$"
 ABSENT = {"NoSuchKey", "404", "NotFound"}
 PAGE = 1000  # S3's most keys per LIST page and per DeleteObjects
 CONFLICT_RETRIES = 5  # 409 ConditionalRequestConflict: a racing conditional write; ask again
+COPY_LIMIT = 5 * 1024**3  # the largest source of one CopyObject
 
 #: key extensions whose raw values are stored gzipped (Content-Encoding: gzip)
 DEFAULT_GZIP = frozenset(
@@ -166,9 +167,23 @@ class S3Backend(BaseBackend[V, bytes]):
         return self.prefix + key
 
     def _call(self, operation: str, **params: Any) -> Any:
-        """One S3 request (botocore retries it); creates a missing bucket if asked to."""
+        """One S3 request (botocore retries it); creates a missing bucket if asked to.
+
+        A file body is sent again from where it started when the request is
+        run again after creating the bucket (botocore rewinds it for its own
+        retries, but not for ours).
+        """
         method = getattr(self.client, operation)
-        return self._with_bucket(lambda: method(Bucket=self.bucket, **params))
+        body = params.get("Body")
+        if body is None or isinstance(body, (bytes, bytearray)):
+            return self._with_bucket(lambda: method(Bucket=self.bucket, **params))
+        start = body.tell()
+
+        def send() -> Any:
+            body.seek(start)
+            return method(Bucket=self.bucket, **params)
+
+        return self._with_bucket(send)
 
     def _with_bucket(self, action: Callable[[], R]) -> R:
         """Run ``action``; with ``create_bucket``, create a missing bucket and run it again."""
@@ -186,6 +201,19 @@ class S3Backend(BaseBackend[V, bytes]):
                 self._make_bucket()
                 self._buckets_made += 1
         return action()
+
+    def _ensure_bucket(self) -> None:
+        """With ``create_bucket``, make the bucket now unless this backend already did.
+
+        For a write that cannot be run again (a stream read once): it must
+        not meet a missing bucket half-way.
+        """
+        if not self._create_missing:
+            return
+        with self._bucket_lock:
+            if self._buckets_made == 0:
+                self._make_bucket()
+                self._buckets_made += 1
 
     def _make_bucket(self) -> None:
         params: dict[str, Any] = {"Bucket": self.bucket}
@@ -495,11 +523,16 @@ class S3Backend(BaseBackend[V, bytes]):
             self._reraise(exc, "stat_many", prefix)
 
     def copy(self, source: str, target: str) -> bool:
-        """Copy a value on the server (1 CopyObject); False if ``source`` is absent."""
+        """Copy a value on the server (1 CopyObject); False if ``source`` is absent.
+
+        A copy onto itself changes nothing (1 HEAD, to say whether it exists).
+        """
         source, target = self._check(source, "copy"), self._check(target, "copy")
         return self._guarded("copy", source, lambda: self._copy(source, target))
 
     def _copy(self, source: str, target: str) -> bool:
+        if source == target:
+            return self._head(source) is not None
         copy_source = {"Bucket": self.bucket, "Key": self._object_key(source)}
         extra = {name: self._put_args[name] for name in ("ACL", "StorageClass") if name in self._put_args}
         try:
@@ -508,19 +541,29 @@ class S3Backend(BaseBackend[V, bytes]):
             code = error_code(exc)
             if code in ABSENT:
                 return False
-            if code != "InvalidRequest":
+            if code != "InvalidRequest" or not self._too_big_to_copy(source):
                 raise
             # Past 5 GB one CopyObject is refused: s3transfer copies in parts.
             self.client.copy(copy_source, self.bucket, self._object_key(target), ExtraArgs=extra or None)
         return True
 
+    def _too_big_to_copy(self, source: str) -> bool:
+        """Whether CopyObject refused ``source`` for its size (over 5 GiB), not for another reason."""
+        head = self._head(source)
+        return head is not None and int(head.get("ContentLength", 0)) > COPY_LIMIT
+
     def move(self, source: str, target: str) -> bool:
-        """Copy on the server, then delete ``source`` (2 requests); False if absent."""
+        """Copy on the server, then delete ``source`` (2 requests); False if absent.
+
+        A move onto itself changes nothing (1 HEAD).
+        """
         source, target = self._check(source, "move"), self._check(target, "move")
 
         def move() -> bool:
             if not self._copy(source, target):
                 return False
+            if source == target:
+                return True
             self._call("delete_object", Key=self._object_key(source))
             return True
 

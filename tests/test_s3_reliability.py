@@ -1,0 +1,174 @@
+"""Reliability II: each S3 defect the attack campaign found, reproduced through the public API.
+
+Every test here failed before its fix. The fault campaign against a model
+is in ``test_s3_campaign.py``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import Faults, Proxy, S3Target, counting
+
+from backends import CorruptValueError, LockError, S3RawBackend
+
+# -- 1, 2. the first streamed write into a missing bucket; the caller's file stays open -----
+
+
+class Pipe(io.RawIOBase):
+    """A readable stream that cannot seek (a pipe, a socket, a response body)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+SOURCES = ["path", "file", "offset-file", "pipe"]
+
+
+def source_of(kind: str, data: bytes, tmp_path: Path) -> Any:
+    if kind == "path":
+        path = tmp_path / "source"
+        path.write_bytes(data)
+        return path
+    if kind == "pipe":
+        return Pipe(data)
+    if kind == "offset-file":
+        stream = io.BytesIO(b"skipped" + data)
+        stream.seek(7)  # the value starts where the caller's file stands
+        return stream
+    return io.BytesIO(data)
+
+
+@pytest.mark.parametrize("key", ["a.bin", "a.txt"], ids=["plain", "gzipped"])
+@pytest.mark.parametrize("if_absent", [False, True], ids=["put", "if_absent"])
+@pytest.mark.parametrize("kind", SOURCES)
+def test_the_first_streamed_write_into_a_missing_bucket_stores_exactly_the_bytes(
+    moto: S3Target, tmp_path: Path, kind: str, if_absent: bool, key: str
+) -> None:
+    data = os.urandom(3000)
+    backend = S3RawBackend(f"new-{kind}-{int(if_absent)}-{key[2:]}", client=moto.client, create_bucket=True)
+    source = source_of(kind, data, tmp_path)
+    assert backend.dump_file(key, source, if_absent=if_absent) is True
+    assert backend.load(key) == data
+    if not isinstance(source, Path):
+        assert not source.closed  # the caller's file is the caller's to close
+
+
+def test_dump_file_never_closes_the_callers_file(moto: S3Target) -> None:
+    backend = S3RawBackend(moto.bucket, prefix="open", client=moto.client)
+    big = io.BytesIO(os.urandom(9 * 1024 * 1024))  # multipart through s3transfer
+    for key, source in (("small.bin", io.BytesIO(b"x")), ("big.bin", big), ("style.css", io.BytesIO(b"a{}"))):
+        assert backend.dump_file(key, source)
+        assert not source.closed
+    assert backend.load("big.bin") == big.getvalue()
+    backend.clear()
+
+
+# -- 3. a copy or move onto itself keeps the value ---------------------------------------------
+
+
+@pytest.mark.parametrize("size", [10, 9 * 1024 * 1024])
+def test_move_and_copy_onto_itself_keep_the_value(moto: S3Target, size: int) -> None:
+    backend = S3RawBackend(moto.bucket, prefix="self", client=moto.client)
+    value = os.urandom(size)
+    backend["k"] = value
+    with counting(moto.client) as log:
+        assert backend.move("k", "k") is True
+        assert backend.copy("k", "k") is True
+    assert log.count() == {"HeadObject": 2}
+    assert backend["k"] == value
+    assert backend.move("absent", "absent") is False and backend.copy("absent", "absent") is False
+    backend.clear()
+
+
+# -- 4. a failed load_file leaves the caller's file alone -------------------------------------
+
+
+def test_a_gzip_object_that_does_not_decode_leaves_the_target_untouched(
+    moto: S3Target, tmp_path: Path
+) -> None:
+    backend = S3RawBackend(moto.bucket, prefix="gz", client=moto.client)
+    moto.client.put_object(Bucket=moto.bucket, Key="gz/bad.txt", Body=b"not gzip", ContentEncoding="gzip")
+    cut = gzip.compress(os.urandom(100_000))[:500]
+    moto.client.put_object(Bucket=moto.bucket, Key="gz/cut.txt", Body=cut, ContentEncoding="gzip")
+    for key in ("bad.txt", "cut.txt"):
+        target = tmp_path / "target"
+        target.write_bytes(b"keep me")
+        with pytest.raises(CorruptValueError):
+            backend.load_file(key, target)
+        assert target.read_bytes() == b"keep me"
+        stream = io.BytesIO(b"mine")
+        stream.seek(4)
+        with pytest.raises(CorruptValueError):
+            backend.load_file(key, stream)
+        assert stream.getvalue() == b"mine"
+    assert sorted(os.listdir(tmp_path)) == ["target"]  # no temporary file left
+    moto.client.put_object(
+        Bucket=moto.bucket, Key="gz/ok.txt", Body=gzip.compress(b"fine"), ContentEncoding="gzip"
+    )
+    assert backend.load_file("ok.txt", tmp_path / "target") is True
+    assert (tmp_path / "target").read_bytes() == b"fine"
+    backend.clear()
+
+
+# -- 5. S3 locks recognise their own lock object after a lost answer -----------------------------
+
+
+@pytest.fixture
+def lossy(moto_server: S3Target) -> Iterator[tuple[Faults, dict[str, Any]]]:
+    faults = Faults()
+    with Proxy(moto_server.endpoint_url or "", faults) as proxy:
+        yield faults, {**moto_server.options(), "endpoint_url": proxy.endpoint, "retries": 2}
+
+
+@pytest.mark.parametrize("lost", ["acquire", "renew", "release", "take-over"])
+def test_a_lock_survives_a_lost_answer(
+    moto_server: S3Target, lossy: tuple[Faults, dict[str, Any]], lost: str
+) -> None:
+    from backends import S3JsonBackend
+
+    faults, options = lossy
+    prefix = f"lost-{lost}"
+    backend = S3JsonBackend(moto_server.bucket, prefix=prefix, **options)
+    other = S3JsonBackend(moto_server.bucket, prefix=prefix, client=moto_server.client)
+    if lost == "take-over":
+        clock = [1000.0]
+        backend.clock = lambda: clock[0]
+        stale = other.lock("k", ttl=5)
+        stale.acquire()  # a holder that will never renew nor release
+        waiter = backend.lock("k", timeout=0, ttl=30)
+        with pytest.raises(LockError):
+            waiter.acquire()  # first sight of the holder's lease
+        clock[0] += 6
+        faults.plan = ["pass", "pass", "lose"]  # PUT and GET pass; the taking-over PUT: answer lost
+        lock = waiter.acquire()
+    else:
+        lock = backend.lock("k", timeout=2, ttl=30)
+        faults.plan = ["lose"] if lost == "acquire" else []
+        lock.acquire()
+    assert lock.held
+    with pytest.raises(LockError):
+        other.lock("k", timeout=0).acquire()  # really held: nobody else gets it
+    if lost == "renew":
+        faults.plan = ["lose"]
+        lock.renew()
+        assert lock.held
+    faults.plan = ["lose"] if lost in ("release", "renew") else []
+    lock.release()  # no spurious LockError
+    with other.lock("k", timeout=0):
+        pass  # and no orphan: the lock is free at once
+    assert list(other) == []
