@@ -155,8 +155,9 @@ def writer_of(kind: str, root: str) -> tuple[BaseBackend[Any, Any], Callable[[st
     if kind == "cache":
         cache = JsonCache(root, timeout=0.001)  # expiring while others look
         return cache, lambda key, value: cache.dump(key, value.hex(), timeout=random.choice([0, 300]))
+    # A killed writer holds its key's lock until the lease ends: 0.2 s here.
     tier = TieredBackend(
-        JsonCache(os.path.join(root, "cache")), FileSystemJsonBackend(os.path.join(root, "origin"))
+        JsonCache(os.path.join(root, "cache")), FileSystemJsonBackend(os.path.join(root, "origin")), lease=0.2
     )
     return tier, lambda key, value: tier.dump(key, value.hex())
 

@@ -172,3 +172,59 @@ def test_a_lock_survives_a_lost_answer(
     with other.lock("k", timeout=0):
         pass  # and no orphan: the lock is free at once
     assert list(other) == []
+
+
+# -- 6. a cut-off error body is retried ---------------------------------------------------------
+
+
+def test_a_cut_off_error_body_is_asked_again(moto_server: S3Target) -> None:
+    from backends import S3JsonBackend, StoreUnavailableError, TieredBackend, VolatileBackend
+
+    faults = Faults()
+    with Proxy(moto_server.endpoint_url or "", faults) as proxy:
+        options = {**moto_server.options(), "endpoint_url": proxy.endpoint, "retries": 2}
+        backend = S3JsonBackend(moto_server.bucket, prefix="cut", **options)
+        tier = TieredBackend(VolatileBackend(), backend)
+        calls = {
+            "load": lambda: backend.load("absent"),
+            "get": lambda: backend.get("absent", "default"),
+            "load_many": lambda: backend.load_many(["absent"]),
+            "tier": lambda: tier.load("absent"),
+            "len": lambda: len(backend),
+        }
+        for name, call in calls.items():
+            faults.plan = ["truncate"]  # the 404's XML (or the listing) cut in half, then a reset
+            before = proxy.requests["GET"]
+            assert call() in (None, "default", {}, 0), name
+            assert proxy.requests["GET"] - before == 2, name
+        faults.plan = ["truncate"] * 3  # every attempt cut: the retries run out
+        with pytest.raises(StoreUnavailableError):
+            backend.load("absent")
+
+
+# -- 7. foreign objects: one rule for every call -------------------------------------------------
+
+
+def test_folder_markers_and_odd_objects_get_one_answer_from_every_call(moto: S3Target) -> None:
+    from backends import S3JsonBackend
+
+    put = moto.client.put_object
+    put(Bucket=moto.bucket, Key="odd/marker", Body=b"", ContentType="application/x-directory")
+    put(Bucket=moto.bucket, Key="odd/empty", Body=b"", ContentType="application/json")
+    put(Bucket=moto.bucket, Key="odd/typed", Body=b'"v"', ContentType="application/x-directory")
+    put(Bucket=moto.bucket, Key="odd/slash/", Body=b"")
+    put(Bucket=moto.bucket, Key="odd/old_$folder$", Body=b"")
+    backend = S3JsonBackend(moto.bucket, prefix="odd", client=moto.client)
+    assert sorted(backend) == ["empty", "typed"] and len(backend) == 2
+    assert "marker" not in backend and backend.load("marker") is None and backend.stat("marker") is None
+    assert backend.delete("marker") is False and backend.delete_many(["marker", "nothing"]) == 0
+    assert "empty" in backend
+    with pytest.raises(CorruptValueError):
+        backend.load("empty")
+    assert backend.load("typed") == "v" and "typed" in backend
+    assert backend.delete_many(["typed", "marker"]) == 1
+    backend.clear()
+    left = sorted(
+        o["Key"] for o in moto.client.list_objects_v2(Bucket=moto.bucket, Prefix="odd/")["Contents"]
+    )
+    assert left == ["odd/marker", "odd/old_$folder$", "odd/slash/"]

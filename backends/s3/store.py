@@ -47,6 +47,11 @@ DEFAULT_GZIP = frozenset(
 )
 
 
+def _is_marker(response: dict[str, Any]) -> bool:
+    """Whether a HEAD or GET answer is another tool's folder marker: an empty application/x-directory."""
+    return response.get("ContentType") == DIRECTORY and not response.get("ContentLength")
+
+
 def _normal_prefix(prefix: str) -> str:
     if not prefix:
         return ""
@@ -109,6 +114,12 @@ class S3Backend(BaseBackend[V, bytes]):
         self._native_errors = (bx.ClientError, bx.BotoCoreError)
         # A body cut off mid-read: botocore retries requests, not bodies.
         self._cut_body = (bx.ResponseStreamingError, bx.IncompleteReadError, bx.ReadTimeoutError)
+        # A response body botocore reads itself (an error's XML, a listing)
+        # cut off mid-read escapes botocore as a raw urllib3 error, unretried.
+        from urllib3.exceptions import HTTPError
+
+        self._cut_response: tuple[type[BaseException], ...] = (HTTPError,)
+        self._streaming_error = bx.ResponseStreamingError
         self.codec = codec if codec is not None else self._default_codec()
         self.bucket = bucket
         self.prefix = _normal_prefix(prefix)
@@ -174,16 +185,22 @@ class S3Backend(BaseBackend[V, bytes]):
         retries, but not for ours).
         """
         method = getattr(self.client, operation)
-        body = params.get("Body")
-        if body is None or isinstance(body, (bytes, bytearray)):
-            return self._with_bucket(lambda: method(Bucket=self.bucket, **params))
-        start = body.tell()
+        body: Any = params.get("Body")
+        start = None if body is None or isinstance(body, (bytes, bytearray)) else body.tell()
 
         def send() -> Any:
-            body.seek(start)
+            if start is not None:
+                body.seek(start)
             return method(Bucket=self.bucket, **params)
 
-        return self._with_bucket(send)
+        for attempt in range(self._retries + 1):
+            try:
+                return self._with_bucket(send)
+            except self._cut_response as exc:
+                # Asked again like any transient failure; then StoreUnavailableError.
+                if attempt == self._retries:
+                    raise self._streaming_error(error=exc) from exc
+        raise AssertionError("unreachable")
 
     def _with_bucket(self, action: Callable[[], R]) -> R:
         """Run ``action``; with ``create_bucket``, create a missing bucket and run it again."""
@@ -272,7 +289,7 @@ class S3Backend(BaseBackend[V, bytes]):
                 if error_code(exc) in ABSENT:
                     return MISSING
                 raise
-            if response.get("ContentType") == DIRECTORY:
+            if _is_marker(response):
                 response["Body"].close()
                 return MISSING
             try:
@@ -301,7 +318,7 @@ class S3Backend(BaseBackend[V, bytes]):
             if error_code(exc) in ABSENT:
                 return None
             raise
-        return None if response.get("ContentType") == DIRECTORY else response
+        return None if _is_marker(response) else response
 
     def _contains(self, key: str) -> bool:
         return self._head(key) is not None
@@ -365,8 +382,9 @@ class S3Backend(BaseBackend[V, bytes]):
     def _delete_many(self, keys: list[str]) -> int:
         if not keys:
             return 0
+        # Only the keys found: a folder marker at a key's name is no key, and stays.
         present = self._present(keys)
-        self._delete_objects(keys)
+        self._delete_objects(sorted(present))
         return len(present)
 
     def _present(self, keys: list[str]) -> set[str]:
@@ -381,7 +399,7 @@ class S3Backend(BaseBackend[V, bytes]):
                 name = entry["Key"][len(self.prefix) :]
                 if name > last:
                     return found
-                if name in wanted:
+                if name in wanted and self._name_of(entry) is not None:
                     found.add(name)
         return found
 
@@ -436,11 +454,9 @@ class S3Backend(BaseBackend[V, bytes]):
         name: str = entry["Key"][len(self.prefix) :]
         if name.endswith(FOLDER_SUFFIX) or not is_valid_key(name):
             return None  # "folder/" and "folder_$folder$" markers, and names no key can have
-        if entry.get("Size") == 0 and not self.codec.can_be_empty:
-            return None  # no value of this family is empty: a marker, not a key
         if entry.get("Size") == 0 and self._head(name) is None:
             return None  # a zero-byte object of type application/x-directory
-        return name
+        return name  # a value (an empty JSON object is one too: corrupt, as on disk)
 
     def _iter_keys(self) -> Iterator[str]:
         for page in self._pages(""):
