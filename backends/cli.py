@@ -67,7 +67,11 @@ def _show(backend: BaseBackend[Any, Any], value: Any) -> bytes:
         return bytes(value)
     if family == "text":
         return str(value).encode("utf-8")
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        # A string with a lone surrogate is no UTF-8: \u escapes print it exactly.
+        return (json.dumps(value, indent=2, ensure_ascii=True) + "\n").encode("ascii")
 
 
 def _when(value: Any) -> str | None:

@@ -23,6 +23,7 @@ import errno
 import os
 import re
 import stat
+import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -62,6 +63,7 @@ TEMP_MARK = "~"  # prefix of names that are never keys (temporary files, locks)
 CHUNK = 200  # longest escaped piece of a segment in one name
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_ROOT_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
 # O_NONBLOCK: opening a FIFO named like a key must not wait for a writer
@@ -176,15 +178,26 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         self._closed = False
         self._finalizer: Any = None
         try:
-            self._open_root()
+            self._open_root(create=False)  # made at the first write: reading creates nothing
         except OSError as exc:
             self._reraise(exc, "open", None)
 
     # -- root -------------------------------------------------------------------
 
-    def _open_root(self) -> None:
-        os.makedirs(self.root, exist_ok=True)
-        fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC)
+    def _open_root(self, create: bool = True) -> None:
+        """Open the folder at the root's path (made first, with ``create``).
+
+        Without ``create``, a missing root is held as a deleted folder: every
+        read of it misses, and the first write makes the root (see _root_gone).
+        """
+        if create:
+            os.makedirs(self.root, exist_ok=True)
+        try:
+            fd = os.open(self.root, _ROOT_FLAGS)
+        except FileNotFoundError:
+            if create:
+                raise
+            fd = _deleted_folder()
         old, self._root_fd = self._root_fd, fd
         if self._finalizer is not None:
             self._finalizer.detach()
@@ -209,7 +222,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
                 return False
             if not create and not os.path.isdir(self.root):
                 return False
-            self._open_root()
+            self._open_root(create)
             return True
 
     def _live_root(self) -> int:
@@ -596,6 +609,15 @@ class At(NamedTuple):
     def folder(self) -> int:
         """The descriptor of the folder holding the file."""
         return self.fds[-1]
+
+
+def _deleted_folder() -> int:
+    """A descriptor of a folder that no longer exists: nothing can be found or made in it."""
+    path = tempfile.mkdtemp(prefix="backends-absent-")
+    try:
+        return os.open(path, _ROOT_FLAGS)
+    finally:
+        os.rmdir(path)
 
 
 def _rebuild(

@@ -79,6 +79,9 @@ CACHE_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"durable": _bool, "time
 TIER_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"lease": float, "stale_while_revalidate": float}
 
 
+KNOWN_SCHEMES = frozenset({"memory", "file", "s3", "cache"})
+
+
 def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
     """Build a backend from ``url``; ``options`` add to (or override) the query parameters.
 
@@ -97,6 +100,7 @@ def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
         cache_part, tier_query = _split_tier_options(cache_url)
         tier_options = {**tier_query, **tier_options}
         return TieredBackend(open_url(cache_part), open_url(origin_url, **options), **tier_options)
+    _refuse_half_scheme(url)
     scheme = _scheme(url)
     openers: dict[str, Callable[[str, dict[str, Any]], BaseBackend[Any, Any]]] = {
         "memory": _memory,
@@ -108,6 +112,19 @@ def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
     if scheme not in openers:
         raise ValueError(f"unknown URL scheme {scheme!r}: use memory://, file://, s3:// or cache://")
     return openers[scheme](url, options)
+
+
+def _refuse_half_scheme(url: str) -> None:
+    """Refuse ``s3:bucket``, ``s3:/bucket``, ``memory:``: a scheme without ``//`` is no folder name."""
+    head, sep, rest = url.partition(":")
+    if sep and head.lower() in KNOWN_SCHEMES and not rest.startswith("//"):
+        scheme = head.lower()
+        slashes = "///" if scheme in ("file", "cache") else "//"
+        suggestion = "memory://" if scheme == "memory" else f"{scheme}:{slashes}{rest.lstrip('/')}"
+        raise ValueError(
+            f"{url!r} is not a URL: the scheme needs '//' ({suggestion!r}); "
+            f"for a folder of that name, write ./{url}"
+        )
 
 
 def _scheme(url: str) -> str:

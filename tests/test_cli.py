@@ -244,3 +244,66 @@ def test_cp_shows_a_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     assert done.returncode == 0 and done.stdout.startswith(b"copied 10,")
     assert "10 keys" in shown  # tqdm's bar, on the terminal
     assert run("cp", str(tmp_path / "a"), str(tmp_path / "c")).stderr == b""  # not a terminal: no bar
+
+
+# -- Reliability II: bad options and half URLs are one line; reading creates nothing ------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ls", "s3://bucket?retries=-5"), "retries is a whole number"),
+        (("ls", "s3://bucket?addressing_style=evil"), "addressing_style is"),
+        (("ls", "s3://bucket?timeout=-1"), "timeout is seconds"),
+        (("ls", "s3://bucket?max_workers=0"), "max_workers is"),
+        (("ls", "s3://bucket?profile=nope"), "profile='nope' names no profile"),
+        (("url", "s3://bucket", "k", "--expires", "1e400"), "expires is seconds"),
+        (("put", "s3:mybucket/app", "k", "1"), "'s3://mybucket/app'"),
+        (("put", "s3:/bucket", "k", "1"), "'s3://bucket'"),
+        (("ls", "memory:"), "'memory://'"),
+        (("get", "cache:x", "k"), "'cache:///x'"),
+    ],
+)
+def test_bad_options_and_half_urls_are_one_line_and_write_nothing(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    before = sorted(os.listdir(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "backends", *args], check=False, capture_output=True, env=env(), cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_an_unknown_profile_in_the_environment_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "backends", "ls", "s3://bucket"],
+        check=False,
+        capture_output=True,
+        env={**env(), "AWS_PROFILE": "nope"},
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == [
+        "backends ls: AWS_PROFILE in the environment names no profile in ~/.aws/config or "
+        "~/.aws/credentials (The config profile (nope) could not be found)"
+    ]
+
+
+def test_reading_commands_never_create_the_folder(tmp_path: Path) -> None:
+    typo = tmp_path / "typo" / "deeper"
+    assert ok("ls", str(typo)) == ""
+    fails("get", str(typo), "k")
+    fails("stat", str(typo), "k")
+    assert ok("purge", f"cache://{typo}").strip() == "purged 0 expired entries"
+    assert not (tmp_path / "typo").exists()
+    ok("put", str(typo), "k", "1")
+    assert json.loads(ok("get", str(typo), "k")) == 1
+
+
+def test_get_prints_a_lone_surrogate_escaped(tmp_path: Path) -> None:
+    backends.FileSystemJsonBackend(tmp_path)["k"] = "a\ud800b"
+    out = ok("get", str(tmp_path), "k")
+    assert json.loads(out) == "a\ud800b"
+    assert "\\ud800" in out

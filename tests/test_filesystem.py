@@ -28,10 +28,14 @@ def files_under(folder: Path) -> list[Path]:
 # -- layout ---------------------------------------------------------------------
 
 
-def test_root_is_created_if_missing(tmp_path: Path) -> None:
+def test_root_is_created_at_the_first_write_not_before(tmp_path: Path) -> None:
     root = tmp_path / "deep" / "root"
-    FileSystemJsonBackend(root)
-    assert root.is_dir()
+    backend = FileSystemJsonBackend(root)
+    assert backend.load("k") is None and len(backend) == 0 and "k" not in backend
+    assert backend.delete("k") is False and list(backend.list()) == []
+    assert not (tmp_path / "deep").exists()  # reading never creates anything
+    backend["a/b"] = 1
+    assert root.is_dir() and backend["a/b"] == 1
 
 
 def test_plain_keys_are_plain_files_and_folders_carry_a_plus(tmp_path: Path) -> None:
@@ -149,6 +153,7 @@ TRICKS = [
 def test_no_key_writes_outside_the_root(tmp_path: Path, key: str) -> None:
     parent = tmp_path / "parent"
     root = parent / "root"
+    root.mkdir(parents=True)
     backend = FileSystemTextBackend(root)
     (parent / "secret").write_text("keep")
     try:
@@ -177,13 +182,14 @@ def test_generated_keys_stay_inside_the_root(key: str, tmp_path_factory: pytest.
     else:
         with pytest.raises(backends.InvalidKeyError):
             backend[key] = b"x"
-    assert os.listdir(parent) == ["root"]
+    assert os.listdir(parent) == (["root"] if backends.is_valid_key(key) else [])
 
 
 def test_a_symlinked_folder_inside_the_root_is_never_written_through(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     root = tmp_path / "root"
+    root.mkdir()
     backend = FileSystemJsonBackend(root)
     os.symlink(outside, root / "users+")
     (outside / "42").write_text('"outside"')
@@ -201,6 +207,7 @@ def test_a_symlinked_value_file_is_absent_and_left_alone(tmp_path: Path) -> None
     target = tmp_path / "target"
     target.write_text('"outside"')
     root = tmp_path / "root"
+    root.mkdir()
     backend = FileSystemJsonBackend(root)
     os.symlink(target, root / "k")
     assert backend.load("k") is None

@@ -344,6 +344,7 @@ def test_a_reader_sees_a_root_deleted_and_made_again(tmp_path: Path, kind: str) 
 
 
 def test_reading_a_deleted_root_creates_nothing(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
     reader = FileSystemJsonBackend(tmp_path / "root")
     shutil.rmtree(tmp_path / "root")
     assert reader.load("k") is None and len(reader) == 0 and "k" not in reader
@@ -393,6 +394,7 @@ def test_a_foreign_thing_at_a_keys_name_is_absent_and_left_alone(
     tmp_path: Path, kind: str, what: str
 ) -> None:
     root = tmp_path / "root"
+    root.mkdir()
     backend = LOCAL[kind](root)
     make_foreign(root, what)
     before = os.lstat(root / "k")

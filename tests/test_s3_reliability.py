@@ -228,3 +228,43 @@ def test_folder_markers_and_odd_objects_get_one_answer_from_every_call(moto: S3T
         o["Key"] for o in moto.client.list_objects_v2(Bucket=moto.bucket, Prefix="odd/")["Contents"]
     )
     assert left == ["odd/marker", "odd/old_$folder$", "odd/slash/"]
+
+
+# -- 8. options botocore would refuse get a ValueError naming them ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retries": -5}, "retries is a whole number from 0 to 100"),
+        ({"retries": 1.5}, "retries"),
+        ({"addressing_style": "evil"}, "addressing_style is"),
+        ({"timeout": -1}, "timeout is seconds"),
+        ({"timeout": float("inf")}, "timeout is seconds"),
+        ({"max_workers": 0}, "max_workers is"),
+        ({"profile": "nope"}, "profile='nope' names no profile"),
+    ],
+)
+def test_an_option_botocore_refuses_is_a_value_error(options: dict[str, Any], message: str) -> None:
+    from backends import S3JsonBackend
+
+    with pytest.raises(ValueError, match=message):
+        S3JsonBackend("bucket", **options)
+
+
+def test_an_unknown_profile_in_the_environment_is_a_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from backends import S3JsonBackend
+
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    with pytest.raises(ValueError, match="AWS_PROFILE in the environment names no profile"):
+        S3JsonBackend("bucket")
+
+
+@pytest.mark.parametrize("expires", [1e400, 0, -1, 8 * 86_400, float("nan"), True])
+def test_a_presigned_url_lives_one_second_to_seven_days(moto: S3Target, expires: Any) -> None:
+    from backends import S3JsonBackend
+
+    backend = S3JsonBackend(moto.bucket, client=moto.client)
+    with pytest.raises(ValueError, match="expires is seconds from 1 to 604800"):
+        backend.url("k", expires=expires)
+    assert "X-Amz-Expires=604800" in backend.url("k", expires=7 * 86_400)

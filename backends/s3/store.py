@@ -47,6 +47,23 @@ DEFAULT_GZIP = frozenset(
 )
 
 
+ADDRESSING_STYLES = (None, "auto", "path", "virtual")
+#: the longest life of a presigned URL: SigV4 signs at most 7 days
+MAX_EXPIRES = 7 * 86_400
+
+
+def _check_options(*, retries: object, max_workers: object, timeout: object, style: object) -> None:
+    """Raise ValueError naming an option botocore would refuse, and what it takes."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+        raise ValueError(f"retries is a whole number from 0 to 100, not {retries!r}")
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or not 1 <= max_workers <= 1000:
+        raise ValueError(f"max_workers is a whole number from 1 to 1000, not {max_workers!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        raise ValueError(f"timeout is seconds above 0 and at most 3600, not {timeout!r}")
+    if style not in ADDRESSING_STYLES:
+        raise ValueError(f"addressing_style is 'path', 'virtual', 'auto' or None, not {style!r}")
+
+
 def _is_marker(response: dict[str, Any]) -> bool:
     """Whether a HEAD or GET answer is another tool's folder marker: an empty application/x-directory."""
     return response.get("ContentType") == DIRECTORY and not response.get("ContentLength")
@@ -108,6 +125,7 @@ class S3Backend(BaseBackend[V, bytes]):
                 "endpoint_url must not carry credentials or a query: pass access_key/secret_key, "
                 "or use the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile"
             )
+        _check_options(retries=retries, max_workers=max_workers, timeout=timeout, style=addressing_style)
         import_boto3()
         from botocore import exceptions as bx
 
@@ -130,15 +148,21 @@ class S3Backend(BaseBackend[V, bytes]):
             config = client_config(
                 retries=retries, pool=max_workers, addressing_style=addressing_style, timeout=timeout
             )
-            client = make_client(
-                region=region,
-                endpoint_url=endpoint_url,
-                access_key=access_key,
-                secret_key=secret_key,
-                session_token=session_token,
-                profile=profile,
-                config=config,
-            )
+            try:
+                client = make_client(
+                    region=region,
+                    endpoint_url=endpoint_url,
+                    access_key=access_key,
+                    secret_key=secret_key,
+                    session_token=session_token,
+                    profile=profile,
+                    config=config,
+                )
+            except bx.ProfileNotFound as exc:
+                where = f"profile={profile!r}" if profile else "AWS_PROFILE in the environment"
+                raise ValueError(
+                    f"{where} names no profile in ~/.aws/config or ~/.aws/credentials ({exc})"
+                ) from None
         self.client = client
         self.region: str | None = client.meta.region_name
         self._endpoint: str = client.meta.endpoint_url
@@ -590,6 +614,14 @@ class S3Backend(BaseBackend[V, bytes]):
         key = self._check(key, "url")
         object_key = self._object_key(key)
         if expires is not None:
+            if (
+                isinstance(expires, bool)
+                or not isinstance(expires, (int, float))
+                or not 1 <= expires <= MAX_EXPIRES
+            ):
+                raise ValueError(
+                    f"expires is seconds from 1 to {MAX_EXPIRES} (7 days, SigV4), not {expires!r}"
+                )
             return str(
                 self.client.generate_presigned_url(
                     "get_object", Params={"Bucket": self.bucket, "Key": object_key}, ExpiresIn=int(expires)
