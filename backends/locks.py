@@ -31,7 +31,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-from .errors import LockError, LockTimeoutError
+from .errors import BackendError, LockError, LockTimeoutError
 
 if TYPE_CHECKING:
     from .base import BaseBackend
@@ -130,7 +130,7 @@ class Lock(ABC):
             raise self._error(LockError, "already held by this Lock (locks are not re-entrant)")
         start = time.monotonic()
         delay = FIRST_DELAY
-        while not self._guarded(self._try_acquire):
+        while not self._try_or_abandon():
             waited = time.monotonic() - start
             if self.timeout is not None and waited >= self.timeout:
                 raise self._error(
@@ -145,6 +145,27 @@ class Lock(ABC):
             delay = min(delay * 2, self.max_delay)
         self._held = True
         return self
+
+    def _try_or_abandon(self) -> bool:
+        """One try; if it fails with an error, undo what it may have done before raising.
+
+        A remote store may have applied a write whose answer never came:
+        the lock would then be ours without our knowing, and block everyone
+        (us included) for its whole lease.
+        """
+        try:
+            return self._guarded(self._try_acquire)
+        except BackendError as failed:
+            try:
+                self._guarded(self._abandon)
+            except BackendError as also:
+                if sys.version_info >= (3, 11):
+                    failed.add_note(f"the lock may stay taken until its lease ends: {also}")
+            raise
+
+    def _abandon(self) -> bool:
+        """Give up a lock a failed try may have taken; local stores never lose an answer."""
+        return True
 
     def release(self) -> None:
         """Release the lock.

@@ -186,6 +186,10 @@ class Faults:
     reset: float = 0.0
     truncate: float = 0.0
     lose: float = 0.0
+    error500: float = 0.0
+    #: a share of requests held past the client's read timeout, then forwarded (and applied)
+    stall: float = 0.0
+    stall_seconds: float = 1.5
     latency: float = 0.0
     seed: int = 0
     #: the actions of the next requests, in order, before the shares apply again
@@ -205,6 +209,8 @@ class Faults:
             ("reset", self.reset),
             ("truncate", self.truncate),
             ("lose", self.lose),
+            ("error500", self.error500),
+            ("stall", self.stall),
         )
         for name, share in shares:
             if draw < share:
@@ -217,6 +223,10 @@ _RNG_LOCK = threading.Lock()
 SLOWDOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
+)
+INTERNAL = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+    b"<Message>We encountered an internal error. Please try again.</Message></Error>"
 )
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
@@ -256,6 +266,12 @@ class Proxy:
                 """Silent: the tests read the counters, not a log."""
 
             def _any(self) -> None:
+                try:
+                    self._answer()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up (a stall past its read timeout)
+
+            def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with proxy._lock:
@@ -268,9 +284,13 @@ class Proxy:
                         proxy.injected[action] += 1
                 if action == "slowdown":
                     self._reply(503, {"Content-Type": "application/xml"}, SLOWDOWN)
+                elif action == "error500":
+                    self._reply(500, {"Content-Type": "application/xml"}, INTERNAL)
                 elif action == "reset":
                     self._reset()
                 else:
+                    if action == "stall":
+                        time.sleep(proxy.faults.stall_seconds)  # ok: a server slower than the read timeout
                     status, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
                     if action == "lose":
                         self._reset()

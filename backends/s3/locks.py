@@ -127,6 +127,14 @@ class S3Lock(Lock):
         self._etag = holder[0]
         return True
 
+    def _abandon(self) -> bool:
+        # A PUT of ours may have been applied unanswered: if the lock object
+        # holds our token, delete it (only while it still has that ETag).
+        if not self._still_ours():
+            return True
+        etag, self._etag = self._etag, None
+        return etag is None or self._delete_if(etag)
+
     def _renew(self) -> bool:
         if self._etag is None:
             return False
