@@ -296,14 +296,12 @@ class FileSystemCache(FileSystemBackend[V]):
         One lstat per entry; values are not read. Emptied folders are
         removed, and so are temporary files of writers killed over an hour ago.
         """
-        try:
+        with self._translating("purge", None):
             return sum(
                 self._discard_at(folder, name)
                 for folder, name, _ in self._walk(tidy=True)
                 if (status := _lstat_file(folder, name)) is not None and self._expired(status.st_mtime_ns)
             )
-        except self._native_errors as exc:
-            self._reraise(exc, "purge", None)
 
     def expires(self, key: str) -> float | None:
         """When the entry of ``key`` expires (seconds on the cache's clock); None if never.

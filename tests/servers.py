@@ -187,7 +187,8 @@ class Faults:
     truncate: float = 0.0
     lose: float = 0.0
     error500: float = 0.0
-    #: a share of requests held past the client's read timeout, then forwarded (and applied)
+    cut500: float = 0.0
+    #: a share of requests applied at once but answered past the client's read timeout
     stall: float = 0.0
     stall_seconds: float = 1.5
     latency: float = 0.0
@@ -210,6 +211,7 @@ class Faults:
             ("truncate", self.truncate),
             ("lose", self.lose),
             ("error500", self.error500),
+            ("cut500", self.cut500),
             ("stall", self.stall),
         )
         for name, share in shares:
@@ -286,12 +288,18 @@ class Proxy:
                     self._reply(503, {"Content-Type": "application/xml"}, SLOWDOWN)
                 elif action == "error500":
                     self._reply(500, {"Content-Type": "application/xml"}, INTERNAL)
+                elif action == "cut500":  # a 500 whose error body is cut off, then a reset
+                    self._reply(500, {"Content-Type": "application/xml"}, INTERNAL[:40], length=len(INTERNAL))
+                    self._reset()
                 elif action == "reset":
                     self._reset()
                 else:
-                    if action == "stall":
-                        time.sleep(proxy.faults.stall_seconds)  # ok: a server slower than the read timeout
                     status, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
+                    if action == "stall":
+                        # Applied at once, answered past the client's read timeout. (Holding the
+                        # request instead would let it land after the client's retry and the
+                        # calls that follow: a delayed duplicate no client can order.)
+                        time.sleep(proxy.faults.stall_seconds)  # ok: an answer slower than the read timeout
                     if action == "lose":
                         self._reset()
                     elif action == "truncate" and len(payload) > 1:

@@ -196,17 +196,21 @@ def test_every_call_agrees_with_a_dict_under_faults(
     direct = S3RawBackend(moto_server.bucket, prefix=prefix, client=moto_server.client)
     campaign = Campaign(faulty, direct, seed=5, folder=tmp_path)
     # 20% of requests go wrong; stalls (each over a second) are kept rare.
-    faults.slowdown, faults.error500, faults.reset, faults.lose, faults.truncate = (
-        0.05,
-        0.04,
-        0.04,
-        0.04,
-        0.025,
-    )
+    shares = {
+        "slowdown": 0.05,
+        "error500": 0.03,
+        "cut500": 0.01,
+        "reset": 0.04,
+        "lose": 0.04,
+        "truncate": 0.025,
+    }
+    for name, share in shares.items():
+        setattr(faults, name, share)
     faults.stall, faults.stall_seconds = 0.001 if LONG else 0.005, 1.2
     for _ in range(OPERATIONS):
         campaign.step()
-    faults.slowdown = faults.error500 = faults.reset = faults.lose = faults.truncate = faults.stall = 0.0
+    for name in (*shares, "stall"):
+        setattr(faults, name, 0.0)
     stored = {key: direct[key] for key in direct}
     assert stored == campaign.model
     injected = sum(running.injected.values())

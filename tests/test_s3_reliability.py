@@ -268,3 +268,26 @@ def test_a_presigned_url_lives_one_second_to_seven_days(moto: S3Target, expires:
     with pytest.raises(ValueError, match="expires is seconds from 1 to 604800"):
         backend.url("k", expires=expires)
     assert "X-Amz-Expires=604800" in backend.url("k", expires=7 * 86_400)
+
+
+@pytest.mark.parametrize("target", ["path", "file"])
+def test_a_cut_off_error_body_inside_a_transfer_is_asked_again(
+    moto_server: S3Target, tmp_path: Path, target: str
+) -> None:
+    faults = Faults()
+    with Proxy(moto_server.endpoint_url or "", faults) as proxy:
+        options = {**moto_server.options(), "endpoint_url": proxy.endpoint, "retries": 2}
+        backend = S3RawBackend(moto_server.bucket, prefix="cut-transfer", **options)
+        value = os.urandom(5000)
+        source: Any = tmp_path / "source" if target == "path" else io.BytesIO(value)
+        if target == "path":
+            source.write_bytes(value)
+        faults.plan = ["cut500"]  # s3transfer's PUT answered by a 500 cut in half
+        assert backend.dump_file("k.bin", source) is True
+        into: Any = tmp_path / "into" if target == "path" else io.BytesIO()
+        faults.plan = ["pass", "cut500"]  # our HEAD passes; s3transfer's GET: a cut 500
+        assert backend.load_file("k.bin", into) is True
+        got = into.read_bytes() if target == "path" else into.getvalue()
+        assert got == value
+        assert proxy.injected["cut500"] == 2
+        backend.clear()

@@ -18,7 +18,17 @@ from ..errors import (
     StoreUnavailableError,
 )
 
-__all__ = ["error_code", "translate"]
+__all__ = ["ABSENT", "CONFLICT", "NOT_MODIFIED", "PRECONDITION_FAILED", "error_code", "translate"]
+
+# Codes that steer a call rather than fail it, beside the table they are not in.
+#: the key (or lock object) is not there: absent, not an error
+ABSENT = frozenset({"NoSuchKey", "404", "NotFound"})
+#: a conditional request's condition failed: the write returns False
+PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
+#: a racing conditional write: asked again
+CONFLICT = frozenset({"ConditionalRequestConflict", "409"})
+#: a conditional GET found the value unchanged
+NOT_MODIFIED = frozenset({"304", "NotModified"})
 
 _DENIED = {
     "AccessDenied",
@@ -118,11 +128,14 @@ def translate(exc: BaseException, bucket: str, region: str | None) -> tuple[type
             "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
             "use a profile (AWS_PROFILE), or run where an instance role is available"
         )
+    from urllib3.exceptions import HTTPError
+
     unavailable = (
         bx.ConnectionError,  # EndpointConnectionError, ConnectionClosedError, timeouts
         bx.HTTPClientError,
         bx.ResponseStreamingError,
         bx.IncompleteReadError,
+        HTTPError,  # an answer cut off where botocore reads it (raised by s3transfer's own calls)
     )
     if isinstance(exc, unavailable):
         return StoreUnavailableError, f"S3 endpoint unreachable after retries ({type(exc).__name__}: {exc})"

@@ -21,7 +21,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Final
 
 from ..locks import Lock, lock_name
-from .errors import error_code
+from .errors import ABSENT, CONFLICT, PRECONDITION_FAILED, error_code
 
 if TYPE_CHECKING:
     from .store import S3Backend
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["LOCK_AREA", "S3Lock"]
 
 LOCK_AREA: Final = "\x7flocks/"
-_LOST = {"PreconditionFailed", "412", "NoSuchKey", "404", "NotFound", "ConditionalRequestConflict", "409"}
+#: a conditional request on the lock object failed: it is not (or no longer) ours as we knew it
+_LOST = PRECONDITION_FAILED | ABSENT | CONFLICT
 
 
 class S3Lock(Lock):
@@ -62,7 +63,7 @@ class S3Lock(Lock):
             params.update(Body=self._body(), ContentType="application/json")
         try:
             response: dict[str, Any] = self._store._call(operation, **params)
-        except self._store._native_errors[0] as exc:
+        except self._store._client_error as exc:
             if error_code(exc) in _LOST:
                 return None
             raise
@@ -102,8 +103,8 @@ class S3Lock(Lock):
         """The current lock object's ETag, lease and holder's token, or None if there is none."""
         try:
             response = self._store._call("get_object", Key=self._object)
-        except self._store._native_errors[0] as exc:
-            if error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
+        except self._store._client_error as exc:
+            if error_code(exc) in ABSENT:
                 return None
             raise
         body = response["Body"].read()
@@ -162,9 +163,9 @@ class S3Lock(Lock):
         """DELETE the lock object if it still has ``etag``; True when it is gone, False if not ours."""
         try:
             self._store._call("delete_object", Key=self._object, IfMatch=etag)
-        except self._store._native_errors[0] as exc:
+        except self._store._client_error as exc:
             code = error_code(exc)
-            if code in {"NoSuchKey", "404", "NotFound"}:
+            if code in ABSENT:
                 return True  # already gone: our DELETE was applied and its answer lost
             if code in _LOST:
                 return False

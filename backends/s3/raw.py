@@ -122,7 +122,7 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
         object_key = self._object_key(key)
         if isinstance(source, str):
             # s3transfer opens the path itself, again if it runs again.
-            self._with_bucket(lambda: self._upload(source, object_key, extra))
+            self._again_if_cut(lambda: self._with_bucket(lambda: self._upload(source, object_key, extra)))
             return True
         reader = _Borrowed(source)  # s3transfer closes what it is given: not the caller's file
         if not reader.seekable():
@@ -136,7 +136,7 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
             reader.seek(start)  # from the start again after creating a missing bucket
             self._upload(reader, object_key, extra)
 
-        self._with_bucket(upload)
+        self._again_if_cut(lambda: self._with_bucket(upload))
         return True
 
     def _upload(self, source: object, object_key: str, extra: dict[str, Any]) -> None:
@@ -161,12 +161,26 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
             self._load_gzipped(key, target)
             return True
         known = _KnownObject(int(head.get("ContentLength", 0)), head.get("ETag"))
-        destination = os.fspath(target) if isinstance(target, (str, os.PathLike)) else target
-        # A path is written to a temporary file and renamed by s3transfer.
+        if isinstance(target, (str, os.PathLike)):
+            # s3transfer writes a temporary file and renames it: safe to run again.
+            path = os.fspath(target)
+            self._again_if_cut(lambda: self._download(key, path, known))
+        elif _rewindable(target):
+            start = target.tell()
+
+            def download() -> None:
+                target.seek(start)
+                self._download(key, target, known)
+
+            self._again_if_cut(download)
+        else:
+            self._download(key, target, known)  # written as it comes: not run again
+        return True
+
+    def _download(self, key: str, destination: object, known: _KnownObject) -> None:
         self._transfers().download(
             self.bucket, self._object_key(key), destination, subscribers=[known]
         ).result()
-        return True
 
     def _load_gzipped(self, key: str, target: PathOrFile) -> None:
         """Decode a gzip-encoded object into ``target`` only once all of it decoded.
@@ -225,6 +239,13 @@ class _Borrowed:
 
     def close(self) -> None:
         """Leave the caller's file open: it is theirs to close."""
+
+
+def _rewindable(fileobj: IO[bytes]) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _replace_file(path: str, source: IO[bytes]) -> None:

@@ -25,7 +25,7 @@ from ..info import Stat
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
 from ..locks import Lock
 from .client import client_config, import_boto3, make_client, object_url, safe_endpoint
-from .errors import error_code, translate
+from .errors import ABSENT, CONFLICT, NOT_MODIFIED, PRECONDITION_FAILED, error_code, translate
 from .locks import S3Lock
 
 __all__ = ["DEFAULT_GZIP", "S3Backend"]
@@ -36,7 +36,6 @@ R = TypeVar("R")
 
 DIRECTORY = "application/x-directory"
 FOLDER_SUFFIX = "_$folder$"
-ABSENT = {"NoSuchKey", "404", "NotFound"}
 PAGE = 1000  # S3's most keys per LIST page and per DeleteObjects
 CONFLICT_RETRIES = 5  # 409 ConditionalRequestConflict: a racing conditional write; ask again
 COPY_LIMIT = 5 * 1024**3  # the largest source of one CopyObject
@@ -129,13 +128,17 @@ class S3Backend(BaseBackend[V, bytes]):
         import_boto3()
         from botocore import exceptions as bx
 
-        self._native_errors = (bx.ClientError, bx.BotoCoreError)
+        # A raw urllib3 error from an action that could not be run again (a
+        # stream read once, given to s3transfer) is translated all the same.
+        from urllib3.exceptions import HTTPError
+
+        self._native_errors = (bx.ClientError, bx.BotoCoreError, HTTPError)
+        #: an error S3 answered (its code tells which): the one the control flow looks at
+        self._client_error = bx.ClientError
         # A body cut off mid-read: botocore retries requests, not bodies.
         self._cut_body = (bx.ResponseStreamingError, bx.IncompleteReadError, bx.ReadTimeoutError)
         # A response body botocore reads itself (an error's XML, a listing)
         # cut off mid-read escapes botocore as a raw urllib3 error, unretried.
-        from urllib3.exceptions import HTTPError
-
         self._cut_response: tuple[type[BaseException], ...] = (HTTPError,)
         self._streaming_error = bx.ResponseStreamingError
         self.codec = codec if codec is not None else self._default_codec()
@@ -217,11 +220,19 @@ class S3Backend(BaseBackend[V, bytes]):
                 body.seek(start)
             return method(Bucket=self.bucket, **params)
 
+        return self._again_if_cut(lambda: self._with_bucket(send))
+
+    def _again_if_cut(self, action: Callable[[], R]) -> R:
+        """Run ``action`` again when an answer botocore reads itself was cut off; at most ``retries`` times.
+
+        Only for an action that can run again from the start (a request, a
+        path, a file rewound first); then ResponseStreamingError, which is
+        StoreUnavailableError.
+        """
         for attempt in range(self._retries + 1):
             try:
-                return self._with_bucket(send)
+                return action()
             except self._cut_response as exc:
-                # Asked again like any transient failure; then StoreUnavailableError.
                 if attempt == self._retries:
                     raise self._streaming_error(error=exc) from exc
         raise AssertionError("unreachable")
@@ -232,7 +243,7 @@ class S3Backend(BaseBackend[V, bytes]):
         generation = self._buckets_made
         try:
             return action()
-        except self._native_errors[0] as exc:
+        except self._client_error as exc:
             if not (self._create_missing and error_code(exc) == "NoSuchBucket"):
                 raise
         # The threads of one dump_many all meet the missing bucket: the first
@@ -262,7 +273,7 @@ class S3Backend(BaseBackend[V, bytes]):
             params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         try:
             self.client.create_bucket(**params)
-        except self._native_errors[0] as exc:
+        except self._client_error as exc:
             if error_code(exc) != "BucketAlreadyOwnedByYou":
                 raise  # BucketAlreadyExists: someone else's; translated with a clear reason
 
@@ -299,8 +310,8 @@ class S3Backend(BaseBackend[V, bytes]):
     def _load_tagged(self, key: str, tag: str | None) -> tuple[bytes, str | None] | Missing | Unchanged:
         try:
             return self._get(key, {"IfNoneMatch": tag} if tag else {})
-        except self._native_errors[0] as exc:
-            if error_code(exc) == "304":
+        except self._client_error as exc:
+            if error_code(exc) in NOT_MODIFIED:
                 return UNCHANGED  # Not Modified: no body was sent
             raise
 
@@ -309,7 +320,7 @@ class S3Backend(BaseBackend[V, bytes]):
         for attempt in range(self._retries + 1):
             try:
                 response = self._call("get_object", Key=self._object_key(key), **params)
-            except self._native_errors[0] as exc:
+            except self._client_error as exc:
                 if error_code(exc) in ABSENT:
                     return MISSING
                 raise
@@ -338,7 +349,7 @@ class S3Backend(BaseBackend[V, bytes]):
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
             response: dict[str, Any] = self._call("head_object", Key=self._object_key(key))
-        except self._native_errors[0] as exc:
+        except self._client_error as exc:
             if error_code(exc) in ABSENT:
                 return None
             raise
@@ -372,11 +383,11 @@ class S3Backend(BaseBackend[V, bytes]):
             try:
                 self._call("put_object", Key=self._object_key(key), Body=body, **params)
                 return True
-            except self._native_errors[0] as exc:
+            except self._client_error as exc:
                 code = error_code(exc)
-                if code in ("PreconditionFailed", "412") or ("IfMatch" in params and code in ABSENT):
+                if code in PRECONDITION_FAILED or ("IfMatch" in params and code in ABSENT):
                     return False
-                if code not in ("ConditionalRequestConflict", "409") or attempt == CONFLICT_RETRIES - 1:
+                if code not in CONFLICT or attempt == CONFLICT_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -547,7 +558,7 @@ class S3Backend(BaseBackend[V, bytes]):
 
     def stat_many(self, prefix: str = "") -> Iterator[Stat]:
         """Stat of every key under ``prefix`` from the LIST pages alone (no content type or metadata)."""
-        try:
+        with self._translating("stat_many", prefix):
             for page in self._pages(prefix):
                 for entry in page.get("Contents", ()):
                     name = self._name_of(entry)
@@ -559,8 +570,6 @@ class S3Backend(BaseBackend[V, bytes]):
                             etag=entry.get("ETag"),
                             storage_class=entry.get("StorageClass", "STANDARD"),
                         )
-        except self._native_errors as exc:
-            self._reraise(exc, "stat_many", prefix)
 
     def copy(self, source: str, target: str) -> bool:
         """Copy a value on the server (1 CopyObject); False if ``source`` is absent.
@@ -577,7 +586,7 @@ class S3Backend(BaseBackend[V, bytes]):
         extra = {name: self._put_args[name] for name in ("ACL", "StorageClass") if name in self._put_args}
         try:
             self._call("copy_object", Key=self._object_key(target), CopySource=copy_source, **extra)
-        except self._native_errors[0] as exc:
+        except self._client_error as exc:
             code = error_code(exc)
             if code in ABSENT:
                 return False
