@@ -172,7 +172,8 @@ class Campaign:
     def locked_write(self, key: str) -> None:
         value = self.value()
         try:
-            with self.faulty.lock("campaign-lock", timeout=40, ttl=30):
+            # A lock whose release failed every retry frees itself after its ttl.
+            with self.faulty.lock("campaign-lock", timeout=30, ttl=8):
                 self.faulty.dump(key, value)
                 self.model[key] = value
         except LockError as lost:
@@ -207,8 +208,10 @@ def test_every_call_agrees_with_a_dict_under_faults(
     for name, share in shares.items():
         setattr(faults, name, share)
     faults.stall, faults.stall_seconds = 0.001 if LONG else 0.005, 1.2
-    for _ in range(OPERATIONS):
+    for done in range(1, OPERATIONS + 1):
         campaign.step()
+        if LONG and done % 1000 == 0:
+            print(f"  {done} operations, {dict(campaign.counts)}", flush=True)
     for name in (*shares, "stall"):
         setattr(faults, name, 0.0)
     stored = {key: direct[key] for key in direct}
