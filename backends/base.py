@@ -36,7 +36,19 @@ from .keys import MAX_KEY_BYTES, key_problem
 if TYPE_CHECKING:
     from .locks import Lock
 
-__all__ = ["MISSING", "UNCHANGED", "BaseBackend", "FileTransfers", "Missing", "Unchanged"]
+__all__ = [
+    "MISSING",
+    "UNCHANGED",
+    "BaseBackend",
+    "FileTransfers",
+    "Missing",
+    "Reader",
+    "Unchanged",
+    "Writer",
+    "copy_stream",
+    "open_source",
+    "write_target",
+]
 
 V = TypeVar("V")
 S = TypeVar("S")

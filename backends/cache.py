@@ -36,21 +36,29 @@ from typing import Any, Final, TypeVar
 from .base import MISSING, Missing
 from .codecs import Codec, JsonCodec, TextCodec
 from .filesystem import (
-    _BLOCKED,
-    _DIR_FLAGS,
-    _RETRIES,
+    BLOCKED_ERRNOS,
+    DIR_FLAGS,
+    WRITE_RETRIES,
     At,
     FileSystemBackend,
-    _lstat_file,
-    _prune,
-    _write_all,
     key_parts,
     key_path,
+    lstat_file,
     open_file,
+    prune_folders,
     read_all,
+    write_all,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "MAX_TIMEOUT", "Entry", "FileSystemCache", "JsonCache", "TextCache"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
+    "Entry",
+    "FileSystemCache",
+    "JsonCache",
+    "TextCache",
+    "check_timeout",
+]
 
 V = TypeVar("V")
 
@@ -171,12 +179,12 @@ class FileSystemCache(FileSystemBackend[V]):
 
     def _put(self, key: str, data: bytes, deadline: int, if_absent: bool, tag: str | None = None) -> bool:
         def fill(fd: int) -> None:
-            _write_all(fd, data)
+            write_all(fd, data)
             if tag is not None:
                 _set_tag(fd, tag)
             _set_deadline(fd, deadline)
 
-        for _ in range(_RETRIES):
+        for _ in range(WRITE_RETRIES):
             if self._write(key, fill, if_absent):
                 return True
             # An expired entry is absent: clearing it away, try again.
@@ -245,7 +253,7 @@ class FileSystemCache(FileSystemBackend[V]):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno in _BLOCKED:
+            if exc.errno in BLOCKED_ERRNOS:
                 return None
             raise
 
@@ -273,7 +281,7 @@ class FileSystemCache(FileSystemBackend[V]):
     def _iter_keys(self) -> Iterator[str]:
         # One lstat per file for its deadline; values are never read.
         for folder, name, key in self._walk(tidy=False):
-            status = _lstat_file(folder, name)
+            status = lstat_file(folder, name)
             if status is None:
                 continue
             if not self._expired(status.st_mtime_ns):
@@ -300,7 +308,7 @@ class FileSystemCache(FileSystemBackend[V]):
             return sum(
                 self._discard_at(folder, name)
                 for folder, name, _ in self._walk(tidy=True)
-                if (status := _lstat_file(folder, name)) is not None and self._expired(status.st_mtime_ns)
+                if (status := lstat_file(folder, name)) is not None and self._expired(status.st_mtime_ns)
             )
 
     def expires(self, key: str) -> float | None:
@@ -316,7 +324,7 @@ class FileSystemCache(FileSystemBackend[V]):
 
     def _discard(self, at: At) -> None:
         if self._discard_at(at.folder, at.name) and at.folders:
-            _prune(at.fds, at.folders)
+            prune_folders(at.fds, at.folders)
 
     def _discard_at(self, folder: int, name: str) -> bool:
         """Remove the file ``name`` if it is (still) an expired entry; say whether it was removed.
@@ -329,7 +337,7 @@ class FileSystemCache(FileSystemBackend[V]):
         """
         guard = _open_guard(folder, fcntl.LOCK_EX)
         try:
-            status = _lstat_file(folder, name)
+            status = lstat_file(folder, name)
             if status is None or not self._expired(status.st_mtime_ns):
                 return False
             os.unlink(name, dir_fd=folder)
@@ -414,7 +422,7 @@ def _open_guard(folder: int, kind: int) -> int:
     A new open file description each time: flocks belong to it, so two
     threads sharing one descriptor would share (and convert) one lock.
     """
-    guard = os.open(".", _DIR_FLAGS, dir_fd=folder)
+    guard = os.open(".", DIR_FLAGS, dir_fd=folder)
     try:
         fcntl.flock(guard, kind)
     except BaseException:

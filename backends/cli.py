@@ -30,7 +30,7 @@ __all__ = ["main"]
 COPY_BATCH = 500  # keys read, compared and written per round of ``cp``
 
 
-class UserError(Exception):
+class _UserError(Exception):
     """A failure to report in one line, without a traceback."""
 
 
@@ -49,13 +49,13 @@ def _parse(backend: BaseBackend[Any, Any], raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"the value is not UTF-8 text ({exc.reason}); use a format=raw URL") from None
+        raise _UserError(f"the value is not UTF-8 text ({exc.reason}); use a format=raw URL") from None
     if family == "text":
         return text
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(
+        raise _UserError(
             f"the value is not JSON ({exc.msg} at {exc.pos}); quote a string as '\"text\"', "
             "or use a format=text URL"
         ) from None
@@ -116,7 +116,7 @@ def _print_json(data: Any) -> None:
 # -- subcommands ------------------------------------------------------------------------
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
+def _cmd_ls(args: argparse.Namespace) -> int:
     backend = open_url(args.url)
     keys = backend.list(args.prefix, "") if args.prefix else iter(backend)
     if not args.long:
@@ -137,15 +137,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_get(args: argparse.Namespace) -> int:
+def _cmd_get(args: argparse.Namespace) -> int:
     backend = open_url(args.url)
     if args.output and isinstance(backend, FileTransfers):
         if not backend.load_file(args.key, args.output):
-            raise UserError(f"{args.key!r} not found in {backend!r}")
+            raise _UserError(f"{args.key!r} not found in {backend!r}")
         return 0
     value = backend.load(args.key, MISSING)
     if value is MISSING:
-        raise UserError(f"{args.key!r} not found in {backend!r}")
+        raise _UserError(f"{args.key!r} not found in {backend!r}")
     data = _show(backend, value)
     if args.output:
         Path(args.output).write_bytes(data)
@@ -155,10 +155,10 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_put(args: argparse.Namespace) -> int:
+def _cmd_put(args: argparse.Namespace) -> int:
     backend = open_url(args.url)
     if args.file is not None and args.value is not None:
-        raise UserError("give the value, --file F, or - for stdin; not both")
+        raise _UserError("give the value, --file F, or - for stdin; not both")
     if args.file is not None and isinstance(backend, FileTransfers):
         backend.dump_file(args.key, args.file)  # streamed, never read whole
         return 0
@@ -169,26 +169,26 @@ def cmd_put(args: argparse.Namespace) -> int:
     elif args.value is not None:
         raw = os.fsencode(args.value)
     else:
-        raise UserError("no value: give it, --file F, or - to read stdin")
+        raise _UserError("no value: give it, --file F, or - to read stdin")
     backend.dump(args.key, _parse(backend, raw))
     return 0
 
 
-def cmd_rm(args: argparse.Namespace) -> int:
+def _cmd_rm(args: argparse.Namespace) -> int:
     backend = open_url(args.url)
     missing = [key for key in args.keys if not backend.delete(key)]
     if args.json:
         _print_json({"deleted": len(args.keys) - len(missing), "missing": missing})
     if missing:
-        raise UserError(f"not found: {', '.join(map(repr, missing))}")
+        raise _UserError(f"not found: {', '.join(map(repr, missing))}")
     return 0
 
 
-def cmd_stat(args: argparse.Namespace) -> int:
+def _cmd_stat(args: argparse.Namespace) -> int:
     backend = open_url(args.url)
     info = _stat(backend, args.key)
     if info is None:
-        raise UserError(f"{args.key!r} not found in {backend!r}")
+        raise _UserError(f"{args.key!r} not found in {backend!r}")
     if args.json:
         _print_json(info)
     else:
@@ -197,23 +197,23 @@ def cmd_stat(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_url(args: argparse.Namespace) -> int:
+def _cmd_url(args: argparse.Namespace) -> int:
     backend = open_url(args.url)
     if isinstance(backend, FileSystemBackend):
         print(backend.path(args.key).as_uri())
         return 0
     url = getattr(backend, "url", None)
     if url is None:
-        raise UserError(f"{type(backend).__name__} values have no URL")
+        raise _UserError(f"{type(backend).__name__} values have no URL")
     print(url(args.key, expires=args.expires))
     return 0
 
 
-def cmd_purge(args: argparse.Namespace) -> int:
+def _cmd_purge(args: argparse.Namespace) -> int:
     backend = open_url(args.url)
     purge = getattr(backend, "purge", None)
     if purge is None:
-        raise UserError(f"{type(backend).__name__} has no expiring entries to purge; use a cache:// URL")
+        raise _UserError(f"{type(backend).__name__} has no expiring entries to purge; use a cache:// URL")
     removed = purge()
     if args.json:
         _print_json({"purged": removed})
@@ -227,7 +227,7 @@ def _batches(keys: Iterator[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def cmd_cp(args: argparse.Namespace) -> int:
+def _cmd_cp(args: argparse.Namespace) -> int:
     source, target = open_url(args.source), open_url(args.target)
     keys = source.list(args.prefix, "") if args.prefix else iter(source)
     progress = _progress(args.quiet)
@@ -274,7 +274,7 @@ def _progress(quiet: bool) -> Any:
     return update
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(keys=args.keys, endpoint_url=args.endpoint_url, as_json=args.json)
@@ -306,52 +306,52 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("url", help=URL_HELP)
     ls.add_argument("--prefix", default="", help="only the keys starting with this")
     ls.add_argument("-l", "--long", action="store_true", help="with size and date")
-    ls.set_defaults(run=cmd_ls)
+    ls.set_defaults(run=_cmd_ls)
 
     get = command("get", "print a value (or write it to a file)", json_flag=False)
     get.add_argument("url", help=URL_HELP)
     get.add_argument("key")
     get.add_argument("-o", "--output", metavar="FILE", help="write the value to FILE")
-    get.set_defaults(run=cmd_get)
+    get.set_defaults(run=_cmd_get)
 
     put = command("put", "store a value: given, from a file, or from stdin (-)", json_flag=False)
     put.add_argument("url", help=URL_HELP)
     put.add_argument("key")
     put.add_argument("value", nargs="?", help="the value (JSON for a json store); - reads stdin")
     put.add_argument("--file", metavar="F", help="read the value from file F")
-    put.set_defaults(run=cmd_put)
+    put.set_defaults(run=_cmd_put)
 
     rm = command("rm", "delete keys")
     rm.add_argument("url", help=URL_HELP)
     rm.add_argument("keys", nargs="+", metavar="KEY")
-    rm.set_defaults(run=cmd_rm)
+    rm.set_defaults(run=_cmd_rm)
 
     stat = command("stat", "show what the store knows of a key: size, date, ETag, ...")
     stat.add_argument("url", help=URL_HELP)
     stat.add_argument("key")
-    stat.set_defaults(run=cmd_stat)
+    stat.set_defaults(run=_cmd_stat)
 
     url = command("url", "print the URL of a value (presigned with --expires)", json_flag=False)
     url.add_argument("url", help=URL_HELP)
     url.add_argument("key")
     url.add_argument("--expires", type=float, metavar="S", help="a presigned URL valid for S seconds")
-    url.set_defaults(run=cmd_url)
+    url.set_defaults(run=_cmd_url)
 
     purge = command("purge", "remove the expired entries of a cache")
     purge.add_argument("url", help="a cache:// URL")
-    purge.set_defaults(run=cmd_purge)
+    purge.set_defaults(run=_cmd_purge)
 
     cp = command("cp", "copy every key (or a prefix) from one store to another; resumable")
     cp.add_argument("source", help=URL_HELP)
     cp.add_argument("target", help=URL_HELP)
     cp.add_argument("--prefix", default="", help="only the keys starting with this")
     cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    cp.set_defaults(run=cmd_cp)
+    cp.set_defaults(run=_cmd_cp)
 
     demo = command("demo", "a JsonCache in front of S3 (an in-process S3 server), and what it saved")
     demo.add_argument("--keys", type=int, default=100, help="documents to write (default 100)")
     demo.add_argument("--endpoint-url", help="use this S3 endpoint instead of an in-process server")
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(run=_cmd_demo)
     return parser
 
 
@@ -360,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         status: int = args.run(args)
-    except (UserError, BackendError, ValueError, OSError, ImportError) as exc:
+    except (_UserError, BackendError, ValueError, OSError, ImportError) as exc:
         print(f"backends {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from .cache import JsonCache
 from .s3 import S3JsonBackend
 from .tiered import TieredBackend
 
-__all__ = ["run_demo"]
+__all__ = ["DemoClock", "moto_server", "run_demo"]
 
 BUCKET = "backends-demo"
 TIMEOUT = 60.0

@@ -48,10 +48,21 @@ from .keys import is_valid_key
 from .locks import FileLock, Lock
 
 __all__ = [
+    "BLOCKED_ERRNOS",
+    "DIR_FLAGS",
+    "WRITE_RETRIES",
+    "At",
     "FileSystemBackend",
     "FileSystemJsonBackend",
     "FileSystemRawBackend",
     "FileSystemTextBackend",
+    "key_parts",
+    "key_path",
+    "lstat_file",
+    "open_file",
+    "prune_folders",
+    "read_all",
+    "write_all",
 ]
 
 V = TypeVar("V")
@@ -65,7 +76,7 @@ CHUNK = 200  # longest escaped piece of a segment in one name
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _ROOT_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
+DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
 # O_NONBLOCK: opening a FIFO named like a key must not wait for a writer
 # (it is then seen not to be a regular file); it changes nothing for files.
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
@@ -74,8 +85,8 @@ _PLAIN = re.compile(r"[A-Za-z0-9._-]+")
 _PLAIN_KEY = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}(?:/[A-Za-z0-9._-]{{1,{CHUNK}}})*")
 # Opening through a symlink with O_NOFOLLOW fails with ELOOP (or ENOTDIR
 # for O_DIRECTORY); a file where a folder should be gives ENOTDIR.
-_BLOCKED = {errno.ELOOP, errno.ENOTDIR, errno.EMLINK}
-_RETRIES = 8  # folder pruned by a concurrent delete while we wrote into it
+BLOCKED_ERRNOS = {errno.ELOOP, errno.ENOTDIR, errno.EMLINK}
+WRITE_RETRIES = 8  # folder pruned by a concurrent delete while we wrote into it
 #: seconds since its last change after which a ``~*.tmp`` file is a killed
 #: writer's leftover: a live write changes its file far more often than this
 STALE_TEMP = 3600.0
@@ -273,14 +284,14 @@ class FileSystemBackend(BaseBackend[V, bytes]):
             return None
         except OSError as exc:
             self._close(fds)
-            if exc.errno in _BLOCKED and not create:
+            if exc.errno in BLOCKED_ERRNOS and not create:
                 return None  # a symlink or file is in the way: no key lives there
             raise
         return fds
 
     def _open_folder(self, parent: int, name: str, create: bool) -> int:
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            return os.open(name, DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             if not create:
                 raise
@@ -290,7 +301,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
                 os.fsync(parent)
         except FileExistsError:
             pass  # another writer made it first
-        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
 
     def _close(self, fds: list[int]) -> None:
         for fd in fds[1:]:
@@ -346,24 +357,24 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         # _at_key without building an At: ``in`` is a hot path.
         folders, name = key_parts(key)
         if not folders:
-            return _lstat_file(self._root_fd, name) is not None
+            return lstat_file(self._root_fd, name) is not None
         fds = self._open_folders(folders, create=False)
         if fds is None:
             return False
         try:
-            return _lstat_file(fds[-1], name) is not None
+            return lstat_file(fds[-1], name) is not None
         finally:
             self._close(fds)
 
     # -- writing ----------------------------------------------------------------
 
     def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
-        return self._write(key, lambda fd: _write_all(fd, data), if_absent)
+        return self._write(key, lambda fd: write_all(fd, data), if_absent)
 
     def _write(self, key: str, fill: Callable[[int], None], if_absent: bool) -> bool:
         """Write a new file with ``fill`` and move it into place atomically."""
         folders, name = key_parts(key)
-        for _ in range(_RETRIES):
+        for _ in range(WRITE_RETRIES):
             try:
                 fds = self._open_folders(folders, create=True)
                 assert fds is not None  # create=True makes every folder
@@ -382,7 +393,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
                 return self._commit(fds[-1], temp, name, fill, if_absent)
             finally:
                 self._close(fds)
-        raise StoreUnavailableError(f"folder kept disappearing after {_RETRIES} attempts")
+        raise StoreUnavailableError(f"folder kept disappearing after {WRITE_RETRIES} attempts")
 
     def _commit(
         self, folder: int, temp: tuple[str, int], name: str, fill: Callable[[int], None], if_absent: bool
@@ -430,7 +441,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
             os.unlink(at.name, dir_fd=at.folder)
         except FileNotFoundError:
             return False
-        _prune(at.fds, at.folders)
+        prune_folders(at.fds, at.folders)
         return True
 
     def _pop(self, key: str) -> bytes | Missing:
@@ -459,7 +470,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
                 os.close(fd)
         finally:
             _unlink(aside, at.folder)
-        _prune(at.fds, at.folders)
+        prune_folders(at.fds, at.folders)
         return data
 
     def _live(self, status: os.stat_result) -> bool:
@@ -484,7 +495,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         if fds is None:
             return None
         try:
-            status = _lstat_file(fds[-1], name)
+            status = lstat_file(fds[-1], name)
             if status is None:
                 return None
             return act(At(fds, folders, name, status))
@@ -512,7 +523,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         # A fresh open file description: scandir(fd) dups the descriptor, and
         # dups share the read position, so two listings over the one root
         # descriptor would each skip what the other read.
-        root = os.open(".", _DIR_FLAGS, dir_fd=self._root_fd)
+        root = os.open(".", DIR_FLAGS, dir_fd=self._root_fd)
         stale_before = self.clock() - STALE_TEMP if tidy else None
         try:
             yield from self._walk_folder(root, "", "", stale_before)
@@ -552,9 +563,9 @@ class FileSystemBackend(BaseBackend[V, bytes]):
                 return
             child_prefix, child_pending = f"{prefix}{segment}/", ""
         try:
-            child = os.open(name, _DIR_FLAGS, dir_fd=folder)
+            child = os.open(name, DIR_FLAGS, dir_fd=folder)
         except OSError as exc:
-            if exc.errno == errno.ENOENT or exc.errno in _BLOCKED:
+            if exc.errno == errno.ENOENT or exc.errno in BLOCKED_ERRNOS:
                 return  # removed or replaced since it was listed
             raise
         try:
@@ -577,7 +588,7 @@ class FileSystemBackend(BaseBackend[V, bytes]):
                 "something that is not a file (a folder, symlink or FIFO of another tool) is at "
                 "the key's name; it is left alone",
             )
-        if isinstance(exc, OSError) and exc.errno in _BLOCKED:
+        if isinstance(exc, OSError) and exc.errno in BLOCKED_ERRNOS:
             return (
                 StoreError,
                 "a symlink or a file is in the way inside the root; symlinks are never followed",
@@ -662,7 +673,7 @@ def open_file(folder: int, name: str) -> tuple[int, os.stat_result] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno in _BLOCKED or exc.errno == errno.ENXIO:
+        if exc.errno in BLOCKED_ERRNOS or exc.errno == errno.ENXIO:
             return None  # a symlink (never followed) or a socket: never a key
         raise
     status = os.fstat(fd)
@@ -691,7 +702,7 @@ def _create_temp(folder: int) -> tuple[str, int]:
             continue
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     written = os.write(fd, data)
     if written < len(data):
         view = memoryview(data)[written:]
@@ -714,7 +725,7 @@ def _try_rmdir(name: str, parent: int) -> bool:
     return True
 
 
-def _lstat_file(folder: int, name: str) -> os.stat_result | None:
+def lstat_file(folder: int, name: str) -> os.stat_result | None:
     """The lstat of ``name`` if it is a regular file (the only kind a key is), else None."""
     try:
         status = os.stat(name, dir_fd=folder, follow_symlinks=False)
@@ -743,12 +754,12 @@ def _sweep(folder: int, name: str, stale_before: float) -> None:
     The ctime is used: a writer cannot set it (a cache sets the mtime of its
     files to their deadline), and every write to the file moves it on.
     """
-    status = _lstat_file(folder, name)
+    status = lstat_file(folder, name)
     if status is not None and status.st_ctime < stale_before:
         _unlink(name, folder)
 
 
-def _prune(fds: list[int], folders: tuple[str, ...]) -> None:
+def prune_folders(fds: list[int], folders: tuple[str, ...]) -> None:
     """Remove the now-empty folders of a deleted key, deepest first."""
     for depth in range(len(folders) - 1, -1, -1):
         if not _try_rmdir(folders[depth], fds[depth]):

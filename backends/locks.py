@@ -36,7 +36,16 @@ from .errors import BackendError, LockError, LockTimeoutError
 if TYPE_CHECKING:
     from .base import BaseBackend
 
-__all__ = ["FileLock", "Leases", "Lock", "MemoryLock"]
+__all__ = [
+    "MAX_LEASE",
+    "FileLock",
+    "Leases",
+    "Lock",
+    "MemoryLock",
+    "check_lease",
+    "check_wait",
+    "lock_name",
+]
 
 E = TypeVar("E", bound=LockError)
 
