@@ -725,13 +725,17 @@ def _try_rmdir(name: str, parent: int) -> bool:
     return True
 
 
-def lstat_file(folder: int, name: str) -> os.stat_result | None:
-    """The lstat of ``name`` if it is a regular file (the only kind a key is), else None."""
+def _lstat(folder: int, name: str) -> os.stat_result | None:
     try:
-        status = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        return os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
         return None
-    return status if stat.S_ISREG(status.st_mode) else None
+
+
+def lstat_file(folder: int, name: str) -> os.stat_result | None:
+    """The lstat of ``name`` if it is a regular file (the only kind a key is), else None."""
+    status = _lstat(folder, name)
+    return status if status is not None and stat.S_ISREG(status.st_mode) else None
 
 
 def _check_file(folder: int, name: str) -> None:
@@ -740,11 +744,8 @@ def _check_file(folder: int, name: str) -> None:
     A folder, symlink or FIFO of another tool at a key's name reads as
     absent; a write there must not replace (delete) it either.
     """
-    try:
-        mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(mode):
+    status = _lstat(folder, name)
+    if status is not None and not stat.S_ISREG(status.st_mode):
         raise IsADirectoryError(errno.EISDIR, "in the way")
 
 

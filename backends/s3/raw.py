@@ -226,10 +226,7 @@ class _Borrowed:
         return True
 
     def seekable(self) -> bool:
-        try:
-            return bool(self._fileobj.seekable())
-        except (AttributeError, OSError, ValueError):
-            return False
+        return _rewindable(self._fileobj)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._fileobj.seek(offset, whence)
