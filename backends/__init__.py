@@ -5,8 +5,8 @@ See README.rst for the contract every backend keeps.
 
 from __future__ import annotations
 
-from .base import MISSING, BaseBackend
-from .cache import FileSystemCache, JsonCache, TextCache
+from .base import MISSING, UNCHANGED, BaseBackend, Versioned
+from .cache import Entry, ExpiringCache
 from .codecs import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .errors import (
     BackendError,
@@ -22,14 +22,17 @@ from .errors import (
 )
 from .filesystem import (
     FileSystemBackend,
+    FileSystemCache,
     FileSystemJsonBackend,
     FileSystemRawBackend,
     FileSystemTextBackend,
+    JsonCache,
+    TextCache,
 )
 from .info import Stat
 from .keys import MAX_KEY_BYTES, is_valid_key
 from .locks import Lock
-from .memory import VolatileBackend
+from .memory import MemoryCache, MemoryRawCache, MemoryTextCache, VolatileBackend
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 from .tiered import TieredBackend, TierStats
 from .urls import open_url
@@ -42,11 +45,14 @@ __version__ = "0.1.0"
 __all__ = [
     "MAX_KEY_BYTES",
     "MISSING",
+    "UNCHANGED",
     "BackendError",
     "BaseBackend",
     "BucketNotFoundError",
     "Codec",
     "CorruptValueError",
+    "Entry",
+    "ExpiringCache",
     "FileSystemBackend",
     "FileSystemCache",
     "FileSystemJsonBackend",
@@ -59,6 +65,9 @@ __all__ = [
     "Lock",
     "LockError",
     "LockTimeoutError",
+    "MemoryCache",
+    "MemoryRawCache",
+    "MemoryTextCache",
     "PermissionDeniedError",
     "RawCodec",
     "S3Backend",
@@ -73,6 +82,7 @@ __all__ = [
     "TextCodec",
     "TierStats",
     "TieredBackend",
+    "Versioned",
     "VolatileBackend",
     "__version__",
     "is_valid_key",

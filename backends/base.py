@@ -25,6 +25,7 @@ from collections.abc import (
     ValuesView,
 )
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from itertools import islice
 from typing import IO, TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, Protocol, TypeVar, Union
@@ -44,8 +45,10 @@ __all__ = [
     "Missing",
     "Reader",
     "Unchanged",
+    "Versioned",
     "Writer",
     "copy_stream",
+    "encode_value",
     "open_source",
     "write_target",
 ]
@@ -169,6 +172,20 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         raise NotImplementedError(f"{type(self).__name__} has no per-key locks")
 
+    def _lock_context(self) -> dict[str, Any]:
+        """What every :class:`~backends.locks.Lock` of this backend is built with
+        (``Lock(key, timeout, ttl, ..., **self._lock_context())``): the owner
+        shown in messages, the clock of leases, and the translation of errors."""
+        return {"owner": self, "clock": self.clock, "translating": self._translating}
+
+    def _check_codec(self) -> None:
+        """Raise TypeError unless the class picked a value family (its ``codec`` attribute)."""
+        if not isinstance(getattr(self, "codec", None), Codec):
+            raise TypeError(
+                f"{type(self).__name__} has no value family: use one of its families "
+                "(the Json, Text or Raw classes), or subclass it with a codec class attribute"
+            )
+
     def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
         """Map a native exception to an error class and a plain reason."""
         return StoreError, str(exc)
@@ -229,15 +246,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
             return action()
 
     def _encode(self, value: V, key: str, operation: str) -> S:
-        try:
-            return self.codec.encode(value)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise SerializationError(
-                f"cannot store {type(value).__name__} as {self.codec.name}: {exc}",
-                backend=repr(self),
-                operation=operation,
-                key=key,
-            ) from exc
+        return encode_value(self, value, key, operation)
 
     def _decode(self, data: S, key: str, operation: str) -> V:
         try:
@@ -313,6 +322,23 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
             return self._contains(key)
         except self._native_errors as exc:
             self._reraise(exc, "contains", key)
+
+    def load_if_changed(self, key: str, etag: str | None = None) -> Versioned[V] | Missing | Unchanged:
+        """Load ``key`` with its version tag, unless the stored value still has ``etag``.
+
+        Returns :class:`Versioned` (the value and its ETag), :data:`MISSING`
+        if the key is absent, or :data:`UNCHANGED` if its ETag is still
+        ``etag``. On S3 this is one GET with ``If-None-Match``, answered 304
+        without a body when unchanged; a store without versions always
+        loads and gives ``etag=None``. What a tier revalidates its entries with.
+        """
+        key = self._check(key, "load")
+        with self._translating("load", key):
+            loaded = self._load_tagged(key, etag)
+        if loaded is MISSING or loaded is UNCHANGED:
+            return loaded
+        data, tag = loaded
+        return Versioned(self._decode(data, key, "load"), tag)
 
     def get(self, key: str, default: Any = None) -> Any:
         """Same as :meth:`load`."""
@@ -546,6 +572,32 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
             elif (folder := key[: cut + len(delimiter)]) not in folders:
                 folders.add(folder)
                 yield folder
+
+
+def encode_value(backend: BaseBackend[V, S], value: V, key: str, operation: str) -> S:
+    """``value`` in the stored form of ``backend``'s codec; SerializationError if it cannot be stored.
+
+    What every write does before any I/O; a tier checks a value against
+    both its parts with it.
+    """
+    try:
+        return backend.codec.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(
+            f"cannot store {type(value).__name__} as {backend.codec.name}: {exc}",
+            backend=repr(backend),
+            operation=operation,
+            key=key,
+        ) from exc
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[V]):
+    """A value with the version tag (ETag) it was stored under: what ``load_if_changed`` returns."""
+
+    value: V
+    #: the store's version tag, or None for a store without versions
+    etag: str | None
 
 
 class _Translating:

@@ -1,96 +1,29 @@
-"""Expiring caches on local disk: JsonCache and TextCache.
+"""What every expiring cache shares: timeouts, entries, and the capability a tier uses.
 
-A cache is a filesystem backend whose entries expire. An entry's deadline is
-its file's mtime (nanoseconds, on the cache's clock; 0 for "never"), set on
-the temporary file before it is moved into place, so the value and its
-deadline appear together. Telling whether an entry expired costs one
-``fstat`` of a file already open (``load``) or one ``lstat`` (``in``,
-``len``, ``keys``); no value is read for it.
-
-An expired entry is absent for every call, and removed when met: it is
-renamed aside, checked again (a writer may have just replaced it), then
-deleted, so a fresh value written meanwhile is never lost.
-
-Hits are served from a memo in the process (the stored bytes of recently
-read entries) after one ``stat`` shows the file is still the one read: same
-inode, size, ctime and mtime. Every write makes a new file, and its mtime
-carries random nanoseconds (under a microsecond off the deadline, or
-anywhere in the first second of 1970 for "never"), so a rewritten value
-never passes for the memoised one, even in a reused inode.
+A cache is a backend whose entries expire. Two are built in:
+:class:`~backends.filesystem.FileSystemCache` (``JsonCache``, ``TextCache``:
+files in a folder, shared by every process) and
+:class:`~backends.memory.MemoryCache` (in this process, bounded, LRU). Any
+backend that also has the methods of :class:`ExpiringCache` takes part in a
+:class:`~backends.tiered.TieredBackend` with expiry, revalidation by ETag
+and stale-while-revalidate; the tier checks for the methods, never a class.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import math
-import os
-import random
-import re
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Final, Generic, Protocol, TypeVar, runtime_checkable
 
-from .base import MISSING, Missing
-from .codecs import Codec, JsonCodec, TextCodec
-from .filesystem import (
-    BLOCKED_ERRNOS,
-    DIR_FLAGS,
-    WRITE_RETRIES,
-    At,
-    FileSystemBackend,
-    key_parts,
-    key_path,
-    lstat_file,
-    open_file,
-    prune_folders,
-    read_all,
-    write_all,
-)
-
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "MAX_TIMEOUT",
-    "Entry",
-    "FileSystemCache",
-    "JsonCache",
-    "TextCache",
-    "check_timeout",
-]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_TIMEOUT", "Entry", "ExpiringCache", "check_timeout"]
 
 V = TypeVar("V")
 
 #: seconds an entry lives when neither the cache nor ``dump`` says otherwise
 DEFAULT_TIMEOUT: Final = 300.0
-#: the longest finite timeout (100 years): a deadline is a file's mtime in
-#: nanoseconds, which ends in 2262; ``None`` or ``math.inf`` mean never
+#: the longest finite timeout (100 years); ``None`` or ``math.inf`` mean never
 MAX_TIMEOUT: Final = 100 * 365.25 * 86_400
-#: an mtime below this (the first second of 1970) means "never expires"
-NEVER_BELOW: Final = 1_000_000_000
-#: bytes of values the memo of one cache keeps, and the largest value it keeps
-MEMO_BUDGET: Final = 64 * 1024 * 1024
-MEMO_VALUE: Final = 64 * 1024
-TAG_ATTRIBUTE: Final = "user.backends.etag"  # the origin's ETag, kept by a tier for revalidation
-DAY_NS: Final = 86_400 * 10**9
-_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA, errno.E2BIG, errno.ERANGE}
-#: a tag that can be sent as If-None-Match: visible ASCII, no space or control
-#: character (RFC 9110 ETags are a subset); anything else in the attribute
-#: (another tool's, or damaged) is ignored
-_TAG = re.compile(rb"[\x21-\x7e]{1,1024}")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A cached entry as a tier sees it, expired or not."""
-
-    data: bytes
-    #: the deadline in nanoseconds on the cache's clock, or None for never
-    deadline_ns: int | None
-    fresh: bool
-    #: the origin's ETag stored with an expired entry, if any (not read for a fresh one)
-    tag: str | None
 
 
 def check_timeout(timeout: object, name: str = "timeout") -> float | None:
@@ -112,374 +45,47 @@ def check_timeout(timeout: object, name: str = "timeout") -> float | None:
     return float(timeout)
 
 
-class FileSystemCache(FileSystemBackend[V]):
-    """A filesystem backend whose entries expire ``timeout`` seconds after they are written.
+@dataclass(frozen=True)
+class Entry(Generic[V]):
+    """A cache entry as :meth:`ExpiringCache.peek` shows it, expired or not."""
 
-    ``timeout=None`` keeps entries until deleted. ``clock`` (default
-    ``time.time``) must be a wall clock shared by every process using the
-    folder. Safe across threads and processes, like every filesystem backend.
+    #: the value (decoded: a new object for every peek of a cache that stores bytes)
+    value: V
+    #: when it expires, in seconds on the cache's clock; None for never
+    deadline: float | None
+    #: whether it has not expired yet
+    fresh: bool
+    #: the origin's version tag (ETag) it was filled with; a cache may leave
+    #: it out (None) for a fresh entry, where a tier does not need it
+    etag: str | None = None
+
+
+@runtime_checkable
+class ExpiringCache(Protocol[V]):
+    """The capability a cache needs to take part in a tier with expiry and revalidation.
+
+    Besides being a backend (``load``, ``dump``, ``delete``, ``lock``...), a
+    cache has:
+
+    - ``clock``: the wall clock of its deadlines (seconds since the epoch);
+    - ``peek(key)``: the entry, expired or not, without removing it; None if none;
+    - ``fill(key, value, etag=...)``: store a value loaded from the origin with
+      the cache's default timeout, keeping the origin's ETag with it;
+    - ``renew(key, etag)``: restart the timeout of the entry if it still holds
+      the value of that ETag (the origin answered "unchanged"), else False;
+    - ``purge()`` and ``expires(key)``: as for every cache.
+
+    Every method validates its key and raises only errors of the tree.
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        timeout: float | None = DEFAULT_TIMEOUT,
-        *,
-        codec: Codec[V, bytes] | None = None,
-        clock: Callable[[], float] | None = None,
-        durable: bool = False,
-    ) -> None:
-        self.timeout = check_timeout(timeout)
-        if clock is not None:
-            self.clock = clock
-        # key -> (identity of the file read, its bytes): see the module docstring
-        self._memo: dict[str, tuple[tuple[int, ...], bytes]] = {}
-        self._memo_bytes = 0
-        self._memo_lock = threading.Lock()
-        super().__init__(root, codec=codec if codec is not None else self._default_codec(), durable=durable)
+    clock: Callable[[], float]
 
-    def _default_codec(self) -> Codec[V, bytes]:
-        raise TypeError(f"{type(self).__name__} needs codec=...; or use JsonCache, TextCache")
+    def peek(self, key: str) -> Entry[V] | None: ...
 
-    # -- deadlines ----------------------------------------------------------------
+    def fill(self, key: str, value: V, *, etag: str | None = None) -> None: ...
 
-    def _deadline(self, timeout: float | Missing | None) -> int:
-        """The mtime to give an entry written now with ``timeout``, with random nanoseconds."""
-        seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
-        nonce = random.getrandbits(30)
-        if seconds is None:
-            return 1 + nonce % (NEVER_BELOW - 1)
-        return max(int((self.clock() + seconds) * 1e9) - nonce % 1000, NEVER_BELOW)
+    def renew(self, key: str, etag: str) -> bool: ...
 
-    def _expired(self, deadline_ns: int) -> bool:
-        return deadline_ns >= NEVER_BELOW and deadline_ns <= self.clock() * 1e9
+    def purge(self) -> int: ...
 
-    def _live(self, status: os.stat_result) -> bool:
-        return not self._expired(status.st_mtime_ns)
-
-    # -- writing --------------------------------------------------------------------
-
-    def dump(
-        self, key: str, value: V, *, if_absent: bool = False, timeout: float | Missing | None = MISSING
-    ) -> bool:
-        """Store ``value`` under ``key``, expiring after ``timeout`` seconds (default: the cache's).
-
-        ``timeout=None`` (or ``math.inf``): never expires; ``timeout=0``:
-        already expired, so the key reads as absent. ``if_absent`` treats an
-        expired entry as absent. Atomic, like every write. Raises ValueError
-        for a timeout out of range, before anything is written.
-        """
-        deadline = self._deadline(timeout)
-        return self._write_value(
-            key, value, "dump", lambda key, data: self._put(key, data, deadline, if_absent)
-        )
-
-    def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
-        return self._put(key, data, self._deadline(MISSING), if_absent)
-
-    def _put(self, key: str, data: bytes, deadline: int, if_absent: bool, tag: str | None = None) -> bool:
-        def fill(fd: int) -> None:
-            write_all(fd, data)
-            if tag is not None:
-                _set_tag(fd, tag)
-            _set_deadline(fd, deadline)
-
-        for _ in range(WRITE_RETRIES):
-            if self._write(key, fill, if_absent):
-                return True
-            # An expired entry is absent: clearing it away, try again.
-            if self._contains(key):
-                return False
-        return False
-
-    def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
-        # Entries are placed under a shared flock of their folder; a remover
-        # of expired entries holds it exclusively from its look to its unlink
-        # (see _discard_at), so it never removes an entry placed meanwhile.
-        guard = _open_guard(folder, fcntl.LOCK_SH)
-        try:
-            return super()._place(folder, temp_name, name, if_absent)
-        finally:
-            os.close(guard)
-
-    # -- reading --------------------------------------------------------------------
-
-    def _load(self, key: str) -> bytes | Missing:
-        hit = self._memoised(key)
-        if hit is not None:
-            return hit[1]
-        data = self._read_entry(key)
-        if data is MISSING and self._root_gone(create=False):
-            return self._read_entry(key)
-        return data
-
-    def _read_entry(self, key: str) -> bytes | Missing:
-        folders, name = key_parts(key)
-        fds = self._open_folders(folders, create=False) if folders else [self._root_fd]
-        if fds is None:
-            return MISSING
-        try:
-            opened = open_file(fds[-1], name)
-            if opened is None:
-                return MISSING
-            fd, status = opened
-            try:
-                if not self._expired(status.st_mtime_ns):
-                    data = read_all(fd, status.st_size)
-                    self._remember(key, status, data)
-                    return data
-            finally:
-                os.close(fd)
-            self._discard(At(fds, folders, name, status))
-            return MISSING
-        finally:
-            self._close(fds)
-
-    def _memoised(self, key: str) -> tuple[os.stat_result, bytes] | None:
-        """The remembered bytes of a fresh entry still in the file read, with its stat; else None."""
-        memo = self._memo.get(key)
-        if memo is None:
-            return None
-        status = self._stat_key(key)
-        if status is None or _identity(status) != memo[0] or self._expired(status.st_mtime_ns):
-            return None
-        return status, memo[1]
-
-    def _stat_key(self, key: str) -> os.stat_result | None:
-        """One stat of the key's file; the kernel walks the path (a symlinked folder
-        leads to another inode, which no memo entry matches)."""
-        try:
-            return os.stat(key_path(key), dir_fd=self._root_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno in BLOCKED_ERRNOS:
-                return None
-            raise
-
-    def _remember(self, key: str, status: os.stat_result, data: bytes) -> None:
-        if len(data) > MEMO_VALUE:
-            return
-        with self._memo_lock:
-            memo = self._memo
-            old = memo.pop(key, None)
-            self._memo_bytes += len(data) - (len(old[1]) if old else 0)
-            while self._memo_bytes > MEMO_BUDGET and memo:
-                self._memo_bytes -= len(memo.pop(next(iter(memo)))[1])  # the oldest first
-            memo[key] = (_identity(status), data)
-
-    def _contains(self, key: str) -> bool:
-        return bool(self._at_live_key(key, self._fresh))
-
-    def _fresh(self, at: At) -> bool:
-        """Whether the entry is fresh; an expired one met here is removed."""
-        if not self._expired(at.status.st_mtime_ns):
-            return True
-        self._discard(at)
-        return False
-
-    def _iter_keys(self) -> Iterator[str]:
-        # One lstat per file for its deadline; values are never read.
-        for folder, name, key in self._walk(tidy=False):
-            status = lstat_file(folder, name)
-            if status is None:
-                continue
-            if not self._expired(status.st_mtime_ns):
-                yield key
-            else:
-                self._discard_at(folder, name)
-
-    def _delete(self, key: str) -> bool:
-        # An expired entry was already absent: it is removed, and False returned.
-        return bool(self._at_live_key(key, self._remove_fresh))
-
-    def _remove_fresh(self, at: At) -> bool:
-        return self._remove(at) if self._fresh(at) else False
-
-    # -- expiry ---------------------------------------------------------------------
-
-    def purge(self) -> int:
-        """Remove every expired entry; return how many were removed.
-
-        One lstat per entry; values are not read. Emptied folders are
-        removed, and so are temporary files of writers killed over an hour ago.
-        """
-        with self._translating("purge", None):
-            return sum(
-                self._discard_at(folder, name)
-                for folder, name, _ in self._walk(tidy=True)
-                if (status := lstat_file(folder, name)) is not None and self._expired(status.st_mtime_ns)
-            )
-
-    def expires(self, key: str) -> float | None:
-        """When the entry of ``key`` expires (seconds on the cache's clock); None if never.
-
-        Raises KeyError if the key is absent (or expired).
-        """
-        key = self._check(key, "expires")
-        entry = self._guarded("expires", key, lambda: self._peek(key, read=False))
-        if entry is None or not entry.fresh:
-            raise KeyError(key)
-        return None if entry.deadline_ns is None else entry.deadline_ns / 1e9
-
-    def _discard(self, at: At) -> None:
-        if self._discard_at(at.folder, at.name) and at.folders:
-            prune_folders(at.fds, at.folders)
-
-    def _discard_at(self, folder: int, name: str) -> bool:
-        """Remove the file ``name`` if it is (still) an expired entry; say whether it was removed.
-
-        The look and the unlink happen under an exclusive flock of the
-        folder, and every writer places its entry under a shared one: no
-        fresh entry can replace the expired one between the two, so none is
-        ever hidden, dropped or left aside, even if a process is killed
-        (the kernel drops its flock).
-        """
-        guard = _open_guard(folder, fcntl.LOCK_EX)
-        try:
-            status = lstat_file(folder, name)
-            if status is None or not self._expired(status.st_mtime_ns):
-                return False
-            os.unlink(name, dir_fd=folder)
-            return True
-        except FileNotFoundError:
-            return False
-        finally:
-            os.close(guard)
-
-    # -- entries, for a tier ----------------------------------------------------------
-
-    def _peek(self, key: str, read: bool = True) -> Entry | None:
-        """The entry of ``key``, expired or not (nothing is removed); None if there is none.
-
-        The tag is read only for an expired entry (the one a tier revalidates).
-        """
-        hit = self._memoised(key) if read else None
-        if hit is not None:
-            return _entry(hit[1], hit[0].st_mtime_ns, True, None)
-        opened = self._open_value(key)
-        if opened is None:
-            return None
-        fd, status = opened
-        try:
-            fresh = not self._expired(status.st_mtime_ns)
-            data = read_all(fd, status.st_size) if read else b""
-            tag = None if fresh else _get_tag(fd)
-        finally:
-            os.close(fd)
-        if read and fresh:
-            self._remember(key, status, data)
-        return _entry(data, status.st_mtime_ns, fresh, tag)
-
-    def _fill(self, key: str, data: bytes, tag: str | None) -> None:
-        """Store data from the origin with its ETag and the default timeout."""
-        self._put(key, data, self._deadline(MISSING), False, tag)
-
-    def _renew(self, key: str, tag: str) -> bool:
-        """Restart the timeout of ``key`` if its entry still holds the value of ETag ``tag``."""
-        return bool(self._at_key(key, lambda at: self._renew_at(at, tag)))
-
-    def _renew_at(self, at: At, tag: str) -> bool:
-        # Under the shared flock, like a write: a remover cannot unlink the
-        # entry between our renewal and its look.
-        guard = _open_guard(at.folder, fcntl.LOCK_SH)
-        try:
-            opened = open_file(at.folder, at.name)
-            if opened is None:
-                return False
-            fd = opened[0]
-            try:
-                if _get_tag(fd) != tag:
-                    return False  # replaced since we looked: that value is not the one revalidated
-                _set_deadline(fd, self._deadline(MISSING))
-                return True
-            finally:
-                os.close(fd)
-        finally:
-            os.close(guard)
-
-    def _describe(self) -> str:
-        timeout = "None" if self.timeout is None else f"{self.timeout:g}"
-        return f"{super()._describe()}, timeout={timeout}"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The root descriptor cannot cross processes; a copy reopens the root.
-        settings = {"codec": self.codec, "clock": self.clock, "durable": self.durable}
-        return (_rebuild, (type(self), str(self.root), self.timeout, settings))
-
-
-def _rebuild(
-    cls: type[FileSystemCache[Any]], root: str, timeout: float | None, settings: dict[str, Any]
-) -> FileSystemCache[Any]:
-    cache = cls.__new__(cls)
-    FileSystemCache.__init__(cache, root, timeout, **settings)
-    return cache
-
-
-def _open_guard(folder: int, kind: int) -> int:
-    """A new descriptor of ``folder`` holding a flock of ``kind``; closing it releases the flock.
-
-    A new open file description each time: flocks belong to it, so two
-    threads sharing one descriptor would share (and convert) one lock.
-    """
-    guard = os.open(".", DIR_FLAGS, dir_fd=folder)
-    try:
-        fcntl.flock(guard, kind)
-    except BaseException:
-        os.close(guard)
-        raise
-    return guard
-
-
-def _entry(data: bytes, deadline: int, fresh: bool, tag: str | None) -> Entry:
-    return Entry(data, None if deadline < NEVER_BELOW else deadline, fresh, tag)
-
-
-def _identity(status: os.stat_result) -> tuple[int, ...]:
-    return (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
-
-
-def _set_deadline(fd: int, deadline: int) -> None:
-    # The atime is set past both the mtime and the coming rename's ctime, so
-    # that reads under "relatime" (the Linux default) leave the inode alone
-    # instead of writing a new atime on every cache hit.
-    atime = max(deadline, time.time_ns()) + DAY_NS
-    os.utime(fd, ns=(atime, deadline))
-
-
-def _set_tag(fd: int, tag: str) -> None:
-    # Extended attributes travel with the file through the rename, so the
-    # tag can never belong to another value. Without them (some
-    # filesystems), entries are simply fetched again instead of revalidated.
-    try:
-        os.setxattr(fd, TAG_ATTRIBUTE, tag.encode("utf-8"))
-    except OSError as exc:
-        if exc.errno not in _NO_XATTR:
-            raise
-
-
-def _get_tag(fd: int) -> str | None:
-    """The ETag kept with an entry, or None: none kept, or one that is not a valid ETag."""
-    try:
-        raw = os.getxattr(fd, TAG_ATTRIBUTE)
-    except OSError as exc:
-        if exc.errno in _NO_XATTR:
-            return None
-        raise
-    # A damaged or foreign tag (CR/LF, non-ASCII, oversized) could not be
-    # sent as If-None-Match: the entry is then refreshed by a plain load.
-    return raw.decode("ascii") if _TAG.fullmatch(raw) else None
-
-
-class JsonCache(FileSystemCache[Any]):
-    """JSON values on local disk that expire after ``timeout`` seconds (None: never)."""
-
-    def _default_codec(self) -> Codec[Any, bytes]:
-        return JsonCodec()
-
-
-class TextCache(FileSystemCache[str]):
-    """``str`` values on local disk that expire by their age: ``timeout`` seconds after written."""
-
-    def _default_codec(self) -> Codec[str, bytes]:
-        return TextCodec()
+    def expires(self, key: str) -> float | None: ...

@@ -22,7 +22,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from .cache import JsonCache
+from .filesystem import JsonCache
 from .s3 import S3JsonBackend
 from .tiered import TieredBackend
 

@@ -9,17 +9,13 @@ lease, loses the lock, so nobody waits for it forever. Waiting longer than
 Each store keeps its leases its own way (README.rst, "Locks"):
 
 - memory: a table of leases under a condition variable;
-- filesystem: a lease file per key in ``<root>/~locks/`` (never a key),
-  holding the holder's token, with the lease's end as its mtime; every read
-  and change of it happens under ``flock``, which the kernel drops when a
-  process dies, so there is no check-then-write race;
+- filesystem (:mod:`backends.filesystem.lock`): a lease file per key
+  under ``flock``;
 - S3 (:mod:`backends.s3.locks`): a create-only PUT of a lock object.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import os
 import random
@@ -28,17 +24,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from .errors import BackendError, LockError, LockTimeoutError
 
-if TYPE_CHECKING:
-    from .base import BaseBackend
-
 __all__ = [
     "MAX_LEASE",
-    "FileLock",
     "Leases",
     "Lock",
     "MemoryLock",
@@ -51,14 +44,6 @@ E = TypeVar("E", bound=LockError)
 
 #: first pause between two tries of a held lock; it doubles up to ``max_delay``
 FIRST_DELAY: Final = 0.001
-LOCK_FOLDER: Final = "~locks"  # "~" names are never keys
-
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
-_FILE_FLAGS = os.O_RDWR | _NOFOLLOW | _CLOEXEC
-_TOKEN_BYTES = 64
-
 
 #: the longest lease (100 years): a lease must end, so a killed holder frees the key
 MAX_LEASE: Final = 100 * 365.25 * 86_400
@@ -97,11 +82,23 @@ class Lock(ABC):
     #: longest pause between two tries of a held lock
     max_delay: float = 0.05
 
-    def __init__(self, backend: BaseBackend[Any, Any], key: str, timeout: float | None, ttl: float) -> None:
+    def __init__(
+        self,
+        key: str,
+        timeout: float | None,
+        ttl: float,
+        *,
+        owner: object,
+        clock: Callable[[], float],
+        translating: Callable[[str, object], AbstractContextManager[object]],
+    ) -> None:
         self.timeout = check_wait(timeout)
         self.ttl = check_lease(ttl)
-        self.backend = backend
         self.key = key
+        #: what the lock belongs to, shown in its repr and errors (a backend)
+        self.owner = owner
+        self._clock = clock
+        self._translating = translating
         self.token = os.urandom(16).hex()
         self._held = False
 
@@ -233,12 +230,12 @@ class Lock(ABC):
 
     def __repr__(self) -> str:
         state = "held" if self._held else "not held"
-        return f"<{type(self).__name__} {self.key!r} of {self.backend!r}, ttl={self.ttl:g}, {state}>"
+        return f"<{type(self).__name__} {self.key!r} of {self.owner!r}, ttl={self.ttl:g}, {state}>"
 
     # -- helpers ------------------------------------------------------------------
 
     def _error(self, cls: type[E], reason: str) -> E:
-        return cls(reason, backend=repr(self.backend), operation="lock", key=self.key)
+        return cls(reason, backend=repr(self.owner), operation="lock", key=self.key)
 
     def _lost(self) -> LockError:
         return self._error(
@@ -246,10 +243,14 @@ class Lock(ABC):
         )
 
     def _guarded(self, action: Callable[[], bool]) -> bool:
-        return self.backend._guarded("lock", self.key, action)
+        with self._translating("lock", self.key):
+            return action()
+
+    def _now(self) -> float:
+        return self._clock()
 
     def _now_ns(self) -> int:
-        return int(self.backend.clock() * 1e9)
+        return int(self._clock() * 1e9)
 
 
 class Leases:
@@ -263,15 +264,13 @@ class Leases:
 class MemoryLock(Lock):
     """A lease in a :class:`Leases` table; waiters wake when it is released."""
 
-    def __init__(
-        self, backend: BaseBackend[Any, Any], key: str, timeout: float | None, ttl: float, leases: Leases
-    ) -> None:
-        super().__init__(backend, key, timeout, ttl)
+    def __init__(self, key: str, timeout: float | None, ttl: float, leases: Leases, **context: Any) -> None:
+        super().__init__(key, timeout, ttl, **context)
         self._leases = leases
 
     def _try_acquire(self) -> bool:
         with self._leases.changed:
-            now = self.backend.clock()
+            now = self._now()
             holder = self._leases.held.get(self.key)
             if holder is not None and holder[0] != self.token and holder[1] > now:
                 return False
@@ -283,7 +282,7 @@ class MemoryLock(Lock):
             holder = self._leases.held.get(self.key)
             if holder is None or holder[0] != self.token:
                 return False
-            self._leases.held[self.key] = (self.token, self.backend.clock() + self.ttl)
+            self._leases.held[self.key] = (self.token, self._now() + self.ttl)
             return True
 
     def _release(self) -> bool:
@@ -306,107 +305,3 @@ class MemoryLock(Lock):
     def _wait(self, seconds: float) -> None:
         with self._leases.changed:
             self._leases.changed.wait(seconds)
-
-
-class FileLock(Lock):
-    """A lease file ``<root>/~locks/<sha256 of the key>``: our token inside, the lease's end as mtime.
-
-    Every look at the file and every change to it is made under ``flock``
-    (held for a few system calls, dropped by the kernel if the process
-    dies), so two processes never both find the lease free. Release deletes
-    the file; a waiter that opened the deleted file sees its link count at
-    zero and opens the new one.
-    """
-
-    def __init__(
-        self,
-        backend: BaseBackend[Any, Any],
-        key: str,
-        timeout: float | None,
-        ttl: float,
-        root: Callable[[], int],
-    ) -> None:
-        super().__init__(backend, key, timeout, ttl)
-        self._root = root
-        self._name = lock_name(key)
-        self._token = self.token.encode("ascii")
-
-    def _try_acquire(self) -> bool:
-        return self._under_flock(create=True, change=self._take)
-
-    def _renew(self) -> bool:
-        return self._under_flock(create=False, change=self._extend)
-
-    def _release(self) -> bool:
-        return self._under_flock(create=False, change=self._drop)
-
-    def _while_held(self, action: Callable[[], object]) -> bool:
-        # Under the lease file's flock, which every acquirer takes before it
-        # looks at the lease: nobody can take the lock while action runs.
-        def run(fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
-            if holder != self._token:
-                return False
-            action()
-            return True
-
-        return self._under_flock(create=False, change=run)
-
-    def _take(self, fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
-        now = self._now_ns()
-        if holder and holder != self._token and end_ns > now:
-            return False
-        if holder != self._token:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, self._token, 0)
-        os.utime(fd, ns=(now, now + int(self.ttl * 1e9)))
-        return True
-
-    def _extend(self, fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
-        if holder != self._token:
-            return False
-        now = self._now_ns()
-        os.utime(fd, ns=(now, now + int(self.ttl * 1e9)))
-        return True
-
-    def _drop(self, fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
-        if holder != self._token:
-            return False
-        os.unlink(self._name, dir_fd=folder)
-        return True
-
-    def _under_flock(self, create: bool, change: Callable[[int, int, bytes, int], bool]) -> bool:
-        folder = self._folder(create)
-        if folder is None:
-            return False
-        flags = _FILE_FLAGS | (os.O_CREAT if create else 0)
-        try:
-            while True:
-                try:
-                    fd = os.open(self._name, flags, 0o666, dir_fd=folder)
-                except FileNotFoundError:
-                    return False  # no lease file: not ours to renew or release
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    status = os.fstat(fd)
-                    if status.st_nlink == 0:
-                        continue  # released (deleted) while we waited for flock: open the new one
-                    holder = os.pread(fd, _TOKEN_BYTES, 0)
-                    return change(fd, folder, holder, status.st_mtime_ns)
-                finally:
-                    os.close(fd)  # also drops the flock
-        finally:
-            os.close(folder)
-
-    def _folder(self, create: bool) -> int | None:
-        root = self._root()
-        try:
-            return os.open(LOCK_FOLDER, _DIR_FLAGS, dir_fd=root)
-        except FileNotFoundError:
-            if not create:
-                return None
-        try:
-            os.mkdir(LOCK_FOLDER, 0o777, dir_fd=root)
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                raise
-        return os.open(LOCK_FOLDER, _DIR_FLAGS, dir_fd=root)

@@ -1,16 +1,33 @@
-"""VolatileBackend: a thread-safe in-memory store of Python objects."""
+"""In this process's memory: VolatileBackend (a store of Python objects) and MemoryCache."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any, Final, NamedTuple, TypeVar
 
-from .base import MISSING, BaseBackend
-from .codecs import IdentityCodec
+from .base import MISSING, BaseBackend, Missing
+from .cache import DEFAULT_TIMEOUT, Entry, check_timeout
+from .codecs import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
+from .errors import CorruptValueError, SerializationError
 from .locks import Leases, Lock, MemoryLock
 
-__all__ = ["VolatileBackend"]
+__all__ = [
+    "DEFAULT_MAXBYTES",
+    "DEFAULT_MAXSIZE",
+    "MemoryCache",
+    "MemoryRawCache",
+    "MemoryTextCache",
+    "VolatileBackend",
+]
+
+V = TypeVar("V")
+
+#: entries a MemoryCache keeps when not told otherwise
+DEFAULT_MAXSIZE: Final = 1024
+#: bytes of values a MemoryCache keeps when not told otherwise (64 MiB)
+DEFAULT_MAXBYTES: Final = 64 * 1024 * 1024
 
 
 class VolatileBackend(BaseBackend[Any, Any]):
@@ -20,14 +37,15 @@ class VolatileBackend(BaseBackend[Any, Any]):
     the stored one, as with a dict. Gone when the process ends.
     """
 
+    codec = IdentityCodec()
+
     def __init__(self) -> None:
-        self.codec = IdentityCodec()
         self._data: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._leases = Leases()
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
-        return MemoryLock(self, key, timeout, ttl, self._leases)
+        return MemoryLock(key, timeout, ttl, self._leases, **self._lock_context())
 
     def __getstate__(self) -> dict[str, Any]:
         # The lock cannot be pickled; a copy gets its own (and a snapshot).
@@ -89,3 +107,265 @@ class VolatileBackend(BaseBackend[Any, Any]):
     def _clear(self) -> None:
         with self._lock:
             self._data.clear()
+
+
+class _Slot(NamedTuple):
+    data: Any
+    #: seconds on the cache's clock, or None for never
+    deadline: float | None
+    etag: str | None
+    size: int
+
+
+class MemoryCache(BaseBackend[V, Any]):
+    """An expiring cache in this process's memory, bounded, least recently used out first.
+
+    Values are kept in their stored form (JSON by default; ``MemoryTextCache``,
+    ``MemoryRawCache`` for the other families), so every hit returns a new
+    object that the caller may change freely, and ``maxbytes`` counts real
+    bytes. At most ``maxsize`` entries and ``maxbytes`` bytes of values are
+    kept: past either, the least recently used entries are dropped (an
+    evicted entry is absent, as if it had expired). Entries expire
+    ``timeout`` seconds after they are written (None or ``math.inf``: never;
+    per ``dump``, ``timeout=``), by ``clock`` (default ``time.time``).
+    Safe across threads; gone when the process ends. A value larger than
+    ``maxbytes`` raises SerializationError on ``dump`` (nothing changes) and
+    is simply not kept by a tier's ``fill``.
+    """
+
+    codec: Codec[V, Any] = JsonCodec()
+
+    def __init__(
+        self,
+        maxsize: int = DEFAULT_MAXSIZE,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        maxbytes: int = DEFAULT_MAXBYTES,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._check_codec()
+        for name, bound in (("maxsize", maxsize), ("maxbytes", maxbytes)):
+            if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
+                raise ValueError(f"{name} is an int >= 1, not {bound!r}")
+        self.maxsize = maxsize
+        self.maxbytes = maxbytes
+        self.timeout = check_timeout(timeout)
+        if clock is not None:
+            self.clock = clock
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._leases = Leases()
+
+    # -- deadlines ----------------------------------------------------------------
+
+    def _deadline(self, timeout: float | Missing | None) -> float | None:
+        seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
+        return None if seconds is None else self.clock() + seconds
+
+    def _live(self, key: str, now: float) -> _Slot | None:
+        """The slot of ``key`` if fresh; an expired one is dropped. Call under the lock."""
+        slot = self._slots.get(key)
+        if slot is None:
+            return None
+        if slot.deadline is not None and slot.deadline <= now:
+            self._take_out(key)
+            return None
+        return slot
+
+    def _take_out(self, key: str) -> _Slot:
+        slot = self._slots.pop(key)
+        self._bytes -= slot.size
+        return slot
+
+    def _put(self, key: str, slot: _Slot) -> None:
+        """Store ``slot`` as the most recent entry, then drop the least recent ones past the bounds."""
+        if key in self._slots:
+            self._take_out(key)
+        self._slots[key] = slot
+        self._bytes += slot.size
+        while len(self._slots) > self.maxsize or self._bytes > self.maxbytes:
+            self._take_out(next(iter(self._slots)))
+
+    def _slot(self, data: Any, deadline: float | None, etag: str | None) -> _Slot | None:
+        size = len(data) if isinstance(data, (bytes, str)) else 0
+        return _Slot(data, deadline, etag, size) if size <= self.maxbytes else None
+
+    # -- the store hooks -------------------------------------------------------------
+
+    def _load(self, key: str) -> Any:
+        with self._lock:
+            slot = self._live(key, self.clock())
+            if slot is None:
+                return MISSING
+            self._slots.move_to_end(key)
+            return slot.data
+
+    def dump(
+        self, key: str, value: V, *, if_absent: bool = False, timeout: float | Missing | None = MISSING
+    ) -> bool:
+        """Store ``value`` under ``key``, expiring after ``timeout`` seconds (default: the cache's).
+
+        As :meth:`JsonCache.dump <backends.filesystem.FileSystemCache.dump>`;
+        a value larger than ``maxbytes`` raises SerializationError.
+        """
+        deadline = self._deadline(timeout)
+        return self._write_value(
+            key, value, "dump", lambda key, data: self._store(key, data, deadline, if_absent)
+        )
+
+    def _dump(self, key: str, data: Any, if_absent: bool) -> bool:
+        return self._store(key, data, self._deadline(MISSING), if_absent)
+
+    def _store(self, key: str, data: Any, deadline: float | None, if_absent: bool) -> bool:
+        slot = self._slot(data, deadline, None)
+        if slot is None:
+            raise SerializationError(
+                f"the value is {len(data)} bytes; this cache keeps at most maxbytes={self.maxbytes}",
+                backend=repr(self),
+                operation="dump",
+                key=key,
+            )
+        with self._lock:
+            if if_absent and self._live(key, self.clock()) is not None:
+                return False
+            self._put(key, slot)
+            return True
+
+    def _delete(self, key: str) -> bool:
+        with self._lock:
+            if self._live(key, self.clock()) is None:
+                return False
+            self._take_out(key)
+            return True
+
+    def _pop(self, key: str) -> Any:
+        with self._lock:
+            if self._live(key, self.clock()) is None:
+                return MISSING
+            return self._take_out(key).data
+
+    def _contains(self, key: str) -> bool:
+        with self._lock:
+            return self._live(key, self.clock()) is not None
+
+    def _iter_keys(self) -> Iterator[str]:
+        # A snapshot of the fresh keys, as for VolatileBackend: the values are in memory already.
+        with self._lock:
+            now = self.clock()
+            keys = [key for key, slot in self._slots.items() if slot.deadline is None or slot.deadline > now]
+        return iter(keys)
+
+    def _len(self) -> int:
+        return sum(1 for _ in self._iter_keys())
+
+    def _clear(self) -> None:
+        with self._lock:
+            self._slots.clear()
+            self._bytes = 0
+
+    def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
+        return MemoryLock(key, timeout, ttl, self._leases, **self._lock_context())
+
+    # -- expiry ---------------------------------------------------------------------
+
+    def purge(self) -> int:
+        """Remove every expired entry; return how many were removed."""
+        with self._lock:
+            now = self.clock()
+            expired = [
+                key for key, slot in self._slots.items() if slot.deadline is not None and slot.deadline <= now
+            ]
+            for key in expired:
+                self._take_out(key)
+            return len(expired)
+
+    def expires(self, key: str) -> float | None:
+        """When the entry of ``key`` expires (seconds on the cache's clock); None if never.
+
+        Raises KeyError if the key is absent (or expired).
+        """
+        key = self._check(key, "expires")
+        with self._lock:
+            slot = self._live(key, self.clock())
+        if slot is None:
+            raise KeyError(key)
+        return slot.deadline
+
+    # -- entries, for a tier (the ExpiringCache capability) -----------------------------
+
+    def peek(self, key: str) -> Entry[V] | None:
+        """The entry of ``key``, expired or not (nothing is removed, nothing moves in the LRU order)."""
+        key = self._check(key, "peek")
+        with self._lock:
+            slot = self._slots.get(key)
+            now = self.clock()
+        if slot is None:
+            return None
+        fresh = slot.deadline is None or slot.deadline > now
+        try:
+            value = self._decode(slot.data, key, "peek")
+        except CorruptValueError:
+            if fresh:
+                raise
+            return None
+        if fresh:
+            with self._lock:
+                if self._slots.get(key) is slot:
+                    self._slots.move_to_end(key)
+        return Entry(value, slot.deadline, fresh, slot.etag)
+
+    def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
+        """Store a value loaded from an origin, with the default timeout and the origin's ``etag``.
+
+        A value larger than ``maxbytes`` is not kept (and any older entry of the key is dropped).
+        """
+        key = self._check(key, "fill")
+        slot = self._slot(self._encode(value, key, "fill"), self._deadline(MISSING), etag)
+        with self._lock:
+            if slot is not None:
+                self._put(key, slot)
+            elif key in self._slots:
+                self._take_out(key)
+
+    def renew(self, key: str, etag: str) -> bool:
+        """Restart the timeout of ``key`` if its entry still holds the value of ``etag``; else False."""
+        key = self._check(key, "renew")
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None or slot.etag != etag:
+                return False
+            self._slots[key] = slot._replace(deadline=self._deadline(MISSING))
+            self._slots.move_to_end(key)
+            return True
+
+    # -- the rest -------------------------------------------------------------------
+
+    def _describe(self) -> str:
+        timeout = "None" if self.timeout is None else f"{self.timeout:g}"
+        return f"maxsize={self.maxsize}, maxbytes={self.maxbytes}, timeout={timeout}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The locks cannot be pickled; a copy gets its own (and a snapshot).
+        with self._lock:
+            return {
+                **{k: v for k, v in vars(self).items() if k not in ("_lock", "_leases")},
+                "_slots": self._slots.copy(),
+            }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._lock = threading.Lock()
+        self._leases = Leases()
+
+
+class MemoryTextCache(MemoryCache[str]):
+    """``str`` values in memory that expire, kept as UTF-8."""
+
+    codec = TextCodec()
+
+
+class MemoryRawCache(MemoryCache[bytes]):
+    """``bytes`` values in memory that expire."""
+
+    codec = RawCodec()

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-from .base import MISSING, UNCHANGED, BaseBackend
-from .cache import Entry, FileSystemCache
+from .base import MISSING, UNCHANGED, BaseBackend, encode_value
+from .cache import Entry, ExpiringCache
 from .codecs import IdentityCodec
 from .errors import BackendError, LockError, LockTimeoutError, StoreError
 from .locks import Lock, check_lease, check_wait
@@ -68,8 +68,12 @@ class TieredBackend(BaseBackend[Any, Any]):
     twice as long (at least 10 s), then raise LockTimeoutError (nothing written).
     ``stale_while_revalidate``: for that many seconds after an entry
     expires, callers get the expired value at once while one of them
-    refreshes it (caches on disk only).
+    refreshes it. Expiry, revalidation and stale serving need a cache with
+    the :class:`~backends.cache.ExpiringCache` methods (every built-in
+    cache); any other backend is a cache that never expires.
     """
+
+    codec = IdentityCodec()
 
     def __init__(
         self,
@@ -81,14 +85,10 @@ class TieredBackend(BaseBackend[Any, Any]):
     ) -> None:
         self.lease = check_lease(lease, "lease")
         self.stale_while_revalidate = check_wait(stale_while_revalidate, "stale_while_revalidate") or 0.0
-        self.codec = IdentityCodec()
         self.cache = cache
         self.origin = origin
-        self._entries = cache if isinstance(cache, FileSystemCache) else None
-        # Origin bytes go to the cache as they are when both use one codec.
-        self._same_codec = type(cache.codec) is type(origin.codec) and not isinstance(
-            cache.codec, IdentityCodec
-        )
+        # The capability, not a class: any cache with these methods expires.
+        self._entries: ExpiringCache[Any] | None = cache if isinstance(cache, ExpiringCache) else None
         self._counts = dict.fromkeys(("hits", "misses", "revalidations", "stale", "origin_requests"), 0)
         self._counts_lock = threading.Lock()
         self._max_key_bytes = min(cache.max_key_bytes, origin.max_key_bytes)
@@ -151,10 +151,10 @@ class TieredBackend(BaseBackend[Any, Any]):
             return self._load_plain(key)
         entry = self._peek(key)
         if entry is not None and entry.fresh:
-            return self._serve(key, entry, "hits")
+            return self._serve(entry, "hits")
         if entry is not None and self._servable_stale(entry):
             with self._flight(key, wait=0) as lock:
-                return self._refresh_entry(key, lock) if lock else self._serve(key, entry, "stale")
+                return self._refresh_entry(key, lock) if lock else self._serve(entry, "stale")
         with self._flight(key) as lock:
             return self._refresh_entry(key, lock)
 
@@ -169,60 +169,50 @@ class TieredBackend(BaseBackend[Any, Any]):
         self._count("hits")
         return value
 
-    def _serve(self, key: str, entry: Entry, counter: str) -> Any:
+    def _serve(self, entry: Entry[Any], counter: str) -> Any:
         """The value of a cache entry, counted as ``counter``."""
-        assert self._entries is not None
         self._count(counter)
-        return self._entries._decode(entry.data, key, "load")
+        return entry.value
 
-    def _peek(self, key: str) -> Entry | None:
+    def _peek(self, key: str) -> Entry[Any] | None:
         assert self._entries is not None
-        entries = self._entries
-        return entries._guarded("load", key, lambda: entries._peek(key))
+        return self._entries.peek(key)
 
-    def _servable_stale(self, entry: Entry) -> bool:
-        assert self._entries is not None and entry.deadline_ns is not None
-        overdue = self._entries.clock() - entry.deadline_ns / 1e9
-        return overdue < self.stale_while_revalidate
+    def _servable_stale(self, entry: Entry[Any]) -> bool:
+        assert self._entries is not None and entry.deadline is not None
+        return self._entries.clock() - entry.deadline < self.stale_while_revalidate
 
     def _refresh_entry(self, key: str, lock: Lock | None) -> Any:
         """Under the key's lock (if had): look again, then revalidate or load from the origin."""
         entry = self._peek(key)
         if entry is not None and entry.fresh:
-            return self._serve(key, entry, "hits")  # another loader filled it while we waited
+            return self._serve(entry, "hits")  # another loader filled it while we waited
         return self._refresh(key, entry, lock)
 
-    def _refresh(self, key: str, entry: Entry | None, lock: Lock | None) -> Any:
-        tag = entry.tag if entry is not None else None
-        origin = self.origin
+    def _refresh(self, key: str, entry: Entry[Any] | None, lock: Lock | None) -> Any:
+        etag = entry.etag if entry is not None else None
         self._count("origin_requests")
-        loaded = origin._guarded("load", key, lambda: origin._load_tagged(key, tag))
+        loaded = self.origin.load_if_changed(key, etag)
         if loaded is UNCHANGED:
-            assert entry is not None and tag is not None and self._entries is not None
-            entries = self._entries
+            assert entry is not None and etag is not None and self._entries is not None
             # Only the entry holding that very ETag is renewed: no lease needed.
-            entries._guarded("load", key, lambda: entries._renew(key, tag))
-            return self._serve(key, entry, "revalidations")
+            self._entries.renew(key, etag)
+            return self._serve(entry, "revalidations")
         self._count("misses")
         if loaded is MISSING:
             if entry is not None and lock is not None:
                 lock.while_held(lambda: self.cache.delete(key))  # deleted at the origin: drop our copy
             return MISSING
-        data, etag = loaded
-        value = origin._decode(data, key, "load")
         if lock is not None:
-            lock.while_held(lambda: self._fill(key, value, data, etag))
-        return value
+            lock.while_held(lambda: self._fill(key, loaded.value, loaded.etag))
+        return loaded.value
 
-    def _fill(self, key: str, value: Any, data: Any, etag: str | None) -> None:
-        """Put a value loaded from the origin (and its stored ``data``, if known) in the cache."""
+    def _fill(self, key: str, value: Any, etag: str | None) -> None:
+        """Put a value loaded from the origin (with its ETag, if known) in the cache."""
         if self._entries is None:
             self.cache.dump(key, value)
-            return
-        entries = self._entries
-        reuse = self._same_codec and data is not None
-        stored = data if reuse else entries._encode(value, key, "load")
-        entries._guarded("load", key, lambda: entries._fill(key, stored, etag))
+        else:
+            self._entries.fill(key, value, etag=etag)
 
     def _contains(self, key: str) -> bool:
         # A fresh cache entry answers; otherwise the origin does (not filled).
@@ -251,7 +241,7 @@ class TieredBackend(BaseBackend[Any, Any]):
             loaded = self.origin.load_many(missing)
             for key, lock in locks.items():
                 if key in loaded:
-                    lock.while_held(partial(self._fill, key, loaded[key], None, None))
+                    lock.while_held(partial(self._fill, key, loaded[key], None))
         found.update(loaded)
         return found
 
@@ -259,8 +249,8 @@ class TieredBackend(BaseBackend[Any, Any]):
 
     def _check_value(self, key: str, value: Any, operation: str) -> None:
         """Raise SerializationError unless both the cache and the origin can store ``value``."""
-        self.cache._encode(value, key, operation)
-        self.origin._encode(value, key, operation)
+        encode_value(self.cache, value, key, operation)
+        encode_value(self.origin, value, key, operation)
 
     def dump(self, key: str, value: Any, *, if_absent: bool = False) -> bool:
         """Store in the origin, then in the cache (under the key's lock); True, or False with ``if_absent``.
@@ -276,7 +266,7 @@ class TieredBackend(BaseBackend[Any, Any]):
         with self._writing([key]) as locks:
             if not self._origin_write(locks, lambda: self.origin.dump(key, value, if_absent=if_absent)):
                 return False
-            self._cache_write(key, locks[key], lambda: self.cache.dump(key, value))
+            self._cache_write(key, locks[key], lambda: self._fill(key, value, None))
             return True
 
     def _dump(self, key: str, data: Any, if_absent: bool) -> bool:
@@ -360,7 +350,7 @@ class TieredBackend(BaseBackend[Any, Any]):
         with self._writing(pairs) as locks:
             self._origin_write(locks, lambda: self.origin.dump_many(pairs))
             for key, value in pairs.items():
-                self._cache_write(key, locks[key], partial(self.cache.dump, key, value))
+                self._cache_write(key, locks[key], partial(self._fill, key, value, None))
 
     def _delete_many(self, keys: list[str]) -> int:
         with self._writing(keys) as locks:

@@ -215,7 +215,7 @@ def _file(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
 
 
 def _cache(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
-    from .cache import JsonCache, TextCache
+    from .filesystem import JsonCache, TextCache
 
     fmt, kwargs = _query(url, CACHE_OPTIONS, options)
     if fmt == "raw":

@@ -175,6 +175,33 @@ CASES = [
         family="text",
     ),
     BackendCase(
+        "memcache-json",
+        lambda *_: backends.MemoryCache(clock=FrozenClock()),
+        s.json_values,
+        s.invalid_json,
+        s.json_normal,
+        family="json",
+    ),
+    BackendCase(
+        "memcache-raw",
+        lambda *_: backends.MemoryRawCache(timeout=None, clock=FrozenClock()),
+        s.raw_values,
+        s.invalid_raw,
+        s.raw_normal,
+        family="raw",
+    ),
+    BackendCase(
+        "tier-memory-fs",
+        lambda folder, _: backends.TieredBackend(
+            backends.MemoryCache(clock=FrozenClock()), backends.FileSystemJsonBackend(folder)
+        ),
+        s.json_values,
+        s.invalid_json,
+        s.json_normal,
+        on_disk=True,
+        family="json",
+    ),
+    BackendCase(
         "tier-fs",
         lambda folder, _: backends.TieredBackend(
             backends.JsonCache(folder / "cache", clock=FrozenClock()),
@@ -185,6 +212,22 @@ CASES = [
         s.json_normal,
         on_disk=True,
         shared=True,
+        family="json",
+    ),
+    BackendCase(
+        "tier-3-levels-moto",
+        lambda folder, target: backends.TieredBackend(
+            backends.MemoryCache(clock=FrozenClock()),
+            backends.TieredBackend(
+                backends.JsonCache(folder / "cache", clock=FrozenClock()),
+                _s3(backends.S3JsonBackend)(folder, target),
+            ),
+        ),
+        s.json_values,
+        s.invalid_json,
+        s.json_normal,
+        server="moto",
+        examples=20,
         family="json",
     ),
     BackendCase(

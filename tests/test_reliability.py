@@ -534,7 +534,8 @@ def test_circular_values_are_refused_and_deep_documents_are_corrupt(
 
 def test_the_lock_base_class_cannot_be_made(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="abstract"):
-        Lock(FileSystemJsonBackend(tmp_path), "k", 1, 1)  # type: ignore[abstract]
+        backend = FileSystemJsonBackend(tmp_path)
+        Lock("k", 1, 1, owner=backend, clock=backend.clock, translating=backend._translating)  # type: ignore[abstract]
 
 
 # -- 16. killed writers' temporary files are swept -----------------------------------------

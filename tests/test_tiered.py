@@ -17,7 +17,7 @@ from clock import FrozenClock
 from servers import Faults, Proxy, S3Target, counting
 
 import backends
-from backends import JsonCache, S3JsonBackend, TieredBackend, TierStats, VolatileBackend
+from backends import JsonCache, MemoryCache, S3JsonBackend, TieredBackend, TierStats, VolatileBackend
 
 WORKER = str(Path(__file__).with_name("_worker.py"))
 
@@ -56,10 +56,13 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
-@pytest.fixture
-def tier(tmp_path: Path, moto: S3Target, clock: FrozenClock) -> TieredBackend:
+@pytest.fixture(params=["disk", "memory"])
+def tier(request: pytest.FixtureRequest, tmp_path: Path, moto: S3Target, clock: FrozenClock) -> TieredBackend:
+    """S3 behind a cache on disk, and behind the in-process cache: the tier treats both alike."""
     origin = S3JsonBackend(moto.bucket, prefix="tier", client=moto.client)
-    return TieredBackend(JsonCache(tmp_path / "cache", timeout=60, clock=clock), origin)
+    if request.param == "disk":
+        return TieredBackend(JsonCache(tmp_path / "cache", timeout=60, clock=clock), origin)
+    return TieredBackend(MemoryCache(timeout=60, clock=clock), origin)
 
 
 def test_a_hit_sends_nothing_and_a_miss_one_get(tier: TieredBackend, moto: S3Target, gets: Gets) -> None:
@@ -105,7 +108,7 @@ def test_a_changed_or_deleted_origin_value_replaces_the_expired_entry(
     tier.origin.delete("k")
     clock.advance(61)
     assert tier.load("k") is None
-    assert "k" not in tier.cache and os.listdir(tier.cache.root) == ["~locks"]  # type: ignore[attr-defined]
+    assert "k" not in tier.cache and tier.cache.peek("k") is None  # type: ignore[attr-defined]
 
 
 def test_writes_go_to_the_origin_then_the_cache(tier: TieredBackend, moto: S3Target) -> None:
@@ -246,6 +249,62 @@ def test_four_processes_missing_one_key_cause_one_origin_load(
     assert sum(r["origin_requests"] for r in reports) == 1
     assert sum(r["hits"] for r in reports) == 15
     assert proxy.requests == {"GET": 1}
+
+
+def test_three_levels_a_hit_at_each_level_costs_nothing_below_it(
+    tmp_path: Path, moto: S3Target, clock: FrozenClock
+) -> None:
+    s3 = S3JsonBackend(moto.bucket, prefix="three", client=moto.client)
+    disk = TieredBackend(JsonCache(tmp_path / "disk", timeout=600, clock=clock), s3)
+    tier = TieredBackend(MemoryCache(timeout=60, clock=clock), disk)
+    s3["k"] = {"v": 1}
+    with counting(moto.client) as requests:
+        assert tier["k"] == {"v": 1}  # a miss at both levels: one GET
+        assert requests.count() == {"GetObject": 1}
+        assert tier.stats == disk.stats == TierStats(misses=1, origin_requests=1)
+        requests.clear()
+        for _ in range(10):  # memory hits: the disk level is not asked
+            assert tier["k"] == {"v": 1}
+        assert tier.stats.hits == 10 and disk.stats == TierStats(misses=1, origin_requests=1)
+        clock.advance(61)  # memory expired, disk fresh: a disk hit, no request
+        assert tier["k"] == {"v": 1}
+        assert requests.count() == {}
+        assert tier.stats.origin_requests == 2 and disk.stats.hits == 1
+        clock.advance(600)  # both expired: the disk level revalidates with a 304
+        assert tier["k"] == {"v": 1}
+        assert requests.count() == {"GetObject": 1}
+        assert disk.stats.revalidations == 1 and disk.stats.origin_requests == 2
+    tier["k"] = {"v": 2}  # a write goes through every level
+    assert tier.cache["k"] == disk.cache["k"] == s3["k"] == {"v": 2}
+    assert tier.delete("k") and "k" not in tier.cache and "k" not in disk.cache and "k" not in s3
+
+
+def test_any_cache_with_the_capability_expires_in_a_tier(tmp_path: Path, clock: FrozenClock) -> None:
+    """The tier asks for the ExpiringCache methods, not a class: a third party's cache takes part."""
+
+    class Recording(MemoryCache[Any]):
+        def __init__(self) -> None:
+            super().__init__(timeout=10, clock=clock)
+            self.calls: list[str] = []
+
+        def peek(self, key: str) -> backends.Entry[Any] | None:
+            self.calls.append("peek")
+            return super().peek(key)
+
+        def fill(self, key: str, value: Any, *, etag: str | None = None) -> None:
+            self.calls.append("fill")
+            super().fill(key, value, etag=etag)
+
+    cache = Recording()
+    assert isinstance(cache, backends.ExpiringCache)
+    assert not isinstance(VolatileBackend(), backends.ExpiringCache)
+    tier = TieredBackend(cache, backends.FileSystemJsonBackend(tmp_path))
+    tier.origin["k"] = 1
+    assert tier["k"] == 1 and tier["k"] == 1
+    assert cache.calls == ["peek", "peek", "fill", "peek"]
+    clock.advance(11)
+    assert "k" not in cache and tier["k"] == 1  # expired: loaded again from the origin
+    assert tier.stats.origin_requests == 2
 
 
 def test_a_memory_cache_also_loads_once_for_many_threads(tmp_path: Path) -> None:

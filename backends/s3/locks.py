@@ -18,13 +18,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import Any, Final
 
-from ..locks import Lock, lock_name
+from ..locks import Lock
 from .errors import ABSENT, CONFLICT, PRECONDITION_FAILED, error_code
-
-if TYPE_CHECKING:
-    from .store import S3Backend
 
 __all__ = ["LOCK_AREA", "S3Lock"]
 
@@ -38,10 +36,24 @@ class S3Lock(Lock):
 
     max_delay = 0.25  # each try is one or two requests
 
-    def __init__(self, backend: S3Backend[Any], key: str, timeout: float | None, ttl: float) -> None:
-        super().__init__(backend, key, timeout, ttl)
-        self._store = backend
-        self._object = backend.prefix + LOCK_AREA + lock_name(key)
+    def __init__(
+        self,
+        key: str,
+        timeout: float | None,
+        ttl: float,
+        name: str,
+        *,
+        call: Callable[..., Any],
+        client_error: type[Exception],
+        **context: Any,
+    ) -> None:
+        """``name``: the lock object's key in the bucket; ``call(operation, **params)``
+        sends one request (retried, rewound); ``client_error``: the error an
+        answered request raises, whose code :func:`.errors.error_code` reads."""
+        super().__init__(key, timeout, ttl, **context)
+        self._call = call
+        self._client_error = client_error
+        self._object = name
         self._etag: str | None = None
         self._seen: tuple[str, float] | None = None  # a holder's ETag, and when we first saw it
 
@@ -62,8 +74,8 @@ class S3Lock(Lock):
         if operation == "put_object":
             params.update(Body=self._body(), ContentType="application/json")
         try:
-            response: dict[str, Any] = self._store._call(operation, **params)
-        except self._store._client_error as exc:
+            response: dict[str, Any] = self._call(operation, **params)
+        except self._client_error as exc:
             if error_code(exc) in _LOST:
                 return None
             raise
@@ -87,7 +99,7 @@ class S3Lock(Lock):
 
     def _take_over(self, etag: str, ttl: float) -> bool:
         """Take the lock over once we have seen its holder's ETag unchanged for a whole lease."""
-        now = self.backend.clock()
+        now = self._now()
         if self._seen is None or self._seen[0] != etag:
             self._seen = (etag, now)  # a new lease (or a renewal): its ttl starts now for us
             return False
@@ -102,8 +114,8 @@ class S3Lock(Lock):
     def _holder(self) -> tuple[str, float, str | None] | None:
         """The current lock object's ETag, lease and holder's token, or None if there is none."""
         try:
-            response = self._store._call("get_object", Key=self._object)
-        except self._store._client_error as exc:
+            response = self._call("get_object", Key=self._object)
+        except self._client_error as exc:
             if error_code(exc) in ABSENT:
                 return None
             raise
@@ -162,8 +174,8 @@ class S3Lock(Lock):
     def _delete_if(self, etag: str) -> bool:
         """DELETE the lock object if it still has ``etag``; True when it is gone, False if not ours."""
         try:
-            self._store._call("delete_object", Key=self._object, IfMatch=etag)
-        except self._store._client_error as exc:
+            self._call("delete_object", Key=self._object, IfMatch=etag)
+        except self._client_error as exc:
             code = error_code(exc)
             if code in ABSENT:
                 return True  # already gone: our DELETE was applied and its answer lost

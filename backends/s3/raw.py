@@ -10,7 +10,7 @@ import zlib
 from typing import IO, Any
 
 from ..base import FileTransfers, PathOrFile, copy_stream, open_source
-from ..codecs import Codec, RawCodec
+from ..codecs import RawCodec
 from ..errors import CorruptValueError
 from .store import DEFAULT_GZIP, S3Backend
 
@@ -86,8 +86,7 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
         self.transfer = transfer if transfer is not None else transfer_config()
         self._manager: Any = None
 
-    def _default_codec(self) -> Codec[bytes, bytes]:
-        return RawCodec()
+    codec = RawCodec()
 
     def _transfers(self) -> Any:
         self._check_open()

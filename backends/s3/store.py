@@ -19,14 +19,13 @@ from itertools import islice
 from typing import IO, Any, TypeVar
 
 from ..base import MISSING, UNCHANGED, BaseBackend, Missing, Unchanged
-from ..codecs import Codec
 from ..errors import BackendError, CorruptValueError, StoreError
 from ..info import Stat
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
-from ..locks import Lock
+from ..locks import Lock, lock_name
 from .client import client_config, import_boto3, make_client, object_url, safe_endpoint
 from .errors import ABSENT, CONFLICT, NOT_MODIFIED, PRECONDITION_FAILED, error_code, translate
-from .locks import S3Lock
+from .locks import LOCK_AREA, S3Lock
 
 __all__ = ["DEFAULT_GZIP", "S3Backend"]
 
@@ -97,7 +96,6 @@ class S3Backend(BaseBackend[V, bytes]):
         bucket: str,
         region: str | None = None,
         *,
-        codec: Codec[V, bytes] | None = None,
         prefix: str = "",
         endpoint_url: str | None = None,
         client: Any = None,
@@ -117,6 +115,7 @@ class S3Backend(BaseBackend[V, bytes]):
         timeout: float = 60.0,
         addressing_style: str | None = None,
     ) -> None:
+        self._check_codec()
         if not isinstance(bucket, str) or not bucket:
             raise ValueError("bucket is a non-empty str")
         if endpoint_url and safe_endpoint(endpoint_url) != endpoint_url.rstrip("?#"):
@@ -141,7 +140,6 @@ class S3Backend(BaseBackend[V, bytes]):
         # cut off mid-read escapes botocore as a raw urllib3 error, unretried.
         self._cut_response: tuple[type[BaseException], ...] = (HTTPError,)
         self._streaming_error = bx.ResponseStreamingError
-        self.codec = codec if codec is not None else self._default_codec()
         self.bucket = bucket
         self.prefix = _normal_prefix(prefix)
         self._max_key_bytes = MAX_KEY_BYTES - len(self.prefix.encode("utf-8"))
@@ -193,11 +191,6 @@ class S3Backend(BaseBackend[V, bytes]):
 
     #: extensions gzipped when ``gzip_extensions`` is not given
     default_gzip: frozenset[str] = frozenset()
-
-    def _default_codec(self) -> Codec[V, bytes]:
-        raise TypeError(
-            f"{type(self).__name__} needs codec=...; or use S3JsonBackend, S3TextBackend, S3RawBackend"
-        )
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -534,7 +527,15 @@ class S3Backend(BaseBackend[V, bytes]):
     # -- locks ----------------------------------------------------------------------
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
-        return S3Lock(self, key, timeout, ttl)
+        return S3Lock(
+            key,
+            timeout,
+            ttl,
+            self.prefix + LOCK_AREA + lock_name(key),
+            call=self._call,
+            client_error=self._client_error,
+            **self._lock_context(),
+        )
 
     # -- metadata, copies, URLs ------------------------------------------------------
 

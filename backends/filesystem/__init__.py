@@ -1,0 +1,35 @@
+"""A folder on local disk as a backend, a cache and a lock, one module each.
+
+- :mod:`.layout`: the key <-> path rule (and the one rule for ``~`` names)
+  and the one walk over a folder's keys;
+- :mod:`.files`: file operations relative to folder descriptors, never
+  following a symlink;
+- :mod:`.store`: :class:`FileSystemBackend` and its value families;
+- :mod:`.cache`: :class:`FileSystemCache` (``JsonCache``, ``TextCache``),
+  entries that expire;
+- :mod:`.lock`: :class:`FileLock`, a lease file per key under ``flock``.
+
+Each uses the others only through their public names.
+"""
+
+from __future__ import annotations
+
+from .cache import FileSystemCache, JsonCache, TextCache
+from .lock import FileLock
+from .store import (
+    FileSystemBackend,
+    FileSystemJsonBackend,
+    FileSystemRawBackend,
+    FileSystemTextBackend,
+)
+
+__all__ = [
+    "FileLock",
+    "FileSystemBackend",
+    "FileSystemCache",
+    "FileSystemJsonBackend",
+    "FileSystemRawBackend",
+    "FileSystemTextBackend",
+    "JsonCache",
+    "TextCache",
+]

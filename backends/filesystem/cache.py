@@ -1,0 +1,434 @@
+"""Expiring caches on local disk: JsonCache and TextCache.
+
+A cache is a filesystem backend whose entries expire. An entry's deadline is
+its file's mtime (nanoseconds, on the cache's clock; 0 for "never"), set on
+the temporary file before it is moved into place, so the value and its
+deadline appear together. Telling whether an entry expired costs one
+``fstat`` of a file already open (``load``) or one ``lstat`` (``in``,
+``len``, ``keys``); no value is read for it.
+
+An expired entry is absent for every call, and removed when met: the look
+and the unlink happen under an exclusive ``flock`` of its folder, which
+every writer takes shared to place an entry, so a fresh value written
+meanwhile is never removed.
+
+Hits are served from a memo in the process (the stored bytes of recently
+read entries) after one ``stat`` shows the file is still the one read: same
+inode, size, ctime and mtime. Every write makes a new file, and its mtime
+carries random nanoseconds (under a microsecond off the deadline, or
+anywhere in the first second of 1970 for "never"), so a rewritten value
+never passes for the memoised one, even in a reused inode.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
+
+from ..base import MISSING, Missing
+from ..cache import DEFAULT_TIMEOUT, Entry, check_timeout
+from ..codecs import JsonCodec, TextCodec
+from ..errors import CorruptValueError
+from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
+from .layout import key_parts, key_path
+from .store import WRITE_RETRIES, At, FileSystemBackend
+
+__all__ = ["FileSystemCache", "JsonCache", "TextCache"]
+
+V = TypeVar("V")
+
+#: an mtime below this (the first second of 1970) means "never expires"
+NEVER_BELOW: Final = 1_000_000_000
+#: bytes of values the memo of one cache keeps, and the largest value it keeps
+MEMO_BUDGET: Final = 64 * 1024 * 1024
+MEMO_VALUE: Final = 64 * 1024
+TAG_ATTRIBUTE: Final = "user.backends.etag"  # the origin's ETag, kept by a tier for revalidation
+DAY_NS: Final = 86_400 * 10**9
+_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA, errno.E2BIG, errno.ERANGE}
+#: a tag that can be sent as If-None-Match: visible ASCII, no space or control
+#: character (RFC 9110 ETags are a subset); anything else in the attribute
+#: (another tool's, or damaged) is ignored
+_TAG = re.compile(rb"[\x21-\x7e]{1,1024}")
+
+
+class FileSystemCache(FileSystemBackend[V]):
+    """A filesystem backend whose entries expire ``timeout`` seconds after they are written.
+
+    ``timeout=None`` keeps entries until deleted. ``clock`` (default
+    ``time.time``) must be a wall clock shared by every process using the
+    folder. Safe across threads and processes, like every filesystem backend.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        clock: Callable[[], float] | None = None,
+        durable: bool = False,
+    ) -> None:
+        self.timeout = check_timeout(timeout)
+        if clock is not None:
+            self.clock = clock
+        # key -> (identity of the file read, its bytes): see the module docstring
+        self._memo: dict[str, tuple[tuple[int, ...], bytes]] = {}
+        self._memo_bytes = 0
+        self._memo_lock = threading.Lock()
+        super().__init__(root, durable=durable)
+
+    # -- deadlines ----------------------------------------------------------------
+
+    def _deadline(self, timeout: float | Missing | None) -> int:
+        """The mtime to give an entry written now with ``timeout``, with random nanoseconds."""
+        seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
+        nonce = random.getrandbits(30)
+        if seconds is None:
+            return 1 + nonce % (NEVER_BELOW - 1)
+        return max(int((self.clock() + seconds) * 1e9) - nonce % 1000, NEVER_BELOW)
+
+    def _expired(self, deadline_ns: int) -> bool:
+        return deadline_ns >= NEVER_BELOW and deadline_ns <= self.clock() * 1e9
+
+    def _live(self, status: os.stat_result) -> bool:
+        return not self._expired(status.st_mtime_ns)
+
+    # -- writing --------------------------------------------------------------------
+
+    def dump(
+        self, key: str, value: V, *, if_absent: bool = False, timeout: float | Missing | None = MISSING
+    ) -> bool:
+        """Store ``value`` under ``key``, expiring after ``timeout`` seconds (default: the cache's).
+
+        ``timeout=None`` (or ``math.inf``): never expires; ``timeout=0``:
+        already expired, so the key reads as absent. ``if_absent`` treats an
+        expired entry as absent. Atomic, like every write. Raises ValueError
+        for a timeout out of range, before anything is written.
+        """
+        deadline = self._deadline(timeout)
+        return self._write_value(
+            key, value, "dump", lambda key, data: self._put(key, data, deadline, if_absent)
+        )
+
+    def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
+        return self._put(key, data, self._deadline(MISSING), if_absent)
+
+    def _put(self, key: str, data: bytes, deadline: int, if_absent: bool, tag: str | None = None) -> bool:
+        def fill(fd: int) -> None:
+            write_all(fd, data)
+            if tag is not None:
+                _set_tag(fd, tag)
+            _set_deadline(fd, deadline)
+
+        for _ in range(WRITE_RETRIES):
+            if self._write(key, fill, if_absent):
+                return True
+            # An expired entry is absent: clearing it away, try again.
+            if self._contains(key):
+                return False
+        return False
+
+    def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
+        # Entries are placed under a shared flock of their folder; a remover
+        # of expired entries holds it exclusively from its look to its unlink
+        # (see _discard_at), so it never removes an entry placed meanwhile.
+        guard = open_guard(folder, fcntl.LOCK_SH)
+        try:
+            return super()._place(folder, temp_name, name, if_absent)
+        finally:
+            os.close(guard)
+
+    # -- reading --------------------------------------------------------------------
+
+    def _load(self, key: str) -> bytes | Missing:
+        hit = self._memoised(key)
+        if hit is not None:
+            return hit[1]
+        data = self._read_entry(key)
+        if data is MISSING and self._root_gone(create=False):
+            return self._read_entry(key)
+        return data
+
+    def _read_entry(self, key: str) -> bytes | Missing:
+        folders, name = key_parts(key)
+        fds = self._open_folders(folders, create=False) if folders else [self._root_fd]
+        if fds is None:
+            return MISSING
+        try:
+            opened = open_file(fds[-1], name)
+            if opened is None:
+                return MISSING
+            fd, status = opened
+            try:
+                if not self._expired(status.st_mtime_ns):
+                    data = read_all(fd, status.st_size)
+                    self._remember(key, status, data)
+                    return data
+            finally:
+                os.close(fd)
+            self._discard(At(fds, folders, name, status))
+            return MISSING
+        finally:
+            self._close(fds)
+
+    def _memoised(self, key: str) -> tuple[os.stat_result, bytes] | None:
+        """The remembered bytes of a fresh entry still in the file read, with its stat; else None."""
+        memo = self._memo.get(key)
+        if memo is None:
+            return None
+        status = self._stat_key(key)
+        if status is None or _identity(status) != memo[0] or self._expired(status.st_mtime_ns):
+            return None
+        return status, memo[1]
+
+    def _stat_key(self, key: str) -> os.stat_result | None:
+        """One stat of the key's file; the kernel walks the path (a symlinked folder
+        leads to another inode, which no memo entry matches)."""
+        try:
+            return os.stat(key_path(key), dir_fd=self._root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in BLOCKED_ERRNOS:
+                return None
+            raise
+
+    def _remember(self, key: str, status: os.stat_result, data: bytes) -> None:
+        if len(data) > MEMO_VALUE:
+            return
+        with self._memo_lock:
+            memo = self._memo
+            old = memo.pop(key, None)
+            self._memo_bytes += len(data) - (len(old[1]) if old else 0)
+            while self._memo_bytes > MEMO_BUDGET and memo:
+                self._memo_bytes -= len(memo.pop(next(iter(memo)))[1])  # the oldest first
+            memo[key] = (_identity(status), data)
+
+    def _contains(self, key: str) -> bool:
+        return bool(self._at_live_key(key, self._fresh))
+
+    def _fresh(self, at: At) -> bool:
+        """Whether the entry is fresh; an expired one met here is removed."""
+        if not self._expired(at.status.st_mtime_ns):
+            return True
+        self._discard(at)
+        return False
+
+    def _iter_keys(self) -> Iterator[str]:
+        # One lstat per file for its deadline; values are never read.
+        for folder, name, key in self._walk(tidy=False):
+            status = lstat_file(folder, name)
+            if status is None:
+                continue
+            if not self._expired(status.st_mtime_ns):
+                yield key
+            else:
+                self._discard_at(folder, name)
+
+    def _delete(self, key: str) -> bool:
+        # An expired entry was already absent: it is removed, and False returned.
+        return bool(self._at_live_key(key, self._remove_fresh))
+
+    def _remove_fresh(self, at: At) -> bool:
+        return self._remove(at) if self._fresh(at) else False
+
+    # -- expiry ---------------------------------------------------------------------
+
+    def purge(self) -> int:
+        """Remove every expired entry; return how many were removed.
+
+        One lstat per entry; values are not read. Emptied folders are
+        removed, and so are temporary files of writers killed over an hour ago.
+        """
+        with self._translating("purge", None):
+            return sum(
+                self._discard_at(folder, name)
+                for folder, name, _ in self._walk(tidy=True)
+                if (status := lstat_file(folder, name)) is not None and self._expired(status.st_mtime_ns)
+            )
+
+    def expires(self, key: str) -> float | None:
+        """When the entry of ``key`` expires (seconds on the cache's clock); None if never.
+
+        Raises KeyError if the key is absent (or expired).
+        """
+        key = self._check(key, "expires")
+        with self._translating("expires", key):
+            found = self._read_stored(key, read=False)
+        if found is None or self._expired(found[1]):
+            raise KeyError(key)
+        return _deadline_of(found[1])
+
+    def _discard(self, at: At) -> None:
+        if self._discard_at(at.folder, at.name) and at.folders:
+            prune_folders(at.fds, at.folders)
+
+    def _discard_at(self, folder: int, name: str) -> bool:
+        """Remove the file ``name`` if it is (still) an expired entry; say whether it was removed.
+
+        The look and the unlink happen under an exclusive flock of the
+        folder, and every writer places its entry under a shared one: no
+        fresh entry can replace the expired one between the two, so none is
+        ever hidden, dropped or left aside, even if a process is killed
+        (the kernel drops its flock).
+        """
+        guard = open_guard(folder, fcntl.LOCK_EX)
+        try:
+            status = lstat_file(folder, name)
+            if status is None or not self._expired(status.st_mtime_ns):
+                return False
+            os.unlink(name, dir_fd=folder)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(guard)
+
+    # -- entries, for a tier (the ExpiringCache capability) -----------------------------
+
+    def peek(self, key: str) -> Entry[V] | None:
+        """The entry of ``key``, expired or not (nothing is removed); None if there is none.
+
+        An expired entry carries the ETag it was filled with; one whose
+        data no longer decodes is no entry (a tier then loads it afresh),
+        while a fresh one raises CorruptValueError like ``load``.
+        """
+        key = self._check(key, "peek")
+        with self._translating("peek", key):
+            found = self._read_stored(key, read=True)
+        if found is None:
+            return None
+        data, deadline, tag = found
+        fresh = not self._expired(deadline)
+        try:
+            value = self._decode(data, key, "peek")
+        except CorruptValueError:
+            if fresh:
+                raise
+            return None
+        return Entry(value, _deadline_of(deadline), fresh, tag)
+
+    def _read_stored(self, key: str, read: bool) -> tuple[bytes, int, str | None] | None:
+        """The stored data (``b""`` unless ``read``), mtime deadline and, if expired, tag of ``key``."""
+        hit = self._memoised(key) if read else None
+        if hit is not None:
+            return hit[1], hit[0].st_mtime_ns, None
+        opened = self._open_value(key)
+        if opened is None:
+            return None
+        fd, status = opened
+        try:
+            fresh = not self._expired(status.st_mtime_ns)
+            data = read_all(fd, status.st_size) if read else b""
+            tag = None if fresh else _get_tag(fd)
+        finally:
+            os.close(fd)
+        if read and fresh:
+            self._remember(key, status, data)
+        return data, status.st_mtime_ns, tag
+
+    def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
+        """Store a value loaded from an origin, with the default timeout and the origin's ``etag``."""
+        deadline = self._deadline(MISSING)
+        self._write_value(key, value, "fill", lambda key, data: self._put(key, data, deadline, False, etag))
+
+    def renew(self, key: str, etag: str) -> bool:
+        """Restart the timeout of ``key`` if its entry still holds the value of ``etag``; else False."""
+        key = self._check(key, "renew")
+        with self._translating("renew", key):
+            return bool(self._at_key(key, lambda at: self._renew_at(at, etag)))
+
+    def _renew_at(self, at: At, tag: str) -> bool:
+        # Under the shared flock, like a write: a remover cannot unlink the
+        # entry between our renewal and its look.
+        guard = open_guard(at.folder, fcntl.LOCK_SH)
+        try:
+            opened = open_file(at.folder, at.name)
+            if opened is None:
+                return False
+            fd = opened[0]
+            try:
+                if _get_tag(fd) != tag:
+                    return False  # replaced since we looked: that value is not the one revalidated
+                _set_deadline(fd, self._deadline(MISSING))
+                return True
+            finally:
+                os.close(fd)
+        finally:
+            os.close(guard)
+
+    def _describe(self) -> str:
+        timeout = "None" if self.timeout is None else f"{self.timeout:g}"
+        return f"{super()._describe()}, timeout={timeout}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The root descriptor cannot cross processes; a copy reopens the root.
+        settings = {"clock": self.clock, "durable": self.durable}
+        return (_rebuild, (type(self), str(self.root), self.timeout, settings))
+
+
+def _rebuild(
+    cls: type[FileSystemCache[Any]], root: str, timeout: float | None, settings: dict[str, Any]
+) -> FileSystemCache[Any]:
+    cache = cls.__new__(cls)
+    FileSystemCache.__init__(cache, root, timeout, **settings)
+    return cache
+
+
+def _deadline_of(mtime_ns: int) -> float | None:
+    """The deadline an entry's mtime stands for: seconds, or None for never."""
+    return None if mtime_ns < NEVER_BELOW else mtime_ns / 1e9
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    return (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+def _set_deadline(fd: int, deadline: int) -> None:
+    # The atime is set past both the mtime and the coming rename's ctime, so
+    # that reads under "relatime" (the Linux default) leave the inode alone
+    # instead of writing a new atime on every cache hit.
+    atime = max(deadline, time.time_ns()) + DAY_NS
+    os.utime(fd, ns=(atime, deadline))
+
+
+def _set_tag(fd: int, tag: str) -> None:
+    # Extended attributes travel with the file through the rename, so the
+    # tag can never belong to another value. Without them (some
+    # filesystems), entries are simply fetched again instead of revalidated.
+    try:
+        os.setxattr(fd, TAG_ATTRIBUTE, tag.encode("utf-8"))
+    except OSError as exc:
+        if exc.errno not in _NO_XATTR:
+            raise
+
+
+def _get_tag(fd: int) -> str | None:
+    """The ETag kept with an entry, or None: none kept, or one that is not a valid ETag."""
+    try:
+        raw = os.getxattr(fd, TAG_ATTRIBUTE)
+    except OSError as exc:
+        if exc.errno in _NO_XATTR:
+            return None
+        raise
+    # A damaged or foreign tag (CR/LF, non-ASCII, oversized) could not be
+    # sent as If-None-Match: the entry is then refreshed by a plain load.
+    return raw.decode("ascii") if _TAG.fullmatch(raw) else None
+
+
+class JsonCache(FileSystemCache[Any]):
+    """JSON values on local disk that expire after ``timeout`` seconds (None: never)."""
+
+    codec = JsonCodec()
+
+
+class TextCache(FileSystemCache[str]):
+    """``str`` values on local disk that expire by their age: ``timeout`` seconds after written."""
+
+    codec = TextCodec()

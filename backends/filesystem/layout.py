@@ -1,0 +1,222 @@
+"""The layout of keys in a folder: a key's path, and the key of a path.
+
+A key is split at ``/``; each segment is percent-escaped so that only
+``[A-Za-z0-9._-]`` and ``%XX`` remain. The last segment names the value
+file; every other segment names a folder with a ``+`` suffix, so ``a``
+(file ``a``) and ``a/b`` (file ``a+/b``) coexist. An escaped segment longer
+than 200 characters is cut into pieces, all but the last stored as folders
+with a ``=`` suffix, so no name passes the 255-byte limit. The one rule for
+everything else: a name starting with ``~`` (temporary files, the lock
+folder) is never a key. The mapping is a bijection: :func:`walk` gives back
+exactly the keys written.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Final
+from urllib.parse import quote, unquote
+
+from ..keys import is_valid_key
+from .files import BLOCKED_ERRNOS, DIR_FLAGS, lstat_file, try_rmdir, unlink_quietly
+
+__all__ = [
+    "CHUNK",
+    "DIR_MARK",
+    "PART_MARK",
+    "TEMP_MARK",
+    "is_reserved",
+    "key_parts",
+    "key_path",
+    "temp_name",
+    "walk",
+]
+
+DIR_MARK: Final = "+"  # suffix of a folder holding the keys below a segment
+PART_MARK: Final = "="  # suffix of a folder holding the rest of a long segment
+TEMP_MARK: Final = "~"  # prefix of names that are never keys (temporary files, locks)
+CHUNK: Final = 200  # longest escaped piece of a segment in one name
+
+_PLAIN = re.compile(r"[A-Za-z0-9._-]+")
+_PLAIN_KEY = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}(?:/[A-Za-z0-9._-]{{1,{CHUNK}}})*")
+_LEFTOVERS = (".tmp", ".expired")  # ".expired": removal aside, before 0.2
+_RESERVED = {".", ".."}  # names no file can have
+
+
+def is_reserved(name: str) -> bool:
+    """Whether ``name`` is never a key's file or folder: the one rule for ``~`` names."""
+    return name.startswith(TEMP_MARK)
+
+
+def temp_name() -> str:
+    """A fresh name for a temporary file: reserved, so never listed as a key."""
+    return f"{TEMP_MARK}{os.urandom(8).hex()}.tmp"
+
+
+def _escape(segment: str) -> str:
+    # quote() keeps "~" unescaped; "~" starts names that are never keys.
+    return quote(segment, safe="").replace("~", "%7E")
+
+
+def _escape_name(segment: str) -> str:
+    """The escaped form of a key's last segment, which names the value file.
+
+    As :func:`_escape`, except that when a long segment is cut, a last piece
+    that would be ``.`` or ``..`` (names the filesystem reserves) has its
+    dots escaped, so every valid key has a file name (``"x" * 200 + ".."``).
+    """
+    escaped = _escape(segment)
+    cut = (len(escaped) - 1) // CHUNK * CHUNK
+    if cut and escaped[cut:] in _RESERVED:
+        return escaped[:cut] + escaped[cut:].replace(".", "%2E")
+    return escaped
+
+
+def _pieces(escaped: str) -> list[str]:
+    return [escaped[i : i + CHUNK] for i in range(0, len(escaped), CHUNK)]
+
+
+def key_parts(key: str) -> tuple[tuple[str, ...], str]:
+    """Return the folder names and the file name of a valid key, relative to the root."""
+    if _PLAIN_KEY.fullmatch(key):
+        # The common case: every segment is its own name, no cache needed.
+        if "/" not in key:
+            return (), key
+        *folders, name = key.split("/")
+        return tuple(folder + DIR_MARK for folder in folders), name
+    return _escaped_parts(key)
+
+
+def key_path(key: str) -> str:
+    """The path of a valid key's file relative to the root, as one string."""
+    if _PLAIN_KEY.fullmatch(key):
+        return key.replace("/", DIR_MARK + "/")
+    folders, name = _escaped_parts(key)
+    return "/".join((*folders, name))
+
+
+@lru_cache(maxsize=8192)
+def _escaped_parts(key: str) -> tuple[tuple[str, ...], str]:
+    folders: list[str] = []
+    segments = key.split("/")
+    last_index = len(segments) - 1
+    for index, segment in enumerate(segments):
+        pieces = _pieces(_escape_name(segment) if index == last_index else _escape(segment))
+        folders.extend(piece + PART_MARK for piece in pieces[:-1])
+        last = pieces[-1]
+        if index < last_index:
+            folders.append(last + DIR_MARK)
+        else:
+            return tuple(folders), last
+    raise AssertionError("unreachable: split() returns at least one segment")
+
+
+def _decode_segment(escaped: str, last: bool = False) -> str | None:
+    """Return the segment that escapes exactly to ``escaped`` (as a last segment, with ``last``), or None."""
+    if _PLAIN.fullmatch(escaped):
+        return escaped
+    try:
+        segment = unquote(escaped, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    canonical = _escape_name(segment) if last else _escape(segment)
+    return segment if canonical == escaped else None
+
+
+def _piece_ok(piece: str, full: bool) -> bool:
+    # A canonical layout cuts at exactly CHUNK characters; any other cut
+    # would be a second path for the same key.
+    return len(piece) == CHUNK if full else 0 < len(piece) <= CHUNK
+
+
+def walk(root: int, stale_before: float | None = None) -> Iterator[tuple[int, str, str]]:
+    """Yield ``(folder fd, file name, key)`` for every key below the folder ``root``, streaming.
+
+    Only regular files whose path is the canonical path of a valid key are
+    yielded; reserved (``~``) names, symlinks and anything else of another
+    tool are passed over. Memory grows with the depth of the tree, not the
+    number of keys. With ``stale_before`` (seconds on the clock of file
+    ctimes), temporary files unchanged since then (killed writers') are
+    removed, and each emptied folder on the way back up.
+    """
+    # A fresh open file description: scandir(fd) dups the descriptor, and
+    # dups share the read position, so two listings over the one root
+    # descriptor would each skip what the other read.
+    fd = os.open(".", DIR_FLAGS, dir_fd=root)
+    try:
+        yield from _walk_folder(fd, "", "", stale_before)
+    finally:
+        os.close(fd)
+
+
+def _sweep(folder: int, name: str, stale_before: float) -> None:
+    """Remove a temporary file left by a killed process, if unchanged since ``stale_before``.
+
+    The ctime is used: a writer cannot set it (a cache sets the mtime of its
+    files to their deadline), and every write to the file moves it on.
+    """
+    status = lstat_file(folder, name)
+    if status is not None and status.st_ctime < stale_before:
+        unlink_quietly(name, folder)
+
+
+def _walk_folder(
+    folder: int, prefix: str, pending: str, stale_before: float | None
+) -> Iterator[tuple[int, str, str]]:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if is_reserved(name):
+                if stale_before is not None and name.endswith(_LEFTOVERS):
+                    _sweep(folder, name, stale_before)
+                continue
+            mark = name[-1]
+            if mark in (DIR_MARK, PART_MARK):
+                if entry.is_dir(follow_symlinks=False):
+                    yield from _walk_child(folder, entry.name, prefix, pending, stale_before)
+            elif entry.is_file(follow_symlinks=False):
+                key = _key_of(prefix, pending, name)
+                if key is not None:
+                    yield folder, name, key
+
+
+def _walk_child(
+    folder: int, name: str, prefix: str, pending: str, stale_before: float | None
+) -> Iterator[tuple[int, str, str]]:
+    piece = name[:-1]
+    if name[-1] == PART_MARK:
+        if not _piece_ok(piece, full=True):
+            return
+        child_prefix, child_pending = prefix, pending + piece
+    else:
+        segment = _decode_segment(pending + piece) if _piece_ok(piece, full=False) else None
+        if segment is None:
+            return
+        child_prefix, child_pending = f"{prefix}{segment}/", ""
+    try:
+        child = os.open(name, DIR_FLAGS, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT or exc.errno in BLOCKED_ERRNOS:
+            return  # removed or replaced since it was listed
+        raise
+    try:
+        yield from _walk_folder(child, child_prefix, child_pending, stale_before)
+    finally:
+        os.close(child)
+    if stale_before is not None:
+        try_rmdir(name, folder)
+
+
+def _key_of(prefix: str, pending: str, name: str) -> str | None:
+    """Return the key stored in file ``name``, or None if it is not a key's file."""
+    if not _piece_ok(name, full=False):
+        return None
+    segment = _decode_segment(pending + name, last=True)
+    if segment is None:
+        return None
+    key = prefix + segment
+    return key if is_valid_key(key) else None
