@@ -5,7 +5,7 @@ See README.rst for the contract every backend keeps.
 
 from __future__ import annotations
 
-from .base import MISSING, UNCHANGED, BaseBackend, Versioned
+from .base import MISSING, UNCHANGED, Backend, BaseBackend, Versioned
 from .cache import Entry, ExpiringCache
 from .codecs import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .errors import (
@@ -46,6 +46,7 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MISSING",
     "UNCHANGED",
+    "Backend",
     "BackendError",
     "BaseBackend",
     "BucketNotFoundError",

@@ -1,19 +1,16 @@
-"""BaseBackend: the public API of every backend, over a handful of store hooks.
+"""BaseBackend: the public API of every backend, over the store hooks of :mod:`backends.hooks`.
 
 The base owns what must be identical on every store: key validation before
 any I/O, the codec, and translation of the store's native errors into the
-tree of :mod:`backends.errors`. A store implements four abstract hooks
-(``_load``, ``_dump``, ``_delete``, ``_iter_keys``) and may override the
-optional ones (``_contains``, ``_len``, ``_clear``, the bulk ``_*_many``) for
-speed; their defaults are correct, only slower.
+tree of :mod:`backends.errors`. A store overrides hooks only (see
+:class:`~backends.hooks.StoreHooks` and README.rst, "Writing a backend");
+the helpers here, marked ``@final``, are for a store to call, never to
+override.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from abc import abstractmethod
 from collections.abc import (
     Callable,
     ItemsView,
@@ -24,15 +21,14 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from itertools import islice
-from typing import IO, TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, Protocol, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, TypeAlias, TypeVar, final, overload
 
 from .codecs import Codec
 from .errors import BackendError, CorruptValueError, InvalidKeyError, SerializationError, StoreError
-from .keys import MAX_KEY_BYTES, key_problem
+from .hooks import BATCH, MISSING, UNCHANGED, Missing, StoreHooks, Unchanged
+from .keys import key_problem
 
 if TYPE_CHECKING:
     from .locks import Lock
@@ -40,53 +36,20 @@ if TYPE_CHECKING:
 __all__ = [
     "MISSING",
     "UNCHANGED",
+    "Backend",
     "BaseBackend",
-    "FileTransfers",
     "Missing",
-    "Reader",
     "Unchanged",
     "Versioned",
-    "Writer",
-    "copy_stream",
     "encode_value",
-    "open_source",
-    "write_target",
 ]
 
 V = TypeVar("V")
 S = TypeVar("S")
 T = TypeVar("T")
 
-PathOrFile = Union[str, "os.PathLike[str]", IO[bytes]]
-
-#: how many keys one pass of the default ``_clear`` and ``items()`` handles
-BATCH: Final = 1000
 #: rounds of create-or-read before ``setdefault`` gives up on a contradictory store
 SETDEFAULT_ROUNDS: Final = 8
-
-
-class Missing(Enum):
-    """The type of :data:`MISSING`, which a store hook returns for an absent key."""
-
-    MISSING = "MISSING"
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final = Missing.MISSING
-
-
-class Unchanged(Enum):
-    """The type of :data:`UNCHANGED`: a conditional load found the stored value unchanged."""
-
-    UNCHANGED = "UNCHANGED"
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED: Final = Unchanged.UNCHANGED
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -95,108 +58,21 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-class BaseBackend(MutableMapping[str, V], Generic[V, S]):
-    """A dict-like store of ``str`` keys; see the contract in README.rst.
+class BaseBackend(StoreHooks[S], MutableMapping[str, V], Generic[V, S]):
+    """A dict-like store of ``str`` keys holding values of type ``V``; see the contract in README.rst.
 
+    ``S`` is the stored form (``bytes`` for the built-in families).
     Subclasses set :attr:`codec` and implement the store hooks. Every public
     method validates its keys first and raises
     :class:`~backends.errors.InvalidKeyError` before any I/O.
     """
 
+    #: the value family: how a value becomes the stored form and back (a class attribute)
     codec: Codec[V, S]
-
-    #: the store's native exceptions that :meth:`_translate` maps to the tree
-    _native_errors: tuple[type[BaseException], ...] = (OSError,)
-
-    #: the longest key this store takes (an S3 prefix uses part of S3's 1024)
-    _max_key_bytes: int = MAX_KEY_BYTES
 
     #: the wall clock of leases and expiry: seconds since the epoch, the
     #: same in every process; replace it on an instance to test without sleeping
     clock: Callable[[], float] = staticmethod(time.time)
-
-    # -- store hooks -----------------------------------------------------------
-
-    @abstractmethod
-    def _load(self, key: str) -> S | Missing:
-        """Return the stored data of ``key``, or MISSING."""
-
-    @abstractmethod
-    def _dump(self, key: str, data: S, if_absent: bool) -> bool:
-        """Store ``data`` atomically; with ``if_absent``, return False if the key exists."""
-
-    @abstractmethod
-    def _delete(self, key: str) -> bool:
-        """Delete ``key``; return whether it existed."""
-
-    @abstractmethod
-    def _iter_keys(self) -> Iterator[str]:
-        """Yield every key, lazily."""
-
-    def _contains(self, key: str) -> bool:
-        return self._load(key) is not MISSING
-
-    def _load_tagged(self, key: str, tag: str | None) -> tuple[S, str | None] | Missing | Unchanged:
-        """Load ``key`` with its version tag (an ETag); UNCHANGED if it still has ``tag``.
-
-        The default has no tags: it always loads. S3 sends one GET with
-        ``If-None-Match``, answered 304 without a body when unchanged.
-        """
-        data = self._load(key)
-        return MISSING if data is MISSING else (data, None)
-
-    def _len(self) -> int:
-        return sum(1 for _ in self._iter_keys())
-
-    def _load_many(self, keys: list[str]) -> dict[str, S]:
-        found: dict[str, S] = {}
-        for key in keys:
-            data = self._load(key)
-            if data is not MISSING:
-                found[key] = data
-        return found
-
-    def _dump_many(self, items: list[tuple[str, S]]) -> None:
-        for key, data in items:
-            self._dump(key, data, False)
-
-    def _delete_many(self, keys: list[str]) -> int:
-        return sum(self._delete(key) for key in keys)
-
-    def _clear(self) -> None:
-        # Each pass lists afresh: the keys deleted by the previous pass are
-        # gone, so a paged store pays one page and one batch delete per pass.
-        while batch := list(islice(self._iter_keys(), BATCH)):
-            self._delete_many(batch)
-
-    def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
-        raise NotImplementedError(f"{type(self).__name__} has no per-key locks")
-
-    def _lock_context(self) -> dict[str, Any]:
-        """What every :class:`~backends.locks.Lock` of this backend is built with
-        (``Lock(key, timeout, ttl, ..., **self._lock_context())``): the owner
-        shown in messages, the clock of leases, and the translation of errors."""
-        return {"owner": self, "clock": self.clock, "translating": self._translating}
-
-    def _check_codec(self) -> None:
-        """Raise TypeError unless the class picked a value family (its ``codec`` attribute)."""
-        if not isinstance(getattr(self, "codec", None), Codec):
-            raise TypeError(
-                f"{type(self).__name__} has no value family: use one of its families "
-                "(the Json, Text or Raw classes), or subclass it with a codec class attribute"
-            )
-
-    def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
-        """Map a native exception to an error class and a plain reason."""
-        return StoreError, str(exc)
-
-    def _describe(self) -> str:
-        """The safe fields shown by ``repr``: never a client, secret or session."""
-        return ""
-
-    def _identity(self) -> tuple[object, ...]:
-        """What makes two backend objects views of the same stored data."""
-        return (id(self),)
 
     @property
     def closed(self) -> bool:
@@ -208,8 +84,25 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         """The longest key, in UTF-8 bytes, this backend takes: 1024, less an S3 prefix."""
         return self._max_key_bytes
 
-    # -- helpers ---------------------------------------------------------------
+    # -- helpers for stores: call them, never override them ---------------------
 
+    @final
+    def _lock_context(self) -> dict[str, Any]:
+        """What every :class:`~backends.locks.Lock` of this backend is built with
+        (``Lock(key, timeout, ttl, ..., **self._lock_context())``): the owner
+        shown in messages, the clock of leases, and the translation of errors."""
+        return {"owner": self, "clock": self.clock, "translating": self._translating}
+
+    @final
+    def _check_codec(self) -> None:
+        """Raise TypeError unless the class picked a value family (its ``codec`` attribute)."""
+        if not isinstance(getattr(self, "codec", None), Codec):
+            raise TypeError(
+                f"{type(self).__name__} has no value family: use one of its families "
+                "(the Json, Text or Raw classes), or subclass it with a codec class attribute"
+            )
+
+    @final
     def _check(self, key: object, operation: str) -> str:
         # The message, and so repr(self), is built only for an invalid key.
         problem = key_problem(key, self._max_key_bytes)
@@ -217,10 +110,12 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
             return key  # type: ignore[return-value]  # a valid key is a str
         raise InvalidKeyError(f"invalid key: {problem}", backend=repr(self), operation=operation, key=key)
 
+    @final
     def _error(self, exc: BaseException, operation: str, key: object) -> BackendError:
         cls, reason = self._translate(exc)
         return cls(reason, backend=repr(self), operation=operation, key=key)
 
+    @final
     def _reraise(self, exc: BaseException, operation: str, key: object) -> NoReturn:
         """Raise ``exc`` in the tree: translated once, or as it is if it already is of the tree.
 
@@ -232,6 +127,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
             raise exc
         raise self._error(exc, operation, key) from exc
 
+    @final
     def _translating(self, operation: str, key: object) -> _Translating:
         """A ``with`` block whose native errors are translated once (see :meth:`_reraise`).
 
@@ -240,14 +136,17 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         """
         return _Translating(self, operation, key)
 
+    @final
     def _guarded(self, operation: str, key: object, action: Callable[[], T]) -> T:
         """Run ``action`` with the store's native errors translated."""
         with self._translating(operation, key):
             return action()
 
+    @final
     def _encode(self, value: V, key: str, operation: str) -> S:
         return encode_value(self, value, key, operation)
 
+    @final
     def _decode(self, data: S, key: str, operation: str) -> V:
         try:
             return self.codec.decode(data)
@@ -263,6 +162,10 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
 
     # -- single keys -----------------------------------------------------------
 
+    @overload
+    def load(self, key: str) -> V | None: ...
+    @overload
+    def load(self, key: str, default: T) -> V | T: ...
     def load(self, key: str, default: Any = None) -> Any:
         """Return the value of ``key``, or ``default`` if it is absent."""
         key = self._check(key, "load")
@@ -284,6 +187,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         """
         return self._write_value(key, value, "dump", lambda key, data: self._dump(key, data, if_absent))
 
+    @final
     def _write_value(self, key: str, value: V, operation: str, write: Callable[[str, S], bool]) -> bool:
         """Validate, encode, then ``write(key, data)`` with native errors translated."""
         key = self._check(key, operation)
@@ -305,7 +209,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         value = self.load(key, MISSING)
         if value is MISSING:
             raise KeyError(key)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def __setitem__(self, key: str, value: V) -> None:
         self.dump(key, value)
@@ -340,6 +244,10 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         data, tag = loaded
         return Versioned(self._decode(data, key, "load"), tag)
 
+    @overload
+    def get(self, key: str) -> V | None: ...
+    @overload
+    def get(self, key: str, default: V | T) -> V | T: ...
     def get(self, key: str, default: Any = None) -> Any:
         """Same as :meth:`load`."""
         # Mapping.get goes through __getitem__ and a KeyError: one call less.
@@ -383,6 +291,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
 
     # -- bulk ------------------------------------------------------------------
 
+    @final
     def _check_all(self, keys: Iterable[str], operation: str) -> list[str]:
         if isinstance(keys, str):
             raise TypeError(f"{operation} takes an iterable of keys, not one str")
@@ -444,6 +353,12 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
 
     # -- dict methods whose stock versions are wrong here ----------------------
 
+    @overload
+    def pop(self, key: str) -> V: ...
+    @overload
+    def pop(self, key: str, default: V) -> V: ...
+    @overload
+    def pop(self, key: str, default: T) -> V | T: ...
     def pop(self, key: str, default: Any = MISSING) -> Any:
         """Remove ``key`` and return its value (or ``default``; KeyError without one).
 
@@ -460,18 +375,6 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
             return default
         return self._decode(data, key, "pop")
 
-    def _pop(self, key: str) -> S | Missing:
-        """Remove ``key`` and return its stored data, or MISSING.
-
-        The default loads, then deletes, and hands the data out only if its
-        own delete removed the key: a caller that lost the race to another
-        delete looks again. Stores that can take a value atomically override it.
-        """
-        while (data := self._load(key)) is not MISSING:
-            if self._delete(key):
-                return data
-        return MISSING
-
     def popitem(self) -> tuple[str, V]:
         """Remove and return some ``(key, value)``; KeyError if empty."""
         # The stock popitem() would fail with a KeyError on a key that
@@ -482,7 +385,7 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
                 return key, value
         raise KeyError("popitem(): backend is empty")
 
-    def setdefault(self, key: str, default: Any = None) -> Any:
+    def setdefault(self, key: str, default: V = None) -> V:  # type: ignore[assignment]
         """Return the value of ``key``, storing ``default`` first if absent.
 
         Atomic: uses ``dump(..., if_absent=True)``, so concurrent callers
@@ -559,20 +462,6 @@ class BaseBackend(MutableMapping[str, V], Generic[V, S]):
         with self._translating("list", prefix):
             yield from self._list(prefix, delimiter)
 
-    def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
-        # The generic way reads the whole listing; stores that list by
-        # prefix and delimiter (S3) override it.
-        folders: set[str] = set()
-        for key in self._iter_keys():
-            if not key.startswith(prefix):
-                continue
-            cut = key.find(delimiter, len(prefix)) if delimiter else -1
-            if cut < 0:
-                yield key
-            elif (folder := key[: cut + len(delimiter)]) not in folders:
-                folders.add(folder)
-                yield folder
-
 
 def encode_value(backend: BaseBackend[V, S], value: V, key: str, operation: str) -> S:
     """``value`` in the stored form of ``backend``'s codec; SerializationError if it cannot be stored.
@@ -598,6 +487,11 @@ class Versioned(Generic[V]):
     value: V
     #: the store's version tag, or None for a store without versions
     etag: str | None
+
+
+#: a backend of values of type ``V``, whatever its stored form: ``Backend[str]``
+#: is every text backend (``FileSystemTextBackend``, ``S3TextBackend``...)
+Backend: TypeAlias = BaseBackend[V, Any]
 
 
 class _Translating:
@@ -629,65 +523,3 @@ class _ValuesView(ValuesView[V]):
 
     def __iter__(self) -> Iterator[V]:
         return (value for _, value in self._mapping._iter_items())
-
-
-class FileTransfers(BaseBackend[bytes, bytes]):
-    """Streaming of raw values from and to files, never read whole into memory."""
-
-    @abstractmethod
-    def _dump_stream(self, key: str, source: PathOrFile, if_absent: bool) -> bool:
-        """Store the file at ``source`` (a path, or the rest of a file object) atomically."""
-
-    @abstractmethod
-    def _load_stream(self, key: str, target: PathOrFile) -> bool:
-        """Write the value into ``target``; False, and a path target not created, if absent."""
-
-    def dump_file(self, key: str, source: PathOrFile, *, if_absent: bool = False) -> bool:
-        """Store the contents of a file (a path, or a binary file object) under ``key``.
-
-        Streams in chunks; returns True, or False with ``if_absent`` when the
-        key exists. Atomic like :meth:`dump`.
-        """
-        key = self._check(key, "dump_file")
-        return self._guarded("dump_file", key, lambda: self._dump_stream(key, source, if_absent))
-
-    def load_file(self, key: str, target: PathOrFile) -> bool:
-        """Write the value of ``key`` into a file (a path, or a binary file object).
-
-        Streams in chunks. Returns False and leaves the target untouched (a
-        path is not created) when the key is absent.
-        """
-        key = self._check(key, "load_file")
-        return self._guarded("load_file", key, lambda: self._load_stream(key, target))
-
-
-class Reader(Protocol):
-    def read(self, size: int = ..., /) -> bytes: ...
-
-
-class Writer(Protocol):
-    def write(self, data: bytes, /) -> object: ...
-
-
-def copy_stream(source: Reader, target: Writer) -> None:
-    """Copy ``source`` to ``target`` in chunks."""
-    shutil.copyfileobj(source, target, 1 << 20)
-
-
-@contextmanager
-def open_source(source: PathOrFile) -> Iterator[IO[bytes]]:
-    """A binary file object for ``source``: the path opened, or the object itself."""
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as fileobj:
-            yield fileobj
-    else:
-        yield source
-
-
-def write_target(target: PathOrFile, source: Reader) -> None:
-    """Copy ``source`` into ``target``: a path (created) or a binary file object."""
-    if isinstance(target, (str, os.PathLike)):
-        with open(target, "wb") as fileobj:
-            copy_stream(source, fileobj)
-    else:
-        copy_stream(source, target)

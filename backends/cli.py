@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .base import MISSING, BaseBackend, FileTransfers
+from .base import MISSING, BaseBackend
 from .errors import BackendError
 from .filesystem import FileSystemBackend
+from .transfers import FileTransfers
 from .urls import open_url
 
 __all__ = ["main"]

@@ -9,7 +9,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 from .base import MISSING, BaseBackend, Missing
 from .cache import DEFAULT_TIMEOUT, Entry, check_timeout
-from .codecs import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
+from .codecs import IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .errors import CorruptValueError, SerializationError
 from .locks import Leases, Lock, MemoryLock
 
@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_MAXBYTES",
     "DEFAULT_MAXSIZE",
     "MemoryCache",
+    "MemoryCacheBase",
     "MemoryRawCache",
     "MemoryTextCache",
     "VolatileBackend",
@@ -117,11 +118,11 @@ class _Slot(NamedTuple):
     size: int
 
 
-class MemoryCache(BaseBackend[V, Any]):
+class MemoryCacheBase(BaseBackend[V, Any]):
     """An expiring cache in this process's memory, bounded, least recently used out first.
 
-    Values are kept in their stored form (JSON by default; ``MemoryTextCache``,
-    ``MemoryRawCache`` for the other families), so every hit returns a new
+    Its families: ``MemoryCache`` (JSON), ``MemoryTextCache``,
+    ``MemoryRawCache``. Values are kept in their stored form, so every hit returns a new
     object that the caller may change freely, and ``maxbytes`` counts real
     bytes. At most ``maxsize`` entries and ``maxbytes`` bytes of values are
     kept: past either, the least recently used entries are dropped (an
@@ -132,8 +133,6 @@ class MemoryCache(BaseBackend[V, Any]):
     ``maxbytes`` raises SerializationError on ``dump`` (nothing changes) and
     is simply not kept by a tier's ``fill``.
     """
-
-    codec: Codec[V, Any] = JsonCodec()
 
     def __init__(
         self,
@@ -359,13 +358,19 @@ class MemoryCache(BaseBackend[V, Any]):
         self._leases = Leases()
 
 
-class MemoryTextCache(MemoryCache[str]):
+class MemoryCache(MemoryCacheBase[Any]):
+    """JSON values in memory that expire, kept as compact UTF-8 (see :class:`MemoryCacheBase`)."""
+
+    codec = JsonCodec()
+
+
+class MemoryTextCache(MemoryCacheBase[str]):
     """``str`` values in memory that expire, kept as UTF-8."""
 
     codec = TextCodec()
 
 
-class MemoryRawCache(MemoryCache[bytes]):
+class MemoryRawCache(MemoryCacheBase[bytes]):
     """``bytes`` values in memory that expire."""
 
     codec = RawCodec()

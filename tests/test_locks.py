@@ -22,8 +22,9 @@ WORKER = str(Path(__file__).with_name("_worker.py"))
 def clock(backend: BaseBackend[Any, Any]) -> FrozenClock:
     frozen = FrozenClock()
     backend.clock = frozen
-    if isinstance(backend, backends.TieredBackend):
-        backend.origin.clock = frozen  # a tier's locks are its origin's
+    while isinstance(backend, backends.TieredBackend):
+        backend = backend.origin  # a tier's locks are its origin's, down to the last level
+        backend.clock = frozen
     return frozen
 
 

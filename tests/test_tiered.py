@@ -282,7 +282,7 @@ def test_three_levels_a_hit_at_each_level_costs_nothing_below_it(
 def test_any_cache_with_the_capability_expires_in_a_tier(tmp_path: Path, clock: FrozenClock) -> None:
     """The tier asks for the ExpiringCache methods, not a class: a third party's cache takes part."""
 
-    class Recording(MemoryCache[Any]):
+    class Recording(MemoryCache):
         def __init__(self) -> None:
             super().__init__(timeout=10, clock=clock)
             self.calls: list[str] = []

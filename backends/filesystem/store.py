@@ -19,19 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
-from ..base import (
-    MISSING,
-    BaseBackend,
-    FileTransfers,
-    Missing,
-    PathOrFile,
-    copy_stream,
-    open_source,
-    write_target,
-)
+from ..base import MISSING, BaseBackend, Missing
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from ..locks import Lock
+from ..transfers import FileTransfers, PathOrFile, copy_stream, open_source, write_target
 from .files import (
     BLOCKED_ERRNOS,
     DIR_FLAGS,

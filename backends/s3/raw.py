@@ -9,9 +9,9 @@ import tempfile
 import zlib
 from typing import IO, Any
 
-from ..base import FileTransfers, PathOrFile, copy_stream, open_source
 from ..codecs import RawCodec
 from ..errors import CorruptValueError
+from ..transfers import FileTransfers, PathOrFile, copy_stream, open_source
 from .store import DEFAULT_GZIP, S3Backend
 
 __all__ = ["S3RawBackend", "transfer_config"]

@@ -1,0 +1,84 @@
+"""Raw values streamed from and to files, never read whole into memory.
+
+A raw store (``bytes`` values) that can stream adds :class:`FileTransfers`
+to its bases and implements its two hooks; ``dump_file`` and ``load_file``
+are then public calls with the same validation and errors as the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Protocol, Union
+
+from .base import BaseBackend
+
+__all__ = ["FileTransfers", "PathOrFile", "Reader", "Writer", "copy_stream", "open_source", "write_target"]
+
+#: a path (``str`` or path-like) or a binary file object
+PathOrFile = Union[str, "os.PathLike[str]", IO[bytes]]
+
+
+class FileTransfers(BaseBackend[bytes, bytes]):
+    """Streaming of raw values from and to files, never read whole into memory."""
+
+    @abstractmethod
+    def _dump_stream(self, key: str, source: PathOrFile, if_absent: bool) -> bool:
+        """Store the file at ``source`` (a path, or the rest of a file object) atomically."""
+
+    @abstractmethod
+    def _load_stream(self, key: str, target: PathOrFile) -> bool:
+        """Write the value into ``target``; False, and a path target not created, if absent."""
+
+    def dump_file(self, key: str, source: PathOrFile, *, if_absent: bool = False) -> bool:
+        """Store the contents of a file (a path, or a binary file object) under ``key``.
+
+        Streams in chunks; returns True, or False with ``if_absent`` when the
+        key exists. Atomic like :meth:`dump`.
+        """
+        key = self._check(key, "dump_file")
+        return self._guarded("dump_file", key, lambda: self._dump_stream(key, source, if_absent))
+
+    def load_file(self, key: str, target: PathOrFile) -> bool:
+        """Write the value of ``key`` into a file (a path, or a binary file object).
+
+        Streams in chunks. Returns False and leaves the target untouched (a
+        path is not created) when the key is absent.
+        """
+        key = self._check(key, "load_file")
+        return self._guarded("load_file", key, lambda: self._load_stream(key, target))
+
+
+class Reader(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def copy_stream(source: Reader, target: Writer) -> None:
+    """Copy ``source`` to ``target`` in chunks."""
+    shutil.copyfileobj(source, target, 1 << 20)
+
+
+@contextmanager
+def open_source(source: PathOrFile) -> Iterator[IO[bytes]]:
+    """A binary file object for ``source``: the path opened, or the object itself."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fileobj:
+            yield fileobj
+    else:
+        yield source
+
+
+def write_target(target: PathOrFile, source: Reader) -> None:
+    """Copy ``source`` into ``target``: a path (created) or a binary file object."""
+    if isinstance(target, (str, os.PathLike)):
+        with open(target, "wb") as fileobj:
+            copy_stream(source, fileobj)
+    else:
+        copy_stream(source, target)

@@ -1,0 +1,53 @@
+"""What mypy infers from the public API: checked by tests/test_typing.py (mypy --strict), never run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typing_extensions import assert_type
+
+from backends import (
+    Backend,
+    FileSystemJsonBackend,
+    FileSystemRawBackend,
+    FileSystemTextBackend,
+    MemoryCache,
+    MemoryTextCache,
+    S3TextBackend,
+    TextCache,
+    VolatileBackend,
+)
+
+text = FileSystemTextBackend("/tmp/x")
+assert_type(text.load("k"), str | None)
+assert_type(text.load("k", ""), str)
+assert_type(text.load("k", 0), str | int)
+assert_type(text.get("k"), str | None)
+assert_type(text["k"], str)
+assert_type(text.pop("k"), str)
+assert_type(text.pop("k", None), str | None)
+assert_type(text.setdefault("k", "v"), str)
+assert_type(text.load_many(["k"]), dict[str, str])
+assert_type(dict(text.items()), dict[str, str])
+
+raw = FileSystemRawBackend("/tmp/x")
+assert_type(raw.load("k"), bytes | None)
+assert_type(raw.load("k", b""), bytes)
+
+assert_type(TextCache("/tmp/x").load("k"), str | None)
+assert_type(MemoryTextCache().load("k"), str | None)
+assert_type(S3TextBackend("b").load("k"), str | None)
+assert_type(FileSystemJsonBackend("/tmp/x").load("k"), Any | None)
+assert_type(MemoryCache().load("k"), Any | None)
+assert_type(VolatileBackend().load("k"), Any | None)
+
+
+def count_words(store: Backend[str]) -> int:
+    """One parameter to annotate with: any backend of str values, whatever its stored form."""
+    return sum(len(value.split()) for value in store.values())
+
+
+count_words(text)
+count_words(TextCache("/tmp/x"))
+count_words(S3TextBackend("b"))
+count_words(raw)  # type: ignore[arg-type]  # bytes values are not str values
