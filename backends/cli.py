@@ -8,6 +8,7 @@ and exits 1; a usage error exits 2, as argparse does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 from . import __version__
 from .base import MISSING, BaseBackend
 from .errors import BackendError
-from .filesystem import FileSystemBackend
+from .info import SupportsExpiry, SupportsStat, SupportsUrl
 from .transfers import FileTransfers
 from .urls import open_url
 
@@ -84,26 +85,26 @@ def _when(value: Any) -> str | None:
 
 
 def _stat(backend: BaseBackend[Any, Any], key: str) -> dict[str, Any] | None:
-    """What the store knows of ``key``: size and date at least, where it keeps them."""
-    stat = getattr(backend, "stat", None)
-    if stat is not None:
-        found = stat(key)
-        if found is None:
-            return None
-        info = asdict(found)
-        info["last_modified"] = _when(info.get("last_modified"))
-        return {name: value for name, value in info.items() if value not in (None, {})}
-    if isinstance(backend, FileSystemBackend):
-        if key not in backend:
-            return None
-        status = backend.path(key).stat()
-        info = {"key": key, "size": status.st_size, "path": str(backend.path(key))}
-        expires = getattr(backend, "expires", None)
-        if expires is not None:
-            info["expires"] = _when(expires(key)) or "never"
+    """What the store knows of ``key``: its ``stat()`` where it has one, and when it expires."""
+    info = _stat_of(backend, key)
+    if info is None:
+        return None
+    if "last_modified" in info:
+        info["last_modified"] = _when(info["last_modified"])
+    if isinstance(backend, SupportsExpiry):
+        with contextlib.suppress(KeyError):  # not in a tier's cache (or expired since)
+            info["expires"] = _when(backend.expires(key)) or "never"
+    return info
+
+
+def _stat_of(backend: BaseBackend[Any, Any], key: str) -> dict[str, Any] | None:
+    if isinstance(backend, SupportsStat):
+        try:
+            found = backend.stat(key)
+        except NotImplementedError:
+            pass  # a tier over a store without stat: the value tells its size
         else:
-            info["last_modified"] = _when(status.st_mtime)
-        return info
+            return None if found is None else {k: v for k, v in asdict(found).items() if v not in (None, {})}
     value = backend.load(key, MISSING)
     if value is MISSING:
         return None
@@ -200,22 +201,20 @@ def _cmd_stat(args: argparse.Namespace) -> int:
 
 def _cmd_url(args: argparse.Namespace) -> int:
     backend = open_url(args.url)
-    if isinstance(backend, FileSystemBackend):
-        print(backend.path(args.key).as_uri())
-        return 0
-    url = getattr(backend, "url", None)
-    if url is None:
-        raise _UserError(f"{type(backend).__name__} values have no URL")
-    print(url(args.key, expires=args.expires))
-    return 0
+    if isinstance(backend, SupportsUrl):
+        try:
+            print(backend.url(args.key, expires=args.expires))
+            return 0
+        except NotImplementedError:
+            pass  # a tier over a store without URLs
+    raise _UserError(f"{type(backend).__name__} values have no URL")
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
     backend = open_url(args.url)
-    purge = getattr(backend, "purge", None)
-    if purge is None:
+    if not isinstance(backend, SupportsExpiry):
         raise _UserError(f"{type(backend).__name__} has no expiring entries to purge; use a cache:// URL")
-    removed = purge()
+    removed = backend.purge()
     if args.json:
         _print_json({"purged": removed})
     else:

@@ -30,6 +30,7 @@ from .base import MISSING, UNCHANGED, BaseBackend, encode_value
 from .cache import Entry, ExpiringCache
 from .codecs import IdentityCodec
 from .errors import BackendError, LockError, LockTimeoutError, StoreError
+from .info import Stat, SupportsStat, SupportsUrl
 from .locks import Lock, check_lease, check_wait
 
 __all__ = ["TierStats", "TieredBackend"]
@@ -384,6 +385,29 @@ class TieredBackend(BaseBackend[Any, Any]):
     def purge(self) -> int:
         """Remove the cache's expired entries; return how many (0 if the cache does not expire)."""
         return self._entries.purge() if self._entries is not None else 0
+
+    def expires(self, key: str) -> float | None:
+        """When the cache's entry of ``key`` expires (None: never); KeyError if the cache has none."""
+        if self._entries is not None:
+            return self._entries.expires(key)
+        if key not in self.cache:
+            raise KeyError(key)
+        return None
+
+    def stat(self, key: str) -> Stat | None:
+        """The origin's :class:`~backends.info.Stat` of ``key`` (the source of truth).
+
+        Raises NotImplementedError if the origin has no ``stat`` (memory).
+        """
+        if not isinstance(self.origin, SupportsStat):
+            raise NotImplementedError(f"{type(self.origin).__name__} has no stat()")
+        return self.origin.stat(key)
+
+    def url(self, key: str, expires: float | None = None) -> str:
+        """The origin's URL of ``key``; NotImplementedError if the origin has none (memory)."""
+        if not isinstance(self.origin, SupportsUrl):
+            raise NotImplementedError(f"{type(self.origin).__name__} has no url()")
+        return self.origin.url(key, expires)
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         # User locks live on the origin, the store every machine shares.

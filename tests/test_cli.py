@@ -307,3 +307,16 @@ def test_get_prints_a_lone_surrogate_escaped(tmp_path: Path) -> None:
     out = ok("get", str(tmp_path), "k")
     assert json.loads(out) == "a\ud800b"
     assert "\\ud800" in out
+
+
+def test_stat_url_and_ls_of_a_tier_are_its_origins(tmp_path: Path) -> None:
+    origin = tmp_path / "origin"
+    tier = f"cache://{tmp_path / 'cache'}::file://{origin}"
+    ok("put", tier, "k", '{"v": 1}')
+    info = json.loads(ok("stat", tier, "k", "--json"))
+    assert info["size"] == len(b'{"v":1}') and info["last_modified"] and info["expires"]
+    assert info["content_type"] == "application/json"
+    assert ok("url", tier, "k").strip() == (origin / "k").as_uri()
+    row = json.loads(ok("ls", tier, "--long", "--json"))[0]
+    assert row["size"] == len(b'{"v":1}') and row["last_modified"]
+    assert "no URL" in fails("url", f"cache://{tmp_path / 'c'}::memory://", "k")

@@ -99,6 +99,10 @@ class FileSystemCache(FileSystemBackend[V]):
     def _live(self, status: os.stat_result) -> bool:
         return not self._expired(status.st_mtime_ns)
 
+    def _written(self, status: os.stat_result) -> float:
+        # The mtime is the deadline; the ctime is when the entry was moved into place.
+        return status.st_ctime
+
     # -- writing --------------------------------------------------------------------
 
     def dump(

@@ -16,12 +16,14 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
+from ..info import Stat
 from ..locks import Lock
 from ..transfers import FileTransfers, PathOrFile, copy_stream, open_source, write_target
 from .files import (
@@ -149,13 +151,42 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         if self._finalizer is not None:
             self._finalizer()
 
-    # -- paths ------------------------------------------------------------------
+    # -- paths, stat, URLs ------------------------------------------------------------
 
     def path(self, key: str) -> Path:
         """Return the path of the file holding ``key`` (which may not exist)."""
         key = self._check(key, "path")
         folders, name = key_parts(key)
         return self.root.joinpath(*folders, name)
+
+    def stat(self, key: str) -> Stat | None:
+        """Size, time written and content type of ``key`` (one walk, one ``lstat``); None if absent."""
+        key = self._check(key, "stat")
+        with self._translating("stat", key):
+            status = self._at_live_key(key, lambda at: at.status if self._live(at.status) else None)
+        if status is None:
+            return None
+        return Stat(
+            key=key,
+            size=status.st_size,
+            last_modified=datetime.fromtimestamp(self._written(status), timezone.utc),
+            content_type=self.codec.content_type,
+        )
+
+    def _written(self, status: os.stat_result) -> float:
+        """When the file with this status was written (a cache keeps its deadline as the mtime)."""
+        return status.st_mtime
+
+    def url(self, key: str, expires: float | None = None) -> str:
+        """The ``file://`` URL of ``key``'s file (which may not exist); no I/O.
+
+        ``expires`` is for stores with presigned URLs (S3): a file URL does
+        not expire, so any value raises ValueError.
+        """
+        key = self._check(key, "url")
+        if expires is not None:
+            raise ValueError("a file:// URL does not expire: expires is for presigned S3 URLs")
+        return self.path(key).as_uri()
 
     def _open_folders(self, folders: tuple[str, ...], create: bool) -> list[int] | None:
         """Open each folder below the root without following symlinks.
