@@ -12,6 +12,7 @@ from .cache import DEFAULT_TIMEOUT, Entry, check_timeout
 from .codecs import IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .errors import CorruptValueError, SerializationError
 from .locks import Leases, Lock, MemoryLock
+from .urls import parse_query, register_scheme
 
 __all__ = [
     "DEFAULT_MAXBYTES",
@@ -374,3 +375,14 @@ class MemoryRawCache(MemoryCacheBase[bytes]):
     """``bytes`` values in memory that expire."""
 
     codec = RawCodec()
+
+
+def _open_url(url: str, options: dict[str, Any]) -> VolatileBackend:
+    """``memory://``: a new, empty VolatileBackend."""
+    parse_query(url, {}, options)
+    if url.split("://", 1)[1].split("?", 1)[0] not in ("", "/"):
+        raise ValueError("memory:// takes no path: every memory backend is a new, empty store")
+    return VolatileBackend()
+
+
+register_scheme("memory", _open_url)

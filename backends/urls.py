@@ -12,18 +12,33 @@
 query parameters are the backend's options (``region``, ``endpoint_url``,
 ``timeout``, ...), converted to the option's type. In a tier, each part keeps
 its own query. Credentials never go in a URL.
+
+Schemes are registered by their stores (:func:`register_scheme`): the
+parser knows none of them. A new store adds its scheme with one call and an
+opener built on :func:`parse_query` and :func:`local_path`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .base import BaseBackend
 
-__all__ = ["open_url"]
+__all__ = [
+    "Opener",
+    "as_bool",
+    "as_seconds_or_none",
+    "local_path",
+    "open_url",
+    "parse_query",
+    "register_scheme",
+    "schemes",
+    "unregister_scheme",
+]
 
 FORMATS: Final = ("json", "text", "raw")
 CHAIN: Final = "::"
@@ -46,11 +61,41 @@ NO_CREDENTIALS: Final = (
 )
 
 
-def _float_or_none(text: str) -> float | None:
+#: builds a backend from a URL and the caller's keyword options (which it may consume)
+Opener = Callable[[str, dict[str, Any]], BaseBackend[Any, Any]]
+
+_OPENERS: dict[str, Opener] = {}
+
+
+def register_scheme(scheme: str, opener: Opener) -> None:
+    """Make ``backends.open("<scheme>://...")`` call ``opener(url, options)``.
+
+    ``scheme`` is lower case letters, digits, ``+``, ``-`` or ``.``
+    (``""``: a plain path). Registering a scheme again replaces its opener.
+    The opener raises ValueError naming what is wrong with a URL.
+    """
+    if not isinstance(scheme, str) or (scheme and not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme)):
+        raise ValueError(f"a URL scheme is lower case letters, digits, '+', '-' or '.', not {scheme!r}")
+    _OPENERS[scheme] = opener
+
+
+def unregister_scheme(scheme: str) -> None:
+    """Forget a registered scheme; KeyError if it is not registered."""
+    del _OPENERS[scheme]
+
+
+def schemes() -> list[str]:
+    """The registered URL schemes, sorted (a plain path is ``""``)."""
+    return sorted(_OPENERS)
+
+
+def as_seconds_or_none(text: str) -> float | None:
+    """A query value as seconds; ``none`` or ``never`` as None."""
     return None if text.lower() in ("none", "never") else float(text)
 
 
-def _bool(text: str) -> bool:
+def as_bool(text: str) -> bool:
+    """A query value as a bool: 1/true/yes/on or 0/false/no/off."""
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -59,27 +104,7 @@ def _bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
-#: the query parameters each kind of URL takes, with their types
-S3_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
-    "region": str,
-    "endpoint_url": str,
-    "profile": str,
-    "create_bucket": _bool,
-    "acl": str,
-    "storage_class": str,
-    "cache_control": str,
-    "content_type": str,
-    "retries": int,
-    "max_workers": int,
-    "timeout": float,
-    "addressing_style": str,
-}
-FILE_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"durable": _bool}
-CACHE_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"durable": _bool, "timeout": _float_or_none}
 TIER_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"lease": float, "stale_while_revalidate": float}
-
-
-KNOWN_SCHEMES = frozenset({"memory", "file", "s3", "cache"})
 
 
 def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
@@ -102,22 +127,17 @@ def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
         return TieredBackend(open_url(cache_part), open_url(origin_url, **options), **tier_options)
     _refuse_half_scheme(url)
     scheme = _scheme(url)
-    openers: dict[str, Callable[[str, dict[str, Any]], BaseBackend[Any, Any]]] = {
-        "memory": _memory,
-        "file": _file,
-        "": _file,
-        "s3": _s3,
-        "cache": _cache,
-    }
-    if scheme not in openers:
-        raise ValueError(f"unknown URL scheme {scheme!r}: use memory://, file://, s3:// or cache://")
-    return openers[scheme](url, options)
+    opener = _OPENERS.get(scheme)
+    if opener is None:
+        known = ", ".join(f"{name}://" for name in schemes() if name)
+        raise ValueError(f"unknown URL scheme {scheme!r}: use one of {known}")
+    return opener(url, options)
 
 
 def _refuse_half_scheme(url: str) -> None:
     """Refuse ``s3:bucket``, ``s3:/bucket``, ``memory:``: a scheme without ``//`` is no folder name."""
     head, sep, rest = url.partition(":")
-    if sep and head.lower() in KNOWN_SCHEMES and not rest.startswith("//"):
+    if sep and head.lower() in _OPENERS and head and not rest.startswith("//"):
         scheme = head.lower()
         slashes = "///" if scheme in ("file", "cache") else "//"
         suggestion = "memory://" if scheme == "memory" else f"{scheme}:{slashes}{rest.lstrip('/')}"
@@ -146,10 +166,15 @@ def _split_tier_options(url: str) -> tuple[str, dict[str, Any]]:
     return (f"{base}?{urlencode(kept)}" if kept else base), tier
 
 
-def _query(
+def parse_query(
     url: str, allowed: dict[str, Callable[[str], Any]], options: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
-    """Return the format and the backend's keyword arguments from the query and ``options``."""
+    """Return the format and the backend's keyword arguments from ``url``'s query and ``options``.
+
+    ``allowed`` maps each parameter the backend takes to a converter from
+    text (``int``, :func:`as_bool`...). Refuses credentials, fragments,
+    unknown parameters and formats with a ValueError that names them.
+    """
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise ValueError(NO_CREDENTIALS)
@@ -179,21 +204,12 @@ def _convert(name: str, value: str, allowed: dict[str, Callable[[str], Any]]) ->
     try:
         return allowed[name](value)
     except ValueError:
-        kind = getattr(allowed[name], "__name__", "value").strip("_").replace("_or_none", " or none")
+        kind = getattr(allowed[name], "__name__", "value").removeprefix("as_").replace("_or_none", " or none")
         raise ValueError(f"parameter {name}={value!r} is not a valid {kind}") from None
 
 
-def _memory(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
-    from .memory import VolatileBackend
-
-    _query(url, {}, options)
-    rest = url.split("://", 1)[1]
-    if rest.split("?", 1)[0] not in ("", "/"):
-        raise ValueError("memory:// takes no path: every memory backend is a new, empty store")
-    return VolatileBackend()
-
-
-def _path(url: str) -> str:
+def local_path(url: str) -> str:
+    """The absolute folder path of a ``scheme:///path`` URL or a plain path (``~`` expanded)."""
     if _scheme(url) == "":
         path = url.split("?", 1)[0]
     else:
@@ -204,34 +220,3 @@ def _path(url: str) -> str:
     if not path:
         raise ValueError("the URL names no folder")
     return os.path.abspath(os.path.expanduser(path))
-
-
-def _file(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
-    from .filesystem import FileSystemJsonBackend, FileSystemRawBackend, FileSystemTextBackend
-
-    fmt, kwargs = _query(url, FILE_OPTIONS, options)
-    classes = {"json": FileSystemJsonBackend, "text": FileSystemTextBackend, "raw": FileSystemRawBackend}
-    return classes[fmt](_path(url), **kwargs)
-
-
-def _cache(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
-    from .filesystem import JsonCache, TextCache
-
-    fmt, kwargs = _query(url, CACHE_OPTIONS, options)
-    if fmt == "raw":
-        raise ValueError("a cache:// URL holds json or text values, not raw")
-    cls = JsonCache if fmt == "json" else TextCache
-    return cls(_path(url.replace("cache://", "file://", 1)), **kwargs)
-
-
-def _s3(url: str, options: dict[str, Any]) -> BaseBackend[Any, Any]:
-    from .s3 import S3JsonBackend, S3RawBackend, S3TextBackend
-
-    fmt, kwargs = _query(url, S3_OPTIONS, options)
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise ValueError("an S3 URL names a bucket: s3://bucket or s3://bucket/prefix")
-    if parts.port is not None:
-        raise ValueError("an S3 URL names a bucket, not a host:port; give the server as ?endpoint_url=")
-    classes = {"json": S3JsonBackend, "text": S3TextBackend, "raw": S3RawBackend}
-    return classes[fmt](parts.netloc, prefix=unquote(parts.path).strip("/"), **kwargs)

@@ -90,3 +90,33 @@ def test_open_is_not_star_exported() -> None:
     namespace: dict[str, Any] = {}
     exec("from backends import *", namespace)
     assert "open" not in namespace and namespace["open_url"] is backends.open
+
+
+def test_a_store_registers_its_own_scheme(tmp_path: Path) -> None:
+    from backends.urls import as_bool, parse_query, register_scheme, schemes, unregister_scheme
+
+    made: list[dict[str, Any]] = []
+
+    def open_scratch(url: str, options: dict[str, Any]) -> backends.VolatileBackend:
+        fmt, kwargs = parse_query(url, {"fast": as_bool}, options)
+        made.append({"format": fmt, **kwargs})
+        return backends.VolatileBackend()
+
+    assert "scratch" not in schemes()
+    register_scheme("scratch", open_scratch)
+    try:
+        assert schemes() == ["", "cache", "file", "memory", "s3", "scratch"]
+        assert isinstance(backends.open("scratch://?fast=yes"), backends.VolatileBackend)
+        tier = backends.open(f"cache://{tmp_path}::scratch://?format=text", fast=False)
+        assert isinstance(tier, backends.TieredBackend)
+        assert made == [{"format": "json", "fast": True}, {"format": "text", "fast": False}]
+        with pytest.raises(ValueError, match="unknown parameter 'slow'"):
+            backends.open("scratch://?slow=1")
+        with pytest.raises(ValueError, match="needs '//'"):
+            backends.open("scratch:x")
+    finally:
+        unregister_scheme("scratch")
+    with pytest.raises(ValueError, match="unknown URL scheme 'scratch'"):
+        backends.open("scratch://")
+    with pytest.raises(ValueError, match="URL scheme is lower case"):
+        register_scheme("Bad Scheme", open_scratch)

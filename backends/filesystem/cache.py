@@ -36,6 +36,7 @@ from ..base import MISSING, Missing
 from ..cache import DEFAULT_TIMEOUT, Entry, check_timeout
 from ..codecs import JsonCodec, TextCodec
 from ..errors import CorruptValueError
+from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
 from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
 from .layout import key_parts, key_path
 from .store import WRITE_RETRIES, At, FileSystemBackend
@@ -436,3 +437,14 @@ class TextCache(FileSystemCache[str]):
     """``str`` values on local disk that expire by their age: ``timeout`` seconds after written."""
 
     codec = TextCodec()
+
+
+def _open_url(url: str, options: dict[str, Any]) -> FileSystemCache[Any]:
+    """``cache:///path?timeout=300&format=json|text``."""
+    fmt, kwargs = parse_query(url, {"durable": as_bool, "timeout": as_seconds_or_none}, options)
+    if fmt == "raw":
+        raise ValueError("a cache:// URL holds json or text values, not raw")
+    return (JsonCache if fmt == "json" else TextCache)(local_path(url), **kwargs)
+
+
+register_scheme("cache", _open_url)

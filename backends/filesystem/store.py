@@ -26,6 +26,7 @@ from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnava
 from ..info import Stat
 from ..locks import Lock
 from ..transfers import FileTransfers, PathOrFile, copy_stream, open_source, write_target
+from ..urls import as_bool, local_path, parse_query, register_scheme
 from .files import (
     BLOCKED_ERRNOS,
     DIR_FLAGS,
@@ -535,3 +536,14 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
         with open(opened[0], "rb") as source:
             write_target(target, source)
         return True
+
+
+def _open_url(url: str, options: dict[str, Any]) -> FileSystemBackend[Any]:
+    """``file:///path`` or a plain path, ``?format=json|text|raw&durable=1``."""
+    fmt, kwargs = parse_query(url, {"durable": as_bool}, options)
+    families = {"json": FileSystemJsonBackend, "text": FileSystemTextBackend, "raw": FileSystemRawBackend}
+    return families[fmt](local_path(url), **kwargs)
+
+
+register_scheme("file", _open_url)
+register_scheme("", _open_url)

@@ -9,5 +9,14 @@ from __future__ import annotations
 from .families import S3JsonBackend, S3TextBackend
 from .raw import S3RawBackend, transfer_config
 from .store import DEFAULT_GZIP, S3Backend
+from .url import OPTIONS as URL_OPTIONS
 
-__all__ = ["DEFAULT_GZIP", "S3Backend", "S3JsonBackend", "S3RawBackend", "S3TextBackend", "transfer_config"]
+__all__ = [
+    "DEFAULT_GZIP",
+    "URL_OPTIONS",
+    "S3Backend",
+    "S3JsonBackend",
+    "S3RawBackend",
+    "S3TextBackend",
+    "transfer_config",
+]
