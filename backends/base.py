@@ -4,15 +4,13 @@ The base owns what must be identical on every store: key validation before
 any I/O, the codec, and translation of the store's native errors into the
 tree of :mod:`backends.errors`. A store overrides hooks only (see
 :class:`~backends.hooks.StoreHooks` and README.rst, "Writing a backend");
-the helpers here, marked ``@final``, are for a store to call, never to
-override.
+the helpers of :mod:`backends.core`, marked ``@final``, are for a store to
+call, never to override.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import (
-    Callable,
     ItemsView,
     Iterable,
     Iterator,
@@ -23,12 +21,11 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, TypeAlias, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeAlias, TypeVar, overload
 
-from .codecs import Codec
-from .errors import BackendError, CorruptValueError, InvalidKeyError, SerializationError, StoreError
-from .hooks import BATCH, MISSING, UNCHANGED, Missing, StoreHooks, Unchanged
-from .keys import key_problem
+from .core import BackendCore
+from .errors import StoreError
+from .hooks import BATCH, MISSING, UNCHANGED, Missing, Unchanged
 
 if TYPE_CHECKING:
     from .locks import Lock
@@ -41,7 +38,6 @@ __all__ = [
     "Missing",
     "Unchanged",
     "Versioned",
-    "encode_value",
 ]
 
 V = TypeVar("V")
@@ -58,7 +54,7 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-class BaseBackend(StoreHooks[S], MutableMapping[str, V], Generic[V, S]):
+class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
     """A dict-like store of ``str`` keys holding values of type ``V``; see the contract in README.rst.
 
     ``S`` is the stored form (``bytes`` for the built-in families).
@@ -66,99 +62,6 @@ class BaseBackend(StoreHooks[S], MutableMapping[str, V], Generic[V, S]):
     method validates its keys first and raises
     :class:`~backends.errors.InvalidKeyError` before any I/O.
     """
-
-    #: the value family: how a value becomes the stored form and back (a class attribute)
-    codec: Codec[V, S]
-
-    #: the wall clock of leases and expiry: seconds since the epoch, the
-    #: same in every process; replace it on an instance to test without sleeping
-    clock: Callable[[], float] = staticmethod(time.time)
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called (a backend holding nothing is never closed)."""
-        return False
-
-    @property
-    def max_key_bytes(self) -> int:
-        """The longest key, in UTF-8 bytes, this backend takes: 1024, less an S3 prefix."""
-        return self._max_key_bytes
-
-    # -- helpers for stores: call them, never override them ---------------------
-
-    @final
-    def _lock_context(self) -> dict[str, Any]:
-        """What every :class:`~backends.locks.Lock` of this backend is built with
-        (``Lock(key, timeout, ttl, ..., **self._lock_context())``): the owner
-        shown in messages, the clock of leases, and the translation of errors."""
-        return {"owner": self, "clock": self.clock, "translating": self._translating}
-
-    @final
-    def _check_codec(self) -> None:
-        """Raise TypeError unless the class picked a value family (its ``codec`` attribute)."""
-        if not isinstance(getattr(self, "codec", None), Codec):
-            raise TypeError(
-                f"{type(self).__name__} has no value family: use one of its families "
-                "(the Json, Text or Raw classes), or subclass it with a codec class attribute"
-            )
-
-    @final
-    def _check(self, key: object, operation: str) -> str:
-        # The message, and so repr(self), is built only for an invalid key.
-        problem = key_problem(key, self._max_key_bytes)
-        if problem is None:
-            return key  # type: ignore[return-value]  # a valid key is a str
-        raise InvalidKeyError(f"invalid key: {problem}", backend=repr(self), operation=operation, key=key)
-
-    @final
-    def _error(self, exc: BaseException, operation: str, key: object) -> BackendError:
-        cls, reason = self._translate(exc)
-        return cls(reason, backend=repr(self), operation=operation, key=key)
-
-    @final
-    def _reraise(self, exc: BaseException, operation: str, key: object) -> NoReturn:
-        """Raise ``exc`` in the tree: translated once, or as it is if it already is of the tree.
-
-        A StoreError is also an OSError, so a hook that raises one (or calls
-        another backend) is caught by ``except self._native_errors``: it must
-        reach the caller unchanged, not as a plain StoreError.
-        """
-        if isinstance(exc, BackendError):
-            raise exc
-        raise self._error(exc, operation, key) from exc
-
-    @final
-    def _translating(self, operation: str, key: object) -> _Translating:
-        """A ``with`` block whose native errors are translated once (see :meth:`_reraise`).
-
-        The hot single-key calls (``load``, ``dump``, ``delete``, ``in``)
-        inline the same try/except: a ``with`` costs them a few percent.
-        """
-        return _Translating(self, operation, key)
-
-    @final
-    def _guarded(self, operation: str, key: object, action: Callable[[], T]) -> T:
-        """Run ``action`` with the store's native errors translated."""
-        with self._translating(operation, key):
-            return action()
-
-    @final
-    def _encode(self, value: V, key: str, operation: str) -> S:
-        return encode_value(self, value, key, operation)
-
-    @final
-    def _decode(self, data: S, key: str, operation: str) -> V:
-        try:
-            return self.codec.decode(data)
-        except (ValueError, RecursionError) as exc:
-            # RecursionError: a document nested deeper than the decoder goes
-            # (100,000 "["), which no encoder here would have written.
-            raise CorruptValueError(
-                f"stored data is not valid {self.codec.name}: {exc}",
-                backend=repr(self),
-                operation=operation,
-                key=key,
-            ) from exc
 
     # -- single keys -----------------------------------------------------------
 
@@ -186,16 +89,6 @@ class BaseBackend(StoreHooks[S], MutableMapping[str, V], Generic[V, S]):
         returns False for an I/O error.
         """
         return self._write_value(key, value, "dump", lambda key, data: self._dump(key, data, if_absent))
-
-    @final
-    def _write_value(self, key: str, value: V, operation: str, write: Callable[[str, S], bool]) -> bool:
-        """Validate, encode, then ``write(key, data)`` with native errors translated."""
-        key = self._check(key, operation)
-        data = self._encode(value, key, operation)
-        try:
-            return write(key, data)
-        except self._native_errors as exc:
-            self._reraise(exc, operation, key)
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; return True if it existed, False if it was absent."""
@@ -290,12 +183,6 @@ class BaseBackend(StoreHooks[S], MutableMapping[str, V], Generic[V, S]):
             yield from self.load_many(batch).items()
 
     # -- bulk ------------------------------------------------------------------
-
-    @final
-    def _check_all(self, keys: Iterable[str], operation: str) -> list[str]:
-        if isinstance(keys, str):
-            raise TypeError(f"{operation} takes an iterable of keys, not one str")
-        return list(dict.fromkeys(self._check(key, operation) for key in keys))
 
     def load_many(self, keys: Iterable[str]) -> dict[str, V]:
         """Return ``{key: value}`` for the given keys that are present.
@@ -463,23 +350,6 @@ class BaseBackend(StoreHooks[S], MutableMapping[str, V], Generic[V, S]):
             yield from self._list(prefix, delimiter)
 
 
-def encode_value(backend: BaseBackend[V, S], value: V, key: str, operation: str) -> S:
-    """``value`` in the stored form of ``backend``'s codec; SerializationError if it cannot be stored.
-
-    What every write does before any I/O; a tier checks a value against
-    both its parts with it.
-    """
-    try:
-        return backend.codec.encode(value)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise SerializationError(
-            f"cannot store {type(value).__name__} as {backend.codec.name}: {exc}",
-            backend=repr(backend),
-            operation=operation,
-            key=key,
-        ) from exc
-
-
 @dataclass(frozen=True)
 class Versioned(Generic[V]):
     """A value with the version tag (ETag) it was stored under: what ``load_if_changed`` returns."""
@@ -492,23 +362,6 @@ class Versioned(Generic[V]):
 #: a backend of values of type ``V``, whatever its stored form: ``Backend[str]``
 #: is every text backend (``FileSystemTextBackend``, ``S3TextBackend``...)
 Backend: TypeAlias = BaseBackend[V, Any]
-
-
-class _Translating:
-    """The ``with`` form of :meth:`BaseBackend._reraise`."""
-
-    __slots__ = ("backend", "key", "operation")
-
-    def __init__(self, backend: BaseBackend[Any, Any], operation: str, key: object) -> None:
-        self.backend, self.operation, self.key = backend, operation, key
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> Literal[False]:
-        if exc is not None and isinstance(exc, self.backend._native_errors):
-            self.backend._reraise(exc, self.operation, self.key)
-        return False
 
 
 class _ItemsView(ItemsView[str, V]):

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-from .base import MISSING, UNCHANGED, BaseBackend, encode_value
+from .base import MISSING, UNCHANGED, BaseBackend
 from .cache import Entry, ExpiringCache
 from .codecs import IdentityCodec
+from .core import encode_value
 from .errors import BackendError, LockError, LockTimeoutError, StoreError
 from .info import Stat, SupportsStat, SupportsUrl
 from .locks import Lock, check_lease, check_wait

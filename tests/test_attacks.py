@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import strategies as s
 from _worker import is_whole_blob
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,6 +34,7 @@ from backends import (
     SerializationError,
     TieredBackend,
 )
+from backends.testing import strategies as s
 
 WORKER = str(Path(__file__).with_name("_worker.py"))
 LONG = 25 if os.environ.get("BACKENDS_LONG") == "1" else 1

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from clock import FrozenClock
-from conftest import Folders
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from backends import JsonCache, TextCache
 from backends.base import MISSING
+from backends.testing.parity import Folders
 
 KEYS = st.sampled_from(["a", "b", "a/b", "deep/er/key", "é"])
 TIMEOUTS = st.sampled_from([MISSING, None, 0, 1, 5, 30.5])

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import strategies as s
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import backends
 from backends import FileSystemJsonBackend, FileSystemRawBackend, FileSystemTextBackend, StoreError
+from backends.testing import strategies as s
 
 
 def files_under(folder: Path) -> list[Path]:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import strategies as s
 from conftest import BackendCase
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import backends
+from backends.testing import strategies as s
 
 HOOKS = ["_load", "_dump", "_delete", "_contains", "_iter_keys", "_load_many", "_dump_many", "_delete_many"]
 

@@ -138,7 +138,7 @@ LOCAL = ["volatile", "fs-json"]
 
 @pytest.mark.parametrize("name", LOCAL)
 def test_threads_incrementing_under_the_lock_lose_no_update(name: str, tmp_path: Path) -> None:
-    case = next(c for c in CASES if c.name == name)
+    case = next(c for c in CASES if c.name == name).resolve()
     backend = case.make(tmp_path / "store")
     backend["n"] = 0
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import strategies as s
 from clock import FrozenClock
 from servers import S3Target
 
@@ -38,6 +37,7 @@ from backends import (
     VolatileBackend,
 )
 from backends.locks import Lock
+from backends.testing import strategies as s
 
 WORKER = str(Path(__file__).with_name("_worker.py"))
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import strategies as s
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import Faults, Proxy, S3Target
@@ -38,6 +37,7 @@ from backends import (
     SerializationError,
     StoreUnavailableError,
 )
+from backends.testing import strategies as s
 
 LONG = os.environ.get("BACKENDS_LONG") == "1"
 OPERATIONS = 10_000 if LONG else 300

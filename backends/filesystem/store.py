@@ -11,29 +11,21 @@ writer is killed.
 
 from __future__ import annotations
 
-import errno
 import os
-import threading
-import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
-from ..base import MISSING, BaseBackend, Missing
+from ..base import MISSING, Missing
 from ..codecs import JsonCodec, RawCodec, TextCodec
-from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
+from ..errors import StoreUnavailableError
 from ..info import Stat
 from ..locks import Lock
 from ..transfers import FileTransfers, PathOrFile, copy_stream, open_source, write_target
 from ..urls import as_bool, local_path, parse_query, register_scheme
 from .files import (
-    BLOCKED_ERRNOS,
-    DIR_FLAGS,
     NEW_FLAGS,
-    ROOT_FLAGS,
     check_file,
-    deleted_folder,
     lstat_file,
     open_file,
     prune_folders,
@@ -42,6 +34,7 @@ from .files import (
     unlink_quietly,
     write_all,
 )
+from .folder import FolderRoot
 from .layout import key_parts, temp_name, walk
 from .lock import FileLock
 
@@ -65,7 +58,7 @@ WRITE_RETRIES: Final = 8
 STALE_TEMP: Final = 3600.0
 
 
-class FileSystemBackend(BaseBackend[V, bytes]):
+class FileSystemBackend(FolderRoot[V]):
     """A folder on local disk (created if missing), one file per key.
 
     ``durable=True`` fsyncs each file and its folder, so a written value
@@ -73,92 +66,14 @@ class FileSystemBackend(BaseBackend[V, bytes]):
     threads and processes sharing the folder. POSIX only.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
-        self._check_codec()
-        self.root = Path(os.path.abspath(os.fspath(root)))
-        self.durable = durable
-        self._lock = threading.Lock()
-        self._root_fd = -1
-        self._closed = False
-        self._finalizer: Any = None
-        try:
-            self._open_root(create=False)  # made at the first write: reading creates nothing
-        except OSError as exc:
-            self._reraise(exc, "open", None)
-
-    # -- root -------------------------------------------------------------------
-
-    def _open_root(self, create: bool = True) -> None:
-        """Open the folder at the root's path (made first, with ``create``).
-
-        Without ``create``, a missing root is held as a deleted folder: every
-        read of it misses, and the first write makes the root (see _root_gone).
-        """
-        if create:
-            os.makedirs(self.root, exist_ok=True)
-        try:
-            fd = os.open(self.root, ROOT_FLAGS)
-        except FileNotFoundError:
-            if create:
-                raise
-            fd = deleted_folder()
-        old, self._root_fd = self._root_fd, fd
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, os.close, fd)
-        if old >= 0:
-            os.close(old)
-
-    def _root_gone(self, create: bool = True) -> bool:
-        """If the root we hold was deleted, open the folder now at its path; say whether we did.
-
-        Called when a write finds no folder, when a read misses and when a
-        listing starts: a deleted folder has no entries, so every read in it
-        misses, and the one check covers reads too. Without ``create`` the
-        folder is not made (reading never creates anything). Raises OSError
-        (EBADF) once the backend is closed: it never touches a descriptor
-        number that may since belong to another file.
-        """
-        with self._lock:
-            if self._closed:
-                raise OSError(errno.EBADF, "closed")
-            if os.fstat(self._root_fd).st_nlink > 0:
-                return False
-            if not create and not os.path.isdir(self.root):
-                return False
-            self._open_root(create)
-            return True
-
-    def _live_root(self) -> int:
-        self._root_gone()
-        return self._root_fd
-
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return FileLock(key, timeout, ttl, self._live_root, **self._lock_context())
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called: every call then raises StoreError."""
-        return self._closed
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The root descriptor cannot cross processes; a copy reopens the root.
+        return (_rebuild, (type(self), str(self.root), self.durable))
 
-    def close(self) -> None:
-        """Close the root's file descriptor; every later call raises StoreError saying so."""
-        with self._lock:
-            # The number is forgotten before the descriptor is closed: a
-            # call made afterwards fails with EBADF instead of acting on
-            # whatever folder the next open() gets that number for.
-            self._closed = True
-            self._root_fd = -1
-        if self._finalizer is not None:
-            self._finalizer()
-
-    # -- paths, stat, URLs ------------------------------------------------------------
-
-    def path(self, key: str) -> Path:
-        """Return the path of the file holding ``key`` (which may not exist)."""
-        key = self._check(key, "path")
-        folders, name = key_parts(key)
-        return self.root.joinpath(*folders, name)
+    # -- stat, URLs ---------------------------------------------------------------------
 
     def stat(self, key: str) -> Stat | None:
         """Size, time written and content type of ``key`` (one walk, one ``lstat``); None if absent."""
@@ -188,46 +103,6 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         if expires is not None:
             raise ValueError("a file:// URL does not expire: expires is for presigned S3 URLs")
         return self.path(key).as_uri()
-
-    def _open_folders(self, folders: tuple[str, ...], create: bool) -> list[int] | None:
-        """Open each folder below the root without following symlinks.
-
-        Returns the descriptors, root first (the caller closes all but the
-        root), or None when a folder is missing (or blocked) and not created.
-        """
-        fds = [self._root_fd]
-        try:
-            for name in folders:
-                fds.append(self._open_folder(fds[-1], name, create))
-        except FileNotFoundError:
-            self._close(fds)
-            if create:
-                raise
-            return None
-        except OSError as exc:
-            self._close(fds)
-            if exc.errno in BLOCKED_ERRNOS and not create:
-                return None  # a symlink or file is in the way: no key lives there
-            raise
-        return fds
-
-    def _open_folder(self, parent: int, name: str, create: bool) -> int:
-        try:
-            return os.open(name, DIR_FLAGS, dir_fd=parent)
-        except FileNotFoundError:
-            if not create:
-                raise
-        try:
-            os.mkdir(name, 0o777, dir_fd=parent)
-            if self.durable:
-                os.fsync(parent)
-        except FileExistsError:
-            pass  # another writer made it first
-        return os.open(name, DIR_FLAGS, dir_fd=parent)
-
-    def _close(self, fds: list[int]) -> None:
-        for fd in fds[1:]:
-            os.close(fd)
 
     # -- reading ----------------------------------------------------------------
 
@@ -442,37 +317,11 @@ class FileSystemBackend(BaseBackend[V, bytes]):
         self._root_gone(create=False)
         return walk(self._root_fd, self.clock() - STALE_TEMP if tidy else None)
 
-    # -- errors, identity -------------------------------------------------------
 
-    def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
-        if self._closed:
-            return StoreError, "the backend is closed (close() was called); make a new one"
-        if isinstance(exc, PermissionError):
-            return PermissionDeniedError, f"permission denied ({exc.strerror})"
-        if isinstance(exc, IsADirectoryError):
-            return (
-                StoreError,
-                "something that is not a file (a folder, symlink or FIFO of another tool) is at "
-                "the key's name; it is left alone",
-            )
-        if isinstance(exc, OSError) and exc.errno in BLOCKED_ERRNOS:
-            return (
-                StoreError,
-                "a symlink or a file is in the way inside the root; symlinks are never followed",
-            )
-        if isinstance(exc, OSError):
-            return StoreError, exc.strerror or str(exc)
-        return StoreError, str(exc)
-
-    def _describe(self) -> str:
-        return f"{str(self.root)!r}"
-
-    def _identity(self) -> tuple[object, ...]:
-        return (str(self.root), type(self.codec))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The root descriptor cannot cross processes; a copy reopens the root.
-        return (_rebuild, (type(self), str(self.root), self.durable))
+def _rebuild(cls: type[FileSystemBackend[Any]], root: str, durable: bool) -> FileSystemBackend[Any]:
+    backend = cls.__new__(cls)
+    FileSystemBackend.__init__(backend, root, durable=durable)
+    return backend
 
 
 class At(NamedTuple):
@@ -487,12 +336,6 @@ class At(NamedTuple):
     def folder(self) -> int:
         """The descriptor of the folder holding the file."""
         return self.fds[-1]
-
-
-def _rebuild(cls: type[FileSystemBackend[Any]], root: str, durable: bool) -> FileSystemBackend[Any]:
-    backend = cls.__new__(cls)
-    FileSystemBackend.__init__(backend, root, durable=durable)
-    return backend
 
 
 def _create_temp(folder: int) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""Parity: every backend behaves like a plain dict (plus the key and value rules).
+"""Parity: a backend behaves like a plain dict (plus the key and value rules).
 
 One RuleBasedStateMachine drives a backend and a dict model with the same
 operations and asserts the same results and the same exception types after
@@ -7,16 +7,35 @@ every step, and the len/keys/items invariants in between.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
-import strategies as s
-from conftest import BackendCase, Folders
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-import backends
-from backends.base import MISSING
+from ..base import MISSING
+from ..errors import BackendError, InvalidKeyError, SerializationError
+from . import strategies as s
+from .case import StoreCase
+
+__all__ = ["Folders", "Model", "check_parity", "outcome", "parity_machine"]
+
+
+class Folders:
+    """Hands out fresh empty folders below ``base``; ``drop`` removes one."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def new(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.base))
+
+    def drop(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
 
 Outcome = tuple[str, Any]
 
@@ -44,11 +63,12 @@ class Model(dict[str, Any]):
 def outcome(action: Any) -> Outcome:
     try:
         return "ok", action()
-    except (backends.BackendError, KeyError) as exc:
+    except (BackendError, KeyError) as exc:
         return "raise", type(exc)
 
 
-def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMachine]:
+def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMachine]:  # noqa: C901 - one rule per call
+    """A hypothesis state machine driving a fresh backend of ``case`` and a dict alike."""
     tagged_keys = s.tagged_keys.filter(lambda tagged: not tagged[1] or case.represents(tagged[0]))
     tagged_values = st.one_of(
         case.values.map(lambda v: (v, True)), case.invalid_values.map(lambda v: (v, False))
@@ -62,7 +82,7 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
             self.model = Model()
 
         def teardown(self) -> None:
-            if case.server is not None:
+            if case.remote:
                 self.backend.clear()  # a shared server bucket must not grow from test to test
             self.backend.close()
             folders.drop(self.folder)
@@ -81,9 +101,9 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
         ) -> Outcome | None:
             """The exception a write must raise, or None if it is valid."""
             if not tagged_key[1]:
-                return "raise", backends.InvalidKeyError
+                return "raise", InvalidKeyError
             if not tagged_value[1]:
-                return "raise", backends.SerializationError
+                return "raise", SerializationError
             return None
 
         # -- single keys ------------------------------------------------------------
@@ -125,7 +145,7 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
             marker = object()
             got = outcome(lambda: self.backend.load(key[0], marker))
             if not key[1]:
-                assert got == ("raise", backends.InvalidKeyError)
+                assert got == ("raise", InvalidKeyError)
             elif key[0] in self.model:
                 assert got[0] == "ok"
                 self.check_loaded(key[0], got[1])
@@ -136,7 +156,7 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
         def getitem(self, key: tuple[Any, bool]) -> None:
             got = outcome(lambda: self.backend[key[0]])
             if not key[1]:
-                assert got == ("raise", backends.InvalidKeyError)
+                assert got == ("raise", InvalidKeyError)
             elif key[0] in self.model:
                 assert got[0] == "ok"
                 self.check_loaded(key[0], got[1])
@@ -146,13 +166,13 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
         @rule(key=tagged_keys)
         def contains(self, key: tuple[Any, bool]) -> None:
             got = outcome(lambda: key[0] in self.backend)
-            assert got == (("ok", key[0] in self.model) if key[1] else ("raise", backends.InvalidKeyError))
+            assert got == (("ok", key[0] in self.model) if key[1] else ("raise", InvalidKeyError))
 
         @rule(key=tagged_keys)
         def delete(self, key: tuple[Any, bool]) -> None:
             got = outcome(lambda: self.backend.delete(key[0]))
             if not key[1]:
-                assert got == ("raise", backends.InvalidKeyError)
+                assert got == ("raise", InvalidKeyError)
             else:
                 existed = key[0] in self.model
                 self.model.pop(key[0], None)
@@ -165,7 +185,7 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
 
             got = outcome(remove)
             if not key[1]:
-                assert got == ("raise", backends.InvalidKeyError)
+                assert got == ("raise", InvalidKeyError)
             elif key[0] in self.model:
                 del self.model[key[0]]
                 assert got == ("ok", None)
@@ -177,7 +197,7 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
             marker = object()
             got = outcome(lambda: self.backend.pop(key[0], marker))
             if not key[1]:
-                assert got == ("raise", backends.InvalidKeyError)
+                assert got == ("raise", InvalidKeyError)
             elif key[0] in self.model:
                 assert got[0] == "ok"
                 self.check_loaded(key[0], got[1])
@@ -230,7 +250,7 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
         def load_many(self, keys: list[tuple[Any, bool]]) -> None:
             got = outcome(lambda: self.backend.load_many(k for k, _ in keys))
             if not all(valid for _, valid in keys):
-                assert got == ("raise", backends.InvalidKeyError)
+                assert got == ("raise", InvalidKeyError)
                 return
             assert got[0] == "ok"
             assert set(got[1]) == {k for k, _ in keys if k in self.model}
@@ -241,7 +261,7 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
         def delete_many(self, keys: list[tuple[Any, bool]]) -> None:
             got = outcome(lambda: self.backend.delete_many([k for k, _ in keys]))
             if not all(valid for _, valid in keys):
-                assert got == ("raise", backends.InvalidKeyError)
+                assert got == ("raise", InvalidKeyError)
                 return
             present = {k for k, _ in keys if k in self.model}
             for key in present:
@@ -289,8 +309,12 @@ def make_machine(case: BackendCase, folders: Folders) -> type[RuleBasedStateMach
     return Parity
 
 
-def test_backend_matches_a_dict(case: BackendCase, folders: Folders) -> None:
-    machine = make_machine(case, folders)
-    run_state_machine_as_test(
-        machine, settings=settings(max_examples=case.examples, stateful_step_count=40, deadline=None)
-    )
+def check_parity(case: StoreCase, folder: Path, *, examples: int | None = None, steps: int = 40) -> None:
+    """Run the parity machine on ``case``: ``examples`` runs (default ``case.examples``) of ``steps`` steps.
+
+    Fresh backends are made in new folders below ``folder``. Raises the
+    first difference from a dict, shrunk by hypothesis.
+    """
+    machine = parity_machine(case, Folders(folder))
+    chosen = settings(max_examples=examples or case.examples, stateful_step_count=steps, deadline=None)
+    run_state_machine_as_test(machine, settings=chosen)

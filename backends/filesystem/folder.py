@@ -1,0 +1,182 @@
+"""FolderRoot: the folder of a filesystem backend, held open, under its store hooks.
+
+The root is held as a descriptor, and every path is opened relative to it,
+one component at a time with ``O_NOFOLLOW`` (:mod:`.files`): a symlink inside
+the root is never followed, so no key reads or writes outside it. A deleted
+root is noticed (one ``fstat``, on misses only) and the folder at its path
+opened again; a missing root is made at the first write, never by reading.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..base import BaseBackend
+from ..errors import BackendError, PermissionDeniedError, StoreError
+from .files import BLOCKED_ERRNOS, DIR_FLAGS, ROOT_FLAGS, deleted_folder
+from .layout import key_parts
+
+__all__ = ["FolderRoot"]
+
+V = TypeVar("V")
+
+
+class FolderRoot(BaseBackend[V, bytes]):
+    """The root folder of :class:`~backends.filesystem.FileSystemBackend` (see there)."""
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
+        self._check_codec()
+        self.root = Path(os.path.abspath(os.fspath(root)))
+        self.durable = durable
+        self._lock = threading.Lock()
+        self._root_fd = -1
+        self._closed = False
+        self._finalizer: Any = None
+        try:
+            self._open_root(create=False)  # made at the first write: reading creates nothing
+        except OSError as exc:
+            self._reraise(exc, "open", None)
+
+    # -- root -------------------------------------------------------------------
+
+    def _open_root(self, create: bool = True) -> None:
+        """Open the folder at the root's path (made first, with ``create``).
+
+        Without ``create``, a missing root is held as a deleted folder: every
+        read of it misses, and the first write makes the root (see _root_gone).
+        """
+        if create:
+            os.makedirs(self.root, exist_ok=True)
+        try:
+            fd = os.open(self.root, ROOT_FLAGS)
+        except FileNotFoundError:
+            if create:
+                raise
+            fd = deleted_folder()
+        old, self._root_fd = self._root_fd, fd
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, os.close, fd)
+        if old >= 0:
+            os.close(old)
+
+    def _root_gone(self, create: bool = True) -> bool:
+        """If the root we hold was deleted, open the folder now at its path; say whether we did.
+
+        Called when a write finds no folder, when a read misses and when a
+        listing starts: a deleted folder has no entries, so every read in it
+        misses, and the one check covers reads too. Without ``create`` the
+        folder is not made (reading never creates anything). Raises OSError
+        (EBADF) once the backend is closed: it never touches a descriptor
+        number that may since belong to another file.
+        """
+        with self._lock:
+            if self._closed:
+                raise OSError(errno.EBADF, "closed")
+            if os.fstat(self._root_fd).st_nlink > 0:
+                return False
+            if not create and not os.path.isdir(self.root):
+                return False
+            self._open_root(create)
+            return True
+
+    def _live_root(self) -> int:
+        self._root_gone()
+        return self._root_fd
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: every call then raises StoreError."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the root's file descriptor; every later call raises StoreError saying so."""
+        with self._lock:
+            # The number is forgotten before the descriptor is closed: a
+            # call made afterwards fails with EBADF instead of acting on
+            # whatever folder the next open() gets that number for.
+            self._closed = True
+            self._root_fd = -1
+        if self._finalizer is not None:
+            self._finalizer()
+
+    # -- paths, stat, URLs ------------------------------------------------------------
+
+    def path(self, key: str) -> Path:
+        """Return the path of the file holding ``key`` (which may not exist)."""
+        key = self._check(key, "path")
+        folders, name = key_parts(key)
+        return self.root.joinpath(*folders, name)
+
+    def _open_folders(self, folders: tuple[str, ...], create: bool) -> list[int] | None:
+        """Open each folder below the root without following symlinks.
+
+        Returns the descriptors, root first (the caller closes all but the
+        root), or None when a folder is missing (or blocked) and not created.
+        """
+        fds = [self._root_fd]
+        try:
+            for name in folders:
+                fds.append(self._open_folder(fds[-1], name, create))
+        except FileNotFoundError:
+            self._close(fds)
+            if create:
+                raise
+            return None
+        except OSError as exc:
+            self._close(fds)
+            if exc.errno in BLOCKED_ERRNOS and not create:
+                return None  # a symlink or file is in the way: no key lives there
+            raise
+        return fds
+
+    def _open_folder(self, parent: int, name: str, create: bool) -> int:
+        try:
+            return os.open(name, DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+        try:
+            os.mkdir(name, 0o777, dir_fd=parent)
+            if self.durable:
+                os.fsync(parent)
+        except FileExistsError:
+            pass  # another writer made it first
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
+
+    def _close(self, fds: list[int]) -> None:
+        for fd in fds[1:]:
+            os.close(fd)
+
+    # -- errors, identity -------------------------------------------------------
+
+    def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
+        if self._closed:
+            return StoreError, "the backend is closed (close() was called); make a new one"
+        if isinstance(exc, PermissionError):
+            return PermissionDeniedError, f"permission denied ({exc.strerror})"
+        if isinstance(exc, IsADirectoryError):
+            return (
+                StoreError,
+                "something that is not a file (a folder, symlink or FIFO of another tool) is at "
+                "the key's name; it is left alone",
+            )
+        if isinstance(exc, OSError) and exc.errno in BLOCKED_ERRNOS:
+            return (
+                StoreError,
+                "a symlink or a file is in the way inside the root; symlinks are never followed",
+            )
+        if isinstance(exc, OSError):
+            return StoreError, exc.strerror or str(exc)
+        return StoreError, str(exc)
+
+    def _describe(self) -> str:
+        return f"{str(self.root)!r}"
+
+    def _identity(self) -> tuple[object, ...]:
+        return (str(self.root), type(self.codec))
