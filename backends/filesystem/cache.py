@@ -305,8 +305,10 @@ class FileSystemCache(FileSystemBackend[V]):
         while a fresh one raises CorruptValueError like ``load``.
         """
         key = self._check(key, "peek")
-        with self._translating("peek", key):
+        try:  # inline, not _translating: a tier's hit path
             found = self._read_stored(key, read=True)
+        except self._native_errors as exc:
+            self._reraise(exc, "peek", key)
         if found is None:
             return None
         data, deadline, tag = found
