@@ -237,11 +237,8 @@ def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def backend(case: StoreCase, tmp_path: Path) -> Iterator[backends.BaseBackend[Any, Any]]:
-    store = case.make(tmp_path / "store")
-    yield store
-    if case.remote:
-        store.clear()  # a shared server bucket must not grow from test to test
-    store.close()
+    with case.opened(tmp_path / "store") as store:
+        yield store
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,17 @@ class StoreCase:
         return self.segment_limit is None or not any(
             other.startswith(key + "/") for key in chosen for other in chosen
         )
+
+    @contextmanager
+    def opened(self, folder: Path) -> Iterator[BaseBackend[Any, Any]]:
+        """A fresh backend in ``folder``; afterwards a remote one is cleared, and every one closed."""
+        store = self.make(folder)
+        try:
+            yield store
+        finally:
+            if self.remote:
+                store.clear()  # a shared server bucket must not grow from test to test
+            store.close()
 
     def __str__(self) -> str:
         return self.name

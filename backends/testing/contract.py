@@ -53,11 +53,8 @@ class ContractTests:
 
     @pytest.fixture
     def backend(self, store_case: StoreCase, tmp_path: Path) -> Iterator[BaseBackend[Any, Any]]:
-        store = store_case.make(tmp_path / "store")
-        yield store
-        if store_case.remote:
-            store.clear()  # a shared server bucket must not grow from test to test
-        store.close()
+        with store_case.opened(tmp_path / "store") as store:
+            yield store
 
     @pytest.fixture
     def sample(self, store_case: StoreCase) -> Sample:

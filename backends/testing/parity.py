@@ -140,28 +140,24 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
                 expected = ("ok", None)
             assert got == expected
 
+        def check_read(self, key: tuple[Any, bool], got: Outcome, absent: Outcome) -> None:
+            """A read of ``key`` gave ``got``: the model's value, ``absent``, or InvalidKeyError."""
+            if not key[1]:
+                assert got == ("raise", InvalidKeyError)
+            elif key[0] in self.model:
+                assert got[0] == "ok"
+                self.check_loaded(key[0], got[1])
+            else:
+                assert got == absent
+
         @rule(key=tagged_keys)
         def load(self, key: tuple[Any, bool]) -> None:
             marker = object()
-            got = outcome(lambda: self.backend.load(key[0], marker))
-            if not key[1]:
-                assert got == ("raise", InvalidKeyError)
-            elif key[0] in self.model:
-                assert got[0] == "ok"
-                self.check_loaded(key[0], got[1])
-            else:
-                assert got == ("ok", marker)
+            self.check_read(key, outcome(lambda: self.backend.load(key[0], marker)), ("ok", marker))
 
         @rule(key=tagged_keys)
         def getitem(self, key: tuple[Any, bool]) -> None:
-            got = outcome(lambda: self.backend[key[0]])
-            if not key[1]:
-                assert got == ("raise", InvalidKeyError)
-            elif key[0] in self.model:
-                assert got[0] == "ok"
-                self.check_loaded(key[0], got[1])
-            else:
-                assert got == ("raise", KeyError)
+            self.check_read(key, outcome(lambda: self.backend[key[0]]), ("raise", KeyError))
 
         @rule(key=tagged_keys)
         def contains(self, key: tuple[Any, bool]) -> None:
@@ -195,15 +191,9 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
         @rule(key=tagged_keys)
         def pop(self, key: tuple[Any, bool]) -> None:
             marker = object()
-            got = outcome(lambda: self.backend.pop(key[0], marker))
-            if not key[1]:
-                assert got == ("raise", InvalidKeyError)
-            elif key[0] in self.model:
-                assert got[0] == "ok"
-                self.check_loaded(key[0], got[1])
-                del self.model[key[0]]
-            else:
-                assert got == ("ok", marker)
+            self.check_read(key, outcome(lambda: self.backend.pop(key[0], marker)), ("ok", marker))
+            if key[1]:
+                self.model.pop(key[0], None)
 
         @rule(key=tagged_keys, value=tagged_values)
         def setdefault(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
