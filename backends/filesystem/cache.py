@@ -22,13 +22,10 @@ never passes for the memoised one, even in a reused inode.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import random
-import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
@@ -37,6 +34,7 @@ from ..cache import DEFAULT_TIMEOUT, Entry, check_timeout
 from ..codecs import JsonCodec, TextCodec
 from ..errors import CorruptValueError
 from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
+from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
 from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
 from .layout import key_parts, key_path
 from .store import WRITE_RETRIES, At, FileSystemBackend
@@ -45,18 +43,9 @@ __all__ = ["FileSystemCache", "JsonCache", "TextCache"]
 
 V = TypeVar("V")
 
-#: an mtime below this (the first second of 1970) means "never expires"
-NEVER_BELOW: Final = 1_000_000_000
 #: bytes of values the memo of one cache keeps, and the largest value it keeps
 MEMO_BUDGET: Final = 64 * 1024 * 1024
 MEMO_VALUE: Final = 64 * 1024
-TAG_ATTRIBUTE: Final = "user.backends.etag"  # the origin's ETag, kept by a tier for revalidation
-DAY_NS: Final = 86_400 * 10**9
-_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA, errno.E2BIG, errno.ERANGE}
-#: a tag that can be sent as If-None-Match: visible ASCII, no space or control
-#: character (RFC 9110 ETags are a subset); anything else in the attribute
-#: (another tool's, or damaged) is ignored
-_TAG = re.compile(rb"[\x21-\x7e]{1,1024}")
 
 
 class FileSystemCache(FileSystemBackend[V]):
@@ -128,8 +117,8 @@ class FileSystemCache(FileSystemBackend[V]):
         def fill(fd: int) -> None:
             write_all(fd, data)
             if tag is not None:
-                _set_tag(fd, tag)
-            _set_deadline(fd, deadline)
+                set_tag(fd, tag)
+            set_deadline(fd, deadline)
 
         for _ in range(WRITE_RETRIES):
             if self._write(key, fill, if_absent):
@@ -188,7 +177,7 @@ class FileSystemCache(FileSystemBackend[V]):
         if memo is None:
             return None
         status = self._stat_key(key)
-        if status is None or _identity(status) != memo[0] or self._expired(status.st_mtime_ns):
+        if status is None or file_identity(status) != memo[0] or self._expired(status.st_mtime_ns):
             return None
         return status, memo[1]
 
@@ -213,7 +202,7 @@ class FileSystemCache(FileSystemBackend[V]):
             self._memo_bytes += len(data) - (len(old[1]) if old else 0)
             while self._memo_bytes > MEMO_BUDGET and memo:
                 self._memo_bytes -= len(memo.pop(next(iter(memo)))[1])  # the oldest first
-            memo[key] = (_identity(status), data)
+            memo[key] = (file_identity(status), data)
 
     def _contains(self, key: str) -> bool:
         return bool(self._at_live_key(key, self._fresh))
@@ -268,7 +257,7 @@ class FileSystemCache(FileSystemBackend[V]):
             found = self._read_stored(key, read=False)
         if found is None or self._expired(found[1]):
             raise KeyError(key)
-        return _deadline_of(found[1])
+        return deadline_of(found[1])
 
     def _discard(self, at: At) -> None:
         if self._discard_at(at.folder, at.name) and at.folders:
@@ -319,7 +308,7 @@ class FileSystemCache(FileSystemBackend[V]):
             if fresh:
                 raise
             return None
-        return Entry(value, _deadline_of(deadline), fresh, tag)
+        return Entry(value, deadline_of(deadline), fresh, tag)
 
     def _read_stored(self, key: str, read: bool) -> tuple[bytes, int, str | None] | None:
         """The stored data (``b""`` unless ``read``), mtime deadline and, if expired, tag of ``key``."""
@@ -333,7 +322,7 @@ class FileSystemCache(FileSystemBackend[V]):
         try:
             fresh = not self._expired(status.st_mtime_ns)
             data = read_all(fd, status.st_size) if read else b""
-            tag = None if fresh else _get_tag(fd)
+            tag = None if fresh else get_tag(fd)
         finally:
             os.close(fd)
         if read and fresh:
@@ -361,9 +350,9 @@ class FileSystemCache(FileSystemBackend[V]):
                 return False
             fd = opened[0]
             try:
-                if _get_tag(fd) != tag:
+                if get_tag(fd) != tag:
                     return False  # replaced since we looked: that value is not the one revalidated
-                _set_deadline(fd, self._deadline(MISSING))
+                set_deadline(fd, self._deadline(MISSING))
                 return True
             finally:
                 os.close(fd)
@@ -386,47 +375,6 @@ def _rebuild(
     cache = cls.__new__(cls)
     FileSystemCache.__init__(cache, root, timeout, **settings)
     return cache
-
-
-def _deadline_of(mtime_ns: int) -> float | None:
-    """The deadline an entry's mtime stands for: seconds, or None for never."""
-    return None if mtime_ns < NEVER_BELOW else mtime_ns / 1e9
-
-
-def _identity(status: os.stat_result) -> tuple[int, ...]:
-    return (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
-
-
-def _set_deadline(fd: int, deadline: int) -> None:
-    # The atime is set past both the mtime and the coming rename's ctime, so
-    # that reads under "relatime" (the Linux default) leave the inode alone
-    # instead of writing a new atime on every cache hit.
-    atime = max(deadline, time.time_ns()) + DAY_NS
-    os.utime(fd, ns=(atime, deadline))
-
-
-def _set_tag(fd: int, tag: str) -> None:
-    # Extended attributes travel with the file through the rename, so the
-    # tag can never belong to another value. Without them (some
-    # filesystems), entries are simply fetched again instead of revalidated.
-    try:
-        os.setxattr(fd, TAG_ATTRIBUTE, tag.encode("utf-8"))
-    except OSError as exc:
-        if exc.errno not in _NO_XATTR:
-            raise
-
-
-def _get_tag(fd: int) -> str | None:
-    """The ETag kept with an entry, or None: none kept, or one that is not a valid ETag."""
-    try:
-        raw = os.getxattr(fd, TAG_ATTRIBUTE)
-    except OSError as exc:
-        if exc.errno in _NO_XATTR:
-            return None
-        raise
-    # A damaged or foreign tag (CR/LF, non-ASCII, oversized) could not be
-    # sent as If-None-Match: the entry is then refreshed by a plain load.
-    return raw.decode("ascii") if _TAG.fullmatch(raw) else None
 
 
 class JsonCache(FileSystemCache[Any]):
