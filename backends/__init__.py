@@ -33,6 +33,7 @@ from .info import Stat
 from .keys import MAX_KEY_BYTES, is_valid_key
 from .locks import Lock
 from .memory import MemoryCache, MemoryRawCache, MemoryTextCache, VolatileBackend
+from .redis import RedisBackend, RedisJsonBackend, RedisRawBackend, RedisTextBackend
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 from .tiered import TieredBackend, TierStats
 from .urls import open_url
@@ -71,6 +72,10 @@ __all__ = [
     "MemoryTextCache",
     "PermissionDeniedError",
     "RawCodec",
+    "RedisBackend",
+    "RedisJsonBackend",
+    "RedisRawBackend",
+    "RedisTextBackend",
     "S3Backend",
     "S3JsonBackend",
     "S3RawBackend",

@@ -81,7 +81,11 @@ def race(root: str, writer: int) -> None:
 
 
 def open_store(where: str) -> BaseBackend[object, bytes]:
-    """A JSON backend from ``DIR`` or ``s3:ENDPOINT BUCKET PREFIX`` (space separated)."""
+    """A JSON backend from ``DIR``, ``redis://HOST:PORT/DB?prefix=P`` or ``s3:ENDPOINT BUCKET PREFIX``."""
+    if where.startswith("redis://"):
+        from backends import open_url
+
+        return open_url(where)
     if not where.startswith("s3:"):
         return FileSystemJsonBackend(where)
     from servers import S3Target

@@ -10,6 +10,8 @@ because function fixtures do not reset between examples.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,15 @@ def _local(cls: Any) -> Build:
     return lambda folder, _: cls(folder)
 
 
+def _redis(cls: Any) -> Build:
+    # One prefix per folder: every hypothesis example gets an empty store.
+    def build(folder: Path, target: Any) -> backends.BaseBackend[Any, Any]:
+        assert isinstance(target, str)
+        return cls(target, prefix=f"t/{folder.parent.name}/{folder.name}")
+
+    return build
+
+
 def _s3(cls: Any) -> Build:
     # One prefix per folder: every hypothesis example gets an empty store.
     def build(folder: Path, target: S3Target | None) -> backends.BaseBackend[Any, Any]:
@@ -90,82 +101,96 @@ S3_FAMILIES = {
 }
 SERVERS = {"moto": 20, "moto_server": 8, "seaweedfs": 10}
 
-CASES = [
-    case_of("volatile", lambda *_: backends.VolatileBackend(), OBJECTS, identity=True),
-    case_of("fs-json", _local(backends.FileSystemJsonBackend), JSON, on_disk=True, shared=True),
-    case_of("fs-text", _local(backends.FileSystemTextBackend), TEXT, on_disk=True, shared=True),
-    case_of("fs-raw", _local(backends.FileSystemRawBackend), RAW, on_disk=True, shared=True),
-    case_of(
-        "cache-json",
-        lambda folder, _: backends.JsonCache(folder, clock=FrozenClock()),
-        JSON,
-        on_disk=True,
-        shared=True,
-    ),
-    case_of(
-        "cache-text",
-        lambda folder, _: backends.TextCache(folder, timeout=None, clock=FrozenClock()),
-        TEXT,
-        on_disk=True,
-        shared=True,
-    ),
-    case_of("memcache-json", lambda *_: backends.MemoryCache(clock=FrozenClock()), JSON),
-    case_of("memcache-raw", lambda *_: backends.MemoryRawCache(timeout=None, clock=FrozenClock()), RAW),
-    case_of(
-        "tier-memory-fs",
-        lambda folder, _: backends.TieredBackend(
-            backends.MemoryCache(clock=FrozenClock()), backends.FileSystemJsonBackend(folder)
+CASES = (
+    [
+        case_of("volatile", lambda *_: backends.VolatileBackend(), OBJECTS, identity=True),
+        case_of("fs-json", _local(backends.FileSystemJsonBackend), JSON, on_disk=True, shared=True),
+        case_of("fs-text", _local(backends.FileSystemTextBackend), TEXT, on_disk=True, shared=True),
+        case_of("fs-raw", _local(backends.FileSystemRawBackend), RAW, on_disk=True, shared=True),
+        case_of(
+            "cache-json",
+            lambda folder, _: backends.JsonCache(folder, clock=FrozenClock()),
+            JSON,
+            on_disk=True,
+            shared=True,
         ),
-        JSON,
-        on_disk=True,
-    ),
-    case_of(
-        "tier-fs",
-        lambda folder, _: backends.TieredBackend(
-            backends.JsonCache(folder / "cache", clock=FrozenClock()),
-            backends.FileSystemJsonBackend(folder / "origin"),
+        case_of(
+            "cache-text",
+            lambda folder, _: backends.TextCache(folder, timeout=None, clock=FrozenClock()),
+            TEXT,
+            on_disk=True,
+            shared=True,
         ),
-        JSON,
-        on_disk=True,
-        shared=True,
-    ),
-    case_of(
-        "tier-3-levels-moto",
-        lambda folder, target: backends.TieredBackend(
-            backends.MemoryCache(clock=FrozenClock()),
-            backends.TieredBackend(
+        case_of("memcache-json", lambda *_: backends.MemoryCache(clock=FrozenClock()), JSON),
+        case_of("memcache-raw", lambda *_: backends.MemoryRawCache(timeout=None, clock=FrozenClock()), RAW),
+        case_of(
+            "tier-memory-fs",
+            lambda folder, _: backends.TieredBackend(
+                backends.MemoryCache(clock=FrozenClock()), backends.FileSystemJsonBackend(folder)
+            ),
+            JSON,
+            on_disk=True,
+        ),
+        case_of(
+            "tier-fs",
+            lambda folder, _: backends.TieredBackend(
+                backends.JsonCache(folder / "cache", clock=FrozenClock()),
+                backends.FileSystemJsonBackend(folder / "origin"),
+            ),
+            JSON,
+            on_disk=True,
+            shared=True,
+        ),
+        case_of(
+            "tier-3-levels-moto",
+            lambda folder, target: backends.TieredBackend(
+                backends.MemoryCache(clock=FrozenClock()),
+                backends.TieredBackend(
+                    backends.JsonCache(folder / "cache", clock=FrozenClock()),
+                    _s3(backends.S3JsonBackend)(folder, target),
+                ),
+            ),
+            JSON,
+            "moto",
+            examples=20,
+            pickles=False,
+        ),
+        case_of(
+            "tier-s3-moto",
+            lambda folder, target: backends.TieredBackend(
                 backends.JsonCache(folder / "cache", clock=FrozenClock()),
                 _s3(backends.S3JsonBackend)(folder, target),
             ),
+            JSON,
+            "moto",
+            shared=True,
+            examples=20,
+            pickles=False,
         ),
-        JSON,
-        "moto",
-        examples=20,
-    ),
-    case_of(
-        "tier-s3-moto",
-        lambda folder, target: backends.TieredBackend(
-            backends.JsonCache(folder / "cache", clock=FrozenClock()),
-            _s3(backends.S3JsonBackend)(folder, target),
-        ),
-        JSON,
-        "moto",
-        shared=True,
-        examples=20,
-    ),
-] + [
-    case_of(
-        f"s3-{name}-{server}",
-        _s3(cls),
-        family,
-        server,
-        shared=True,
-        examples=examples,
-        segment_limit=255 if server == "seaweedfs" else None,
-    )
-    for server, examples in SERVERS.items()
-    for name, (cls, family) in S3_FAMILIES.items()
-]
+    ]
+    + [
+        case_of(f"redis-{name}", _redis(cls), family, "redis", shared=True, examples=30)
+        for name, (cls, family) in {
+            "json": (backends.RedisJsonBackend, JSON),
+            "text": (backends.RedisTextBackend, TEXT),
+            "raw": (backends.RedisRawBackend, RAW),
+        }.items()
+    ]
+    + [
+        case_of(
+            f"s3-{name}-{server}",
+            _s3(cls),
+            family,
+            server,
+            shared=True,
+            examples=examples,
+            pickles=False,
+            segment_limit=255 if server == "seaweedfs" else None,
+        )
+        for server, examples in SERVERS.items()
+        for name, (cls, family) in S3_FAMILIES.items()
+    ]
+)
 
 
 @pytest.fixture
@@ -225,6 +250,28 @@ def seaweedfs_endpoint() -> Iterator[str]:
 def seaweedfs(seaweedfs_endpoint: str) -> S3Target:
     """SeaweedFS, a real S3 server, as the independent implementation."""
     return _target("seaweedfs", seaweedfs_endpoint)
+
+
+# -- Redis --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server for the session, on a free loopback port.
+
+    Debian's package, which ``.ci/run`` installs: under ``CI=true`` a missing
+    one fails the run; elsewhere the Redis tests are skipped, saying why.
+    """
+    if shutil.which("redis-server") is None and os.environ.get("CI") != "true":
+        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
+    with servers.redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def redis(redis_url: str) -> str:
+    """The session's Redis server for one test; every case uses its own prefix."""
+    return redis_url
 
 
 @pytest.fixture(autouse=True)

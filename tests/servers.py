@@ -376,3 +376,52 @@ def counting(client: Any) -> Iterator[RequestLog]:
         yield log
     finally:
         client.meta.events.unregister("before-send.s3", log)
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A real ``redis-server`` on a free loopback port, in the foreground of its own process
+    group (stopped by its PID); yields its URL. Missing redis-server is an error: ``.ci/run``
+    installs Debian's package."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is missing: apt-get install -y redis-server (.ci/run does)")
+    data = Path(tempfile.mkdtemp(prefix="backends-redis-"))
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(data), "--logfile", str(data / "redis.log")]
+    # preexec_fn runs only setsid and one prctl, resolved before the fork.
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: PLW1509
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_redis(url, proc, data / "redis.log")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _wait_redis(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            if proc.poll() is not None:
+                text = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"redis-server exited with {proc.returncode}: {text}")
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)  # ok: polling a starting server's port, not hiding a race
+    finally:
+        client.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clock import FrozenClock
+from clock import FrozenClock, RedisLeaseClock
 from conftest import CASES
 
 import backends
@@ -20,6 +20,8 @@ WORKER = str(Path(__file__).with_name("_worker.py"))
 
 @pytest.fixture
 def clock(backend: BaseBackend[Any, Any]) -> FrozenClock:
+    if isinstance(backend, backends.RedisBackend):
+        return RedisLeaseClock(backend.client, backend.prefix)  # leases run on the server's clock
     frozen = FrozenClock()
     backend.clock = frozen
     while isinstance(backend, backends.TieredBackend):
@@ -182,6 +184,17 @@ def _run_together(procs: list[subprocess.Popen[str]]) -> None:
 def test_four_processes_incrementing_on_the_filesystem_end_at_800(tmp_path: Path) -> None:
     _run_together(_processes(str(tmp_path), 200))
     assert backends.FileSystemJsonBackend(tmp_path)["n"] == 800
+
+
+@pytest.mark.slow
+def test_four_processes_incrementing_on_redis_end_at_800(redis: str) -> None:
+    url = f"{redis}?prefix=locks-800"
+    backend = backends.open(url)
+    try:
+        _run_together(_processes(url, 200))
+        assert backend["n"] == 800
+    finally:
+        backend.clear()
 
 
 @pytest.mark.slow

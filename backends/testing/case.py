@@ -64,8 +64,10 @@ class StoreCase:
     on_disk: bool = False
     #: two backends made on the same folder see the same data (and are equal)
     shared: bool = False
-    #: a server: cleared after each test, and the backend refuses to pickle
+    #: a server: cleared after each test; a pickled copy sees the same data
     remote: bool = False
+    #: the backend pickles (S3 backends refuse: they hold a client, one per process)
+    pickles: bool = True
     #: hypothesis examples of the parity machine
     examples: int = 60
     #: a known quirk: the longest key segment the server stores (SeaweedFS: 255 bytes)

@@ -1,0 +1,73 @@
+"""Building the connection pool of a Redis backend: URLs, passwords, timeouts, retries."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_pool"]
+
+REDIS_EXTRA = "Redis backends need redis-py: pip install 'backends[redis]'"
+#: where a password goes instead of a URL
+NO_PASSWORD = (
+    "a password does not go in a Redis URL: pass password= to the backend, or set "
+    "REDISCLI_AUTH in the environment"
+)
+
+
+def import_redis() -> Any:
+    """Import redis-py, or raise ImportError naming the extra to install."""
+    try:
+        import redis
+    except ImportError as exc:  # pragma: no cover - exercised without the extra
+        raise ImportError(REDIS_EXTRA) from exc
+    return redis
+
+
+def check_redis_url(url: str) -> str:
+    """Return ``url`` if it is a Redis server URL without a password; else ValueError (never echoing it)."""
+    if not isinstance(url, str):
+        raise ValueError("a Redis URL is a str: redis://host:port/db, rediss://..., unix:///path")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+    if parts.password is not None or any(
+        name.lower() == "password" for name, _ in parse_qsl(parts.query, keep_blank_values=True)
+    ):
+        raise ValueError(NO_PASSWORD)
+    return url
+
+
+def make_pool(
+    url: str,
+    *,
+    password: str | None,
+    username: str | None,
+    max_connections: int,
+    timeout: float,
+    retries: int,
+) -> Any:
+    """A blocking connection pool for ``url``; no connection is made yet.
+
+    Connection errors and timeouts are retried ``retries`` times with
+    exponential backoff; a server's answer (even an error) never is.
+    """
+    redis = import_redis()
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    secret = password if password is not None else os.environ.get("REDISCLI_AUTH") or None
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.01), retries)
+    return redis.BlockingConnectionPool.from_url(
+        url,
+        password=secret,
+        username=username,
+        max_connections=max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=retry,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        health_check_interval=30,
+    )

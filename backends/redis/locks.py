@@ -1,0 +1,65 @@
+"""RedisLock: a lease held as a Redis string, taken with ``SET NX PX``.
+
+The lock of a key is ``<prefix>\\x7flock/<sha256 of the key>`` holding the
+holder's token, expiring by the server's clock after the lease (machines
+need not agree on the time). Renew and release act only on our own token,
+in one script each, so they are safe to repeat after a lost reply and never
+touch the lease of a holder that took over.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ..locks import Lock
+
+__all__ = ["RedisLock"]
+
+# KEYS: the lock; ARGV: token, lease in ms. 1 if the lease was ours and is renewed.
+_RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS: the lock; ARGV: token. 1 if the lease was ours and is released.
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisLock(Lock):
+    """A lease on a Redis server, shared by every process and machine using it."""
+
+    max_delay = 0.05
+
+    def __init__(
+        self, key: str, timeout: float | None, ttl: float, client: Any, name: str, **context: Any
+    ) -> None:
+        """``client``: the backend's redis-py client; ``name``: the lock's Redis key."""
+        super().__init__(key, timeout, ttl, **context)
+        self._client = client
+        self._name = name
+        self._ms = max(1, int(self.ttl * 1000))
+        self._renew_script = client.register_script(_RENEW)
+        self._release_script = client.register_script(_RELEASE)
+
+    def _try_acquire(self) -> bool:
+        # NX: one of any number of racers wins. A retried SET whose first
+        # answer was lost finds our own token: that is ours too.
+        if self._client.set(self._name, self.token, nx=True, px=self._ms):
+            return True
+        return bool(self._renew_script(keys=[self._name], args=[self.token, self._ms]))
+
+    def _renew(self) -> bool:
+        return bool(self._renew_script(keys=[self._name], args=[self.token, self._ms]))
+
+    def _release(self) -> bool:
+        return bool(self._release_script(keys=[self._name], args=[self.token]))
+
+    def _abandon(self) -> bool:
+        # A try whose answer was lost may have taken the lease: give it back.
+        return self._release()

@@ -1,0 +1,205 @@
+"""Redis backends on a real redis-server: request budget, listing design, URLs, secrets, failures."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_py
+from servers import free_port
+
+import backends
+from backends import RedisJsonBackend, RedisRawBackend, RedisTextBackend
+
+
+@pytest.fixture
+def store(redis: str, request: pytest.FixtureRequest) -> Iterator[RedisJsonBackend]:
+    backend = RedisJsonBackend(redis, prefix=f"test/{request.node.name}")
+    yield backend
+    backend.clear()
+    backend.close()
+
+
+class Commands:
+    """Commands the server ran, from INFO commandstats (reset per use)."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis_py.Redis.from_url(url)
+
+    def reset(self) -> None:
+        self.client.config_resetstat()
+
+    def count(self) -> dict[str, int]:
+        stats = self.client.info("commandstats")
+        found = {name.removeprefix("cmdstat_"): int(info["calls"]) for name, info in stats.items()}
+        found.pop("info", None)
+        found.pop("config|resetstat", None)
+        return found
+
+
+@pytest.fixture
+def commands(redis: str) -> Iterator[Commands]:
+    counter = Commands(redis)
+    yield counter
+    counter.client.close()
+
+
+def test_the_request_budget_is_one_round_trip_per_call(store: RedisJsonBackend, commands: Commands) -> None:
+    store["k"] = {"v": 1}  # loads the write script once
+    calls = {
+        "load": lambda: store.load("k"),
+        "in": lambda: "k" in store,
+        "dump": lambda: store.dump("k", {"v": 2}),
+        "dump if_absent": lambda: store.dump("k", 3, if_absent=True),
+        "len": lambda: len(store),
+        "stat": lambda: store.stat("k"),
+        "delete": lambda: store.delete("k"),
+        "pop": lambda: store.pop("k", None),
+    }
+    for script_warmup in ("stat", "delete", "pop"):
+        calls[script_warmup]()
+    store["k"] = 1
+    seen = {}
+    for name, call in calls.items():
+        commands.reset()
+        call()
+        seen[name] = commands.count()
+    assert seen == {
+        "load": {"get": 1},
+        "in": {"exists": 1},
+        "dump": {"evalsha": 1, "set": 1, "zadd": 1},
+        "dump if_absent": {"evalsha": 1, "exists": 1},
+        "len": {"zcard": 1},
+        "stat": {"evalsha": 1, "get": 1},
+        "delete": {"evalsha": 1, "del": 1, "zrem": 1},
+        "pop": {"evalsha": 1, "getdel": 1, "zrem": 1},
+    }
+
+
+def test_bulk_calls_take_one_round_trip_per_thousand_keys(
+    store: RedisJsonBackend, commands: Commands
+) -> None:
+    data = {f"k/{i:04d}": i for i in range(2500)}
+    store.dump_many({"warm": 0})
+    commands.reset()
+    store.dump_many(data)
+    assert commands.count()["evalsha"] == 3
+    commands.reset()
+    assert store.load_many(data) == data
+    assert commands.count() == {"mget": 3}
+    commands.reset()
+    assert list(store.list("k/")) == sorted(data)
+    assert commands.count() == {"zrangebylex": 3}
+    commands.reset()
+    assert store.delete_many(list(data)) == 2500
+    assert commands.count()["evalsha"] == 3
+
+
+def test_listing_is_sorted_as_on_s3_and_jumps_over_folders(
+    store: RedisJsonBackend, commands: Commands
+) -> None:
+    keys = ["a", "a/b", "a/c/d", "a-b", "b", "é", "z", "A"] + [f"big/{i:04d}" for i in range(3000)]
+    store.dump_many(dict.fromkeys(keys, 1))
+    assert list(store) == sorted(keys, key=lambda key: key.encode())
+    commands.reset()
+    assert list(store.list("")) == ["A", "a", "a-b", "a/", "b", "big/", "z", "é"]
+    # A page up to the first folder, a jump past a/ to the next, a jump past big/ (3,000 keys) to the end.
+    assert commands.count() == {"zrangebylex": 3}
+    assert list(store.list("a/")) == ["a/b", "a/c/"]
+    assert list(store.list("a", delimiter="")) == ["a", "a-b", "a/b", "a/c/d"]
+
+
+def test_keys_of_other_tools_under_the_prefix_are_left_alone(redis: str, store: RedisJsonBackend) -> None:
+    raw = redis_py.Redis.from_url(redis)
+    raw.set(store.prefix + "theirs", b"not ours")
+    raw.set("elsewhere", b"x")
+    store["ours"] = 1
+    assert list(store) == ["ours"] and len(store) == 1
+    store.clear()
+    assert raw.get(store.prefix + "theirs") == b"not ours" and raw.get("elsewhere") == b"x"
+    raw.delete(store.prefix + "theirs", "elsewhere")
+    raw.close()
+
+
+def test_if_match_takes_the_etag_stat_gives(store: RedisJsonBackend) -> None:
+    store["k"] = {"v": 1}
+    found = store.stat("k")
+    assert found is not None and found.size == len(b'{"v":1}') and len(found.etag or "") == 40
+    assert store.dump("k", {"v": 2}, if_match='"stale"') is False
+    assert store["k"] == {"v": 1}
+    assert store.dump("k", {"v": 2}, if_match=found.etag) is True
+    assert store["k"] == {"v": 2} and store.stat("k").etag != found.etag  # type: ignore[union-attr]
+    assert store.dump("absent", 1, if_match=found.etag) is False and "absent" not in store
+    assert store.stat("absent") is None
+
+
+def test_a_password_never_goes_in_a_url_or_a_repr(redis: str) -> None:
+    secret = "s3cr3t-pa55"
+    for url in (
+        f"redis://:{secret}@127.0.0.1:6379/0",
+        f"redis://u:{secret}@h/0",
+        f"redis://h/0?password={secret}",
+    ):
+        with pytest.raises(ValueError, match="REDISCLI_AUTH") as refused:
+            RedisJsonBackend(url)
+        assert secret not in str(refused.value)
+        with pytest.raises(ValueError) as refused:
+            backends.open(url)
+        assert secret not in str(refused.value)
+    backend = RedisJsonBackend(redis, password=secret, prefix="p")
+    assert secret not in repr(backend) and "p:" in repr(backend)
+    admin = redis_py.Redis.from_url(redis)
+    admin.config_set("requirepass", "the-right-one")  # this connection stays authenticated
+    try:
+        with pytest.raises(backends.PermissionDeniedError) as failed:
+            backend.load("k")
+        assert secret not in str(failed.value) and secret not in repr(failed.value)
+        assert "refused access" in str(failed.value)
+        assert RedisJsonBackend(redis, password="the-right-one").load("k") is None
+    finally:
+        admin.config_set("requirepass", "")
+        admin.close()
+
+
+def test_constructing_sends_nothing_and_a_dead_server_is_unavailable() -> None:
+    backend = RedisJsonBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5, retries=1)
+    with pytest.raises(backends.StoreUnavailableError) as failed:
+        backend["k"] = 1
+    assert "could not be reached" in str(failed.value)
+
+
+def test_a_pickled_backend_builds_its_own_pool(store: RedisJsonBackend) -> None:
+    store["k"] = [1]
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy["k"] == [1] and copy.client is not store.client and copy == store
+    given = RedisJsonBackend(client=store.client, prefix="given")
+    with pytest.raises(TypeError, match="per process"):
+        pickle.dumps(given)
+
+
+def test_urls_families_and_options(redis: str) -> None:
+    text = backends.open(f"{redis}?prefix=app&format=text&timeout=2")
+    assert isinstance(text, RedisTextBackend) and text.prefix == "app:"
+    assert isinstance(backends.open(f"{redis}?format=raw"), RedisRawBackend)
+    with pytest.raises(ValueError, match="unknown parameter 'bogus'"):
+        backends.open(f"{redis}?bogus=1")
+    with pytest.raises(ValueError, match="user name"):
+        backends.open("redis://someone@127.0.0.1/0")
+    for bad in ({"max_connections": 0}, {"timeout": 0}, {"retries": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            RedisJsonBackend(redis, **bad)  # type: ignore[arg-type]
+
+
+def test_closed_backends_refuse_calls(redis: str) -> None:
+    backend = RedisJsonBackend(redis, prefix="closing")
+    backend["k"] = 1
+    backend.close()
+    assert backend.closed
+    for call in (lambda: backend.load("k"), lambda: backend.dump("k", 2), lambda: list(backend)):
+        with pytest.raises(backends.StoreError, match="closed"):
+            call()
+    reopened: Any = RedisJsonBackend(redis, prefix="closing")
+    assert reopened["k"] == 1
+    reopened.clear()
