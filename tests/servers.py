@@ -379,7 +379,7 @@ def counting(client: Any) -> Iterator[RequestLog]:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(port: int | None = None) -> Iterator[str]:
     """A real ``redis-server`` on a free loopback port, in the foreground of its own process
     group (stopped by its PID); yields its URL. Missing redis-server is an error: ``.ci/run``
     installs Debian's package."""
@@ -387,7 +387,7 @@ def redis_server() -> Iterator[str]:
     if binary is None:
         raise RuntimeError("redis-server is missing: apt-get install -y redis-server (.ci/run does)")
     data = Path(tempfile.mkdtemp(prefix="backends-redis-"))
-    port = free_port()
+    port = port or free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(data), "--logfile", str(data / "redis.log")]
     # preexec_fn runs only setsid and one prctl, resolved before the fork.

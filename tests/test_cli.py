@@ -320,3 +320,17 @@ def test_stat_url_and_ls_of_a_tier_are_its_origins(tmp_path: Path) -> None:
     row = json.loads(ok("ls", tier, "--long", "--json"))[0]
     assert row["size"] == len(b'{"v":1}') and row["last_modified"]
     assert "no URL" in fails("url", f"cache://{tmp_path / 'c'}::memory://", "k")
+
+
+def test_the_command_on_redis(redis: str) -> None:
+    url = f"{redis}?prefix=cli"
+    ok("put", url, "users/42", '{"name": "Ada"}')
+    ok("put", url, "users/43", '"x"')
+    assert json.loads(ok("get", url, "users/42")) == {"name": "Ada"}
+    assert ok("ls", url, "--prefix", "users/").split() == ["users/42", "users/43"]
+    info = json.loads(ok("stat", url, "users/42", "--json"))
+    assert info["size"] == len(b'{"name":"Ada"}') and len(info["etag"]) == 40
+    ok("rm", url, "users/42")
+    assert ok("ls", url).split() == ["users/43"]
+    assert "no URL" in fails("url", url, "users/43")
+    ok("rm", url, "users/43")

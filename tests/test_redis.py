@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 import redis as redis_py
+import servers
 from servers import free_port
 
 import backends
 from backends import RedisJsonBackend, RedisRawBackend, RedisTextBackend
+from backends.info import SupportsExpiry, SupportsStat, SupportsUrl
 
 
 @pytest.fixture
@@ -133,6 +135,8 @@ def test_if_match_takes_the_etag_stat_gives(store: RedisJsonBackend) -> None:
     assert store["k"] == {"v": 2} and store.stat("k").etag != found.etag  # type: ignore[union-attr]
     assert store.dump("absent", 1, if_match=found.etag) is False and "absent" not in store
     assert store.stat("absent") is None
+    # Capabilities: stat yes; no URL, no expiry yet (an attribute named url once made it look like one).
+    assert isinstance(store, SupportsStat) and not isinstance(store, (SupportsUrl, SupportsExpiry))
 
 
 def test_a_password_never_goes_in_a_url_or_a_repr(redis: str) -> None:
@@ -203,3 +207,28 @@ def test_closed_backends_refuse_calls(redis: str) -> None:
     reopened: Any = RedisJsonBackend(redis, prefix="closing")
     assert reopened["k"] == 1
     reopened.clear()
+
+
+def test_a_script_flush_mid_run_changes_nothing(redis: str, store: RedisJsonBackend) -> None:
+    admin = redis_py.Redis.from_url(redis)
+    store["a"] = 1
+    admin.script_flush()  # every script is gone from the server
+    store["b"] = 2  # reloaded on NOSCRIPT, then run once
+    assert store.pop("a") == 1 and store.dump("b", 3, if_absent=True) is False
+    admin.script_flush()
+    assert store.delete_many(["b"]) == 1 and list(store) == [] and len(store) == 0
+    admin.close()
+
+
+def test_a_server_restart_mid_run_is_unavailable_then_works_again() -> None:
+    port = free_port()
+    with servers.redis_server(port) as url:
+        backend = RedisJsonBackend(url, timeout=1, retries=1)
+        backend["k"] = 1
+    with pytest.raises(backends.StoreUnavailableError):  # the server is down
+        backend.load("k")
+    with servers.redis_server(port):  # a new, empty server on the same port
+        assert backend.load("k") is None  # the pool reconnects: no stale connection is used
+        backend["k"] = 2
+        assert backend["k"] == 2 and list(backend) == ["k"]
+    backend.close()

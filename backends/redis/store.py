@@ -131,7 +131,7 @@ class RedisBackend(BaseBackend[V, bytes]):
             self._owns_client = False
         if not isinstance(prefix, str) or any(ord(c) < 0x20 or c == "\x7f" for c in prefix):
             raise ValueError("prefix is a str without control characters")
-        self.url = url if self._owns_client else None
+        self.server_url = url if self._owns_client else None
         self.prefix = prefix if not prefix or prefix.endswith(":") else prefix + ":"
         self._max_key_bytes = MAX_KEY_BYTES
         self._settings = {
@@ -299,20 +299,20 @@ class RedisBackend(BaseBackend[V, bytes]):
         return StoreError, f"{type(exc).__name__}: {exc}"
 
     def _describe(self) -> str:
-        parts = [repr(self.url) if self.url else "client=..."]
+        parts = [repr(self.server_url) if self.server_url else "client=..."]
         if self.prefix:
             parts.append(f"prefix={self.prefix!r}")
         return ", ".join(parts)
 
     def _identity(self) -> tuple[object, ...]:
-        where = self.url or id(self.client)
+        where = self.server_url or id(self.client)
         return (where, self.prefix, type(self.codec))
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A connection pool cannot cross processes: a copy builds its own.
         if not self._owns_client:
             raise TypeError(f"{self!r} was given a client: build one per process, or pass a URL")
-        return (_rebuild, (type(self), self.url, self._settings))
+        return (_rebuild, (type(self), self.server_url, self._settings))
 
     @property
     def closed(self) -> bool:
