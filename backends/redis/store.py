@@ -158,8 +158,8 @@ class RedisBackend(BaseBackend[V, bytes]):
     # -- the store hooks ----------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
-        data = self.client.get(self.prefix + key)
-        return MISSING if data is None else bytes(data)
+        data: bytes | None = self.client.get(self.prefix + key)
+        return MISSING if data is None else data
 
     def _contains(self, key: str) -> bool:
         return bool(self.client.exists(self.prefix + key))
@@ -207,11 +207,11 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     def _load_many(self, keys: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
+        prefix = self.prefix
         for start in range(0, len(keys), PAGE):
             batch = keys[start : start + PAGE]
-            for key, data in zip(batch, self.client.mget([self.prefix + key for key in batch]), strict=True):
-                if data is not None:
-                    found[key] = bytes(data)
+            values = self.client.mget([prefix + key for key in batch])
+            found.update((key, data) for key, data in zip(batch, values, strict=True) if data is not None)
         return found
 
     def _dump_many(self, items: list[tuple[str, bytes]]) -> None:
