@@ -1,4 +1,4 @@
-"""One dict-like interface to key-value storage: memory, local disk, S3.
+"""One dict-like interface to key-value storage: memory, local disk, S3, Redis.
 
 See README.rst for the contract every backend keeps.
 """
