@@ -178,6 +178,18 @@ CASES = (
     ]
     + [
         case_of(
+            "redis-json-expiring",
+            lambda folder, url: backends.RedisJsonBackend(
+                url, prefix=f"t/{folder.parent.name}/{folder.name}", timeout=300, clock=FrozenClock()
+            ),
+            JSON,
+            "redis",
+            shared=True,
+            examples=30,
+        )
+    ]
+    + [
+        case_of(
             f"s3-{name}-{server}",
             _s3(cls),
             family,

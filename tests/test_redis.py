@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis as redis_py
 import servers
+from clock import FrozenClock
 from servers import free_port
 
 import backends
@@ -25,20 +26,32 @@ def store(redis: str, request: pytest.FixtureRequest) -> Iterator[RedisJsonBacke
 
 
 class Commands:
-    """Commands the server ran, from INFO commandstats (reset per use)."""
+    """The commands clients sent the server (MONITOR, less what scripts ran inside), per use."""
 
     def __init__(self, url: str) -> None:
         self.client = redis_py.Redis.from_url(url)
+        self.marker = 0
 
     def reset(self) -> None:
-        self.client.config_resetstat()
+        self.marker += 1
+        self.monitor = self.client.monitor()
+        self.monitor.__enter__()
 
     def count(self) -> dict[str, int]:
-        stats = self.client.info("commandstats")
-        found = {name.removeprefix("cmdstat_"): int(info["calls"]) for name, info in stats.items()}
-        found.pop("info", None)
-        found.pop("config|resetstat", None)
-        return found
+        stop = f"stop-{self.marker}"
+        redis_py.Redis(connection_pool=self.client.connection_pool).echo(stop)
+        seen: dict[str, int] = {}
+        while True:
+            entry = self.monitor.next_command()
+            words = entry["command"].split(" ", 1)
+            if words[0] == "ECHO" and stop in entry["command"]:
+                break
+            if entry.get("client_type") == "lua" or words[0] in ("HELLO", "CLIENT"):
+                continue  # run inside a script (no round trip), or a new connection's handshake
+            name = words[0].lower()
+            seen[name] = seen.get(name, 0) + 1
+        self.monitor.__exit__(None, None, None)
+        return seen
 
 
 @pytest.fixture
@@ -60,7 +73,7 @@ def test_the_request_budget_is_one_round_trip_per_call(store: RedisJsonBackend, 
         "delete": lambda: store.delete("k"),
         "pop": lambda: store.pop("k", None),
     }
-    for script_warmup in ("stat", "delete", "pop"):
+    for script_warmup in ("stat", "delete", "pop", "len"):
         calls[script_warmup]()
     store["k"] = 1
     seen = {}
@@ -71,12 +84,12 @@ def test_the_request_budget_is_one_round_trip_per_call(store: RedisJsonBackend, 
     assert seen == {
         "load": {"get": 1},
         "in": {"exists": 1},
-        "dump": {"evalsha": 1, "set": 1, "zadd": 1},
-        "dump if_absent": {"evalsha": 1, "exists": 1},
-        "len": {"zcard": 1},
-        "stat": {"evalsha": 1, "get": 1},
-        "delete": {"evalsha": 1, "del": 1, "zrem": 1},
-        "pop": {"evalsha": 1, "getdel": 1, "zrem": 1},
+        "dump": {"evalsha": 1},
+        "dump if_absent": {"evalsha": 1},
+        "len": {"evalsha": 1},
+        "stat": {"evalsha": 1},
+        "delete": {"evalsha": 1},
+        "pop": {"evalsha": 1},
     }
 
 
@@ -85,6 +98,7 @@ def test_bulk_calls_take_one_round_trip_per_thousand_keys(
 ) -> None:
     data = {f"k/{i:04d}": i for i in range(2500)}
     store.dump_many({"warm": 0})
+    list(store.list("w"))  # every script loaded once
     commands.reset()
     store.dump_many(data)
     assert commands.count()["evalsha"] == 3
@@ -93,7 +107,7 @@ def test_bulk_calls_take_one_round_trip_per_thousand_keys(
     assert commands.count() == {"mget": 3}
     commands.reset()
     assert list(store.list("k/")) == sorted(data)
-    assert commands.count() == {"zrangebylex": 3}
+    assert commands.count() == {"evalsha": 3}
     commands.reset()
     assert store.delete_many(list(data)) == 2500
     assert commands.count()["evalsha"] == 3
@@ -104,11 +118,11 @@ def test_listing_is_sorted_as_on_s3_and_jumps_over_folders(
 ) -> None:
     keys = ["a", "a/b", "a/c/d", "a-b", "b", "é", "z", "A"] + [f"big/{i:04d}" for i in range(3000)]
     store.dump_many(dict.fromkeys(keys, 1))
-    assert list(store) == sorted(keys, key=lambda key: key.encode())
+    assert list(store) == sorted(keys, key=lambda key: key.encode())  # the page script is loaded
     commands.reset()
     assert list(store.list("")) == ["A", "a", "a-b", "a/", "b", "big/", "z", "é"]
     # A page up to the first folder, a jump past a/ to the next, a jump past big/ (3,000 keys) to the end.
-    assert commands.count() == {"zrangebylex": 3}
+    assert commands.count() == {"evalsha": 3}
     assert list(store.list("a/")) == ["a/b", "a/c/"]
     assert list(store.list("a", delimiter="")) == ["a", "a-b", "a/b", "a/c/d"]
 
@@ -135,8 +149,8 @@ def test_if_match_takes_the_etag_stat_gives(store: RedisJsonBackend) -> None:
     assert store["k"] == {"v": 2} and store.stat("k").etag != found.etag  # type: ignore[union-attr]
     assert store.dump("absent", 1, if_match=found.etag) is False and "absent" not in store
     assert store.stat("absent") is None
-    # Capabilities: stat yes; no URL, no expiry yet (an attribute named url once made it look like one).
-    assert isinstance(store, SupportsStat) and not isinstance(store, (SupportsUrl, SupportsExpiry))
+    # Capabilities: stat and expiry; no URL (an attribute named url once made it look like one).
+    assert isinstance(store, (SupportsStat, SupportsExpiry)) and not isinstance(store, SupportsUrl)
 
 
 def test_a_password_never_goes_in_a_url_or_a_repr(redis: str) -> None:
@@ -168,7 +182,7 @@ def test_a_password_never_goes_in_a_url_or_a_repr(redis: str) -> None:
 
 
 def test_constructing_sends_nothing_and_a_dead_server_is_unavailable() -> None:
-    backend = RedisJsonBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5, retries=1)
+    backend = RedisJsonBackend(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.5, retries=1)
     with pytest.raises(backends.StoreUnavailableError) as failed:
         backend["k"] = 1
     assert "could not be reached" in str(failed.value)
@@ -184,14 +198,14 @@ def test_a_pickled_backend_builds_its_own_pool(store: RedisJsonBackend) -> None:
 
 
 def test_urls_families_and_options(redis: str) -> None:
-    text = backends.open(f"{redis}?prefix=app&format=text&timeout=2")
+    text = backends.open(f"{redis}?prefix=app&format=text&socket_timeout=2&timeout=60")
     assert isinstance(text, RedisTextBackend) and text.prefix == "app:"
     assert isinstance(backends.open(f"{redis}?format=raw"), RedisRawBackend)
     with pytest.raises(ValueError, match="unknown parameter 'bogus'"):
         backends.open(f"{redis}?bogus=1")
     with pytest.raises(ValueError, match="user name"):
         backends.open("redis://someone@127.0.0.1/0")
-    for bad in ({"max_connections": 0}, {"timeout": 0}, {"retries": -1}):
+    for bad in ({"max_connections": 0}, {"socket_timeout": 0}, {"retries": -1}, {"timeout": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             RedisJsonBackend(redis, **bad)  # type: ignore[arg-type]
 
@@ -223,7 +237,7 @@ def test_a_script_flush_mid_run_changes_nothing(redis: str, store: RedisJsonBack
 def test_a_server_restart_mid_run_is_unavailable_then_works_again() -> None:
     port = free_port()
     with servers.redis_server(port) as url:
-        backend = RedisJsonBackend(url, timeout=1, retries=1)
+        backend = RedisJsonBackend(url, socket_timeout=1, retries=1)
         backend["k"] = 1
     with pytest.raises(backends.StoreUnavailableError):  # the server is down
         backend.load("k")
@@ -232,3 +246,42 @@ def test_a_server_restart_mid_run_is_unavailable_then_works_again() -> None:
         backend["k"] = 2
         assert backend["k"] == 2 and list(backend) == ["k"]
     backend.close()
+
+
+def test_expired_keys_are_absent_for_every_call(redis: str) -> None:
+    clock = FrozenClock()
+    store = RedisJsonBackend(redis, prefix="expiry", timeout=10, clock=clock)
+    store.dump_many({"old": 1, "dir/old": 2})
+    store.dump("never", 3, timeout=None)
+    store.dump("long", 4, timeout=100)
+    assert store.expires("old") == clock.now + 10 and store.expires("never") is None
+    clock.advance(10)
+    assert store.load("old") is None and "old" not in store and store.stat("old") is None
+    assert sorted(store) == ["long", "never"] and len(store) == 2
+    assert list(store.list("")) == ["long", "never"] and store.load_many(["old", "long"]) == {"long": 4}
+    assert dict(store.items()) == {"long": 4, "never": 3}
+    assert store.delete("old") is False and store.pop("dir/old", "gone") == "gone"
+    assert store.dump("old", 5, if_absent=True) is True  # expired counts as absent
+    with pytest.raises(KeyError):
+        store.expires("dir/old")
+    clock.advance(100)
+    assert store.purge() == 2 and sorted(store) == ["never"]  # "old" again and "long"
+    assert store.dump("now", 1, timeout=0) is True and "now" not in store  # already expired
+    store.clear()
+    store.close()
+
+
+def test_the_servers_clock_expires_values_and_reclaims_their_memory(redis: str) -> None:
+    store = RedisRawBackend(redis, prefix="server-clock", timeout=0.05)
+    raw = redis_py.Redis.from_url(redis)
+    store["k"] = b"v"
+    deadline = store.expires("k")
+    assert deadline is not None and 0 < deadline - store.clock() <= 0.05
+    waited = 0
+    while "k" in store:  # the server's clock runs on: wait for the deadline, bounded
+        waited += 1
+        assert waited < 10_000
+    assert raw.exists(store.prefix + "k") == 0  # Redis removed the value itself
+    assert len(store) == 0 and list(store) == [] and store.purge() == 1
+    raw.close()
+    store.close()

@@ -18,63 +18,163 @@ plain commands: ``load`` is one ``GET``, ``in`` one ``EXISTS``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
+from ..cache import check_timeout
 from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from ..info import Stat
-from ..keys import MAX_KEY_BYTES
 from ..locks import Lock, lock_name
 from .client import check_redis_url, import_redis, make_pool
 from .locks import RedisLock
 
-__all__ = ["INDEX", "LOCKS", "PAGE", "RedisBackend"]
+__all__ = ["DEADLINES", "INDEX", "LOCKS", "PAGE", "RedisBackend"]
 
 V = TypeVar("V")
 
 INDEX: Final = "\x7findex"
+DEADLINES: Final = "\x7fdeadlines"
 LOCKS: Final = "\x7flock/"
 #: keys per MGET, per write script and per listing page
 PAGE: Final = 1000
 
-# KEYS: index, then one value key per pair; ARGV: mode, then key, data per pair.
-# mode "set": every pair; "nx": only if absent (one pair); "match": only if the
-# value's SHA-1 is ARGV[4] (one pair). Returns how many were written.
-_WRITE = """
-local mode = ARGV[1]
-if mode == 'nx' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if mode == 'match' then
-  local old = redis.call('GET', KEYS[2])
-  if not old or redis.sha1hex(old) ~= ARGV[4] then return 0 end
+# Every script takes the time as its first argument: milliseconds of an
+# injected clock, or "" for the server's own (TIME), so deadlines never
+# depend on the clocks of the machines that use the store.
+_NOW = """
+local function now_ms(given)
+  if given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[2 * i - 1])
-  redis.call('ZADD', KEYS[1], 0, ARGV[2 * i - 2])
+local function live(vkey, key, now)
+  if redis.call('EXISTS', vkey) == 0 then return false end
+  local d = redis.call('ZSCORE', KEYS[2], key)
+  return not d or tonumber(d) > now
 end
-return #KEYS - 1
 """
-# KEYS: index, value keys; ARGV: the keys. Returns how many existed.
-_DELETE = """
-local n = 0
-for i = 2, #KEYS do
-  n = n + redis.call('DEL', KEYS[i])
+# KEYS: index, deadlines, then one value key per pair; ARGV: now, mode, ttl in
+# ms (-1: never), etag, then key, data per pair. mode "set": every pair; "nx":
+# only if absent or expired (one pair); "match": only if the live value's
+# SHA-1 is the etag (one pair). Returns how many were written.
+_WRITE = (
+    _NOW
+    + """
+local now = now_ms(ARGV[1])
+local mode, ttl = ARGV[2], tonumber(ARGV[3])
+if mode == 'nx' and live(KEYS[3], ARGV[5], now) then return 0 end
+if mode == 'match' then
+  if not live(KEYS[3], ARGV[5], now) or redis.sha1hex(redis.call('GET', KEYS[3])) ~= ARGV[4] then
+    return 0
+  end
+end
+for i = 3, #KEYS do
+  local key, data = ARGV[2 * i - 1], ARGV[2 * i]
+  if ttl < 0 then
+    redis.call('SET', KEYS[i], data)
+    redis.call('ZREM', KEYS[2], key)
+    redis.call('ZADD', KEYS[1], 0, key)
+  elseif ttl == 0 then
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[2], key)
+    redis.call('ZREM', KEYS[1], key)
+  else
+    redis.call('SET', KEYS[i], data, 'PX', ttl)
+    redis.call('ZADD', KEYS[2], now + ttl, key)
+    redis.call('ZADD', KEYS[1], 0, key)
+  end
+end
+return #KEYS - 2
+"""
+)
+# KEYS: index, deadlines, value keys; ARGV: now, then the keys. How many were live.
+_DELETE = (
+    _NOW
+    + """
+local now, n = now_ms(ARGV[1]), 0
+for i = 3, #KEYS do
+  if live(KEYS[i], ARGV[i - 1], now) then n = n + 1 end
+  redis.call('DEL', KEYS[i])
   redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  redis.call('ZREM', KEYS[2], ARGV[i - 1])
 end
 return n
 """
-# KEYS: index, value key; ARGV: key. The value, taken atomically, or nil.
-_POP = """
-local data = redis.call('GETDEL', KEYS[2])
-redis.call('ZREM', KEYS[1], ARGV[1])
+)
+# KEYS: index, deadlines, value key; ARGV: now, key. The live value, taken, or nil.
+_POP = (
+    _NOW
+    + """
+local now = now_ms(ARGV[1])
+local alive = live(KEYS[3], ARGV[2], now)
+local data = redis.call('GETDEL', KEYS[3])
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+if alive then return data end
+return nil
+"""
+)
+# KEYS: index, deadlines, value key; ARGV: now, key, what: "data" (the live
+# value or nil), "stat" ({size, sha1}), "in" (1 or 0), "expires" (ms, -1 never).
+_READ = (
+    _NOW
+    + """
+local now = now_ms(ARGV[1])
+if not live(KEYS[3], ARGV[2], now) then
+  if ARGV[3] == 'in' then return 0 end
+  return nil
+end
+if ARGV[3] == 'in' then return 1 end
+if ARGV[3] == 'expires' then
+  local d = redis.call('ZSCORE', KEYS[2], ARGV[2])
+  if d then return tonumber(d) end
+  return -1
+end
+local data = redis.call('GET', KEYS[3])
+if ARGV[3] == 'stat' then return {string.len(data), redis.sha1hex(data)} end
 return data
 """
-# KEYS: value key. {size, sha1} or nil.
-_STAT = """
-local data = redis.call('GET', KEYS[1])
-if not data then return nil end
-return {string.len(data), redis.sha1hex(data)}
+)
+# KEYS: index, deadlines; ARGV: now, low, high, count. {last member seen or
+# "", how many were seen, live members...}: a page of the index without its
+# expired keys.
+_PAGE = (
+    _NOW
+    + """
+local now = now_ms(ARGV[1])
+local page = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {page[#page] or '', #page}
+if #page == 0 then return out end
+local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(page))
+for i = 1, #page do
+  if not deadlines[i] or tonumber(deadlines[i]) > now then out[#out + 1] = page[i] end
+end
+return out
 """
+)
+# KEYS: index, deadlines; ARGV: now. The live keys: all, less those past their deadline.
+_LEN = (
+    _NOW
+    + """
+return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', now_ms(ARGV[1]))
+"""
+)
+# KEYS: index, deadlines; ARGV: now, value-key prefix, count. Removes up to
+# count expired keys; returns how many.
+_PURGE = (
+    _NOW
+    + """
+local now = now_ms(ARGV[1])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+for _, key in ipairs(gone) do
+  redis.call('UNLINK', ARGV[2] .. key)
+  redis.call('ZREM', KEYS[1], key)
+  redis.call('ZREM', KEYS[2], key)
+end
+return #gone
+"""
+)
 
 
 class RedisBackend(BaseBackend[V, bytes]):
@@ -85,10 +185,15 @@ class RedisBackend(BaseBackend[V, bytes]):
     Constructing sends nothing. A password never goes in the URL: pass
     ``password=`` (and ``username=`` for an ACL user), or set
     ``REDISCLI_AUTH``; it never appears in a repr, message or log line.
-    ``max_connections`` sizes the blocking pool (callers wait ``timeout``
-    seconds for a connection), ``timeout`` bounds every socket operation,
-    and connection errors and timeouts are retried ``retries`` times, never
-    an answer of the server.
+    ``max_connections`` sizes the blocking pool (callers wait
+    ``socket_timeout`` seconds for a connection), ``socket_timeout`` bounds
+    every socket operation, and connection errors and timeouts are retried
+    ``retries`` times, never an answer of the server.
+
+    ``timeout``: seconds a value lives after it is written (None: forever;
+    per ``dump``, ``timeout=``). Deadlines run on the server's clock, and
+    Redis reclaims the memory of an expired value itself. ``clock`` replaces
+    the server's clock (seconds since the epoch), for tests.
     """
 
     def __init__(
@@ -96,33 +201,27 @@ class RedisBackend(BaseBackend[V, bytes]):
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "",
+        timeout: float | None = None,
         client: Any = None,
         password: str | None = None,
         username: str | None = None,
         max_connections: int = 16,
-        timeout: float = 10.0,
+        socket_timeout: float = 10.0,
         retries: int = 3,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._check_codec()
         redis = import_redis()
+        self.timeout = check_timeout(timeout)
         if client is None:
             check_redis_url(url)
-            if (
-                isinstance(max_connections, bool)
-                or not isinstance(max_connections, int)
-                or max_connections < 1
-            ):
-                raise ValueError(f"max_connections is an int >= 1, not {max_connections!r}")
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
-                raise ValueError(f"timeout is seconds > 0, at most 3600, not {timeout!r}")
-            if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
-                raise ValueError(f"retries is an int from 0 to 100, not {retries!r}")
+            _check_options(max_connections, socket_timeout, retries)
             pool = make_pool(
                 url,
                 password=password,
                 username=username,
                 max_connections=max_connections,
-                timeout=timeout,
+                timeout=socket_timeout,
                 retries=retries,
             )
             client = redis.Redis(connection_pool=pool)
@@ -133,62 +232,117 @@ class RedisBackend(BaseBackend[V, bytes]):
             raise ValueError("prefix is a str without control characters")
         self.server_url = url if self._owns_client else None
         self.prefix = prefix if not prefix or prefix.endswith(":") else prefix + ":"
-        self._max_key_bytes = MAX_KEY_BYTES
         self._settings = {
             "prefix": prefix,
+            "timeout": timeout,
             "password": password,
             "username": username,
             "max_connections": max_connections,
-            "timeout": timeout,
+            "socket_timeout": socket_timeout,
             "retries": retries,
+            "clock": clock,
         }
+        self._injected_clock = clock
         self.client = client
-        self._index = self.prefix + INDEX
+        self._structures = [self.prefix + INDEX, self.prefix + DEADLINES]
         self._native_errors = (redis.RedisError,)
         self._errors = redis.exceptions
-        self._write_script = client.register_script(_WRITE)
-        self._delete_script = client.register_script(_DELETE)
-        self._pop_script = client.register_script(_POP)
-        self._stat_script = client.register_script(_STAT)
+        self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
         self._closed = False
 
-    def _name(self, key: str) -> str:
-        return self.prefix + key
+    def clock(self) -> float:
+        """The clock of the deadlines: the server's (one TIME request), or the injected one."""
+        if self._injected_clock is not None:
+            return float(self._injected_clock())
+        with self._translating("clock", None):
+            seconds, micros = self.client.time()
+        return float(seconds) + float(micros) / 1e6
 
-    # -- the store hooks ----------------------------------------------------------------
+    def _now(self) -> str:
+        """The time argument of every script: the injected clock in ms, or "" for the server's."""
+        clock = self._injected_clock
+        return "" if clock is None else str(int(clock() * 1000))
+
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[name](keys=keys, args=[self._now(), *args], client=self.client)
+
+    def _ttl(self, timeout: float | Missing | None) -> int:
+        seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
+        return -1 if seconds is None else int(seconds * 1000)
+
+    # -- reading ------------------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
-        data: bytes | None = self.client.get(self.prefix + key)
+        # On the server's clock a GET is enough: PX removes a value at its deadline.
+        if self._injected_clock is None:
+            data: bytes | None = self.client.get(self.prefix + key)
+        else:
+            data = self._run("read", [*self._structures, self.prefix + key], [key, "data"])
         return MISSING if data is None else data
 
     def _contains(self, key: str) -> bool:
-        return bool(self.client.exists(self.prefix + key))
+        if self._injected_clock is None:
+            return bool(self.client.exists(self.prefix + key))
+        return bool(self._run("read", [*self._structures, self.prefix + key], [key, "in"]))
+
+    def _load_many(self, keys: list[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        prefix = self.prefix
+        for start in range(0, len(keys), PAGE):
+            batch = keys[start : start + PAGE]
+            values = self.client.mget([prefix + key for key in batch])
+            if self._injected_clock is not None:
+                live = set(self._live(batch))
+                values = [value if key in live else None for key, value in zip(batch, values, strict=True)]
+            found.update((key, data) for key, data in zip(batch, values, strict=True) if data is not None)
+        return found
+
+    def _live(self, keys: list[str]) -> list[str]:
+        """Which of ``keys`` have not passed a deadline (on the injected clock)."""
+        now = int(self._now())
+        deadlines = self.client.zmscore(self._structures[1], keys)
+        return [key for key, due in zip(keys, deadlines, strict=True) if due is None or due > now]
+
+    # -- writing ------------------------------------------------------------------------------
 
     def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
-        return self._write("nx" if if_absent else "set", [(key, data)])
+        return self._write("nx" if if_absent else "set", [(key, data)], self._ttl(MISSING))
 
-    def _write(self, mode: str, pairs: list[tuple[str, bytes]], etag: str = "") -> bool:
-        args: list[Any] = [mode]
+    def _write(self, mode: str, pairs: list[tuple[str, bytes]], ttl: int, etag: str = "") -> bool:
+        args: list[Any] = [mode, ttl, etag]
         for key, data in pairs:
             args += [key, data]
-        if etag:
-            args.append(etag)
-        keys = [self._index, *(self.prefix + key for key, _ in pairs)]
-        return int(self._write_script(client=self.client, keys=keys, args=args)) > 0
+        keys = [*self._structures, *(self.prefix + key for key, _ in pairs)]
+        return int(self._run("write", keys, args)) > 0
 
-    def dump(self, key: str, value: V, *, if_absent: bool = False, if_match: str | None = None) -> bool:
-        """Store ``value`` under ``key``; with ``if_match``, only if its ETag (``stat(key).etag``) is that.
+    def dump(
+        self,
+        key: str,
+        value: V,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
+        timeout: float | Missing | None = MISSING,
+    ) -> bool:
+        """Store ``value`` under ``key``, expiring after ``timeout`` seconds (default: the backend's).
 
-        As for every backend, ``if_absent=True`` writes only a new key.
-        Returns False when a condition fails; one round trip either way.
+        ``if_absent=True`` writes only a new (or expired) key; ``if_match``
+        only if the value's ETag (``stat(key).etag``) is that. Returns False
+        when a condition fails; one round trip either way. ``timeout=0`` is
+        already expired (the key reads as absent); ``None`` never expires.
         """
-        if if_match is None:
-            return super().dump(key, value, if_absent=if_absent)
-        if if_absent:
+        if if_absent and if_match is not None:
             raise ValueError("if_absent and if_match exclude each other")
+        ttl = self._ttl(timeout)
+        mode, etag = ("match", if_match) if if_match is not None else ("nx" if if_absent else "set", "")
         return self._write_value(
-            key, value, "dump", lambda key, data: self._write("match", [(key, data)], if_match)
+            key, value, "dump", lambda key, data: self._write(mode, [(key, data)], ttl, etag)
         )
+
+    def _dump_many(self, items: list[tuple[str, bytes]]) -> None:
+        ttl = self._ttl(MISSING)
+        for start in range(0, len(items), PAGE):
+            self._write("set", items[start : start + PAGE], ttl)
 
     def _delete(self, key: str) -> bool:
         return self._delete_many([key]) > 0
@@ -197,70 +351,60 @@ class RedisBackend(BaseBackend[V, bytes]):
         existed = 0
         for start in range(0, len(keys), PAGE):
             batch = keys[start : start + PAGE]
-            names = [self._index, *(self.prefix + key for key in batch)]
-            existed += int(self._delete_script(client=self.client, keys=names, args=batch))
+            names = [*self._structures, *(self.prefix + key for key in batch)]
+            existed += int(self._run("delete", names, batch))
         return existed
 
     def _pop(self, key: str) -> bytes | Missing:
-        data = self._pop_script(client=self.client, keys=[self._index, self.prefix + key], args=[key])
-        return MISSING if data is None else bytes(data)
+        data = self._run("pop", [*self._structures, self.prefix + key], [key])
+        return MISSING if data is None else data
 
-    def _load_many(self, keys: list[str]) -> dict[str, bytes]:
-        found: dict[str, bytes] = {}
-        prefix = self.prefix
-        for start in range(0, len(keys), PAGE):
-            batch = keys[start : start + PAGE]
-            values = self.client.mget([prefix + key for key in batch])
-            found.update((key, data) for key, data in zip(batch, values, strict=True) if data is not None)
-        return found
+    # -- listing ------------------------------------------------------------------------------
 
-    def _dump_many(self, items: list[tuple[str, bytes]]) -> None:
-        for start in range(0, len(items), PAGE):
-            self._write("set", items[start : start + PAGE])
+    def _page(self, low: str | bytes, high: str) -> tuple[bytes, list[str]]:
+        """One page of the index from ``low`` to ``high``, and the live keys in it.
+
+        The first is where the next page starts, or ``b""`` when this page was the last.
+        """
+        last, seen, *live = self._run("page", self._structures, [low, high, PAGE])
+        return (last if int(seen) == PAGE else b""), [raw.decode("utf-8") for raw in live]
 
     def _iter_keys(self) -> Iterator[str]:
-        return self._range("-", "+")
-
-    def _range(self, low: str, high: str) -> Iterator[str]:
-        """The indexed keys from ``low`` to ``high`` (ZRANGEBYLEX bounds), a page at a time."""
+        low: str | bytes = "-"
         while True:
-            page = self.client.zrangebylex(self._index, low, high, start=0, num=PAGE)
-            for raw in page:
-                yield raw.decode("utf-8")
-            if len(page) < PAGE:
+            last, keys = self._page(low, "+")
+            yield from keys
+            if not last:
                 return
-            low = b"(" + page[-1]
+            low = b"(" + last
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
         # Sorted by UTF-8 bytes, as S3 lists. A folder is yielded once, and
         # the listing jumps past everything below it in one page request.
-        low, high = ("[" + prefix, "(" + prefix[:-1] + chr(ord(prefix[-1]) + 1)) if prefix else ("-", "+")
+        low: str | bytes
+        low, high = ("[" + prefix, "(" + _after(prefix)) if prefix else ("-", "+")
         while True:
-            page = self.client.zrangebylex(self._index, low, high, start=0, num=PAGE)
+            last, keys = self._page(low, high)
             jumped = False
-            for raw in page:
-                key = raw.decode("utf-8")
+            for key in keys:
                 cut = key.find(delimiter, len(prefix)) if delimiter else -1
                 if cut < 0:
                     yield key
                     continue
                 folder = key[: cut + len(delimiter)]
                 yield folder
-                # The first key past every key of the folder: its last
-                # character moved one up (delimiter "/" -> "0").
-                low = "[" + folder[:-1] + chr(ord(folder[-1]) + 1)
-                jumped = True
+                low, jumped = "[" + _after(folder), True  # the first key past the folder
                 break
             if not jumped:
-                if len(page) < PAGE:
+                if not last:
                     return
-                low = "(" + page[-1].decode("utf-8")
+                low = b"(" + last
 
     def _len(self) -> int:
-        return int(self.client.zcard(self._index))
+        return int(self._run("len", self._structures, []))
 
     def _clear(self) -> None:
-        while batch := self.client.zrangebylex(self._index, "-", "+", start=0, num=PAGE):
+        while batch := self.client.zrangebylex(self._structures[0], "-", "+", start=0, num=PAGE):
             self._delete_many([raw.decode("utf-8") for raw in batch])
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
@@ -268,18 +412,34 @@ class RedisBackend(BaseBackend[V, bytes]):
             key, timeout, ttl, self.client, self.prefix + LOCKS + lock_name(key), **self._lock_context()
         )
 
-    # -- what else a value has --------------------------------------------------------
+    # -- expiry, stat ---------------------------------------------------------------------------
+
+    def purge(self) -> int:
+        """Remove every expired key from the index (Redis has reclaimed their values); how many."""
+        removed = 0
+        with self._translating("purge", None):
+            while batch := int(self._run("purge", self._structures, [self.prefix, PAGE])):
+                removed += batch
+        return removed
+
+    def expires(self, key: str) -> float | None:
+        """When ``key`` expires (seconds on the deadlines' clock); None if never; KeyError if absent."""
+        key = self._check(key, "expires")
+        with self._translating("expires", key):
+            due = self._run("read", [*self._structures, self.prefix + key], [key, "expires"])
+        if due is None:
+            raise KeyError(key)
+        return None if int(due) < 0 else int(due) / 1000
 
     def stat(self, key: str) -> Stat | None:
         """Size and ETag (the SHA-1 of the stored bytes, what ``if_match`` takes); one round trip."""
         key = self._check(key, "stat")
         with self._translating("stat", key):
-            found = self._stat_script(client=self.client, keys=[self.prefix + key])
+            found = self._run("read", [*self._structures, self.prefix + key], [key, "stat"])
         if found is None:
             return None
-        return Stat(
-            key=key, size=int(found[0]), etag=found[1].decode("ascii"), content_type=self.codec.content_type
-        )
+        size, etag = found
+        return Stat(key=key, size=int(size), etag=etag.decode("ascii"), content_type=self.codec.content_type)
 
     # -- errors, identity, lifetime -------------------------------------------------------
 
@@ -302,6 +462,8 @@ class RedisBackend(BaseBackend[V, bytes]):
         parts = [repr(self.server_url) if self.server_url else "client=..."]
         if self.prefix:
             parts.append(f"prefix={self.prefix!r}")
+        if self.timeout is not None:
+            parts.append(f"timeout={self.timeout:g}")
         return ", ".join(parts)
 
     def _identity(self) -> tuple[object, ...]:
@@ -325,6 +487,35 @@ class RedisBackend(BaseBackend[V, bytes]):
         if self._owns_client:
             client.close()
             client.connection_pool.disconnect()
+
+
+def _after(text: str) -> str:
+    """The first string past every string that starts with ``text`` (its last character moved up)."""
+    return text[:-1] + chr(ord(text[-1]) + 1)
+
+
+def _check_options(max_connections: object, socket_timeout: object, retries: object) -> None:
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+        raise ValueError(f"max_connections is an int >= 1, not {max_connections!r}")
+    if (
+        isinstance(socket_timeout, bool)
+        or not isinstance(socket_timeout, (int, float))
+        or not 0 < socket_timeout <= 3600
+    ):
+        raise ValueError(f"socket_timeout is seconds > 0, at most 3600, not {socket_timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+        raise ValueError(f"retries is an int from 0 to 100, not {retries!r}")
+
+
+_SCRIPTS = {
+    "write": _WRITE,
+    "delete": _DELETE,
+    "pop": _POP,
+    "read": _READ,
+    "page": _PAGE,
+    "len": _LEN,
+    "purge": _PURGE,
+}
 
 
 class _Closed:

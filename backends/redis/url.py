@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from ..urls import parse_query, register_scheme
+from ..urls import as_seconds_or_none, parse_query, register_scheme
 from .client import check_redis_url
 from .families import RedisJsonBackend, RedisRawBackend, RedisTextBackend
 from .store import RedisBackend
@@ -16,8 +16,9 @@ __all__ = ["OPTIONS"]
 #: the query parameters a Redis URL takes for the backend (the rest go to redis-py)
 OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
     "prefix": str,
+    "timeout": as_seconds_or_none,
     "max_connections": int,
-    "timeout": float,
+    "socket_timeout": float,
     "retries": int,
 }
 
