@@ -28,6 +28,7 @@ from ..info import Stat
 from ..locks import Lock, lock_name
 from .client import check_redis_url, import_redis, make_pool
 from .locks import RedisLock
+from .scripts import SCRIPTS
 
 __all__ = ["DEADLINES", "INDEX", "LOCKS", "PAGE", "RedisBackend"]
 
@@ -38,143 +39,6 @@ DEADLINES: Final = "\x7fdeadlines"
 LOCKS: Final = "\x7flock/"
 #: keys per MGET, per write script and per listing page
 PAGE: Final = 1000
-
-# Every script takes the time as its first argument: milliseconds of an
-# injected clock, or "" for the server's own (TIME), so deadlines never
-# depend on the clocks of the machines that use the store.
-_NOW = """
-local function now_ms(given)
-  if given ~= '' then return tonumber(given) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function live(vkey, key, now)
-  if redis.call('EXISTS', vkey) == 0 then return false end
-  local d = redis.call('ZSCORE', KEYS[2], key)
-  return not d or tonumber(d) > now
-end
-"""
-# KEYS: index, deadlines, then one value key per pair; ARGV: now, mode, ttl in
-# ms (-1: never), etag, then key, data per pair. mode "set": every pair; "nx":
-# only if absent or expired (one pair); "match": only if the live value's
-# SHA-1 is the etag (one pair). Returns how many were written.
-_WRITE = (
-    _NOW
-    + """
-local now = now_ms(ARGV[1])
-local mode, ttl = ARGV[2], tonumber(ARGV[3])
-if mode == 'nx' and live(KEYS[3], ARGV[5], now) then return 0 end
-if mode == 'match' then
-  if not live(KEYS[3], ARGV[5], now) or redis.sha1hex(redis.call('GET', KEYS[3])) ~= ARGV[4] then
-    return 0
-  end
-end
-for i = 3, #KEYS do
-  local key, data = ARGV[2 * i - 1], ARGV[2 * i]
-  if ttl < 0 then
-    redis.call('SET', KEYS[i], data)
-    redis.call('ZREM', KEYS[2], key)
-    redis.call('ZADD', KEYS[1], 0, key)
-  elseif ttl == 0 then
-    redis.call('DEL', KEYS[i])
-    redis.call('ZREM', KEYS[2], key)
-    redis.call('ZREM', KEYS[1], key)
-  else
-    redis.call('SET', KEYS[i], data, 'PX', ttl)
-    redis.call('ZADD', KEYS[2], now + ttl, key)
-    redis.call('ZADD', KEYS[1], 0, key)
-  end
-end
-return #KEYS - 2
-"""
-)
-# KEYS: index, deadlines, value keys; ARGV: now, then the keys. How many were live.
-_DELETE = (
-    _NOW
-    + """
-local now, n = now_ms(ARGV[1]), 0
-for i = 3, #KEYS do
-  if live(KEYS[i], ARGV[i - 1], now) then n = n + 1 end
-  redis.call('DEL', KEYS[i])
-  redis.call('ZREM', KEYS[1], ARGV[i - 1])
-  redis.call('ZREM', KEYS[2], ARGV[i - 1])
-end
-return n
-"""
-)
-# KEYS: index, deadlines, value key; ARGV: now, key. The live value, taken, or nil.
-_POP = (
-    _NOW
-    + """
-local now = now_ms(ARGV[1])
-local alive = live(KEYS[3], ARGV[2], now)
-local data = redis.call('GETDEL', KEYS[3])
-redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[2])
-if alive then return data end
-return nil
-"""
-)
-# KEYS: index, deadlines, value key; ARGV: now, key, what: "data" (the live
-# value or nil), "stat" ({size, sha1}), "in" (1 or 0), "expires" (ms, -1 never).
-_READ = (
-    _NOW
-    + """
-local now = now_ms(ARGV[1])
-if not live(KEYS[3], ARGV[2], now) then
-  if ARGV[3] == 'in' then return 0 end
-  return nil
-end
-if ARGV[3] == 'in' then return 1 end
-if ARGV[3] == 'expires' then
-  local d = redis.call('ZSCORE', KEYS[2], ARGV[2])
-  if d then return tonumber(d) end
-  return -1
-end
-local data = redis.call('GET', KEYS[3])
-if ARGV[3] == 'stat' then return {string.len(data), redis.sha1hex(data)} end
-return data
-"""
-)
-# KEYS: index, deadlines; ARGV: now, low, high, count. {last member seen or
-# "", how many were seen, live members...}: a page of the index without its
-# expired keys.
-_PAGE = (
-    _NOW
-    + """
-local now = now_ms(ARGV[1])
-local page = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-local out = {page[#page] or '', #page}
-if #page == 0 then return out end
-local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(page))
-for i = 1, #page do
-  if not deadlines[i] or tonumber(deadlines[i]) > now then out[#out + 1] = page[i] end
-end
-return out
-"""
-)
-# KEYS: index, deadlines; ARGV: now. The live keys: all, less those past their deadline.
-_LEN = (
-    _NOW
-    + """
-return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', now_ms(ARGV[1]))
-"""
-)
-# KEYS: index, deadlines; ARGV: now, value-key prefix, count. Removes up to
-# count expired keys; returns how many.
-_PURGE = (
-    _NOW
-    + """
-local now = now_ms(ARGV[1])
-local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-for _, key in ipairs(gone) do
-  redis.call('UNLINK', ARGV[2] .. key)
-  redis.call('ZREM', KEYS[1], key)
-  redis.call('ZREM', KEYS[2], key)
-end
-return #gone
-"""
-)
 
 
 class RedisBackend(BaseBackend[V, bytes]):
@@ -247,7 +111,7 @@ class RedisBackend(BaseBackend[V, bytes]):
         self._structures = [self.prefix + INDEX, self.prefix + DEADLINES]
         self._native_errors = (redis.RedisError,)
         self._errors = redis.exceptions
-        self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
+        self._scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
         self._closed = False
 
     def clock(self) -> float:
@@ -505,17 +369,6 @@ def _check_options(max_connections: object, socket_timeout: object, retries: obj
         raise ValueError(f"socket_timeout is seconds > 0, at most 3600, not {socket_timeout!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
         raise ValueError(f"retries is an int from 0 to 100, not {retries!r}")
-
-
-_SCRIPTS = {
-    "write": _WRITE,
-    "delete": _DELETE,
-    "pop": _POP,
-    "read": _READ,
-    "page": _PAGE,
-    "len": _LEN,
-    "purge": _PURGE,
-}
 
 
 class _Closed:
