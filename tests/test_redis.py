@@ -285,3 +285,20 @@ def test_the_servers_clock_expires_values_and_reclaims_their_memory(redis: str) 
     assert len(store) == 0 and list(store) == [] and store.purge() == 1
     raw.close()
     store.close()
+
+
+def test_a_redis_backend_with_a_timeout_is_a_cache_in_a_tier(redis: str, tmp_path: Any) -> None:
+    clock = FrozenClock()
+    cache = RedisJsonBackend(redis, prefix="tier-cache", timeout=60, clock=clock)
+    tier = backends.TieredBackend(cache, backends.FileSystemJsonBackend(tmp_path))
+    tier.origin["k"] = {"v": 1}
+    assert tier["k"] == {"v": 1} and tier["k"] == {"v": 1}
+    assert tier.stats.origin_requests == 1 and cache["k"] == {"v": 1}
+    assert cache.expires("k") == clock.now + 60
+    clock.advance(61)  # expired in Redis: the next load goes to the origin again
+    assert "k" not in cache and tier["k"] == {"v": 1}
+    assert tier.stats.origin_requests == 2
+    tier["k"] = {"v": 2}  # writes go through, under the Redis lock
+    assert cache["k"] == tier.origin["k"] == {"v": 2}
+    cache.clear()
+    cache.close()
