@@ -10,8 +10,6 @@ because function fixtures do not reset between examples.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,11 +269,9 @@ def seaweedfs(seaweedfs_endpoint: str) -> S3Target:
 def redis_url() -> Iterator[str]:
     """A real redis-server for the session, on a free loopback port.
 
-    Debian's package, which ``.ci/run`` installs: under ``CI=true`` a missing
-    one fails the run; elsewhere the Redis tests are skipped, saying why.
+    Debian's package, which ``.ci/run`` installs. A missing one is an error
+    naming the package, never a skip, as for every other server.
     """
-    if shutil.which("redis-server") is None and os.environ.get("CI") != "true":
-        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
     with servers.redis_server() as url:
         yield url
 
