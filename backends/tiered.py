@@ -84,7 +84,10 @@ class TieredBackend(TierBase):
 
     def _servable_stale(self, entry: Entry[Any]) -> bool:
         assert self._entries is not None and entry.deadline is not None
-        return self._entries.clock() - entry.deadline < self.stale_while_revalidate
+        # Asked only when stale values are allowed: a clock may cost a request (Redis' TIME).
+        return self.stale_while_revalidate > 0 and (
+            self._entries.clock() - entry.deadline < self.stale_while_revalidate
+        )
 
     def _refresh_entry(self, key: str, lock: Lock | None) -> Any:
         """Under the key's lock (if had): look again, then revalidate or load from the origin."""

@@ -139,6 +139,31 @@ def tier_load(cache_root: str, where: str, threads: int) -> None:
     print(json.dumps({"values": values, "origin_requests": stats.origin_requests, "hits": stats.hits}))
 
 
+def tier3_load(cache_root: str, shared_url: str, where: str, threads: int) -> None:
+    """Load "hot" from ``threads`` threads through a disk cache, then Redis, then ``where``."""
+    import threading
+    from dataclasses import asdict
+
+    from backends import JsonCache, TieredBackend, open_url
+
+    shared = TieredBackend(open_url(shared_url), open_store(where))
+    tier = TieredBackend(JsonCache(cache_root), shared)
+    start = threading.Barrier(threads)
+    values: list[object] = []
+
+    def load() -> None:
+        start.wait()
+        values.append(tier.load("hot"))
+
+    sys.stdin.readline()  # start together
+    workers = [threading.Thread(target=load) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    print(json.dumps({"values": values, "shared": asdict(shared.stats), "disk": asdict(tier.stats)}))
+
+
 def writer_of(kind: str, root: str) -> tuple[BaseBackend[Any, Any], Callable[[str, bytes], object]]:
     """A backend of ``kind`` on ``root`` and the write the kill loop repeats."""
     from backends import JsonCache, TieredBackend
@@ -290,6 +315,8 @@ if __name__ == "__main__":
         increment(root, int(rest[0]))
     elif mode == "tier":
         tier_load(root, rest[0], int(rest[1]))
+    elif mode == "tier3":
+        tier3_load(root, rest[0], rest[1], int(rest[2]))
     elif mode == "hold":
         hold(root, float(rest[0]))
     elif mode == "die-removing":

@@ -19,6 +19,7 @@ import pytest
 import servers
 from clock import FrozenClock
 from hypothesis import HealthCheck, Phase, settings
+from monitor import RedisCommands
 from servers import S3Target, s3_client
 
 import backends
@@ -184,7 +185,21 @@ CASES = (
             "redis",
             shared=True,
             examples=30,
-        )
+        ),
+        case_of(
+            "tier-redis-fs",
+            lambda folder, url: backends.TieredBackend(
+                backends.RedisJsonBackend(
+                    url, prefix=f"t/{folder.parent.name}/{folder.name}", timeout=300, clock=FrozenClock()
+                ),
+                backends.FileSystemJsonBackend(folder / "origin"),
+            ),
+            JSON,
+            "redis",
+            on_disk=True,
+            shared=True,
+            examples=30,
+        ),
     ]
     + [
         case_of(
@@ -280,6 +295,14 @@ def redis_url() -> Iterator[str]:
 def redis(redis_url: str) -> str:
     """The session's Redis server for one test; every case uses its own prefix."""
     return redis_url
+
+
+@pytest.fixture
+def commands(redis: str) -> Iterator[RedisCommands]:
+    """The commands clients send the Redis server, counted between ``reset()`` and ``count()``."""
+    counter = RedisCommands(redis)
+    yield counter
+    counter.client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import pytest
 import redis as redis_py
 import servers
 from clock import FrozenClock
+from monitor import RedisCommands
 from servers import free_port
 
 import backends
@@ -25,43 +26,9 @@ def store(redis: str, request: pytest.FixtureRequest) -> Iterator[RedisJsonBacke
     backend.close()
 
 
-class Commands:
-    """The commands clients sent the server (MONITOR, less what scripts ran inside), per use."""
-
-    def __init__(self, url: str) -> None:
-        self.client = redis_py.Redis.from_url(url)
-        self.marker = 0
-
-    def reset(self) -> None:
-        self.marker += 1
-        self.monitor = self.client.monitor()
-        self.monitor.__enter__()
-
-    def count(self) -> dict[str, int]:
-        stop = f"stop-{self.marker}"
-        redis_py.Redis(connection_pool=self.client.connection_pool).echo(stop)
-        seen: dict[str, int] = {}
-        while True:
-            entry = self.monitor.next_command()
-            words = entry["command"].split(" ", 1)
-            if words[0] == "ECHO" and stop in entry["command"]:
-                break
-            if entry.get("client_type") == "lua" or words[0] in ("HELLO", "CLIENT"):
-                continue  # run inside a script (no round trip), or a new connection's handshake
-            name = words[0].lower()
-            seen[name] = seen.get(name, 0) + 1
-        self.monitor.__exit__(None, None, None)
-        return seen
-
-
-@pytest.fixture
-def commands(redis: str) -> Iterator[Commands]:
-    counter = Commands(redis)
-    yield counter
-    counter.client.close()
-
-
-def test_the_request_budget_is_one_round_trip_per_call(store: RedisJsonBackend, commands: Commands) -> None:
+def test_the_request_budget_is_one_round_trip_per_call(
+    store: RedisJsonBackend, commands: RedisCommands
+) -> None:
     store["k"] = {"v": 1}  # loads the write script once
     calls = {
         "load": lambda: store.load("k"),
@@ -94,7 +61,7 @@ def test_the_request_budget_is_one_round_trip_per_call(store: RedisJsonBackend, 
 
 
 def test_bulk_calls_take_one_round_trip_per_thousand_keys(
-    store: RedisJsonBackend, commands: Commands
+    store: RedisJsonBackend, commands: RedisCommands
 ) -> None:
     data = {f"k/{i:04d}": i for i in range(2500)}
     store.dump_many({"warm": 0})
@@ -114,7 +81,7 @@ def test_bulk_calls_take_one_round_trip_per_thousand_keys(
 
 
 def test_listing_is_sorted_as_on_s3_and_jumps_over_folders(
-    store: RedisJsonBackend, commands: Commands
+    store: RedisJsonBackend, commands: RedisCommands
 ) -> None:
     keys = ["a", "a/b", "a/c/d", "a-b", "b", "é", "z", "A"] + [f"big/{i:04d}" for i in range(3000)]
     store.dump_many(dict.fromkeys(keys, 1))
@@ -272,19 +239,27 @@ def test_expired_keys_are_absent_for_every_call(redis: str) -> None:
 
 
 def test_the_servers_clock_expires_values_and_reclaims_their_memory(redis: str) -> None:
-    store = RedisRawBackend(redis, prefix="server-clock", timeout=0.05)
+    store = RedisRawBackend(redis, prefix="server-clock", timeout=0.05, keep_expired=0)
+    kept = RedisRawBackend(redis, prefix="server-clock-kept", timeout=0.05, keep_expired=60)
     raw = redis_py.Redis.from_url(redis)
-    store["k"] = b"v"
+    store["k"] = kept["k"] = b"v"
     deadline = store.expires("k")
     assert deadline is not None and 0 < deadline - store.clock() <= 0.05
     waited = 0
-    while "k" in store:  # the server's clock runs on: wait for the deadline, bounded
+    while "k" in store or "k" in kept:  # the server's clock runs on: wait for the deadline, bounded
         waited += 1
         assert waited < 10_000
     assert raw.exists(store.prefix + "k") == 0  # Redis removed the value itself
     assert len(store) == 0 and list(store) == [] and store.purge() == 1
+    # Kept for a minute past its deadline: absent, but a tier can still peek at it.
+    assert kept.load("k") is None and kept.load_many(["k"]) == {} and len(kept) == 0
+    entry = kept.peek("k")
+    assert entry is not None and entry.value == b"v" and not entry.fresh
+    assert 59_000 < raw.pttl(kept.prefix + "k") <= 60_000  # then Redis removes it
+    assert kept.purge() == 1 and raw.exists(kept.prefix + "k") == 0 and kept.peek("k") is None
     raw.close()
     store.close()
+    kept.close()
 
 
 def test_a_redis_backend_with_a_timeout_is_a_cache_in_a_tier(redis: str, tmp_path: Any) -> None:

@@ -2,8 +2,8 @@
 
 The lock of a key is ``<prefix>\\x7flock/<sha256 of the key>`` holding the
 holder's token, expiring by the server's clock after the lease (machines
-need not agree on the time). Renew and release act only on our own token,
-in one script each, so they are safe to repeat after a lost reply and never
+need not agree on the time). Acquire (``SET NX PX``), renew and release
+act only on our own token, in one script each, so they are safe to repeat after a lost reply and never
 touch the lease of a holder that took over.
 """
 
@@ -15,6 +15,16 @@ from ..locks import Lock
 
 __all__ = ["RedisLock"]
 
+# KEYS: the lock; ARGV: token, lease in ms. 1 if the lease is now ours: taken
+# (SET NX: one of any number of racers wins) or, for a retried try whose
+# first answer was lost, found holding our own token and renewed.
+_ACQUIRE: Final = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 # KEYS: the lock; ARGV: token, lease in ms. 1 if the lease was ours and is renewed.
 _RENEW: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -44,15 +54,13 @@ class RedisLock(Lock):
         self._client = client
         self._name = name
         self._ms = max(1, int(self.ttl * 1000))
+        self._acquire_script = client.register_script(_ACQUIRE)
         self._renew_script = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
 
     def _try_acquire(self) -> bool:
-        # NX: one of any number of racers wins. A retried SET whose first
-        # answer was lost finds our own token: that is ours too.
-        if self._client.set(self._name, self.token, nx=True, px=self._ms):
-            return True
-        return bool(self._renew_script(keys=[self._name], args=[self.token, self._ms]))
+        # One round trip per try, won or not.
+        return bool(self._acquire_script(keys=[self._name], args=[self.token, self._ms]))
 
     def _renew(self) -> bool:
         return bool(self._renew_script(keys=[self._name], args=[self.token, self._ms]))

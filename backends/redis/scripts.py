@@ -26,73 +26,101 @@ local function live(vkey, key, now)
   return not d or tonumber(d) > now
 end
 """
-# KEYS: index, deadlines, then one value key per pair; ARGV: now, mode, ttl in
-# ms (-1: never), etag, then key, data per pair. mode "set": every pair; "nx":
-# only if absent or expired (one pair); "match": only if the live value's
-# SHA-1 is the etag (one pair). Returns how many were written.
+# The value keys of a script come with their origin-ETag keys (``P +
+# "\x7fetag/" + key``, what a tier filled the entry with): KEYS holds the
+# index, the deadlines, then a value key and its ETag key per key.
+#
+# ARGV: now, mode, ttl in ms (-1: never), keep in ms (how long an expired
+# value stays readable by peek), if_match etag, origin etag ("" for none),
+# then key, data per pair. mode "set": every pair; "nx": only if absent or
+# expired (one pair); "match": only if the live value's SHA-1 is the etag
+# (one pair). Returns how many were written.
 _WRITE = (
     _NOW
     + """
 local now = now_ms(ARGV[1])
-local mode, ttl = ARGV[2], tonumber(ARGV[3])
-if mode == 'nx' and live(KEYS[3], ARGV[5], now) then return 0 end
+local mode, ttl, keep, tag = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6]
+if mode == 'nx' and live(KEYS[3], ARGV[7], now) then return 0 end
 if mode == 'match' then
-  if not live(KEYS[3], ARGV[5], now) or redis.sha1hex(redis.call('GET', KEYS[3])) ~= ARGV[4] then
+  if not live(KEYS[3], ARGV[7], now) or redis.sha1hex(redis.call('GET', KEYS[3])) ~= ARGV[5] then
     return 0
   end
 end
-for i = 3, #KEYS do
-  local key, data = ARGV[2 * i - 1], ARGV[2 * i]
-  if ttl < 0 then
-    redis.call('SET', KEYS[i], data)
-    redis.call('ZREM', KEYS[2], key)
-    redis.call('ZADD', KEYS[1], 0, key)
-  elseif ttl == 0 then
-    redis.call('DEL', KEYS[i])
+local n = (#KEYS - 2) / 2
+for i = 1, n do
+  local vkey, tkey, key, data = KEYS[2 * i + 1], KEYS[2 * i + 2], ARGV[2 * i + 5], ARGV[2 * i + 6]
+  if ttl == 0 then
+    redis.call('DEL', vkey, tkey)
     redis.call('ZREM', KEYS[2], key)
     redis.call('ZREM', KEYS[1], key)
   else
-    redis.call('SET', KEYS[i], data, 'PX', ttl)
-    redis.call('ZADD', KEYS[2], now + ttl, key)
+    if ttl < 0 then
+      redis.call('SET', vkey, data)
+      redis.call('ZREM', KEYS[2], key)
+    else
+      redis.call('SET', vkey, data, 'PX', ttl + keep)
+      redis.call('ZADD', KEYS[2], now + ttl, key)
+    end
     redis.call('ZADD', KEYS[1], 0, key)
+    if tag == '' then
+      redis.call('DEL', tkey)
+    elseif ttl < 0 then
+      redis.call('SET', tkey, tag)
+    else
+      redis.call('SET', tkey, tag, 'PX', ttl + keep)
+    end
   end
-end
-return #KEYS - 2
-"""
-)
-# KEYS: index, deadlines, value keys; ARGV: now, then the keys. How many were live.
-_DELETE = (
-    _NOW
-    + """
-local now, n = now_ms(ARGV[1]), 0
-for i = 3, #KEYS do
-  if live(KEYS[i], ARGV[i - 1], now) then n = n + 1 end
-  redis.call('DEL', KEYS[i])
-  redis.call('ZREM', KEYS[1], ARGV[i - 1])
-  redis.call('ZREM', KEYS[2], ARGV[i - 1])
 end
 return n
 """
 )
-# KEYS: index, deadlines, value key; ARGV: now, key. The live value, taken, or nil.
+# KEYS: index, deadlines, value and ETag key per key; ARGV: now, then the keys. How many were live.
+_DELETE = (
+    _NOW
+    + """
+local now, n = now_ms(ARGV[1]), 0
+for i = 2, #ARGV do
+  local vkey = KEYS[2 * i - 1]
+  if live(vkey, ARGV[i], now) then n = n + 1 end
+  redis.call('DEL', vkey, KEYS[2 * i])
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
+return n
+"""
+)
+# KEYS: index, deadlines, value key, ETag key; ARGV: now, key. The live value, taken, or nil.
 _POP = (
     _NOW
     + """
 local now = now_ms(ARGV[1])
 local alive = live(KEYS[3], ARGV[2], now)
 local data = redis.call('GETDEL', KEYS[3])
+redis.call('DEL', KEYS[4])
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
 if alive then return data end
 return nil
 """
 )
-# KEYS: index, deadlines, value key; ARGV: now, key, what: "data" (the live
-# value or nil), "stat" ({size, sha1}), "in" (1 or 0), "expires" (ms, -1 never).
+# KEYS: index, deadlines, value key (and ETag key for "peek"); ARGV: now,
+# key, what: "data" (the live value or nil), "stat" ({size, sha1}), "in" (1
+# or 0), "expires" (ms, -1 never), "peek" ({data, deadline ms or -1, fresh
+# 1/0, origin etag or ""} of the value, expired or not, or nil).
 _READ = (
     _NOW
     + """
 local now = now_ms(ARGV[1])
+if ARGV[3] == 'peek' then
+  local data = redis.call('GET', KEYS[3])
+  if not data then return nil end
+  local d = redis.call('ZSCORE', KEYS[2], ARGV[2])
+  local tag = redis.call('GET', KEYS[4]) or ''
+  if not d then return {data, -1, 1, tag} end
+  local fresh = 0
+  if tonumber(d) > now then fresh = 1 end
+  return {data, tonumber(d), fresh, tag}
+end
 if not live(KEYS[3], ARGV[2], now) then
   if ARGV[3] == 'in' then return 0 end
   return nil
@@ -106,6 +134,41 @@ end
 local data = redis.call('GET', KEYS[3])
 if ARGV[3] == 'stat' then return {string.len(data), redis.sha1hex(data)} end
 return data
+"""
+)
+# KEYS: index, deadlines, value keys; ARGV: now, keys. The live values (false
+# for the absent and expired), in order.
+_MANY = (
+    _NOW
+    + """
+local now = now_ms(ARGV[1])
+local values = redis.call('MGET', unpack(KEYS, 3))
+local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(ARGV, 2))
+for i = 1, #values do
+  if deadlines[i] and tonumber(deadlines[i]) <= now then values[i] = false end
+end
+return values
+"""
+)
+# KEYS: index, deadlines, value key, ETag key; ARGV: now, key, etag, ttl in
+# ms (-1: never), keep in ms. 1 if the value is still the one filled with
+# that origin etag, and its deadline was moved on; else 0.
+_RENEW = (
+    _NOW
+    + """
+local now, ttl, keep = now_ms(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('GET', KEYS[4]) ~= ARGV[3] then return 0 end
+if ttl < 0 then
+  redis.call('PERSIST', KEYS[3])
+  redis.call('PERSIST', KEYS[4])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+else
+  redis.call('PEXPIRE', KEYS[3], ttl + keep)
+  redis.call('PEXPIRE', KEYS[4], ttl + keep)
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[2])
+end
+redis.call('ZADD', KEYS[1], 0, ARGV[2])
+return 1
 """
 )
 # KEYS: index, deadlines; ARGV: now, low, high, count. {last member seen or
@@ -132,15 +195,15 @@ _LEN = (
 return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', now_ms(ARGV[1]))
 """
 )
-# KEYS: index, deadlines; ARGV: now, value-key prefix, count. Removes up to
-# count expired keys; returns how many.
+# KEYS: index, deadlines; ARGV: now, value-key prefix, count, ETag-key
+# prefix. Removes up to count expired keys; returns how many.
 _PURGE = (
     _NOW
     + """
 local now = now_ms(ARGV[1])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 for _, key in ipairs(gone) do
-  redis.call('UNLINK', ARGV[2] .. key)
+  redis.call('UNLINK', ARGV[2] .. key, ARGV[4] .. key)
   redis.call('ZREM', KEYS[1], key)
   redis.call('ZREM', KEYS[2], key)
 end
@@ -154,6 +217,8 @@ SCRIPTS: Final = {
     "delete": _DELETE,
     "pop": _POP,
     "read": _READ,
+    "many": _MANY,
+    "renew": _RENEW,
     "page": _PAGE,
     "len": _LEN,
     "purge": _PURGE,

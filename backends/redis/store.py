@@ -7,13 +7,17 @@ structures have names no key can have (the DEL character, as for S3):
 - ``P + "\\x7findex"``: a sorted set of every key (score 0), so listings are
   sorted as on S3 (by UTF-8 bytes), paged with ``ZRANGEBYLEX`` in flat
   client memory, and ``len`` is one ``ZCARD``;
+- ``P + "\\x7fdeadlines"``: a sorted set of the deadlines (ms), so an
+  expired key is absent for every call even while Redis keeps its value;
+- ``P + "\\x7fetag/" + key``: the origin ETag a tier filled the entry with;
 - ``P + "\\x7flock/" + sha256``: lock leases (:mod:`.locks`).
 
 Every change of a value and of the index happens in one server-side script,
 so the two never disagree; keys written by other tools under the prefix are
-not in the index, so they are never listed, counted or cleared. Reads are
-plain commands: ``load`` is one ``GET``, ``in`` one ``EXISTS``,
-``load_many`` one ``MGET`` per 1000 keys.
+not in the index, so they are never listed, counted or cleared. Without
+expired values kept (``keep_expired=0``) reads are plain commands:
+``load`` is one ``GET``, ``in`` one ``EXISTS``, ``load_many`` one ``MGET``
+per 1000 keys; with them, one script each (the same round trips).
 """
 
 from __future__ import annotations
@@ -22,20 +26,27 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
-from ..cache import check_timeout
-from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
+from ..cache import MAX_TIMEOUT, Entry, check_timeout
+from ..errors import (
+    BackendError,
+    CorruptValueError,
+    PermissionDeniedError,
+    StoreError,
+    StoreUnavailableError,
+)
 from ..info import Stat
 from ..locks import Lock, lock_name
 from .client import check_redis_url, import_redis, make_pool
 from .locks import RedisLock
 from .scripts import SCRIPTS
 
-__all__ = ["DEADLINES", "INDEX", "LOCKS", "PAGE", "RedisBackend"]
+__all__ = ["DEADLINES", "ETAGS", "INDEX", "LOCKS", "PAGE", "RedisBackend"]
 
 V = TypeVar("V")
 
 INDEX: Final = "\x7findex"
 DEADLINES: Final = "\x7fdeadlines"
+ETAGS: Final = "\x7fetag/"
 LOCKS: Final = "\x7flock/"
 #: keys per MGET, per write script and per listing page
 PAGE: Final = 1000
@@ -56,8 +67,13 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     ``timeout``: seconds a value lives after it is written (None: forever;
     per ``dump``, ``timeout=``). Deadlines run on the server's clock, and
-    Redis reclaims the memory of an expired value itself. ``clock`` replaces
-    the server's clock (seconds since the epoch), for tests.
+    Redis reclaims the memory of an expired value itself, ``keep_expired``
+    seconds after its deadline (default: as long as ``timeout``; 0 without
+    one). Until then an expired value is absent for every call but
+    :meth:`peek`, so a tier can revalidate it by ETag or serve it stale: a
+    Redis backend with a timeout is an :class:`~backends.cache.ExpiringCache`
+    that every machine shares. ``clock`` replaces the server's clock
+    (seconds since the epoch), for tests.
     """
 
     def __init__(
@@ -66,6 +82,7 @@ class RedisBackend(BaseBackend[V, bytes]):
         *,
         prefix: str = "",
         timeout: float | None = None,
+        keep_expired: float | Missing = MISSING,
         client: Any = None,
         password: str | None = None,
         username: str | None = None,
@@ -77,6 +94,7 @@ class RedisBackend(BaseBackend[V, bytes]):
         self._check_codec()
         redis = import_redis()
         self.timeout = check_timeout(timeout)
+        self.keep_expired = _check_keep(keep_expired, self.timeout)
         if client is None:
             check_redis_url(url)
             _check_options(max_connections, socket_timeout, retries)
@@ -99,6 +117,7 @@ class RedisBackend(BaseBackend[V, bytes]):
         self._settings = {
             "prefix": prefix,
             "timeout": timeout,
+            "keep_expired": keep_expired,
             "password": password,
             "username": username,
             "max_connections": max_connections,
@@ -107,6 +126,10 @@ class RedisBackend(BaseBackend[V, bytes]):
             "clock": clock,
         }
         self._injected_clock = clock
+        self._keep = int(self.keep_expired * 1000)
+        # Plain GET/EXISTS/MGET answer only when Redis removes a value at its
+        # deadline, on its own clock; otherwise a script checks the deadline.
+        self._plain_reads = clock is None and self._keep == 0
         self.client = client
         self._structures = [self.prefix + INDEX, self.prefix + DEADLINES]
         self._native_errors = (redis.RedisError,)
@@ -130,6 +153,14 @@ class RedisBackend(BaseBackend[V, bytes]):
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=[self._now(), *args], client=self.client)
 
+    def _names(self, keys: list[str]) -> list[str]:
+        """The KEYS of a write script: the structures, then each key's value and ETag key."""
+        prefix, tags = self.prefix, self.prefix + ETAGS
+        names = list(self._structures)
+        for key in keys:
+            names += [prefix + key, tags + key]
+        return names
+
     def _ttl(self, timeout: float | Missing | None) -> int:
         seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
         return -1 if seconds is None else int(seconds * 1000)
@@ -138,14 +169,14 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     def _load(self, key: str) -> bytes | Missing:
         # On the server's clock a GET is enough: PX removes a value at its deadline.
-        if self._injected_clock is None:
+        if self._plain_reads:
             data: bytes | None = self.client.get(self.prefix + key)
         else:
             data = self._run("read", [*self._structures, self.prefix + key], [key, "data"])
         return MISSING if data is None else data
 
     def _contains(self, key: str) -> bool:
-        if self._injected_clock is None:
+        if self._plain_reads:
             return bool(self.client.exists(self.prefix + key))
         return bool(self._run("read", [*self._structures, self.prefix + key], [key, "in"]))
 
@@ -154,30 +185,26 @@ class RedisBackend(BaseBackend[V, bytes]):
         prefix = self.prefix
         for start in range(0, len(keys), PAGE):
             batch = keys[start : start + PAGE]
-            values = self.client.mget([prefix + key for key in batch])
-            if self._injected_clock is not None:
-                live = set(self._live(batch))
-                values = [value if key in live else None for key, value in zip(batch, values, strict=True)]
+            names = [prefix + key for key in batch]
+            if self._plain_reads:
+                values = self.client.mget(names)
+            else:
+                values = self._run("many", [*self._structures, *names], batch)
             found.update((key, data) for key, data in zip(batch, values, strict=True) if data is not None)
         return found
-
-    def _live(self, keys: list[str]) -> list[str]:
-        """Which of ``keys`` have not passed a deadline (on the injected clock)."""
-        now = int(self._now())
-        deadlines = self.client.zmscore(self._structures[1], keys)
-        return [key for key, due in zip(keys, deadlines, strict=True) if due is None or due > now]
 
     # -- writing ------------------------------------------------------------------------------
 
     def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
         return self._write("nx" if if_absent else "set", [(key, data)], self._ttl(MISSING))
 
-    def _write(self, mode: str, pairs: list[tuple[str, bytes]], ttl: int, etag: str = "") -> bool:
-        args: list[Any] = [mode, ttl, etag]
+    def _write(
+        self, mode: str, pairs: list[tuple[str, bytes]], ttl: int, etag: str = "", origin_etag: str = ""
+    ) -> bool:
+        args: list[Any] = [mode, ttl, self._keep, etag, origin_etag]
         for key, data in pairs:
             args += [key, data]
-        keys = [*self._structures, *(self.prefix + key for key, _ in pairs)]
-        return int(self._run("write", keys, args)) > 0
+        return int(self._run("write", self._names([key for key, _ in pairs]), args)) > 0
 
     def dump(
         self,
@@ -215,12 +242,11 @@ class RedisBackend(BaseBackend[V, bytes]):
         existed = 0
         for start in range(0, len(keys), PAGE):
             batch = keys[start : start + PAGE]
-            names = [*self._structures, *(self.prefix + key for key in batch)]
-            existed += int(self._run("delete", names, batch))
+            existed += int(self._run("delete", self._names(batch), batch))
         return existed
 
     def _pop(self, key: str) -> bytes | Missing:
-        data = self._run("pop", [*self._structures, self.prefix + key], [key])
+        data = self._run("pop", self._names([key]), [key])
         return MISSING if data is None else data
 
     # -- listing ------------------------------------------------------------------------------
@@ -280,9 +306,9 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     def purge(self) -> int:
         """Remove every expired key from the index (Redis has reclaimed their values); how many."""
-        removed = 0
+        removed, args = 0, [self.prefix, PAGE, self.prefix + ETAGS]
         with self._translating("purge", None):
-            while batch := int(self._run("purge", self._structures, [self.prefix, PAGE])):
+            while batch := int(self._run("purge", self._structures, args)):
                 removed += batch
         return removed
 
@@ -304,6 +330,44 @@ class RedisBackend(BaseBackend[V, bytes]):
             return None
         size, etag = found
         return Stat(key=key, size=int(size), etag=etag.decode("ascii"), content_type=self.codec.content_type)
+
+    # -- entries, for a tier (the ExpiringCache capability) -----------------------------------
+
+    def peek(self, key: str) -> Entry[V] | None:
+        """The entry of ``key``, expired (but kept) or not, with its origin ETag; one round trip.
+
+        An expired entry whose data no longer decodes is no entry (a tier
+        loads it afresh); a fresh one raises CorruptValueError like ``load``.
+        """
+        key = self._check(key, "peek")
+        with self._translating("peek", key):
+            found = self._run("read", self._names([key]), [key, "peek"])
+        if found is None:
+            return None
+        data, due, fresh, tag = found
+        try:
+            value = self._decode(data, key, "peek")
+        except CorruptValueError:
+            if fresh:
+                raise
+            return None
+        deadline = None if int(due) < 0 else int(due) / 1000
+        return Entry(value, deadline, bool(fresh), tag.decode("utf-8") or None)
+
+    def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
+        """Store a value loaded from an origin, with the default timeout and the origin's ``etag``."""
+        ttl, tag = self._ttl(MISSING), etag or ""
+
+        def write(key: str, data: bytes) -> bool:
+            return self._write("set", [(key, data)], ttl, "", tag)
+
+        self._write_value(key, value, "fill", write)
+
+    def renew(self, key: str, etag: str) -> bool:
+        """Restart the timeout of ``key`` if its entry still holds the value filled with ``etag``."""
+        key = self._check(key, "renew")
+        with self._translating("renew", key):
+            return bool(self._run("renew", self._names([key]), [key, etag, self._ttl(MISSING), self._keep]))
 
     # -- errors, identity, lifetime -------------------------------------------------------
 
@@ -328,6 +392,8 @@ class RedisBackend(BaseBackend[V, bytes]):
             parts.append(f"prefix={self.prefix!r}")
         if self.timeout is not None:
             parts.append(f"timeout={self.timeout:g}")
+        if self.keep_expired != (self.timeout or 0.0):
+            parts.append(f"keep_expired={self.keep_expired:g}")
         return ", ".join(parts)
 
     def _identity(self) -> tuple[object, ...]:
@@ -356,6 +422,15 @@ class RedisBackend(BaseBackend[V, bytes]):
 def _after(text: str) -> str:
     """The first string past every string that starts with ``text`` (its last character moved up)."""
     return text[:-1] + chr(ord(text[-1]) + 1)
+
+
+def _check_keep(keep: object, timeout: float | None) -> float:
+    """Seconds an expired value stays for :meth:`RedisBackend.peek`: the timeout, unless given."""
+    if keep is MISSING:
+        return timeout or 0.0
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep <= MAX_TIMEOUT:
+        raise ValueError(f"keep_expired is seconds from 0 to {MAX_TIMEOUT:.0f} (100 years), not {keep!r}")
+    return float(keep)
 
 
 def _check_options(max_connections: object, socket_timeout: object, retries: object) -> None:
