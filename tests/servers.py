@@ -379,17 +379,32 @@ def counting(client: Any) -> Iterator[RequestLog]:
 
 
 @contextmanager
-def redis_server(port: int | None = None) -> Iterator[str]:
+def redis_server(port: int | None = None, *options: str, sentinel: str = "") -> Iterator[str]:
     """A real ``redis-server`` on a free loopback port, in the foreground of its own process
     group (stopped by its PID); yields its URL. Missing redis-server is an error: ``.ci/run``
-    installs Debian's package."""
+    installs Debian's package. ``options`` go on its command line (``--replicaof``...);
+    ``sentinel``, the lines of a Sentinel configuration, runs it as a Sentinel instead."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is missing: apt-get install -y redis-server (.ci/run does)")
     data = Path(tempfile.mkdtemp(prefix="backends-redis-"))
     port = port or free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    args += ["--dir", str(data), "--logfile", str(data / "redis.log")]
+    args = [binary]
+    if sentinel:
+        (data / "sentinel.conf").write_text(sentinel)  # a Sentinel rewrites its configuration
+        args += [str(data / "sentinel.conf"), "--sentinel"]
+    args += [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--logfile",
+        str(data / "redis.log"),
+    ]
+    if not sentinel:
+        args += ["--save", "", "--appendonly", "no", *options]
     # preexec_fn runs only setsid and one prctl, resolved before the fork.
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: PLW1509
     url = f"redis://127.0.0.1:{port}/0"

@@ -329,3 +329,46 @@ def test_text_is_byte_exact_under_any_locale(tmp_path: Path) -> None:
     assert encoding.upper() in {"ANSI_X3.4-1968", "ASCII", "US-ASCII"}  # really not UTF-8
     assert loaded.strip() == ascii(value)
     assert (tmp_path / "k").read_bytes() == value.encode("utf-8")
+
+
+# -- a root made or remade while other threads use it -----------------------------------
+
+
+@pytest.mark.parametrize("make", [FileSystemJsonBackend, backends.JsonCache], ids=["folder", "cache"])
+def test_threads_reading_while_the_root_is_made_and_remade_never_fail(tmp_path: Path, make: Any) -> None:
+    """Found by four processes of two threads on a new cache folder: a reader used the root's
+    descriptor while a writer making the root closed it (EBADF, or another file's number)."""
+    import threading
+
+    root = tmp_path / "root"
+    store = make(root)
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                value = store.load("k")
+                if value is not None and not (isinstance(value, int) and 0 <= value < 300):
+                    failures.append(f"wrong value {value!r}")
+                store.load("d/k")
+                if not isinstance("k" in store, bool):
+                    failures.append("in gave no bool")
+            except Exception as exc:  # any error is the defect
+                failures.append(repr(exc))
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    try:
+        for i in range(300):
+            shutil.rmtree(root, ignore_errors=True)  # the root deleted: the next write makes it anew
+            store["k"] = i
+            store["d/k"] = i
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert failures == []
+    assert store["k"] == 299 and sorted(store) == ["d/k", "k"]

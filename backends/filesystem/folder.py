@@ -58,12 +58,17 @@ class FolderRoot(BaseBackend[V, bytes]):
             if create:
                 raise
             fd = deleted_folder()
-        old, self._root_fd = self._root_fd, fd
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, os.close, fd)
-        if old >= 0:
-            os.close(old)
+        if self._root_fd < 0:
+            self._root_fd = fd
+            self._finalizer = weakref.finalize(self, os.close, fd)
+            return
+        # The number stays the root's until close(): another thread's call
+        # that took it a moment ago reaches the new folder, never a closed
+        # descriptor or one the next open() reused for another file.
+        try:
+            os.dup2(fd, self._root_fd, inheritable=False)
+        finally:
+            os.close(fd)
 
     def _root_gone(self, create: bool = True) -> bool:
         """If the root we hold was deleted, open the folder now at its path; say whether we did.

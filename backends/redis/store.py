@@ -382,6 +382,9 @@ class RedisBackend(BaseBackend[V, bytes]):
                 StoreUnavailableError,
                 f"Redis could not be reached or answered too late ({type(exc).__name__})",
             )
+        if isinstance(exc, (errors.ReadOnlyError, errors.MasterDownError)):
+            # A replica, or a primary stepping down in a failover: ask again later.
+            return StoreUnavailableError, f"Redis cannot take this now: {exc}"
         if isinstance(exc, errors.ResponseError):
             return StoreError, f"Redis answered: {exc}"
         return StoreError, f"{type(exc).__name__}: {exc}"
