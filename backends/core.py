@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, NoReturn, TypeVar, final
 from .codecs import Codec
 from .errors import BackendError, CorruptValueError, InvalidKeyError, SerializationError
 from .hooks import StoreHooks
-from .keys import key_problem
+from .keys import all_valid, key_problem
 
 __all__ = ["BackendCore", "encode_value"]
 
@@ -133,7 +133,11 @@ class BackendCore(StoreHooks[S], Generic[V, S]):
     def _check_all(self, keys: Iterable[str], operation: str) -> list[str]:
         if isinstance(keys, str):
             raise TypeError(f"{operation} takes an iterable of keys, not one str")
-        return list(dict.fromkeys(self._check(key, operation) for key in keys))
+        given = list(keys)
+        if not all_valid(given, self._max_key_bytes):  # one pass for them all
+            for key in given:  # the first invalid key, named in the error
+                self._check(key, operation)
+        return list(dict.fromkeys(given))
 
 
 def encode_value(backend: BackendCore[V, S], value: V, key: str, operation: str) -> S:

@@ -8,10 +8,12 @@ segment between ``/`` separators. Keys are never normalised.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import cast
 
 from .errors import InvalidKeyError
 
-__all__ = ["MAX_KEY_BYTES", "check_key", "is_valid_key", "key_problem"]
+__all__ = ["MAX_KEY_BYTES", "all_valid", "check_key", "is_valid_key", "key_problem"]
 
 MAX_KEY_BYTES = 1024
 
@@ -32,6 +34,30 @@ def key_problem(key: object, max_bytes: int = MAX_KEY_BYTES) -> str | None:
     if size > max_bytes:
         return f"{size} UTF-8 bytes, more than {max_bytes}"
     return None
+
+
+def all_valid(keys: Sequence[object], max_bytes: int = MAX_KEY_BYTES) -> bool:
+    """Say whether every key is valid, in one pass over them all (for bulk calls).
+
+    Joined with ``/``, valid keys never make a bad segment and invalid ones
+    always do (an empty key, a leading or trailing ``/``, a ``.`` or ``..``
+    segment), so one search answers for all of them.
+    """
+    if not all(type(key) is str for key in keys):
+        return False
+    texts = cast("Sequence[str]", keys)
+    if not texts:
+        return True
+    joined = "/".join(texts)
+    if _BAD.search(joined) is not None:
+        return False
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    # Only a key of more than max_bytes / 4 characters can be too long.
+    longest = max_bytes // 4
+    return all(len(key) <= longest or len(key.encode("utf-8")) <= max_bytes for key in texts)
 
 
 def is_valid_key(key: object) -> bool:

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import backends
+from backends.keys import all_valid
 from backends.testing import strategies as s
 
 HOOKS = ["_load", "_dump", "_delete", "_contains", "_iter_keys", "_load_many", "_dump_many", "_delete_many"]
@@ -21,6 +22,14 @@ HOOKS = ["_load", "_dump", "_delete", "_contains", "_iter_keys", "_load_many", "
 @given(st.one_of(s.valid_keys, s.invalid_keys, st.text(max_size=8), s.long_keys))
 def test_is_valid_key_matches_the_reference_rule(key: Any) -> None:
     assert backends.is_valid_key(key) == s.reference_valid(key)
+
+
+@settings(max_examples=500)
+@given(st.lists(st.one_of(s.valid_keys, s.invalid_keys, st.text(max_size=8), s.long_keys), max_size=6))
+def test_the_bulk_check_matches_the_rule_for_every_key(keys: list[Any]) -> None:
+    """Bulk calls check all their keys in one pass: it must agree with the rule key by key."""
+    assert all_valid(keys) == all(s.reference_valid(key) for key in keys)
+    assert all_valid(keys, 16) == all(s.reference_valid(key) and len(key.encode()) <= 16 for key in keys)
 
 
 def spied(case: BackendCase, folder: Path) -> tuple[backends.BaseBackend[Any, Any], list[str]]:

@@ -86,12 +86,29 @@ def test_listing_is_sorted_as_on_s3_and_jumps_over_folders(
     keys = ["a", "a/b", "a/c/d", "a-b", "b", "é", "z", "A"] + [f"big/{i:04d}" for i in range(3000)]
     store.dump_many(dict.fromkeys(keys, 1))
     assert list(store) == sorted(keys, key=lambda key: key.encode())  # the page script is loaded
+    assert list(store.list("zz/")) == []  # and the folder script
     commands.reset()
     assert list(store.list("")) == ["A", "a", "a-b", "a/", "b", "big/", "z", "é"]
-    # A page up to the first folder, a jump past a/ to the next, a jump past big/ (3,000 keys) to the end.
-    assert commands.count() == {"evalsha": 3}
+    # The server jumps past a/ and past big/ (3,000 keys): one round trip, eight names sent.
+    assert commands.count() == {"evalsha": 1}
     assert list(store.list("a/")) == ["a/b", "a/c/"]
     assert list(store.list("a", delimiter="")) == ["a", "a-b", "a/b", "a/c/d"]
+    folders = {f"f{i:04d}/{j}": 1 for i in range(1500) for j in range(3)}
+    store.dump_many(folders)
+    commands.reset()
+    assert list(store.list("f", "/")) == [f"f{i:04d}/" for i in range(1500)]
+    assert commands.count() == {"evalsha": 2}  # 1,000 names per round trip
+
+
+def test_prefixes_ending_in_any_character_list_exactly_their_keys(store: RedisJsonBackend) -> None:
+    edges = ["\ud7ff", "\U0010ffff", "\x7e", "\u00ff", "\uffff"]
+    keys = [f"p{c}" + tail for c in edges for tail in ("", "/x", "y")] + ["q", "p", "o"]
+    store.dump_many(dict.fromkeys(keys, 1))
+    for c in edges:
+        assert list(store.list(f"p{c}", "")) == sorted(
+            (key for key in keys if key.startswith(f"p{c}")), key=lambda key: key.encode()
+        )
+        assert list(store.list(f"p{c}", "/")) == sorted([f"p{c}", f"p{c}/", f"p{c}y"], key=str.encode)
 
 
 def test_keys_of_other_tools_under_the_prefix_are_left_alone(redis: str, store: RedisJsonBackend) -> None:

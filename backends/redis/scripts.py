@@ -7,9 +7,10 @@ disagree, whatever the interleaving or wherever a client dies.
 
 from __future__ import annotations
 
-from typing import Final
+import hashlib
+from typing import Any, Final
 
-__all__ = ["SCRIPTS"]
+__all__ = ["SCRIPTS", "SHAS", "run_script"]
 
 # Every script takes the time as its first argument: milliseconds of an
 # injected clock, or "" for the server's own (TIME), so deadlines never
@@ -188,6 +189,42 @@ end
 return out
 """
 )
+# KEYS: index, deadlines; ARGV: now, low, high, start (the byte where a
+# delimiter may begin: after the prefix), delimiter, count. {where the next
+# call starts or "" when done, entries...}: about count live keys and
+# folders (a key cut after the delimiter), in order; past a folder the next
+# page starts after everything below it, so a folder costs one ZRANGEBYLEX
+# on the server, not a page sent to the client.
+_FOLDERS = (
+    _NOW
+    + """
+local now = now_ms(ARGV[1])
+local low, high, start, delim, count = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local out = {''}
+for _ = 1, count do
+  local page = redis.call('ZRANGEBYLEX', KEYS[1], low, high, 'LIMIT', 0, 32)
+  if #page == 0 then return out end
+  local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(page))
+  for i = 1, #page do
+    local key = page[i]
+    low = '(' .. key
+    if not deadlines[i] or tonumber(deadlines[i]) > now then
+      local cut = string.find(key, delim, start, true)
+      if cut then
+        local folder = string.sub(key, 1, cut + #delim - 1)
+        out[#out + 1] = folder
+        low = '[' .. string.sub(folder, 1, -2) .. string.char(string.byte(folder, -1) + 1)
+        break
+      end
+      out[#out + 1] = key
+    end
+  end
+  if #out > count then break end
+end
+out[1] = low
+return out
+"""
+)
 # KEYS: index, deadlines; ARGV: now. The live keys: all, less those past their deadline.
 _LEN = (
     _NOW
@@ -220,6 +257,23 @@ SCRIPTS: Final = {
     "many": _MANY,
     "renew": _RENEW,
     "page": _PAGE,
+    "folders": _FOLDERS,
     "len": _LEN,
     "purge": _PURGE,
 }
+#: their SHA-1s, what ``EVALSHA`` names them by
+SHAS: Final = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
+
+
+def run_script(client: Any, noscript: type[Exception], name: str, keys: list[str], args: list[Any]) -> Any:
+    """Run script ``name`` in one ``EVALSHA``; one ``SCRIPT LOAD`` first if the server lost it.
+
+    A server forgets its scripts when it restarts or on ``SCRIPT FLUSH``;
+    it then answers ``NOSCRIPT`` (``noscript``, redis-py's NoScriptError).
+    """
+    sha = SHAS[name]
+    try:
+        return client.evalsha(sha, len(keys), *keys, *args)
+    except noscript:
+        client.script_load(SCRIPTS[name])
+        return client.evalsha(sha, len(keys), *keys, *args)

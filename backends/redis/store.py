@@ -38,7 +38,7 @@ from ..info import Stat
 from ..locks import Lock, lock_name
 from .client import check_redis_url, import_redis, make_pool
 from .locks import RedisLock
-from .scripts import SCRIPTS
+from .scripts import run_script
 
 __all__ = ["DEADLINES", "ETAGS", "INDEX", "LOCKS", "PAGE", "RedisBackend"]
 
@@ -134,7 +134,7 @@ class RedisBackend(BaseBackend[V, bytes]):
         self._structures = [self.prefix + INDEX, self.prefix + DEADLINES]
         self._native_errors = (redis.RedisError,)
         self._errors = redis.exceptions
-        self._scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
+        self._noscript = redis.exceptions.NoScriptError
         self._closed = False
 
     def clock(self) -> float:
@@ -151,7 +151,7 @@ class RedisBackend(BaseBackend[V, bytes]):
         return "" if clock is None else str(int(clock() * 1000))
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return self._scripts[name](keys=keys, args=[self._now(), *args], client=self.client)
+        return run_script(self.client, self._noscript, name, keys, [self._now(), *args])
 
     def _names(self, keys: list[str]) -> list[str]:
         """The KEYS of a write script: the structures, then each key's value and ETag key."""
@@ -251,7 +251,7 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     # -- listing ------------------------------------------------------------------------------
 
-    def _page(self, low: str | bytes, high: str) -> tuple[bytes, list[str]]:
+    def _page(self, low: str | bytes, high: str | bytes) -> tuple[bytes, list[str]]:
         """One page of the index from ``low`` to ``high``, and the live keys in it.
 
         The first is where the next page starts, or ``b""`` when this page was the last.
@@ -269,26 +269,25 @@ class RedisBackend(BaseBackend[V, bytes]):
             low = b"(" + last
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
-        # Sorted by UTF-8 bytes, as S3 lists. A folder is yielded once, and
-        # the listing jumps past everything below it in one page request.
-        low: str | bytes
-        low, high = ("[" + prefix, "(" + _after(prefix)) if prefix else ("-", "+")
-        while True:
-            last, keys = self._page(low, high)
-            jumped = False
-            for key in keys:
-                cut = key.find(delimiter, len(prefix)) if delimiter else -1
-                if cut < 0:
-                    yield key
-                    continue
-                folder = key[: cut + len(delimiter)]
-                yield folder
-                low, jumped = "[" + _after(folder), True  # the first key past the folder
-                break
-            if not jumped:
+        # Sorted by UTF-8 bytes, as S3 lists: a range of the index.
+        encoded = prefix.encode("utf-8")
+        low: bytes = b"[" + encoded if prefix else b"-"
+        high = b"(" + _after(encoded) if prefix else b"+"
+        if not delimiter:
+            while True:
+                last, keys = self._page(low, high)
+                yield from keys
                 if not last:
                     return
                 low = b"(" + last
+        # With a delimiter the server yields each folder once and jumps past
+        # everything below it: a folder costs no page sent to the client.
+        args = [high, len(encoded) + 1, delimiter, PAGE]
+        while True:
+            low, *entries = self._run("folders", self._structures, [low, *args])
+            yield from (raw.decode("utf-8") for raw in entries)
+            if not low:
+                return
 
     def _len(self) -> int:
         return int(self._run("len", self._structures, []))
@@ -422,9 +421,12 @@ class RedisBackend(BaseBackend[V, bytes]):
             client.connection_pool.disconnect()
 
 
-def _after(text: str) -> str:
-    """The first string past every string that starts with ``text`` (its last character moved up)."""
-    return text[:-1] + chr(ord(text[-1]) + 1)
+def _after(prefix: bytes) -> bytes:
+    """The first bytes past every UTF-8 string that starts with ``prefix`` (its last byte moved up).
+
+    The last byte of UTF-8 is never 0xFF, so it always can be.
+    """
+    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 def _check_keep(keep: object, timeout: float | None) -> float:
