@@ -96,6 +96,8 @@ def test_keep_expired_is_checked_and_shown(redis: str) -> None:
     assert RedisJsonBackend(redis).keep_expired == 0
     assert RedisJsonBackend(redis, timeout=30).keep_expired == 30
     assert "keep_expired=5" in repr(RedisJsonBackend(redis, timeout=30, keep_expired=5))
+    from_url = backends.open(f"{redis}?timeout=30&keep_expired=5")
+    assert isinstance(from_url, RedisJsonBackend) and (from_url.timeout, from_url.keep_expired) == (30, 5)
     for bad in (-1, None, "1", True, float("nan")):
         with pytest.raises(ValueError, match="keep_expired"):
             RedisJsonBackend(redis, keep_expired=bad)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ __all__ = ["OPTIONS"]
 OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
     "prefix": str,
     "timeout": as_seconds_or_none,
+    "keep_expired": float,
     "max_connections": int,
     "socket_timeout": float,
     "retries": int,
