@@ -232,6 +232,34 @@ def test_a_server_restart_mid_run_is_unavailable_then_works_again() -> None:
     backend.close()
 
 
+def test_a_full_server_refuses_writes_with_its_message_and_changes_nothing() -> None:
+    with servers.redis_server(None, "--maxmemory", "3mb", "--maxmemory-policy", "noeviction") as url:
+        store = RedisRawBackend(url, prefix="full")
+        cache = RedisRawBackend(url, prefix="cache", timeout=300)
+        cache.fill("kept", b"v", etag='"e"')
+        written = 0
+        with pytest.raises(backends.StoreError) as full:
+            while True:
+                store[f"k{written}"] = b"x" * 10_000
+                written += 1
+        assert type(full.value) is backends.StoreError and "maxmemory" in str(full.value)
+        assert f"k{written}" not in store and len(store) == len(list(store)) == written
+        for refused in (
+            lambda: store.dump_many({"a": b"1", "b": b"2"}),
+            lambda: cache.renew("kept", '"e"'),
+            lambda: store.lock("l").acquire(),
+        ):
+            with pytest.raises(backends.StoreError, match="maxmemory"):
+                refused()
+        assert "a" not in store and "b" not in store and cache.expires("kept") is not None
+        assert store["k0"] == b"x" * 10_000 and cache["kept"] == b"v"  # reads go on
+        assert store.delete_many([f"k{i}" for i in range(written)]) == written  # deleting frees memory
+        store["k"] = b"after"
+        assert list(store) == ["k"]
+        store.close()
+        cache.close()
+
+
 def test_expired_keys_are_absent_for_every_call(redis: str) -> None:
     clock = FrozenClock()
     store = RedisJsonBackend(redis, prefix="expiry", timeout=10, clock=clock)

@@ -35,7 +35,9 @@ end
 # value stays readable by peek), if_match etag, origin etag ("" for none),
 # then key, data per pair. mode "set": every pair; "nx": only if absent or
 # expired (one pair); "match": only if the live value's SHA-1 is the etag
-# (one pair). Returns how many were written.
+# (one pair). Returns how many were written. Each pair's first command is
+# its SET: on a full server (maxmemory; Redis decides once per script) the
+# first SET is refused before anything has changed.
 _WRITE = (
     _NOW
     + """
@@ -159,16 +161,18 @@ _RENEW = (
     + """
 local now, ttl, keep = now_ms(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('GET', KEYS[4]) ~= ARGV[3] then return 0 end
+-- The ZADDs first: on a full server (maxmemory) the first one is refused
+-- and nothing has changed; PEXPIRE and PERSIST are never refused.
+redis.call('ZADD', KEYS[1], 0, ARGV[2])
 if ttl < 0 then
+  redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('PERSIST', KEYS[3])
   redis.call('PERSIST', KEYS[4])
-  redis.call('ZREM', KEYS[2], ARGV[2])
 else
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[2])
   redis.call('PEXPIRE', KEYS[3], ttl + keep)
   redis.call('PEXPIRE', KEYS[4], ttl + keep)
-  redis.call('ZADD', KEYS[2], now + ttl, ARGV[2])
 end
-redis.call('ZADD', KEYS[1], 0, ARGV[2])
 return 1
 """
 )
