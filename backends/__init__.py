@@ -20,6 +20,7 @@ from .errors import (
     StoreError,
     StoreUnavailableError,
 )
+from .events import Event, subscribe
 from .filesystem import (
     FileSystemBackend,
     FileSystemCache,
@@ -54,6 +55,7 @@ __all__ = [
     "Codec",
     "CorruptValueError",
     "Entry",
+    "Event",
     "ExpiringCache",
     "FileSystemBackend",
     "FileSystemCache",
@@ -93,4 +95,5 @@ __all__ = [
     "__version__",
     "is_valid_key",
     "open_url",
+    "subscribe",
 ]

@@ -11,6 +11,7 @@ call, never to override.
 from __future__ import annotations
 
 from collections.abc import (
+    Callable,
     ItemsView,
     Iterable,
     Iterator,
@@ -25,9 +26,11 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeAlias, TypeV
 
 from .core import BackendCore
 from .errors import StoreError
+from .events import HUB, Subscription, observed
 from .hooks import BATCH, MISSING, UNCHANGED, Missing, Unchanged
 
 if TYPE_CHECKING:
+    from .events import Event
     from .locks import Lock
 
 __all__ = [
@@ -69,6 +72,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
     def load(self, key: str) -> V | None: ...
     @overload
     def load(self, key: str, default: T) -> V | T: ...
+    @observed("load")
     def load(self, key: str, default: Any = None) -> Any:
         """Return the value of ``key``, or ``default`` if it is absent."""
         key = self._check(key, "load")
@@ -80,6 +84,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
             return default
         return self._decode(data, key, "load")
 
+    @observed("dump")
     def dump(self, key: str, value: V, *, if_absent: bool = False) -> bool:
         """Store ``value`` under ``key`` atomically and return True.
 
@@ -90,6 +95,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         """
         return self._write_value(key, value, "dump", lambda key, data: self._dump(key, data, if_absent))
 
+    @observed("delete")
     def delete(self, key: str) -> bool:
         """Delete ``key``; return True if it existed, False if it was absent."""
         key = self._check(key, "delete")
@@ -111,6 +117,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         if not self.delete(key):
             raise KeyError(key)
 
+    @observed("contains")
     def __contains__(self, key: object) -> bool:
         # Mapping.__contains__ would load the value; a store answers cheaply.
         # An invalid key raises InvalidKeyError, as for every other call.
@@ -120,6 +127,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         except self._native_errors as exc:
             self._reraise(exc, "contains", key)
 
+    @observed("load_if_changed")
     def load_if_changed(self, key: str, etag: str | None = None) -> Versioned[V] | Missing | Unchanged:
         """Load ``key`` with its version tag, unless the stored value still has ``etag``.
 
@@ -152,6 +160,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         with self._translating("list", None):
             yield from self._iter_keys()
 
+    @observed("len", keyed=False)
     def __len__(self) -> int:
         with self._translating("len", None):
             return self._len()
@@ -184,6 +193,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
 
     # -- bulk ------------------------------------------------------------------
 
+    @observed("load_many", keyed=False)
     def load_many(self, keys: Iterable[str]) -> dict[str, V]:
         """Return ``{key: value}`` for the given keys that are present.
 
@@ -195,6 +205,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
             found = self._load_many(wanted)
         return {key: self._decode(data, key, "load_many") for key, data in found.items()}
 
+    @observed("dump_many", keyed=False)
     def dump_many(self, items: Mapping[str, V] | Iterable[tuple[str, V]]) -> None:
         """Store every ``(key, value)``.
 
@@ -210,18 +221,32 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         with self._translating("dump_many", None):
             self._dump_many(list(encoded.items()))
 
+    @observed("delete_many", keyed=False)
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete the given keys; return how many existed."""
         wanted = self._check_all(keys, "delete_many")
         with self._translating("delete_many", None):
             return self._delete_many(wanted)
 
+    @observed("clear", keyed=False)
     def clear(self) -> None:
         """Remove every key this backend owns, and nothing else."""
         # MutableMapping.clear() would popitem() one key at a time, loading
         # each value on the way.
         with self._translating("clear", None):
             self._clear()
+
+    # -- events ------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Event], object], *, digest_keys: bool = False) -> Subscription:
+        """Deliver this backend's events to ``callback`` until the subscription is closed.
+
+        Its operations, its locks' and (for a tier) its cache's; see
+        :mod:`backends.events`. ``digest_keys=True`` replaces every key by a digest.
+        """
+        subscription = Subscription(callback, self, digest_keys)
+        HUB.add(subscription, self)
+        return subscription
 
     # -- locks -------------------------------------------------------------------
 
@@ -246,6 +271,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
     def pop(self, key: str, default: V) -> V: ...
     @overload
     def pop(self, key: str, default: T) -> V | T: ...
+    @observed("pop")
     def pop(self, key: str, default: Any = MISSING) -> Any:
         """Remove ``key`` and return its value (or ``default``; KeyError without one).
 
@@ -306,6 +332,10 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
             pairs.update(other)
         pairs.update(kwargs)
         self.dump_many(pairs)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        HUB.register(cls)  # its @observed methods are observed while anyone subscribes
 
     # -- identity ---------------------------------------------------------------
 
@@ -376,3 +406,6 @@ class _ValuesView(ValuesView[V]):
 
     def __iter__(self) -> Iterator[V]:
         return (value for _, value in self._mapping._iter_items())
+
+
+HUB.register(BaseBackend)

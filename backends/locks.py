@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
 from .errors import BackendError, LockError, LockTimeoutError
+from .events import HUB
 
 __all__ = [
     "MAX_LEASE",
@@ -134,11 +135,16 @@ class Lock(ABC):
         """
         if self._held:
             raise self._error(LockError, "already held by this Lock (locks are not re-entrant)")
+        if HUB.on:
+            HUB.emit(self.owner, "lock", self.key, "attempted")
         start = time.monotonic()
         delay = FIRST_DELAY
+        tries = 1
         while not self._try_or_abandon():
             waited = time.monotonic() - start
             if self.timeout is not None and waited >= self.timeout:
+                if HUB.on:
+                    HUB.emit(self.owner, "lock", self.key, "timed out", duration=waited, attempts=tries)
                 raise self._error(
                     LockTimeoutError,
                     f"not acquired within {self.timeout:g} s: another holder has it "
@@ -149,7 +155,12 @@ class Lock(ABC):
                 pause = min(pause, self.timeout - waited)
             self._wait(pause)
             delay = min(delay * 2, self.max_delay)
+            tries += 1
         self._held = True
+        if HUB.on:
+            HUB.emit(
+                self.owner, "lock", self.key, "acquired", duration=time.monotonic() - start, attempts=tries
+            )
         return self
 
     def _try_or_abandon(self) -> bool:
@@ -184,6 +195,8 @@ class Lock(ABC):
         self._held = False
         if not self._guarded(self._release):
             raise self._lost()
+        if HUB.on:
+            HUB.emit(self.owner, "lock", self.key, "released")
 
     def while_held(self, action: Callable[[], object]) -> bool:
         """Run ``action`` only while the lease is still ours; return False, without running it, if not.
@@ -212,6 +225,8 @@ class Lock(ABC):
         if not self._guarded(self._renew):
             self._held = False
             raise self._lost()
+        if HUB.on:
+            HUB.emit(self.owner, "lock", self.key, "renewed")
 
     def __enter__(self) -> Lock:
         return self.acquire()
@@ -238,6 +253,8 @@ class Lock(ABC):
         return cls(reason, backend=repr(self.owner), operation="lock", key=self.key)
 
     def _lost(self) -> LockError:
+        if HUB.on:
+            HUB.emit(self.owner, "lock", self.key, "lost")
         return self._error(
             LockError, f"the lease ({self.ttl:g} s) ran out and another holder took the lock before release"
         )

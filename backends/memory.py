@@ -11,6 +11,7 @@ from .base import MISSING, BaseBackend, Missing
 from .cache import DEFAULT_TIMEOUT, Entry, check_timeout
 from .codecs import IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .errors import CorruptValueError, SerializationError
+from .events import observed
 from .locks import Leases, Lock, MemoryLock
 from .urls import parse_query, register_scheme
 
@@ -201,6 +202,7 @@ class MemoryCacheBase(BaseBackend[V, Any]):
             self._slots.move_to_end(key)
             return slot.data
 
+    @observed("dump")
     def dump(
         self, key: str, value: V, *, if_absent: bool = False, timeout: float | Missing | None = MISSING
     ) -> bool:
@@ -269,6 +271,7 @@ class MemoryCacheBase(BaseBackend[V, Any]):
 
     # -- expiry ---------------------------------------------------------------------
 
+    @observed("purge", keyed=False)
     def purge(self) -> int:
         """Remove every expired entry; return how many were removed."""
         with self._lock:

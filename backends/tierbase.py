@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -19,12 +19,16 @@ from .base import BaseBackend
 from .cache import ExpiringCache
 from .codecs import IdentityCodec
 from .errors import LockError, LockTimeoutError
+from .events import HUB, observed
 from .info import Stat, SupportsStat, SupportsUrl
 from .locks import Lock, check_lease, check_wait
 
 __all__ = ["DEFAULT_LEASE", "WRITER_WAIT", "TierBase", "TierStats", "release_lock"]
 
 log = logging.getLogger("backends.tiered")
+
+#: the cache event of each counter
+_OUTCOMES: Final = {"hits": "hit", "misses": "miss", "revalidations": "revalidated", "stale": "stale"}
 
 #: seconds a loader's lease lasts: a killed loader delays the others this long at most
 DEFAULT_LEASE: Final = 30.0
@@ -85,6 +89,14 @@ class TierBase(BaseBackend[Any, Any]):
         with self._counts_lock:
             self._counts[name] += amount
 
+    def _tally(self, name: str, keys: Sequence[str]) -> None:
+        """Count ``name`` once per key, and tell subscribers (one cache event per key)."""
+        self._count(name, len(keys))
+        if HUB.on:
+            outcome = _OUTCOMES[name]
+            for key in keys:
+                HUB.emit(self, "cache", key, outcome)
+
     # -- the key locks --------------------------------------------------------------
 
     @contextmanager
@@ -138,6 +150,7 @@ class TierBase(BaseBackend[Any, Any]):
 
     # -- the rest -------------------------------------------------------------------
 
+    @observed("purge", keyed=False)
     def purge(self) -> int:
         """Remove the cache's expired entries; return how many (0 if the cache does not expire)."""
         return self._entries.purge() if self._entries is not None else 0

@@ -27,6 +27,7 @@ from .base import MISSING, UNCHANGED, BaseBackend
 from .cache import Entry
 from .core import encode_value
 from .errors import BackendError, LockTimeoutError, StoreError
+from .events import HUB, observed
 from .locks import Lock
 from .tierbase import TierBase, TierStats, release_lock
 
@@ -55,10 +56,12 @@ class TieredBackend(TierBase):
             return self._load_plain(key)
         entry = self._peek(key)
         if entry is not None and entry.fresh:
-            return self._serve(entry, "hits")
+            return self._serve(key, entry, "hits")
+        if entry is not None and HUB.on:
+            HUB.emit(self, "cache", key, "expired")
         if entry is not None and self._servable_stale(entry):
             with self._flight(key, wait=0) as lock:
-                return self._refresh_entry(key, lock) if lock else self._serve(entry, "stale")
+                return self._refresh_entry(key, lock) if lock else self._serve(key, entry, "stale")
         with self._flight(key) as lock:
             return self._refresh_entry(key, lock)
 
@@ -70,12 +73,12 @@ class TieredBackend(TierBase):
                 value = self.cache.load(key, MISSING)
                 if value is MISSING:
                     return self._refresh(key, None, lock)
-        self._count("hits")
+        self._tally("hits", (key,))
         return value
 
-    def _serve(self, entry: Entry[Any], counter: str) -> Any:
+    def _serve(self, key: str, entry: Entry[Any], counter: str) -> Any:
         """The value of a cache entry, counted as ``counter``."""
-        self._count(counter)
+        self._tally(counter, (key,))
         return entry.value
 
     def _peek(self, key: str) -> Entry[Any] | None:
@@ -93,7 +96,7 @@ class TieredBackend(TierBase):
         """Under the key's lock (if had): look again, then revalidate or load from the origin."""
         entry = self._peek(key)
         if entry is not None and entry.fresh:
-            return self._serve(entry, "hits")  # another loader filled it while we waited
+            return self._serve(key, entry, "hits")  # another loader filled it while we waited
         return self._refresh(key, entry, lock)
 
     def _refresh(self, key: str, entry: Entry[Any] | None, lock: Lock | None) -> Any:
@@ -104,8 +107,8 @@ class TieredBackend(TierBase):
             assert entry is not None and etag is not None and self._entries is not None
             # Only the entry holding that very ETag is renewed: no lease needed.
             self._entries.renew(key, etag)
-            return self._serve(entry, "revalidations")
-        self._count("misses")
+            return self._serve(key, entry, "revalidations")
+        self._tally("misses", (key,))
         if loaded is MISSING:
             if entry is not None and lock is not None:
                 lock.while_held(lambda: self.cache.delete(key))  # deleted at the origin: drop our copy
@@ -116,6 +119,8 @@ class TieredBackend(TierBase):
 
     def _fill(self, key: str, value: Any, etag: str | None) -> None:
         """Put a value loaded from the origin (with its ETag, if known) in the cache."""
+        if HUB.on:
+            HUB.emit(self, "cache", key, "filled")
         if self._entries is None:
             self.cache.dump(key, value)
         else:
@@ -127,11 +132,11 @@ class TieredBackend(TierBase):
 
     def _load_many(self, keys: list[str]) -> dict[str, Any]:
         found = self.cache.load_many(keys)
-        self._count("hits", len(found))
+        self._tally("hits", list(found))
         missing = [key for key in keys if key not in found]
         if not missing:
             return found
-        self._count("misses", len(missing))
+        self._tally("misses", missing)
         self._count("origin_requests", len(missing))
         with ExitStack() as held:
             # A key whose lock is busy (another loader or a writer) is
@@ -159,6 +164,7 @@ class TieredBackend(TierBase):
         encode_value(self.cache, value, key, operation)
         encode_value(self.origin, value, key, operation)
 
+    @observed("dump")
     def dump(self, key: str, value: Any, *, if_absent: bool = False) -> bool:
         """Store in the origin, then in the cache (under the key's lock); True, or False with ``if_absent``.
 
@@ -243,6 +249,7 @@ class TieredBackend(TierBase):
             self._cache_write(key, locks[key], lambda: self.cache.delete(key))
             return MISSING if value is _ABSENT else value
 
+    @observed("dump_many", keyed=False)
     def dump_many(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         """Store every pair in the origin, then in the cache, under the keys' locks.
 

@@ -33,6 +33,7 @@ from ..base import MISSING, Missing
 from ..cache import DEFAULT_TIMEOUT, Entry, check_timeout
 from ..codecs import JsonCodec, TextCodec
 from ..errors import CorruptValueError
+from ..events import observed
 from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
 from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
 from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
@@ -95,6 +96,7 @@ class FileSystemCache(FileSystemBackend[V]):
 
     # -- writing --------------------------------------------------------------------
 
+    @observed("dump")
     def dump(
         self, key: str, value: V, *, if_absent: bool = False, timeout: float | Missing | None = MISSING
     ) -> bool:
@@ -234,6 +236,7 @@ class FileSystemCache(FileSystemBackend[V]):
 
     # -- expiry ---------------------------------------------------------------------
 
+    @observed("purge", keyed=False)
     def purge(self) -> int:
         """Remove every expired entry; return how many were removed.
 

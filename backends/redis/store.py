@@ -34,6 +34,7 @@ from ..errors import (
     StoreError,
     StoreUnavailableError,
 )
+from ..events import observed
 from ..info import Stat
 from ..locks import Lock, lock_name
 from .client import check_redis_url, import_redis, make_pool
@@ -206,6 +207,7 @@ class RedisBackend(BaseBackend[V, bytes]):
             args += [key, data]
         return int(self._run("write", self._names([key for key, _ in pairs]), args)) > 0
 
+    @observed("dump")
     def dump(
         self,
         key: str,
@@ -303,6 +305,7 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     # -- expiry, stat ---------------------------------------------------------------------------
 
+    @observed("purge", keyed=False)
     def purge(self) -> int:
         """Remove every expired key from the index (Redis has reclaimed their values); how many."""
         removed, args = 0, [self.prefix, PAGE, self.prefix + ETAGS]

@@ -17,6 +17,7 @@ from typing import IO, Any, TypeVar
 
 from ..base import MISSING, UNCHANGED, Missing, Unchanged
 from ..errors import BackendError, CorruptValueError
+from ..events import observed
 from ..keys import is_valid_key
 from ..locks import Lock, lock_name
 from .connection import CONFLICT_RETRIES, DEFAULT_GZIP, FOLDER_SUFFIX, PAGE, batches, is_marker
@@ -121,6 +122,7 @@ class S3Backend(S3Objects[V]):
                     raise
         raise AssertionError("unreachable")
 
+    @observed("dump")
     def dump(self, key: str, value: V, *, if_absent: bool = False, if_match: str | None = None) -> bool:
         """Store ``value`` under ``key`` with one PUT and return True.
 

@@ -1,0 +1,401 @@
+"""Events: what backends, caches, tiers and locks do, delivered to whoever subscribed.
+
+An :class:`Event` is one small frozen record: when, where (host, pid), which
+backend (its repr, which never holds a secret), the operation, the key, the
+outcome, and what was measured (duration, bytes, attempts). It never holds
+a value. Subscribe a callable globally (:func:`subscribe`) or to one backend
+(``backend.subscribe``); the returned :class:`Subscription` unsubscribes.
+
+With nobody subscribed an operation pays one attribute test. A subscriber
+that raises never changes the operation's result: its error is counted in
+:data:`HUB` and logged once per subscriber on the ``backends.events`` logger.
+
+Sinks (README.rst, "Events"): :class:`MemorySink` (a bounded ring),
+:class:`LoggingSink` (the ``backends`` logger, one line per event) and
+:class:`Counters` (counts and latency histograms per backend, operation and
+outcome).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = [
+    "HOST",
+    "HUB",
+    "LATENCY_BUCKETS",
+    "Counters",
+    "Event",
+    "Hub",
+    "LoggingSink",
+    "MemorySink",
+    "Subscription",
+    "Tally",
+    "digest",
+    "observe",
+    "observed",
+    "subscribe",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("backends.events")
+
+#: this machine's name, in every event
+HOST: Final = socket.gethostname()
+
+#: upper bounds (seconds) of the latency histogram's buckets; the last one is open
+LATENCY_BUCKETS: Final = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+class Event(NamedTuple):
+    """One thing a backend did. Never a value, never a secret.
+
+    A named tuple: immutable, and built in a fraction of a frozen dataclass's time.
+    """
+
+    #: seconds since the epoch (``time.time()``)
+    time: float
+    host: str
+    pid: int
+    #: ``repr`` of the backend: its class, root or bucket and options, never a credential
+    backend: str
+    #: the public call (``load``, ``dump``...), or ``cache``, ``lock``, ``request``, ``purge``
+    operation: str
+    #: the key, or its digest for subscribers that asked for digests; None for whole-store calls
+    key: str | None
+    #: ``started``, ``finished``, ``failed``; ``hit``, ``miss``, ``expired``,
+    #: ``revalidated``, ``stale``, ``filled``; ``attempted``, ``acquired``,
+    #: ``renewed``, ``released``, ``timed out``, ``lost``; ``retried``; ``purged``
+    outcome: str
+    #: seconds the operation (or the wait for a lock) took
+    duration: float | None = None
+    #: bytes read or written
+    bytes: int | None = None
+    #: tries it took (locks, retried requests)
+    attempts: int | None = None
+    #: a few words more: the error's class and reason (never its value), a count
+    detail: str = ""
+
+    def describe(self) -> str:
+        """One line, e.g. ``load users/42 finished in 0.012 s (974 bytes)``."""
+        parts = [self.operation]
+        if self.key is not None:
+            parts.append(self.key)
+        parts.append(self.outcome)
+        if self.duration is not None:
+            parts.append(f"in {self.duration:.3f} s")
+        extra = []
+        if self.bytes is not None:
+            extra.append(f"{self.bytes} bytes")
+        if self.attempts is not None:
+            extra.append(f"{self.attempts} attempts")
+        if self.detail:
+            extra.append(self.detail)
+        line = " ".join(parts)
+        return f"{line} ({', '.join(extra)})" if extra else line
+
+
+def digest(key: str) -> str:
+    """What a subscriber that asked for digests sees instead of ``key``: 16 hex digits of its SHA-256."""
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class Subscription:
+    """A subscribed callable; :meth:`close` (or leaving a ``with`` block) unsubscribes it."""
+
+    def __init__(self, callback: Callable[[Event], object], target: Any, digest_keys: bool) -> None:
+        self.callback = callback
+        self.digest_keys = digest_keys
+        # where the backend's subscriptions are (its id), or None for every backend;
+        # the backend itself is not held: a subscription never keeps it alive
+        self._place: int | None = None if target is None else id(target)
+        self._warned = False
+
+    def deliver(self, event: Event) -> None:
+        if self.digest_keys and event.key is not None:
+            event = event._replace(key=digest(event.key))
+        try:
+            self.callback(event)
+        except Exception:  # a subscriber never changes the operation's result
+            HUB.count_error()
+            if not self._warned:
+                self._warned = True
+                log.warning("event subscriber %r raised; its errors are counted in HUB.errors", self.callback)
+
+    def close(self) -> None:
+        """Stop delivering events to the callable (once is enough; again does nothing)."""
+        HUB.remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Hub:
+    """The subscriptions of this process. ``on`` is what an operation tests first."""
+
+    def __init__(self) -> None:
+        #: whether anyone subscribed, globally or to any backend
+        self.on = False
+        #: errors raised by subscribers (each one swallowed for the operation's sake)
+        self.errors = 0
+        self._global: tuple[Subscription, ...] = ()
+        self._by_backend: dict[int, tuple[Subscription, ...]] = {}
+        self._names: dict[int, str] = {}
+        # (class, name, plain method, observing wrapper) of every @observed method
+        self._methods: list[tuple[type, str, Any, Any]] = []
+        self._count = 0
+        # Re-entrant: a backend collected (its subscriptions forgotten by a
+        # weakref finalizer) may be collected inside a thread holding it.
+        self._lock = threading.RLock()
+
+    def add(self, subscription: Subscription, target: Any = None) -> None:
+        with self._lock:
+            place = subscription._place
+            if place is None:
+                self._global = (*self._global, subscription)
+            else:
+                # By identity (two equal backends are two views of one store,
+                # not one backend); dropped when the backend is collected.
+                if place not in self._by_backend:
+                    weakref.finalize(target, self._forget, place)
+                self._by_backend[place] = (*self._by_backend.get(place, ()), subscription)
+            self._count += 1
+            self._switch(True)
+
+    def remove(self, subscription: Subscription) -> None:
+        with self._lock:
+            place = subscription._place
+            if place is None:
+                if subscription not in self._global:
+                    return
+                self._global = tuple(s for s in self._global if s is not subscription)
+            else:
+                mine = self._by_backend.get(place, ())
+                if subscription not in mine:
+                    return
+                self._by_backend[place] = tuple(s for s in mine if s is not subscription)
+            self._count -= 1
+            self._switch(self._count > 0)
+
+    def _forget(self, place: int) -> None:
+        with self._lock:
+            self._count -= len(self._by_backend.pop(place, ()))
+            self._switch(self._count > 0)
+
+    def register(self, cls: type) -> None:
+        """Note the :func:`observed` methods ``cls`` defines (BaseBackend's subclasses call this)."""
+        with self._lock:
+            for name, method in list(vars(cls).items()):
+                marked = getattr(method, "__observed__", None)
+                if marked is not None:
+                    entry = (cls, name, method, _wrapper(method, *marked))
+                    self._methods.append(entry)
+                    if self.on:
+                        setattr(cls, name, entry[3])
+
+    def _switch(self, on: bool) -> None:
+        # Under self._lock. Observing wrappers in place exactly while anyone subscribes.
+        if on == self.on:
+            return
+        self.on = on
+        for cls, name, plain, wrapper in self._methods:
+            setattr(cls, name, wrapper if on else plain)
+
+    def _name(self, source: Any) -> str:
+        """``repr(source)``, kept while the backend lives: a repr is built once, not per event."""
+        name = repr(source)
+        with self._lock:
+            if id(source) not in self._names:
+                weakref.finalize(source, self._names.pop, id(source), None)
+            self._names[id(source)] = name
+        return name
+
+    def count_error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    def emit(self, source: Any, operation: str, key: str | None, outcome: str, **measured: Any) -> None:
+        """Deliver an event of ``source`` (a backend) to its subscribers and the global ones.
+
+        Called only after ``HUB.on`` was found true; builds the event only if
+        someone wants it.
+        """
+        place = id(source)
+        targets = self._global + self._by_backend.get(place, ())
+        if not targets:
+            return
+        name = self._names.get(place)
+        if name is None:
+            name = self._name(source)
+        event = Event(time.time(), HOST, os.getpid(), name, operation, key, outcome, **measured)
+        for subscription in targets:
+            subscription.deliver(event)
+
+
+#: the subscriptions of this process
+HUB: Final = Hub()
+
+
+def subscribe(callback: Callable[[Event], object], *, digest_keys: bool = False) -> Subscription:
+    """Deliver every backend's events to ``callback`` until the subscription is closed.
+
+    ``digest_keys=True`` replaces each key by :func:`digest` (for keys that
+    are personal data). The callback runs in the thread of the operation:
+    keep it short, or hand the event to a queue.
+    """
+    subscription = Subscription(callback, None, digest_keys)
+    HUB.add(subscription)
+    return subscription
+
+
+def observe(
+    source: Any, operation: str, key: str | None, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+) -> R:
+    """Run ``call`` as ``operation`` of ``source``: ``started``, then ``finished`` or ``failed``, timed.
+
+    A failure's detail is the error's class and its reason (the library's
+    own words, which never hold a value or a secret), never its full text.
+    """
+    HUB.emit(source, operation, key, "started")
+    start = time.perf_counter()
+    try:
+        result = call(*args, **kwargs)
+    except BaseException as exc:
+        reason = getattr(exc, "reason", None)
+        detail = f"{type(exc).__name__}: {reason}" if isinstance(reason, str) else type(exc).__name__
+        HUB.emit(source, operation, key, "failed", duration=time.perf_counter() - start, detail=detail)
+        raise
+    done = f"{result} removed" if operation == "purge" else ""
+    HUB.emit(source, operation, key, "finished", duration=time.perf_counter() - start, detail=done)
+    return result
+
+
+def observed(operation: str, keyed: bool = True) -> Callable[[F], F]:
+    """Mark a public method of a backend class as the call ``operation``.
+
+    ``keyed``: the method's first argument is the key.
+    The method is left as it is. While anyone is subscribed, :data:`HUB`
+    puts an :func:`observe`-ing wrapper in its place on its class (and puts
+    it back after the last subscription closed), so with nobody subscribed
+    a call costs nothing at all. Classes are registered by
+    ``BaseBackend.__init_subclass__``.
+    """
+
+    def mark(method: F) -> F:
+        method.__observed__ = (operation, keyed)  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+def _wrapper(plain: Callable[..., Any], operation: str, keyed: bool) -> Callable[..., Any]:
+    @functools.wraps(plain)
+    def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+        key = (args[0] if args else kwargs.get("key")) if keyed else None
+        return observe(self, operation, key if isinstance(key, str) else None, plain, self, *args, **kwargs)
+
+    return call
+
+
+class MemorySink:
+    """The last ``size`` events, in a ring: for tests, and for the command."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size is an int >= 1, not {size!r}")
+        self.events: deque[Event] = deque(maxlen=size)
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)  # deque.append is atomic
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(list(self.events))
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def clear(self) -> None:
+        self.events.clear()
+
+
+class LoggingSink:
+    """One log line per event on the ``backends`` logger (DEBUG; failures and lost locks at WARNING)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("backends")
+
+    def __call__(self, event: Event) -> None:
+        level = logging.WARNING if event.outcome in ("failed", "lost", "timed out") else logging.DEBUG
+        if self.logger.isEnabledFor(level):
+            self.logger.log(
+                level, "%s [%s pid %d] %s", event.backend, event.host, event.pid, event.describe()
+            )
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What :class:`Counters` holds for one backend, operation and outcome."""
+
+    count: int
+    #: events of the histogram bucket at the same index of LATENCY_BUCKETS (one more: above them)
+    buckets: tuple[int, ...]
+    #: the sum of the durations, seconds
+    seconds: float
+
+
+class Counters:
+    """Counts and latency histograms per (backend, operation, outcome)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, str], list[Any]] = {}
+
+    def __call__(self, event: Event) -> None:
+        slot = (event.backend, event.operation, event.outcome)
+        with self._lock:
+            tally = self._counts.get(slot)
+            if tally is None:
+                tally = self._counts[slot] = [0, [0] * (len(LATENCY_BUCKETS) + 1), 0.0]
+            tally[0] += 1
+            if event.duration is not None:
+                tally[1][bisect.bisect_left(LATENCY_BUCKETS, event.duration)] += 1
+                tally[2] += event.duration
+
+    def get(self, operation: str, outcome: str, backend: str | None = None) -> Tally:
+        """The tally of ``operation``/``outcome``, for one backend (its repr) or summed over all."""
+        count, buckets, seconds = 0, [0] * (len(LATENCY_BUCKETS) + 1), 0.0
+        with self._lock:
+            for (name, op, out), tally in self._counts.items():
+                if op == operation and out == outcome and (backend is None or name == backend):
+                    count += tally[0]
+                    buckets = [a + b for a, b in zip(buckets, tally[1], strict=True)]
+                    seconds += tally[2]
+        return Tally(count, tuple(buckets), seconds)
+
+    def snapshot(self) -> dict[tuple[str, str, str], int]:
+        """Every count, by (backend, operation, outcome)."""
+        with self._lock:
+            return {slot: tally[0] for slot, tally in self._counts.items()}

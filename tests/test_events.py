@@ -1,0 +1,236 @@
+"""Events: what each call, cache and lock emits, subscriptions, sinks, and what never appears."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clock import FrozenClock
+from servers import CREDENTIALS, S3Target
+
+import backends
+from backends import FileSystemJsonBackend, JsonCache, S3JsonBackend, TieredBackend, VolatileBackend
+from backends.events import HUB, Counters, Event, LoggingSink, MemorySink, digest, subscribe
+
+
+def story(sink: MemorySink, operation: str | None = None) -> list[tuple[str, str | None, str]]:
+    """(operation, key, outcome) of every event, or of one operation's."""
+    return [(e.operation, e.key, e.outcome) for e in sink if operation is None or e.operation == operation]
+
+
+@pytest.fixture
+def sink() -> Iterator[MemorySink]:
+    memory = MemorySink()
+    with subscribe(memory):
+        yield memory
+    assert not HUB.on  # every subscription of the test is closed
+
+
+def test_every_call_is_started_then_finished_or_failed(sink: MemorySink, tmp_path: Path) -> None:
+    store = FileSystemJsonBackend(tmp_path)
+    store["users/42"] = {"name": "Ada"}
+    assert store.load("users/42") == {"name": "Ada"} and "users/42" in store and len(store) == 1
+    assert store.load_many(["users/42"]) and store.delete("users/42")
+    with pytest.raises(backends.InvalidKeyError):
+        store.load("../etc")
+    assert story(sink) == [
+        ("dump", "users/42", "started"),
+        ("dump", "users/42", "finished"),
+        ("load", "users/42", "started"),
+        ("load", "users/42", "finished"),
+        ("contains", "users/42", "started"),
+        ("contains", "users/42", "finished"),
+        ("len", None, "started"),
+        ("len", None, "finished"),
+        ("load_many", None, "started"),
+        ("load_many", None, "finished"),
+        ("delete", "users/42", "started"),
+        ("delete", "users/42", "finished"),
+        ("load", "../etc", "started"),
+        ("load", "../etc", "failed"),
+    ]
+    finished = [e for e in sink if e.outcome in ("finished", "failed")]
+    assert all(e.duration is not None and 0 <= e.duration < 60 for e in finished)
+    first = next(iter(sink))
+    assert (first.pid, first.backend) == (os.getpid(), repr(store)) and first.host
+    assert finished[-1].detail.startswith("InvalidKeyError: invalid key")
+
+
+def test_a_tier_tells_hits_misses_fills_expiry_and_revalidation(
+    sink: MemorySink, tmp_path: Path, moto: S3Target
+) -> None:
+    clock = FrozenClock()
+    origin = S3JsonBackend(moto.bucket, prefix="events", client=moto.client)
+    tier = TieredBackend(JsonCache(tmp_path, timeout=60, clock=clock), origin)
+    origin["k"] = 1
+    sink.clear()
+    assert tier["k"] == 1  # a miss
+    assert story(sink, "cache") == [("cache", "k", "miss"), ("cache", "k", "filled")]
+    assert story(sink, "lock") == [
+        ("lock", "k", "attempted"),
+        ("lock", "k", "acquired"),
+        ("lock", "k", "released"),
+    ]
+    assert [e.backend for e in sink if e.operation == "lock"] == [repr(tier.cache)] * 3  # the cache's lock
+    assert story(sink, "load_if_changed") == [
+        ("load_if_changed", "k", "started"),
+        ("load_if_changed", "k", "finished"),
+    ]
+    sink.clear()
+    assert tier["k"] == 1
+    assert story(sink) == [("load", "k", "started"), ("cache", "k", "hit"), ("load", "k", "finished")]
+    sink.clear()
+    clock.advance(61)
+    assert tier["k"] == 1
+    assert story(sink, "cache") == [("cache", "k", "expired"), ("cache", "k", "revalidated")]
+    stale = TieredBackend(tier.cache, origin, stale_while_revalidate=30)
+    clock.advance(70)
+    sink.clear()
+    with tier.cache.lock("k"):  # another loader is refreshing
+        assert stale["k"] == 1
+    assert story(sink, "cache") == [("cache", "k", "expired"), ("cache", "k", "stale")]
+    acquired = next(e for e in sink if e.outcome == "acquired")
+    assert acquired.attempts == 1 and acquired.duration is not None
+
+
+def test_locks_tell_waits_timeouts_renewals_and_losses(sink: MemorySink) -> None:
+    clock = FrozenClock()
+    store = backends.MemoryCache(clock=clock)
+    holder = store.lock("k", ttl=10).acquire()
+    with pytest.raises(backends.LockTimeoutError):
+        store.lock("k", timeout=0).acquire()
+    holder.renew()
+    clock.advance(11)
+    store.lock("k", ttl=10).acquire()  # the lease ran out: taken over
+    with pytest.raises(backends.LockError):
+        holder.release()
+    assert [outcome for _, _, outcome in story(sink, "lock")] == [
+        "attempted",
+        "acquired",
+        "attempted",
+        "timed out",
+        "renewed",
+        "attempted",
+        "acquired",
+        "lost",
+    ]
+    timed_out = next(e for e in sink if e.outcome == "timed out")
+    assert timed_out.attempts == 1
+
+
+def test_subscriptions_per_backend_global_and_closed(tmp_path: Path) -> None:
+    one, two = VolatileBackend(), VolatileBackend()
+    mine, everyone = MemorySink(), MemorySink()
+    with one.subscribe(mine), subscribe(everyone):
+        one["a"] = 1
+        two["b"] = 2
+        assert HUB.on
+    one["c"] = 3
+    assert not HUB.on
+    assert {e.key for e in mine} == {"a"} and {e.key for e in everyone} == {"a", "b"}
+    # Two views of one folder are equal backends, but a subscription is to one object.
+    first, second = FileSystemJsonBackend(tmp_path), FileSystemJsonBackend(tmp_path)
+    assert first == second
+    with first.subscribe(mine) as subscription:
+        second["x"] = 1
+    subscription.close()  # again: nothing happens
+    assert "x" not in {e.key for e in mine}
+
+
+def test_a_subscription_does_not_keep_its_backend_alive() -> None:
+    import gc
+    import weakref
+
+    store = VolatileBackend()
+    subscription = store.subscribe(MemorySink())
+    gone = weakref.ref(store)
+    del store
+    gc.collect()
+    assert gone() is None and not HUB.on
+    subscription.close()
+
+
+def test_a_subscriber_that_raises_never_changes_a_result(
+    sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(event: Event) -> None:
+        raise RuntimeError("subscriber bug")
+
+    store = VolatileBackend()
+    errors = HUB.errors
+    with subscribe(broken), caplog.at_level(logging.WARNING, "backends.events"):
+        store["k"] = 1
+        assert store["k"] == 1 and store.pop("k") == 1
+    assert HUB.errors == errors + 6  # three calls, two events each
+    assert len([r for r in caplog.records if "raised" in r.getMessage()]) == 1  # warned once
+    assert story(sink, "pop") == [("pop", "k", "started"), ("pop", "k", "finished")]  # others still served
+
+
+def test_digests_replace_keys_and_no_value_ever_appears(tmp_path: Path) -> None:
+    secret_value = {"ssn": "078-05-1120"}
+    digests = MemorySink()
+    store = FileSystemJsonBackend(tmp_path)
+    with subscribe(digests, digest_keys=True):
+        store["people/ada"] = secret_value
+        store.load("people/ada")
+    assert {e.key for e in digests} == {digest("people/ada")}
+    text = repr(list(digests))
+    assert "people/ada" not in text and "078-05-1120" not in text
+
+
+def test_a_planted_secret_never_reaches_an_event_or_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    secret = CREDENTIALS["aws_secret_access_key"]
+    store = S3JsonBackend(
+        "bucket",
+        endpoint_url="http://127.0.0.1:9",  # nothing listens: every request fails
+        access_key=CREDENTIALS["aws_access_key_id"],
+        secret_key=secret,
+        retries=0,
+        timeout=1,
+    )
+    memory = MemorySink()
+    with subscribe(memory), subscribe(LoggingSink()), caplog.at_level(logging.DEBUG, "backends"):
+        with pytest.raises(backends.StoreUnavailableError):
+            store.load("k")
+    failed = [e for e in memory if e.outcome == "failed"]
+    assert failed and failed[0].detail.startswith("StoreUnavailableError")
+    assert secret not in repr(list(memory)) and secret not in caplog.text
+
+
+def test_the_logging_sink_writes_one_line_per_event(caplog: pytest.LogCaptureFixture) -> None:
+    store = VolatileBackend()
+    with subscribe(LoggingSink()), caplog.at_level(logging.DEBUG, "backends"):
+        store["users/42"] = 1
+        with pytest.raises(KeyError):
+            store.pop("nope")
+    lines = [r for r in caplog.records if r.name == "backends"]
+    assert [r.levelno for r in lines] == [logging.DEBUG, logging.DEBUG, logging.DEBUG, logging.WARNING]
+    assert "dump users/42 finished in" in lines[1].getMessage()
+    assert lines[3].getMessage().endswith("pop nope failed in " + lines[3].getMessage().split(" in ")[-1])
+
+
+def test_counters_count_and_bin_latencies() -> None:
+    counters = Counters()
+    store = VolatileBackend()
+    with subscribe(counters):
+        for i in range(5):
+            store[f"k{i}"] = i
+            store.load(f"k{i}")
+        store.load("absent")
+    tally = counters.get("load", "finished", repr(store))
+    assert tally.count == 6 and sum(tally.buckets) == 6 and tally.seconds > 0
+    assert counters.get("dump", "finished").count == 5 and counters.get("dump", "failed").count == 0
+    assert counters.snapshot()[(repr(store), "load", "started")] == 6
+
+
+def test_with_nobody_subscribed_nothing_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[Any] = []
+    monkeypatch.setattr(backends.events, "Event", lambda *a, **k: built.append(a))
+    store = VolatileBackend()
+    store["k"] = 1
+    store.load("k")
+    assert not HUB.on and built == []
