@@ -234,3 +234,36 @@ def test_with_nobody_subscribed_nothing_is_built(monkeypatch: pytest.MonkeyPatch
     store["k"] = 1
     store.load("k")
     assert not HUB.on and built == []
+
+
+def test_redis_retries_are_events(redis: str, sink: MemorySink) -> None:
+    import redis as redis_py
+
+    store = backends.RedisJsonBackend(redis, prefix="events-retry", socket_timeout=0.1, retries=8)
+    store["k"] = 1
+    admin = redis_py.Redis.from_url(redis)
+    admin.client_pause(400)  # every answer waits 0.4 s: the first tries time out
+    sink.clear()
+    assert store.load("k") == 1
+    retried = [e for e in sink if e.outcome == "retried"]
+    assert retried and retried[0].operation == "request" and retried[0].detail == "TimeoutError"
+    assert [e.attempts for e in retried] == list(range(2, len(retried) + 2))
+    admin.close()
+    store.clear()
+    store.close()
+
+
+def test_s3_retries_are_events(moto_server: S3Target, sink: MemorySink) -> None:
+    from servers import Faults, Proxy
+
+    S3JsonBackend(moto_server.bucket, prefix="events", client=moto_server.client)["k"] = 1
+    with Proxy(moto_server.endpoint_url or "", Faults(plan=["error500", "slowdown"])) as proxy:
+        store = S3JsonBackend(
+            moto_server.bucket, prefix="events", **{**moto_server.options(), "endpoint_url": proxy.endpoint}
+        )
+        sink.clear()
+        assert store.load("k") == 1
+    assert [(e.operation, e.outcome, e.attempts, e.detail) for e in sink if e.outcome == "retried"] == [
+        ("request", "retried", 2, "GetObject"),
+        ("request", "retried", 3, "GetObject"),
+    ]

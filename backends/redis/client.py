@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from ..events import HUB
 
 __all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_pool"]
 
@@ -47,18 +50,21 @@ def make_pool(
     max_connections: int,
     timeout: float,
     retries: int,
+    source: Callable[[], Any] = lambda: None,
 ) -> Any:
     """A blocking connection pool for ``url``; no connection is made yet.
 
     Connection errors and timeouts are retried ``retries`` times with
-    exponential backoff; a server's answer (even an error) never is.
+    exponential backoff; a server's answer (even an error) never is. Each
+    retry is a ``retried`` event of ``source()`` (a weak reference to the backend).
     """
     redis = import_redis()
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
     secret = password if password is not None else os.environ.get("REDISCLI_AUTH") or None
-    retry = Retry(ExponentialBackoff(cap=1.0, base=0.01), retries)
+    retry = _telling_retry(Retry)(ExponentialBackoff(cap=1.0, base=0.01), retries)
+    retry.source = source
     return redis.BlockingConnectionPool.from_url(
         url,
         password=secret,
@@ -71,3 +77,33 @@ def make_pool(
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         health_check_interval=30,
     )
+
+
+def _telling_retry(base: type) -> type:
+    """redis-py's Retry, telling each retry as an event of its ``source``."""
+
+    class TellingRetry(base):  # type: ignore[misc]
+        source: Callable[[], Any] = staticmethod(lambda: None)
+
+        def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+            failures = 0
+
+            def failed(error: Exception, *rest: Any) -> Any:
+                nonlocal failures
+                failures += 1
+                if HUB.on and failures <= self._retries:
+                    source = self.source()
+                    if source is not None:
+                        HUB.emit(
+                            source,
+                            "request",
+                            None,
+                            "retried",
+                            attempts=failures + 1,
+                            detail=type(error).__name__,
+                        )
+                return fail(error, *rest)
+
+            return super().call_with_retry(do, failed, *args, **kwargs)
+
+    return TellingRetry

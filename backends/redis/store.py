@@ -22,6 +22,7 @@ per 1000 keys; with them, one script each (the same round trips).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
@@ -106,6 +107,7 @@ class RedisBackend(BaseBackend[V, bytes]):
                 max_connections=max_connections,
                 timeout=socket_timeout,
                 retries=retries,
+                source=weakref.ref(self),
             )
             client = redis.Redis(connection_pool=pool)
             self._owns_client = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from ..base import BaseBackend
 from ..errors import BackendError, StoreError
+from ..events import HUB
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
 from .client import client_config, import_boto3, make_client, safe_endpoint
 from .errors import ABSENT, error_code, translate
@@ -73,6 +75,20 @@ def _check_options(*, retries: object, max_workers: object, timeout: object, sty
 def is_marker(response: dict[str, Any]) -> bool:
     """Whether a HEAD or GET answer is another tool's folder marker: an empty application/x-directory."""
     return response.get("ContentType") == DIRECTORY and not response.get("ContentLength")
+
+
+def _retry_teller(backend: Callable[[], Any]) -> Callable[..., None]:
+    """A botocore ``request-created`` handler: a request made again is a ``retried`` event of ``backend``."""
+
+    def tell(request: Any, operation_name: str = "", **_: Any) -> None:
+        if not HUB.on:
+            return
+        attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
+        source = backend()
+        if attempt > 1 and source is not None:
+            HUB.emit(source, "request", None, "retried", attempts=attempt, detail=operation_name)
+
+    return tell
 
 
 def _normal_prefix(prefix: str) -> str:
@@ -165,6 +181,10 @@ class S3Connection(BaseBackend[V, bytes]):
                     f"{where} names no profile in ~/.aws/config or ~/.aws/credentials ({exc})"
                 ) from None
         self.client = client
+        # Each retry botocore makes is an event ("request retried") of this backend.
+        client.meta.events.register(
+            "request-created.s3", _retry_teller(weakref.ref(self)), unique_id=f"backends-retries-{id(self)}"
+        )
         self.region: str | None = client.meta.region_name
         self._endpoint: str = client.meta.endpoint_url
         self._retries = retries
