@@ -164,6 +164,30 @@ def tier3_load(cache_root: str, shared_url: str, where: str, threads: int) -> No
     print(json.dumps({"values": values, "shared": asdict(shared.stats), "disk": asdict(tier.stats)}))
 
 
+def events_scenario(cache_root: str, redis_url: str, stream: str, where: str) -> None:
+    """Run "load KEY" / "dump KEY N" lines from stdin through a tier, telling every event
+    to a Redis stream and a memory ring; answer "ok" per line, then print the ring as JSON."""
+    from backends import JsonCache, TieredBackend, subscribe
+    from backends.events import MemorySink
+    from backends.redis.stream import RedisStreamSink
+
+    tier = TieredBackend(JsonCache(cache_root), open_store(where))
+    sink, memory = RedisStreamSink(redis_url, stream=stream, interval=0.01), MemorySink()
+    with subscribe(sink), subscribe(memory):
+        for line in sys.stdin:
+            command, *words = line.split()
+            if command == "quit":
+                break
+            key, value = words[0], words[1:]
+            if command == "load":
+                tier.load(key)
+            else:
+                tier[key] = {"n": int(value[0])}
+            print("ok", flush=True)
+    sink.close()
+    print(json.dumps([event._asdict() for event in memory]), flush=True)
+
+
 def writer_of(kind: str, root: str) -> tuple[BaseBackend[Any, Any], Callable[[str, bytes], object]]:
     """A backend of ``kind`` on ``root`` and the write the kill loop repeats."""
     from backends import JsonCache, TieredBackend
@@ -317,6 +341,8 @@ if __name__ == "__main__":
         tier_load(root, rest[0], int(rest[1]))
     elif mode == "tier3":
         tier3_load(root, rest[0], rest[1], int(rest[2]))
+    elif mode == "events":
+        events_scenario(root, rest[0], rest[1], rest[2])
     elif mode == "hold":
         hold(root, float(rest[0]))
     elif mode == "die-removing":

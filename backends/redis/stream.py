@@ -1,0 +1,256 @@
+"""RedisStreamSink: every process's events in one Redis stream, for the live status view.
+
+A storage call only appends its event to a bounded queue in memory; one
+background thread per process sends the queue in batches (one pipeline of
+``XADD ... MAXLEN ~`` per batch, on its own small connection pool) and
+writes the process's heartbeat. A slow or dead Redis never blocks or slows
+the call: while it cannot be reached, events are dropped and counted, and
+sending resumes by itself once it is back.
+
+Layout: the stream ``S`` (``backends:events`` by default) holds one entry
+per event (fields: ``time``, ``host``, ``pid``, ``backend``, ``operation``,
+``outcome`` and, when set, ``key``, ``duration``, ``bytes``, ``attempts``,
+``detail``); the hash ``S + ":processes"`` holds one field per process
+(``host:pid``) with its last heartbeat, as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Final
+
+from ..events import HOST, Event
+from .client import check_redis_url, import_redis, make_pool
+
+__all__ = ["DEFAULT_STREAM", "RedisStreamSink", "follow", "read_processes", "read_recent"]
+
+DEFAULT_STREAM: Final = "backends:events"
+_NUMBERS: Final = ("duration", "bytes", "attempts")
+
+
+class RedisStreamSink:
+    """Events to a Redis stream from a background thread; see the module's documentation.
+
+    ``maxlen``: about how many events the stream keeps (``MAXLEN ~``);
+    ``queue_size``: events waiting in this process at most (more are
+    dropped, and counted in :attr:`dropped`); ``interval``: seconds between
+    two sends; ``heartbeat``: seconds between two heartbeats. A password
+    goes in ``password=`` (or ``REDISCLI_AUTH``), never in the URL.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        stream: str = DEFAULT_STREAM,
+        maxlen: int = 10_000,
+        queue_size: int = 10_000,
+        interval: float = 0.1,
+        heartbeat: float = 5.0,
+        password: str | None = None,
+        username: str | None = None,
+        socket_timeout: float = 1.0,
+    ) -> None:
+        check_redis_url(url)
+        for name, value in (("maxlen", maxlen), ("queue_size", queue_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} is an int >= 1, not {value!r}")
+        for name, seconds in (
+            ("interval", interval),
+            ("heartbeat", heartbeat),
+            ("socket_timeout", socket_timeout),
+        ):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
+                raise ValueError(f"{name} is seconds > 0, at most 3600, not {seconds!r}")
+        self.url = url
+        self.stream = stream
+        self.maxlen = maxlen
+        self.queue_size = queue_size
+        self.interval = float(interval)
+        self.heartbeat = float(heartbeat)
+        #: events sent to Redis, and events dropped (queue full, or Redis unreachable)
+        self.sent = 0
+        self.dropped = 0
+        #: sends that failed (each dropped its batch)
+        self.failures = 0
+        self._password, self._username, self._timeout = password, username, float(socket_timeout)
+        self._queue: deque[Event] = deque()
+        self._inflight = False
+        self._counts = threading.Lock()
+        self._pid = -1
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start()
+
+    # -- the caller's side: never waits --------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        if self._pid != os.getpid():  # a forked child: its own pool and thread
+            self._start()
+        if len(self._queue) >= self.queue_size:
+            with self._counts:
+                self.dropped += 1
+            return
+        self._queue.append(event)
+
+    # -- the background thread ---------------------------------------------------------
+
+    def _start(self) -> None:
+        redis = import_redis()
+        pool = make_pool(
+            self.url,
+            password=self._password,
+            username=self._username,
+            max_connections=2,
+            timeout=self._timeout,
+            retries=0,
+        )
+        self._client = redis.Redis(connection_pool=pool)
+        self._errors = (redis.RedisError, OSError)
+        self._pid = os.getpid()
+        self._started = time.time()
+        self._queue.clear()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backends-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_beat = 0.0
+        pause = self.interval
+        while not self._stop.wait(pause):
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    self._beat()
+                    next_beat = now + self.heartbeat
+                self._send()
+                pause = self.interval
+            except self._errors:
+                # Unreachable: what waits is dropped (and counted); try again later, less often.
+                self._drop_queued()
+                with self._counts:
+                    self.failures += 1
+                next_beat = 0.0
+                pause = min(max(pause * 2, self.interval), 5.0)
+
+    def _send(self) -> None:
+        while self._queue:
+            self._inflight = True  # popped, not yet sent: flush() waits for it too
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
+            pipe = self._client.pipeline(transaction=False)
+            for event in batch:
+                pipe.xadd(self.stream, _fields(event), maxlen=self.maxlen, approximate=True)
+            try:
+                pipe.execute()
+            except self._errors:
+                with self._counts:
+                    self.dropped += len(batch)
+                    self._inflight = False
+                raise
+            with self._counts:
+                self.sent += len(batch)
+                self._inflight = False
+
+    def _beat(self) -> None:
+        with self._counts:
+            state = {"sent": self.sent, "dropped": self.dropped}
+        beat = {"host": HOST, "pid": self._pid, "started": self._started, "seen": time.time(), **state}
+        self._client.hset(self.stream + ":processes", f"{HOST}:{self._pid}", json.dumps(beat))
+
+    def _drop_queued(self) -> None:
+        lost = 0
+        while self._queue:
+            self._queue.popleft()
+            lost += 1
+        with self._counts:
+            self.dropped += lost
+
+    # -- lifetime -------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until what is queued now was sent or dropped (at most ``timeout`` seconds); True if so."""
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._inflight) and time.monotonic() < deadline:
+            self._stop.wait(self.interval / 4)  # the background thread is sending
+        return not (self._queue or self._inflight)
+
+    def close(self) -> None:
+        """Send what is queued (briefly), stop the thread, remove this process's heartbeat."""
+        self.flush(timeout=1.0)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        # Unreachable: the heartbeat ages out of the status view instead.
+        with contextlib.suppress(*self._errors):
+            self._client.hdel(self.stream + ":processes", f"{HOST}:{self._pid}")
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"RedisStreamSink({self.url!r}, stream={self.stream!r})"
+
+
+def _fields(event: Event) -> dict[str, str]:
+    fields = {
+        "time": repr(event.time),
+        "host": event.host,
+        "pid": str(event.pid),
+        "backend": event.backend,
+        "operation": event.operation,
+        "outcome": event.outcome,
+    }
+    if event.key is not None:
+        fields["key"] = event.key
+    for name in _NUMBERS:
+        value = getattr(event, name)
+        if value is not None:
+            fields[name] = repr(value)
+    if event.detail:
+        fields["detail"] = event.detail
+    return fields
+
+
+def _event(fields: dict[bytes, bytes]) -> Event:
+    text = {name.decode(): value.decode("utf-8", "replace") for name, value in fields.items()}
+    duration = text.get("duration")
+    size, attempts = text.get("bytes"), text.get("attempts")
+    return Event(
+        float(text["time"]),
+        text.get("host", "?"),
+        int(text.get("pid", "0")),
+        text.get("backend", "?"),
+        text.get("operation", "?"),
+        text.get("key"),
+        text.get("outcome", "?"),
+        None if duration is None else float(duration),
+        None if size is None else int(size),
+        None if attempts is None else int(attempts),
+        text.get("detail", ""),
+    )
+
+
+def read_recent(client: Any, stream: str = DEFAULT_STREAM, count: int = 200) -> list[Event]:
+    """The last ``count`` events of ``stream``, oldest first (one ``XREVRANGE``)."""
+    entries = client.xrevrange(stream, count=count)
+    return [_event(fields) for _, fields in reversed(entries)]
+
+
+def read_processes(client: Any, stream: str = DEFAULT_STREAM) -> dict[str, dict[str, Any]]:
+    """The heartbeats of the processes writing to ``stream``, by ``host:pid`` (one ``HGETALL``)."""
+    beats = client.hgetall(stream + ":processes")
+    return {name.decode(): json.loads(value) for name, value in beats.items()}
+
+
+def follow(client: Any, stream: str = DEFAULT_STREAM, block: float = 1.0) -> Iterator[Event]:
+    """New events of ``stream`` as they come (``XREAD BLOCK``), forever."""
+    last = "$"
+    while True:
+        for _, entries in client.xread({stream: last}, block=int(block * 1000)) or []:
+            for entry_id, fields in entries:
+                last = entry_id
+                yield _event(fields)
