@@ -8,7 +8,9 @@ Runs the same hits (``JsonCache.load`` served from its memo, a
 ``REV`` (default: the commit before events were added), in child processes
 taking turns, and prints the medians and the ratio. Then, in this tree, the
 same tier hit with a subscriber: a no-op callable, the memory ring, the
-counters, and the logging sink with its logger off and on (to a null handler).
+counters, the logging sink with its logger off and on (to a null handler),
+and the Redis stream (a loopback redis-server; the calls' cost, the sending
+is the background thread's).
 """
 
 from __future__ import annotations
@@ -100,6 +102,21 @@ def sinks(ops: int) -> None:
             with subscribe(sink):
                 cost = statistics.median(per_call(tier, ops) for _ in range(5))
             print(f"  {name:28} {cost:8,.0f} ns  +{cost - base:6,.0f} ns  ({cost / base:.2f}x)")
+        sys.path.insert(0, str(ROOT / "tests"))  # the loopback redis-server lives with the tests
+        from servers import redis_server
+
+        from backends.redis.stream import RedisStreamSink
+
+        with redis_server() as url:
+            stream = RedisStreamSink(url, maxlen=100_000, queue_size=1_000_000)
+            with subscribe(stream):
+                cost = statistics.median(per_call(tier, ops) for _ in range(5))
+                stream.flush(timeout=60)
+            print(
+                f"  {'RedisStreamSink':28} {cost:8,.0f} ns  +{cost - base:6,.0f} ns  ({cost / base:.2f}x)"
+                f"  sent {stream.sent:,}, dropped {stream.dropped:,}"
+            )
+            stream.close()
 
 
 def main() -> None:

@@ -8,10 +8,11 @@ the call: while it cannot be reached, events are dropped and counted, and
 sending resumes by itself once it is back.
 
 Layout: the stream ``S`` (``backends:events`` by default) holds one entry
-per event (fields: ``time``, ``host``, ``pid``, ``backend``, ``operation``,
-``outcome`` and, when set, ``key``, ``duration``, ``bytes``, ``attempts``,
-``detail``); the hash ``S + ":processes"`` holds one field per process
-(``host:pid``) with its last heartbeat, as JSON.
+per event, its one field ``e`` the event as a JSON array in the order of
+:class:`~backends.events.Event`'s fields (``[time, host, pid, backend,
+operation, key, outcome, duration, bytes, attempts, detail]``); the hash
+``S + ":processes"`` holds one field per process (``host:pid``) with its
+last heartbeat, as JSON.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from .client import check_redis_url, import_redis, make_pool
 __all__ = ["DEFAULT_STREAM", "RedisStreamSink", "follow", "read_processes", "read_recent"]
 
 DEFAULT_STREAM: Final = "backends:events"
-_NUMBERS: Final = ("duration", "bytes", "attempts")
 
 
 class RedisStreamSink:
@@ -196,42 +196,13 @@ class RedisStreamSink:
 
 
 def _fields(event: Event) -> dict[str, str]:
-    fields = {
-        "time": repr(event.time),
-        "host": event.host,
-        "pid": str(event.pid),
-        "backend": event.backend,
-        "operation": event.operation,
-        "outcome": event.outcome,
-    }
-    if event.key is not None:
-        fields["key"] = event.key
-    for name in _NUMBERS:
-        value = getattr(event, name)
-        if value is not None:
-            fields[name] = repr(value)
-    if event.detail:
-        fields["detail"] = event.detail
-    return fields
+    # One field, the record as a JSON array in Event's field order: a fraction
+    # of the work of one field per attribute, for the sending thread and Redis.
+    return {"e": json.dumps(event, separators=(",", ":"))}
 
 
 def _event(fields: dict[bytes, bytes]) -> Event:
-    text = {name.decode(): value.decode("utf-8", "replace") for name, value in fields.items()}
-    duration = text.get("duration")
-    size, attempts = text.get("bytes"), text.get("attempts")
-    return Event(
-        float(text["time"]),
-        text.get("host", "?"),
-        int(text.get("pid", "0")),
-        text.get("backend", "?"),
-        text.get("operation", "?"),
-        text.get("key"),
-        text.get("outcome", "?"),
-        None if duration is None else float(duration),
-        None if size is None else int(size),
-        None if attempts is None else int(attempts),
-        text.get("detail", ""),
-    )
+    return Event(*json.loads(fields[b"e"]))
 
 
 def read_recent(client: Any, stream: str = DEFAULT_STREAM, count: int = 200) -> list[Event]:
