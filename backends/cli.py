@@ -24,6 +24,7 @@ from . import __version__
 from .base import MISSING, BaseBackend
 from .errors import BackendError
 from .info import SupportsExpiry, SupportsStat, SupportsUrl
+from .status import add_status_command
 from .transfers import FileTransfers
 from .urls import open_url
 
@@ -347,6 +348,10 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--prefix", default="", help="only the keys starting with this")
     cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     cp.set_defaults(run=_cmd_cp)
+
+    add_status_command(
+        command("status", "what every process is doing: its recent events, from a Redis stream")
+    )
 
     demo = command("demo", "a JsonCache in front of S3 (an in-process S3 server), and what it saved")
     demo.add_argument("--keys", type=int, default=100, help="documents to write (default 100)")

@@ -29,7 +29,7 @@ from typing import Any, Final
 from ..events import HOST, Event
 from .client import check_redis_url, import_redis, make_pool
 
-__all__ = ["DEFAULT_STREAM", "RedisStreamSink", "follow", "read_processes", "read_recent"]
+__all__ = ["DEFAULT_STREAM", "RedisStreamSink", "follow", "latest", "read_processes", "read_recent"]
 
 DEFAULT_STREAM: Final = "backends:events"
 
@@ -205,10 +205,16 @@ def _event(fields: dict[bytes, bytes]) -> Event:
     return Event(*json.loads(fields[b"e"]))
 
 
-def read_recent(client: Any, stream: str = DEFAULT_STREAM, count: int = 200) -> list[Event]:
-    """The last ``count`` events of ``stream``, oldest first (one ``XREVRANGE``)."""
-    entries = client.xrevrange(stream, count=count)
+def read_recent(client: Any, stream: str = DEFAULT_STREAM, count: int = 200, until: str = "+") -> list[Event]:
+    """The last ``count`` events of ``stream`` up to the entry ``until``, oldest first (one ``XREVRANGE``)."""
+    entries = client.xrevrange(stream, max=until, count=count)
     return [_event(fields) for _, fields in reversed(entries)]
+
+
+def latest(client: Any, stream: str = DEFAULT_STREAM) -> str:
+    """The ID of the last entry of ``stream`` ("0-0" if none): where to read or follow from."""
+    entries = client.xrevrange(stream, count=1)
+    return entries[0][0].decode() if entries else "0-0"
 
 
 def read_processes(client: Any, stream: str = DEFAULT_STREAM) -> dict[str, dict[str, Any]]:
@@ -217,9 +223,11 @@ def read_processes(client: Any, stream: str = DEFAULT_STREAM) -> dict[str, dict[
     return {name.decode(): json.loads(value) for name, value in beats.items()}
 
 
-def follow(client: Any, stream: str = DEFAULT_STREAM, block: float = 1.0) -> Iterator[Event]:
-    """New events of ``stream`` as they come (``XREAD BLOCK``), forever."""
-    last = "$"
+def follow(
+    client: Any, stream: str = DEFAULT_STREAM, after: str = "$", block: float = 1.0
+) -> Iterator[Event]:
+    """The events of ``stream`` after the entry ``after`` (default: from now on) as they come, forever."""
+    last = after
     while True:
         for _, entries in client.xread({stream: last}, block=int(block * 1000)) or []:
             for entry_id, fields in entries:
