@@ -86,7 +86,14 @@ def summary(events: list[Event], processes: dict[str, dict[str, Any]], now: floa
     return {
         "processes": shown,
         "events": [
-            {**event._asdict(), "process": _process(event), "column": columns[_process(event)] + 1}
+            {
+                **event._asdict(),
+                "process": _process(event),
+                "column": columns[_process(event)] + 1,
+                "text": event.describe(),
+                "trouble": event.outcome in TROUBLE,
+                "slow": _slow(event),
+            }
             for event in events
         ],
     }
@@ -159,13 +166,18 @@ def add_status_command(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", default="backends:events", help="the stream (default backends:events)")
     parser.add_argument("-n", "--count", type=int, default=200, help="recent events to show (default 200)")
     parser.add_argument("-f", "--follow", action="store_true", help="then print new events as they come")
-    parser.set_defaults(
-        run=lambda args: run_status(
-            args.url,
-            stream=args.stream,
-            count=args.count,
-            follow=args.follow,
-            as_json=args.json,
-            out=sys.stdout,
-        )
+    parser.add_argument(
+        "--serve", metavar="HOST:PORT", help="serve the view as a web page instead (/status, /status.json)"
+    )
+    parser.set_defaults(run=_run_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.serve:
+        from .statusweb import make_app, serve
+
+        serve(make_app(args.url, stream=args.stream, count=args.count), args.serve)
+        return 0
+    return run_status(
+        args.url, stream=args.stream, count=args.count, follow=args.follow, as_json=args.json, out=sys.stdout
     )
