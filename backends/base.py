@@ -156,6 +156,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
 
     # -- iteration -------------------------------------------------------------
 
+    @observed("list", keyed=False)
     def __iter__(self) -> Iterator[str]:
         with self._translating("list", None):
             yield from self._iter_keys()
@@ -367,6 +368,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
 
     # -- folders (last: `list` shadows the builtin in the class body) -------------
 
+    @observed("list")
     def list(self, prefix: str = "", delimiter: str = "/") -> Iterator[str]:
         """Yield the keys and sub-folders directly below ``prefix``, streaming.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import inspect
 import logging
 import os
 import socket
@@ -284,9 +285,7 @@ def observe(
     try:
         result = call(*args, **kwargs)
     except BaseException as exc:
-        reason = getattr(exc, "reason", None)
-        detail = f"{type(exc).__name__}: {reason}" if isinstance(reason, str) else type(exc).__name__
-        HUB.emit(source, operation, key, "failed", duration=time.perf_counter() - start, detail=detail)
+        HUB.emit(source, operation, key, "failed", duration=time.perf_counter() - start, detail=_failure(exc))
         raise
     done = f"{result} removed" if operation == "purge" else ""
     HUB.emit(source, operation, key, "finished", duration=time.perf_counter() - start, detail=done)
@@ -312,12 +311,47 @@ def observed(operation: str, keyed: bool = True) -> Callable[[F], F]:
 
 
 def _wrapper(plain: Callable[..., Any], operation: str, keyed: bool) -> Callable[..., Any]:
+    if inspect.isgeneratorfunction(plain):
+        return _listing_wrapper(plain, operation, keyed)
+
     @functools.wraps(plain)
     def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
         key = (args[0] if args else kwargs.get("key")) if keyed else None
         return observe(self, operation, key if isinstance(key, str) else None, plain, self, *args, **kwargs)
 
     return call
+
+
+def _listing_wrapper(plain: Callable[..., Iterator[Any]], operation: str, keyed: bool) -> Callable[..., Any]:
+    """For a listing: started at the first item asked for; finished (with how many) when
+    exhausted, failed on an error, stopped if the caller stopped early."""
+
+    @functools.wraps(plain)
+    def call(self: Any, /, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        key = (args[0] if args else kwargs.get("prefix")) if keyed else None
+        key = key if isinstance(key, str) else None
+        HUB.emit(self, operation, key, "started")
+        start, count, outcome, detail = time.perf_counter(), 0, "stopped", ""
+        try:
+            for item in plain(self, *args, **kwargs):
+                count += 1
+                yield item
+            outcome = "finished"
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            outcome, detail = "failed", _failure(exc)
+            raise
+        finally:
+            detail = detail or f"{count} listed"
+            HUB.emit(self, operation, key, outcome, duration=time.perf_counter() - start, detail=detail)
+
+    return call
+
+
+def _failure(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return f"{type(exc).__name__}: {reason}" if isinstance(reason, str) else type(exc).__name__
 
 
 class MemorySink:
@@ -374,15 +408,21 @@ class Counters:
         self._counts: dict[tuple[str, str, str], list[Any]] = {}
 
     def __call__(self, event: Event) -> None:
-        slot = (event.backend, event.operation, event.outcome)
+        self.add(event.backend, event.operation, event.outcome, 1, event.duration)
+
+    def add(
+        self, backend: str, operation: str, outcome: str, amount: int = 1, duration: float | None = None
+    ) -> None:
+        """Count ``amount`` of ``operation``/``outcome`` for ``backend`` (and a duration, if given)."""
+        slot = (backend, operation, outcome)
         with self._lock:
             tally = self._counts.get(slot)
             if tally is None:
                 tally = self._counts[slot] = [0, [0] * (len(LATENCY_BUCKETS) + 1), 0.0]
-            tally[0] += 1
-            if event.duration is not None:
-                tally[1][bisect.bisect_left(LATENCY_BUCKETS, event.duration)] += 1
-                tally[2] += event.duration
+            tally[0] += amount
+            if duration is not None:
+                tally[1][bisect.bisect_left(LATENCY_BUCKETS, duration)] += 1
+                tally[2] += duration
 
     def get(self, operation: str, outcome: str, backend: str | None = None) -> Tally:
         """The tally of ``operation``/``outcome``, for one backend (its repr) or summed over all."""

@@ -9,7 +9,6 @@ and lifetime.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from .base import BaseBackend
 from .cache import ExpiringCache
 from .codecs import IdentityCodec
 from .errors import LockError, LockTimeoutError
-from .events import HUB, observed
+from .events import HUB, Counters, observed
 from .info import Stat, SupportsStat, SupportsUrl
 from .locks import Lock, check_lease, check_wait
 
@@ -29,6 +28,14 @@ log = logging.getLogger("backends.tiered")
 
 #: the cache event of each counter
 _OUTCOMES: Final = {"hits": "hit", "misses": "miss", "revalidations": "revalidated", "stale": "stale"}
+#: where each field of TierStats is counted in ``tier.counters``
+_SLOTS: Final = {
+    "hits": ("cache", "hit"),
+    "misses": ("cache", "miss"),
+    "revalidations": ("cache", "revalidated"),
+    "stale": ("cache", "stale"),
+    "origin_requests": ("origin", "requested"),
+}
 
 #: seconds a loader's lease lasts: a killed loader delays the others this long at most
 DEFAULT_LEASE: Final = 30.0
@@ -71,8 +78,9 @@ class TierBase(BaseBackend[Any, Any]):
         self.origin = origin
         # The capability, not a class: any cache with these methods expires.
         self._entries: ExpiringCache[Any] | None = cache if isinstance(cache, ExpiringCache) else None
-        self._counts = dict.fromkeys(("hits", "misses", "revalidations", "stale", "origin_requests"), 0)
-        self._counts_lock = threading.Lock()
+        #: what this tier did, in this process: its cache's outcomes (operation
+        #: "cache") and its loads from the origin ("origin", "requested"); ``stats`` reads them
+        self.counters = Counters()
         self._max_key_bytes = min(cache.max_key_bytes, origin.max_key_bytes)
         # The parts raise their own translated errors; nothing is left to translate.
         self._native_errors = ()
@@ -82,12 +90,10 @@ class TierBase(BaseBackend[Any, Any]):
     @property
     def stats(self) -> TierStats:
         """A snapshot of the counters."""
-        with self._counts_lock:
-            return TierStats(**self._counts)
+        return TierStats(**{name: self.counters.get(*slot).count for name, slot in _SLOTS.items()})
 
     def _count(self, name: str, amount: int = 1) -> None:
-        with self._counts_lock:
-            self._counts[name] += amount
+        self.counters.add("", *_SLOTS[name], amount)
 
     def _tally(self, name: str, keys: Sequence[str]) -> None:
         """Count ``name`` once per key, and tell subscribers (one cache event per key)."""

@@ -267,3 +267,34 @@ def test_s3_retries_are_events(moto_server: S3Target, sink: MemorySink) -> None:
         ("request", "retried", 2, "GetObject"),
         ("request", "retried", 3, "GetObject"),
     ]
+
+
+def test_listings_are_started_then_finished_stopped_or_failed(sink: MemorySink, tmp_path: Path) -> None:
+    store = FileSystemJsonBackend(tmp_path)
+    store.dump_many({"a/1": 1, "a/2": 2, "b": 3})
+    sink.clear()
+    assert sorted(store) == ["a/1", "a/2", "b"] and sorted(store.list("a/")) == ["a/1", "a/2"]
+    assert bool(store)  # takes one key, then stops
+    closed = FileSystemJsonBackend(tmp_path / "gone")
+    closed.close()
+    with pytest.raises(backends.StoreError):
+        list(closed.list("x/"))
+    assert [(e.key, e.outcome, e.detail.split(":")[0]) for e in sink if e.operation == "list"] == [
+        (None, "started", ""),
+        (None, "finished", "3 listed"),
+        ("a/", "started", ""),
+        ("a/", "finished", "2 listed"),
+        (None, "started", ""),
+        (None, "stopped", "1 listed"),
+        ("x/", "started", ""),
+        ("x/", "failed", "StoreError"),
+    ]
+
+
+def test_a_tiers_stats_are_a_view_of_its_counters(tmp_path: Path) -> None:
+    tier = TieredBackend(backends.MemoryCache(clock=FrozenClock()), FileSystemJsonBackend(tmp_path))
+    tier.origin["k"] = 1
+    assert tier["k"] == 1 and tier["k"] == 1 and tier.load("absent") is None
+    assert tier.counters.get("cache", "hit").count == tier.stats.hits == 1
+    assert tier.counters.get("cache", "miss").count == tier.stats.misses == 2
+    assert tier.counters.get("origin", "requested").count == tier.stats.origin_requests == 2
