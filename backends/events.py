@@ -40,6 +40,7 @@ __all__ = [
     "HOST",
     "HUB",
     "LATENCY_BUCKETS",
+    "Counter",
     "Counters",
     "Event",
     "Hub",
@@ -400,6 +401,20 @@ class Tally:
     seconds: float
 
 
+class Counter:
+    """One count of :class:`Counters`, kept at hand (``Counters.counter``)."""
+
+    __slots__ = ("_lock", "_tally")
+
+    def __init__(self, tally: list[Any], lock: threading.Lock) -> None:
+        self._tally = tally
+        self._lock = lock
+
+    def add(self, amount: int = 1) -> None:
+        with self._lock:
+            self._tally[0] += amount
+
+
 class Counters:
     """Counts and latency histograms per (backend, operation, outcome)."""
 
@@ -410,15 +425,24 @@ class Counters:
     def __call__(self, event: Event) -> None:
         self.add(event.backend, event.operation, event.outcome, 1, event.duration)
 
+    def counter(self, backend: str, operation: str, outcome: str) -> Counter:
+        """The count of one (backend, operation, outcome), to add to directly: for a hot path."""
+        with self._lock:
+            return Counter(self._tally(backend, operation, outcome), self._lock)
+
+    def _tally(self, backend: str, operation: str, outcome: str) -> list[Any]:
+        slot = (backend, operation, outcome)
+        tally = self._counts.get(slot)
+        if tally is None:
+            tally = self._counts[slot] = [0, [0] * (len(LATENCY_BUCKETS) + 1), 0.0]
+        return tally
+
     def add(
         self, backend: str, operation: str, outcome: str, amount: int = 1, duration: float | None = None
     ) -> None:
         """Count ``amount`` of ``operation``/``outcome`` for ``backend`` (and a duration, if given)."""
-        slot = (backend, operation, outcome)
         with self._lock:
-            tally = self._counts.get(slot)
-            if tally is None:
-                tally = self._counts[slot] = [0, [0] * (len(LATENCY_BUCKETS) + 1), 0.0]
+            tally = self._tally(backend, operation, outcome)
             tally[0] += amount
             if duration is not None:
                 tally[1][bisect.bisect_left(LATENCY_BUCKETS, duration)] += 1

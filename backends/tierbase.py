@@ -81,6 +81,7 @@ class TierBase(BaseBackend[Any, Any]):
         #: what this tier did, in this process: its cache's outcomes (operation
         #: "cache") and its loads from the origin ("origin", "requested"); ``stats`` reads them
         self.counters = Counters()
+        self._counters = {name: self.counters.counter("", *slot) for name, slot in _SLOTS.items()}
         self._max_key_bytes = min(cache.max_key_bytes, origin.max_key_bytes)
         # The parts raise their own translated errors; nothing is left to translate.
         self._native_errors = ()
@@ -93,11 +94,11 @@ class TierBase(BaseBackend[Any, Any]):
         return TierStats(**{name: self.counters.get(*slot).count for name, slot in _SLOTS.items()})
 
     def _count(self, name: str, amount: int = 1) -> None:
-        self.counters.add("", *_SLOTS[name], amount)
+        self._counters[name].add(amount)
 
     def _tally(self, name: str, keys: Sequence[str]) -> None:
         """Count ``name`` once per key, and tell subscribers (one cache event per key)."""
-        self._count(name, len(keys))
+        self._counters[name].add(len(keys))
         if HUB.on:
             outcome = _OUTCOMES[name]
             for key in keys:
