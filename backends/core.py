@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final
 
+from .cache import Entry
 from .codecs import Codec
 from .errors import BackendError, CorruptValueError, InvalidKeyError, SerializationError
 from .hooks import StoreHooks
@@ -118,6 +119,20 @@ class BackendCore(StoreHooks[S], Generic[V, S]):
                 operation=operation,
                 key=key,
             ) from exc
+
+    @final
+    def _entry(
+        self, data: S, key: str, deadline: float | None, fresh: bool, etag: str | None
+    ) -> Entry[V] | None:
+        """A cache entry of ``data``, for ``peek``: an expired one whose data no longer
+        decodes is no entry (a tier loads it afresh); a fresh one raises CorruptValueError, as ``load``."""
+        try:
+            value = self._decode(data, key, "peek")
+        except CorruptValueError:
+            if fresh:
+                raise
+            return None
+        return Entry(value, deadline, fresh, etag)
 
     @final
     def _write_value(self, key: str, value: V, operation: str, write: Callable[[str, S], bool]) -> bool:

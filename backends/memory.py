@@ -10,7 +10,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 from .base import MISSING, BaseBackend, Missing
 from .cache import DEFAULT_TIMEOUT, Entry, check_timeout
 from .codecs import IdentityCodec, JsonCodec, RawCodec, TextCodec
-from .errors import CorruptValueError, SerializationError
+from .errors import SerializationError
 from .events import observed
 from .locks import Leases, Lock, MemoryLock
 from .urls import parse_query, register_scheme
@@ -306,17 +306,12 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         if slot is None:
             return None
         fresh = slot.deadline is None or slot.deadline > now
-        try:
-            value = self._decode(slot.data, key, "peek")
-        except CorruptValueError:
-            if fresh:
-                raise
-            return None
-        if fresh:
+        entry = self._entry(slot.data, key, slot.deadline, fresh, slot.etag)
+        if entry is not None and fresh:
             with self._lock:
                 if self._slots.get(key) is slot:
                     self._slots.move_to_end(key)
-        return Entry(value, slot.deadline, fresh, slot.etag)
+        return entry
 
     def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
         """Store a value loaded from an origin, with the default timeout and the origin's ``etag``.

@@ -40,6 +40,17 @@ class FirstReads(JsonCache):
         pass
 
 
+def bench_bucket(endpoint: str) -> S3JsonBackend:
+    """JSON in the bucket "bench" of the S3 server at ``endpoint`` (made if missing)."""
+    return S3JsonBackend(
+        "bench",
+        endpoint_url=endpoint,
+        create_bucket=True,
+        access_key=CREDENTIALS["aws_access_key_id"],
+        secret_key=CREDENTIALS["aws_secret_access_key"],
+    )
+
+
 def ops_per_second(keys: list[str], op: Callable[[str], object]) -> float:
     start = time.perf_counter()
     for key in keys:
@@ -64,13 +75,7 @@ def main() -> None:
             with open(paths[key], "rb") as f:
                 return json.loads(f.read())
 
-        origin = S3JsonBackend(
-            "bench",
-            endpoint_url=endpoint,
-            create_bucket=True,
-            access_key=CREDENTIALS["aws_access_key_id"],
-            secret_key=CREDENTIALS["aws_secret_access_key"],
-        )
+        origin = bench_bucket(endpoint)
         origin.dump_many(dict.fromkeys(keys[: args.gets], DOC))
         tier = TieredBackend(JsonCache(Path(tmp) / "cache", timeout=3600), origin)
         contenders: dict[str, Callable[[str], object]] = {

@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,17 +25,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from cache import bench_bucket, ops_per_second  # noqa: E402
 from s3 import DOC, moto_server  # noqa: E402
-from servers import CREDENTIALS, redis_server  # noqa: E402
+from servers import redis_server  # noqa: E402
 
-from backends import JsonCache, RedisJsonBackend, S3JsonBackend, TieredBackend  # noqa: E402
-
-
-def ops_per_second(keys: list[str], op: Callable[[str], object]) -> float:
-    start = time.perf_counter()
-    for key in keys:
-        op(key)
-    return len(keys) / (time.perf_counter() - start)
+from backends import JsonCache, RedisJsonBackend, TieredBackend  # noqa: E402
 
 
 def main() -> None:
@@ -47,13 +40,7 @@ def main() -> None:
     keys = [f"users/{i}" for i in range(args.keys)]
 
     with tempfile.TemporaryDirectory() as tmp, moto_server() as endpoint, redis_server() as url:
-        origin = S3JsonBackend(
-            "bench",
-            endpoint_url=endpoint,
-            create_bucket=True,
-            access_key=CREDENTIALS["aws_access_key_id"],
-            secret_key=CREDENTIALS["aws_secret_access_key"],
-        )
+        origin = bench_bucket(endpoint)
         origin.dump_many(dict.fromkeys(keys, DOC))
         shared = TieredBackend(RedisJsonBackend(url, prefix="bench-tier", timeout=3600), origin)
         local = TieredBackend(JsonCache(Path(tmp) / "local", timeout=3600), origin)

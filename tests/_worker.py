@@ -115,13 +115,10 @@ def hold(where: str, ttl: float) -> None:
     sys.stdin.readline()
 
 
-def tier_load(cache_root: str, where: str, threads: int) -> None:
-    """Load "hot" through a tier on a shared cache folder from ``threads`` threads at once."""
+def load_together(tier: BaseBackend[Any, Any], threads: int) -> list[object]:
+    """On a line from stdin, load "hot" from ``threads`` threads at once; the values they got."""
     import threading
 
-    from backends import JsonCache, TieredBackend
-
-    tier = TieredBackend(JsonCache(cache_root), open_store(where))
     start = threading.Barrier(threads)
     values: list[object] = []
 
@@ -129,38 +126,35 @@ def tier_load(cache_root: str, where: str, threads: int) -> None:
         start.wait()
         values.append(tier.load("hot"))
 
-    sys.stdin.readline()  # start together
+    sys.stdin.readline()  # start together (with the other processes)
     workers = [threading.Thread(target=load) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    return values
+
+
+def tier_load(cache_root: str, where: str, threads: int) -> None:
+    """Load "hot" through a tier on a shared cache folder from ``threads`` threads at once."""
+
+    from backends import JsonCache, TieredBackend
+
+    tier = TieredBackend(JsonCache(cache_root), open_store(where))
+    values = load_together(tier, threads)
     stats = tier.stats
     print(json.dumps({"values": values, "origin_requests": stats.origin_requests, "hits": stats.hits}))
 
 
 def tier3_load(cache_root: str, shared_url: str, where: str, threads: int) -> None:
     """Load "hot" from ``threads`` threads through a disk cache, then Redis, then ``where``."""
-    import threading
     from dataclasses import asdict
 
     from backends import JsonCache, TieredBackend, open_url
 
     shared = TieredBackend(open_url(shared_url), open_store(where))
     tier = TieredBackend(JsonCache(cache_root), shared)
-    start = threading.Barrier(threads)
-    values: list[object] = []
-
-    def load() -> None:
-        start.wait()
-        values.append(tier.load("hot"))
-
-    sys.stdin.readline()  # start together
-    workers = [threading.Thread(target=load) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    values = load_together(tier, threads)
     print(json.dumps({"values": values, "shared": asdict(shared.stats), "disk": asdict(tier.stats)}))
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ import redis as redis_py
 from clock import FrozenClock
 from monitor import RedisCommands
 from servers import Faults, Proxy, S3Target, counting
+from workers import run_together
 
 import backends
 from backends import (
@@ -24,8 +22,6 @@ from backends import (
     TieredBackend,
     TierStats,
 )
-
-WORKER = str(Path(__file__).with_name("_worker.py"))
 
 
 @pytest.fixture
@@ -200,25 +196,11 @@ def test_four_processes_on_three_levels_send_one_get_to_s3(
     """Each process is a machine: its own disk cache, then Redis (shared), then S3."""
     proxy, where = slow_s3
     shared = f"{redis}?prefix=three-levels&timeout=300"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, "tier3", str(tmp_path / f"machine{i}"), shared, where, "2"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(4)
-    ]
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
+    argvs = [["tier3", str(tmp_path / f"machine{i}"), shared, where, "2"] for i in range(4)]
     reports = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0 and not err, err
-        reports.append(json.loads(out))
+    for report, err in run_together(argvs):
+        assert not err, err
+        reports.append(report)
     assert [r["values"] for r in reports] == [[{"n": 1}] * 2] * 4
     assert proxy.requests == {"GET": 1}  # one GET for 8 loaders on 4 machines
     assert sum(r["shared"]["origin_requests"] for r in reports) == 1

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,11 +12,10 @@ from typing import Any
 import pytest
 from clock import FrozenClock
 from servers import Faults, Proxy, S3Target, counting
+from workers import run_together
 
 import backends
 from backends import JsonCache, MemoryCache, S3JsonBackend, TieredBackend, TierStats, VolatileBackend
-
-WORKER = str(Path(__file__).with_name("_worker.py"))
 
 
 @dataclass
@@ -226,25 +222,7 @@ def test_four_processes_missing_one_key_cause_one_origin_load(
 ) -> None:
     proxy, _ = slow_origin
     where = f"s3:{proxy.endpoint} {moto_server.bucket} flight"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, "tier", str(tmp_path), where, "4"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    reports = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        reports.append(json.loads(out))
+    reports = [report for report, _ in run_together([["tier", str(tmp_path), where, "4"]] * 4)]
     assert [r["values"] for r in reports] == [[{"n": 1}] * 4] * 4
     assert sum(r["origin_requests"] for r in reports) == 1
     assert sum(r["hits"] for r in reports) == 15

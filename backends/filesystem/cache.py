@@ -32,7 +32,6 @@ from typing import Any, Final, TypeVar
 from ..base import MISSING, Missing
 from ..cache import DEFAULT_TIMEOUT, Entry, check_timeout
 from ..codecs import JsonCodec, TextCodec
-from ..errors import CorruptValueError
 from ..events import observed
 from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
 from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
@@ -304,14 +303,7 @@ class FileSystemCache(FileSystemBackend[V]):
         if found is None:
             return None
         data, deadline, tag = found
-        fresh = not self._expired(deadline)
-        try:
-            value = self._decode(data, key, "peek")
-        except CorruptValueError:
-            if fresh:
-                raise
-            return None
-        return Entry(value, deadline_of(deadline), fresh, tag)
+        return self._entry(data, key, deadline_of(deadline), not self._expired(deadline), tag)
 
     def _read_stored(self, key: str, read: bool) -> tuple[bytes, int, str | None] | None:
         """The stored data (``b""`` unless ``read``), mtime deadline and, if expired, tag of ``key``."""

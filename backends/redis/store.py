@@ -30,7 +30,6 @@ from ..base import MISSING, BaseBackend, Missing
 from ..cache import MAX_TIMEOUT, Entry, check_timeout
 from ..errors import (
     BackendError,
-    CorruptValueError,
     PermissionDeniedError,
     StoreError,
     StoreUnavailableError,
@@ -349,14 +348,8 @@ class RedisBackend(BaseBackend[V, bytes]):
         if found is None:
             return None
         data, due, fresh, tag = found
-        try:
-            value = self._decode(data, key, "peek")
-        except CorruptValueError:
-            if fresh:
-                raise
-            return None
         deadline = None if int(due) < 0 else int(due) / 1000
-        return Entry(value, deadline, bool(fresh), tag.decode("utf-8") or None)
+        return self._entry(data, key, deadline, bool(fresh), tag.decode("utf-8") or None)
 
     def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
         """Store a value loaded from an origin, with the default timeout and the origin's ``etag``."""
