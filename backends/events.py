@@ -49,6 +49,7 @@ __all__ = [
     "Subscription",
     "Tally",
     "digest",
+    "measured",
     "observe",
     "observed",
     "subscribe",
@@ -212,11 +213,13 @@ class Hub:
         with self._lock:
             for name, method in list(vars(cls).items()):
                 marked = getattr(method, "__observed__", None)
-                if marked is not None:
-                    entry = (cls, name, method, _wrapper(method, *marked))
-                    self._methods.append(entry)
-                    if self.on:
-                        setattr(cls, name, entry[3])
+                kind = getattr(method, "__measured__", None)
+                if marked is None and kind is None:
+                    continue
+                wrapper = _wrapper(method, *marked) if marked is not None else _measuring(method, str(kind))
+                self._methods.append((cls, name, method, wrapper))
+                if self.on:
+                    setattr(cls, name, wrapper)
 
     def _switch(self, on: bool) -> None:
         # Under self._lock. Observing wrappers in place exactly while anyone subscribes.
@@ -282,14 +285,19 @@ def observe(
     own words, which never hold a value or a secret), never its full text.
     """
     HUB.emit(source, operation, key, "started")
+    outer, _handled.bytes = getattr(_handled, "bytes", None), None
     start = time.perf_counter()
     try:
         result = call(*args, **kwargs)
     except BaseException as exc:
+        _handled.bytes = outer
         HUB.emit(source, operation, key, "failed", duration=time.perf_counter() - start, detail=_failure(exc))
         raise
     done = f"{result} removed" if operation == "purge" else ""
-    HUB.emit(source, operation, key, "finished", duration=time.perf_counter() - start, detail=done)
+    size, _handled.bytes = _handled.bytes, outer  # an outer call counts only its own
+    HUB.emit(
+        source, operation, key, "finished", duration=time.perf_counter() - start, bytes=size, detail=done
+    )
     return result
 
 
@@ -309,6 +317,49 @@ def observed(operation: str, keyed: bool = True) -> Callable[[F], F]:
         return method
 
     return mark
+
+
+def measured(kind: str) -> Callable[[F], F]:
+    """Mark a backend's ``_decode`` (``kind="read"``: its data) or ``_write_value``
+    (``"write"``: the data it writes): while anyone subscribes, those bytes are
+    added to the ``bytes`` of the innermost call being observed in the thread."""
+
+    def mark(method: F) -> F:
+        method.__measured__ = kind  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+#: bytes read or written by the innermost call being observed, in this thread (None: none)
+_handled = threading.local()
+
+
+def _count_bytes(data: Any) -> None:
+    if isinstance(data, (bytes, bytearray, memoryview, str)):
+        _handled.bytes = (getattr(_handled, "bytes", None) or 0) + len(data)
+
+
+def _measuring(plain: Callable[..., Any], kind: str) -> Callable[..., Any]:
+    if kind == "read":
+
+        @functools.wraps(plain)
+        def read(self: Any, data: Any, *args: Any) -> Any:
+            result = plain(self, data, *args)
+            _count_bytes(data)
+            return result
+
+        return read
+
+    @functools.wraps(plain)
+    def write(self: Any, key: Any, value: Any, operation: str, writer: Callable[[str, Any], bool]) -> Any:
+        def counted(key: str, data: Any) -> bool:
+            _count_bytes(data)
+            return writer(key, data)
+
+        return plain(self, key, value, operation, counted)
+
+    return write
 
 
 def _wrapper(plain: Callable[..., Any], operation: str, keyed: bool) -> Callable[..., Any]:

@@ -298,3 +298,20 @@ def test_a_tiers_stats_are_a_view_of_its_counters(tmp_path: Path) -> None:
     assert tier.counters.get("cache", "hit").count == tier.stats.hits == 1
     assert tier.counters.get("cache", "miss").count == tier.stats.misses == 2
     assert tier.counters.get("origin", "requested").count == tier.stats.origin_requests == 2
+
+
+def test_bytes_read_and_written_are_counted_for_the_innermost_call(sink: MemorySink, tmp_path: Path) -> None:
+    tier = TieredBackend(backends.MemoryCache(clock=FrozenClock()), FileSystemJsonBackend(tmp_path))
+    tier.origin["k"] = {"v": "x" * 100}
+    tier.origin.dump_many({"a": 1, "b": 22})
+    assert tier["k"] and tier["k"] and tier.origin.load_many(["a", "b"]) == {"a": 1, "b": 22}
+    size = len(b'{"v":"' + b"x" * 100 + b'"}')
+    finished = [(e.backend.split("(")[0], e.operation, e.bytes) for e in sink if e.outcome == "finished"]
+    assert finished == [
+        ("FileSystemJsonBackend", "dump", size),
+        ("FileSystemJsonBackend", "dump_many", None),  # values encoded up front, not counted (yet)
+        ("FileSystemJsonBackend", "load_if_changed", size),  # the miss: read from the origin
+        ("TieredBackend", "load", None),  # the tier's own work: the origin's bytes are the origin's
+        ("TieredBackend", "load", size),  # the hit: read from the memory cache
+        ("FileSystemJsonBackend", "load_many", 3),  # b"1" + b"22"
+    ]
