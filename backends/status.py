@@ -155,9 +155,26 @@ def run_status(
                 column = columns.setdefault(_process(event), len(columns))
                 line = json.dumps(event._asdict()) if as_json else render_event(event, column, time.time())
                 print(line, file=out, flush=True)
+    except redis.RedisError as exc:
+        raise _unreadable(redis, exc, stream) from None  # its text may name the server's setup
     finally:
         client.close()
     return 0
+
+
+def _unreadable(redis: Any, exc: Exception, stream: str) -> Exception:
+    from .errors import PermissionDeniedError, StoreUnavailableError
+
+    errors = redis.exceptions
+    if isinstance(exc, (errors.AuthenticationError, errors.AuthorizationError, errors.NoPermissionError)):
+        return PermissionDeniedError(
+            f"Redis refused access ({type(exc).__name__}): set REDISCLI_AUTH to its password",
+            operation="status",
+            key=stream,
+        )
+    return StoreUnavailableError(
+        f"Redis could not be read ({type(exc).__name__})", operation="status", key=stream
+    )
 
 
 def add_status_command(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,54 @@ def test_two_processes_on_a_shared_cache_tell_their_story(
     assert dumps == ["TieredBackend", "S3JsonBackend", "S3JsonBackend", "TieredBackend"]
     client.delete(stream, stream + ":processes")
     client.close()
+
+
+def test_heartbeats_of_processes_silent_for_a_day_are_forgotten(redis: str) -> None:
+    stream = "test:forget"
+    client = redis_py.Redis.from_url(redis)
+    old = {"host": "gone", "pid": 1, "seen": 1_000_000_000.0, "sent": 0, "dropped": 0}
+    client.hset(stream + ":processes", mapping={"gone:1": json.dumps(old), "junk": "not json"})
+    sink = RedisStreamSink(redis, stream=stream, interval=0.01)
+    sink._beat()  # the first heartbeat, now rather than within the interval
+    assert set(read_processes(client, stream)) == {f"{HOST}:{os.getpid()}"}
+    sink.close()
+    client.delete(stream, stream + ":processes")
+    client.close()
+
+
+def test_a_planted_password_never_reaches_the_stream_the_command_or_the_page(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.request
+
+    from backends.cli import main
+    from backends.statusweb import make_app, server
+
+    secret = "planted-secret-8c1f"
+    with servers.redis_server() as url:
+        client = redis_py.Redis.from_url(url)
+        client.config_set("requirepass", secret)  # this connection stays authenticated
+        sink = RedisStreamSink(url, password=secret, interval=0.01)
+        with subscribe(sink):
+            VolatileBackend()["k"] = 1
+            assert sink.flush()
+        sink._beat()
+        stored = repr(client.xrange("backends:events")) + repr(client.hgetall("backends:events:processes"))
+        monkeypatch.setenv("REDISCLI_AUTH", secret)
+        assert main(["status", url]) == 0 and main(["status", url, "--json"]) == 0
+        monkeypatch.delenv("REDISCLI_AUTH")
+        assert main(["status", url]) == 1  # no password: refused, saying so without one
+        shown = capsys.readouterr()
+        running = server(make_app(url, password=secret), "127.0.0.1:0")
+        thread = threading.Thread(target=running.serve_forever, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{running.server_port}"
+        pages = [urllib.request.urlopen(base + path).read().decode() for path in ("/status", "/status.json")]
+        running.shutdown()
+        running.server_close()
+        assert "dump k finished" in shown.out and '"key": "k"' in pages[1]
+        assert "refused access" in shown.err and "REDISCLI_AUTH" in shown.err
+        for text in (stored, shown.out, shown.err, *pages, repr(sink)):
+            assert secret not in text
+        sink.close()
+        client.close()

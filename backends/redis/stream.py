@@ -29,9 +29,19 @@ from typing import Any, Final
 from ..events import HOST, Event
 from .client import check_redis_url, import_redis, make_pool
 
-__all__ = ["DEFAULT_STREAM", "RedisStreamSink", "follow", "latest", "read_processes", "read_recent"]
+__all__ = [
+    "DEFAULT_STREAM",
+    "FORGET_AFTER",
+    "RedisStreamSink",
+    "follow",
+    "latest",
+    "read_processes",
+    "read_recent",
+]
 
 DEFAULT_STREAM: Final = "backends:events"
+#: seconds after its last heartbeat when a process's entry is removed (by the next sink that starts)
+FORGET_AFTER: Final = 86_400.0
 
 
 class RedisStreamSink:
@@ -115,6 +125,7 @@ class RedisStreamSink:
         self._errors = (redis.RedisError, OSError)
         self._pid = os.getpid()
         self._started = time.time()
+        self._pruned = False
         self._queue.clear()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="backends-events", daemon=True)
@@ -160,8 +171,19 @@ class RedisStreamSink:
     def _beat(self) -> None:
         with self._counts:
             state = {"sent": self.sent, "dropped": self.dropped}
-        beat = {"host": HOST, "pid": self._pid, "started": self._started, "seen": time.time(), **state}
-        self._client.hset(self.stream + ":processes", f"{HOST}:{self._pid}", json.dumps(beat))
+        now = time.time()
+        beats = self.stream + ":processes"
+        beat = {"host": HOST, "pid": self._pid, "started": self._started, "seen": now, **state}
+        self._client.hset(beats, f"{HOST}:{self._pid}", json.dumps(beat))
+        if not self._pruned:  # once per process: processes silent for a day are gone for good
+            old = [
+                name
+                for name, value in self._client.hgetall(beats).items()
+                if _seen(value) < now - FORGET_AFTER
+            ]
+            if old:
+                self._client.hdel(beats, *old)
+            self._pruned = True
 
     def _drop_queued(self) -> None:
         lost = 0
@@ -193,6 +215,13 @@ class RedisStreamSink:
 
     def __repr__(self) -> str:
         return f"RedisStreamSink({self.url!r}, stream={self.stream!r})"
+
+
+def _seen(beat: bytes) -> float:
+    try:
+        return float(json.loads(beat)["seen"])
+    except (ValueError, KeyError, TypeError):
+        return 0.0  # not one of ours, or torn: forget it
 
 
 def _fields(event: Event) -> dict[str, str]:
