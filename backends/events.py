@@ -53,6 +53,7 @@ __all__ = [
     "observe",
     "observed",
     "subscribe",
+    "tell_retry",
 ]
 
 P = ParamSpec("P")
@@ -262,6 +263,13 @@ class Hub:
 
 #: the subscriptions of this process
 HUB: Final = Hub()
+
+
+def tell_retry(source: Any, attempts: int, detail: str) -> None:
+    """A request of ``source`` (a backend, or None once it is gone) made again: its try number
+    ``attempts``; a ``retried`` event if anyone listens."""
+    if HUB.on and source is not None:
+        HUB.emit(source, "request", None, "retried", attempts=attempts, detail=detail)
 
 
 def subscribe(callback: Callable[[Event], object], *, digest_keys: bool = False) -> Subscription:

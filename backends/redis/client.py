@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ..events import HUB
+from ..events import tell_retry
 
 __all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_pool"]
 
@@ -91,17 +91,8 @@ def _telling_retry(base: type) -> type:
             def failed(error: Exception, *rest: Any) -> Any:
                 nonlocal failures
                 failures += 1
-                if HUB.on and failures <= self._retries:
-                    source = self.source()
-                    if source is not None:
-                        HUB.emit(
-                            source,
-                            "request",
-                            None,
-                            "retried",
-                            attempts=failures + 1,
-                            detail=type(error).__name__,
-                        )
+                if failures <= self._retries:
+                    tell_retry(self.source(), failures + 1, type(error).__name__)
                 return fail(error, *rest)
 
             return super().call_with_retry(do, failed, *args, **kwargs)

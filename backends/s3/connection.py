@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from ..base import BaseBackend
 from ..errors import BackendError, StoreError
-from ..events import HUB
+from ..events import tell_retry
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
 from .client import client_config, import_boto3, make_client, safe_endpoint
 from .errors import ABSENT, error_code, translate
@@ -81,12 +81,9 @@ def _retry_teller(backend: Callable[[], Any]) -> Callable[..., None]:
     """A botocore ``request-created`` handler: a request made again is a ``retried`` event of ``backend``."""
 
     def tell(request: Any, operation_name: str = "", **_: Any) -> None:
-        if not HUB.on:
-            return
         attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
-        source = backend()
-        if attempt > 1 and source is not None:
-            HUB.emit(source, "request", None, "retried", attempts=attempt, detail=operation_name)
+        if attempt > 1:
+            tell_retry(backend(), attempt, operation_name)
 
     return tell
 
