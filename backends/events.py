@@ -110,7 +110,7 @@ class Event(NamedTuple):
         if self.bytes is not None:
             extra.append(f"{self.bytes} bytes")
         if self.attempts is not None:
-            extra.append(f"{self.attempts} attempts")
+            extra.append(f"{self.attempts} attempt{'' if self.attempts == 1 else 's'}")
         if self.detail:
             extra.append(self.detail)
         line = " ".join(parts)
