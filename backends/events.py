@@ -6,8 +6,9 @@ outcome, and what was measured (duration, bytes, attempts). It never holds
 a value. Subscribe a callable globally (:func:`subscribe`) or to one backend
 (``backend.subscribe``); the returned :class:`Subscription` unsubscribes.
 
-With nobody subscribed an operation pays one attribute test. A subscriber
-that raises never changes the operation's result: its error is counted in
+With nobody subscribed a call runs exactly its own code: the observing
+wrappers are put on the classes only while anyone subscribes (cache and lock
+events test one flag). A subscriber that raises never changes the operation's result: its error is counted in
 :data:`HUB` and logged once per subscriber on the ``backends.events`` logger.
 
 Sinks (README.rst, "Events"): :class:`MemorySink` (a bounded ring),
@@ -292,6 +293,20 @@ def observe(
     A failure's detail is the error's class and its reason (the library's
     own words, which never hold a value or a secret), never its full text.
     """
+    return _observe(source, operation, key, call, args=args, kwargs=kwargs)
+
+
+def _observe(
+    source: Any,
+    operation: str,
+    key: str | None,
+    call: Callable[..., R],
+    *,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    detail: str = "",
+) -> R:
+    """:func:`observe`; ``detail``, if given, tells the result (``"{} removed"``)."""
     HUB.emit(source, operation, key, "started")
     outer, _handled.bytes = getattr(_handled, "bytes", None), None
     start = time.perf_counter()
@@ -301,7 +316,7 @@ def observe(
         _handled.bytes = outer
         HUB.emit(source, operation, key, "failed", duration=time.perf_counter() - start, detail=_failure(exc))
         raise
-    done = f"{result} removed" if operation == "purge" else ""
+    done = detail.format(result) if detail else ""
     size, _handled.bytes = _handled.bytes, outer  # an outer call counts only its own
     HUB.emit(
         source, operation, key, "finished", duration=time.perf_counter() - start, bytes=size, detail=done
@@ -309,10 +324,11 @@ def observe(
     return result
 
 
-def observed(operation: str, keyed: bool = True) -> Callable[[F], F]:
+def observed(operation: str, keyed: bool = True, detail: str = "") -> Callable[[F], F]:
     """Mark a public method of a backend class as the call ``operation``.
 
-    ``keyed``: the method's first argument is the key.
+    ``keyed``: the method's first argument is the key; ``detail``: how its
+    ``finished`` event tells the result (``"{} removed"``; none if empty).
     The method is left as it is. While anyone is subscribed, :data:`HUB`
     puts an :func:`observe`-ing wrapper in its place on its class (and puts
     it back after the last subscription closed), so with nobody subscribed
@@ -321,7 +337,7 @@ def observed(operation: str, keyed: bool = True) -> Callable[[F], F]:
     """
 
     def mark(method: F) -> F:
-        method.__observed__ = (operation, keyed)  # type: ignore[attr-defined]
+        method.__observed__ = (operation, keyed, detail)  # type: ignore[attr-defined]
         return method
 
     return mark
@@ -370,14 +386,15 @@ def _measuring(plain: Callable[..., Any], kind: str) -> Callable[..., Any]:
     return write
 
 
-def _wrapper(plain: Callable[..., Any], operation: str, keyed: bool) -> Callable[..., Any]:
+def _wrapper(plain: Callable[..., Any], operation: str, keyed: bool, detail: str) -> Callable[..., Any]:
     if inspect.isgeneratorfunction(plain):
         return _listing_wrapper(plain, operation, keyed)
 
     @functools.wraps(plain)
     def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
         key = (args[0] if args else kwargs.get("key")) if keyed else None
-        return observe(self, operation, key if isinstance(key, str) else None, plain, self, *args, **kwargs)
+        key = key if isinstance(key, str) else None
+        return _observe(self, operation, key, plain, args=(self, *args), kwargs=kwargs, detail=detail)
 
     return call
 

@@ -271,7 +271,7 @@ class MemoryCacheBase(BaseBackend[V, Any]):
 
     # -- expiry ---------------------------------------------------------------------
 
-    @observed("purge", keyed=False)
+    @observed("purge", keyed=False, detail="{} removed")
     def purge(self) -> int:
         """Remove every expired entry; return how many were removed."""
         with self._lock:

@@ -132,18 +132,14 @@ def run_status(
     password: str | None = None,
 ) -> int:
     """Print the view of ``stream`` on the Redis server at ``url``; with ``follow``, then every new event."""
-    from .redis.client import check_redis_url, import_redis, make_pool
+    from .redis.client import import_redis, make_client
     from .redis.stream import follow as follow_stream
-    from .redis.stream import latest, read_processes, read_recent
+    from .redis.stream import read_view
 
-    check_redis_url(url)
+    client = make_client(url, password=password, username=None, max_connections=1, timeout=10.0, retries=1)
     redis = import_redis()
-    pool = make_pool(url, password=password, username=None, max_connections=1, timeout=10.0, retries=1)
-    client = redis.Redis(connection_pool=pool)
     try:
-        last = latest(client, stream)  # what is shown now ends there, and following starts there
-        events = read_recent(client, stream, count, until=last) if last != "0-0" else []
-        processes = read_processes(client, stream)
+        events, processes, last = read_view(client, stream, count)  # following resumes at ``last``
         now = time.time()
         if as_json:
             print(json.dumps(summary(events, processes, now)), file=out, flush=True)

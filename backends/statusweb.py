@@ -135,25 +135,25 @@ def make_app(url: str, *, stream: str = DEFAULT_STREAM, count: int = 200, passwo
 
     A password goes in ``password=`` or ``REDISCLI_AUTH``, never in the URL.
     """
-    from .redis.client import check_redis_url, import_redis, make_pool
-    from .redis.stream import latest, read_processes, read_recent
+    from .redis.client import check_redis_url, import_redis, make_client
+    from .redis.stream import read_view
 
-    check_redis_url(url)
+    check_redis_url(url)  # refused when the app is made, not at its first request
     redis = import_redis()
     state: dict[str, Any] = {"pid": -1}
 
     def client() -> Any:
         if state["pid"] != os.getpid():  # one pool per process, made there (forking servers)
-            pool = make_pool(url, password=password, username=None, max_connections=4, timeout=5.0, retries=1)
-            state.update(pid=os.getpid(), client=redis.Redis(connection_pool=pool))
+            made = make_client(
+                url, password=password, username=None, max_connections=4, timeout=5.0, retries=1
+            )
+            state.update(pid=os.getpid(), client=made)
         return state["client"]
 
     def view() -> dict[str, Any]:
-        redis_client = client()
-        last = latest(redis_client, stream)
-        events = read_recent(redis_client, stream, count, until=last) if last != "0-0" else []
+        events, processes, _ = read_view(client(), stream, count)
         now = time.time()
-        return {**summary(events, read_processes(redis_client, stream), now), "now": now, "stream": stream}
+        return {**summary(events, processes, now), "now": now, "stream": stream}
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")

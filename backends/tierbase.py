@@ -26,9 +26,7 @@ __all__ = ["DEFAULT_LEASE", "WRITER_WAIT", "TierBase", "TierStats", "release_loc
 
 log = logging.getLogger("backends.tiered")
 
-#: the cache event of each counter
-_OUTCOMES: Final = {"hits": "hit", "misses": "miss", "revalidations": "revalidated", "stale": "stale"}
-#: where each field of TierStats is counted in ``tier.counters``
+#: where each field of TierStats is counted in ``tier.counters`` (a cache outcome is also an event)
 _SLOTS: Final = {
     "hits": ("cache", "hit"),
     "misses": ("cache", "miss"),
@@ -100,7 +98,7 @@ class TierBase(BaseBackend[Any, Any]):
         """Count ``name`` once per key, and tell subscribers (one cache event per key)."""
         self._counters[name].add(len(keys))
         if HUB.on:
-            outcome = _OUTCOMES[name]
+            outcome = _SLOTS[name][1]
             for key in keys:
                 HUB.emit(self, "cache", key, outcome)
 
@@ -157,7 +155,7 @@ class TierBase(BaseBackend[Any, Any]):
 
     # -- the rest -------------------------------------------------------------------
 
-    @observed("purge", keyed=False)
+    @observed("purge", keyed=False, detail="{} removed")
     def purge(self) -> int:
         """Remove the cache's expired entries; return how many (0 if the cache does not expire)."""
         return self._entries.purge() if self._entries is not None else 0

@@ -315,3 +315,16 @@ def test_bytes_read_and_written_are_counted_for_the_innermost_call(sink: MemoryS
         ("TieredBackend", "load", size),  # the hit: read from the memory cache
         ("FileSystemJsonBackend", "load_many", 3),  # b"1" + b"22"
     ]
+
+
+def test_a_purge_tells_how_many_it_removed(sink: MemorySink) -> None:
+    clock = FrozenClock()
+    cache = backends.MemoryCache(timeout=10, clock=clock)
+    cache.dump_many({"a": 1, "b": 2})
+    clock.advance(11)
+    sink.clear()
+    assert cache.purge() == 2
+    assert [(e.outcome, e.detail) for e in sink if e.operation == "purge"] == [
+        ("started", ""),
+        ("finished", "2 removed"),
+    ]

@@ -235,7 +235,7 @@ class FileSystemCache(FileSystemBackend[V]):
 
     # -- expiry ---------------------------------------------------------------------
 
-    @observed("purge", keyed=False)
+    @observed("purge", keyed=False, detail="{} removed")
     def purge(self) -> int:
         """Remove every expired entry; return how many were removed.
 

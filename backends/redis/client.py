@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..events import tell_retry
 
-__all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_pool"]
+__all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_client"]
 
 REDIS_EXTRA = "Redis backends need redis-py: pip install 'backends[redis]'"
 #: where a password goes instead of a URL
@@ -42,7 +42,7 @@ def check_redis_url(url: str) -> str:
     return url
 
 
-def make_pool(
+def make_client(
     url: str,
     *,
     password: str | None,
@@ -52,12 +52,14 @@ def make_pool(
     retries: int,
     source: Callable[[], Any] = lambda: None,
 ) -> Any:
-    """A blocking connection pool for ``url``; no connection is made yet.
+    """A redis-py client of ``url`` on its own blocking connection pool; nothing is sent yet.
 
-    Connection errors and timeouts are retried ``retries`` times with
-    exponential backoff; a server's answer (even an error) never is. Each
-    retry is a ``retried`` event of ``source()`` (a weak reference to the backend).
+    The URL is checked first (no password in it). Connection errors and
+    timeouts are retried ``retries`` times with exponential backoff; a
+    server's answer (even an error) never is. Each retry is a ``retried``
+    event of ``source()`` (a weak reference to the backend).
     """
+    check_redis_url(url)
     redis = import_redis()
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
@@ -65,7 +67,7 @@ def make_pool(
     secret = password if password is not None else os.environ.get("REDISCLI_AUTH") or None
     retry = _telling_retry(Retry)(ExponentialBackoff(cap=1.0, base=0.01), retries)
     retry.source = source
-    return redis.BlockingConnectionPool.from_url(
+    pool = redis.BlockingConnectionPool.from_url(
         url,
         password=secret,
         username=username,
@@ -77,6 +79,7 @@ def make_pool(
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         health_check_interval=30,
     )
+    return redis.Redis(connection_pool=pool)
 
 
 def _telling_retry(base: type) -> type:

@@ -37,7 +37,7 @@ from ..errors import (
 from ..events import observed
 from ..info import Stat
 from ..locks import Lock, lock_name
-from .client import check_redis_url, import_redis, make_pool
+from .client import check_redis_url, import_redis, make_client
 from .locks import RedisLock
 from .scripts import run_script
 
@@ -99,7 +99,7 @@ class RedisBackend(BaseBackend[V, bytes]):
         if client is None:
             check_redis_url(url)
             _check_options(max_connections, socket_timeout, retries)
-            pool = make_pool(
+            client = make_client(
                 url,
                 password=password,
                 username=username,
@@ -108,7 +108,6 @@ class RedisBackend(BaseBackend[V, bytes]):
                 retries=retries,
                 source=weakref.ref(self),
             )
-            client = redis.Redis(connection_pool=pool)
             self._owns_client = True
         else:
             self._owns_client = False
@@ -306,7 +305,7 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     # -- expiry, stat ---------------------------------------------------------------------------
 
-    @observed("purge", keyed=False)
+    @observed("purge", keyed=False, detail="{} removed")
     def purge(self) -> int:
         """Remove every expired key from the index (Redis has reclaimed their values); how many."""
         removed, args = 0, [self.prefix, PAGE, self.prefix + ETAGS]

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 from ..events import HOST, Event
-from .client import check_redis_url, import_redis, make_pool
+from .client import check_redis_url, import_redis, make_client
 
 __all__ = [
     "DEFAULT_STREAM",
@@ -37,6 +37,7 @@ __all__ = [
     "latest",
     "read_processes",
     "read_recent",
+    "read_view",
 ]
 
 DEFAULT_STREAM: Final = "backends:events"
@@ -113,7 +114,7 @@ class RedisStreamSink:
 
     def _start(self) -> None:
         redis = import_redis()
-        pool = make_pool(
+        self._client = make_client(
             self.url,
             password=self._password,
             username=self._username,
@@ -121,7 +122,6 @@ class RedisStreamSink:
             timeout=self._timeout,
             retries=0,
         )
-        self._client = redis.Redis(connection_pool=pool)
         self._errors = (redis.RedisError, OSError)
         self._pid = os.getpid()
         self._started = time.time()
@@ -250,6 +250,16 @@ def read_processes(client: Any, stream: str = DEFAULT_STREAM) -> dict[str, dict[
     """The heartbeats of the processes writing to ``stream``, by ``host:pid`` (one ``HGETALL``)."""
     beats = client.hgetall(stream + ":processes")
     return {name.decode(): json.loads(value) for name, value in beats.items()}
+
+
+def read_view(
+    client: Any, stream: str = DEFAULT_STREAM, count: int = 200
+) -> tuple[list[Event], dict[str, dict[str, Any]], str]:
+    """The last ``count`` events, the heartbeats, and the ID the events end at (where
+    :func:`follow` resumes, so that nothing is missed or shown twice)."""
+    last = latest(client, stream)
+    events = read_recent(client, stream, count, until=last) if last != "0-0" else []
+    return events, read_processes(client, stream), last
 
 
 def follow(
