@@ -369,15 +369,20 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
     # -- folders (last: `list` shadows the builtin in the class body) -------------
 
     @observed("list")
-    def list(self, prefix: str = "", delimiter: str = "/") -> Iterator[str]:
-        """Yield the keys and sub-folders directly below ``prefix``, streaming.
+    def list(self, prefix: str = "", delimiter: str | None = "/") -> Iterator[str]:
+        """Yield the keys and sub-folders directly below ``prefix``, streaming, sorted.
 
         A sub-folder is yielded once, with a trailing ``delimiter``
         (``"photos/2024/"``); a key never ends with ``/``, so the two cannot be
         confused. ``prefix`` is any string (``"photos/"``, ``"pho"``).
+        ``delimiter=None`` (or ``""``) lists every key below ``prefix``, flat,
+        as boto3's ``list_objects_v2`` without a Delimiter. Entries come in
+        code point order (UTF-8 byte order, as S3 lists), on every backend.
         """
+        if delimiter is None:
+            delimiter = ""
         if not isinstance(prefix, str) or not isinstance(delimiter, str):
-            raise TypeError("prefix and delimiter are str")
+            raise TypeError("prefix is a str, delimiter a str or None")
         with self._translating("list", prefix):
             yield from self._list(prefix, delimiter)
 

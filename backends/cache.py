@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, Generic, Protocol, TypeVar, runtime_checkable
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_TIMEOUT", "Entry", "ExpiringCache", "check_timeout"]
@@ -88,4 +89,4 @@ class ExpiringCache(Protocol[V]):
 
     def purge(self) -> int: ...
 
-    def expires(self, key: str) -> float | None: ...
+    def expires(self, key: str) -> datetime | None: ...

@@ -12,29 +12,44 @@ import contextlib
 import json
 import os
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .base import MISSING, BaseBackend
-from .errors import BackendError
-from .info import SupportsExpiry, SupportsStat, SupportsUrl
+from .clicopy import run_copy
+from .errors import BackendError, BucketNotFoundError, CorruptValueError
+from .info import SupportsExpiry, SupportsStat, SupportsStrays, SupportsUrl
+from .s3.errors import CREATE_HINT
 from .status import add_status_command
 from .transfers import FileTransfers
 from .urls import open_url
 
 __all__ = ["main"]
 
-COPY_BATCH = 500  # keys read, compared and written per round of ``cp``
+#: the options that reach S3, taken on every command that can (as aws-cli does)
+S3_OPTIONS = ("endpoint_url", "region", "profile")
 
 
 class _UserError(Exception):
     """A failure to report in one line, without a traceback."""
+
+
+def _reaches_s3(url: str) -> bool:
+    """Whether ``url`` is S3, or a tier whose origin is."""
+    return url.rsplit("::", 1)[-1].startswith("s3://")
+
+
+def _open(url: str, args: argparse.Namespace, **options: Any) -> BaseBackend[Any, Any]:
+    """The backend of ``url``, with the command's --endpoint-url/--region/--profile if it reaches S3."""
+    if _reaches_s3(url):
+        options.update(
+            {name: value for name in S3_OPTIONS if (value := getattr(args, name, None)) is not None}
+        )
+    return open_url(url, **options)
 
 
 # -- values in and out --------------------------------------------------------------------
@@ -120,36 +135,53 @@ def _print_json(data: Any) -> None:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    backend = open_url(args.url)
-    keys = backend.list(args.prefix, "") if args.prefix else iter(backend)
+    backend = _open(args.url, args)
+    keys = backend.list(args.prefix, None)  # sorted, on every store
     if not args.long:
         if args.json:
-            _print_json(sorted(keys))
+            _print_json(list(keys))
         else:
             for key in keys:
                 print(key)
-        return 0
-    rows = [info for key in keys if (info := _stat(backend, key)) is not None]
-    if args.json:
-        _print_json(rows)
-        return 0
-    for info in rows:
-        size = info.get("size")
-        when = info.get("last_modified") or info.get("expires") or "-"
-        print(f"{'-' if size is None else size:>12}  {when:25}  {info['key']}")
+    else:
+        rows = (info for key in keys if (info := _stat(backend, key)) is not None)
+        if args.json:
+            _print_json(list(rows))
+        for info in () if args.json else rows:
+            size = info.get("size")
+            when = info.get("last_modified") or info.get("expires") or "-"
+            print(f"{'-' if size is None else size:>12}  {when:25}  {info['key']}")
+    _report_strays(backend, args.prefix, "not listed")
     return 0
 
 
+def _report_strays(backend: BaseBackend[Any, Any], prefix: str, what: str) -> list[str]:
+    """Say on stderr what the folder holds that is not a key (never skipped silently)."""
+    if not isinstance(backend, SupportsStrays):
+        return []
+    strays = [f"{path}: {reason}" for path, reason in backend.strays(prefix)]
+    for stray in strays:
+        print(f"backends: {what}, not a key: {stray}", file=sys.stderr)
+    return strays
+
+
 def _cmd_get(args: argparse.Namespace) -> int:
-    backend = open_url(args.url)
+    backend = _open(args.url, args)
     if args.output and isinstance(backend, FileTransfers):
         if not backend.load_file(args.key, args.output):
             raise _UserError(f"{args.key!r} not found in {backend!r}")
         return 0
-    value = backend.load(args.key, MISSING)
+    try:
+        value = backend.load(args.key, MISSING)
+    except CorruptValueError as exc:
+        if _family(backend) == "raw":
+            raise
+        raise _UserError(f"{exc}; if the value is binary, read it with a ?format=raw URL") from None
     if value is MISSING:
         raise _UserError(f"{args.key!r} not found in {backend!r}")
-    data = _show(backend, value)
+    if args.json and _family(backend) == "raw":
+        raise _UserError("a raw value has no JSON form; drop --json (or write it to a file with -o)")
+    data = (json.dumps(value, ensure_ascii=True) + "\n").encode() if args.json else _show(backend, value)
     if args.output:
         Path(args.output).write_bytes(data)
     else:
@@ -159,12 +191,18 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_put(args: argparse.Namespace) -> int:
-    backend = open_url(args.url)
+    backend = _open(args.url, args)
+    stored = _put(backend, args)
+    if args.json:
+        _print_json({"key": args.key, "stored": stored})
+    return 0
+
+
+def _put(backend: BaseBackend[Any, Any], args: argparse.Namespace) -> bool:
     if args.file is not None and args.value is not None:
         raise _UserError("give the value, --file F, or - for stdin; not both")
     if args.file is not None and isinstance(backend, FileTransfers):
-        backend.dump_file(args.key, args.file)  # streamed, never read whole
-        return 0
+        return backend.dump_file(args.key, args.file)  # streamed, never read whole
     if args.file is not None:
         raw = Path(args.file).read_bytes()
     elif args.value == "-":
@@ -173,12 +211,11 @@ def _cmd_put(args: argparse.Namespace) -> int:
         raw = os.fsencode(args.value)
     else:
         raise _UserError("no value: give it, --file F, or - to read stdin")
-    backend.dump(args.key, _parse(backend, raw))
-    return 0
+    return backend.dump(args.key, _parse(backend, raw))
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
-    backend = open_url(args.url)
+    backend = _open(args.url, args)
     missing = [key for key in args.keys if not backend.delete(key)]
     if args.json:
         _print_json({"deleted": len(args.keys) - len(missing), "missing": missing})
@@ -188,7 +225,7 @@ def _cmd_rm(args: argparse.Namespace) -> int:
 
 
 def _cmd_stat(args: argparse.Namespace) -> int:
-    backend = open_url(args.url)
+    backend = _open(args.url, args)
     info = _stat(backend, args.key)
     if info is None:
         raise _UserError(f"{args.key!r} not found in {backend!r}")
@@ -201,10 +238,14 @@ def _cmd_stat(args: argparse.Namespace) -> int:
 
 
 def _cmd_url(args: argparse.Namespace) -> int:
-    backend = open_url(args.url)
+    backend = _open(args.url, args)
     if isinstance(backend, SupportsUrl):
         try:
-            print(backend.url(args.key, expires=args.expires))
+            url = backend.url(args.key, expires=args.expires)
+            if args.json:
+                _print_json({"key": args.key, "url": url})
+            else:
+                print(url)
             return 0
         except NotImplementedError:
             pass  # a tier over a store without URLs
@@ -212,7 +253,7 @@ def _cmd_url(args: argparse.Namespace) -> int:
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
-    backend = open_url(args.url)
+    backend = _open(args.url, args)
     if not isinstance(backend, SupportsExpiry):
         raise _UserError(f"{type(backend).__name__} has no expiring entries to purge; use a cache:// URL")
     removed = backend.purge()
@@ -223,62 +264,15 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batches(keys: Iterator[str], size: int) -> Iterator[list[str]]:
-    while batch := list(islice(keys, size)):
-        yield batch
-
-
 def _cmd_cp(args: argparse.Namespace) -> int:
-    source, target = open_url(args.source), open_url(args.target)
-    keys = source.list(args.prefix, "") if args.prefix else iter(source)
-    progress = _progress(args.quiet)
-    start = time.monotonic()
-    copied = skipped = 0
-    for batch in _batches(keys, COPY_BATCH):
-        # Concurrent reads on both sides (load_many), then one dump_many of
-        # what differs: a second run finds everything identical and writes nothing.
-        values = source.load_many(batch)
-        present = target.load_many(list(values))
-        changed = {key: value for key, value in values.items() if present.get(key, MISSING) != value}
-        target.dump_many(changed)
-        copied += len(changed)
-        skipped += len(values) - len(changed)
-        progress(copied + skipped)
-    progress(None)
-    seconds = time.monotonic() - start
-    summary = {"copied": copied, "skipped": skipped, "keys": copied + skipped, "seconds": round(seconds, 3)}
-    if args.json:
-        _print_json(summary)
-    else:
-        total = copied + skipped
-        print(f"copied {copied}, skipped {skipped} already identical, {total} keys in {seconds:.1f} s")
-    return 0
-
-
-def _progress(quiet: bool) -> Any:
-    """A progress bar on stderr when it is a terminal (tqdm, from the [cli] extra); else nothing."""
-    if quiet or not sys.stderr.isatty():
-        return lambda done: None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        print("(pip install 'backends[cli]' for a progress bar)", file=sys.stderr)
-        return lambda done: None
-    bar = tqdm(unit=" keys", file=sys.stderr)
-
-    def update(done: int | None) -> None:
-        if done is None:
-            bar.close()
-        else:
-            bar.update(done - bar.n)
-
-    return update
+    return run_copy(args, lambda url, **options: _open(url, args, **options))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(keys=args.keys, endpoint_url=args.endpoint_url, as_json=args.json)
+    s3 = {name: value for name in ("region", "profile") if (value := getattr(args, name)) is not None}
+    return run_demo(keys=args.keys, endpoint_url=args.endpoint_url, as_json=args.json, keep=args.keep, **s3)
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -286,84 +280,116 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 URL_HELP = "a backend URL: memory://, file:///path or a path, s3://bucket/prefix, cache:///path[::ORIGIN]"
 
 
+def _global_options(suppress: bool) -> argparse.ArgumentParser:
+    """--json and the S3 options, taken before the subcommand and after it.
+
+    After it they default to SUPPRESS, so a subcommand never resets what was given before it.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    options.add_argument("--json", action="store_true", help="machine-readable output", **default)
+    s3 = options.add_argument_group("S3 (as aws-cli takes them; for s3:// URLs and tiers in front of S3)")
+    s3.add_argument("--endpoint-url", metavar="URL", help="an S3-compatible endpoint", **default)
+    s3.add_argument("--region", help="the bucket's region", **default)
+    s3.add_argument("--profile", help="a profile of ~/.aws/config", **default)
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backends",
-        description="Look into and move data between key-value stores: memory, local disk, S3.",
+        description="Look into and move data between key-value stores: memory, local disk, S3, Redis.",
         epilog="URLs take ?format=json|text|raw and the backends' options, e.g. "
         "s3://bucket/app?region=eu-west-1&endpoint_url=http://127.0.0.1:9000. "
         "Credentials come from the environment or a profile, never from a URL.",
+        parents=[_global_options(suppress=False)],
     )
     parser.add_argument("--version", action="version", version=f"backends {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    after = _global_options(suppress=True)
 
-    def command(name: str, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
-        if json_flag:
-            sub.add_argument("--json", action="store_true", help="machine-readable output")
+    def command(name: str, help: str, run: Any, *arguments: tuple[tuple[str, ...], dict[str, Any]]) -> Any:
+        sub = commands.add_parser(name, help=help, description=help, parents=[after])
+        for flags, settings in arguments:
+            sub.add_argument(*flags, **settings)
+        sub.set_defaults(run=run)
         return sub
 
-    ls = command("ls", "list the keys of a store")
-    ls.add_argument("url", help=URL_HELP)
-    ls.add_argument("--prefix", default="", help="only the keys starting with this")
-    ls.add_argument("-l", "--long", action="store_true", help="with size and date")
-    ls.set_defaults(run=_cmd_ls)
-
-    get = command("get", "print a value (or write it to a file)", json_flag=False)
-    get.add_argument("url", help=URL_HELP)
-    get.add_argument("key")
-    get.add_argument("-o", "--output", metavar="FILE", help="write the value to FILE")
-    get.set_defaults(run=_cmd_get)
-
-    put = command("put", "store a value: given, from a file, or from stdin (-)", json_flag=False)
-    put.add_argument("url", help=URL_HELP)
-    put.add_argument("key")
-    put.add_argument("value", nargs="?", help="the value (JSON for a json store); - reads stdin")
-    put.add_argument("--file", metavar="F", help="read the value from file F")
-    put.set_defaults(run=_cmd_put)
-
-    rm = command("rm", "delete keys")
-    rm.add_argument("url", help=URL_HELP)
-    rm.add_argument("keys", nargs="+", metavar="KEY")
-    rm.set_defaults(run=_cmd_rm)
-
-    stat = command("stat", "show what the store knows of a key: size, date, ETag, ...")
-    stat.add_argument("url", help=URL_HELP)
-    stat.add_argument("key")
-    stat.set_defaults(run=_cmd_stat)
-
-    url = command("url", "print the URL of a value (presigned with --expires)", json_flag=False)
-    url.add_argument("url", help=URL_HELP)
-    url.add_argument("key")
-    url.add_argument("--expires", type=float, metavar="S", help="a presigned URL valid for S seconds")
-    url.set_defaults(run=_cmd_url)
-
-    purge = command("purge", "remove the expired entries of a cache")
-    purge.add_argument("url", help="a cache:// URL")
-    purge.set_defaults(run=_cmd_purge)
-
-    cp = command("cp", "copy every key (or a prefix) from one store to another; resumable")
-    cp.add_argument("source", help=URL_HELP)
-    cp.add_argument("target", help=URL_HELP)
-    cp.add_argument("--prefix", default="", help="only the keys starting with this")
-    cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    cp.set_defaults(run=_cmd_cp)
-
-    add_status_command(
-        command("status", "what every process is doing: its recent events, from a Redis stream")
+    url = (("url",), {"help": URL_HELP})
+    key: tuple[tuple[str, ...], dict[str, Any]] = (("key",), {})
+    prefix = (("--prefix",), {"default": "", "help": "only the keys starting with this"})
+    command(
+        "ls",
+        "list the keys of a store, sorted",
+        _cmd_ls,
+        url,
+        prefix,
+        (("-l", "--long"), {"action": "store_true", "help": "with size and date"}),
     )
-
-    demo = command("demo", "a JsonCache in front of S3 (an in-process S3 server), and what it saved")
-    demo.add_argument("--keys", type=int, default=100, help="documents to write (default 100)")
-    demo.add_argument("--endpoint-url", help="use this S3 endpoint instead of an in-process server")
-    demo.set_defaults(run=_cmd_demo)
+    command(
+        "get",
+        "print a value (or write it to a file)",
+        _cmd_get,
+        url,
+        key,
+        (
+            ("-o", "--output"),
+            {"metavar": "FILE", "help": "write the value to FILE (a raw value is streamed)"},
+        ),
+    )
+    command(
+        "put",
+        "store a value: given, from a file, or from stdin (-)",
+        _cmd_put,
+        url,
+        key,
+        (("value",), {"nargs": "?", "help": "the value (JSON for a json store); - reads stdin"}),
+        (("--file",), {"metavar": "F", "help": "read the value from file F"}),
+    )
+    command("rm", "delete keys", _cmd_rm, url, (("keys",), {"nargs": "+", "metavar": "KEY"}))
+    command("stat", "show what the store knows of a key: size, date, ETag, ...", _cmd_stat, url, key)
+    command(
+        "url",
+        "print the URL of a value (presigned with --expires)",
+        _cmd_url,
+        url,
+        key,
+        (("--expires",), {"type": float, "metavar": "S", "help": "a presigned URL valid for S seconds (S3)"}),
+    )
+    command(
+        "purge", "remove the expired entries of a cache", _cmd_purge, (("url",), {"help": "a cache:// URL"})
+    )
+    command(
+        "cp",
+        "copy every key (or a prefix) from one store to another; resumable",
+        _cmd_cp,
+        (("source",), {"help": URL_HELP}),
+        (("target",), {"help": URL_HELP}),
+        prefix,
+        (("-q", "--quiet"), {"action": "store_true", "help": "no progress bar"}),
+    )
+    status = commands.add_parser(
+        "status", help=STATUS_HELP, description=STATUS_HELP, parents=[_global_options(suppress=True)]
+    )
+    add_status_command(status)
+    command(
+        "demo",
+        "a JsonCache in front of S3 (an in-process S3 server), and what it saved",
+        _cmd_demo,
+        (("--keys",), {"type": int, "default": 100, "help": "documents to write (default 100)"}),
+        (("--keep",), {"action": "store_true", "help": "keep the cache folder (and S3 objects) it made"}),
+    )
     return parser
+
+
+STATUS_HELP = "what every process is doing: its recent events, from a Redis stream"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     try:
+        _check_s3_options(args)
         status: int = args.run(args)
     except (_UserError, BackendError, ValueError, OSError, ImportError) as exc:
         print(f"backends {args.command}: {_one_line(exc)}", file=sys.stderr)
@@ -374,7 +400,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def _check_s3_options(args: argparse.Namespace) -> None:
+    """Refuse --endpoint-url/--region/--profile where no URL of the command reaches S3."""
+    given = [f"--{name.replace('_', '-')}" for name in S3_OPTIONS if getattr(args, name, None) is not None]
+    urls = [getattr(args, name) for name in ("url", "source", "target") if hasattr(args, name)]
+    if given and args.command != "demo" and not any(_reaches_s3(url) for url in urls):
+        if args.command == "status":
+            raise _UserError(f"{', '.join(given)}: status reads a Redis stream, not S3")
+        raise _UserError(f"{', '.join(given)}: for s3:// URLs (or a tier in front of S3); no URL here is one")
+
+
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, BucketNotFoundError):
+        # The library's hint is for code; on the command line the option goes in the URL.
+        return _one_line(Exception(str(exc).replace(CREATE_HINT, "add ?create_bucket=true to the URL")))
     text = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and not isinstance(exc, BackendError) and exc.filename:
         text = f"{exc.strerror or text}: {exc.filename}"

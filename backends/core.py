@@ -68,7 +68,12 @@ class BackendCore(StoreHooks[S], Generic[V, S]):
         # The message, and so repr(self), is built only for an invalid key.
         problem = key_problem(key, self._max_key_bytes)
         if problem is None:
-            return key  # type: ignore[return-value]  # a valid key is a str
+            if self._key_rule is None:
+                return key  # type: ignore[return-value]  # a valid key is a str
+            problem = self._key_rule(key)  # type: ignore[arg-type]
+            if problem is None:
+                return key  # type: ignore[return-value]
+            raise InvalidKeyError(problem, backend=repr(self), operation=operation, key=key)
         raise InvalidKeyError(f"invalid key: {problem}", backend=repr(self), operation=operation, key=key)
 
     @final
@@ -152,7 +157,7 @@ class BackendCore(StoreHooks[S], Generic[V, S]):
         if isinstance(keys, str):
             raise TypeError(f"{operation} takes an iterable of keys, not one str")
         given = list(keys)
-        if not all_valid(given, self._max_key_bytes):  # one pass for them all
+        if not all_valid(given, self._max_key_bytes) or self._key_rule is not None:
             for key in given:  # the first invalid key, named in the error
                 self._check(key, operation)
         return list(dict.fromkeys(given))

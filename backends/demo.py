@@ -78,8 +78,14 @@ def _median_ns(action: Any, keys: list[str], passes: int) -> float:
     return statistics.median(samples)
 
 
-def run_demo(keys: int = 100, endpoint_url: str | None = None, as_json: bool = False) -> int:
-    """Run the demo and print what happened; return 0."""
+def run_demo(
+    keys: int = 100, endpoint_url: str | None = None, as_json: bool = False, keep: bool = False
+) -> int:
+    """Run the demo and print what happened (while its files still exist); return 0.
+
+    With ``keep``, the cache folder (and, on a server of your own, the S3
+    objects) are left in place for you to look at.
+    """
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     with ExitStack() as stack:
         credentials: dict[str, Any] = {}
@@ -89,13 +95,17 @@ def run_demo(keys: int = 100, endpoint_url: str | None = None, as_json: bool = F
             credentials = {"access_key": "demo", "secret_key": "demo-secret", "region": "us-east-1"}
         else:
             where = f"{endpoint} (credentials from the environment)"
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="backends-demo-")))
+        if keep:
+            folder = Path(tempfile.mkdtemp(prefix="backends-demo-"))
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="backends-demo-")))
         prefix = f"demo-{uuid.uuid4().hex[:8]}"
         origin = S3JsonBackend(
             BUCKET, prefix=prefix, endpoint_url=endpoint, create_bucket=True, **credentials
         )
         stack.callback(origin.close)
-        stack.callback(origin.clear)  # the demo's objects, and nothing else
+        if not keep:
+            stack.callback(origin.clear)  # the demo's objects, and nothing else
         requests: Counter[str] = Counter()
         origin.client.meta.events.register(
             "before-send.s3", lambda event_name, **_: requests.update([event_name.rsplit(".", 1)[-1]])
@@ -104,11 +114,16 @@ def run_demo(keys: int = 100, endpoint_url: str | None = None, as_json: bool = F
         tier = TieredBackend(JsonCache(folder / "cache", timeout=TIMEOUT, clock=clock), origin)
         report = _run(tier, origin, requests, clock, [f"users/{n}" for n in range(keys)])
         report.update(s3=where, bucket=BUCKET, prefix=prefix + "/", cache=str(folder / "cache"))
-    report["cleaned_up"] = True
+        if not as_json:
+            _print(report)  # while the files it names exist
+    report["cleaned_up"] = not keep
     if as_json:
         print(json.dumps(report, indent=2))
+    elif keep:
+        gone = "; the S3 objects went with the in-process server" if credentials else ""
+        print(f"kept: the cache folder {folder / 'cache'}, the S3 objects under {prefix}/{gone}")
     else:
-        _print(report)
+        print("cleaned up: the demo's S3 objects deleted, the cache folder removed, the server stopped")
     return 0
 
 
@@ -168,6 +183,5 @@ def _print(report: dict[str, Any]) -> None:
         f"6. on disk: {report['files']['count']} files, {report['files']['bytes']:,} bytes, e.g.",
         *(f"     {example}" for example in report["examples"]),
         "",
-        "cleaned up: the demo's S3 objects deleted, the cache folder removed, the server stopped",
     ]
     print("\n".join(lines))

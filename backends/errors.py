@@ -9,7 +9,8 @@
     ├── StoreError (OSError)          the store failed the operation
     │   ├── StoreUnavailableError     cannot be reached, or refused after retries
     │   ├── PermissionDeniedError     access denied by the store
-    │   └── BucketNotFoundError       the bucket (or root) does not exist
+    │   ├── BucketNotFoundError       the bucket (or root) does not exist
+    │   └── KeyConflictError          a plain folder tree cannot hold "a" and "a/b" at once
     └── LockError
         └── LockTimeoutError (TimeoutError)
 
@@ -23,6 +24,7 @@ __all__ = [
     "BucketNotFoundError",
     "CorruptValueError",
     "InvalidKeyError",
+    "KeyConflictError",
     "LockError",
     "LockTimeoutError",
     "PermissionDeniedError",
@@ -93,6 +95,11 @@ class StoreError(BackendError, OSError):
     def __str__(self) -> str:
         # OSError.__str__ would print its errno tuple instead of our message.
         return self._message()
+
+
+class KeyConflictError(StoreError):
+    """The store cannot hold this key next to another: a plain folder tree
+    cannot have a file ``a`` and a folder ``a/`` at once."""
 
 
 class StoreUnavailableError(StoreError):

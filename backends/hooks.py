@@ -17,7 +17,7 @@ errors (listed in ``_native_errors``) or errors of the tree.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from itertools import islice
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
@@ -28,7 +28,7 @@ from .keys import MAX_KEY_BYTES
 if TYPE_CHECKING:
     from .locks import Lock
 
-__all__ = ["BATCH", "MISSING", "UNCHANGED", "Missing", "StoreHooks", "Unchanged"]
+__all__ = ["BATCH", "MISSING", "UNCHANGED", "Missing", "StoreHooks", "Unchanged", "fold_listing"]
 
 S = TypeVar("S")
 
@@ -68,6 +68,10 @@ class StoreHooks(ABC, Generic[S]):
 
     #: the longest key this store takes, in UTF-8 bytes (an S3 prefix uses part of S3's 1024)
     _max_key_bytes: int = MAX_KEY_BYTES
+
+    #: a valid key this store cannot hold, in words (a plain folder tree: a
+    #: segment of over 255 bytes); None when it holds every valid key
+    _key_rule: Callable[[str], str | None] | None = None
 
     # -- required ----------------------------------------------------------------------
 
@@ -166,16 +170,29 @@ class StoreHooks(ABC, Generic[S]):
         return MISSING
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
-        """Yield the keys and sub-folders (``delimiter``-ended) directly below ``prefix``."""
-        # The generic way reads the whole listing; stores that list by
-        # prefix and delimiter (S3) override it.
-        folders: set[str] = set()
-        for key in self._iter_keys():
-            if not key.startswith(prefix):
-                continue
-            cut = key.find(delimiter, len(prefix)) if delimiter else -1
-            if cut < 0:
-                yield key
-            elif (folder := key[: cut + len(delimiter)]) not in folders:
-                folders.add(folder)
-                yield folder
+        """Yield the keys and sub-folders (``delimiter``-ended) directly below ``prefix``, sorted."""
+        # The generic way sorts the whole listing in memory (the stores that
+        # use it hold their values in memory already); stores that list in
+        # order (S3, Redis, folders) override it.
+        return fold_listing(
+            sorted(key for key in self._iter_keys() if key.startswith(prefix)), prefix, delimiter
+        )
+
+
+def fold_listing(keys: Iterable[str], prefix: str, delimiter: str) -> Iterator[str]:
+    """The listing of sorted ``keys``: those below ``prefix``, each sub-folder once (sorted too).
+
+    The keys of one sub-folder are next to each other in sorted order, so
+    remembering the last folder is enough: memory stays flat.
+    """
+    last = None
+    start = len(prefix)
+    for key in keys:
+        if not key.startswith(prefix):
+            continue
+        cut = key.find(delimiter, start) if delimiter else -1
+        if cut < 0:
+            yield key
+        elif (folder := key[: cut + len(delimiter)]) != last:
+            last = folder
+            yield folder

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, Final, NamedTuple, TypeVar
 
 from .base import MISSING, BaseBackend, Missing
@@ -12,6 +13,7 @@ from .cache import DEFAULT_TIMEOUT, Entry, check_timeout
 from .codecs import IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .errors import SerializationError
 from .events import observed
+from .info import utc
 from .locks import Leases, Lock, MemoryLock
 from .urls import parse_query, register_scheme
 
@@ -283,8 +285,8 @@ class MemoryCacheBase(BaseBackend[V, Any]):
                 self._take_out(key)
             return len(expired)
 
-    def expires(self, key: str) -> float | None:
-        """When the entry of ``key`` expires (seconds on the cache's clock); None if never.
+    def expires(self, key: str) -> datetime | None:
+        """When the entry of ``key`` expires (a UTC datetime, by the cache's clock); None if never.
 
         Raises KeyError if the key is absent (or expired).
         """
@@ -293,7 +295,7 @@ class MemoryCacheBase(BaseBackend[V, Any]):
             slot = self._live(key, self.clock())
         if slot is None:
             raise KeyError(key)
-        return slot.deadline
+        return None if slot.deadline is None else utc(slot.deadline)
 
     # -- entries, for a tier (the ExpiringCache capability) -----------------------------
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from .base import BaseBackend
@@ -160,7 +161,7 @@ class TierBase(BaseBackend[Any, Any]):
         """Remove the cache's expired entries; return how many (0 if the cache does not expire)."""
         return self._entries.purge() if self._entries is not None else 0
 
-    def expires(self, key: str) -> float | None:
+    def expires(self, key: str) -> datetime | None:
         """When the cache's entry of ``key`` expires (None: never); KeyError if the cache has none."""
         if self._entries is not None:
             return self._entries.expires(key)

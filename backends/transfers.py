@@ -7,12 +7,12 @@ are then public calls with the same validation and errors as the rest.
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Protocol, Union
+from typing import IO, Any, Protocol, Union
 
 from .base import BaseBackend
 
@@ -49,6 +49,11 @@ class FileTransfers(BaseBackend[bytes, bytes]):
         path is not created) when the key is absent.
         """
         key = self._check(key, "load_file")
+        if isinstance(target, (str, os.PathLike)):
+            folder = os.path.dirname(os.path.abspath(target))
+            if not os.path.isdir(folder):
+                # Said before any I/O, and naming the target (not a temporary file next to it).
+                raise FileNotFoundError(errno.ENOENT, f"no folder {folder} to write into", os.fspath(target))
         return self._guarded("load_file", key, lambda: self._load_stream(key, target))
 
 
@@ -60,9 +65,18 @@ class Writer(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
-def copy_stream(source: Reader, target: Writer) -> None:
-    """Copy ``source`` to ``target`` in chunks."""
-    shutil.copyfileobj(source, target, 1 << 20)
+def copy_stream(source: Reader, target: Writer, digest: Any = None) -> int:
+    """Copy ``source`` to ``target`` in 1 MiB chunks; return the number of bytes copied.
+
+    ``digest`` (a :mod:`hashlib` object), if given, is updated with every chunk.
+    """
+    copied = 0
+    while chunk := source.read(1 << 20):
+        target.write(chunk)
+        if digest is not None:
+            digest.update(chunk)
+        copied += len(chunk)
+    return copied
 
 
 @contextmanager

@@ -107,6 +107,22 @@ CASES = (
         case_of("fs-text", _local(backends.FileSystemTextBackend), TEXT, on_disk=True, shared=True),
         case_of("fs-raw", _local(backends.FileSystemRawBackend), RAW, on_disk=True, shared=True),
         case_of(
+            "fs-plain-json",
+            lambda folder, _: backends.FileSystemJsonBackend(folder, layout="plain"),
+            JSON,
+            on_disk=True,
+            shared=True,
+            tree=True,
+        ),
+        case_of(
+            "fs-plain-raw",
+            lambda folder, _: backends.FileSystemRawBackend(folder, layout="plain"),
+            RAW,
+            on_disk=True,
+            shared=True,
+            tree=True,
+        ),
+        case_of(
             "cache-json",
             lambda folder, _: backends.JsonCache(folder, clock=FrozenClock()),
             JSON,

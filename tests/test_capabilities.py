@@ -19,7 +19,7 @@ from backends import (
     TieredBackend,
     VolatileBackend,
 )
-from backends.info import SupportsExpiry, SupportsStat, SupportsUrl
+from backends.info import SupportsExpiry, SupportsStat, SupportsUrl, utc
 
 
 def test_a_folder_stats_its_files_and_gives_file_urls(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_a_tier_tells_when_its_cached_copy_expires(tmp_path: Path) -> None:
     clock = FrozenClock()
     tier = TieredBackend(MemoryCache(timeout=30, clock=clock), FileSystemJsonBackend(tmp_path))
     tier["k"] = 1
-    assert tier.expires("k") == clock.now + 30
+    assert tier.expires("k") == utc(clock.now + 30)
     with pytest.raises(KeyError):
         tier.expires("absent")
     plain = TieredBackend(VolatileBackend(), FileSystemJsonBackend(tmp_path))

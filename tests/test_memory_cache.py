@@ -18,6 +18,7 @@ from backends import (
     TieredBackend,
     VolatileBackend,
 )
+from backends.info import utc
 
 
 def test_the_least_recently_used_entry_goes_first_when_maxsize_is_reached() -> None:
@@ -63,7 +64,7 @@ def test_entries_expire_for_every_call_and_purge_removes_them() -> None:
     cache.dump("never", "n", timeout=None)
     cache.dump("inf", "i", timeout=math.inf)
     cache.dump("long", "l", timeout=100)
-    assert cache.expires("old") == clock.now + 10 and cache.expires("never") is None
+    assert cache.expires("old") == utc(clock.now + 10) and cache.expires("never") is None
     clock.advance(10)
     assert cache.load("old") is None and "old" not in cache
     assert sorted(cache) == ["inf", "long", "never"] and len(cache) == 3
@@ -93,7 +94,7 @@ def test_peek_fill_and_renew_keep_the_etag_for_a_tier() -> None:
     assert entry is not None and not entry.fresh and entry.deadline == clock.now - 1
     assert cache.renew("k", '"other"') is False
     assert cache.renew("k", '"abc"') is True
-    assert cache.expires("k") == clock.now + 10 and cache["k"] == [1]
+    assert cache.expires("k") == utc(clock.now + 10) and cache["k"] == [1]
     assert cache.peek("absent") is None and cache.renew("absent", '"abc"') is False
 
 

@@ -235,8 +235,8 @@ def test_url_is_region_correct_and_percent_encoded(moto: S3Target) -> None:
     assert aws.url("a b/é+x") == "https://my-bucket.s3.eu-west-1.amazonaws.com/a%20b/%C3%A9%2Bx"
     dotted = S3JsonBackend("my.bucket", "eu-west-1", prefix="p", access_key="k", secret_key="s")
     assert dotted.url("k") == "https://s3.eu-west-1.amazonaws.com/my.bucket/p/k"
-    local = S3JsonBackend("b", endpoint_url="http://127.0.0.1:9000", access_key="k", secret_key="s")
-    assert local.url("x y") == "http://127.0.0.1:9000/b/x%20y"
+    local = S3JsonBackend("bkt", endpoint_url="http://127.0.0.1:9000", access_key="k", secret_key="s")
+    assert local.url("x y") == "http://127.0.0.1:9000/bkt/x%20y"
 
 
 def test_presigned_url_works_over_http(moto_server: S3Target) -> None:
@@ -422,13 +422,13 @@ def test_no_credentials_is_a_clear_permission_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    backend = S3JsonBackend("b", endpoint_url="http://127.0.0.1:9", retries=0)
+    backend = S3JsonBackend("bkt", endpoint_url="http://127.0.0.1:9", retries=0)
     with pytest.raises(backends.PermissionDeniedError, match="no AWS credentials"):
         backend.load("k")
 
 
 def test_an_unreachable_endpoint_is_store_unavailable() -> None:
-    backend = S3JsonBackend("b", endpoint_url="http://127.0.0.1:9", retries=1, timeout=2, **fake_keys())
+    backend = S3JsonBackend("bkt", endpoint_url="http://127.0.0.1:9", retries=1, timeout=2, **fake_keys())
     with pytest.raises(backends.StoreUnavailableError, match="unreachable") as info:
         backend.load("k")
     assert info.value.__cause__ is not None
@@ -444,7 +444,9 @@ def test_aws_endpoint_url_s3_is_honoured(moto_server: S3Target, monkeypatch: pyt
 def test_no_secret_in_repr_messages_or_logs(moto_server: S3Target, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with pytest.raises(ValueError, match="must not carry credentials") as refused:
-        S3JsonBackend("b", endpoint_url=moto_server.endpoint_url.replace("http://", f"http://user:{SECRET}@"))
+        S3JsonBackend(
+            "bkt", endpoint_url=moto_server.endpoint_url.replace("http://", f"http://user:{SECRET}@")
+        )
     backend = S3JsonBackend(
         "no-such-bucket-here",
         endpoint_url=moto_server.endpoint_url,

@@ -27,12 +27,14 @@ import os
 import random
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, Missing
 from ..cache import DEFAULT_TIMEOUT, Entry, check_timeout
 from ..codecs import JsonCodec, TextCodec
 from ..events import observed
+from ..info import utc
 from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
 from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
 from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
@@ -71,7 +73,7 @@ class FileSystemCache(FileSystemBackend[V]):
         self._memo: dict[str, tuple[tuple[int, ...], bytes]] = {}
         self._memo_bytes = 0
         self._memo_lock = threading.Lock()
-        super().__init__(root, durable=durable)
+        super().__init__(root, durable=durable, layout="escaped")
 
     # -- deadlines ----------------------------------------------------------------
 
@@ -217,14 +219,22 @@ class FileSystemCache(FileSystemBackend[V]):
 
     def _iter_keys(self) -> Iterator[str]:
         # One lstat per file for its deadline; values are never read.
-        for folder, name, key in self._walk(tidy=False):
+        keep = self._keep()
+        return (key for folder, name, key in self._walk(tidy=False) if keep(folder, name))
+
+    def _keep(self) -> Callable[[int, str], bool]:
+        """A listing keeps the fresh entries; an expired one met is removed."""
+
+        def fresh(folder: int, name: str) -> bool:
             status = lstat_file(folder, name)
             if status is None:
-                continue
+                return False
             if not self._expired(status.st_mtime_ns):
-                yield key
-            else:
-                self._discard_at(folder, name)
+                return True
+            self._discard_at(folder, name)
+            return False
+
+        return fresh
 
     def _delete(self, key: str) -> bool:
         # An expired entry was already absent: it is removed, and False returned.
@@ -249,8 +259,8 @@ class FileSystemCache(FileSystemBackend[V]):
                 if (status := lstat_file(folder, name)) is not None and self._expired(status.st_mtime_ns)
             )
 
-    def expires(self, key: str) -> float | None:
-        """When the entry of ``key`` expires (seconds on the cache's clock); None if never.
+    def expires(self, key: str) -> datetime | None:
+        """When the entry of ``key`` expires (a UTC datetime, by the cache's clock); None if never.
 
         Raises KeyError if the key is absent (or expired).
         """
@@ -259,7 +269,8 @@ class FileSystemCache(FileSystemBackend[V]):
             found = self._read_stored(key, read=False)
         if found is None or self._expired(found[1]):
             raise KeyError(key)
-        return deadline_of(found[1])
+        deadline = deadline_of(found[1])
+        return None if deadline is None else utc(deadline)
 
     def _discard(self, at: At) -> None:
         if self._discard_at(at.folder, at.name) and at.folders:

@@ -17,11 +17,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..base import BaseBackend
-from ..errors import BackendError, PermissionDeniedError, StoreError
-from .files import BLOCKED_ERRNOS, DIR_FLAGS, ROOT_FLAGS, deleted_folder
-from .layout import key_parts
+from ..errors import BackendError, KeyConflictError, PermissionDeniedError, StoreError
+from .files import BLOCKED_ERRNOS, DIR_FLAGS, NEW_FLAGS, ROOT_FLAGS, deleted_folder
+from .tree import ESCAPED, LAYOUTS, MARKER, PLAIN, Layout, is_own
 
 __all__ = ["FolderRoot"]
+
+_CONFLICT = (
+    "the plain layout cannot hold this key: a key or folder of the same name is in the way "
+    "of its path ('a' and 'a/b' cannot coexist in an ordinary folder tree); "
+    "use layout='escaped' to keep both"
+)
 
 V = TypeVar("V")
 
@@ -29,18 +35,62 @@ V = TypeVar("V")
 class FolderRoot(BaseBackend[V, bytes]):
     """The root folder of :class:`~backends.filesystem.FileSystemBackend` (see there)."""
 
-    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False, layout: str = "auto") -> None:
         self._check_codec()
+        if layout != "auto" and layout not in LAYOUTS:
+            raise ValueError(f"layout is 'auto', 'escaped' or 'plain', not {layout!r}")
         self.root = Path(os.path.abspath(os.fspath(root)))
         self.durable = durable
         self._lock = threading.Lock()
         self._root_fd = -1
         self._closed = False
         self._finalizer: Any = None
+        self._unmarked = False
         try:
             self._open_root(create=False)  # made at the first write: reading creates nothing
+            self.layout: Layout = self._choose_layout(layout)
         except OSError as exc:
             self._reraise(exc, "open", None)
+        self._parts = self.layout.parts
+        self._key_rule = self.layout.problem if self.layout is PLAIN else None
+        self._unmarked = self.layout is ESCAPED and not self._marked()
+
+    # -- layout -----------------------------------------------------------------
+
+    def _marked(self) -> bool:
+        try:
+            return os.stat(MARKER, dir_fd=self._root_fd, follow_symlinks=False).st_size >= 0
+        except FileNotFoundError:
+            return False
+
+    def _choose_layout(self, requested: str) -> Layout:
+        """The layout asked for, or with "auto" the folder's: escaped if it records it
+        (or is new or empty: this library makes it), plain for a tree it did not make."""
+        if self._marked():
+            if requested == "plain":
+                raise ValueError(
+                    f"{str(self.root)!r} holds the escaped layout ({MARKER} says so); "
+                    "open it with layout='auto' or 'escaped'"
+                )
+            return ESCAPED
+        if requested != "auto":
+            return LAYOUTS[requested]
+        with os.scandir(self._root_fd) as entries:
+            # Only this library's own files (a lock taken before any write): still ours to lay out.
+            return PLAIN if any(not is_own(entry.name) for entry in entries) else ESCAPED
+
+    def _mark(self) -> None:
+        """Record the escaped layout in the root (at the first write), so "auto" reads it back."""
+        try:
+            fd = os.open(MARKER, NEW_FLAGS, 0o666, dir_fd=self._root_fd)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(fd, b"escaped\n")
+            finally:
+                os.close(fd)
+        self._unmarked = False
 
     # -- root -------------------------------------------------------------------
 
@@ -52,6 +102,7 @@ class FolderRoot(BaseBackend[V, bytes]):
         """
         if create:
             os.makedirs(self.root, exist_ok=True)
+            self._unmarked = getattr(self, "layout", None) is ESCAPED
         try:
             fd = os.open(self.root, ROOT_FLAGS)
         except FileNotFoundError:
@@ -115,7 +166,7 @@ class FolderRoot(BaseBackend[V, bytes]):
     def path(self, key: str) -> Path:
         """Return the path of the file holding ``key`` (which may not exist)."""
         key = self._check(key, "path")
-        folders, name = key_parts(key)
+        folders, name = self._parts(key)
         return self.root.joinpath(*folders, name)
 
     def _open_folders(self, folders: tuple[str, ...], create: bool) -> list[int] | None:
@@ -124,6 +175,8 @@ class FolderRoot(BaseBackend[V, bytes]):
         Returns the descriptors, root first (the caller closes all but the
         root), or None when a folder is missing (or blocked) and not created.
         """
+        if create and self._unmarked:
+            self._mark()
         fds = [self._root_fd]
         try:
             for name in folders:
@@ -160,11 +213,13 @@ class FolderRoot(BaseBackend[V, bytes]):
 
     # -- errors, identity -------------------------------------------------------
 
-    def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
+    def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:  # noqa: PLR0911 - a table
         if self._closed:
             return StoreError, "the backend is closed (close() was called); make a new one"
         if isinstance(exc, PermissionError):
             return PermissionDeniedError, f"permission denied ({exc.strerror})"
+        if self.layout is PLAIN and isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR):
+            return KeyConflictError, _CONFLICT
         if isinstance(exc, IsADirectoryError):
             return (
                 StoreError,
@@ -181,7 +236,9 @@ class FolderRoot(BaseBackend[V, bytes]):
         return StoreError, str(exc)
 
     def _describe(self) -> str:
+        if self.layout is PLAIN:
+            return f"{str(self.root)!r}, layout='plain'"
         return f"{str(self.root)!r}"
 
     def _identity(self) -> tuple[object, ...]:
-        return (str(self.root), type(self.codec))
+        return (str(self.root), type(self.codec), self.layout.name)

@@ -7,33 +7,32 @@ file; every other segment names a folder with a ``+`` suffix, so ``a``
 than 200 characters is cut into pieces, all but the last stored as folders
 with a ``=`` suffix, so no name passes the 255-byte limit. The one rule for
 everything else: a name starting with ``~`` (temporary files, the lock
-folder) is never a key. The mapping is a bijection: :func:`walk` gives back
-exactly the keys written.
+folder) is never a key. The mapping is a bijection: a walk
+(:mod:`.tree`) gives back exactly the keys written.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, unquote
 
 from ..keys import is_valid_key
-from .files import BLOCKED_ERRNOS, DIR_FLAGS, lstat_file, try_rmdir, unlink_quietly
 
 __all__ = [
     "CHUNK",
     "DIR_MARK",
     "PART_MARK",
     "TEMP_MARK",
+    "decode_segment",
     "is_reserved",
+    "key_of",
     "key_parts",
     "key_path",
+    "piece_ok",
     "temp_name",
-    "walk",
 ]
 
 DIR_MARK: Final = "+"  # suffix of a folder holding the keys below a segment
@@ -43,7 +42,6 @@ CHUNK: Final = 200  # longest escaped piece of a segment in one name
 
 _PLAIN = re.compile(r"[A-Za-z0-9._-]+")
 _PLAIN_KEY = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}(?:/[A-Za-z0-9._-]{{1,{CHUNK}}})*")
-_LEFTOVERS = (".tmp", ".expired")  # ".expired": removal aside, before 0.2
 _RESERVED = {".", ".."}  # names no file can have
 
 
@@ -115,7 +113,7 @@ def _escaped_parts(key: str) -> tuple[tuple[str, ...], str]:
     raise AssertionError("unreachable: split() returns at least one segment")
 
 
-def _decode_segment(escaped: str, last: bool = False) -> str | None:
+def decode_segment(escaped: str, last: bool = False) -> str | None:
     """Return the segment that escapes exactly to ``escaped`` (as a last segment, with ``last``), or None."""
     if _PLAIN.fullmatch(escaped):
         return escaped
@@ -127,95 +125,17 @@ def _decode_segment(escaped: str, last: bool = False) -> str | None:
     return segment if canonical == escaped else None
 
 
-def _piece_ok(piece: str, full: bool) -> bool:
+def piece_ok(piece: str, full: bool) -> bool:
     # A canonical layout cuts at exactly CHUNK characters; any other cut
     # would be a second path for the same key.
     return len(piece) == CHUNK if full else 0 < len(piece) <= CHUNK
 
 
-def walk(root: int, stale_before: float | None = None) -> Iterator[tuple[int, str, str]]:
-    """Yield ``(folder fd, file name, key)`` for every key below the folder ``root``, streaming.
-
-    Only regular files whose path is the canonical path of a valid key are
-    yielded; reserved (``~``) names, symlinks and anything else of another
-    tool are passed over. Memory grows with the depth of the tree, not the
-    number of keys. With ``stale_before`` (seconds on the clock of file
-    ctimes), temporary files unchanged since then (killed writers') are
-    removed, and each emptied folder on the way back up.
-    """
-    # A fresh open file description: scandir(fd) dups the descriptor, and
-    # dups share the read position, so two listings over the one root
-    # descriptor would each skip what the other read.
-    fd = os.open(".", DIR_FLAGS, dir_fd=root)
-    try:
-        yield from _walk_folder(fd, "", "", stale_before)
-    finally:
-        os.close(fd)
-
-
-def _sweep(folder: int, name: str, stale_before: float) -> None:
-    """Remove a temporary file left by a killed process, if unchanged since ``stale_before``.
-
-    The ctime is used: a writer cannot set it (a cache sets the mtime of its
-    files to their deadline), and every write to the file moves it on.
-    """
-    status = lstat_file(folder, name)
-    if status is not None and status.st_ctime < stale_before:
-        unlink_quietly(name, folder)
-
-
-def _walk_folder(
-    folder: int, prefix: str, pending: str, stale_before: float | None
-) -> Iterator[tuple[int, str, str]]:
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            name = entry.name
-            if is_reserved(name):
-                if stale_before is not None and name.endswith(_LEFTOVERS):
-                    _sweep(folder, name, stale_before)
-                continue
-            mark = name[-1]
-            if mark in (DIR_MARK, PART_MARK):
-                if entry.is_dir(follow_symlinks=False):
-                    yield from _walk_child(folder, entry.name, prefix, pending, stale_before)
-            elif entry.is_file(follow_symlinks=False):
-                key = _key_of(prefix, pending, name)
-                if key is not None:
-                    yield folder, name, key
-
-
-def _walk_child(
-    folder: int, name: str, prefix: str, pending: str, stale_before: float | None
-) -> Iterator[tuple[int, str, str]]:
-    piece = name[:-1]
-    if name[-1] == PART_MARK:
-        if not _piece_ok(piece, full=True):
-            return
-        child_prefix, child_pending = prefix, pending + piece
-    else:
-        segment = _decode_segment(pending + piece) if _piece_ok(piece, full=False) else None
-        if segment is None:
-            return
-        child_prefix, child_pending = f"{prefix}{segment}/", ""
-    try:
-        child = os.open(name, DIR_FLAGS, dir_fd=folder)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT or exc.errno in BLOCKED_ERRNOS:
-            return  # removed or replaced since it was listed
-        raise
-    try:
-        yield from _walk_folder(child, child_prefix, child_pending, stale_before)
-    finally:
-        os.close(child)
-    if stale_before is not None:
-        try_rmdir(name, folder)
-
-
-def _key_of(prefix: str, pending: str, name: str) -> str | None:
+def key_of(prefix: str, pending: str, name: str) -> str | None:
     """Return the key stored in file ``name``, or None if it is not a key's file."""
-    if not _piece_ok(name, full=False):
+    if not piece_ok(name, full=False):
         return None
-    segment = _decode_segment(pending + name, last=True)
+    segment = decode_segment(pending + name, last=True)
     if segment is None:
         return None
     key = prefix + segment

@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, BinaryIO, Final, NamedTuple, TypeVar
 
 from ..base import MISSING, Missing
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..errors import StoreUnavailableError
+from ..hooks import fold_listing
 from ..info import Stat
 from ..locks import Lock
 from ..transfers import FileTransfers, PathOrFile, copy_stream, open_source, write_target
@@ -35,8 +36,9 @@ from .files import (
     write_all,
 )
 from .folder import FolderRoot
-from .layout import key_parts, temp_name, walk
+from .layout import temp_name
 from .lock import FileLock
+from .tree import Stray
 
 __all__ = [
     "STALE_TEMP",
@@ -71,7 +73,7 @@ class FileSystemBackend(FolderRoot[V]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The root descriptor cannot cross processes; a copy reopens the root.
-        return (_rebuild, (type(self), str(self.root), self.durable))
+        return (_rebuild, (type(self), str(self.root), self.durable, self.layout.name))
 
     # -- stat, URLs ---------------------------------------------------------------------
 
@@ -88,6 +90,13 @@ class FileSystemBackend(FolderRoot[V]):
             last_modified=datetime.fromtimestamp(self._written(status), timezone.utc),
             content_type=self.codec.content_type,
         )
+
+    def stat_many(self, prefix: str = "") -> Iterator[Stat]:
+        """The :class:`~backends.info.Stat` of every key below ``prefix``, sorted (an ``lstat`` each)."""
+        for key in self.list(prefix, None):
+            found = self.stat(key)
+            if found is not None:  # not removed since it was listed
+                yield found
 
     def _written(self, status: os.stat_result) -> float:
         """When the file with this status was written (a cache keeps its deadline as the mtime)."""
@@ -113,7 +122,7 @@ class FileSystemBackend(FolderRoot[V]):
         return data
 
     def _read_key(self, key: str) -> bytes | Missing:
-        folders, name = key_parts(key)
+        folders, name = self._parts(key)
         if not folders:
             return read_file(self._root_fd, name)
         fds = self._open_folders(folders, create=False)
@@ -135,7 +144,7 @@ class FileSystemBackend(FolderRoot[V]):
         return opened
 
     def _open_key(self, key: str) -> tuple[int, os.stat_result] | None:
-        folders, name = key_parts(key)
+        folders, name = self._parts(key)
         fds = self._open_folders(folders, create=False)
         if fds is None:
             return None
@@ -152,7 +161,7 @@ class FileSystemBackend(FolderRoot[V]):
 
     def _has_file(self, key: str) -> bool:
         # _at_key without building an At: ``in`` is a hot path.
-        folders, name = key_parts(key)
+        folders, name = self._parts(key)
         if not folders:
             return lstat_file(self._root_fd, name) is not None
         fds = self._open_folders(folders, create=False)
@@ -170,7 +179,7 @@ class FileSystemBackend(FolderRoot[V]):
 
     def _write(self, key: str, fill: Callable[[int], None], if_absent: bool) -> bool:
         """Write a new file with ``fill`` and move it into place atomically."""
-        folders, name = key_parts(key)
+        folders, name = self._parts(key)
         for _ in range(WRITE_RETRIES):
             try:
                 fds = self._open_folders(folders, create=True)
@@ -287,7 +296,7 @@ class FileSystemBackend(FolderRoot[V]):
         Only a regular file is ever a key: a folder, FIFO or symlink of
         another tool at a key's name is absent, and never moved or deleted.
         """
-        folders, name = key_parts(key)
+        folders, name = self._parts(key)
         fds = self._open_folders(folders, create=False)
         if fds is None:
             return None
@@ -308,6 +317,34 @@ class FileSystemBackend(FolderRoot[V]):
     def _iter_keys(self) -> Iterator[str]:
         return (key for _, _, key in self._walk(tidy=False))
 
+    def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
+        # Sorted, as S3 lists; only the folder the prefix names is walked.
+        self._root_gone(create=False)
+        keep = self._keep()
+        if delimiter == "/":
+            return self.layout.folders(self._root_fd, prefix, keep)
+        keys = self.layout.keys(self._root_fd, prefix, keep)
+        return fold_listing(keys, prefix, delimiter) if delimiter else keys
+
+    def _keep(self) -> Callable[[int, str], bool] | None:
+        """Which key files a listing yields (a cache: the fresh ones); None: all."""
+        return None
+
+    def strays(self, prefix: str = "") -> Iterator[Stray]:
+        """Yield what is in the folder but is not a key: its path below the root, and why; streaming.
+
+        Files another tool put there (a name that is not a key, a symlink,
+        a FIFO), reported instead of skipped silently; this library's own
+        files (temporary files, locks, the layout marker) are not strays.
+        With ``prefix``, only the folder holding the keys that start with it
+        is looked into (the ``backends`` command reports these for ``ls`` and ``cp``).
+        """
+        if not isinstance(prefix, str):
+            raise TypeError("prefix is a str")
+        with self._translating("strays", None):
+            self._root_gone(create=False)
+            yield from self.layout.strays(self._root_fd, prefix)
+
     def _walk(self, tidy: bool) -> Iterator[tuple[int, str, str]]:
         """Yield ``(folder fd, file name, key)`` for every key (:func:`.layout.walk`).
 
@@ -315,12 +352,14 @@ class FileSystemBackend(FolderRoot[V]):
         :data:`STALE_TEMP` seconds) are removed, and emptied folders.
         """
         self._root_gone(create=False)
-        return walk(self._root_fd, self.clock() - STALE_TEMP if tidy else None)
+        return self.layout.walk(self._root_fd, self.clock() - STALE_TEMP if tidy else None)
 
 
-def _rebuild(cls: type[FileSystemBackend[Any]], root: str, durable: bool) -> FileSystemBackend[Any]:
+def _rebuild(
+    cls: type[FileSystemBackend[Any]], root: str, durable: bool, layout: str = "auto"
+) -> FileSystemBackend[Any]:
     backend = cls.__new__(cls)
-    FileSystemBackend.__init__(backend, root, durable=durable)
+    FileSystemBackend.__init__(backend, root, durable=durable, layout=layout)
     return backend
 
 
@@ -372,6 +411,20 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
 
         return self._write(key, fill, if_absent)
 
+    def open(self, key: str) -> BinaryIO:
+        """The value of ``key`` as a binary file open for reading (close it, or ``with``); KeyError if absent.
+
+        Opened as every read is (folders walked without following symlinks);
+        the file read is the one that was there: a later write replaces the
+        name, never this file's contents.
+        """
+        key = self._check(key, "open")
+        with self._translating("open", key):
+            opened = self._open_value(key)
+        if opened is None:
+            raise KeyError(key)
+        return open(opened[0], "rb")
+
     def _load_stream(self, key: str, target: PathOrFile) -> bool:
         opened = self._open_value(key)
         if opened is None:
@@ -382,8 +435,8 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
 
 
 def _open_url(url: str, options: dict[str, Any]) -> FileSystemBackend[Any]:
-    """``file:///path`` or a plain path, ``?format=json|text|raw&durable=1``."""
-    fmt, kwargs = parse_query(url, {"durable": as_bool}, options)
+    """``file:///path`` or a plain path, ``?format=json|text|raw&durable=1&layout=plain``."""
+    fmt, kwargs = parse_query(url, {"durable": as_bool, "layout": str}, options)
     families = {"json": FileSystemJsonBackend, "text": FileSystemTextBackend, "raw": FileSystemRawBackend}
     return families[fmt](local_path(url), **kwargs)
 

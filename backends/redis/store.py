@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
@@ -35,7 +36,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..events import observed
-from ..info import Stat
+from ..info import Stat, utc
 from ..locks import Lock, lock_name
 from .client import check_redis_url, import_redis, make_client
 from .locks import RedisLock
@@ -314,14 +315,14 @@ class RedisBackend(BaseBackend[V, bytes]):
                 removed += batch
         return removed
 
-    def expires(self, key: str) -> float | None:
-        """When ``key`` expires (seconds on the deadlines' clock); None if never; KeyError if absent."""
+    def expires(self, key: str) -> datetime | None:
+        """When ``key`` expires (a UTC datetime, by the deadlines' clock); None: never; KeyError: absent."""
         key = self._check(key, "expires")
         with self._translating("expires", key):
             due = self._run("read", [*self._structures, self.prefix + key], [key, "expires"])
         if due is None:
             raise KeyError(key)
-        return None if int(due) < 0 else int(due) / 1000
+        return None if int(due) < 0 else utc(int(due) / 1000)
 
     def stat(self, key: str) -> Stat | None:
         """Size and ETag (the SHA-1 of the stored bytes, what ``if_match`` takes); one round trip."""

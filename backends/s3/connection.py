@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +23,7 @@ from ..errors import BackendError, StoreError
 from ..events import tell_retry
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
 from .client import client_config, import_boto3, make_client, safe_endpoint
-from .errors import ABSENT, error_code, translate
+from .errors import ABSENT, BUCKET_RULE, error_code, translate
 
 __all__ = [
     "ADDRESSING_STYLES",
@@ -32,7 +33,9 @@ __all__ = [
     "DIRECTORY",
     "FOLDER_SUFFIX",
     "MAX_EXPIRES",
+    "MD5_META",
     "PAGE",
+    "SIZE_META",
     "S3Connection",
     "batches",
     "is_marker",
@@ -48,6 +51,10 @@ FOLDER_SUFFIX = "_$folder$"
 PAGE = 1000  # S3's most keys per LIST page and per DeleteObjects
 CONFLICT_RETRIES = 5  # 409 ConditionalRequestConflict: a racing conditional write; ask again
 COPY_LIMIT = 5 * 1024**3  # the largest source of one CopyObject
+#: user metadata of a gzipped object: the size of the value itself (S3 tells the compressed one)
+SIZE_META = "backends-size"
+#: ... and the MD5 of the value itself (S3's ETag is the gzipped bytes')
+MD5_META = "backends-md5"
 
 #: key extensions whose raw values are stored gzipped (Content-Encoding: gzip)
 DEFAULT_GZIP = frozenset(
@@ -58,6 +65,11 @@ DEFAULT_GZIP = frozenset(
 ADDRESSING_STYLES = (None, "auto", "path", "virtual")
 #: the longest life of a presigned URL: SigV4 signs at most 7 days
 MAX_EXPIRES = 7 * 86_400
+
+
+# Every name S3 ever took (legacy us-east-1 buckets: up to 255, uppercase and
+# "_"; botocore's own check): a name outside it cannot be a bucket anywhere.
+_BUCKET_CHARS = re.compile(r"[a-zA-Z0-9.\-_]{3,255}")
 
 
 def _check_options(*, retries: object, max_workers: object, timeout: object, style: object) -> None:
@@ -136,6 +148,8 @@ class S3Connection(BaseBackend[V, bytes]):
                 "endpoint_url must not carry credentials or a query: pass access_key/secret_key, "
                 "or use the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile"
             )
+        if not _BUCKET_CHARS.fullmatch(bucket):
+            raise ValueError(f"bucket name {bucket[:70]!r} is not valid: {BUCKET_RULE}")
         _check_options(retries=retries, max_workers=max_workers, timeout=timeout, style=addressing_style)
         import_boto3()
         from botocore import exceptions as bx
@@ -154,6 +168,7 @@ class S3Connection(BaseBackend[V, bytes]):
         self._cut_response: tuple[type[BaseException], ...] = (HTTPError,)
         self._streaming_error = bx.ResponseStreamingError
         self.bucket = bucket
+        self.retries = retries
         self.prefix = _normal_prefix(prefix)
         self._max_key_bytes = MAX_KEY_BYTES - len(self.prefix.encode("utf-8"))
         self.max_workers = max_workers
@@ -347,7 +362,7 @@ class S3Connection(BaseBackend[V, bytes]):
     # -- errors, identity, lifetime ------------------------------------------------
 
     def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
-        return translate(exc, self.bucket, self.region)
+        return translate(exc, self.bucket, self.region, self.retries)
 
     def _describe(self) -> str:
         parts = [f"bucket={self.bucket!r}"]

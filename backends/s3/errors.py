@@ -7,7 +7,7 @@ the error code, S3's own message and the bucket, never from a request.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from ..errors import (
     BackendError,
@@ -18,7 +18,16 @@ from ..errors import (
     StoreUnavailableError,
 )
 
-__all__ = ["ABSENT", "CONFLICT", "NOT_MODIFIED", "PRECONDITION_FAILED", "error_code", "translate"]
+__all__ = [
+    "ABSENT",
+    "BUCKET_RULE",
+    "CONFLICT",
+    "CREATE_HINT",
+    "NOT_MODIFIED",
+    "PRECONDITION_FAILED",
+    "error_code",
+    "translate",
+]
 
 # Codes that steer a call rather than fail it, beside the table they are not in.
 #: the key (or lock object) is not there: absent, not an error
@@ -64,6 +73,15 @@ _WRONG_REGION = {
 }
 
 
+#: how to have the bucket made, said in an error (the command says ?create_bucket=true)
+CREATE_HINT: Final = "pass create_bucket=True"
+#: the rule for new bucket names, said in one line where a name is refused
+BUCKET_RULE: Final = (
+    "a bucket name has 3-63 characters: lowercase letters, digits, dots and hyphens, "
+    "starting and ending with a letter or digit"
+)
+
+
 def error_code(exc: BaseException) -> str:
     """The S3 error code of a ClientError ("NoSuchKey", "404", ...), or ""."""
     response = getattr(exc, "response", None)
@@ -84,8 +102,12 @@ def _real_region(exc: BaseException) -> str | None:
     return str(region) if region else None
 
 
+def _after(retries: int) -> str:
+    return "with retries=0 (no retry)" if retries == 0 else f"after {retries} retries"
+
+
 def _client_error(  # noqa: PLR0911 - one branch per row of the table
-    exc: BaseException, bucket: str, region: str | None
+    exc: BaseException, bucket: str, region: str | None, retries: int
 ) -> tuple[type[BackendError], str]:
     code = error_code(exc)
     message = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Message", "")).strip()
@@ -93,10 +115,12 @@ def _client_error(  # noqa: PLR0911 - one branch per row of the table
     if code == "KeyTooLongError":
         # Valid by the key rule, refused by this store (SeaweedFS: a segment over 255 bytes).
         return InvalidKeyError, f"the store refuses this key as too long ({detail})"
+    if code == "InvalidBucketName":
+        return StoreError, f"bucket name {bucket[:70]!r} is not valid: {BUCKET_RULE} ({detail})"
     if code == "NoSuchBucket":
         return (
             BucketNotFoundError,
-            f"bucket {bucket!r} does not exist (create it, or pass create_bucket=True)",
+            f"bucket {bucket!r} does not exist (create it, or {CREATE_HINT})",
         )
     if code in ("BucketAlreadyExists",):
         return PermissionDeniedError, f"bucket {bucket!r} already exists and belongs to another account"
@@ -113,16 +137,18 @@ def _client_error(  # noqa: PLR0911 - one branch per row of the table
     if code in _DENIED or _status(exc) == 403:
         return PermissionDeniedError, f"access denied ({detail})"
     if code in _UNAVAILABLE or _status(exc) >= 500:
-        return StoreUnavailableError, f"S3 kept failing after retries ({detail})"
+        return StoreUnavailableError, f"S3 kept failing {_after(retries)} ({detail})"
     return StoreError, detail or str(exc)
 
 
-def translate(exc: BaseException, bucket: str, region: str | None) -> tuple[type[BackendError], str]:
+def translate(
+    exc: BaseException, bucket: str, region: str | None, retries: int = 4
+) -> tuple[type[BackendError], str]:
     """Map a botocore exception to an error class and a plain reason."""
     from botocore import exceptions as bx
 
     if isinstance(exc, bx.ClientError):
-        return _client_error(exc, bucket, region)
+        return _client_error(exc, bucket, region, retries)
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
         return PermissionDeniedError, (
             "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
@@ -138,5 +164,6 @@ def translate(exc: BaseException, bucket: str, region: str | None) -> tuple[type
         HTTPError,  # an answer cut off where botocore reads it (raised by s3transfer's own calls)
     )
     if isinstance(exc, unavailable):
-        return StoreUnavailableError, f"S3 endpoint unreachable after retries ({type(exc).__name__}: {exc})"
+        reason = f"{type(exc).__name__}: {exc}"
+        return StoreUnavailableError, f"S3 endpoint unreachable {_after(retries)} ({reason})"
     return StoreError, f"{type(exc).__name__}: {exc}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import os
 import tempfile
 import zlib
@@ -12,6 +13,7 @@ from typing import IO, Any
 from ..codecs import RawCodec
 from ..errors import CorruptValueError
 from ..transfers import FileTransfers, PathOrFile, copy_stream, open_source
+from .connection import MD5_META, SIZE_META
 from .store import DEFAULT_GZIP, S3Backend
 
 __all__ = ["S3RawBackend", "transfer_config"]
@@ -104,8 +106,11 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
         if self._gzipped(key):
             extra["ContentEncoding"] = "gzip"
             with open_source(source) as reader, _spooled() as packed:
+                digest = hashlib.md5(usedforsecurity=False)
                 with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as writer:
-                    copy_stream(reader, writer)
+                    size = copy_stream(reader, writer, digest)
+                own = {SIZE_META: str(size), MD5_META: digest.hexdigest()}
+                extra["Metadata"] = {**extra.get("Metadata", {}), **own}
                 packed.seek(0)
                 return self._send(key, packed, extra, if_absent)
         if isinstance(source, (str, os.PathLike)) and not if_absent:

@@ -10,6 +10,7 @@ the LIST pages plus one DeleteObjects per 1000 keys. The connection is
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import zlib
 from collections.abc import Iterator
@@ -20,7 +21,16 @@ from ..errors import BackendError, CorruptValueError
 from ..events import observed
 from ..keys import is_valid_key
 from ..locks import Lock, lock_name
-from .connection import CONFLICT_RETRIES, DEFAULT_GZIP, FOLDER_SUFFIX, PAGE, batches, is_marker
+from .connection import (
+    CONFLICT_RETRIES,
+    DEFAULT_GZIP,
+    FOLDER_SUFFIX,
+    MD5_META,
+    PAGE,
+    SIZE_META,
+    batches,
+    is_marker,
+)
 from .errors import ABSENT, CONFLICT, NOT_MODIFIED, PRECONDITION_FAILED, error_code
 from .locks import LOCK_AREA, S3Lock
 from .objects import S3Objects
@@ -97,6 +107,8 @@ class S3Backend(S3Objects[V]):
     def _put(self, key: str, data: bytes, *, if_absent: bool = False, if_match: str | None = None) -> bool:
         params: dict[str, Any] = {**self._put_args, "ContentType": self._guess_type(key)}
         if self._gzipped(key):
+            own = {SIZE_META: str(len(data)), MD5_META: hashlib.md5(data, usedforsecurity=False).hexdigest()}
+            params["Metadata"] = {**params.get("Metadata", {}), **own}
             data = gzip.compress(data, mtime=0)
             params["ContentEncoding"] = "gzip"
         if if_absent:
@@ -211,15 +223,22 @@ class S3Backend(S3Objects[V]):
                     yield name
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
+        # S3 sends a page's folders apart from its keys; each page covers the
+        # next range of names, so sorting one page at a time sorts them all.
+        for page in self._list_pages(prefix, delimiter):
+            yield from sorted(page)
+
+    def _list_pages(self, prefix: str, delimiter: str) -> Iterator[list[str]]:
         seen: set[str] = set()
         # No Delimiter parameter at all for "": an empty one is not "none" everywhere.
         for page in self._pages(prefix, **({"Delimiter": delimiter} if delimiter else {})):
+            entries: list[str] = []
             for common in page.get("CommonPrefixes", ()):
                 folder = common["Prefix"][len(self.prefix) :]
                 # A folder no key can be in: lock objects ("\x7flocks/"), "a//".
                 if folder not in seen and is_valid_key(folder + "x"):
                     seen.add(folder)
-                    yield folder
+                    entries.append(folder)
             for entry in page.get("Contents", ()):
                 name: str = entry["Key"][len(self.prefix) :]
                 folder = name[: -len(FOLDER_SUFFIX)] + delimiter if name.endswith(FOLDER_SUFFIX) else None
@@ -228,9 +247,10 @@ class S3Backend(S3Objects[V]):
                 if folder is not None and delimiter:
                     if folder != prefix and folder not in seen:
                         seen.add(folder)
-                        yield folder
+                        entries.append(folder)
                 elif self._name_of(entry) is not None:
-                    yield name
+                    entries.append(name)
+            yield entries
 
     # -- bulk ---------------------------------------------------------------------
 

@@ -72,6 +72,10 @@ class StoreCase:
     examples: int = 60
     #: a known quirk: the longest key segment the server stores (SeaweedFS: 255 bytes)
     segment_limit: int | None = None
+    #: an ordinary folder tree (the plain layout): a key and a folder of the same
+    #: name cannot coexist (KeyConflictError), and a segment of over 255 bytes
+    #: or starting with "~" cannot be a file name (InvalidKeyError)
+    tree: bool = False
 
     @property
     def values(self) -> st.SearchStrategy[Any]:
@@ -94,6 +98,18 @@ class StoreCase:
             return True
         segments_fit = all(len(part.encode()) <= self.segment_limit for part in key.split("/"))
         return segments_fit and "\\" not in key
+
+    def holds(self, key: str) -> bool:
+        """Whether this store can hold the valid ``key`` (a tree: every segment is a file name)."""
+        return not self.tree or all(
+            not part.startswith("~") and len(part.encode()) <= 255 for part in key.split("/")
+        )
+
+    def conflicts(self, key: str, present: Iterable[str]) -> bool:
+        """Whether writing ``key`` next to ``present`` keys is a KeyConflictError (a tree: "a" and "a/b")."""
+        return self.tree and any(
+            other != key and (other.startswith(key + "/") or key.startswith(other + "/")) for other in present
+        )
 
     def creates(self, key: str, present: Iterable[str]) -> bool:
         """Whether ``dump(key, v, if_absent=True)`` can create ``key`` next to ``present``.

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from ..base import MISSING
-from ..errors import BackendError, InvalidKeyError, SerializationError
+from ..errors import BackendError, InvalidKeyError, KeyConflictError, SerializationError
 from . import strategies as s
 from .case import StoreCase
 
@@ -69,7 +69,11 @@ def outcome(action: Any) -> Outcome:
 
 def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMachine]:  # noqa: C901 - one rule per call
     """A hypothesis state machine driving a fresh backend of ``case`` and a dict alike."""
-    tagged_keys = s.tagged_keys.filter(lambda tagged: not tagged[1] or case.represents(tagged[0]))
+    # A valid key the store cannot hold (a tree: a segment too long for a
+    # file name) is refused like an invalid one, by every call.
+    tagged_keys = s.tagged_keys.filter(lambda tagged: not tagged[1] or case.represents(tagged[0])).map(
+        lambda tagged: (tagged[0], tagged[1] and case.holds(tagged[0]))
+    )
     tagged_values = st.one_of(
         case.values.map(lambda v: (v, True)), case.invalid_values.map(lambda v: (v, False))
     )
@@ -97,14 +101,28 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
                 assert s.same(loaded, expected), (key, loaded, expected)
 
         def expect_write(
-            self, tagged_key: tuple[Any, bool], tagged_value: tuple[Any, bool]
+            self, tagged_key: tuple[Any, bool], tagged_value: tuple[Any, bool], stored: bool = True
         ) -> Outcome | None:
-            """The exception a write must raise, or None if it is valid."""
+            """The exception a write must raise, or None if it is valid.
+
+            Without ``stored``, only what is checked before any I/O (the key and the value).
+            """
             if not tagged_key[1]:
                 return "raise", InvalidKeyError
             if not tagged_value[1]:
                 return "raise", SerializationError
+            if stored and case.conflicts(tagged_key[0], self.model):
+                return "raise", KeyConflictError
             return None
+
+        def follow_stored(self, keys: list[str] | dict[str, None]) -> None:
+            """The model takes what the store kept of ``keys`` (after a write that may be partial)."""
+            for key in keys:
+                stored = self.backend.load(key, MISSING)
+                if stored is MISSING:
+                    self.model.pop(key, None)
+                else:
+                    self.model[key] = stored
 
         # -- single keys ------------------------------------------------------------
 
@@ -123,6 +141,8 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
                 return  # a server bug, not compared (README: "S3-compatible stores")
             got = outcome(lambda: self.backend.dump(key[0], value[0], if_absent=True))
             expected = self.expect_write(key, value)
+            if expected == ("raise", KeyConflictError) and key[0] in self.model:
+                expected = None  # present: False, before any write is tried
             if expected is None:
                 expected = ("ok", key[0] not in self.model)
                 self.model.setdefault(key[0], case.normal(value[0]))
@@ -201,6 +221,8 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
                 return  # a server bug, not compared (README: "S3-compatible stores")
             got = outcome(lambda: self.backend.setdefault(key[0], value[0]))
             expected = self.expect_write(key, value)
+            if expected == ("raise", KeyConflictError) and key[0] in self.model:
+                expected = None  # present: returned, nothing written
             if expected is not None:
                 assert got == expected
                 return
@@ -216,19 +238,23 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
         @rule(pairs=st.lists(st.tuples(tagged_keys, tagged_values), max_size=5))
         def dump_many(self, pairs: list[tuple[tuple[Any, bool], tuple[Any, bool]]]) -> None:
             got = outcome(lambda: self.backend.dump_many([(k[0], v[0]) for k, v in pairs]))
-            if not case.writes_together(k[0] for k, _ in pairs if k[1]):
+            valid = [k[0] for k, v in pairs if k[1]]
+            if case.tree and all(k[1] and v[1] for k, v in pairs):
+                batch = dict.fromkeys(valid)
+                if any(case.conflicts(key, [*self.model, *batch]) for key in batch):
+                    # A tree writes the pairs in turn: the first in the way of
+                    # another (or of a stored key) raises, the rest may be written.
+                    assert got == ("raise", KeyConflictError)
+                    self.follow_stored(batch)
+                    return
+            if not case.writes_together(valid):
                 # A server bug, not compared (README: "S3-compatible stores"):
                 # whatever it kept of these keys is what the model follows.
-                for key in {k[0] for k, _ in pairs if k[1]}:
-                    stored = self.backend.load(key, MISSING)
-                    if stored is MISSING:
-                        self.model.pop(key, None)
-                    else:
-                        self.model[key] = stored
+                self.follow_stored(valid)
                 return
             # Pairs are checked in order, key then value; the first bad one
             # decides the error, and nothing is written.
-            failure = next(filter(None, (self.expect_write(k, v) for k, v in pairs)), None)
+            failure = next(filter(None, (self.expect_write(k, v, stored=False) for k, v in pairs)), None)
             if failure is not None:
                 assert got == failure
             else:
@@ -267,6 +293,7 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
         def listing(self, prefix: str, delimiter: str) -> None:
             listed = list(self.backend.list(prefix, delimiter))
             assert len(listed) == len(set(listed)), "an entry was listed twice"
+            assert listed == sorted(listed), "a listing is sorted (by code point, as S3 lists)"
             below = [key[len(prefix) :] for key in self.model if key.startswith(prefix)]
             keys = {prefix + rest for rest in below if not delimiter or delimiter not in rest}
             folders = {

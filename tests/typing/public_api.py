@@ -36,7 +36,7 @@ assert_type(raw.load("k", b""), bytes)
 
 assert_type(TextCache("/tmp/x").load("k"), str | None)
 assert_type(MemoryTextCache().load("k"), str | None)
-assert_type(S3TextBackend("b").load("k"), str | None)
+assert_type(S3TextBackend("bkt").load("k"), str | None)
 assert_type(FileSystemJsonBackend("/tmp/x").load("k"), Any | None)
 assert_type(MemoryCache().load("k"), Any | None)
 assert_type(VolatileBackend().load("k"), Any | None)
@@ -49,5 +49,5 @@ def count_words(store: Backend[str]) -> int:
 
 count_words(text)
 count_words(TextCache("/tmp/x"))
-count_words(S3TextBackend("b"))
+count_words(S3TextBackend("bkt"))
 count_words(raw)  # type: ignore[arg-type]  # bytes values are not str values

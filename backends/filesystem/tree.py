@@ -1,0 +1,347 @@
+"""The two layouts of keys in a folder, and the walks over a folder's keys.
+
+- :data:`ESCAPED` (:mod:`.layout`): every valid key fits; folders carry a
+  ``+``, names are percent-escaped. A folder this library creates uses it
+  and records it in a :data:`MARKER` file.
+- :data:`PLAIN`: key ``a/b`` is the file ``root/a/b``, an ordinary tree (a
+  website, a build). It cannot hold a key and a folder of the same name
+  (``a`` and ``a/b``), nor a segment of over 255 bytes or starting with ``~``.
+
+Every entry of a folder is classified once, the same way for clearing,
+listing and reporting: a key's file, a folder to descend, this library's own
+file (temporary files, locks, the marker), or a *stray* (anything else,
+reported by :meth:`Layout.walk`'s ``strays`` callback, never dropped silently).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Final, NamedTuple
+
+from ..keys import is_valid_key
+from .files import BLOCKED_ERRNOS, DIR_FLAGS, lstat_file, try_rmdir, unlink_quietly
+from .layout import DIR_MARK, PART_MARK, TEMP_MARK, decode_segment, key_of, key_parts, piece_ok
+
+__all__ = ["ESCAPED", "LAYOUTS", "MARKER", "PLAIN", "Layout", "Stray", "Strays", "is_own"]
+
+#: the file recording that a folder uses the escaped layout (a reserved name: never a key)
+MARKER: Final = f"{TEMP_MARK}backends-layout"
+NAME_MAX: Final = 255  # bytes in one file name (ext4, APFS, XFS...)
+_OWN_FOLDERS = frozenset({f"{TEMP_MARK}locks"})
+_LEFTOVERS = (".tmp", ".expired")  # killed writers' temporary files; ".expired": before 0.2
+
+
+class Stray(NamedTuple):
+    """A thing in the folder that is not a key: its path below the root, and why."""
+
+    path: str
+    reason: str
+
+
+#: called with each stray a walk meets
+Strays = Callable[[Stray], None]
+#: whether a key's file counts (a cache: not expired), given its folder and name
+Keep = Callable[[int, str], bool]
+
+
+class _Dir(NamedTuple):
+    name: str
+    prefix: str  # the keys below start with this
+    pending: str  # escaped text of a segment cut into pieces (escaped layout)
+
+
+class _File(NamedTuple):
+    name: str
+    key: str
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    if entry.is_symlink():
+        return "a symlink (never followed)"
+    if entry.is_dir(follow_symlinks=False):
+        return "a folder"
+    if entry.is_file(follow_symlinks=False):
+        return "a file"
+    return "not a file (a FIFO, socket or device)"
+
+
+def is_own(name: str) -> bool:
+    """Whether ``name`` is this library's own file or folder (temporary files, locks, the marker)."""
+    return name in _OWN_FOLDERS or name == MARKER or name.endswith(_LEFTOVERS)
+
+
+class Layout:
+    """How keys map to paths in a folder; :data:`ESCAPED` and :data:`PLAIN` are the two."""
+
+    name = ""
+
+    def parts(self, key: str) -> tuple[tuple[str, ...], str]:
+        """The folder names and the file name of a valid key, relative to the root."""
+        raise NotImplementedError
+
+    def problem(self, key: str) -> str | None:
+        """Why this layout cannot hold the valid ``key``, or None if it can."""
+        return None
+
+    def classify(self, entry: os.DirEntry[str], prefix: str, pending: str) -> _Dir | _File | Stray | None:
+        """What an entry is: a folder of keys, a key's file, a stray, or None (our own file)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{self.name} layout>"
+
+    # -- walks ------------------------------------------------------------------------
+
+    def walk(
+        self, root: int, stale_before: float | None = None, strays: Strays | None = None
+    ) -> Iterator[tuple[int, str, str]]:
+        """Yield ``(folder fd, file name, key)`` for every key below ``root``, streaming, in no order.
+
+        Memory grows with the depth of the tree, not the number of keys.
+        With ``stale_before`` (seconds on the clock of file ctimes),
+        temporary files unchanged since then (killed writers') are removed,
+        and each emptied folder on the way back up.
+        """
+        # A fresh open file description: scandir(fd) dups the descriptor, and
+        # dups share the read position, so two listings over the one root
+        # descriptor would each skip what the other read.
+        fd = os.open(".", DIR_FLAGS, dir_fd=root)
+        try:
+            yield from self._walk(fd, "", _Dir("", "", ""), stale_before, strays)
+        finally:
+            os.close(fd)
+
+    def _walk(
+        self, folder: int, path: str, here: _Dir, stale_before: float | None, strays: Strays | None
+    ) -> Iterator[tuple[int, str, str]]:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                found = self.classify(entry, here.prefix, here.pending)
+                if isinstance(found, _File):
+                    yield folder, found.name, found.key
+                elif isinstance(found, _Dir):
+                    yield from self._descend(folder, path, found, stale_before, strays)
+                elif found is not None:
+                    if strays is not None:
+                        strays(Stray(path + found.path, found.reason))
+                elif stale_before is not None and entry.name.endswith(_LEFTOVERS):
+                    _sweep(folder, entry.name, stale_before)
+
+    def _descend(
+        self, folder: int, path: str, child: _Dir, stale_before: float | None, strays: Strays | None
+    ) -> Iterator[tuple[int, str, str]]:
+        fd = _open_child(folder, child.name)
+        if fd is None:
+            return
+        try:
+            yield from self._walk(fd, f"{path}{child.name}/", child, stale_before, strays)
+        finally:
+            os.close(fd)
+        if stale_before is not None:
+            try_rmdir(child.name, folder)
+
+    def keys(self, root: int, prefix: str = "", keep: Keep | None = None) -> Iterator[str]:
+        """Yield the keys starting with ``prefix``, sorted (by code point: UTF-8 byte order, as S3).
+
+        Only the folder the prefix names is walked. Each folder's entries are
+        sorted in memory, one folder at a time.
+        """
+        for key, _ in self._listing(root, prefix, keep, fold=False):
+            yield key
+
+    def folders(self, root: int, prefix: str = "", keep: Keep | None = None) -> Iterator[str]:
+        """Yield the keys and the ``/``-ended sub-folders directly below ``prefix``, sorted.
+
+        A sub-folder is yielded once it is seen to hold a key; the rest of it is not walked.
+        """
+        for entry, _ in self._listing(root, prefix, keep, fold=True):
+            yield entry
+
+    def strays(self, root: int, prefix: str = "") -> Iterator[Stray]:
+        """Yield the strays in the folder the prefix names (all of them for ``""``), streaming."""
+        found: list[Stray] = []
+        with self._start(root, prefix) as (fds, start, path):
+            if fds:
+                for _ in self._walk(fds[-1], path, _Dir("", start, ""), None, found.append):
+                    yield from found
+                    found.clear()
+        yield from found
+
+    @contextmanager
+    def _start(self, root: int, prefix: str) -> Iterator[tuple[list[int], str, str]]:
+        """The folders down to the one holding every key that starts with ``prefix``
+        (none if no such key can exist), the keys' common start, and that folder's path."""
+        cut = prefix.rfind("/") + 1
+        start = prefix[:cut]
+        folders: tuple[str, ...] = ()
+        if cut:
+            if not is_valid_key(start + "x") or self.problem(start + "x") is not None:
+                yield [], start, ""  # no key this layout holds starts with it
+                return
+            folders = self.parts(start + "x")[0]
+        opened = [os.open(".", DIR_FLAGS, dir_fd=root)]
+        try:
+            for name in folders:
+                fd = _open_child(opened[-1], name)
+                if fd is None:
+                    yield [], start, ""  # the folder is not there: no such key
+                    return
+                opened.append(fd)
+            yield opened, start, "".join(f"{name}/" for name in folders)
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    def _listing(self, root: int, prefix: str, keep: Keep | None, fold: bool) -> Iterator[tuple[str, None]]:
+        with self._start(root, prefix) as (fds, start, _):
+            if not fds:
+                return
+            for entry in self._sorted(fds[-1], _Dir("", start, ""), keep, fold, start):
+                if entry.startswith(prefix):
+                    yield entry, None
+                elif entry > prefix:
+                    return  # sorted: nothing later can start with the prefix
+
+    def _sorted(self, folder: int, here: _Dir, keep: Keep | None, fold: bool, top: str) -> Iterator[str]:
+        """The keys below ``folder`` sorted; with ``fold``, sub-folders of ``top`` as one entry."""
+        for sort_key, item in self._items(folder, here, keep, fold, top):
+            if item is None:
+                yield sort_key
+            elif isinstance(item, _File):
+                if keep is None or keep(folder, item.name):
+                    yield item.key
+            elif fold and item.prefix.count("/") > top.count("/"):
+                if any(True for _ in self._kept(folder, item, keep)):
+                    yield item.prefix
+            elif (fd := _open_child(folder, item.name)) is not None:
+                try:
+                    yield from self._sorted(fd, item, keep, fold, top)
+                finally:
+                    os.close(fd)
+
+    def _items(
+        self, folder: int, here: _Dir, keep: Keep | None, fold: bool, top: str
+    ) -> list[tuple[str, _Dir | _File | None]]:
+        """The entries of ``folder`` with the string they sort by; a key already known comes with None."""
+        items: list[tuple[str, _Dir | _File | None]] = []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                found = self.classify(entry, here.prefix, here.pending)
+                if isinstance(found, _File):
+                    items.append((found.key, found))
+                elif isinstance(found, _Dir) and not found.pending:
+                    items.append((found.prefix, found))  # every key below starts with it
+                elif isinstance(found, _Dir):
+                    # The rest of a long segment (escaped layout): its keys sort
+                    # among this folder's own, so they are read here and now.
+                    items.extend((key, None) for key in self._part_keys(folder, found, keep, fold, top))
+        items.sort(key=lambda item: item[0])
+        return items
+
+    def _kept(self, folder: int, child: _Dir, keep: Keep | None) -> Iterator[str]:
+        for at, name, key in self._descend(folder, "", child, None, None):
+            if keep is None or keep(at, name):
+                yield key
+
+    def _part_keys(self, folder: int, child: _Dir, keep: Keep | None, fold: bool, top: str) -> set[str]:
+        keys = self._kept(folder, child, keep)
+        if not fold:
+            return set(keys)
+        depth = top.count("/")
+        return {
+            key if key.count("/") == depth else "/".join(key.split("/")[: depth + 1]) + "/" for key in keys
+        }
+
+
+def _open_child(folder: int, name: str) -> int | None:
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT or exc.errno in BLOCKED_ERRNOS:
+            return None  # removed or replaced since it was listed
+        raise
+
+
+def _sweep(folder: int, name: str, stale_before: float) -> None:
+    """Remove a temporary file left by a killed process, if unchanged since ``stale_before``.
+
+    The ctime is used: a writer cannot set it (a cache sets the mtime of its
+    files to their deadline), and every write to the file moves it on.
+    """
+    status = lstat_file(folder, name)
+    if status is not None and status.st_ctime < stale_before:
+        unlink_quietly(name, folder)
+
+
+class _Escaped(Layout):
+    name = "escaped"
+
+    def parts(self, key: str) -> tuple[tuple[str, ...], str]:
+        return key_parts(key)
+
+    def classify(  # noqa: PLR0911 - one answer per kind of entry
+        self, entry: os.DirEntry[str], prefix: str, pending: str
+    ) -> _Dir | _File | Stray | None:
+        name = entry.name
+        if name.startswith(TEMP_MARK):
+            return None if is_own(name) else Stray(name, "a name starting with '~' (reserved)")
+        mark = name[-1]
+        if mark in (DIR_MARK, PART_MARK) and entry.is_dir(follow_symlinks=False):
+            piece = name[:-1]
+            if mark == PART_MARK:
+                if piece_ok(piece, full=True):
+                    return _Dir(name, prefix, pending + piece)
+            elif (
+                segment := decode_segment(pending + piece) if piece_ok(piece, full=False) else None
+            ) is not None:
+                return _Dir(name, f"{prefix}{segment}/", "")
+            return Stray(name, "a folder whose name is not the escaped form of a key's segment")
+        if entry.is_file(follow_symlinks=False):
+            key = key_of(prefix, pending, name)
+            if key is not None:
+                return _File(name, key)
+            return Stray(name, "a file whose name is not the escaped form of a key")
+        return Stray(name, _kind(entry))
+
+
+class _Plain(Layout):
+    name = "plain"
+
+    def parts(self, key: str) -> tuple[tuple[str, ...], str]:
+        if "/" not in key:
+            return (), key
+        *folders, name = key.split("/")
+        return tuple(folders), name
+
+    def problem(self, key: str) -> str | None:
+        for segment in key.split("/"):
+            if segment.startswith(TEMP_MARK):
+                return f"a segment starting with '~' ({segment[:40]!r}) is reserved for temporary files"
+            if len(segment) * 4 > NAME_MAX and len(segment.encode("utf-8")) > NAME_MAX:
+                return f"a segment of over {NAME_MAX} bytes cannot be a file name"
+        return None
+
+    def classify(self, entry: os.DirEntry[str], prefix: str, pending: str) -> _Dir | _File | Stray | None:
+        name = entry.name
+        if name.startswith(TEMP_MARK):
+            return None if is_own(name) else Stray(name, "a name starting with '~' (reserved)")
+        if entry.is_dir(follow_symlinks=False):
+            if is_valid_key(f"{prefix}{name}/x"):
+                return _Dir(name, f"{prefix}{name}/", "")
+            return Stray(name, "a folder whose name cannot be in a key (not UTF-8, or a control character)")
+        if entry.is_file(follow_symlinks=False):
+            key = prefix + name
+            if is_valid_key(key):
+                return _File(name, key)
+            return Stray(
+                name, "a file whose path is not a valid key (not UTF-8, a control character, too long)"
+            )
+        return Stray(name, _kind(entry))
+
+
+ESCAPED: Final[Layout] = _Escaped()
+PLAIN: Final[Layout] = _Plain()
+LAYOUTS: Final = {"escaped": ESCAPED, "plain": PLAIN}
