@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backends import FileSystemJsonBackend
+from backends import FileSystemJsonBackend, FileSystemRawBackend
 
 DOC: dict[str, Any] = {
     "id": 42,
@@ -102,7 +102,7 @@ def listing(root: Path, count: int) -> tuple[float, int]:
     folder.mkdir()
     for i in range(count):
         (folder / f"key-{i:07d}").write_bytes(b"1")
-    backend = FileSystemJsonBackend(folder)
+    backend = FileSystemJsonBackend(folder, layout="escaped")  # written by hand: say which layout
     tracemalloc.start()
     start = time.perf_counter()
     seen = sum(1 for _ in backend.keys())  # noqa: SIM118 - keys() is what is measured
@@ -111,6 +111,28 @@ def listing(root: Path, count: int) -> tuple[float, int]:
     tracemalloc.stop()
     assert seen == count
     return elapsed, peak
+
+
+def folder_listings(root: Path, count: int, rounds: int) -> dict[str, float]:
+    """Milliseconds (best of ``rounds``) of each listing of ``count`` keys in 100 folders."""
+    backend = FileSystemRawBackend(root / "folders")
+    backend.dump_many({f"dir{i % 100:02d}/key-{i:07d}": b"1" for i in range(count)})
+    listings: dict[str, Callable[[], object]] = {
+        "iter(b)": lambda: sum(1 for _ in backend),
+        "len(b)": lambda: len(backend),
+        'list("", None): every key, sorted': lambda: sum(1 for _ in backend.list("", None)),
+        'list(""): the 100 folders': lambda: sum(1 for _ in backend.list("")),
+        'list("dir42/"): one folder\'s keys': lambda: sum(1 for _ in backend.list("dir42/")),
+    }
+    timings = {}
+    for name, run in listings.items():
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        timings[name] = min(times) * 1000
+    return timings
 
 
 def main() -> None:
@@ -150,6 +172,8 @@ def main() -> None:
         print(
             f"keys() over {args.list_keys:,} keys: {elapsed:.2f} s, peak Python memory {peak / 1024:.0f} KiB"
         )
+        for name, ms in folder_listings(base, args.list_keys, args.rounds).items():
+            print(f"{name:40s} {ms:10.2f} ms ({args.list_keys:,} keys in 100 folders)")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -178,3 +178,13 @@ def test_a_lock_taken_before_the_first_write_leaves_the_folder_ours(tmp_path: Pa
     second["a"] = 1
     second["a/b"] = 2
     assert dict(first.items()) == {"a": 1, "a/b": 2}
+
+
+def test_a_folder_written_before_layouts_were_recorded_stays_escaped(tmp_path: Path) -> None:
+    # What a version without the layout file left: "+" folders, escaped names, no marker.
+    tree(tmp_path / "old", {"users+/42": b"1", "caf%C3%A9": b"2"})
+    backend = FileSystemJsonBackend(tmp_path / "old")
+    assert backend.layout.name == "escaped"
+    assert sorted(backend) == ["café", "users/42"]
+    backend["new"] = 3
+    assert (tmp_path / "old" / MARKER).is_file()  # recorded from the first write on

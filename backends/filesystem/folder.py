@@ -21,7 +21,11 @@ from ..errors import BackendError, KeyConflictError, PermissionDeniedError, Stor
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, NEW_FLAGS, ROOT_FLAGS, deleted_folder
 from .tree import ESCAPED, LAYOUTS, MARKER, PLAIN, Layout, is_own
 
-__all__ = ["FolderRoot"]
+__all__ = ["LOOK_AT", "FolderRoot"]
+
+#: top-level entries an unmarked folder's layout is guessed from (a folder of
+#: this library's versions before the marker has a "+" folder among them)
+LOOK_AT = 1000
 
 _CONFLICT = (
     "the plain layout cannot hold this key: a key or folder of the same name is in the way "
@@ -77,7 +81,13 @@ class FolderRoot(BaseBackend[V, bytes]):
             return LAYOUTS[requested]
         with os.scandir(self._root_fd) as entries:
             # Only this library's own files (a lock taken before any write): still ours to lay out.
-            return PLAIN if any(not is_own(entry.name) for entry in entries) else ESCAPED
+            theirs = (entry for entry in entries if not is_own(entry.name))
+            found = [entry for entry, _ in zip(theirs, range(LOOK_AT), strict=False)]
+        if not found:
+            return ESCAPED
+        # Written before folders recorded their layout: a "+" or "=" folder is ours.
+        legacy = any(entry.name[-1] in "+=" and entry.is_dir(follow_symlinks=False) for entry in found)
+        return ESCAPED if legacy else PLAIN
 
     def _mark(self) -> None:
         """Record the escaped layout in the root (at the first write), so "auto" reads it back."""

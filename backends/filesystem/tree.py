@@ -19,6 +19,7 @@ import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Final, NamedTuple
 
 from ..keys import is_valid_key
@@ -90,6 +91,10 @@ class Layout:
         """What an entry is: a folder of keys, a key's file, a stray, or None (our own file)."""
         raise NotImplementedError
 
+    def file_key(self, name: str, prefix: str, pending: str) -> str | None:
+        """The key stored in the regular file ``name`` (not a ``~`` name), or None."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"<{self.name} layout>"
 
@@ -117,9 +122,17 @@ class Layout:
     def _walk(
         self, folder: int, path: str, here: _Dir, stale_before: float | None, strays: Strays | None
     ) -> Iterator[tuple[int, str, str]]:
+        file_key, prefix, pending = self.file_key, here.prefix, here.pending
         with os.scandir(folder) as entries:
             for entry in entries:
-                found = self.classify(entry, here.prefix, here.pending)
+                name = entry.name
+                # The hot path: a key's file, told without building anything.
+                if name[0] != TEMP_MARK and entry.is_file(follow_symlinks=False):
+                    key = file_key(name, prefix, pending)
+                    if key is not None:
+                        yield folder, name, key
+                        continue
+                found = self.classify(entry, prefix, pending)
                 if isinstance(found, _File):
                     yield folder, found.name, found.key
                 elif isinstance(found, _Dir):
@@ -210,9 +223,9 @@ class Layout:
         for sort_key, item in self._items(folder, here, keep, fold, top):
             if item is None:
                 yield sort_key
-            elif isinstance(item, _File):
-                if keep is None or keep(folder, item.name):
-                    yield item.key
+            elif isinstance(item, str):
+                if keep is None or keep(folder, item):
+                    yield sort_key
             elif fold and item.prefix.count("/") > top.count("/"):
                 if any(True for _ in self._kept(folder, item, keep)):
                     yield item.prefix
@@ -224,21 +237,29 @@ class Layout:
 
     def _items(
         self, folder: int, here: _Dir, keep: Keep | None, fold: bool, top: str
-    ) -> list[tuple[str, _Dir | _File | None]]:
-        """The entries of ``folder`` with the string they sort by; a key already known comes with None."""
-        items: list[tuple[str, _Dir | _File | None]] = []
+    ) -> list[tuple[str, _Dir | str | None]]:
+        """The entries of ``folder`` with the string they sort by: a key's file with its name,
+        a folder, or a key already known (below a long segment's piece) with None."""
+        items: list[tuple[str, _Dir | str | None]] = []
+        file_key, prefix, pending = self.file_key, here.prefix, here.pending
         with os.scandir(folder) as entries:
             for entry in entries:
-                found = self.classify(entry, here.prefix, here.pending)
+                name = entry.name
+                if name[0] != TEMP_MARK and entry.is_file(follow_symlinks=False):
+                    key = file_key(name, prefix, pending)
+                    if key is not None:
+                        items.append((key, name))
+                        continue
+                found = self.classify(entry, prefix, pending)
                 if isinstance(found, _File):
-                    items.append((found.key, found))
+                    items.append((found.key, found.name))
                 elif isinstance(found, _Dir) and not found.pending:
                     items.append((found.prefix, found))  # every key below starts with it
                 elif isinstance(found, _Dir):
                     # The rest of a long segment (escaped layout): its keys sort
                     # among this folder's own, so they are read here and now.
                     items.extend((key, None) for key in self._part_keys(folder, found, keep, fold, top))
-        items.sort(key=lambda item: item[0])
+        items.sort(key=itemgetter(0))
         return items
 
     def _kept(self, folder: int, child: _Dir, keep: Keep | None) -> Iterator[str]:
@@ -282,6 +303,9 @@ class _Escaped(Layout):
     def parts(self, key: str) -> tuple[tuple[str, ...], str]:
         return key_parts(key)
 
+    def file_key(self, name: str, prefix: str, pending: str) -> str | None:
+        return key_of(prefix, pending, name)
+
     def classify(  # noqa: PLR0911 - one answer per kind of entry
         self, entry: os.DirEntry[str], prefix: str, pending: str
     ) -> _Dir | _File | Stray | None:
@@ -315,6 +339,10 @@ class _Plain(Layout):
             return (), key
         *folders, name = key.split("/")
         return tuple(folders), name
+
+    def file_key(self, name: str, prefix: str, pending: str) -> str | None:
+        key = prefix + name
+        return key if is_valid_key(key) else None
 
     def problem(self, key: str) -> str | None:
         for segment in key.split("/"):
