@@ -75,6 +75,10 @@ def _local(cls: Any) -> Build:
     return lambda folder, _: cls(folder)
 
 
+def _plain(cls: Any) -> Build:
+    return lambda folder, _: cls(folder, layout="plain")
+
+
 def _redis(cls: Any) -> Build:
     # One prefix per folder: every hypothesis example gets an empty store.
     def build(folder: Path, target: Any) -> backends.BaseBackend[Any, Any]:
@@ -106,22 +110,6 @@ CASES = (
         case_of("fs-json", _local(backends.FileSystemJsonBackend), JSON, on_disk=True, shared=True),
         case_of("fs-text", _local(backends.FileSystemTextBackend), TEXT, on_disk=True, shared=True),
         case_of("fs-raw", _local(backends.FileSystemRawBackend), RAW, on_disk=True, shared=True),
-        case_of(
-            "fs-plain-json",
-            lambda folder, _: backends.FileSystemJsonBackend(folder, layout="plain"),
-            JSON,
-            on_disk=True,
-            shared=True,
-            tree=True,
-        ),
-        case_of(
-            "fs-plain-raw",
-            lambda folder, _: backends.FileSystemRawBackend(folder, layout="plain"),
-            RAW,
-            on_disk=True,
-            shared=True,
-            tree=True,
-        ),
         case_of(
             "cache-json",
             lambda folder, _: backends.JsonCache(folder, clock=FrozenClock()),
@@ -182,6 +170,14 @@ CASES = (
             examples=20,
             pickles=False,
         ),
+    ]
+    + [
+        # An ordinary folder tree: its limits are declared (StoreCase.tree), not skipped.
+        case_of(f"fs-plain-{name}", _plain(cls), family, on_disk=True, shared=True, tree=True)
+        for name, (cls, family) in {
+            "json": (backends.FileSystemJsonBackend, JSON),
+            "raw": (backends.FileSystemRawBackend, RAW),
+        }.items()
     ]
     + [
         case_of(f"redis-{name}", _redis(cls), family, "redis", shared=True, examples=30)

@@ -122,6 +122,20 @@ class Layout:
     def _walk(
         self, folder: int, path: str, here: _Dir, stale_before: float | None, strays: Strays | None
     ) -> Iterator[tuple[int, str, str]]:
+        for name, found in self._scan(folder, here):
+            if isinstance(found, str):
+                yield folder, name, found
+            elif isinstance(found, _Dir):
+                yield from self._descend(folder, path, found, stale_before, strays)
+            elif found is not None:
+                if strays is not None:
+                    strays(Stray(path + found.path, found.reason))
+            elif stale_before is not None and name.endswith(_LEFTOVERS):
+                _sweep(folder, name, stale_before)
+
+    def _scan(self, folder: int, here: _Dir) -> Iterator[tuple[str, str | _Dir | Stray | None]]:
+        """Each entry's name and what it is: the key of a key's file, a folder of keys,
+        a stray, or None (this library's own)."""
         file_key, prefix, pending = self.file_key, here.prefix, here.pending
         with os.scandir(folder) as entries:
             for entry in entries:
@@ -130,18 +144,10 @@ class Layout:
                 if name[0] != TEMP_MARK and entry.is_file(follow_symlinks=False):
                     key = file_key(name, prefix, pending)
                     if key is not None:
-                        yield folder, name, key
+                        yield name, key
                         continue
                 found = self.classify(entry, prefix, pending)
-                if isinstance(found, _File):
-                    yield folder, found.name, found.key
-                elif isinstance(found, _Dir):
-                    yield from self._descend(folder, path, found, stale_before, strays)
-                elif found is not None:
-                    if strays is not None:
-                        strays(Stray(path + found.path, found.reason))
-                elif stale_before is not None and entry.name.endswith(_LEFTOVERS):
-                    _sweep(folder, entry.name, stale_before)
+                yield name, found.key if isinstance(found, _File) else found
 
     def _descend(
         self, folder: int, path: str, child: _Dir, stale_before: float | None, strays: Strays | None
@@ -241,24 +247,15 @@ class Layout:
         """The entries of ``folder`` with the string they sort by: a key's file with its name,
         a folder, or a key already known (below a long segment's piece) with None."""
         items: list[tuple[str, _Dir | str | None]] = []
-        file_key, prefix, pending = self.file_key, here.prefix, here.pending
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                name = entry.name
-                if name[0] != TEMP_MARK and entry.is_file(follow_symlinks=False):
-                    key = file_key(name, prefix, pending)
-                    if key is not None:
-                        items.append((key, name))
-                        continue
-                found = self.classify(entry, prefix, pending)
-                if isinstance(found, _File):
-                    items.append((found.key, found.name))
-                elif isinstance(found, _Dir) and not found.pending:
-                    items.append((found.prefix, found))  # every key below starts with it
-                elif isinstance(found, _Dir):
-                    # The rest of a long segment (escaped layout): its keys sort
-                    # among this folder's own, so they are read here and now.
-                    items.extend((key, None) for key in self._part_keys(folder, found, keep, fold, top))
+        for name, found in self._scan(folder, here):
+            if isinstance(found, str):
+                items.append((found, name))
+            elif isinstance(found, _Dir) and not found.pending:
+                items.append((found.prefix, found))  # every key below starts with it
+            elif isinstance(found, _Dir):
+                # The rest of a long segment (escaped layout): its keys sort
+                # among this folder's own, so they are read here and now.
+                items.extend((key, None) for key in self._part_keys(folder, found, keep, fold, top))
         items.sort(key=itemgetter(0))
         return items
 
