@@ -30,6 +30,7 @@ from .events import HUB, Subscription, observed
 from .hooks import BATCH, MISSING, UNCHANGED, Missing, Unchanged
 
 if TYPE_CHECKING:
+    from .aio import AsyncBackend
     from .events import Event
     from .locks import Lock
 
@@ -365,6 +366,12 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
     def __exit__(self, *exc_info: object) -> Literal[False]:
         self.close()
         return False
+
+    def aio(self, *, max_workers: int | None = None) -> AsyncBackend[V]:
+        """This backend as coroutines, for asyncio programs (:class:`backends.aio.AsyncBackend`)."""
+        from .aio import AsyncBackend
+
+        return AsyncBackend(self, max_workers=max_workers)
 
     # -- folders (last: `list` shadows the builtin in the class body) -------------
 

@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeVar
 
@@ -52,6 +52,7 @@ __all__ = [
     "digest",
     "measured",
     "observe",
+    "observe_async",
     "observed",
     "subscribe",
     "tell_retry",
@@ -321,6 +322,20 @@ def _observe(
     HUB.emit(
         source, operation, key, "finished", duration=time.perf_counter() - start, bytes=size, detail=done
     )
+    return result
+
+
+async def observe_async(source: Any, operation: str, key: str | None, call: Awaitable[R]) -> R:
+    """:func:`observe` for a coroutine (the native calls of an async twin): started, then finished
+    or failed, timed. Call it only while ``HUB.on``."""
+    HUB.emit(source, operation, key, "started")
+    start = time.perf_counter()
+    try:
+        result = await call
+    except BaseException as exc:
+        HUB.emit(source, operation, key, "failed", duration=time.perf_counter() - start, detail=_failure(exc))
+        raise
+    HUB.emit(source, operation, key, "finished", duration=time.perf_counter() - start)
     return result
 
 

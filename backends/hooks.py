@@ -69,6 +69,10 @@ class StoreHooks(ABC, Generic[S]):
     #: the longest key this store takes, in UTF-8 bytes (an S3 prefix uses part of S3's 1024)
     _max_key_bytes: int = MAX_KEY_BYTES
 
+    #: whether a call may wait on I/O; a store in memory never does, so its
+    #: async twin (:mod:`backends.aio`) runs its calls inline, without a thread
+    _blocks: bool = True
+
     #: a valid key this store cannot hold, in words (a plain folder tree: a
     #: segment of over 255 bytes); None when it holds every valid key
     _key_rule: Callable[[str], str | None] | None = None

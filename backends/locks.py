@@ -163,6 +163,21 @@ class Lock(ABC):
             )
         return self
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free, in one try, without waiting; say whether it was taken.
+
+        What an event loop waits with (:class:`backends.aio.AsyncLock`): it
+        sleeps between tries itself.
+        """
+        if self._held:
+            raise self._error(LockError, "already held by this Lock (locks are not re-entrant)")
+        if not self._try_or_abandon():
+            return False
+        self._held = True
+        if HUB.on:
+            HUB.emit(self.owner, "lock", self.key, "acquired", attempts=1)
+        return True
+
     def _try_or_abandon(self) -> bool:
         """One try; if it fails with an error, undo what it may have done before raising.
 

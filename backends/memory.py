@@ -43,6 +43,7 @@ class VolatileBackend(BaseBackend[Any, Any]):
     """
 
     codec = IdentityCodec()
+    _blocks = False  # in memory: its async twin calls it inline
 
     def __init__(self) -> None:
         self._data: dict[str, Any] = {}
@@ -137,6 +138,8 @@ class MemoryCacheBase(BaseBackend[V, Any]):
     ``maxbytes`` raises SerializationError on ``dump`` (nothing changes) and
     is simply not kept by a tier's ``fill``.
     """
+
+    _blocks = False  # in memory: its async twin calls it inline
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..events import tell_retry
 
-__all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_client"]
+__all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_async_client", "make_client"]
 
 REDIS_EXTRA = "Redis backends need redis-py: pip install 'backends[redis]'"
 #: where a password goes instead of a URL
@@ -64,22 +64,29 @@ def make_client(
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
-    secret = password if password is not None else os.environ.get("REDISCLI_AUTH") or None
     retry = _telling_retry(Retry)(ExponentialBackoff(cap=1.0, base=0.01), retries)
     retry.source = source
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        password=secret,
-        username=username,
-        max_connections=max_connections,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=retry,
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        health_check_interval=30,
-    )
+    settings = _pool_settings(password, username, max_connections, timeout)
+    pool = redis.BlockingConnectionPool.from_url(url, retry=retry, **settings)
     return redis.Redis(connection_pool=pool)
+
+
+def _pool_settings(
+    password: str | None, username: str | None, max_connections: int, timeout: float
+) -> dict[str, Any]:
+    """What the blocking and the asyncio pools are made with, alike."""
+    redis = import_redis()
+    return {
+        "password": password if password is not None else os.environ.get("REDISCLI_AUTH") or None,
+        "username": username,
+        "max_connections": max_connections,
+        "timeout": timeout,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        # The asyncio errors are these same classes.
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "health_check_interval": 30,
+    }
 
 
 def _telling_retry(base: type) -> type:
@@ -101,3 +108,27 @@ def _telling_retry(base: type) -> type:
             return super().call_with_retry(do, failed, *args, **kwargs)
 
     return TellingRetry
+
+
+def make_async_client(
+    url: str,
+    *,
+    password: str | None,
+    username: str | None,
+    max_connections: int,
+    timeout: float,
+    retries: int,
+) -> Any:
+    """A ``redis.asyncio`` client of ``url`` on its own blocking pool, set as :func:`make_client`'s.
+
+    One per event loop: an asyncio connection belongs to the loop it was made in.
+    """
+    check_redis_url(url)
+    settings = _pool_settings(password, username, max_connections, timeout)
+    from redis import asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.01), retries)
+    pool = aredis.BlockingConnectionPool.from_url(url, retry=retry, **settings)
+    return aredis.Redis(connection_pool=pool)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Final
 
-__all__ = ["SCRIPTS", "SHAS", "run_script"]
+__all__ = ["SCRIPTS", "SHAS", "run_script", "run_script_async"]
 
 # Every script takes the time as its first argument: milliseconds of an
 # injected clock, or "" for the server's own (TIME), so deadlines never
@@ -281,3 +281,15 @@ def run_script(client: Any, noscript: type[Exception], name: str, keys: list[str
     except noscript:
         client.script_load(SCRIPTS[name])
         return client.evalsha(sha, len(keys), *keys, *args)
+
+
+async def run_script_async(
+    client: Any, noscript: type[Exception], name: str, keys: list[str], args: list[Any]
+) -> Any:
+    """:func:`run_script` on a ``redis.asyncio`` client."""
+    sha = SHAS[name]
+    try:
+        return await client.evalsha(sha, len(keys), *keys, *args)
+    except noscript:
+        await client.script_load(SCRIPTS[name])
+        return await client.evalsha(sha, len(keys), *keys, *args)

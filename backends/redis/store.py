@@ -25,9 +25,12 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
+
+if TYPE_CHECKING:
+    from ..aio import AsyncBackend
 from ..cache import MAX_TIMEOUT, Entry, check_timeout
 from ..errors import (
     BackendError,
@@ -38,6 +41,7 @@ from ..errors import (
 from ..events import observed
 from ..info import Stat, utc
 from ..locks import Lock, lock_name
+from . import plans
 from .client import check_redis_url, import_redis, make_client
 from .locks import RedisLock
 from .scripts import run_script
@@ -45,13 +49,14 @@ from .scripts import run_script
 __all__ = ["DEADLINES", "ETAGS", "INDEX", "LOCKS", "PAGE", "RedisBackend"]
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 INDEX: Final = "\x7findex"
 DEADLINES: Final = "\x7fdeadlines"
 ETAGS: Final = "\x7fetag/"
 LOCKS: Final = "\x7flock/"
 #: keys per MGET, per write script and per listing page
-PAGE: Final = 1000
+PAGE: Final = plans.PAGE
 
 
 class RedisBackend(BaseBackend[V, bytes]):
@@ -134,6 +139,7 @@ class RedisBackend(BaseBackend[V, bytes]):
         self._plain_reads = clock is None and self._keep == 0
         self.client = client
         self._structures = [self.prefix + INDEX, self.prefix + DEADLINES]
+        self._at = plans.Names(self.prefix, self._structures, self.prefix + ETAGS, self._plain_reads)
         self._native_errors = (redis.RedisError,)
         self._errors = redis.exceptions
         self._noscript = redis.exceptions.NoScriptError
@@ -155,13 +161,18 @@ class RedisBackend(BaseBackend[V, bytes]):
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return run_script(self.client, self._noscript, name, keys, [self._now(), *args])
 
+    def _send(self, request: plans.Request) -> Any:
+        """Answer one request of a plan (:mod:`.plans`) with the blocking client."""
+        if isinstance(request, plans.Script):
+            return self._run(request.name, request.keys, request.args)
+        return getattr(self.client, request.name)(*request.args)
+
+    def _drive(self, plan: plans.Plan[T]) -> T:
+        return plans.drive(plan, self._send)
+
     def _names(self, keys: list[str]) -> list[str]:
         """The KEYS of a write script: the structures, then each key's value and ETag key."""
-        prefix, tags = self.prefix, self.prefix + ETAGS
-        names = list(self._structures)
-        for key in keys:
-            names += [prefix + key, tags + key]
-        return names
+        return self._at.of(keys)
 
     def _ttl(self, timeout: float | Missing | None) -> int:
         seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
@@ -170,30 +181,13 @@ class RedisBackend(BaseBackend[V, bytes]):
     # -- reading ------------------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
-        # On the server's clock a GET is enough: PX removes a value at its deadline.
-        if self._plain_reads:
-            data: bytes | None = self.client.get(self.prefix + key)
-        else:
-            data = self._run("read", [*self._structures, self.prefix + key], [key, "data"])
-        return MISSING if data is None else data
+        return self._drive(plans.load(self._at, key))
 
     def _contains(self, key: str) -> bool:
-        if self._plain_reads:
-            return bool(self.client.exists(self.prefix + key))
-        return bool(self._run("read", [*self._structures, self.prefix + key], [key, "in"]))
+        return self._drive(plans.contains(self._at, key))
 
     def _load_many(self, keys: list[str]) -> dict[str, bytes]:
-        found: dict[str, bytes] = {}
-        prefix = self.prefix
-        for start in range(0, len(keys), PAGE):
-            batch = keys[start : start + PAGE]
-            names = [prefix + key for key in batch]
-            if self._plain_reads:
-                values = self.client.mget(names)
-            else:
-                values = self._run("many", [*self._structures, *names], batch)
-            found.update((key, data) for key, data in zip(batch, values, strict=True) if data is not None)
-        return found
+        return self._drive(plans.load_many(self._at, keys))
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -203,10 +197,9 @@ class RedisBackend(BaseBackend[V, bytes]):
     def _write(
         self, mode: str, pairs: list[tuple[str, bytes]], ttl: int, etag: str = "", origin_etag: str = ""
     ) -> bool:
-        args: list[Any] = [mode, ttl, self._keep, etag, origin_etag]
-        for key, data in pairs:
-            args += [key, data]
-        return int(self._run("write", self._names([key for key, _ in pairs]), args)) > 0
+        return self._drive(
+            plans.write(self._at, mode, pairs, ttl, keep=self._keep, etag=etag, origin=origin_etag)
+        )
 
     @observed("dump")
     def dump(
@@ -234,23 +227,16 @@ class RedisBackend(BaseBackend[V, bytes]):
         )
 
     def _dump_many(self, items: list[tuple[str, bytes]]) -> None:
-        ttl = self._ttl(MISSING)
-        for start in range(0, len(items), PAGE):
-            self._write("set", items[start : start + PAGE], ttl)
+        self._write("set", items, self._ttl(MISSING))
 
     def _delete(self, key: str) -> bool:
         return self._delete_many([key]) > 0
 
     def _delete_many(self, keys: list[str]) -> int:
-        existed = 0
-        for start in range(0, len(keys), PAGE):
-            batch = keys[start : start + PAGE]
-            existed += int(self._run("delete", self._names(batch), batch))
-        return existed
+        return self._drive(plans.delete_many(self._at, keys))
 
     def _pop(self, key: str) -> bytes | Missing:
-        data = self._run("pop", self._names([key]), [key])
-        return MISSING if data is None else data
+        return self._drive(plans.pop(self._at, key))
 
     # -- listing ------------------------------------------------------------------------------
 
@@ -293,11 +279,22 @@ class RedisBackend(BaseBackend[V, bytes]):
                 return
 
     def _len(self) -> int:
-        return int(self._run("len", self._structures, []))
+        return self._drive(plans.length(self._at))
 
     def _clear(self) -> None:
         while batch := self.client.zrangebylex(self._structures[0], "-", "+", start=0, num=PAGE):
             self._delete_many([raw.decode("utf-8") for raw in batch])
+
+    def aio(self, *, max_workers: int | None = None) -> AsyncBackend[V]:
+        """The async twin: the hot calls native on ``redis.asyncio`` (:mod:`.aio`), the rest in threads.
+
+        A backend built on an existing ``client=`` gets the thread-pool twin only.
+        """
+        if self.server_url is None:
+            return super().aio(max_workers=max_workers)
+        from .aio import AsyncRedisBackend
+
+        return AsyncRedisBackend(self, max_workers=max_workers)
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return RedisLock(

@@ -1,0 +1,224 @@
+"""The async twin of a Redis backend: the hot calls native on ``redis.asyncio``.
+
+``load``, ``contains``, ``load_many``, ``dump``, ``dump_many``, ``delete``,
+``delete_many``, ``pop`` and ``len`` run the very plans the blocking store
+runs (:mod:`.plans`), sent with a ``redis.asyncio`` client: thousands of
+concurrent awaits share the connection pool, no thread each. There is one
+client (and pool) per event loop, made at the loop's first call. Every
+other call (listings, locks, ``clear``, ``stat``, expiry) goes through the
+thread pool of :class:`~backends.aio.AsyncBackend`, as for every store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import functools
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from ..aio import AsyncBackend
+from ..base import MISSING
+from ..events import HUB, observe_async
+from ..hooks import Missing
+from . import plans
+from .client import make_async_client
+from .scripts import run_script_async
+from .store import RedisBackend
+
+__all__ = ["AsyncRedisBackend"]
+
+V = TypeVar("V")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+#: a load waiting for the next batch of loads sent together
+Waiting = asyncio.Future[Any]
+
+
+def _told(operation: str, keyed: bool = True) -> Callable[[F], F]:
+    """A native call tells its events (started, finished, failed) as the blocking call would."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        async def run(self: AsyncRedisBackend[Any], *args: Any, **kwargs: Any) -> Any:
+            if not HUB.on:
+                return await method(self, *args, **kwargs)
+            key = args[0] if keyed and args and isinstance(args[0], str) else None
+            return await observe_async(self.backend, operation, key, method(self, *args, **kwargs))
+
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+class AsyncRedisBackend(AsyncBackend[V]):
+    """The :class:`~backends.aio.AsyncBackend` of a Redis backend, native where it pays."""
+
+    backend: RedisBackend[V]
+
+    def __init__(self, backend: RedisBackend[V], *, max_workers: int | None = None) -> None:
+        super().__init__(backend, max_workers=max_workers)
+        # Loads awaited in the same turn of the loop, sent together (see load()).
+        self._waiting: dict[str, builtins.list[Waiting]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done, as asyncio asks
+        if backend.server_url is None:
+            raise ValueError(
+                "the async twin makes its own redis.asyncio client from the backend's URL: "
+                "build the backend from a URL, not client="
+            )
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def _client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            settings: dict[str, Any] = self.backend._settings
+            client = self._clients[loop] = make_async_client(
+                str(self.backend.server_url),
+                password=settings["password"],
+                username=settings["username"],
+                max_connections=settings["max_connections"],
+                timeout=settings["socket_timeout"],
+                retries=settings["retries"],
+            )
+        return client
+
+    async def _send(self, request: plans.Request) -> Any:
+        client = self._client()
+        if isinstance(request, plans.Script):
+            args = [self.backend._now(), *request.args]
+            return await run_script_async(client, self.backend._noscript, request.name, request.keys, args)
+        return await getattr(client, request.name)(*request.args)
+
+    async def _native(self, operation: str, key: object, plan: plans.Plan[T]) -> T:
+        try:
+            return await plans.drive_async(plan, self._send)
+        except self.backend._native_errors as exc:
+            self.backend._reraise(exc, operation, key)
+
+    # -- the calls that go native ---------------------------------------------------------
+
+    @_told("load")
+    async def load(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default``.
+
+        Loads awaited in the same turn of the event loop go together: one
+        ``GET`` for one key, one ``MGET`` per 1,000 for many (the plan of
+        ``load_many``), so 10,000 concurrent loads cost 10 round trips, not
+        10,000. A cancelled load only stops waiting.
+        """
+        store = self.backend
+        key = store._check(key, "load")
+        future: Waiting = asyncio.get_running_loop().create_future()
+        if not self._waiting:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._waiting.setdefault(key, []).append(future)
+        data = await future
+        return default if data is MISSING else store._decode(data, key, "load")
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        task = asyncio.get_running_loop().create_task(self._load_together(waiting))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load_together(self, waiting: dict[str, builtins.list[Waiting]]) -> None:
+        store, keys = self.backend, builtins.list(waiting)
+        try:
+            if len(keys) == 1:
+                found = {keys[0]: await plans.drive_async(plans.load(store._at, keys[0]), self._send)}
+            else:
+                found = dict(await plans.drive_async(plans.load_many(store._at, keys), self._send))
+        except BaseException as exc:
+            self._fail(waiting, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for key, futures in waiting.items():
+            for future in futures:
+                if not future.done():  # a cancelled load stopped waiting
+                    future.set_result(found.get(key, MISSING))
+
+    def _fail(self, waiting: dict[str, builtins.list[Waiting]], exc: BaseException) -> None:
+        """Each waiting load raises the error, translated for its own key."""
+        store = self.backend
+        for key, futures in waiting.items():
+            error = exc
+            if isinstance(exc, store._native_errors):
+                error = store._error(exc, "load", key)
+                error.__cause__ = exc
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+
+    @_told("contains")
+    async def contains(self, key: str) -> bool:
+        store = self.backend
+        key = store._check(key, "contains")
+        return await self._native("contains", key, plans.contains(store._at, key))
+
+    @_told("load_many", keyed=False)
+    async def load_many(self, keys: Iterable[str]) -> dict[str, V]:
+        store = self.backend
+        wanted = store._check_all(keys, "load_many")
+        found = await self._native("load_many", None, plans.load_many(store._at, wanted))
+        return {key: store._decode(data, key, "load_many") for key, data in found.items()}
+
+    @_told("dump")
+    async def dump(self, key: str, value: V, *, if_absent: bool = False, **options: Any) -> bool:
+        if options:  # if_match=, timeout=: through the blocking store
+            return await super().dump(key, value, if_absent=if_absent, **options)
+        return await self._write("dump", "nx" if if_absent else "set", [(key, value)])
+
+    @_told("dump_many", keyed=False)
+    async def dump_many(self, items: Mapping[str, V] | Iterable[tuple[str, V]]) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        await self._write("dump_many", "set", builtins.list(pairs))
+
+    async def _write(self, operation: str, mode: str, pairs: builtins.list[tuple[str, V]]) -> bool:
+        store = self.backend
+        encoded: dict[str, bytes] = {}
+        for raw_key, value in pairs:  # every key checked, every value encoded, before any I/O
+            key = store._check(raw_key, operation)
+            encoded[key] = store._encode(value, key, operation)
+        plan = plans.write(
+            store._at, mode, builtins.list(encoded.items()), store._ttl(MISSING), keep=store._keep
+        )
+        return await self._native(operation, pairs[0][0] if len(pairs) == 1 else None, plan)
+
+    @_told("delete")
+    async def delete(self, key: str) -> bool:
+        store = self.backend
+        key = store._check(key, "delete")
+        return await self._native("delete", key, plans.delete_many(store._at, [key])) > 0
+
+    @_told("delete_many", keyed=False)
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        store = self.backend
+        wanted = store._check_all(keys, "delete_many")
+        return await self._native("delete_many", None, plans.delete_many(store._at, wanted))
+
+    @_told("pop")
+    async def pop(self, key: str, default: Any = MISSING) -> Any:
+        store = self.backend
+        key = store._check(key, "pop")
+        data: bytes | Missing = await self._native("pop", key, plans.pop(store._at, key))
+        if data is MISSING:
+            if default is MISSING:
+                raise KeyError(key)
+            return default
+        return store._decode(data, key, "pop")
+
+    @_told("len", keyed=False)
+    async def len(self) -> int:
+        return await self._native("len", None, plans.length(self.backend._at))
+
+    async def aclose(self) -> None:
+        """Close this loop's client, the backend, and the thread pool."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        try:
+            if client is not None:
+                await client.aclose()
+        finally:
+            await super().aclose()

@@ -1,0 +1,164 @@
+"""The Redis store's calls as plans: what to send and what to make of the answers, with no I/O.
+
+A plan is a generator: it yields a request (:class:`Script` or :class:`Command`),
+is sent the server's answer, and returns the call's result. The blocking
+store (:mod:`.store`) runs plans with redis-py's client, the async twin
+(:mod:`.aio`) with ``redis.asyncio``: one copy of the semantics, two drivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Final, NamedTuple, TypeVar
+
+from ..base import MISSING, Missing
+
+__all__ = [
+    "PAGE",
+    "Command",
+    "Names",
+    "Plan",
+    "Script",
+    "contains",
+    "delete_many",
+    "drive",
+    "drive_async",
+    "length",
+    "load",
+    "load_many",
+    "pop",
+    "write",
+]
+
+T = TypeVar("T")
+
+#: keys per MGET, per write script and per listing page
+PAGE: Final = 1000
+
+
+class Script(NamedTuple):
+    """Run a script of :mod:`.scripts` (the clock argument is added by the driver)."""
+
+    name: str
+    keys: list[str]
+    args: list[Any]
+
+
+class Command(NamedTuple):
+    """Send a plain command: ``GET``, ``EXISTS`` or ``MGET``."""
+
+    name: str
+    args: list[Any]
+
+
+Request = Script | Command
+#: a call: yields requests, is sent their answers, returns the result
+Plan = Generator[Request, Any, T]
+
+
+class Names(NamedTuple):
+    """Where a store's data is: its prefix, its structures (index, deadlines), its ETag prefix."""
+
+    prefix: str
+    structures: list[str]
+    tags: str
+    plain_reads: bool
+
+    def of(self, keys: list[str]) -> list[str]:
+        """The KEYS of a write script: the structures, then each key's value and ETag key."""
+        names = list(self.structures)
+        for key in keys:
+            names += [self.prefix + key, self.tags + key]
+        return names
+
+
+def drive(plan: Plan[T], send: Callable[[Request], Any]) -> T:
+    """Run ``plan``, answering each request with ``send``."""
+    try:
+        request = next(plan)
+        while True:
+            request = plan.send(send(request))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def drive_async(plan: Plan[T], send: Callable[[Request], Awaitable[Any]]) -> T:
+    """Run ``plan``, answering each request with the awaited ``send``."""
+    try:
+        request = next(plan)
+        while True:
+            request = plan.send(await send(request))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def load(at: Names, key: str) -> Plan[bytes | Missing]:
+    # On the server's clock a GET is enough: PX removes a value at its deadline.
+    if at.plain_reads:
+        data = yield Command("get", [at.prefix + key])
+    else:
+        data = yield Script("read", [*at.structures, at.prefix + key], [key, "data"])
+    return MISSING if data is None else data
+
+
+def contains(at: Names, key: str) -> Plan[bool]:
+    if at.plain_reads:
+        return bool((yield Command("exists", [at.prefix + key])))
+    return bool((yield Script("read", [*at.structures, at.prefix + key], [key, "in"])))
+
+
+def load_many(at: Names, keys: list[str]) -> Plan[dict[str, bytes]]:
+    found: dict[str, bytes] = {}
+    for start in range(0, len(keys), PAGE):
+        batch = keys[start : start + PAGE]
+        names = [at.prefix + key for key in batch]
+        if at.plain_reads:
+            values = yield Command("mget", names)
+        else:
+            values = yield Script("many", [*at.structures, *names], batch)
+        found.update((key, data) for key, data in zip(batch, values, strict=True) if data is not None)
+    return found
+
+
+def length(at: Names) -> Plan[int]:
+    return int((yield Script("len", at.structures, [])))
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def write(
+    at: Names,
+    mode: str,
+    pairs: list[tuple[str, bytes]],
+    ttl: int,
+    *,
+    keep: int,
+    etag: str = "",
+    origin: str = "",
+) -> Plan[bool]:
+    """Write ``pairs`` (``mode``: set, nx, match, fill) in scripts of :data:`PAGE` pairs; whether any was."""
+    written = False
+    for start in range(0, len(pairs), PAGE):
+        batch = pairs[start : start + PAGE]
+        args: list[Any] = [mode, ttl, keep, etag, origin]
+        for key, data in batch:
+            args += [key, data]
+        written |= int((yield Script("write", at.of([key for key, _ in batch]), args))) > 0
+    return written
+
+
+def delete_many(at: Names, keys: list[str]) -> Plan[int]:
+    existed = 0
+    for start in range(0, len(keys), PAGE):
+        batch = keys[start : start + PAGE]
+        existed += int((yield Script("delete", at.of(batch), batch)))
+    return existed
+
+
+def pop(at: Names, key: str) -> Plan[bytes | Missing]:
+    data = yield Script("pop", at.of([key]), [key])
+    return MISSING if data is None else data
