@@ -188,3 +188,13 @@ def test_a_folder_written_before_layouts_were_recorded_stays_escaped(tmp_path: P
     assert sorted(backend) == ["café", "users/42"]
     backend["new"] = 3
     assert (tmp_path / "old" / MARKER).is_file()  # recorded from the first write on
+
+
+def test_a_file_whose_key_would_pass_1024_bytes_is_a_stray_not_a_key(tmp_path: Path) -> None:
+    backend = FileSystemRawBackend(tmp_path / "t")
+    fits = "/".join(["x" * 200] * 5) + "/" + "y" * 19  # 1024 bytes exactly
+    backend[fits] = b"1"
+    folder = tmp_path / "t" / "+/".join(["x" * 200] * 5)
+    (folder.parent / (folder.name + "+") / ("y" * 20)).write_bytes(b"2")  # 1025 bytes: no key
+    assert list(backend) == [fits] and len(backend) == 1
+    assert [path.rsplit("/", 1)[-1] for path, _ in backend.strays()] == ["y" * 20]

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from operator import itemgetter
 from typing import Final, NamedTuple
 
-from ..keys import is_valid_key
+from ..keys import MAX_KEY_BYTES, is_valid_key
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, lstat_file, try_rmdir, unlink_quietly
-from .layout import DIR_MARK, PART_MARK, TEMP_MARK, decode_segment, key_of, key_parts, piece_ok
+from .layout import CHUNK, DIR_MARK, PART_MARK, TEMP_MARK, decode_segment, key_of, key_parts, piece_ok
 
 __all__ = ["ESCAPED", "LAYOUTS", "MARKER", "PLAIN", "Layout", "Stray", "Strays", "is_own"]
 
@@ -32,6 +33,8 @@ __all__ = ["ESCAPED", "LAYOUTS", "MARKER", "PLAIN", "Layout", "Stray", "Strays",
 MARKER: Final = f"{TEMP_MARK}backends-layout"
 NAME_MAX: Final = 255  # bytes in one file name (ext4, APFS, XFS...)
 _OWN_FOLDERS = frozenset({f"{TEMP_MARK}locks"})
+#: a name made only of characters the escaped layout keeps as they are: the name of itself
+_plain_name = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}").fullmatch
 _LEFTOVERS = (".tmp", ".expired")  # killed writers' temporary files; ".expired": before 0.2
 
 
@@ -301,6 +304,10 @@ class _Escaped(Layout):
         return key_parts(key)
 
     def file_key(self, name: str, prefix: str, pending: str) -> str | None:
+        if not pending and _plain_name(name):
+            # The common case: a name that escapes to itself (scandir never gives "." or "..").
+            key = prefix + name
+            return key if len(key) <= MAX_KEY_BYTES // 4 or len(key.encode()) <= MAX_KEY_BYTES else None
         return key_of(prefix, pending, name)
 
     def classify(  # noqa: PLR0911 - one answer per kind of entry
