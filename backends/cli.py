@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +22,7 @@ from . import __version__
 from .base import MISSING, BaseBackend
 from .clicopy import run_copy
 from .errors import BackendError, BucketNotFoundError, CorruptValueError
-from .info import SupportsExpiry, SupportsStat, SupportsStrays, SupportsUrl
+from .info import Stat, SupportsExpiry, SupportsStat, SupportsStatMany, SupportsStrays, SupportsUrl
 from .s3.errors import CREATE_HINT
 from .status import add_status_command
 from .transfers import FileTransfers
@@ -92,12 +92,16 @@ def _show(backend: BaseBackend[Any, Any], value: Any) -> bytes:
         return (json.dumps(value, indent=2, ensure_ascii=True) + "\n").encode("ascii")
 
 
-def _when(value: Any) -> str | None:
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat(timespec="seconds")
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
-    return None
+def _when(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def _described(found: Stat) -> dict[str, Any]:
+    """A :class:`Stat` as the command shows it: the fields the store told, times in ISO 8601."""
+    info = {name: value for name, value in asdict(found).items() if value not in (None, {})}
+    if "last_modified" in info:
+        info["last_modified"] = _when(info["last_modified"])
+    return info
 
 
 def _stat(backend: BaseBackend[Any, Any], key: str) -> dict[str, Any] | None:
@@ -105,8 +109,6 @@ def _stat(backend: BaseBackend[Any, Any], key: str) -> dict[str, Any] | None:
     info = _stat_of(backend, key)
     if info is None:
         return None
-    if "last_modified" in info:
-        info["last_modified"] = _when(info["last_modified"])
     if isinstance(backend, SupportsExpiry):
         with contextlib.suppress(KeyError):  # not in a tier's cache (or expired since)
             info["expires"] = _when(backend.expires(key)) or "never"
@@ -120,7 +122,7 @@ def _stat_of(backend: BaseBackend[Any, Any], key: str) -> dict[str, Any] | None:
         except NotImplementedError:
             pass  # a tier over a store without stat: the value tells its size
         else:
-            return None if found is None else {k: v for k, v in asdict(found).items() if v not in (None, {})}
+            return None if found is None else _described(found)
     value = backend.load(key, MISSING)
     if value is MISSING:
         return None
@@ -143,26 +145,28 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         else:
             for key in keys:
                 print(key)
+    elif args.json:
+        _print_json(list(_rows(backend, args.prefix)))
     else:
-        rows = (info for key in keys if (info := _stat(backend, key)) is not None)
-        if args.json:
-            _print_json(list(rows))
-        for info in () if args.json else rows:
+        for info in _rows(backend, args.prefix):
             size = info.get("size")
             when = info.get("last_modified") or info.get("expires") or "-"
             print(f"{'-' if size is None else size:>12}  {when:25}  {info['key']}")
-    _report_strays(backend, args.prefix, "not listed")
+    if isinstance(backend, SupportsStrays):  # never skipped silently
+        for path, reason in backend.strays(args.prefix):
+            print(f"backends: not listed, not a key: {path}: {reason}", file=sys.stderr)
     return 0
 
 
-def _report_strays(backend: BaseBackend[Any, Any], prefix: str, what: str) -> list[str]:
-    """Say on stderr what the folder holds that is not a key (never skipped silently)."""
-    if not isinstance(backend, SupportsStrays):
-        return []
-    strays = [f"{path}: {reason}" for path, reason in backend.strays(prefix)]
-    for stray in strays:
-        print(f"backends: {what}, not a key: {stray}", file=sys.stderr)
-    return strays
+def _rows(backend: BaseBackend[Any, Any], prefix: str) -> Iterator[dict[str, Any]]:
+    """``ls -l``: one listing tells every key's size and date where the store can (S3: the
+    LIST pages, not a HEAD per key); a cache adds when each entry expires, key by key."""
+    if isinstance(backend, SupportsStatMany) and not isinstance(backend, SupportsExpiry):
+        yield from map(_described, backend.stat_many(prefix))
+        return
+    for key in backend.list(prefix, None):
+        if (info := _stat(backend, key)) is not None:
+            yield info
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
