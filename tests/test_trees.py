@@ -198,3 +198,48 @@ def test_a_file_whose_key_would_pass_1024_bytes_is_a_stray_not_a_key(tmp_path: P
     (folder.parent / (folder.name + "+") / ("y" * 20)).write_bytes(b"2")  # 1025 bytes: no key
     assert list(backend) == [fits] and len(backend) == 1
     assert [path.rsplit("/", 1)[-1] for path, _ in backend.strays()] == ["y" * 20]
+
+
+# -- walks: chunked, one name at a time only where needed ---------------------------------
+
+
+@pytest.mark.parametrize("layout", ["escaped", "plain"])
+def test_a_walk_tells_every_name_across_chunks_of_mixed_entries(tmp_path: Path, layout: str) -> None:
+    backend = FileSystemRawBackend(tmp_path / "t", layout=layout)
+    keys = {f"k{i:05d}" for i in range(2_500)} | {f"sub/k{i}" for i in range(1_200)}
+    keys |= {f"caf\u00e9 {i}" for i in range(0, 2_500, 500)}  # escaped names among plain ones
+    backend.dump_many(dict.fromkeys(keys, b"1"))
+    root = tmp_path / "t"
+    for i in range(0, 2_500, 400):  # own files and strays met inside chunks the fast path takes
+        (root / f"~{i}.tmp").write_bytes(b"a killed writer's")
+        (root / f"~stray{i}").write_bytes(b"")
+    if layout == "escaped":
+        (root / "%zz").write_bytes(b"")  # not the escaped form of any key
+    assert len(backend) == len(keys)
+    assert sorted(backend) == sorted(keys) == list(backend.list("", None))
+    strays = {path for path, _ in backend.strays()}
+    expected = {f"~stray{i}" for i in range(0, 2_500, 400)}
+    assert strays == expected | ({"%zz"} if layout == "escaped" else set())
+    backend.clear()
+    assert len(backend) == 0 and not list(backend)
+
+
+def test_counting_and_iterating_keys_keep_memory_flat(tmp_path: Path) -> None:
+    """A walk holds one chunk of names at a time, however many keys a folder holds."""
+    import tracemalloc
+
+    def peak(count: int) -> int:
+        root = tmp_path / str(count)
+        root.mkdir()
+        for i in range(count):
+            (root / f"key-{i:06d}").write_bytes(b"")
+        backend = FileSystemRawBackend(root, layout="escaped")
+        tracemalloc.start()
+        try:
+            assert len(backend) == count and sum(1 for _ in backend) == count
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(3_000), peak(30_000)
+    assert large < small * 1.5  # ten times the keys, not ten times the memory

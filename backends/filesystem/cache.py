@@ -222,6 +222,9 @@ class FileSystemCache(FileSystemBackend[V]):
         keep = self._keep()
         return (key for folder, name, key in self._walk(tidy=False) if keep(folder, name))
 
+    def _length(self) -> int:
+        return sum(1 for _ in self._iter_keys())  # the fresh entries only
+
     def _keep(self) -> Callable[[int, str], bool]:
         """A listing keeps the fresh entries; an expired one met is removed."""
 

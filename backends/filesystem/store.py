@@ -315,7 +315,12 @@ class FileSystemBackend(FolderRoot[V]):
     # -- listing ----------------------------------------------------------------
 
     def _iter_keys(self) -> Iterator[str]:
-        return (key for _, _, key in self._walk(tidy=False))
+        self._root_gone(create=False)
+        return self.layout.iter_keys(self._root_fd)
+
+    def _length(self) -> int:
+        self._root_gone(create=False)
+        return self.layout.count(self._root_fd)
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
         # Sorted, as S3 lists; only the folder the prefix names is walked.

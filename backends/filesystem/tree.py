@@ -20,10 +20,11 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from operator import itemgetter
 from typing import Final, NamedTuple
 
-from ..keys import MAX_KEY_BYTES, is_valid_key
+from ..keys import MAX_KEY_BYTES, all_valid, is_valid_key
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, lstat_file, try_rmdir, unlink_quietly
 from .layout import CHUNK, DIR_MARK, PART_MARK, TEMP_MARK, decode_segment, key_of, key_parts, piece_ok
 
@@ -33,8 +34,12 @@ __all__ = ["ESCAPED", "LAYOUTS", "MARKER", "PLAIN", "Layout", "Stray", "Strays",
 MARKER: Final = f"{TEMP_MARK}backends-layout"
 NAME_MAX: Final = 255  # bytes in one file name (ext4, APFS, XFS...)
 _OWN_FOLDERS = frozenset({f"{TEMP_MARK}locks"})
+#: keys per chunk of a walk: memory stays flat however many keys one folder holds
+BATCH: Final = 1000
 #: a name made only of characters the escaped layout keeps as they are: the name of itself
 _plain_name = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}").fullmatch
+#: names of that kind joined by "/" (lengths checked apart)
+_plain_names = re.compile(r"[A-Za-z0-9._/-]*").fullmatch
 _LEFTOVERS = (".tmp", ".expired")  # killed writers' temporary files; ".expired": before 0.2
 
 
@@ -98,6 +103,20 @@ class Layout:
         """The key stored in the regular file ``name`` (not a ``~`` name), or None."""
         raise NotImplementedError
 
+    def file_keys(self, names: list[str], prefix: str, pending: str) -> list[str] | None:
+        """The keys stored in the regular files ``names`` if every one holds a key, else None."""
+        raise NotImplementedError
+
+    def file_kind(self, name: str, prefix: str, pending: str) -> _File | Stray | None:
+        """What the regular file ``name`` is: a key's file, a stray, or None (our own file)."""
+        if name.startswith(TEMP_MARK):
+            return None if is_own(name) else Stray(name, "a name starting with '~' (reserved)")
+        key = self.file_key(name, prefix, pending)
+        return Stray(name, self.not_a_key) if key is None else _File(name, key)
+
+    #: why a regular file is not a key's
+    not_a_key = ""
+
     def __repr__(self) -> str:
         return f"<{self.name} layout>"
 
@@ -113,57 +132,127 @@ class Layout:
         temporary files unchanged since then (killed writers') are removed,
         and each emptied folder on the way back up.
         """
-        # A fresh open file description: scandir(fd) dups the descriptor, and
-        # dups share the read position, so two listings over the one root
-        # descriptor would each skip what the other read.
-        fd = os.open(".", DIR_FLAGS, dir_fd=root)
-        try:
-            yield from self._walk(fd, "", _Dir("", "", ""), stale_before, strays)
-        finally:
-            os.close(fd)
+        with _fresh(root) as fd:
+            for folder, names, keys in self._chunks(fd, "", _Dir("", "", ""), stale_before, strays):
+                for name, key in zip(names, keys, strict=True):
+                    yield folder, name, key
 
-    def _walk(
-        self, folder: int, path: str, here: _Dir, stale_before: float | None, strays: Strays | None
-    ) -> Iterator[tuple[int, str, str]]:
-        for name, found in self._scan(folder, here):
-            if isinstance(found, str):
-                yield folder, name, found
-            elif isinstance(found, _Dir):
-                yield from self._descend(folder, path, found, stale_before, strays)
-            elif found is not None:
+    def iter_keys(self, root: int) -> Iterator[str]:
+        """Yield every key below ``root``, streaming, in no order (:meth:`walk` without the rest)."""
+        with _fresh(root) as fd:
+            for _, _, keys in self._chunks(fd, "", _Dir("", "", ""), None, None):
+                yield from keys
+
+    def count(self, root: int) -> int:
+        """How many keys there are below ``root``."""
+        with _fresh(root) as fd:
+            return sum(len(keys) for _, _, keys in self._chunks(fd, "", _Dir("", "", ""), None, None))
+
+    def _chunks(
+        self, top: int, path: str, here: _Dir, stale_before: float | None, strays: Strays | None
+    ) -> Iterator[tuple[int, list[str], list[str]]]:
+        """Yield ``(folder fd, file names, their keys)``: the keys below ``top`` in chunks
+        of at most :data:`BATCH` entries.
+
+        Depth first, in one loop: a folder's sub-folders are walked once its
+        own scan is done, so the open descriptors are one per level (``top``
+        stays the caller's).
+        """
+        # each level: its descriptor, path, its _Dir, and the sub-folders still to walk
+        levels: list[tuple[int, str, _Dir, list[_Dir]]] = []
+        folder = top
+        while True:
+            below: list[_Dir] = []
+            yield from self._scan(folder, path, here, below, stale_before=stale_before, strays=strays)
+            below.reverse()  # popped from the end: walked in the order met
+            levels.append((folder, path, here, below))
+            # The next folder to walk: a sub-folder of the deepest level that has one left.
+            while levels:
+                folder, path, here, below = levels[-1]
+                if below:
+                    child = below.pop()
+                    fd = _open_child(folder, child.name)
+                    if fd is not None:
+                        folder, path, here = fd, f"{path}{child.name}/", child
+                        break
+                    continue
+                levels.pop()
+                if folder == top:
+                    return
+                os.close(folder)
+                if stale_before is not None:
+                    try_rmdir(here.name, levels[-1][0])
+            else:
+                return
+
+    def _scan(
+        self,
+        folder: int,
+        path: str,
+        here: _Dir,
+        below: list[_Dir],
+        *,
+        stale_before: float | None,
+        strays: Strays | None,
+    ) -> Iterator[tuple[int, list[str], list[str]]]:
+        """Yield one folder's keys in chunks; its sub-folders go to ``below``.
+
+        A chunk's names are told keys all at once (:meth:`file_keys`: one
+        regular-expression match over the joined names), name by name only
+        when that fails, so a walk costs little more than its ``scandir`` calls.
+        """
+        prefix, pending = here.prefix, here.pending
+        with os.scandir(folder) as entries:
+            while True:
+                names: list[str] = []
+                others: list[os.DirEntry[str]] = []
+                for entry in islice(entries, BATCH):
+                    if entry.is_file(follow_symlinks=False):
+                        names.append(entry.name)
+                    else:
+                        others.append(entry)
+                if not names and not others:
+                    return
+                keys = self.file_keys(names, prefix, pending)
+                if keys is None:  # own files, strays or escaped names among them
+                    names, keys = self._one_by_one(
+                        folder, path, here, names, stale_before=stale_before, strays=strays
+                    )
+                for entry in others:
+                    kind = self.classify(entry, prefix, pending)
+                    if isinstance(kind, _Dir):
+                        below.append(kind)
+                    elif isinstance(kind, Stray) and strays is not None:
+                        strays(Stray(path + kind.path, kind.reason))
+                if keys:
+                    yield folder, names, keys
+
+    def _one_by_one(
+        self,
+        folder: int,
+        path: str,
+        here: _Dir,
+        names: list[str],
+        *,
+        stale_before: float | None,
+        strays: Strays | None,
+    ) -> tuple[list[str], list[str]]:
+        """The names among ``names`` (regular files) that hold keys, and their keys."""
+        prefix, pending = here.prefix, here.pending
+        kept: list[str] = []
+        keys: list[str] = []
+        for name in names:
+            key = self.file_key(name, prefix, pending) if name[0] != TEMP_MARK else None
+            kind = _File(name, key) if key is not None else self.file_kind(name, prefix, pending)
+            if isinstance(kind, _File):
+                kept.append(name)
+                keys.append(kind.key)
+            elif kind is not None:
                 if strays is not None:
-                    strays(Stray(path + found.path, found.reason))
+                    strays(Stray(path + kind.path, kind.reason))
             elif stale_before is not None and name.endswith(_LEFTOVERS):
                 _sweep(folder, name, stale_before)
-
-    def _scan(self, folder: int, here: _Dir) -> Iterator[tuple[str, str | _Dir | Stray | None]]:
-        """Each entry's name and what it is: the key of a key's file, a folder of keys,
-        a stray, or None (this library's own)."""
-        file_key, prefix, pending = self.file_key, here.prefix, here.pending
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                name = entry.name
-                # The hot path: a key's file, told without building anything.
-                if name[0] != TEMP_MARK and entry.is_file(follow_symlinks=False):
-                    key = file_key(name, prefix, pending)
-                    if key is not None:
-                        yield name, key
-                        continue
-                found = self.classify(entry, prefix, pending)
-                yield name, found.key if isinstance(found, _File) else found
-
-    def _descend(
-        self, folder: int, path: str, child: _Dir, stale_before: float | None, strays: Strays | None
-    ) -> Iterator[tuple[int, str, str]]:
-        fd = _open_child(folder, child.name)
-        if fd is None:
-            return
-        try:
-            yield from self._walk(fd, f"{path}{child.name}/", child, stale_before, strays)
-        finally:
-            os.close(fd)
-        if stale_before is not None:
-            try_rmdir(child.name, folder)
+        return kept, keys
 
     def keys(self, root: int, prefix: str = "", keep: Keep | None = None) -> Iterator[str]:
         """Yield the keys starting with ``prefix``, sorted (by code point: UTF-8 byte order, as S3).
@@ -187,7 +276,7 @@ class Layout:
         found: list[Stray] = []
         with self._start(root, prefix) as (fds, start, path):
             if fds:
-                for _ in self._walk(fds[-1], path, _Dir("", start, ""), None, found.append):
+                for _ in self._chunks(fds[-1], path, _Dir("", start, ""), None, found.append):
                     yield from found
                     found.clear()
         yield from found
@@ -249,23 +338,39 @@ class Layout:
     ) -> list[tuple[str, _Dir | str | None]]:
         """The entries of ``folder`` with the string they sort by: a key's file with its name,
         a folder, or a key already known (below a long segment's piece) with None."""
+        file_key, prefix, pending = self.file_key, here.prefix, here.pending
         items: list[tuple[str, _Dir | str | None]] = []
-        for name, found in self._scan(folder, here):
-            if isinstance(found, str):
-                items.append((found, name))
-            elif isinstance(found, _Dir) and not found.pending:
-                items.append((found.prefix, found))  # every key below starts with it
-            elif isinstance(found, _Dir):
-                # The rest of a long segment (escaped layout): its keys sort
-                # among this folder's own, so they are read here and now.
-                items.extend((key, None) for key in self._part_keys(folder, found, keep, fold, top))
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name[0] != TEMP_MARK and entry.is_file(follow_symlinks=False):
+                    key = file_key(name, prefix, pending)
+                    if key is not None:
+                        items.append((key, name))
+                        continue
+                found = self.classify(entry, prefix, pending)
+                if isinstance(found, _File):
+                    items.append((found.key, name))
+                elif isinstance(found, _Dir) and not found.pending:
+                    items.append((found.prefix, found))  # every key below starts with it
+                elif isinstance(found, _Dir):
+                    # The rest of a long segment (escaped layout): its keys sort
+                    # among this folder's own, so they are read here and now.
+                    items.extend((key, None) for key in self._part_keys(folder, found, keep, fold, top))
         items.sort(key=itemgetter(0))
         return items
 
     def _kept(self, folder: int, child: _Dir, keep: Keep | None) -> Iterator[str]:
-        for at, name, key in self._descend(folder, "", child, None, None):
-            if keep is None or keep(at, name):
-                yield key
+        fd = _open_child(folder, child.name)
+        if fd is None:
+            return
+        try:
+            for at, names, keys in self._chunks(fd, "", child, None, None):
+                for name, key in zip(names, keys, strict=True):
+                    if keep is None or keep(at, name):
+                        yield key
+        finally:
+            os.close(fd)
 
     def _part_keys(self, folder: int, child: _Dir, keep: Keep | None, fold: bool, top: str) -> set[str]:
         keys = self._kept(folder, child, keep)
@@ -275,6 +380,18 @@ class Layout:
         return {
             key if key.count("/") == depth else "/".join(key.split("/")[: depth + 1]) + "/" for key in keys
         }
+
+
+@contextmanager
+def _fresh(root: int) -> Iterator[int]:
+    """A fresh open file description of ``root``: ``scandir(fd)`` dups the descriptor, and
+    dups share the read position, so two listings over one descriptor would each skip
+    what the other read."""
+    fd = os.open(".", DIR_FLAGS, dir_fd=root)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _open_child(folder: int, name: str) -> int | None:
@@ -310,9 +427,19 @@ class _Escaped(Layout):
             return key if len(key) <= MAX_KEY_BYTES // 4 or len(key.encode()) <= MAX_KEY_BYTES else None
         return key_of(prefix, pending, name)
 
-    def classify(  # noqa: PLR0911 - one answer per kind of entry
-        self, entry: os.DirEntry[str], prefix: str, pending: str
-    ) -> _Dir | _File | Stray | None:
+    not_a_key = "a file whose name is not the escaped form of a key"
+
+    def file_keys(self, names: list[str], prefix: str, pending: str) -> list[str] | None:
+        # One match over the names joined by "/" (never in a name) tells that
+        # each escapes to itself, as file_key's common case does name by name.
+        if pending or not _plain_names("/".join(names)):
+            return None
+        longest = max(map(len, names), default=0)
+        if longest > CHUNK or len(prefix.encode()) + longest > MAX_KEY_BYTES:
+            return None
+        return [prefix + name for name in names] if prefix else names
+
+    def classify(self, entry: os.DirEntry[str], prefix: str, pending: str) -> _Dir | _File | Stray | None:
         name = entry.name
         if name.startswith(TEMP_MARK):
             return None if is_own(name) else Stray(name, "a name starting with '~' (reserved)")
@@ -328,10 +455,7 @@ class _Escaped(Layout):
                 return _Dir(name, f"{prefix}{segment}/", "")
             return Stray(name, "a folder whose name is not the escaped form of a key's segment")
         if entry.is_file(follow_symlinks=False):
-            key = key_of(prefix, pending, name)
-            if key is not None:
-                return _File(name, key)
-            return Stray(name, "a file whose name is not the escaped form of a key")
+            return self.file_kind(name, prefix, pending)
         return Stray(name, _kind(entry))
 
 
@@ -347,6 +471,15 @@ class _Plain(Layout):
     def file_key(self, name: str, prefix: str, pending: str) -> str | None:
         key = prefix + name
         return key if is_valid_key(key) else None
+
+    not_a_key = "a file whose path is not a valid key (not UTF-8, a control character, too long)"
+
+    def file_keys(self, names: list[str], prefix: str, pending: str) -> list[str] | None:
+        if f"/{TEMP_MARK}" in "/" + "/".join(names):
+            return None  # an own file or a stray among them
+        if not all_valid(names, MAX_KEY_BYTES - len(prefix.encode())):
+            return None
+        return [prefix + name for name in names] if prefix else names
 
     def problem(self, key: str) -> str | None:
         for segment in key.split("/"):
@@ -365,12 +498,7 @@ class _Plain(Layout):
                 return _Dir(name, f"{prefix}{name}/", "")
             return Stray(name, "a folder whose name cannot be in a key (not UTF-8, or a control character)")
         if entry.is_file(follow_symlinks=False):
-            key = prefix + name
-            if is_valid_key(key):
-                return _File(name, key)
-            return Stray(
-                name, "a file whose path is not a valid key (not UTF-8, a control character, too long)"
-            )
+            return self.file_kind(name, prefix, pending)
         return Stray(name, _kind(entry))
 
 
