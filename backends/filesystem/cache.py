@@ -222,7 +222,7 @@ class FileSystemCache(FileSystemBackend[V]):
         keep = self._keep()
         return (key for folder, name, key in self._walk(tidy=False) if keep(folder, name))
 
-    def _length(self) -> int:
+    def _len(self) -> int:
         return sum(1 for _ in self._iter_keys())  # the fresh entries only
 
     def _keep(self) -> Callable[[int, str], bool]:

@@ -318,7 +318,7 @@ class FileSystemBackend(FolderRoot[V]):
         self._root_gone(create=False)
         return self.layout.iter_keys(self._root_fd)
 
-    def _length(self) -> int:
+    def _len(self) -> int:
         self._root_gone(create=False)
         return self.layout.count(self._root_fd)
 
