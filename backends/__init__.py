@@ -37,6 +37,7 @@ from .locks import Lock
 from .memory import MemoryCache, MemoryRawCache, MemoryTextCache, VolatileBackend
 from .redis import RedisBackend, RedisJsonBackend, RedisRawBackend, RedisTextBackend
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
+from .sqlite import SqliteBackend, SqliteJsonBackend, SqliteRawBackend, SqliteTextBackend
 from .tiered import TieredBackend, TierStats
 from .urls import open_url
 
@@ -85,6 +86,10 @@ __all__ = [
     "S3RawBackend",
     "S3TextBackend",
     "SerializationError",
+    "SqliteBackend",
+    "SqliteJsonBackend",
+    "SqliteRawBackend",
+    "SqliteTextBackend",
     "Stat",
     "StoreError",
     "StoreUnavailableError",

@@ -82,7 +82,7 @@ def race(root: str, writer: int) -> None:
 
 def open_store(where: str) -> BaseBackend[object, bytes]:
     """A JSON backend from ``DIR``, ``redis://HOST:PORT/DB?prefix=P`` or ``s3:ENDPOINT BUCKET PREFIX``."""
-    if where.startswith("redis://"):
+    if "://" in where:  # redis://..., sqlite:///...
         from backends import open_url
 
         return open_url(where)
@@ -199,6 +199,11 @@ def writer_of(kind: str, root: str) -> tuple[BaseBackend[Any, Any], Callable[[st
             return fs.dump_file(key, spool)
 
         return fs, from_file
+    if kind == "sqlite":
+        from backends import SqliteRawBackend
+
+        store = SqliteRawBackend(os.path.join(root, "kv.db"))
+        return store, lambda key, value: store.dump_many({key: value, f"{key}/copy": value})
     if kind == "cache":
         cache = JsonCache(root, timeout=0.001)  # expiring while others look
         return cache, lambda key, value: cache.dump(key, value.hex(), timeout=random.choice([0, 300]))

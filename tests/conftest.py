@@ -79,6 +79,12 @@ def _plain(cls: Any) -> Build:
     return lambda folder, _: cls(folder, layout="plain")
 
 
+def _sqlite(cls: Any, timeout: float | None = None) -> Build:
+    if timeout is None:
+        return lambda folder, _: cls(folder / "kv.db")
+    return lambda folder, _: cls(folder / "kv.db", timeout=timeout, clock=FrozenClock())
+
+
 def _redis(cls: Any) -> Build:
     # One prefix per folder: every hypothesis example gets an empty store.
     def build(folder: Path, target: Any) -> backends.BaseBackend[Any, Any]:
@@ -178,6 +184,18 @@ CASES = (
             "json": (backends.FileSystemJsonBackend, JSON),
             "raw": (backends.FileSystemRawBackend, RAW),
         }.items()
+    ]
+    + [
+        # One file per example; a timeout (a cache) on one family: expiry is the same code for all.
+        case_of("sqlite-json", _sqlite(backends.SqliteJsonBackend), JSON, on_disk=True, shared=True),
+        case_of("sqlite-raw", _sqlite(backends.SqliteRawBackend), RAW, on_disk=True, shared=True),
+        case_of(
+            "sqlite-text-expiring",
+            _sqlite(backends.SqliteTextBackend, timeout=300),
+            TEXT,
+            on_disk=True,
+            shared=True,
+        ),
     ]
     + [
         case_of(f"redis-{name}", _redis(cls), family, "redis", shared=True, examples=30)

@@ -32,6 +32,8 @@ from backends import (
     InvalidKeyError,
     JsonCache,
     SerializationError,
+    SqliteJsonBackend,
+    SqliteRawBackend,
     TieredBackend,
 )
 from backends.filesystem.tree import MARKER
@@ -91,6 +93,13 @@ def check_after_kill(kind: str, root: Path) -> None:
             value = backend.load(key)
             assert value is None or is_whole_blob(value), key
         assert set(backend) <= {"blob", "dir/blob"}
+    elif kind == "sqlite":
+        store = SqliteRawBackend(root / "kv.db")
+        values = store.load_many(["blob", "dir/blob", "blob/copy", "dir/blob/copy"])
+        for key in ("blob", "dir/blob"):
+            assert values.get(key) == values.get(f"{key}/copy"), "a batch is one transaction"
+            assert key not in values or is_whole_blob(values[key]), key
+        assert len(store) == len(values) == sum(1 for _ in store)  # the kept count survives a kill
     elif kind == "cache":
         cache = JsonCache(root)
         for key in ("blob", "dir/blob"):
@@ -105,7 +114,7 @@ def check_after_kill(kind: str, root: Path) -> None:
     assert leftovers(root, ".expired") == []
 
 
-@pytest.mark.parametrize("kind", ["fs", "file", "cache", "tier"])
+@pytest.mark.parametrize("kind", ["fs", "file", "cache", "tier", "sqlite"])
 def test_writers_killed_at_random_points_leave_whole_values_only(tmp_path: Path, kind: str) -> None:
     rng = random.Random(kind)
     kills = 6 * LONG
@@ -189,6 +198,7 @@ LOCAL: dict[str, Callable[[Path], BaseBackend[Any, Any]]] = {
     "fs-raw": FileSystemRawBackend,
     "cache": JsonCache,
     "tier": lambda root: TieredBackend(JsonCache(root / "c"), FileSystemJsonBackend(root / "o")),
+    "sqlite": lambda root: SqliteJsonBackend(root / "kv.db", timeout=300),
 }
 HOSTILE_VALUES = st.one_of(
     s.json_values,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timezone
 from pathlib import Path
@@ -17,7 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from backends import JsonCache, TextCache
+from backends import JsonCache, SqliteJsonBackend, TextCache
 from backends.base import MISSING
 from backends.filesystem.tree import MARKER
 from backends.testing.parity import Folders
@@ -27,16 +27,27 @@ TIMEOUTS = st.sampled_from([MISSING, None, 0, 1, 5, 30.5])
 STEPS = st.sampled_from([0.5, 1, 4.999, 5, 30, 300])
 
 
+def json_cache(folder: Path, timeout: float | None, clock: Callable[[], float]) -> Any:
+    return JsonCache(folder, timeout=timeout, clock=clock)
+
+
+def sqlite_cache(folder: Path, timeout: float | None, clock: Callable[[], float]) -> Any:
+    return SqliteJsonBackend(folder / "kv.db", timeout=timeout, clock=clock)
+
+
 class Expiry(RuleBasedStateMachine):
-    """A JsonCache against a model: key -> (value, deadline or None), and what is still on disk."""
+    """A cache against a model: key -> (value, deadline or None), and what is still stored."""
 
     folders: Folders
+    make: Callable[[Path, float | None, Callable[[], float]], Any] = staticmethod(json_cache)
+    #: a listing removes the expired entries it meets (a folder); SQLite's skips them (purge removes)
+    listing_removes = True
 
     def __init__(self) -> None:
         super().__init__()
         self.folder = self.folders.new()
         self.clock = FrozenClock()
-        self.cache = JsonCache(self.folder, timeout=10, clock=self.clock)
+        self.cache = self.make(self.folder, 10, self.clock)
         self.entries: dict[str, tuple[Any, float | None]] = {}  # on disk, expired or not
 
     def teardown(self) -> None:
@@ -102,7 +113,8 @@ class Expiry(RuleBasedStateMachine):
         assert len(self.cache) == len(fresh)
         assert sorted(self.cache) == sorted(fresh)
         assert dict(self.cache.items()) == fresh
-        self.entries = {k: self.entries[k] for k in fresh}  # listing met every entry
+        if self.listing_removes:
+            self.entries = {k: self.entries[k] for k in fresh}  # listing met every entry
 
     @rule()
     def purge(self) -> None:
@@ -113,13 +125,19 @@ class Expiry(RuleBasedStateMachine):
     @invariant()
     def disk_holds_what_was_not_yet_removed(self) -> None:
         # Read the folder directly: an expired entry stays until it is met.
-        on_disk = set(JsonCache(self.folder, timeout=None, clock=lambda: 0.0))
+        on_disk = set(self.make(self.folder, None, lambda: 0.0))
         assert on_disk == set(self.entries)
 
 
-def test_expiry_matches_a_model_of_deadlines(folders: Folders) -> None:
-    Expiry.folders = folders
-    run_state_machine_as_test(Expiry, settings=settings(max_examples=60, stateful_step_count=30))
+class SqliteExpiry(Expiry):
+    make = staticmethod(sqlite_cache)
+    listing_removes = False
+
+
+@pytest.mark.parametrize("machine", [Expiry, SqliteExpiry], ids=["folder", "sqlite"])
+def test_expiry_matches_a_model_of_deadlines(folders: Folders, machine: type[Expiry]) -> None:
+    machine.folders = folders
+    run_state_machine_as_test(machine, settings=settings(max_examples=60, stateful_step_count=30))
 
 
 # -- examples ---------------------------------------------------------------------------

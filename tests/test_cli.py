@@ -74,9 +74,10 @@ def test_no_subcommand_is_a_usage_error() -> None:
     assert done.returncode == 2 and b"COMMAND" in done.stderr
 
 
-@pytest.mark.parametrize("kind", ["file", "s3"])
+@pytest.mark.parametrize("kind", ["file", "s3", "sqlite"])
 def test_put_get_stat_ls_rm_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    url = f"file://{tmp_path}" if kind == "file" else request.getfixturevalue("s3_url")
+    urls = {"file": f"file://{tmp_path}", "sqlite": f"sqlite://{tmp_path}/kv.db"}
+    url = urls[kind] if kind in urls else request.getfixturevalue("s3_url")
     ok("put", url, "users/42", '{"name": "Ada", "langs": ["en", "fr"]}')
     ok("put", url, "users/43", "-", stdin=b'"from stdin"')
     assert json.loads(ok("get", url, "users/42")) == {"name": "Ada", "langs": ["en", "fr"]}
@@ -92,7 +93,7 @@ def test_put_get_stat_ls_rm_round_trip(kind: str, tmp_path: Path, request: pytes
     assert "size: 34" in ok("stat", url, "users/42")
     ok("rm", url, "users/42")
     assert ok("ls", url).split() == ["users/43"]
-    stored = backends.open(url) if kind == "file" else None
+    stored = backends.open(url) if kind in urls else None
     if stored is not None:
         assert dict(stored.items()) == {"users/43": "from stdin"}
 

@@ -136,7 +136,7 @@ def test_a_lost_lease_is_reported_on_renew_and_noted_on_a_failing_body(
         assert any("ran out" in note for note in caught.value.__notes__)
 
 
-LOCAL = ["volatile", "fs-json"]
+LOCAL = ["volatile", "fs-json", "sqlite-json"]
 
 
 @pytest.mark.parametrize("name", LOCAL)
@@ -188,6 +188,13 @@ def test_four_processes_incrementing_on_the_filesystem_end_at_800(tmp_path: Path
 
 
 @pytest.mark.slow
+def test_four_processes_incrementing_on_sqlite_end_at_800(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/kv.db"
+    _run_together(_processes(url, 200))
+    assert backends.open(url)["n"] == 800
+
+
+@pytest.mark.slow
 def test_four_processes_incrementing_on_redis_end_at_800(redis: str) -> None:
     url = f"{redis}?prefix=locks-800"
     backend = backends.open(url)
@@ -211,11 +218,13 @@ def test_four_processes_incrementing_on_s3_end_at_800(moto_server: Any) -> None:
 def _where(kind: str, tmp_path: Path, target: Any) -> tuple[str, BaseBackend[Any, Any]]:
     if kind == "fs":
         return str(tmp_path), backends.FileSystemJsonBackend(tmp_path)
+    if kind == "sqlite":
+        return f"sqlite://{tmp_path}/kv.db", backends.SqliteJsonBackend(tmp_path / "kv.db")
     backend = backends.S3JsonBackend(target.bucket, prefix="locks-kill", client=target.client)
     return f"s3:{target.endpoint_url} {target.bucket} locks-kill", backend
 
 
-@pytest.mark.parametrize("kind", ["fs", "s3"])
+@pytest.mark.parametrize("kind", ["fs", "s3", "sqlite"])
 def test_the_lock_of_a_killed_holder_ends_with_its_lease(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -30,6 +30,7 @@ from backends import (
     JsonCache,
     S3JsonBackend,
     SerializationError,
+    SqliteJsonBackend,
     StoreError,
     StoreUnavailableError,
     TextCache,
@@ -48,6 +49,7 @@ LOCAL: dict[str, Callable[[Path], BaseBackend[Any, Any]]] = {
     "cache-json": JsonCache,
     "cache-text": TextCache,
     "tier": lambda root: TieredBackend(JsonCache(root / "cache"), FileSystemJsonBackend(root / "origin")),
+    "sqlite-json": lambda root: SqliteJsonBackend(root / "kv.db"),
 }
 
 
@@ -184,7 +186,7 @@ def test_a_remover_killed_while_removing_never_strands_a_fresh_value(tmp_path: P
 # -- 3. pop hands each value to exactly one caller ----------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["fs-json", "cache-json", "tier", "volatile"])
+@pytest.mark.parametrize("kind", ["fs-json", "cache-json", "tier", "volatile", "sqlite-json"])
 def test_threads_popping_the_same_keys_get_each_value_once(tmp_path: Path, kind: str) -> None:
     backend = VolatileBackend() if kind == "volatile" else LOCAL[kind](tmp_path)
     keys = [f"p/{i}" for i in range(300)]
