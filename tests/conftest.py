@@ -94,11 +94,12 @@ def _redis(cls: Any) -> Build:
     return build
 
 
-def _s3(cls: Any) -> Build:
+def _s3(cls: Any, **options: Any) -> Build:
     # One prefix per folder: every hypothesis example gets an empty store.
     def build(folder: Path, target: S3Target | None) -> backends.BaseBackend[Any, Any]:
         assert target is not None
-        return cls(target.bucket, prefix=f"t/{folder.parent.name}/{folder.name}", client=target.client)
+        prefix = f"t/{folder.parent.name}/{folder.name}"
+        return cls(target.bucket, prefix=prefix, client=target.client, **options)
 
     return build
 
@@ -244,6 +245,21 @@ CASES = (
         )
         for server, examples in SERVERS.items()
         for name, (cls, family) in S3_FAMILIES.items()
+    ]
+    + [
+        # The obstore engine on the real wire path: an HTTP server (moto's) and SeaweedFS.
+        case_of(
+            f"s3-obstore-{name}-{server}",
+            _s3(cls, engine="obstore"),
+            family,
+            server,
+            shared=True,
+            examples=examples,
+            pickles=False,
+            segment_limit=255 if server == "seaweedfs" else None,
+        )
+        for server, examples in (("moto_server", 8), ("seaweedfs", 10))
+        for name, (cls, family) in (("json", S3_FAMILIES["json"]), ("raw", S3_FAMILIES["raw"]))
     ]
 )
 

@@ -23,6 +23,7 @@ from ..errors import BackendError, StoreError
 from ..events import tell_retry
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
 from .client import client_config, import_boto3, make_client, safe_endpoint
+from .engine import ENGINES, ObstoreEngine
 from .errors import ABSENT, BUCKET_RULE, error_code, translate
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "CONFLICT_RETRIES",
     "COPY_LIMIT",
     "DEFAULT_GZIP",
+    "DEFAULT_WORKERS",
     "DIRECTORY",
     "FOLDER_SUFFIX",
     "MAX_EXPIRES",
@@ -63,6 +65,9 @@ DEFAULT_GZIP = frozenset(
 
 
 ADDRESSING_STYLES = (None, "auto", "path", "virtual")
+#: threads of a bulk call when max_workers is not given: boto3's requests hold the
+#: GIL for their client CPU (more threads add little); obstore's do not
+DEFAULT_WORKERS = {"boto3": 16, "obstore": 64}
 #: the longest life of a presigned URL: SigV4 signs at most 7 days
 MAX_EXPIRES = 7 * 86_400
 
@@ -136,11 +141,16 @@ class S3Connection(BaseBackend[V, bytes]):
         content_type: str | None = None,
         gzip_extensions: Iterable[str] | None = None,
         retries: int = 4,
-        max_workers: int = 16,
+        max_workers: int | None = None,
         timeout: float = 60.0,
         addressing_style: str | None = None,
+        engine: str = "boto3",
     ) -> None:
         self._check_codec()
+        if engine not in ENGINES:
+            raise ValueError(f"engine is one of {', '.join(map(repr, ENGINES))}, not {engine!r}")
+        if max_workers is None:
+            max_workers = DEFAULT_WORKERS[engine]
         if not isinstance(bucket, str) or not bucket:
             raise ValueError("bucket is a non-empty str")
         if endpoint_url and safe_endpoint(endpoint_url) != endpoint_url.rstrip("?#"):
@@ -193,6 +203,13 @@ class S3Connection(BaseBackend[V, bytes]):
                     f"{where} names no profile in ~/.aws/config or ~/.aws/credentials ({exc})"
                 ) from None
         self.client = client
+        #: who sends each object's GET, HEAD, PUT and DELETE ("boto3" or "obstore")
+        self.engine = engine
+        self._engine = (
+            ObstoreEngine(client, bucket, retries=retries, timeout=timeout, pool=max_workers)
+            if engine == "obstore"
+            else None
+        )
         # Each retry botocore makes is an event ("request retried") of this backend.
         client.meta.events.register(
             "request-created.s3", _retry_teller(weakref.ref(self)), unique_id=f"backends-retries-{id(self)}"
@@ -236,6 +253,9 @@ class S3Connection(BaseBackend[V, bytes]):
         run again after creating the bucket (botocore rewinds it for its own
         retries, but not for ours).
         """
+        if self._engine is not None and self._engine.sends(operation, params):
+            engine = self._engine
+            return self._again_if_cut(lambda: self._with_bucket(lambda: engine.call(operation, params)))
         method = getattr(self.client, operation)
         body: Any = params.get("Body")
         start = None if body is None or isinstance(body, (bytes, bytearray)) else body.tell()
@@ -370,6 +390,8 @@ class S3Connection(BaseBackend[V, bytes]):
             parts.append(f"prefix={self.prefix!r}")
         if not self._endpoint.split("/")[2].endswith("amazonaws.com"):
             parts.append(f"endpoint_url={safe_endpoint(self._endpoint)!r}")
+        if self.engine != "boto3":
+            parts.append(f"engine={self.engine!r}")
         return ", ".join(parts)
 
     def _identity(self) -> tuple[object, ...]:

@@ -27,6 +27,7 @@ OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
     "max_workers": int,
     "timeout": float,
     "addressing_style": str,
+    "engine": str,
 }
 
 

@@ -1,0 +1,240 @@
+"""The obstore engine: an S3 backend's per-object requests on obstore's Rust core.
+
+``S3Backend(..., engine="obstore")`` sends the GET, HEAD and PUT of one
+object through `obstore <https://developmentseed.org/obstore/>`_ (its HTTP
+client and signing run in Rust without holding the GIL) and everything else
+through the backend's boto3 client: LIST, DELETE (obstore sends a single
+delete as a DeleteObjects POST), CopyObject, ACLs, bucket creation,
+presigned URLs, streaming transfers, and a lock's objects (their names hold
+a control character obstore refuses). Each call sends the same requests as
+with boto3, method for method.
+
+Answers come back in boto3's shapes and errors as botocore ``ClientError``
+with S3's codes, so every backend above runs unchanged on either engine.
+Credentials are the boto3 client's (its chain, refreshed when they expire).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final
+
+__all__ = ["ENGINES", "OBJECT_OPERATIONS", "OBSTORE_EXTRA", "ObstoreEngine", "import_obstore"]
+
+ENGINES: Final = ("boto3", "obstore")
+OBSTORE_EXTRA: Final = "engine='obstore' needs obstore: pip install 'backends[obstore]'"
+#: the requests the obstore engine sends itself (the rest go to boto3)
+OBJECT_OPERATIONS: Final = frozenset({"get_object", "head_object", "put_object"})
+#: attributes obstore names apart from user metadata, and boto3's names for them
+_ATTRIBUTES: Final = {
+    "Content-Type": "ContentType",
+    "Content-Encoding": "ContentEncoding",
+    "Cache-Control": "CacheControl",
+    "Content-Disposition": "ContentDisposition",
+    "Content-Language": "ContentLanguage",
+    "Storage-Class": "StorageClass",
+}
+_PUT_ATTRIBUTES: Final = {boto: name for name, boto in _ATTRIBUTES.items()}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CODE = re.compile(r"<Code>([^<]{1,64})</Code>")
+_MESSAGE = re.compile(r"<Message>([^<]{0,300})</Message>")
+_STATUS = re.compile(r"\b(?:status(?: code)?:?|Received)\s+(\d{3})\b", re.IGNORECASE)
+#: how long a refreshable credential is used before boto3 is asked again
+_CREDENTIAL_LIFE: Final = timedelta(minutes=5)
+
+
+def import_obstore() -> Any:
+    """Import obstore, or raise ImportError naming the extra to install."""
+    try:
+        import obstore
+    except ImportError as exc:
+        raise ImportError(OBSTORE_EXTRA) from exc
+    return obstore
+
+
+class _Body:
+    """A GET's body, read once (``response["Body"].read()``), as boto3 gives it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, size: int = -1) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+    def close(self) -> None:
+        self._data = b""
+
+
+class ObstoreEngine:
+    """GET, HEAD and PUT of one object through an obstore ``S3Store``, answered as boto3 does."""
+
+    def __init__(self, client: Any, bucket: str, *, retries: int, timeout: float, pool: int) -> None:
+        self._obstore = import_obstore()
+        from botocore import exceptions as bx
+
+        self._bx = bx
+        self._client = client
+        self.bucket = bucket
+        self._settings = {"retries": retries, "timeout": timeout, "pool": pool}
+        self._store: Any = None
+        self._lock = threading.Lock()
+
+    # -- the store, made at the first request ------------------------------------------
+
+    def _s3_store(self) -> Any:
+        store = self._store
+        if store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._make_store()
+                store = self._store
+        return store
+
+    def _make_store(self) -> Any:
+        from obstore.store import S3Store
+
+        meta = self._client.meta
+        endpoint: str = meta.endpoint_url
+        style = (meta.config.s3 or {}).get("addressing_style")
+        on_aws = endpoint.endswith(".amazonaws.com")
+        config: Any = {"region": meta.region_name or "us-east-1"}
+        if not on_aws:
+            config["endpoint"] = endpoint
+        config["virtual_hosted_style_request"] = style == "virtual" or (on_aws and style != "path")
+        timeout = timedelta(seconds=self._settings["timeout"])
+        client_options: Any = {
+            "allow_http": endpoint.startswith("http:"),
+            "connect_timeout": timeout,
+            "timeout": timeout,
+            "pool_max_idle_per_host": str(self._settings["pool"]),
+        }
+        retry: Any = {"max_retries": self._settings["retries"], "retry_timeout": timedelta(seconds=180)}
+        return S3Store(
+            self.bucket,
+            config=config,
+            client_options=client_options,
+            retry_config=retry,
+            credential_provider=self._credentials,
+        )
+
+    def _credentials(self) -> Any:  # obstore's S3Credential
+        """The boto3 client's credentials now (obstore asks again when they expire)."""
+        found = self._client._get_credentials()  # botocore's resolved chain
+        if found is None:
+            raise self._bx.NoCredentialsError()
+        frozen = found.get_frozen_credentials()
+        refreshes = hasattr(found, "refresh_needed")
+        return {
+            "access_key_id": frozen.access_key,
+            "secret_access_key": frozen.secret_key,
+            "token": frozen.token,
+            "expires_at": datetime.now(timezone.utc) + _CREDENTIAL_LIFE if refreshes else None,
+        }
+
+    # -- the requests ------------------------------------------------------------------------
+
+    def call(self, operation: str, params: dict[str, Any]) -> Any:
+        """Send ``operation`` (boto3's name and parameters, without ``Bucket``); boto3's answer."""
+        if not self.sends(operation, params):
+            return getattr(self._client, operation)(Bucket=self.bucket, **params)
+        try:
+            if operation == "get_object":
+                return self._get(params)
+            if operation == "head_object":
+                return self._head(params)
+            return self._put(params)
+        except (self._obstore.exceptions.BaseError, OSError) as exc:  # not found: FileNotFoundError
+            raise self._as_botocore(exc, operation) from exc
+
+    @staticmethod
+    def sends(operation: str, params: dict[str, Any]) -> bool:
+        """Whether this engine sends the request itself (else boto3 does)."""
+        if operation not in OBJECT_OPERATIONS or _CONTROL.search(params["Key"]):
+            return False  # obstore refuses a control character in a path: a lock's ("\x7flocks/...")
+        # A PUT with an ACL, or of a file body (a stream, rewound for retries): boto3's.
+        return operation != "put_object" or (
+            "ACL" not in params and isinstance(params.get("Body"), (bytes, bytearray))
+        )
+
+    def _get(self, params: dict[str, Any]) -> dict[str, Any]:
+        options = {"if_none_match": params["IfNoneMatch"]} if "IfNoneMatch" in params else None
+        result = self._obstore.get(self._s3_store(), params["Key"], options=options)
+        data = bytes(result.bytes())
+        return {"Body": _Body(data), **_answer(result.meta, result.attributes)}
+
+    def _head(self, params: dict[str, Any]) -> dict[str, Any]:
+        result = self._obstore.get(self._s3_store(), params["Key"], options={"head": True})
+        return _answer(result.meta, result.attributes)
+
+    def _put(self, params: dict[str, Any]) -> dict[str, Any]:
+        attributes = {name: params[boto] for boto, name in _PUT_ATTRIBUTES.items() if params.get(boto)}
+        attributes.update(params.get("Metadata") or {})
+        mode: Any = "overwrite"
+        if params.get("IfNoneMatch") == "*":
+            mode = "create"
+        elif "IfMatch" in params:
+            mode = {"e_tag": params["IfMatch"]}
+        store, key, body = self._s3_store(), params["Key"], params["Body"]
+        done = self._obstore.put(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
+        return {"ETag": done["e_tag"]}
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _as_botocore(self, exc: BaseException, operation: str) -> BaseException:
+        """obstore's error as botocore raises it: a ClientError with S3's code, or a connection error."""
+        errors = self._obstore.exceptions
+        text = str(exc)
+        if isinstance(exc, (errors.NotFoundError, FileNotFoundError)):
+            code, status = _code(text) or "NoSuchKey", 404
+        elif isinstance(exc, errors.NotModifiedError):
+            code, status = "304", 304
+        elif isinstance(exc, (errors.PreconditionError, errors.AlreadyExistsError)):
+            code, status = "PreconditionFailed", 412
+        elif isinstance(exc, (errors.PermissionDeniedError, PermissionError)):
+            code, status = _code(text) or "AccessDenied", 403
+        elif isinstance(exc, errors.UnauthenticatedError):
+            code, status = _code(text) or "InvalidAccessKeyId", 403
+        elif (found := _code(text)) is not None or _STATUS.search(text):
+            status = int(match.group(1)) if (match := _STATUS.search(text)) else 0
+            code = found or str(status)
+        else:
+            unreachable: BaseException = self._bx.EndpointConnectionError(
+                endpoint_url=self._client.meta.endpoint_url
+            )
+            return unreachable
+        message = match.group(1) if (match := _MESSAGE.search(text)) else type(exc).__name__
+        response = {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+        failed: BaseException = self._bx.ClientError(response, _OPERATION_NAMES[operation])
+        return failed
+
+
+_OPERATION_NAMES: Final = {
+    "get_object": "GetObject",
+    "head_object": "HeadObject",
+    "put_object": "PutObject",
+}
+
+
+def _code(text: str) -> str | None:
+    match = _CODE.search(text)
+    return match.group(1) if match else None
+
+
+def _answer(meta: Any, attributes: dict[str, str]) -> dict[str, Any]:
+    """The fields of a GET or HEAD answer, named as boto3 names them."""
+    answer: dict[str, Any] = {
+        "ContentLength": meta["size"],
+        "ETag": meta["e_tag"],
+        "LastModified": meta["last_modified"],
+        "Metadata": {name: value for name, value in attributes.items() if name not in _ATTRIBUTES},
+    }
+    for name, boto in _ATTRIBUTES.items():
+        if name in attributes:
+            answer[boto] = attributes[name]
+    return answer
