@@ -82,7 +82,7 @@ def race(root: str, writer: int) -> None:
 
 def open_store(where: str) -> BaseBackend[object, bytes]:
     """A JSON backend from ``DIR``, ``redis://HOST:PORT/DB?prefix=P`` or ``s3:ENDPOINT BUCKET PREFIX``."""
-    if "://" in where:  # redis://..., sqlite:///...
+    if where.startswith(("redis://", "sqlite://")):
         from backends import open_url
 
         return open_url(where)

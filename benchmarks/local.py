@@ -1,0 +1,247 @@
+"""Local stores against raw file I/O and their peers: per-call costs, then listings at scale."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backends import FileSystemJsonBackend, JsonCache, SqliteJsonBackend, SqliteRawBackend
+
+from .harness import LIMIT, OURS, PEER, Bench
+
+__all__ = ["DOC", "listed", "local_calls", "peak", "scale_on_disk"]
+
+#: 1 KiB of JSON, the value of every per-call measurement
+DOC: dict[str, Any] = {"id": 42, "name": "Ada Lovelace", "tags": ["math", "engines"], "bio": "x" * 940}
+SECTION = "files and caches: 1 KiB JSON"
+
+Ops = dict[str, Callable[..., Any]]
+
+
+def _raw(root: Path) -> Ops:
+    """The physical limit: what any store on files must do at least."""
+    root.mkdir(parents=True)
+    counter = itertools.count()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+    def dump(key: str, value: Any) -> None:
+        temp = root / f".{next(counter)}.tmp"
+        fd = os.open(temp, flags, 0o666)
+        try:
+            os.write(fd, json.dumps(value).encode())
+        finally:
+            os.close(fd)
+        os.replace(temp, root / key)
+
+    def load(key: str) -> Any:
+        with open(root / key, "rb") as f:
+            return json.loads(f.read())
+
+    def count() -> int:
+        with os.scandir(root) as entries:
+            return sum(1 for entry in entries if entry.is_file(follow_symlinks=False))
+
+    return {"dump": dump, "load": load, "in": lambda key: os.path.exists(root / key), "len": count}
+
+
+def _ours(store: Any) -> Ops:
+    return {"dump": store.dump, "load": store.load, "in": store.__contains__, "len": store.__len__}
+
+
+def _peers(base: Path, bench: Bench) -> dict[str, Ops]:
+    found: dict[str, Ops] = {}
+    try:
+        import diskcache
+
+        cache = diskcache.Cache(str(base / "diskcache"))
+        found["diskcache Cache"] = {
+            "dump": cache.set,
+            "load": cache.get,
+            "in": cache.__contains__,
+            "len": cache.__len__,
+        }
+    except ImportError:
+        bench.lacking("diskcache", "not installed: pip install -e '.[bench]'")
+    try:
+        import fsspec
+
+        mapper = fsspec.get_mapper(f"file://{base / 'fsspec'}", create=True)
+        found["fsspec mapper"] = {
+            "dump": lambda key, value: mapper.__setitem__(key, json.dumps(value).encode()),
+            "load": lambda key: json.loads(mapper[key]),
+            "in": mapper.__contains__,
+            "len": mapper.__len__,
+        }
+    except ImportError:
+        bench.lacking("fsspec", "not installed: pip install -e '.[bench]'")
+    try:
+        from minimalkv.fs import FilesystemStore
+
+        (base / "minimalkv").mkdir(parents=True)
+        kv = FilesystemStore(str(base / "minimalkv"))
+        found["minimalkv FilesystemStore"] = {
+            "dump": lambda key, value: kv.put(key, json.dumps(value).encode()),
+            "load": lambda key: json.loads(kv.get(key)),
+            "in": kv.__contains__,
+            "len": lambda: sum(1 for _ in kv.iter_keys()),
+        }
+    except ImportError:
+        bench.lacking("minimalkv", "not installed: pip install -e '.[bench]'")
+    return found
+
+
+def per_call(ops: Ops, keys: list[str], verb: str, fresh: bool = False) -> Callable[[int], float]:
+    """Microseconds per call of ``verb`` over ``keys`` (``fresh``: new keys each round)."""
+
+    def measure(turn: int) -> float:
+        names = [f"r{turn}-{key}" for key in keys] if fresh else keys
+        call = ops[verb]
+        start = time.perf_counter()
+        if verb == "dump":
+            for key in names:
+                call(key, DOC)
+        else:
+            for key in names:
+                call(key)
+        return (time.perf_counter() - start) / len(names) * 1e6
+
+    return measure
+
+
+def counting(ops: Ops) -> Callable[[int], float]:
+    """Microseconds per ``len``."""
+
+    def measure(turn: int) -> float:
+        start = time.perf_counter()
+        for _ in range(20):
+            ops["len"]()
+        return (time.perf_counter() - start) / 20 * 1e6
+
+    return measure
+
+
+def local_calls(bench: Bench, base: Path, count: int) -> None:
+    """dump (new key, overwrite), load, in and len of ``count`` keys: microseconds per call."""
+    stores: dict[str, tuple[str, Ops]] = {
+        "raw files (temp + rename, open + read)": (LIMIT, _raw(base / "raw"))
+    }
+    stores["backends folder (FileSystemJsonBackend)"] = (OURS, _ours(FileSystemJsonBackend(base / "folder")))
+    stores["backends SQLite (SqliteJsonBackend)"] = (
+        OURS,
+        _ours(SqliteJsonBackend(base / "sqlite" / "kv.db")),
+    )
+    stores["backends JsonCache"] = (OURS, _ours(JsonCache(base / "cache", timeout=3600)))
+    stores.update({name: (PEER, ops) for name, ops in _peers(base, bench).items()})
+    keys = [f"user-{i:05d}" for i in range(count)]
+
+    for _, ops in stores.values():  # the keys every later call finds
+        for key in keys:
+            ops["dump"](key, DOC)
+    works: list[tuple[str, Callable[[Ops], Callable[[int], float]]]] = [
+        ("dump, new key", lambda ops: per_call(ops, keys, "dump", fresh=True)),
+        ("dump, overwrite", lambda ops: per_call(ops, keys, "dump")),
+        ("load", lambda ops: per_call(ops, keys, "load")),
+        ("in", lambda ops: per_call(ops, keys, "in")),
+        (f"len of {count:,} (+ the new keys)", counting),
+    ]
+    for work, make in works:
+        bench.compare(SECTION, work, "us", {who: (kind, make(ops)) for who, (kind, ops) in stores.items()})
+
+
+def _walk(root: str) -> int:
+    """The physical limit of a listing: a raw scandir walk counting files."""
+    found, folders = 0, [root]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    found += 1
+    return found
+
+
+def fill_folder(root: Path, count: int) -> None:
+    """``count`` keys in folders of 1,000, written as our escaped layout writes plain names."""
+    store = FileSystemJsonBackend(root, layout="escaped")
+    store["seed"] = 1  # records the layout
+    os.remove(root / "seed")
+    for start in range(0, count, 1000):
+        folder = root / f"d{start // 1000:04d}+"
+        folder.mkdir()
+        for i in range(start, min(count, start + 1000)):
+            fd = os.open(folder / f"k{i:07d}", os.O_WRONLY | os.O_CREAT, 0o666)
+            os.write(fd, b"1")
+            os.close(fd)
+
+
+def peak(action: Callable[[], object]) -> tuple[float, float]:
+    """Seconds and peak traced Python memory (MiB) of ``action``."""
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        action()
+        elapsed = time.perf_counter() - start
+        return elapsed, tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def scale_on_disk(bench: Bench, base: Path, sizes: list[int]) -> None:
+    """keys() and len on a folder tree and on SQLite: time, and peak memory, at each size."""
+    for count in sizes:
+        _scale(bench, base, count)
+
+
+def _scale(bench: Bench, base: Path, count: int) -> None:
+    section = f"scale: {count:,} keys on disk"
+    root = base / f"tree-{count}"
+    fill_folder(root, count)
+    folder = FileSystemJsonBackend(root)
+    sqlite = SqliteRawBackend(base / f"scale-{count}.db")
+    for start in range(0, count, 50_000):
+        batch = range(start, min(count, start + 50_000))
+        sqlite.dump_many({f"d{i // 1000:04d}/k{i:07d}": b"1" for i in batch})
+    listings = {
+        "raw scandir walk": (LIMIT, lambda: _walk(str(root))),
+        "backends folder keys()": (OURS, lambda: sum(1 for _ in folder)),
+        "backends folder len": (OURS, lambda: len(folder)),
+        "backends SQLite keys()": (OURS, lambda: sum(1 for _ in sqlite)),
+        "backends SQLite len": (OURS, lambda: len(sqlite)),
+    }
+    listed(bench, section, listings, rounds=max(2, bench.rounds - 2) if count >= 1_000_000 else None)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def listed(
+    bench: Bench,
+    section: str,
+    listings: dict[str, tuple[str, Callable[[], object]]],
+    rounds: int | None = None,
+) -> None:
+    """Time each listing (ms) over interleaved rounds; its peak Python memory in the first."""
+    memory: dict[str, float] = {}
+
+    def timed(who: str, action: Callable[[], object]) -> Callable[[int], float]:
+        def measure(turn: int) -> float:
+            if turn == 0:
+                seconds, memory[who] = peak(action)
+                return seconds * 1000
+            start = time.perf_counter()
+            action()
+            return (time.perf_counter() - start) * 1000
+
+        return measure
+
+    contenders = {who: (kind, timed(who, action)) for who, (kind, action) in listings.items()}
+    bench.compare(section, "listing", "ms", contenders, rounds)
+    for who, mib in memory.items():
+        kind = listings[who][0]
+        bench.row(section, "peak Python memory of the listing", who, kind, "MiB").values.append(mib)
