@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         if "local" in chosen:
             local_calls(bench, base / "local", 1_000 if quick else 10_000)
         if "s3" in chosen:
-            s3_servers(bench, 200 if quick else 1_000)
+            s3_servers(bench, 100 if quick else 1_000)
         if "latency" in chosen:
-            through_latency(bench, 500 if quick else 10_000, 20)
+            through_latency(bench, 300 if quick else 10_000, 20)
         if "tiers" in chosen:
-            tiers(bench, base, 1_000 if quick else 10_000)
+            tiers(bench, base, 300 if quick else 10_000)
         if "redis" in chosen:
             redis_section(
                 bench, 1_000 if quick else 10_000, [10_000] if quick else [10_000, 100_000, 1_000_000]

@@ -9,6 +9,7 @@ measured in the same run, and to the best peer.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -78,12 +79,13 @@ class Bench:
         """
         names = list(contenders)
         count = rounds or self.rounds
-        print(f"  {section}: {work} ({len(names)} contenders x {count} rounds)", flush=True)
+        elapsed = time.perf_counter() - self._started
+        print(f"  [{elapsed:4.0f} s] {section}: {work} ({len(names)} x {count} rounds)", flush=True)
         for turn in range(count):
             order = names[turn % len(names) :] + names[: turn % len(names)]
             for who in order:
                 kind, measure = contenders[who]
-                self.row(section, work, who, kind, unit).values.append(measure(turn))
+                self.row(section, work, who, kind, unit).values.append(_quiet(measure, turn))
 
     def lacking(self, peer: str, reason: str) -> None:
         """A peer that could not be measured, and why (reported, never silently left out)."""
@@ -97,7 +99,9 @@ class Bench:
         same = [other for other in self.rows if (other.section, other.work) == (row.section, row.work)]
         higher = row.unit in HIGHER_IS_BETTER
 
-        def against(other: Row) -> float:
+        def against(other: Row) -> float | None:
+            if not (other.median and row.median):
+                return None  # a figure of 0 (no memory, no CPU seen): no ratio
             return other.median / row.median if higher else row.median / other.median
 
         limits = [other for other in same if other.kind == LIMIT]
@@ -196,6 +200,17 @@ class Bench:
             path.write_text(text)
             paths.append(path)
         return paths
+
+
+def _quiet(measure: Callable[[int], float], turn: int) -> float:
+    """``measure(turn)`` with the garbage collector off (as timeit does): a collection of
+    what another contender left would land on whoever runs next."""
+    gc.collect()
+    gc.disable()
+    try:
+        return measure(turn)
+    finally:
+        gc.enable()
 
 
 def _num(value: float) -> str:

@@ -120,9 +120,9 @@ def counting(ops: Ops) -> Callable[[int], float]:
 
     def measure(turn: int) -> float:
         start = time.perf_counter()
-        for _ in range(20):
+        for _ in range(100):
             ops["len"]()
-        return (time.perf_counter() - start) / 20 * 1e6
+        return (time.perf_counter() - start) / 100 * 1e6
 
     return measure
 

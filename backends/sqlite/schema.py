@@ -2,7 +2,9 @@
 
 ::
 
-    kv(key TEXT PRIMARY KEY, data BLOB, written REAL, deadline REAL, etag TEXT)
+    kv(key TEXT UNIQUE, data BLOB, written REAL, deadline REAL, etag TEXT)
+                            a rowid table: values of a KiB or more make a key-only
+                            tree of them (WITHOUT ROWID) slower at everything
     kv_count(n)             one row: how many rows kv has (kept by triggers)
     kv_locks(key TEXT PRIMARY KEY, token TEXT, until REAL)
 
@@ -23,12 +25,12 @@ __all__ = ["MMAP_BYTES", "SCHEMA", "Connections"]
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY NOT NULL,
+    key TEXT NOT NULL UNIQUE,
     data BLOB NOT NULL,
     written REAL NOT NULL,
     deadline REAL,
     etag TEXT
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS kv_deadline ON kv (deadline) WHERE deadline IS NOT NULL;
 CREATE TABLE IF NOT EXISTS kv_count (n INTEGER NOT NULL);
 INSERT INTO kv_count SELECT COUNT(*) FROM kv WHERE NOT EXISTS (SELECT 1 FROM kv_count);
