@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if "local" in chosen:
             local_calls(bench, base / "local", 1_000 if quick else 10_000)
         if "s3" in chosen:
-            s3_servers(bench, 100 if quick else 1_000)
+            s3_servers(bench, 100 if quick else 400)
         if "latency" in chosen:
             through_latency(bench, 300 if quick else 10_000, 20)
         if "tiers" in chosen:

@@ -234,33 +234,22 @@ CASES = (
     ]
     + [
         case_of(
-            f"s3-{name}-{server}",
-            _s3(cls),
-            family,
+            f"s3-{label}{name}-{server}",
+            _s3(S3_FAMILIES[name][0], engine=engine),
+            S3_FAMILIES[name][1],
             server,
             shared=True,
-            examples=examples,
+            examples=SERVERS[server],
             pickles=False,
             segment_limit=255 if server == "seaweedfs" else None,
         )
-        for server, examples in SERVERS.items()
-        for name, (cls, family) in S3_FAMILIES.items()
-    ]
-    + [
-        # The obstore engine on the real wire path: an HTTP server (moto's) and SeaweedFS.
-        case_of(
-            f"s3-obstore-{name}-{server}",
-            _s3(cls, engine="obstore"),
-            family,
-            server,
-            shared=True,
-            examples=examples,
-            pickles=False,
-            segment_limit=255 if server == "seaweedfs" else None,
-        )
-        # JSON on one server, raw (gzip, metadata) on the other: the adapter is the same code.
-        for server, examples, name in (("moto_server", 8, "json"), ("seaweedfs", 10, "raw"))
-        for cls, family in (S3_FAMILIES[name],)
+        for server, name, engine, label in [
+            *((server, name, "boto3", "") for server in SERVERS for name in S3_FAMILIES),
+            # The obstore engine on the real wire path, JSON on moto's server and raw (gzip,
+            # metadata) on SeaweedFS: the adapter is the same code for every family.
+            ("moto_server", "json", "obstore", "obstore-"),
+            ("seaweedfs", "raw", "obstore", "obstore-"),
+        ]
     ]
 )
 
