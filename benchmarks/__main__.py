@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 3 quick, 5 full)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other sections of the last report in --out (with --only)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     bench = Bench(args.rounds or (3 if quick else 5), quick)
@@ -65,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             streaming(bench, 64 if quick else 1024)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    earlier = args.out / f"{'quick' if quick else 'full'}.json"
+    if args.merge and earlier.exists():
+        bench.merge(earlier)
     written = bench.write(args.out)
     print()
     print(bench.as_markdown())

@@ -55,6 +55,8 @@ class Bench:
         self.rows: list[Row] = []
         self.missing: dict[str, str] = {}
         self.notes: list[str] = []
+        #: when each section kept from an earlier report was measured (see :meth:`merge`)
+        self.measured: dict[str, str] = {}
         self._started = time.perf_counter()
 
     def row(self, section: str, work: str, who: str, kind: str, unit: str) -> Row:
@@ -87,6 +89,20 @@ class Bench:
                 kind, measure = contenders[who]
                 self.row(section, work, who, kind, unit).values.append(_quiet(measure, turn))
 
+    def merge(self, path: Path) -> None:
+        """Keep the rows of ``path`` (an earlier report) for the sections this run did not measure."""
+        earlier = json.loads(path.read_text())
+        measured = {row.section for row in self.rows}
+        kept = [row for row in earlier["rows"] if row["section"] not in measured]
+        fields = ("section", "work", "who", "kind", "unit", "values")
+        self.rows = [Row(**{name: row[name] for name in fields}) for row in kept] + self.rows
+        self.missing = {**earlier.get("missing", {}), **self.missing}
+        self.notes = [
+            note for note in earlier.get("notes", []) if note.split(":")[0] not in measured
+        ] + self.notes
+        when = earlier.get("measured") or {}
+        self.measured = {row["section"]: when.get(row["section"], earlier["date"]) for row in kept}
+
     def lacking(self, peer: str, reason: str) -> None:
         """A peer that could not be measured, and why (reported, never silently left out)."""
         self.missing[peer] = reason
@@ -112,12 +128,17 @@ class Bench:
         return limit, peer
 
     def as_json(self) -> dict[str, Any]:
+        now = _now()
         rows = []
         for row in self.rows:
             to_limit, to_peer = self.ratios(row)
             rows.append({**asdict(row), "median": row.median, "to_limit": to_limit, "to_best_peer": to_peer})
         return {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": _now(),
+            "measured": {
+                section: self.measured.get(section, now)
+                for section in dict.fromkeys(r.section for r in self.rows)
+            },
             "machine": machine(),
             "quick": self.quick,
             "rounds": self.rounds,
@@ -133,7 +154,7 @@ class Bench:
         lines = [
             f"Measured {report['date']} on {report['machine']} "
             f"({'--quick' if self.quick else 'full run'}, {self.rounds} interleaved rounds, "
-            f"{report['seconds']:.0f} s). Median (min-max); x limit: the median over the physical "
+            f"{self._took(report)}). Median (min-max); x limit: the median over the physical "
             "limit measured in the same run; x best peer: over the best peer library "
             "(below 1: ahead of it).",
             "",
@@ -158,7 +179,7 @@ class Bench:
         lines = [
             f"Measured {report['date'][:10]} on {report['machine']} "
             f"({'--quick' if self.quick else 'the full run'}, {self.rounds} interleaved rounds, "
-            f"{report['seconds']:.0f} s). Ours in bold.",
+            f"{self._took(report)}). Ours in bold.",
             "",
         ]
         for section, rows in self._sections():
@@ -176,7 +197,14 @@ class Bench:
             lines.append("")
         if self.missing:
             lines.append("Missing peers: " + "; ".join(f"{k} ({v})" for k, v in self.missing.items()))
+        lines += [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
+
+    def _took(self, report: dict[str, Any]) -> str:
+        if not self.measured:
+            return f"{report['seconds']:.0f} s"
+        kept = ", ".join(f"{section} ({when})" for section, when in self.measured.items())
+        return f"{report['seconds']:.0f} s for the sections measured now; kept from earlier runs: {kept}"
 
     def _sections(self) -> Iterator[tuple[str, list[Row]]]:
         """Each section's rows, grouped by work in the order the works were met."""
@@ -200,6 +228,10 @@ class Bench:
             path.write_text(text)
             paths.append(path)
         return paths
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _quiet(measure: Callable[[int], float], turn: int) -> float:

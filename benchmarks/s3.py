@@ -271,7 +271,8 @@ endpoint, path, mode, kind = sys.argv[1:5]
 client = s3_client(endpoint)
 config = TransferConfig(preferred_transfer_client="classic") if mode == "boto3-default" else transfer_config()
 backend = S3RawBackend("transfer", client=client, transfer=config)
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this process's own high-water mark (ru_maxrss survives exec: a big parent's shows)
+rss = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 base = rss()
 start = time.perf_counter()
 if kind == "path":

@@ -40,3 +40,15 @@ def test_rounds_interleave_and_ratios_compare_medians(tmp_path: Path) -> None:
     assert report["missing"] == {"s3fs": "not installed"} and len(report["rows"]) == 5
     assert "| load | **ours** | 12.0 (11.0-13.0) us | 1.20x | 0.55x |" in written[".md"].read_text()
     assert '"load", "**ours**", "12.0 (11.0-13.0) us", "1.20x", "0.55x"' in written[".rst"].read_text()
+
+
+def test_a_section_measured_again_replaces_only_its_rows(tmp_path: Path) -> None:
+    first = Bench(rounds=1, quick=True)
+    first.compare("a", "load", "us", {"ours": (OURS, lambda t: 1.0)})
+    first.compare("b", "load", "us", {"ours": (OURS, lambda t: 2.0)})
+    first.write(tmp_path)
+    again = Bench(rounds=1, quick=True)
+    again.compare("b", "load", "us", {"ours": (OURS, lambda t: 3.0)})
+    again.merge(tmp_path / "quick.json")
+    assert [(row.section, row.values) for row in again.rows] == [("a", [1.0]), ("b", [3.0])]
+    assert set(again.measured) == {"a"} and "kept from earlier runs: a (" in again.as_markdown()
