@@ -10,6 +10,7 @@ because function fixtures do not reset between examples.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,12 @@ S3_FAMILIES = {
     "text": (backends.S3TextBackend, TEXT),
     "raw": (backends.S3RawBackend, RAW),
 }
-SERVERS = {"moto": 20, "moto_server": 8, "seaweedfs": 10}
+#: BACKENDS_LONG=1: the long run (README.rst, "Tests"); the default keeps a bounded share
+LONG = os.environ.get("BACKENDS_LONG") == "1"
+#: parity examples on each S3 server (its round trips dominate the suite's time)
+SERVERS = (
+    {"moto": 20, "moto_server": 8, "seaweedfs": 10} if LONG else {"moto": 8, "moto_server": 4, "seaweedfs": 5}
+)
 
 CASES = (
     [
@@ -162,7 +168,7 @@ CASES = (
             ),
             JSON,
             "moto",
-            examples=20,
+            examples=SERVERS["moto"],
             pickles=False,
         ),
         case_of(
@@ -174,7 +180,7 @@ CASES = (
             JSON,
             "moto",
             shared=True,
-            examples=20,
+            examples=SERVERS["moto"],
             pickles=False,
         ),
     ]
