@@ -114,7 +114,7 @@ S3_FAMILIES = {
 LONG = os.environ.get("BACKENDS_LONG") == "1"
 #: parity examples on each S3 server (its round trips dominate the suite's time)
 SERVERS = (
-    {"moto": 20, "moto_server": 8, "seaweedfs": 10} if LONG else {"moto": 8, "moto_server": 4, "seaweedfs": 5}
+    {"moto": 20, "moto_server": 8, "seaweedfs": 10} if LONG else {"moto": 6, "moto_server": 4, "seaweedfs": 5}
 )
 
 CASES = (
