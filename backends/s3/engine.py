@@ -137,9 +137,8 @@ class ObstoreEngine:
     # -- the requests ------------------------------------------------------------------------
 
     def call(self, operation: str, params: dict[str, Any]) -> Any:
-        """Send ``operation`` (boto3's name and parameters, without ``Bucket``); boto3's answer."""
-        if not self.sends(operation, params):
-            return getattr(self._client, operation)(Bucket=self.bucket, **params)
+        """Send ``operation`` (one that :meth:`sends`; boto3's name and parameters, without
+        ``Bucket``); boto3's answer."""
         try:
             if operation == "get_object":
                 return self._get(params)

@@ -116,7 +116,7 @@ class SqliteBackend(BaseBackend[V, bytes]):
     def _load(self, key: str) -> bytes | Missing:
         db = self._db()
         row = db.execute(_LOAD, (key,)).fetchone()
-        if row is None or (row[1] is not None and not self._fresh(key, row[1], db)):
+        if row is None or not self._fresh(key, row[1], db):
             return MISSING
         data: bytes = row[0]
         return data
@@ -133,7 +133,7 @@ class SqliteBackend(BaseBackend[V, bytes]):
             marks = ",".join("?" * len(chunk))
             rows = db.execute(f"SELECT key, data, deadline FROM kv WHERE key IN ({marks})", chunk).fetchall()
             for key, data, deadline in rows:
-                if deadline is None or self._fresh(key, deadline, db):
+                if self._fresh(key, deadline, db):
                     found[key] = data
         return found
 
