@@ -326,14 +326,17 @@ class S3Connection(BaseBackend[V, bytes]):
         """``function`` over ``items`` on the backend's pool, in order; the first error raises."""
         if len(items) <= 1 or self.max_workers <= 1:
             return [function(item) for item in items]
-        self._check_open()
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="backends-s3")
-            pool = self._pool
         results: list[R] = []
         for batch in batches(items, PAGE):
-            results.extend(pool.map(function, batch))
+            # close() takes the lock too: a batch is submitted whole before it, or not at
+            # all after it (StoreError, never the shut pool's RuntimeError). Of a batch
+            # submitted, the requests not yet started when close() lands raise StoreError.
+            with self._lock:
+                self._check_open()
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="backends-s3")
+                answers = self._pool.map(function, batch)
+            results.extend(answers)
         return results
 
     def _guess_type(self, key: str) -> str:
