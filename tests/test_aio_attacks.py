@@ -540,3 +540,158 @@ def test_a_twin_used_before_fork_works_in_the_child(
     assert os.waitstatus_to_exitcode(status) == 0
     assert store.load("child7") == 7
     asyncio.run(twin.aclose())
+
+
+# -- bad input in every argument: the sync call's error, before any I/O -------------------------------
+
+BAD: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+    ("load", (123,), {}),
+    ("load", ("",), {}),
+    ("load", ("a\nb/../c" * 200,), {}),
+    ("get", (None,), {}),
+    ("dump", (1, 1), {}),
+    ("dump", ("k", object()), {}),
+    ("dump", ("k", float("nan")), {}),
+    ("dump", ("k", 1), {"colour": "red"}),
+    ("dump", ("k", 1), {"timeout": -1}),
+    ("delete", (b"k",), {}),
+    ("pop", (5,), {}),
+    ("setdefault", ("", 1), {}),
+    ("load_if_changed", (5,), {}),
+    ("load_many", ("ab",), {}),  # one str is no list of keys (the twin once read it as "a", "b")
+    ("load_many", (None,), {}),
+    ("load_many", ([1],), {}),
+    ("delete_many", ("ab",), {}),  # ... and once deleted "a" and "b"
+    ("delete_many", (["ok", ""],), {}),
+    ("dump_many", ({"ok": 1, "": 2},), {}),
+    ("dump_many", ({"ok": 1, "bad": object()},), {}),
+    ("dump_many", ([("k",)],), {}),
+    ("dump_many", (5,), {}),
+    ("update", ({"": 1},), {}),
+    ("stat", (5,), {}),
+    ("lock", ("",), {}),
+    ("lock", ("k",), {"ttl": 0}),
+    ("lock", ("k",), {"timeout": -1}),
+    ("list", (5,), {}),
+]
+
+
+def _sync_outcome(store: BaseBackend[Any, Any], name: str, args: Any, kwargs: Any) -> Any:
+    try:
+        result = getattr(store, name)(*args, **kwargs)
+        return ("ok", list(result) if isinstance(result, Iterator) else result)
+    except Exception as exc:
+        return _error(exc)
+
+
+async def _twin_outcome(twin: AsyncBackend[Any], name: str, args: Any, kwargs: Any) -> Any:
+    try:
+        result = getattr(twin, name)(*args, **kwargs)
+        if hasattr(result, "__anext__"):
+            return ("ok", [entry async for entry in result])
+        return ("ok", await result) if inspect.isawaitable(result) else ("ok", None)
+    except Exception as exc:
+        return _error(exc)
+
+
+def _error(exc: Exception) -> tuple[type[Exception], str]:
+    # A BackendError's message (backend, operation, key, reason) is the same; Python's own
+    # TypeError for a wrong argument names the function, which a native twin call is not.
+    return (type(exc), str(exc) if isinstance(exc, backends.BackendError) else "")
+
+
+def _check_bad_input(store: BaseBackend[Any, Any], sent: list[str]) -> None:
+    store.dump_many({"a": 1, "b": 2, "ok": 3})
+    before = dict(store.items())
+
+    async def main() -> None:
+        twin = store.aio()
+        sent.clear()
+        accepted = []
+        for call, args, kwargs in BAD:
+            expected = _sync_outcome(store, call, args, kwargs)
+            assert await _twin_outcome(twin, call, args, kwargs) == expected, call
+            assert expected[0] is not RuntimeError, call
+            if expected[0] == "ok":
+                accepted.append(call)
+        if not accepted:  # every case refused, by both APIs, before any request
+            assert sent == [] and dict(store.items()) == before
+        else:  # the memory store keeps any object and NaN: all it took is a dump
+            assert set(accepted) <= {"dump", "dump_many", "lock"}, accepted
+        await twin.clear()
+        await twin.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("name", ["memory", "folder", "jsoncache", "sqlite", "tier", "s3-boto3"])
+def test_bad_input_gets_the_sync_calls_error_through_the_twin_and_changes_nothing(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store = make(name, tmp_path, request)
+    sent: list[str] = []
+    client = getattr(store, "client", None)
+    if client is not None:
+        client.meta.events.register_first("before-send.s3", lambda **kw: sent.append("request"))
+    _check_bad_input(store, sent)
+
+
+def test_bad_input_of_the_redis_twin_is_the_sync_calls_error(redis: str) -> None:
+    _check_bad_input(RedisJsonBackend(redis, prefix="aio-bad:"), [])
+
+
+# -- faults and lost replies on S3, through the twin: the sync call's answer; no secret in a chain ------
+
+#: the proxy's faults: the first four by default, all with BACKENDS_LONG=1
+FAULTS = ["reset", "error500", "lose", "stall", "truncate", "slowdown", "cut500"]
+SECRETS = ("testing-secret-never-shown", "planted-session-token-aio")
+
+
+@pytest.mark.parametrize("engine", ["boto3", "obstore"])
+def test_s3_faults_through_the_twin_are_the_sync_calls_errors(moto_server: S3Target, engine: str) -> None:
+    from servers import Faults, Proxy
+
+    with Proxy(moto_server.endpoint_url) as proxy:
+        options = {**moto_server.options(), "endpoint_url": proxy.endpoint, "session_token": SECRETS[1]}
+        store = S3JsonBackend(
+            moto_server.bucket,
+            prefix=f"aio-faults-{engine}/",
+            engine=engine,
+            retries=0,
+            timeout=0.5,
+            **options,
+        )
+        twin = store.aio()
+        store.dump("present", 1)
+
+        def calls(tag: str) -> list[tuple[str, Callable[[Any], Any]]]:
+            return [
+                ("dump", lambda api: api.dump(f"{tag}-new", 1, if_absent=True)),
+                ("load", lambda api: api.load("present")),
+                ("delete", lambda api: api.delete(f"{tag}-absent")),
+            ][: 3 if LONG else 2]
+
+        async def twin_outcome(action: Callable[[Any], Any]) -> Any:
+            try:
+                return ("ok", await action(twin))
+            except Exception as exc:
+                return (type(exc), exc)
+
+        for fault in FAULTS if LONG else FAULTS[:4]:
+            for label, action in calls(f"{fault}-sync"):
+                proxy.faults = Faults(plan=[fault], stall_seconds=0.8)
+                try:
+                    sync: Any = ("ok", action(store))
+                except Exception as exc:
+                    sync = (type(exc), exc)
+                proxy.faults = Faults(plan=[fault], stall_seconds=0.8)
+                twin_action = next(c[1] for c in calls(f"{fault}-twin") if c[0] == label)
+                aio = asyncio.run(twin_outcome(twin_action))
+                assert aio[0] == sync[0], (fault, label, sync, aio)
+                for outcome in (sync, aio):
+                    if isinstance(outcome[1], BaseException):
+                        text = "".join(traceback.format_exception(outcome[1]))
+                        assert not any(secret in text or secret in repr(outcome[1]) for secret in SECRETS)
+        proxy.faults = Faults()
+        asyncio.run(twin.clear())
+        asyncio.run(twin.aclose())
