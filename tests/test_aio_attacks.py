@@ -297,10 +297,14 @@ def test_aclose_releases_a_lock_held_through_the_twin(tmp_path: Path) -> None:
         pass  # free at once: not leaked until its lease ends
 
 
-def test_cancelled_calls_at_close_leak_no_lock_and_no_half_write(tmp_path: Path) -> None:
-    """Many lock tries and writes, cancelled while aclose() runs: every lock is free, every value whole."""
-    store = FileSystemJsonBackend(tmp_path)
+@pytest.mark.parametrize("name", ["folder", "sqlite", "tier", "s3-boto3"])
+def test_cancelled_calls_at_close_leak_no_lock_and_no_half_write(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Lock tries and writes, cancelled while aclose() runs: every lock is free, every value whole."""
+    store = make(name, tmp_path, request)
     value = {"blob": "x" * 50_000}
+    count = 40 if LONG or not name.startswith("s3") else 12
 
     async def main() -> None:
         twin = store.aio(max_workers=4)
@@ -309,8 +313,8 @@ def test_cancelled_calls_at_close_leak_no_lock_and_no_half_write(tmp_path: Path)
             async with twin.lock(f"lock{i % 5}", timeout=5):
                 await twin.dump(f"w{i}", value)
 
-        tasks = [asyncio.ensure_future(locked(i)) for i in range(40)]
-        tasks += [asyncio.ensure_future(twin.dump(f"d{i}", value)) for i in range(40)]
+        tasks = [asyncio.ensure_future(locked(i)) for i in range(count)]
+        tasks += [asyncio.ensure_future(twin.dump(f"d{i}", value)) for i in range(count)]
         await asyncio.sleep(0)
         closing = asyncio.ensure_future(twin.aclose())
         for task in tasks:
@@ -321,11 +325,12 @@ def test_cancelled_calls_at_close_leak_no_lock_and_no_half_write(tmp_path: Path)
             assert result is None or isinstance(result, (bool, asyncio.CancelledError, StoreError, LockError))
 
     asyncio.run(main())
-    with FileSystemJsonBackend(tmp_path) as again:
-        for i in range(5):
-            with again.lock(f"lock{i}", timeout=0):
-                pass
-        assert all(again.load(key) == value for key in again)
+    again = make(name, tmp_path, request)
+    for i in range(5):
+        with again.lock(f"lock{i}", timeout=0):
+            pass
+    assert all(again.load(key) == value for key in again)
+    again.close()
 
 
 # -- close between the batches of a bulk call ----------------------------------------------------------
@@ -356,8 +361,12 @@ class CloseAfter:
         raise AssertionError("close() never marked the backend closed")
 
 
-@pytest.mark.parametrize("bulk", ["dump_many", "load_many"])
-@pytest.mark.parametrize("api", ["sync", "aio"])
+BULK = [("sync", "dump_many"), ("aio", "load_many")] + (
+    [("aio", "dump_many"), ("sync", "load_many")] if LONG else []
+)
+
+
+@pytest.mark.parametrize(("api", "bulk"), BULK)
 def test_s3_close_between_batches_is_a_store_error_and_sends_no_more(
     moto: S3Target, bulk: str, api: str
 ) -> None:
@@ -393,7 +402,7 @@ def test_s3_close_between_batches_is_a_store_error_and_sends_no_more(
 class ClosingFolder(FileSystemJsonBackend):
     """A folder that closes itself after ``after`` single reads or writes (a test hook for timing)."""
 
-    after = 1000
+    after = 100
     done = 0
 
     def _load(self, key: str) -> Any:
@@ -436,7 +445,7 @@ def test_local_stores_closed_mid_bulk_raise_store_error_and_write_no_more(tmp_pa
     target = folder if api == "sync" else folder.aio()
     run(lambda: target.dump_many({key: 1 for key in keys}), folder)
     with FileSystemJsonBackend(tmp_path / "f") as after:
-        assert len(after) == 1000  # written before close; nothing after
+        assert len(after) == 100  # written before close; nothing after
 
     sqlite = ClosingSqlite(tmp_path / "s.db")
     sqlite.dump_many({key: 1 for key in keys})
@@ -644,7 +653,7 @@ def test_bad_input_of_the_redis_twin_is_the_sync_calls_error(redis: str) -> None
 
 # -- faults and lost replies on S3, through the twin: the sync call's answer; no secret in a chain ------
 
-#: the proxy's faults: the first four by default, all with BACKENDS_LONG=1
+#: the proxy's faults: the first three by default, all with BACKENDS_LONG=1
 FAULTS = ["reset", "error500", "lose", "stall", "truncate", "slowdown", "cut500"]
 SECRETS = ("testing-secret-never-shown", "planted-session-token-aio")
 
@@ -679,7 +688,7 @@ def test_s3_faults_through_the_twin_are_the_sync_calls_errors(moto_server: S3Tar
             except Exception as exc:
                 return (type(exc), exc)
 
-        for fault in FAULTS if LONG else FAULTS[:4]:
+        for fault in FAULTS if LONG else FAULTS[:3]:
             for label, action in calls(f"{fault}-sync"):
                 proxy.faults = Faults(plan=[fault], stall_seconds=0.8)
                 try:
