@@ -101,7 +101,7 @@ class AsyncBackend(Generic[V]):
         return self._closed or self.backend.closed
 
     def _refusal(self, call: object) -> StoreError:
-        name = getattr(call, "__name__", "")
+        name = call if isinstance(call, str) else getattr(call, "__name__", "")
         operation = name.strip("_") if name.isidentifier() else "call"
         return StoreError(
             "the backend is closed (aclose() was called); make a new one",
@@ -319,7 +319,7 @@ class AsyncLock:
 
     async def _try(self) -> bool:
         """One try in a thread. If the await is cancelled, a try that took the lock gives it back."""
-        future = self.owner._submit(self._try_in_thread)
+        future = self.owner._submit(self._try_in_thread, "lock")
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -348,11 +348,11 @@ class AsyncLock:
 
     async def release(self) -> None:
         """Release the lock (LockError if the lease ran out and another holder took it)."""
-        await self.owner._run(self._release_in_thread)
+        await asyncio.wrap_future(self.owner._submit(self._release_in_thread, "lock"))
 
     async def renew(self) -> None:
         """Restart the lease for another ``ttl`` seconds."""
-        await self.owner._run(self.lock.renew)
+        await asyncio.wrap_future(self.owner._submit(self.lock.renew, "lock"))
 
     async def __aenter__(self) -> AsyncLock:
         return await self.acquire()
@@ -360,20 +360,21 @@ class AsyncLock:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
+        if not self.lock.held and self.owner._closed:
+            if exc is None:  # the body's own error, if any, stays the one raised
+                raise LockError(
+                    "released by aclose() while the body ran: the section was not exclusive from then",
+                    backend=repr(self.lock.owner),
+                    operation="lock",
+                    key=self.lock.key,
+                )
+            return False
+        try:
+            future = self.owner._submit(self._release_in_thread, "lock")
+        except StoreError:
+            return False  # aclose() began: it releases the lock once the calls before it are done
         # Released even when the body was cancelled: the release runs to its end in a thread.
-        if self.lock.held:
-            try:
-                future = self.owner._submit(self._release_in_thread)
-            except StoreError:
-                return False  # aclose() started: it releases the lock once the pool is done
-            await asyncio.shield(asyncio.wrap_future(future))
-        elif exc is None:
-            raise LockError(
-                "released by aclose() while the body ran: the section was not exclusive from then",
-                backend=repr(self.lock.owner),
-                operation="lock",
-                key=self.lock.key,
-            )
+        await asyncio.shield(asyncio.wrap_future(future))
         return False
 
 
