@@ -749,3 +749,69 @@ def test_aclose_from_one_loop_while_another_loop_calls(tmp_path: Path) -> None:
     assert len(outcomes) == 1 and isinstance(outcomes[0], StoreError) and "closed" in str(outcomes[0])
     with FileSystemJsonBackend(tmp_path) as again:
         assert list(again.strays()) == []  # no write torn by the close
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+@pytest.mark.parametrize("name", ["folder", "sqlite"])
+def test_processes_writing_one_store_through_their_twins_lose_nothing(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """8 forked processes (4 by default), each awaiting concurrent dumps on one store: every value lands."""
+    store = make(name, tmp_path, request)
+    store.dump("ready", True)  # the store exists (SQLite: its schema and WAL) before the children start
+    processes, each = (8, 100) if LONG else (4, 25)
+
+    async def write(child: int) -> None:
+        async with make(name, tmp_path, request).aio(max_workers=4) as twin:
+            assert all(await asyncio.gather(*(twin.dump(f"p{child}/{i}", i) for i in range(each))))
+
+    children = []
+    for child in range(processes):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            signal.alarm(30)
+            try:
+                asyncio.run(write(child))
+                os._exit(0)
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    assert codes == [0] * processes
+    keys = [f"p{child}/{i}" for child in range(processes) for i in range(each)]
+    assert store.load_many(keys) == {f"p{child}/{i}": i for child in range(processes) for i in range(each)}
+    store.close()
+
+
+@pytest.mark.parametrize("engine", ["boto3", "obstore"])
+def test_secrets_from_the_environment_stay_out_of_the_twins_errors(
+    moto_server: S3Target, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from servers import CREDENTIALS, Faults, Proxy
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRETS[0])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SECRETS[1])
+    with Proxy(moto_server.endpoint_url) as proxy:
+        store = S3JsonBackend(
+            moto_server.bucket, prefix="aio-env/", endpoint_url=proxy.endpoint, addressing_style="path",
+            engine=engine, retries=0,
+        )  # fmt: skip
+
+        async def main() -> list[BaseException]:
+            errors: list[BaseException] = []
+            async with store.aio() as twin:
+                for fault in ("error500", "reset", "lose"):
+                    proxy.faults = Faults(plan=[fault])
+                    try:
+                        await twin.load("k")
+                    except StoreError as exc:
+                        errors.append(exc)
+            return errors
+
+        errors = asyncio.run(main())
+    assert len(errors) == 3
+    for error in errors:
+        text = "".join(traceback.format_exception(error)) + repr(error) + repr(store)
+        assert not any(secret in text for secret in SECRETS)
