@@ -12,6 +12,15 @@ Cancelling an awaiting task cancels the await, not the call: a call already
 running in a thread finishes (a write is atomic, so it happened or it did
 not, as when an answer is lost), and a lock a cancelled ``acquire`` took is
 released, never leaked.
+
+Every option of a sync call is an option of its twin: the twin of a
+backend class is made from it (:func:`twin_class`), each call taking the
+sync call's parameters (``inspect.signature`` says the same) and passing
+them on, so the sync call checks them, before any I/O, with its own errors.
+Closing either closes both: ``aclose()`` waits for the calls already
+started, releases the locks still held through the twin, then closes the
+backend; after it, and after ``backend.close()``, every call raises
+StoreError.
 """
 
 from __future__ import annotations
@@ -19,8 +28,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
+import inspect
+import logging
+import os
 import random
+import threading
 import time
+import types
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
@@ -28,11 +43,13 @@ from types import TracebackType
 from typing import Any, Final, Generic, Literal, TypeVar, overload
 
 from .base import MISSING, BaseBackend, Versioned
-from .errors import LockTimeoutError
+from .errors import BackendError, LockError, LockTimeoutError, StoreError
 from .hooks import Missing, Unchanged
 from .locks import FIRST_DELAY, Lock
 
-__all__ = ["PAGE", "AsyncBackend", "AsyncLock"]
+__all__ = ["NOT_MIRRORED", "PAGE", "AsyncBackend", "AsyncLock", "twin_class"]
+
+log = logging.getLogger("backends")
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -41,6 +58,10 @@ T = TypeVar("T")
 PAGE: Final = 1000
 #: threads of a wrapper whose backend does not say how many calls it runs at once
 DEFAULT_WORKERS: Final = 16
+#: public attributes of a backend class that have no coroutine twin: the twin itself, and the clock
+NOT_MIRRORED: Final = frozenset({"aio", "clock"})
+#: every twin of this process, given fresh threads in a forked child (a parent's threads are not there)
+_TWINS: weakref.WeakSet[AsyncBackend[Any]] = weakref.WeakSet()
 
 
 class AsyncBackend(Generic[V]):
@@ -59,17 +80,52 @@ class AsyncBackend(Generic[V]):
         self.backend = backend
         self.max_workers = workers
         self._blocks = backend._blocks
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="backends-aio")
+        self._closed = False
+        self._start()
+        # The class of this backend's class: every public call with the sync call's parameters.
+        plain = type(self).__mro__[1] if "_mirrors" in type(self).__dict__ else type(self)
+        self.__class__ = twin_class(plain, type(backend))
+        _TWINS.add(self)
+
+    def _start(self) -> None:
+        self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="backends-aio")
+        self._held: set[AsyncLock] = set()  # the locks taken through this twin and not released
+        self._guard = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AsyncBackend({self.backend!r})"
 
+    @property
+    def closed(self) -> bool:
+        """Whether the twin (``aclose()``) or its backend (``close()``) was closed: calls raise StoreError."""
+        return self._closed or self.backend.closed
+
+    def _refusal(self, call: object) -> StoreError:
+        name = call if isinstance(call, str) else getattr(call, "__name__", "")
+        operation = name.strip("_") if name.isidentifier() else "call"
+        return StoreError(
+            "the backend is closed (aclose() was called); make a new one",
+            backend=repr(self.backend),
+            operation=operation,
+        )
+
+    def _submit(self, call: Callable[[], T], named: object = None) -> Future[T]:
+        """``call`` on the pool; StoreError once the twin is closed (never the pool's RuntimeError)."""
+        if self._closed:
+            raise self._refusal(named or call)
+        try:
+            return self._pool.submit(call)
+        except RuntimeError as exc:  # aclose() shut the pool between the check and the submit
+            raise self._refusal(named or call) from exc
+
     async def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one blocking call in the pool; a cancelled await leaves the call to finish."""
         if not self._blocks:
+            if self._closed:
+                raise self._refusal(call)
             return call(*args, **kwargs)  # a store in memory: a hop to a thread would cost 100x the call
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(call, *args, **kwargs))
+        future = self._submit(functools.partial(call, *args, **kwargs), call)
+        return await asyncio.wrap_future(future)
 
     # -- single keys --------------------------------------------------------------------
 
@@ -81,9 +137,9 @@ class AsyncBackend(Generic[V]):
         """The value of ``key``, or ``default``."""
         return await self._run(self.backend.load, key, default)
 
-    async def dump(self, key: str, value: V, *, if_absent: bool = False) -> bool:
-        """Store ``value`` under ``key`` (as ``dump``)."""
-        return await self._run(self.backend.dump, key, value, if_absent=if_absent)
+    async def dump(self, key: str, value: V, *, if_absent: bool = False, **options: Any) -> bool:
+        """Store ``value`` under ``key`` (as ``dump``, with its options: ``timeout``, ``if_match``...)."""
+        return await self._run(self.backend.dump, key, value, if_absent=if_absent, **options)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; whether it existed."""
@@ -97,7 +153,7 @@ class AsyncBackend(Generic[V]):
         """Remove ``key`` and return its value (or ``default``; KeyError without one)."""
         return await self._run(self.backend.pop, key, default)
 
-    async def setdefault(self, key: str, default: V) -> V:
+    async def setdefault(self, key: str, default: V = None) -> V:  # type: ignore[assignment]
         """The value of ``key``, storing ``default`` first if it is absent (atomic)."""
         return await self._run(self.backend.setdefault, key, default)
 
@@ -109,16 +165,16 @@ class AsyncBackend(Generic[V]):
 
     async def load_many(self, keys: Iterable[str]) -> dict[str, V]:
         """``{key: value}`` of the keys that are present."""
-        return await self._run(self.backend.load_many, builtins.list(keys))
+        return await self._run(self.backend.load_many, _listed(keys))
 
     async def dump_many(self, items: Mapping[str, V] | Iterable[tuple[str, V]]) -> None:
         """Store every pair."""
-        pairs = builtins.list(items.items()) if isinstance(items, Mapping) else builtins.list(items)
+        pairs = builtins.list(items.items()) if isinstance(items, Mapping) else _listed(items)
         await self._run(self.backend.dump_many, pairs)
 
     async def delete_many(self, keys: Iterable[str]) -> int:
         """Remove the keys; how many existed."""
-        return await self._run(self.backend.delete_many, builtins.list(keys))
+        return await self._run(self.backend.delete_many, _listed(keys))
 
     async def clear(self) -> None:
         """Remove every key the backend owns."""
@@ -147,12 +203,17 @@ class AsyncBackend(Generic[V]):
             for key, value in (await self.load_many(page)).items():
                 yield key, value
 
-    async def _pages(self, start: Callable[[], Iterator[str]]) -> AsyncIterator[str]:
+    async def values(self) -> AsyncIterator[V]:
+        """Every value, as :meth:`items`."""
+        async for _, value in self.items():
+            yield value
+
+    async def _pages(self, start: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
         async for page in self._page_lists(start):
             for entry in page:
                 yield entry
 
-    async def _page_lists(self, start: Callable[[], Iterator[str]]) -> AsyncIterator[builtins.list[str]]:
+    async def _page_lists(self, start: Callable[[], Iterator[T]]) -> AsyncIterator[builtins.list[T]]:
         iterator = await self._run(start)
         try:
             while page := await self._run(lambda: builtins.list(islice(iterator, PAGE))):
@@ -171,11 +232,36 @@ class AsyncBackend(Generic[V]):
     # -- lifetime -----------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the backend and stop the wrapper's threads (calls running finish first)."""
+        """Close the twin and its backend; a second call does nothing.
+
+        New calls raise StoreError at once; the calls already started run to
+        their end on the open backend; the locks still held through the twin
+        are released; then the backend is closed. Cancelling the await
+        leaves the close to finish in its thread.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._finish)
+
+    async def close(self) -> None:
+        """Same as :meth:`aclose` (the twin of ``backend.close()``)."""
+        await self.aclose()
+
+    def _finish(self) -> None:
+        self._pool.shutdown(wait=True)  # what was submitted before aclose() runs to its end
         try:
-            await self._run(self.backend.close)
+            with self._guard:
+                held, self._held = builtins.list(self._held), set()
+            for lock in held:
+                _let_go(lock.lock)
         finally:
-            self._pool.shutdown(wait=False)
+            self.backend.close()
+
+    def _after_fork(self) -> None:
+        # A forked child has none of its parent's threads, but the pool would
+        # count them as idle and queue every call for them: it would hang.
+        self._start()
 
     async def __aenter__(self) -> AsyncBackend[V]:
         return self
@@ -187,7 +273,7 @@ class AsyncBackend(Generic[V]):
 
     def __getattr__(self, name: str) -> Any:
         """Any other public call of the backend (``stat``, ``url``, ``purge``...), as a coroutine."""
-        if name.startswith("_"):
+        if name.startswith("_") or name == "backend":  # "backend": not set yet, in a failed __init__
             raise AttributeError(name)
         call = getattr(self.backend, name)
         if not callable(call):
@@ -233,20 +319,40 @@ class AsyncLock:
 
     async def _try(self) -> bool:
         """One try in a thread. If the await is cancelled, a try that took the lock gives it back."""
-        future: Future[bool] = self.owner._pool.submit(self.lock.try_acquire)
+        future = self.owner._submit(self._try_in_thread, "lock")
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
-            future.add_done_callback(_release_if_taken(self.lock))
+            future.add_done_callback(self._release_if_taken)
             raise
+
+    def _try_in_thread(self) -> bool:
+        # Noted as held in the thread, before the future is done: aclose(),
+        # which waits for the pool, then finds it and releases it.
+        taken = self.lock.try_acquire()
+        if taken:
+            with self.owner._guard:
+                self.owner._held.add(self)
+        return taken
+
+    def _release_in_thread(self) -> None:
+        with self.owner._guard:
+            self.owner._held.discard(self)
+        self.lock.release()
+
+    def _release_if_taken(self, done: Future[bool]) -> None:
+        if not done.cancelled() and done.exception() is None and done.result():
+            with self.owner._guard:
+                self.owner._held.discard(self)
+            _let_go(self.lock)
 
     async def release(self) -> None:
         """Release the lock (LockError if the lease ran out and another holder took it)."""
-        await self.owner._run(self.lock.release)
+        await asyncio.wrap_future(self.owner._submit(self._release_in_thread, "lock"))
 
     async def renew(self) -> None:
         """Restart the lease for another ``ttl`` seconds."""
-        await self.owner._run(self.lock.renew)
+        await asyncio.wrap_future(self.owner._submit(self.lock.renew, "lock"))
 
     async def __aenter__(self) -> AsyncLock:
         return await self.acquire()
@@ -254,15 +360,114 @@ class AsyncLock:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
+        if not self.lock.held and self.owner._closed:
+            if exc is None:  # the body's own error, if any, stays the one raised
+                raise LockError(
+                    "released by aclose() while the body ran: the section was not exclusive from then",
+                    backend=repr(self.lock.owner),
+                    operation="lock",
+                    key=self.lock.key,
+                )
+            return False
+        try:
+            future = self.owner._submit(self._release_in_thread, "lock")
+        except StoreError:
+            return False  # aclose() began: it releases the lock once the calls before it are done
         # Released even when the body was cancelled: the release runs to its end in a thread.
-        future = self.owner._pool.submit(self.lock.release)
         await asyncio.shield(asyncio.wrap_future(future))
         return False
 
 
-def _release_if_taken(lock: Lock) -> Callable[[Future[bool]], None]:
-    def release(done: Future[bool]) -> None:
-        if not done.cancelled() and done.exception() is None and done.result():
+def _let_go(lock: Lock) -> None:
+    """Release a lock nobody awaits any more; a lost lease is logged (there is no caller to tell)."""
+    try:
+        if lock.held:
             lock.release()
+    except BackendError as lost:
+        log.warning("%s", lost)
 
-    return release
+
+def _listed(items: Iterable[T]) -> Any:
+    """``items`` as a list, made in the loop; a str (or anything not iterable) as it is, for the
+    sync call to refuse with its own error (``list("ab")`` would be the keys ``a`` and ``b``)."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        return items
+    return builtins.list(items)
+
+
+@functools.lru_cache(maxsize=256)
+def twin_class(
+    base: type[AsyncBackend[Any]], backend_class: type[BaseBackend[Any, Any]]
+) -> type[AsyncBackend[Any]]:
+    """The twin class of ``backend_class``: ``base`` with a coroutine (or async iterator) for each
+    of its public calls, taking the sync call's parameters, as ``inspect.signature`` shows.
+
+    A call ``base`` writes natively keeps its own (a test holds it to the
+    sync call's); one ``AsyncBackend`` merely passes on is copied under the
+    sync signature; any other is made here, passing its arguments on.
+    """
+    namespace: dict[str, Any] = {"_mirrors": backend_class, "__module__": base.__module__}
+    for name in _public_calls(backend_class):
+        sync = getattr(backend_class, name)
+        owner = next((klass for klass in base.__mro__ if name in klass.__dict__), None)
+        if owner is not None and owner is not AsyncBackend:
+            continue  # native in ``base`` (the Redis twin's load, dump...)
+        if owner is AsyncBackend:
+            namespace[name] = _copy(AsyncBackend.__dict__[name], sync)
+        else:
+            namespace[name] = _mirror(name, sync)
+    return types.new_class(base.__name__, (base,), {}, lambda body: body.update(namespace))
+
+
+def _public_calls(backend_class: type) -> builtins.list[str]:
+    return [
+        name
+        for name in dir(backend_class)
+        if not name.startswith("_")
+        and name not in NOT_MIRRORED
+        and callable(getattr(backend_class, name))
+        and not isinstance(inspect.getattr_static(backend_class, name), (property, type))
+    ]
+
+
+def _copy(function: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., Any]:
+    copied = types.FunctionType(
+        function.__code__,
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    functools.update_wrapper(copied, function)
+    del copied.__wrapped__  # type: ignore[attr-defined]
+    copied.__kwdefaults__ = function.__kwdefaults__
+    copied.__signature__ = inspect.signature(sync)  # type: ignore[attr-defined]
+    return copied
+
+
+def _mirror(name: str, sync: Callable[..., Any]) -> Callable[..., Any]:
+    run: Callable[..., Any]
+    if inspect.isgeneratorfunction(inspect.unwrap(sync)):
+
+        def run(self: AsyncBackend[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            call = getattr(self.backend, name)
+            return self._pages(lambda: call(*args, **kwargs))  # a page per hop, as list()
+
+    else:
+
+        async def run(self: AsyncBackend[Any], *args: Any, **kwargs: Any) -> Any:
+            return await self._run(getattr(self.backend, name), *args, **kwargs)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = sync.__doc__
+    setattr(run, "__signature__", inspect.signature(sync))  # noqa: B010 - read by inspect.signature
+    return run
+
+
+def _after_fork() -> None:
+    for twin in builtins.list(_TWINS):
+        twin._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

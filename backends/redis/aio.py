@@ -166,9 +166,17 @@ class AsyncRedisBackend(AsyncBackend[V]):
         return {key: store._decode(data, key, "load_many") for key, data in found.items()}
 
     @_told("dump")
-    async def dump(self, key: str, value: V, *, if_absent: bool = False, **options: Any) -> bool:
-        if options:  # if_match=, timeout=: through the blocking store
-            return await super().dump(key, value, if_absent=if_absent, **options)
+    async def dump(  # type: ignore[override]  # the options of RedisBackend.dump, by name
+        self,
+        key: str,
+        value: V,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
+        timeout: float | Missing | None = MISSING,
+    ) -> bool:
+        if if_match is not None or timeout is not MISSING:  # through the blocking store
+            return await super().dump(key, value, if_absent=if_absent, if_match=if_match, timeout=timeout)
         return await self._write("dump", "nx" if if_absent else "set", [(key, value)])
 
     @_told("dump_many", keyed=False)

@@ -57,6 +57,17 @@ COPY_LIMIT = 5 * 1024**3  # the largest source of one CopyObject
 SIZE_META = "backends-size"
 #: ... and the MD5 of the value itself (S3's ETag is the gzipped bytes')
 MD5_META = "backends-md5"
+#: obstore's runtime: whether it ran here, and whether this process was forked after it did.
+#: Its threads do not survive a fork (every obstore call in the child would wait for them
+#: forever), so such a child sends every request through boto3: the same requests.
+_OBSTORE = {"ran": False, "forked": False}
+
+
+def _forked() -> None:
+    _OBSTORE["forked"] = _OBSTORE["ran"]
+
+
+os.register_at_fork(after_in_child=_forked)
 
 #: key extensions whose raw values are stored gzipped (Content-Encoding: gzip)
 DEFAULT_GZIP = frozenset(
@@ -233,6 +244,7 @@ class S3Connection(BaseBackend[V, bytes]):
             if value
         }
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = os.getpid()
         self._closed = False
         self._lock = threading.Lock()
         self._bucket_lock = threading.Lock()
@@ -253,8 +265,9 @@ class S3Connection(BaseBackend[V, bytes]):
         run again after creating the bucket (botocore rewinds it for its own
         retries, but not for ours).
         """
-        if self._engine is not None and self._engine.sends(operation, params):
+        if self._engine is not None and not _OBSTORE["forked"] and self._engine.sends(operation, params):
             engine = self._engine
+            _OBSTORE["ran"] = True
             return self._again_if_cut(lambda: self._with_bucket(lambda: engine.call(operation, params)))
         method = getattr(self.client, operation)
         body: Any = params.get("Body")
@@ -326,14 +339,20 @@ class S3Connection(BaseBackend[V, bytes]):
         """``function`` over ``items`` on the backend's pool, in order; the first error raises."""
         if len(items) <= 1 or self.max_workers <= 1:
             return [function(item) for item in items]
-        self._check_open()
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="backends-s3")
-            pool = self._pool
         results: list[R] = []
         for batch in batches(items, PAGE):
-            results.extend(pool.map(function, batch))
+            # close() takes the lock too: a batch is submitted whole before it, or not at
+            # all after it (StoreError, never the shut pool's RuntimeError). Of a batch
+            # submitted, the requests not yet started when close() lands raise StoreError.
+            with self._lock:
+                self._check_open()
+                if self._pool is None or self._pool_pid != os.getpid():
+                    # A forked child has none of its parent's threads, which the
+                    # parent's pool would count as idle and queue every request for.
+                    self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="backends-s3")
+                    self._pool_pid = os.getpid()
+                answers = self._pool.map(function, batch)
+            results.extend(answers)
         return results
 
     def _guess_type(self, key: str) -> str:

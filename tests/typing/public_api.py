@@ -11,12 +11,14 @@ from backends import (
     FileSystemJsonBackend,
     FileSystemRawBackend,
     FileSystemTextBackend,
+    JsonCache,
     MemoryCache,
     MemoryTextCache,
     S3TextBackend,
     TextCache,
     VolatileBackend,
 )
+from backends.aio import AsyncBackend
 
 text = FileSystemTextBackend("/tmp/x")
 assert_type(text.load("k"), str | None)
@@ -51,3 +53,16 @@ count_words(text)
 count_words(TextCache("/tmp/x"))
 count_words(S3TextBackend("bkt"))
 count_words(raw)  # type: ignore[arg-type]  # bytes values are not str values
+
+
+async def twin_calls() -> None:
+    """The twin takes every option of the sync call (its dump passes ``timeout``, ``if_match``... on)."""
+    twin = JsonCache("/tmp/x", timeout=300).aio()
+    assert_type(twin, AsyncBackend[Any])
+    assert_type(await twin.dump("k", 1, timeout=30), bool)
+    assert_type(await twin.dump("k", 1, if_absent=True), bool)
+    assert_type(await S3TextBackend("bkt").aio().dump("k", "v", if_match='"etag"'), bool)
+    assert_type(await text.aio().load("k"), str | None)
+    assert_type(await text.aio().load_many(["k"]), dict[str, str])
+    assert_type(twin.closed, bool)
+    await twin.aclose()
