@@ -240,7 +240,10 @@ def _answer(
 
 
 def server(app: App, address: str) -> Any:
-    """A threading WSGI server of the standard library for ``app`` on ``HOST:PORT`` (port 0: any free one)."""
+    """A threading WSGI server of the standard library for ``app`` on ``HOST:PORT`` (port 0: any free one).
+
+    A bad address is a ValueError (before any I/O); one that cannot be bound, an OSError saying so.
+    """
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -252,7 +255,12 @@ def server(app: App, address: str) -> Any:
             pass  # one line per poll would drown the terminal
 
     host, port = parse_address(address)
-    return make_server(host, port, app, server_class=Server, handler_class=Quiet)
+    try:
+        return make_server(host, port, app, server_class=Server, handler_class=Quiet)
+    except OSError as exc:  # in use, not this machine's address, a name that does not resolve
+        reason = exc.strerror or type(exc).__name__
+        failure = OSError(exc.errno, f"cannot serve on {address}: {reason}")
+    raise failure  # out of the except: one line, no chain to print
 
 
 def parse_address(address: object) -> tuple[str, int]:
@@ -274,5 +282,6 @@ def serve(app: App, address: str) -> None:
     """Serve ``app`` on ``HOST:PORT`` until interrupted, saying where."""
     with server(app, address) as running:
         host, port = running.server_address[:2]
-        print(f"backends status: serving http://{host}:{port}/status", flush=True)
+        shown = f"[{host}]" if ":" in str(host) else host
+        print(f"backends status: serving http://{shown}:{port}/status", flush=True)
         running.serve_forever()

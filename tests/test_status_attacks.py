@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import math
 import os
@@ -320,6 +321,13 @@ def test_the_library_refuses_bad_arguments_naming_them() -> None:
             server(make_app(url), address)  # type: ignore[arg-type]
 
 
+def test_an_address_in_use_is_one_line_and_exit_1(raw: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    with serving(make_app(_url(raw))) as base:
+        assert main(["status", _url(raw), "--serve", base.removeprefix("http://")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"backends status: [Errno 98] cannot serve on {base[7:]}: Address already in use\n"
+
+
 def test_head_sends_no_body_and_405_names_what_is_allowed(raw: Any, stream: str) -> None:
     ours(raw, stream, event("k"))
     with serving(make_app(_url(raw), stream=stream)) as base:
@@ -507,14 +515,49 @@ def test_a_paused_server_is_a_typed_error_and_service_comes_back(capsys: pytest.
                 assert sink.flush(timeout=10) and sink.dropped >= 1 and sink.error == "TimeoutError"
             finally:
                 os.kill(pid, signal.SIGCONT)
+            following = follow_until_paused(url, pid)
+            assert "did not answer within 0.3 s (TimeoutError)" in str(following)
             assert main(["status", url, "--timeout", "0.3", "--json"]) == 0
             assert [e["key"] for e in json.loads(capsys.readouterr().out)["events"]] == ["k"]
             assert get_json(base + "/status.json")[0] == 200
             sent = sink.sent
             sink(event("after"))
             assert sink.flush(timeout=15) and sink.sent == sent + 1
-        sink.close()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            sink.close()  # returns (each request has its timeout), and says nothing
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert sink.closed
         client.close()
+
+
+def follow_until_paused(url: str, pid: int) -> BaseException:
+    """``status --follow`` from a thread: once the first screen is out, the server is paused; the
+    follower ends with the error it raised."""
+    printed, ended = threading.Event(), []
+
+    class Out(io.StringIO):
+        def write(self, text: str) -> int:
+            printed.set()
+            return super().write(text)
+
+    def run() -> None:
+        try:
+            run_status(url, follow=True, out=Out(), timeout=0.3)
+        except BaseException as exc:  # handed to the test
+            ended.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert printed.wait(30)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        thread.join(30)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert not thread.is_alive()
+    return ended[0]
 
 
 # -- 8. pressure ----------------------------------------------------------------------------------------
