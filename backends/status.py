@@ -17,11 +17,11 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, TextIO
-from urllib.parse import parse_qsl, urlsplit
 
 from .errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from .events import Event
 from .redis.streamread import DEFAULT_STREAM, MAX_COUNT, Unreadable, check_count, check_stream
+from .redis.streamread import check_url as check_status_url
 from .terminal import printable, write_line
 
 __all__ = [
@@ -48,11 +48,6 @@ COLUMN: Final = 4
 TROUBLE: Final = frozenset({"failed", "lost", "timed out", "retried"})
 #: unreadable entries named in the view (the rest are counted)
 NAMED: Final = 5
-#: the URL options of redis-py the status view takes (the command sets timeouts and pools itself)
-URL_OPTIONS: Final = frozenset(
-    {"db", "protocol", "client_name", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile"}
-    | {"ssl_keyfile", "ssl_check_hostname", "ssl_min_version", "ssl_validate_ocsp"}
-)
 
 
 def age(seconds: float) -> str:
@@ -184,40 +179,6 @@ def check_timeout(timeout: object, name: str = "timeout") -> float:
     if not 0 < timeout <= 3600:
         raise ValueError(f"{name} is seconds: a number above 0, at most 3600, not {timeout!r}")
     return float(timeout)
-
-
-def check_status_url(url: object) -> str:
-    """Return ``url`` if the status view can read the Redis server it names; else ValueError.
-
-    Beyond :func:`~backends.redis.client.check_redis_url` (no password in it):
-    printable ASCII, a port from 1 to 65535, a database number as its path,
-    and only the options of :data:`URL_OPTIONS`. The message never holds the URL.
-    """
-    from .redis.client import check_redis_url
-
-    if not isinstance(url, str):
-        raise ValueError("a Redis URL is a str: redis://host:port/db, rediss://..., unix:///path")
-    check_redis_url(url)
-    if not url.isascii() or re.search(r"[\x00-\x20\x7f]", url):
-        raise ValueError("a Redis URL is printable ASCII, without spaces (punycode for a host name)")
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0 or (parts.scheme != "unix" and parts.port is None and parts.netloc.endswith(":")):
-        raise ValueError("the Redis URL's port is a number from 1 to 65535")
-    if parts.scheme != "unix" and not re.fullmatch(r"/?|/\d{1,6}/?", parts.path):
-        raise ValueError("the Redis URL's path is its database number: redis://host:6379/0")
-    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
-        if "password" in name.lower() or "secret" in name.lower():
-            raise ValueError("a secret does not go in a Redis URL: set REDISCLI_AUTH")
-        if name not in URL_OPTIONS:
-            raise ValueError(f"the Redis URL's option {name!r} is not one the status view takes")
-    from redis.connection import parse_url
-
-    parse_url(url)  # type: ignore[no-untyped-call]  # each option's value: "Invalid value for 'db' in connection URL."
-    return url
 
 
 def run_status(

@@ -315,6 +315,12 @@ def test_the_library_refuses_bad_arguments_naming_them() -> None:
             RedisStreamSink(url, stream=name)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="password is a str"):
         RedisStreamSink(url, password=5)  # type: ignore[arg-type]
+    for bad_url, said in BAD_URLS:  # the sink takes the view's URLs: none fails later, in its thread
+        with pytest.raises(ValueError, match=said.replace("(", r"\(")):
+            RedisStreamSink(bad_url)
+    for size in (0, 10**30, True, 1.5):
+        with pytest.raises(ValueError, match="maxlen"):
+            RedisStreamSink(url, maxlen=size)  # type: ignore[arg-type]
     assert parse_address(":8080") == ("127.0.0.1", 8080) and parse_address("[::1]:0") == ("::1", 0)
     for address in ("127.0.0.1:99999", "nohost", "a b:80", "127.0.0.1:80\n", ":", 8080):
         with pytest.raises(ValueError, match="serve on"):
@@ -625,6 +631,23 @@ def test_forked_children_send_their_own_events_once_each(raw: Any, stream: str) 
     assert {e.pid for e in read_recent(raw, stream, count=1000)} == {11, *children}
     assert list(read_processes(raw, stream)) == [f"{HOST}:{os.getpid()}"]  # each child took its own away
     sink.close()
+
+
+def test_many_pages_polling_at_once_all_get_the_view(raw: Any, stream: str) -> None:
+    ours(raw, stream, event("k"))
+    answers: list[tuple[int, str, Any]] = []
+    with serving(make_app(_url(raw), stream=stream)) as base:  # a pool of 4 connections
+        polls = [
+            threading.Thread(target=lambda: answers.append(get_json(base + "/status.json")))
+            for _ in range(16)
+        ]
+        for poll in polls:
+            poll.start()
+        for poll in polls:
+            poll.join(60)
+    assert [(status, [e["key"] for e in view["events"]]) for status, _, view in answers] == [
+        (200, ["k"])
+    ] * 16
 
 
 # -- 10. secrets ----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ..events import HOST, Event
-from .client import check_redis_url, import_redis, make_client
+from .client import import_redis, make_client
 from .streamread import (
     DEFAULT_STREAM,
     MAX_COUNT,
@@ -38,6 +38,7 @@ from .streamread import (
     View,
     check_count,
     check_stream,
+    check_url,
     follow,
     heartbeat_seen,
     latest,
@@ -56,6 +57,7 @@ __all__ = [
     "View",
     "check_count",
     "check_stream",
+    "check_url",
     "follow",
     "latest",
     "read_processes",
@@ -92,14 +94,14 @@ class RedisStreamSink:
         username: str | None = None,
         socket_timeout: float = 1.0,
     ) -> None:
-        check_redis_url(url)
+        check_url(url)
         check_stream(stream)
         for name, secret in (("password", password), ("username", username)):
             if secret is not None and not isinstance(secret, str):
                 raise ValueError(f"{name} is a str or None")  # never echoed
         for name, value in (("maxlen", maxlen), ("queue_size", queue_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} is an int >= 1, not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**9:
+                raise ValueError(f"{name} is an int from 1 to 10**9, not {value!r}")
         for name, seconds in (
             ("interval", interval),
             ("heartbeat", heartbeat),

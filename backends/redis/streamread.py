@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, Final, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
 
 from ..events import Event
 
@@ -22,10 +24,12 @@ __all__ = [
     "DEFAULT_STREAM",
     "MAX_COUNT",
     "MAX_TIME",
+    "URL_OPTIONS",
     "Unreadable",
     "View",
     "check_count",
     "check_stream",
+    "check_url",
     "follow",
     "heartbeat_seen",
     "latest",
@@ -35,7 +39,11 @@ __all__ = [
 ]
 
 DEFAULT_STREAM: Final = "backends:events"
-
+#: the URL options of redis-py the event stream takes (the sink and the view set timeouts and pools)
+URL_OPTIONS: Final = frozenset(
+    {"db", "protocol", "client_name", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile"}
+    | {"ssl_keyfile", "ssl_check_hostname", "ssl_min_version", "ssl_validate_ocsp"}
+)
 
 #: the latest time an event may carry (9999-12-31): what ``time.localtime`` can show
 MAX_TIME: Final = 253_402_300_799.0
@@ -87,6 +95,40 @@ class View(NamedTuple):
 
 class _Bad(ValueError):
     """Not something this module wrote; the text says why."""
+
+
+def check_url(url: object) -> str:
+    """Return ``url`` if it names a Redis server the sink and the status view can use; else ValueError.
+
+    Beyond :func:`~backends.redis.client.check_redis_url` (no password in it):
+    printable ASCII, a port from 1 to 65535, a database number as its path,
+    and only the options of :data:`URL_OPTIONS`. The message never holds the URL.
+    """
+    from .client import check_redis_url
+
+    if not isinstance(url, str):
+        raise ValueError("a Redis URL is a str: redis://host:port/db, rediss://..., unix:///path")
+    check_redis_url(url)
+    if not url.isascii() or re.search(r"[\x00-\x20\x7f]", url):
+        raise ValueError("a Redis URL is printable ASCII, without spaces (punycode for a host name)")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (parts.scheme != "unix" and parts.port is None and parts.netloc.endswith(":")):
+        raise ValueError("the Redis URL's port is a number from 1 to 65535")
+    if parts.scheme != "unix" and not re.fullmatch(r"/?|/\d{1,6}/?", parts.path):
+        raise ValueError("the Redis URL's path is its database number: redis://host:6379/0")
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if "password" in name.lower() or "secret" in name.lower():
+            raise ValueError("a secret does not go in a Redis URL: set REDISCLI_AUTH")
+        if name not in URL_OPTIONS:
+            raise ValueError(f"the Redis URL's option {name!r} is not one the event stream takes")
+    from redis.connection import parse_url
+
+    parse_url(url)  # type: ignore[no-untyped-call]  # each option's value: "Invalid value for 'db' in connection URL."
+    return url
 
 
 def check_stream(stream: object) -> str:
