@@ -253,6 +253,7 @@ BAD = [
     (["-n", "100001"], "argument -n/--count"),
     (["-n", "99999999999999999999"], "argument -n/--count"),
     (["--stream", ""], "argument --stream: stream is the name of a Redis stream"),
+    (["--stream", "a\udcff"], "argument --stream: stream is not UTF-8 text"),  # an argv byte no UTF-8
     (["--timeout", "0"], "argument --timeout"),
     (["--timeout", "-1"], "argument --timeout"),
     (["--timeout", "nan"], "argument --timeout"),
@@ -273,6 +274,7 @@ BAD_URLS = [
     ("redis://127.0.0.1:6379/0?socket_timeout=1", "option 'socket_timeout' is not one"),
     ("redis://127.0.0.1:6379/0\r\nQUIT", "printable ASCII"),
     ("redis://hôte:6379/0", "printable ASCII"),
+    ("redis://h\udcff:6379/0", "printable ASCII"),
 ]
 
 
