@@ -13,6 +13,11 @@ per event, its one field ``e`` the event as a JSON array in the order of
 operation, key, outcome, duration, bytes, attempts, detail]``); the hash
 ``S + ":processes"`` holds one field per process (``host:pid``) with its
 last heartbeat, as JSON.
+
+At most once: a batch is never sent again (the client does not retry), so
+an answer lost after Redis stored it counts the batch as dropped, and no
+event is ever in the stream twice. Reading it back (what the status view
+shows, and what it skips) is :mod:`backends.redis.streamread`, re-exported here.
 """
 
 from __future__ import annotations
