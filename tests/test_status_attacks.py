@@ -656,6 +656,21 @@ def test_many_pages_polling_at_once_all_get_the_view(raw: Any, stream: str) -> N
     ] * 16
 
 
+def test_a_child_forked_while_the_sending_thread_held_its_lock_still_sends(raw: Any, stream: str) -> None:
+    sink = RedisStreamSink(_url(raw), stream=stream, interval=0.01)
+    sink(event("parent"))
+    assert sink.flush()
+    with sink._counts:  # as the sending thread holds it while it counts a batch
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            signal.alarm(10)  # a child stuck on the parent's lock dies here
+            sink(event("child", pid=os.getpid()))
+            os._exit(0 if sink.flush(timeout=5) and sink.sent >= 1 else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert [e.key for e in read_recent(raw, stream)] == ["parent", "child"]
+    sink.close()
+
+
 # -- 10. secrets ----------------------------------------------------------------------------------------
 
 
