@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import redis as redis_py
 
 from backends import VolatileBackend
 from backends.cli import main
@@ -103,12 +104,21 @@ def test_follow_prints_new_events_as_they_come(redis: str) -> None:
         assert "dump k started" in follower.stdout.readline()
         assert "dump k finished" in follower.stdout.readline()
         sink.close()
+        client = redis_py.Redis.from_url(redis)
+        entry = client.xadd(stream, {"hello": "world"}).decode()  # not an event: named, and followed on
+        client.xadd(stream, {"e": json.dumps([NOW, "h", 1, "B", "dump", "\x1b]0;x\x07\nk", "finished"])})
+        assert follower.stdout.readline() == f"entry {entry} could not be read (no field e), skipped\n"
+        assert "[2] dump \\x1b]0;x\\x07\\nk finished, " in follower.stdout.readline()
+        client.delete(stream)
+        client.close()
     finally:
         follower.terminate()
         follower.wait(timeout=10)
 
 
 def test_a_password_in_the_url_is_refused_and_never_shown(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "redis://:hunter2@127.0.0.1:1/0"]) == 1
+    with pytest.raises(SystemExit) as usage:  # a usage error, before any I/O
+        main(["status", "redis://:hunter2@127.0.0.1:1/0"])
+    assert usage.value.code == 2
     err = capsys.readouterr().err
-    assert "password=" in err and "hunter2" not in err
+    assert "argument url:" in err and "password=" in err and "hunter2" not in err

@@ -7,11 +7,13 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis as redis_py
 
 from backends import VolatileBackend
 from backends.events import HOST, subscribe
@@ -90,12 +92,21 @@ def test_the_page_and_its_data_answer_over_http(site: tuple[str, Gate, RedisStre
     assert missing.value.code == 404
 
 
+HOSTILE = ["</li><script>alert(2)</script>", "a\x1b[2Jb\nc", "lone\ud800surrogate"]
+
+
 def test_a_headless_browser_shows_the_processes_and_new_events_without_a_reload(
-    site: tuple[str, Gate, RedisStreamSink],
+    site: tuple[str, Gate, RedisStreamSink], redis: str
 ) -> None:
     base, gate, sink = site
+    client = redis_py.Redis.from_url(redis)
     write(sink, "users/42")
     write(sink, "<img src=x onerror=alert(1)>")  # a hostile key is shown as text
+    for key in HOSTILE:  # written as the sink writes them: keys the key rule would refuse
+        client.xadd(
+            sink.stream, {"e": json.dumps([time.time(), HOST, os.getpid(), "B", "dump", key, "finished"])}
+        )
+    client.xadd(sink.stream, {"hello": "world"})  # not an event: counted on the page
     browser = subprocess.Popen(
         [
             chromium(),
@@ -125,3 +136,8 @@ def test_a_headless_browser_shows_the_processes_and_new_events_without_a_reload(
     assert "dump users/42 finished in" in dom
     assert "dump users/43 finished in" in dom  # arrived by polling
     assert "&lt;img src=x onerror=alert(1)&gt;" in dom and "<img src" not in dom
+    assert "dump &lt;/li&gt;&lt;script&gt;alert(2)&lt;/script&gt; finished" in dom and "alert(2)</" not in dom
+    assert "dump a\\x1b[2Jb\\nc finished" in dom  # shown escaped, as in the terminal
+    assert "dump lone\\ud800surrogate finished" in dom and "\x1b" not in dom
+    assert "1 entry could not be read (not written by backends), skipped: " in dom
+    client.close()

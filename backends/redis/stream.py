@@ -13,26 +13,56 @@ per event, its one field ``e`` the event as a JSON array in the order of
 operation, key, outcome, duration, bytes, attempts, detail]``); the hash
 ``S + ":processes"`` holds one field per process (``host:pid``) with its
 last heartbeat, as JSON.
+
+At most once: a batch is never sent again (the client does not retry), so
+an answer lost after Redis stored it counts the batch as dropped, and no
+event is ever in the stream twice. Reading it back (what the status view
+shows, and what it skips) is :mod:`backends.redis.streamread`, re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 
 from ..events import HOST, Event
-from .client import check_redis_url, import_redis, make_client
+from .client import import_redis, make_client
+from .streamread import (
+    DEFAULT_STREAM,
+    MAX_COUNT,
+    MAX_TIME,
+    Unreadable,
+    View,
+    check_count,
+    check_stream,
+    check_url,
+    follow,
+    heartbeat_seen,
+    latest,
+    read_processes,
+    read_recent,
+    read_view,
+)
 
 __all__ = [
     "DEFAULT_STREAM",
     "FORGET_AFTER",
+    "MAX_COUNT",
+    "MAX_TIME",
     "RedisStreamSink",
+    "Unreadable",
+    "View",
+    "check_count",
+    "check_stream",
+    "check_url",
     "follow",
     "latest",
     "read_processes",
@@ -40,7 +70,8 @@ __all__ = [
     "read_view",
 ]
 
-DEFAULT_STREAM: Final = "backends:events"
+log = logging.getLogger("backends.events")
+
 #: seconds after its last heartbeat when a process's entry is removed (by the next sink that starts)
 FORGET_AFTER: Final = 86_400.0
 
@@ -68,10 +99,14 @@ class RedisStreamSink:
         username: str | None = None,
         socket_timeout: float = 1.0,
     ) -> None:
-        check_redis_url(url)
+        check_url(url)
+        check_stream(stream)
+        for name, secret in (("password", password), ("username", username)):
+            if secret is not None and not isinstance(secret, str):
+                raise ValueError(f"{name} is a str or None")  # never echoed
         for name, value in (("maxlen", maxlen), ("queue_size", queue_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} is an int >= 1, not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**9:
+                raise ValueError(f"{name} is an int from 1 to 10**9, not {value!r}")
         for name, seconds in (
             ("interval", interval),
             ("heartbeat", heartbeat),
@@ -88,8 +123,12 @@ class RedisStreamSink:
         #: events sent to Redis, and events dropped (queue full, or Redis unreachable)
         self.sent = 0
         self.dropped = 0
-        #: sends that failed (each dropped its batch)
+        #: sends and heartbeats that failed (a failed send dropped its batch)
         self.failures = 0
+        #: the last failure, in a few words (its class, and Redis's error code): "" if none
+        self.error = ""
+        #: whether :meth:`close` was called: nothing is sent any more, events are dropped and counted
+        self.closed = False
         self._password, self._username, self._timeout = password, username, float(socket_timeout)
         self._queue: deque[Event] = deque()
         self._inflight = False
@@ -102,6 +141,10 @@ class RedisStreamSink:
     # -- the caller's side: never waits --------------------------------------------
 
     def __call__(self, event: Event) -> None:
+        if self.closed:  # still subscribed after close: nothing is sent, and that is counted
+            with self._counts:
+                self.dropped += 1
+            return
         if self._pid != os.getpid():  # a forked child: its own pool and thread
             self._start()
         if len(self._queue) >= self.queue_size:
@@ -127,45 +170,72 @@ class RedisStreamSink:
         self._started = time.time()
         self._pruned = False
         self._queue.clear()
+        # New in a forked child: the parent's thread may have held the lock at the fork.
+        self._counts = threading.Lock()
+        self._inflight = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="backends-events", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         next_beat = 0.0
-        pause = self.interval
+        pause = beat_pause = self.interval
         while not self._stop.wait(pause):
             now = time.monotonic()
-            try:
-                if now >= next_beat:
-                    self._beat()
-                    next_beat = now + self.heartbeat
-                self._send()
+            if now >= next_beat:
+                # Apart from the events: a heartbeat hash another program retyped stops only the beats.
+                if self._attempt(self._beat):
+                    beat_pause, next_beat = self.interval, now + self.heartbeat
+                else:
+                    beat_pause = min(beat_pause * 2, self.heartbeat, 5.0)
+                    next_beat = now + beat_pause
+            if self._attempt(self._send):
                 pause = self.interval
-            except self._errors:
+            else:
                 # Unreachable: what waits is dropped (and counted); try again later, less often.
                 self._drop_queued()
-                with self._counts:
-                    self.failures += 1
-                next_beat = 0.0
                 pause = min(max(pause * 2, self.interval), 5.0)
+
+    def _attempt(self, step: Callable[[], None]) -> bool:
+        """Run one send or heartbeat; a failure is counted and kept in :attr:`error`, never raised."""
+        try:
+            step()
+        except Exception as exc:  # the thread must live on: the next try may work
+            expected = isinstance(exc, self._errors)
+            code = _code(exc) if type(exc).__name__ == "ResponseError" else ""
+            with self._counts:
+                self.failures += 1
+                self.error = f"{type(exc).__name__} {code}".strip()
+            if not expected:
+                log.warning("RedisStreamSink: sending failed (%s); counted in sink.failures", self.error)
+            return False
+        return True
 
     def _send(self) -> None:
         while self._queue:
             self._inflight = True  # popped, not yet sent: flush() waits for it too
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
             pipe = self._client.pipeline(transaction=False)
+            written = 0
             for event in batch:
-                pipe.xadd(self.stream, _fields(event), maxlen=self.maxlen, approximate=True)
+                try:
+                    fields = _fields(event)
+                except (TypeError, ValueError):  # a NaN, or a field JSON has no form for
+                    continue
+                pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+                written += 1
             try:
+                # Never repeated (the client's retries are 0): an answer lost after Redis applied
+                # the batch counts it as dropped, and no event is ever in the stream twice.
                 pipe.execute()
-            except self._errors:
+            except BaseException:
                 with self._counts:
                     self.dropped += len(batch)
                     self._inflight = False
                 raise
             with self._counts:
-                self.sent += len(batch)
+                self.sent += written
+                self.dropped += len(batch) - written
                 self._inflight = False
 
     def _beat(self) -> None:
@@ -179,7 +249,7 @@ class RedisStreamSink:
             old = [
                 name
                 for name, value in self._client.hgetall(beats).items()
-                if _seen(value) < now - FORGET_AFTER
+                if heartbeat_seen(value) < now - FORGET_AFTER
             ]
             if old:
                 self._client.hdel(beats, *old)
@@ -203,72 +273,38 @@ class RedisStreamSink:
         return not (self._queue or self._inflight)
 
     def close(self) -> None:
-        """Send what is queued (briefly), stop the thread, remove this process's heartbeat."""
-        self.flush(timeout=1.0)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        # Unreachable: the heartbeat ages out of the status view instead.
-        with contextlib.suppress(*self._errors):
-            self._client.hdel(self.stream + ":processes", f"{HOST}:{self._pid}")
+        """Send what is queued (briefly), stop the thread, remove this process's heartbeat.
+
+        Once is enough; again does nothing. Events given after it are dropped and counted.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        if self._pid == os.getpid():  # a forked child that sent nothing has no thread of its own
+            self.flush(timeout=1.0)
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            # Unreachable: the heartbeat ages out of the status view instead.
+            with contextlib.suppress(*self._errors):
+                self._client.hdel(self.stream + ":processes", f"{HOST}:{self._pid}")
+        self._drop_queued()
         self._client.close()
 
     def __repr__(self) -> str:
         return f"RedisStreamSink({self.url!r}, stream={self.stream!r})"
 
 
-def _seen(beat: bytes) -> float:
-    try:
-        return float(json.loads(beat)["seen"])
-    except (ValueError, KeyError, TypeError):
-        return 0.0  # not one of ours, or torn: forget it
+def _code(exc: Exception) -> str:
+    """Redis's error code (WRONGTYPE, OOM...): never the rest, which quotes the pipeline's commands."""
+    text = str(exc)
+    found = re.search(r"caused error: (\S+)", text)
+    word = found.group(1) if found else text.split(" ", 1)[0]
+    return word if word.isalpha() and word.isupper() else "ERR"
 
 
 def _fields(event: Event) -> dict[str, str]:
     # One field, the record as a JSON array in Event's field order: a fraction
     # of the work of one field per attribute, for the sending thread and Redis.
-    return {"e": json.dumps(event, separators=(",", ":"))}
-
-
-def _event(fields: dict[bytes, bytes]) -> Event:
-    return Event(*json.loads(fields[b"e"]))
-
-
-def read_recent(client: Any, stream: str = DEFAULT_STREAM, count: int = 200, until: str = "+") -> list[Event]:
-    """The last ``count`` events of ``stream`` up to the entry ``until``, oldest first (one ``XREVRANGE``)."""
-    entries = client.xrevrange(stream, max=until, count=count)
-    return [_event(fields) for _, fields in reversed(entries)]
-
-
-def latest(client: Any, stream: str = DEFAULT_STREAM) -> str:
-    """The ID of the last entry of ``stream`` ("0-0" if none): where to read or follow from."""
-    entries = client.xrevrange(stream, count=1)
-    return entries[0][0].decode() if entries else "0-0"
-
-
-def read_processes(client: Any, stream: str = DEFAULT_STREAM) -> dict[str, dict[str, Any]]:
-    """The heartbeats of the processes writing to ``stream``, by ``host:pid`` (one ``HGETALL``)."""
-    beats = client.hgetall(stream + ":processes")
-    return {name.decode(): json.loads(value) for name, value in beats.items()}
-
-
-def read_view(
-    client: Any, stream: str = DEFAULT_STREAM, count: int = 200
-) -> tuple[list[Event], dict[str, dict[str, Any]], str]:
-    """The last ``count`` events, the heartbeats, and the ID the events end at (where
-    :func:`follow` resumes, so that nothing is missed or shown twice)."""
-    last = latest(client, stream)
-    events = read_recent(client, stream, count, until=last) if last != "0-0" else []
-    return events, read_processes(client, stream), last
-
-
-def follow(
-    client: Any, stream: str = DEFAULT_STREAM, after: str = "$", block: float = 1.0
-) -> Iterator[Event]:
-    """The events of ``stream`` after the entry ``after`` (default: from now on) as they come, forever."""
-    last = after
-    while True:
-        for _, entries in client.xread({stream: last}, block=int(block * 1000)) or []:
-            for entry_id, fields in entries:
-                last = entry_id
-                yield _event(fields)
+    # No NaN (no JSON a browser reads); a lone surrogate goes as its \u escape.
+    return {"e": json.dumps(event, separators=(",", ":"), allow_nan=False)}
