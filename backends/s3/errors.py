@@ -26,6 +26,7 @@ __all__ = [
     "NOT_MODIFIED",
     "PRECONDITION_FAILED",
     "error_code",
+    "forget_requests",
     "translate",
 ]
 
@@ -72,6 +73,13 @@ _WRONG_REGION = {
     "301",
 }
 
+
+#: the parts of an S3 error answer kept on a ClientError; the others (StringToSign,
+#: CanonicalRequest, SignatureProvided...) echo the signed request
+_SAFE_ERROR_PARTS: Final = frozenset(
+    {"Code", "Message", "Region", "BucketName", "Bucket", "Endpoint", "Key", "Condition"}
+    | {"RequestId", "HostId", "Resource", "ArgumentName"}
+)
 
 #: how to have the bucket made, said in an error (the command says ?create_bucket=true)
 CREATE_HINT: Final = "pass create_bucket=True"
@@ -139,6 +147,27 @@ def _client_error(  # noqa: PLR0911 - one branch per row of the table
     if code in _UNAVAILABLE or _status(exc) >= 500:
         return StoreUnavailableError, f"S3 kept failing {_after(retries)} ({detail})"
     return StoreError, detail or str(exc)
+
+
+def forget_requests(exc: BaseException) -> None:
+    """Drop from every link of the chain what echoes a signed request: the request botocore
+    keeps on a connection error (``exc.request``: its headers hold X-Amz-Security-Token), and
+    the parts of an S3 error beyond the safe ones (a SignatureDoesNotMatch answer's
+    CanonicalRequest holds the session token)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if getattr(link, "request", None) is not None:
+            link.request = None  # type: ignore[attr-defined]
+        kwargs = getattr(link, "kwargs", None)
+        if isinstance(kwargs, dict):
+            kwargs.pop("request", None)
+        error = (getattr(link, "response", None) or {}).get("Error") if hasattr(link, "response") else None
+        if isinstance(error, dict):
+            for name in [name for name in error if name not in _SAFE_ERROR_PARTS]:
+                del error[name]
+        link = link.__cause__ or link.__context__
 
 
 def translate(
