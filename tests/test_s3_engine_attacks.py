@@ -83,12 +83,23 @@ def test_the_proxys_denial_echoes_the_session_token_as_aws_does() -> None:
     assert "<Code>SignatureDoesNotMatch</Code>" in body and TOKEN in body
 
 
+@pytest.mark.parametrize("given", ["argument", "environment"])
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_denial_echoing_the_token_leaves_no_secret_in_the_chain(
-    moto_server: S3Target, wire: tuple[Proxy, Faults], engine: str
+    moto_server: S3Target,
+    wire: tuple[Proxy, Faults],
+    monkeypatch: pytest.MonkeyPatch,
+    engine: str,
+    given: str,
 ) -> None:
     proxy, faults = wire
-    backend = through(proxy, moto_server, engine, prefix=f"deny-{engine}")
+    keys: dict[str, Any] = PLANTED
+    if given == "environment":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", PLANTED["access_key"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+        monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
+        keys = {"access_key": None, "secret_key": None, "session_token": None}
+    backend = through(proxy, moto_server, engine, prefix=f"deny-{engine}", **keys)
     backend["k"] = {"v": 1}
     faults.always = "deny"
     calls: list[Callable[[], Any]] = [
@@ -107,6 +118,10 @@ def test_a_denial_echoing_the_token_leaves_no_secret_in_the_chain(
     assert proxy.injected["deny"] >= len(calls)
     faults.always = ""
     backend.clear()
+    backend.close()
+    with pytest.raises(StoreError, match="closed") as info:
+        backend.load("k")  # closed: refused, and no secret either
+    assert_no_secret(chain(info.value) + repr(backend))
 
 
 # -- one fault, one error, on both engines ----------------------------------------------------------
@@ -155,6 +170,9 @@ def test_every_fault_gives_the_same_error_and_cause_on_both_engines(
                 faults.always = ""
         backend.clear()
         backend.close()
+        backend.close()  # twice: nothing more
+        for name, call in fault_calls(backend).items():
+            seen[engine]["closed", name] = outcome(call)
     print("\n".join(f"{where}: {seen['boto3'][where]} {seen['obstore'][where]}" for where in seen["boto3"]))
     classes = {engine: {where: got[0] for where, got in found.items()} for engine, found in seen.items()}
     assert classes["obstore"] == classes["boto3"]
@@ -178,6 +196,7 @@ def test_every_fault_gives_the_same_error_and_cause_on_both_engines(
     for action, answer in expected.items():
         assert seen["obstore"][action, "load"] == answer, action
     assert seen["obstore"]["truncate", "load"] == ("StoreUnavailableError", "ResponseStreamingError")
+    assert seen["obstore"]["closed", "load"] == ("StoreError", "NoneType")
     logged = "\n".join(record.getMessage() + repr(record.args) for record in caplog.records)
     assert_no_secret(logged)
 

@@ -471,5 +471,7 @@ class S3Connection(BaseBackend[V, bytes]):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        if self._engine is not None:
+            self._engine.close()
         if self._owns_client:
             self.client.close()

@@ -165,6 +165,11 @@ class ObstoreEngine:
             credential_provider=self._credentials,
         )
 
+    def close(self) -> None:
+        """Let go of the obstore store and its connections (a call in flight finishes)."""
+        with self._lock:
+            self._store = None
+
     def _credentials(self) -> Any:  # obstore's S3Credential
         """The boto3 client's credentials now (obstore asks again when they expire)."""
         found = self._client._get_credentials()  # botocore's resolved chain
