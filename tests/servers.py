@@ -240,7 +240,7 @@ INTERNAL = (
 #: the region a "redirect" (301 PermanentRedirect) says the bucket is in
 REAL_REGION = "eu-west-3"
 #: planned actions that answer without forwarding: canned S3 answers no server here gives
-CANNED = ("deny", "redirect")
+CANNED = ("deny", "redirect", "hostile", "garbled")
 #: every action of the proxy (the faults a parity test runs through each engine)
 ACTIONS = ("slowdown", "error500", "cut500", "reset", "lose", "truncate", "stall", "trickle", *CANNED)
 
@@ -255,6 +255,15 @@ def denied(method: str, path: str, headers: Any) -> bytes:
         f"Check your key and signing method.</Message><StringToSign>AWS4-HMAC-SHA256 {path}</StringToSign>"
         f"<CanonicalRequest>{method}\n{path}\n\n{signed}</CanonicalRequest></Error>"
     ).encode()
+
+
+#: a 500 whose S3 message holds a newline, ESC and BEL sequences and C1 controls
+HOSTILE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+    "<Message>line one\r\nline two \x1b[31mred\x1b[0m \x07 \x9b2J</Message></Error>"
+).encode()
+#: ... and one whose body is not UTF-8 (a lone surrogate's bytes)
+GARBLED = HOSTILE.replace(b"line one", b"line \xed\xa0\x80 one")
 
 
 def redirect_body(bucket: str) -> bytes:
@@ -374,6 +383,10 @@ class Proxy:
                 if action == "deny":
                     payload = denied(self.command, self.path, self.headers)
                     self._reply(403, {"Content-Type": "application/xml"}, payload)
+                elif action in ("hostile", "garbled"):
+                    self._reply(
+                        500, {"Content-Type": "application/xml"}, HOSTILE if action == "hostile" else GARBLED
+                    )
                 else:  # redirect
                     bucket = self.path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
                     headers = {"Content-Type": "application/xml", "x-amz-bucket-region": REAL_REGION}

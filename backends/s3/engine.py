@@ -59,6 +59,8 @@ _CLOSED: Final = (
 )
 #: reqwest's error while connecting (not "kind: ConnectionReset", a connection that was made)
 _CONNECTING = re.compile(r"kind: Connect\b|ConnectError")
+#: an answer's body that was not UTF-8, as obstore shows it: "FromUtf8Error { bytes: [60, 63, ..."
+_UNDECODED = re.compile(r"FromUtf8Error \{\s*bytes: \[([\d,\s]*)\]")
 #: the parameters of a conditional PUT
 _CONDITIONAL: Final = frozenset({"IfMatch", "IfNoneMatch"})
 #: obstore could not read an answer's headers (boto3 can)
@@ -271,7 +273,7 @@ class ObstoreEngine:
         message, the method and URL, and what failed.
         """
         errors = self._obstore.exceptions
-        text = str(exc)
+        text = _readable(str(exc))
         if isinstance(exc, (errors.NotFoundError, FileNotFoundError)):
             code, status = _code(text) or "404", 404
         elif isinstance(exc, errors.NotModifiedError):
@@ -333,6 +335,17 @@ _OPERATION_NAMES: Final = {
     "head_object": "HeadObject",
     "put_object": "PutObject",
 }
+
+
+def _readable(text: str) -> str:
+    """obstore's text, with an answer's body it could not decode as UTF-8 (which it shows as a
+    list of byte values) appended decoded, so that S3's code in it is found."""
+    found = _UNDECODED.search(text)
+    if found is None:
+        return text
+    values = [int(value) for value in found.group(1).split(",") if value.strip()]
+    body = bytes(value for value in values if value < 256).decode("utf-8", errors="replace")
+    return f"{text}\n{body}"
 
 
 def _phrase(status: int) -> str:

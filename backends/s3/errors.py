@@ -7,6 +7,7 @@ the error code, S3's own message and the bucket, never from a request.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from ..errors import (
@@ -98,6 +99,15 @@ def error_code(exc: BaseException) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+#: what a message must not carry to a terminal or a log line as it is
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _one_line(text: str) -> str:
+    """S3's message (any server's text) on one line, control characters escaped: ``\\x1b``."""
+    return _UNPRINTABLE.sub(lambda found: repr(found.group())[1:-1], text.strip())
+
+
 def _status(exc: BaseException) -> int:
     response: Any = getattr(exc, "response", None) or {}
     return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -118,7 +128,7 @@ def _client_error(  # noqa: PLR0911 - one branch per row of the table
     exc: BaseException, bucket: str, region: str | None, retries: int
 ) -> tuple[type[BackendError], str]:
     code = error_code(exc)
-    message = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Message", "")).strip()
+    message = _one_line(str((getattr(exc, "response", None) or {}).get("Error", {}).get("Message", "")))
     detail = f"{code}: {message}" if message else code
     if code == "KeyTooLongError":
         # Valid by the key rule, refused by this store (SeaweedFS: a segment over 255 bytes).
