@@ -409,6 +409,27 @@ def test_good_header_values_still_reach_the_object(moto_server: S3Target, engine
     backend.clear()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name", ["Content-Type", "storage-class", "Cache-Control"])
+def test_metadata_named_like_a_header_stays_metadata(moto_server: S3Target, engine: str, name: str) -> None:
+    backend = S3RawBackend(
+        moto_server.bucket,
+        prefix=f"named-{engine}",
+        client=moto_server.client,
+        engine=engine,
+        metadata={name: "GLACIER"},
+    )
+    backend["k.bin"] = b"1"  # obstore took such a name for the header itself: type, storage class
+    found = backend.stat("k.bin")
+    assert found is not None and found.metadata == {name.lower(): "GLACIER"}
+    assert (found.content_type, found.storage_class, found.cache_control) == (
+        "application/octet-stream",
+        "STANDARD",
+        None,
+    )
+    backend.clear()
+
+
 # -- foreign data: another tool's object with headers obstore cannot read --------------------------
 
 

@@ -39,6 +39,7 @@ _ATTRIBUTES: Final = {
     "Storage-Class": "StorageClass",
 }
 _PUT_ATTRIBUTES: Final = {boto: name for name, boto in _ATTRIBUTES.items()}
+_ATTRIBUTE_NAMES: Final = frozenset(name.lower() for name in _ATTRIBUTES)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CODE = re.compile(r"<Code>([^<]{1,64})</Code>")
 _MESSAGE = re.compile(r"<Message>([^<]{0,300})</Message>")
@@ -236,9 +237,13 @@ class ObstoreEngine:
         """Whether this engine sends the request itself (else boto3 does)."""
         if operation not in OBJECT_OPERATIONS or _CONTROL.search(params["Key"]):
             return False  # obstore refuses a control character in a path: a lock's ("\x7flocks/...")
-        # A PUT with an ACL, or of a file body (a stream, rewound for retries): boto3's.
+        # A PUT with an ACL, or of a file body (a stream, rewound for retries): boto3's. So is
+        # one whose metadata has a name obstore takes for an attribute ("Content-Type": the
+        # object's type, not x-amz-meta-content-type).
         return operation != "put_object" or (
-            "ACL" not in params and isinstance(params.get("Body"), (bytes, bytearray))
+            "ACL" not in params
+            and isinstance(params.get("Body"), (bytes, bytearray))
+            and not any(name.lower() in _ATTRIBUTE_NAMES for name in params.get("Metadata", ()))
         )
 
     def _get(self, params: dict[str, Any]) -> dict[str, Any]:
