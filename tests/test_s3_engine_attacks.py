@@ -248,6 +248,27 @@ def test_a_server_that_cannot_be_reached_is_could_not_connect(engine: str) -> No
     assert_no_secret(chain(info.value))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_no_credentials_anywhere_is_said_so_on_both_engines(
+    moto_server: S3Target, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    backend = S3JsonBackend(
+        moto_server.bucket,
+        endpoint_url=moto_server.endpoint_url,
+        region="us-east-1",
+        engine=engine,
+        retries=0,
+    )
+    with pytest.raises(PermissionDeniedError, match="no AWS credentials found") as info:
+        backend.load("k")
+    assert type(info.value.__cause__).__name__ == "NoCredentialsError"
+
+
 # -- time: a timeout bounds each read, and a stalled server is a bounded, typed error ---------------
 
 

@@ -279,6 +279,9 @@ class ObstoreEngine:
         """
         errors = self._obstore.exceptions
         text = _readable(str(exc))
+        if "Unable to locate credentials" in text:  # our credential provider's NoCredentialsError
+            missing: BaseException = self._bx.NoCredentialsError()
+            return missing
         if isinstance(exc, (errors.NotFoundError, FileNotFoundError)):
             code, status = _code(text) or "404", 404
         elif isinstance(exc, errors.NotModifiedError):
