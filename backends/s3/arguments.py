@@ -67,9 +67,10 @@ def check_put_options(
 
     ``reserved``: the metadata names the backend writes itself (refused in ``metadata``).
     """
-    if acl is not None and acl not in CANNED_ACLS:
+    # "" (like None) means none: a URL's empty ?acl=.
+    if acl not in (None, "") and acl not in CANNED_ACLS:
         raise ValueError(f"acl is one of S3's canned ACLs ({', '.join(CANNED_ACLS)}), not {_shown(acl)}")
-    if storage_class is not None and (
+    if storage_class not in (None, "") and (
         not isinstance(storage_class, str) or not _TOKEN.fullmatch(storage_class)
     ):
         shown = _shown(storage_class)
