@@ -6,12 +6,22 @@ client and signing run in Rust without holding the GIL) and everything else
 through the backend's boto3 client: LIST, DELETE (obstore sends a single
 delete as a DeleteObjects POST), CopyObject, ACLs, bucket creation,
 presigned URLs, streaming transfers, and a lock's objects (their names hold
-a control character obstore refuses). Each call sends the same requests as
-with boto3, method for method.
+a control character obstore refuses), and ``stat``'s HEAD (obstore does not
+tell the storage class). Each call sends the same requests as with boto3,
+method for method.
 
-Answers come back in boto3's shapes and errors as botocore ``ClientError``
-with S3's codes, so every backend above runs unchanged on either engine.
-Credentials are the boto3 client's (its chain, refreshed when they expire).
+Answers come back in boto3's shapes and errors as the botocore exceptions
+boto3 would raise for the same failure (``ClientError`` with S3's code,
+``ConnectionClosedError``, ``ReadTimeoutError``, ``ResponseStreamingError``,
+``EndpointConnectionError``), built from obstore's text and never chained to
+obstore's own error (its text holds the answer's body, where S3 echoes a
+signed request), so every backend above runs unchanged on either engine.
+What obstore cannot answer is asked through boto3: a redirect (boto3 names
+the region), an answer whose headers obstore cannot read, a conditional PUT
+whose answer was lost (obstore does not send it again), every request of a
+process forked after obstore's first one. ``timeout`` bounds the connect and
+each read, never the whole transfer. Credentials are the boto3 client's
+(its chain, refreshed when they expire).
 """
 
 from __future__ import annotations
