@@ -191,10 +191,15 @@ class Faults:
     #: a share of requests applied at once but answered past the client's read timeout
     stall: float = 0.0
     stall_seconds: float = 1.5
+    #: "trickle": the answer's body sent in ``trickle_chunks`` parts, ``trickle_gap`` seconds apart
+    trickle_chunks: int = 8
+    trickle_gap: float = 0.25
     latency: float = 0.0
     seed: int = 0
     #: the actions of the next requests, in order, before the shares apply again
     plan: list[str] = field(default_factory=list)
+    #: the action of every request once the plan is done (an action of ACTIONS), before the shares
+    always: str = ""
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -204,6 +209,8 @@ class Faults:
         with _RNG_LOCK:
             if self.plan:
                 return self.plan.pop(0)
+            if self.always:
+                return self.always
             draw = self.rng.random()
         shares = (
             ("slowdown", self.slowdown),
@@ -230,6 +237,44 @@ INTERNAL = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
     b"<Message>We encountered an internal error. Please try again.</Message></Error>"
 )
+#: the region a "redirect" (301 PermanentRedirect) says the bucket is in
+REAL_REGION = "eu-west-3"
+#: planned actions that answer without forwarding: canned S3 answers no server here gives
+CANNED = ("deny", "redirect", "hostile", "garbled")
+#: every action of the proxy (the faults a parity test runs through each engine)
+ACTIONS = ("slowdown", "error500", "cut500", "reset", "lose", "truncate", "stall", "trickle", *CANNED)
+
+
+def denied(method: str, path: str, headers: Any) -> bytes:
+    """AWS's 403 SignatureDoesNotMatch: it echoes the request it expected signed, every signed
+    header (x-amz-security-token, the session token, included) in its CanonicalRequest."""
+    signed = "\n".join(f"{name.lower()}:{value}" for name, value in headers.items())
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SignatureDoesNotMatch</Code>'
+        "<Message>The request signature we calculated does not match the signature you provided. "
+        f"Check your key and signing method.</Message><StringToSign>AWS4-HMAC-SHA256 {path}</StringToSign>"
+        f"<CanonicalRequest>{method}\n{path}\n\n{signed}</CanonicalRequest></Error>"
+    ).encode()
+
+
+#: a 500 whose S3 message holds a newline, ESC and BEL sequences and C1 controls
+HOSTILE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+    "<Message>line one\r\nline two \x1b[31mred\x1b[0m \x07 \x9b2J</Message></Error>"
+).encode()
+#: ... and one whose body is not UTF-8 (a lone surrogate's bytes)
+GARBLED = HOSTILE.replace(b"line one", b"line \xed\xa0\x80 one")
+
+
+def redirect_body(bucket: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PermanentRedirect</Code>'
+        "<Message>The bucket you are attempting to access must be addressed using the specified "
+        f"endpoint.</Message><Bucket>{bucket}</Bucket>"
+        f"<Endpoint>{bucket}.s3.{REAL_REGION}.amazonaws.com</Endpoint></Error>"
+    ).encode()
+
+
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
 
@@ -244,7 +289,8 @@ class Proxy:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it (the default half second, at every proxy's end).
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def endpoint(self) -> str:
@@ -293,20 +339,27 @@ class Proxy:
                     self._reset()
                 elif action == "reset":
                     self._reset()
+                elif action in CANNED:
+                    self._canned(action)
                 else:
-                    status, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
-                    if action == "stall":
-                        # Applied at once, answered past the client's read timeout. (Holding the
-                        # request instead would let it land after the client's retry and the
-                        # calls that follow: a delayed duplicate no client can order.)
-                        time.sleep(proxy.faults.stall_seconds)  # ok: an answer slower than the read timeout
-                    if action == "lose":
-                        self._reset()
-                    elif action == "truncate" and len(payload) > 1:
-                        self._reply(status, headers, payload[: len(payload) // 2], length=len(payload))
-                        self._reset()
-                    else:
-                        self._reply(status, headers, payload)
+                    self._forwarded(action, body)
+
+            def _forwarded(self, action: str, body: bytes) -> None:
+                status, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
+                if action == "stall":
+                    # Applied at once, answered past the client's read timeout. (Holding the
+                    # request instead would let it land after the client's retry and the
+                    # calls that follow: a delayed duplicate no client can order.)
+                    time.sleep(proxy.faults.stall_seconds)  # ok: an answer slower than the read timeout
+                if action == "lose":
+                    self._reset()
+                elif action == "truncate" and len(payload) > 1:
+                    self._reply(status, headers, payload[: len(payload) // 2], length=len(payload))
+                    self._reset()
+                elif action == "trickle":
+                    self._trickle(status, headers, payload)
+                else:
+                    self._reply(status, headers, payload)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
@@ -317,11 +370,39 @@ class Proxy:
                 for name, value in headers.items():
                     if name.lower() not in HOP and name.lower() != "content-length":
                         self.send_header(name, value)
+                if length is None and self.command == "HEAD":
+                    # A HEAD's answer has no body but tells the object's length.
+                    length = int({k.lower(): v for k, v in headers.items()}.get("content-length", 0))
                 self.send_header("Content-Length", str(len(payload) if length is None else length))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
                 self.wfile.flush()
+
+            def _canned(self, action: str) -> None:
+                if action == "deny":
+                    payload = denied(self.command, self.path, self.headers)
+                    self._reply(403, {"Content-Type": "application/xml"}, payload)
+                elif action in ("hostile", "garbled"):
+                    self._reply(
+                        500, {"Content-Type": "application/xml"}, HOSTILE if action == "hostile" else GARBLED
+                    )
+                else:  # redirect
+                    bucket = self.path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
+                    headers = {"Content-Type": "application/xml", "x-amz-bucket-region": REAL_REGION}
+                    self._reply(301, headers, redirect_body(bucket))
+
+            def _trickle(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+                """The whole answer, its body in parts with a pause before each: a slow link."""
+                self._reply(status, headers, b"", length=len(payload))
+                if self.command == "HEAD":
+                    return
+                parts = proxy.faults.trickle_chunks
+                size = -(-len(payload) // parts) if payload else 0
+                for start in range(0, len(payload), size or 1):
+                    time.sleep(proxy.faults.trickle_gap)  # ok: a slow link, each part within the timeout
+                    self.wfile.write(payload[start : start + size])
+                    self.wfile.flush()
 
             def _reset(self) -> None:
                 # SO_LINGER (on, 0 s) then close: the client sees a reset.

@@ -22,9 +22,10 @@ from ..base import BaseBackend
 from ..errors import BackendError, StoreError
 from ..events import tell_retry
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
+from .arguments import check_etag, check_put_options
 from .client import client_config, import_boto3, make_client, safe_endpoint
 from .engine import ENGINES, ObstoreEngine
-from .errors import ABSENT, BUCKET_RULE, error_code, translate
+from .errors import ABSENT, BUCKET_RULE, error_code, forget_requests, translate
 
 __all__ = [
     "ADDRESSING_STYLES",
@@ -57,17 +58,6 @@ COPY_LIMIT = 5 * 1024**3  # the largest source of one CopyObject
 SIZE_META = "backends-size"
 #: ... and the MD5 of the value itself (S3's ETag is the gzipped bytes')
 MD5_META = "backends-md5"
-#: obstore's runtime: whether it ran here, and whether this process was forked after it did.
-#: Its threads do not survive a fork (every obstore call in the child would wait for them
-#: forever), so such a child sends every request through boto3: the same requests.
-_OBSTORE = {"ran": False, "forked": False}
-
-
-def _forked() -> None:
-    _OBSTORE["forked"] = _OBSTORE["ran"]
-
-
-os.register_at_fork(after_in_child=_forked)
 
 #: key extensions whose raw values are stored gzipped (Content-Encoding: gzip)
 DEFAULT_GZIP = frozenset(
@@ -88,6 +78,10 @@ MAX_EXPIRES = 7 * 86_400
 _BUCKET_CHARS = re.compile(r"[a-zA-Z0-9.\-_]{3,255}")
 
 
+#: the conditional headers a caller's ETag goes into: the argument and the call that take it
+_CONDITIONS = (("IfMatch", "if_match", "dump"), ("IfNoneMatch", "etag", "load_if_changed"))
+
+
 def _check_options(*, retries: object, max_workers: object, timeout: object, style: object) -> None:
     """Raise ValueError naming an option botocore would refuse, and what it takes."""
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
@@ -98,6 +92,21 @@ def _check_options(*, retries: object, max_workers: object, timeout: object, sty
         raise ValueError(f"timeout is seconds above 0 and at most 3600, not {timeout!r}")
     if style not in ADDRESSING_STYLES:
         raise ValueError(f"addressing_style is 'path', 'virtual', 'auto' or None, not {style!r}")
+
+
+def _own_client(config: Any, *, region: str | None, profile: str | None, **options: Any) -> Any:
+    """The backend's own boto3 client; ValueError naming a region or profile botocore refuses."""
+    from botocore import exceptions as bx
+
+    try:
+        return make_client(region=region, profile=profile, config=config, **options)
+    except bx.InvalidRegionError:
+        where = "region" if region else "the region in the environment or profile"
+        given = f", not {region!r}" if region else ""
+        raise ValueError(f"{where} is a name such as 'eu-west-3'{given}") from None
+    except bx.ProfileNotFound as exc:
+        where = f"profile={profile!r}" if profile else "AWS_PROFILE in the environment"
+        raise ValueError(f"{where} names no profile in ~/.aws/config or ~/.aws/credentials ({exc})") from None
 
 
 def is_marker(response: dict[str, Any]) -> bool:
@@ -172,6 +181,14 @@ class S3Connection(BaseBackend[V, bytes]):
         if not _BUCKET_CHARS.fullmatch(bucket):
             raise ValueError(f"bucket name {bucket[:70]!r} is not valid: {BUCKET_RULE}")
         _check_options(retries=retries, max_workers=max_workers, timeout=timeout, style=addressing_style)
+        check_put_options(
+            acl=acl,
+            storage_class=storage_class,
+            cache_control=cache_control,
+            content_type=content_type,
+            metadata=metadata,
+            reserved=frozenset({SIZE_META, MD5_META}),
+        )
         import_boto3()
         from botocore import exceptions as bx
 
@@ -187,6 +204,8 @@ class S3Connection(BaseBackend[V, bytes]):
         # A response body botocore reads itself (an error's XML, a listing)
         # cut off mid-read escapes botocore as a raw urllib3 error, unretried.
         self._cut_response: tuple[type[BaseException], ...] = (HTTPError,)
+        # obstore reads a GET's body inside the call: a cut one comes out of it.
+        self._engine_cut = (HTTPError, bx.ResponseStreamingError)
         self._streaming_error = bx.ResponseStreamingError
         self.bucket = bucket
         self.retries = retries
@@ -195,24 +214,11 @@ class S3Connection(BaseBackend[V, bytes]):
         self.max_workers = max_workers
         self._owns_client = client is None
         if client is None:
+            keys = {"access_key": access_key, "secret_key": secret_key, "session_token": session_token}
             config = client_config(
                 retries=retries, pool=max_workers, addressing_style=addressing_style, timeout=timeout
             )
-            try:
-                client = make_client(
-                    region=region,
-                    endpoint_url=endpoint_url,
-                    access_key=access_key,
-                    secret_key=secret_key,
-                    session_token=session_token,
-                    profile=profile,
-                    config=config,
-                )
-            except bx.ProfileNotFound as exc:
-                where = f"profile={profile!r}" if profile else "AWS_PROFILE in the environment"
-                raise ValueError(
-                    f"{where} names no profile in ~/.aws/config or ~/.aws/credentials ({exc})"
-                ) from None
+            client = _own_client(config, region=region, endpoint_url=endpoint_url, profile=profile, **keys)
         self.client = client
         #: who sends each object's GET, HEAD, PUT and DELETE ("boto3" or "obstore")
         self.engine = engine
@@ -263,12 +269,19 @@ class S3Connection(BaseBackend[V, bytes]):
 
         A file body is sent again from where it started when the request is
         run again after creating the bucket (botocore rewinds it for its own
-        retries, but not for ours).
+        retries, but not for ours). An ETag the caller gave that no header
+        can carry raises ValueError first, on either engine.
         """
-        if self._engine is not None and not _OBSTORE["forked"] and self._engine.sends(operation, params):
+        if "IfMatch" in params or "IfNoneMatch" in params:
+            self._check_conditions(operation, params)
+        if self._engine is not None and self._engine.sends(operation, params):
             engine = self._engine
-            _OBSTORE["ran"] = True
-            return self._again_if_cut(lambda: self._with_bucket(lambda: engine.call(operation, params)))
+            action = lambda: self._with_bucket(lambda: engine.call(operation, params))  # noqa: E731
+            return self._again_if_cut(action, self._engine_cut)
+        return self._again_if_cut(lambda: self._with_bucket(self._sender(operation, params)))
+
+    def _sender(self, operation: str, params: dict[str, Any]) -> Callable[[], Any]:
+        """The request through the boto3 client (whichever the engine), its file body rewound each time."""
         method = getattr(self.client, operation)
         body: Any = params.get("Body")
         start = None if body is None or isinstance(body, (bytes, bytearray)) else body.tell()
@@ -278,19 +291,34 @@ class S3Connection(BaseBackend[V, bytes]):
                 body.seek(start)
             return method(Bucket=self.bucket, **params)
 
-        return self._again_if_cut(lambda: self._with_bucket(send))
+        return send
 
-    def _again_if_cut(self, action: Callable[[], R]) -> R:
+    def _check_conditions(self, operation: str, params: dict[str, Any]) -> None:
+        """Raise ValueError (naming backend, call, key, argument) for an ETag no header can carry."""
+        for header, argument, call in (
+            ("IfMatch", "if_match", "dump"),
+            ("IfNoneMatch", "etag", "load_if_changed"),
+        ):
+            value = params.get(header, "*")
+            if value != "*":  # If-None-Match: * is the backend's own (if_absent)
+                try:
+                    check_etag(argument, value)
+                except ValueError as exc:
+                    key = str(params.get("Key", ""))[len(self.prefix) :]
+                    raise ValueError(f"{self!r}: {call} {key!r}: {exc}") from None
+
+    def _again_if_cut(self, action: Callable[[], R], cut: tuple[type[BaseException], ...] | None = None) -> R:
         """Run ``action`` again when an answer botocore reads itself was cut off; at most ``retries`` times.
 
         Only for an action that can run again from the start (a request, a
         path, a file rewound first); then ResponseStreamingError, which is
         StoreUnavailableError.
         """
+        cut = cut or self._cut_response
         for attempt in range(self._retries + 1):
             try:
                 return action()
-            except self._cut_response as exc:
+            except cut as exc:
                 if attempt == self._retries:
                     raise self._streaming_error(error=exc) from exc
         raise AssertionError("unreachable")
@@ -365,9 +393,19 @@ class S3Connection(BaseBackend[V, bytes]):
     def _gzipped(self, key: str) -> bool:
         return bool(self._gzip) and os.path.splitext(key)[1].lower() in self._gzip
 
-    def _head(self, key: str) -> dict[str, Any] | None:
+    def _head(self, key: str, *, every_header: bool = False) -> dict[str, Any] | None:
+        """One HEAD; None for an absent key or a folder marker.
+
+        ``every_header``: through boto3 on either engine, for what obstore
+        does not tell (the storage class): still one HEAD.
+        """
+        params = {"Key": self._object_key(key)}
         try:
-            response: dict[str, Any] = self._call("head_object", Key=self._object_key(key))
+            if every_header and self._engine is not None:
+                send = self._sender("head_object", params)
+                response: dict[str, Any] = self._again_if_cut(lambda: self._with_bucket(send))
+            else:
+                response = self._call("head_object", **params)
         except self._client_error as exc:
             if error_code(exc) in ABSENT:
                 return None
@@ -401,6 +439,7 @@ class S3Connection(BaseBackend[V, bytes]):
     # -- errors, identity, lifetime ------------------------------------------------
 
     def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
+        forget_requests(exc)  # the error raised from it keeps it as __cause__
         return translate(exc, self.bucket, self.region, self.retries)
 
     def _describe(self) -> str:
@@ -439,5 +478,7 @@ class S3Connection(BaseBackend[V, bytes]):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        if self._engine is not None:
+            self._engine.close()
         if self._owns_client:
             self.client.close()

@@ -7,6 +7,7 @@ the error code, S3's own message and the bucket, never from a request.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from ..errors import (
@@ -26,6 +27,7 @@ __all__ = [
     "NOT_MODIFIED",
     "PRECONDITION_FAILED",
     "error_code",
+    "forget_requests",
     "translate",
 ]
 
@@ -73,6 +75,13 @@ _WRONG_REGION = {
 }
 
 
+#: the parts of an S3 error answer kept on a ClientError; the others (StringToSign,
+#: CanonicalRequest, SignatureProvided...) echo the signed request
+_SAFE_ERROR_PARTS: Final = frozenset(
+    {"Code", "Message", "Region", "BucketName", "Bucket", "Endpoint", "Key", "Condition"}
+    | {"RequestId", "HostId", "Resource", "ArgumentName"}
+)
+
 #: how to have the bucket made, said in an error (the command says ?create_bucket=true)
 CREATE_HINT: Final = "pass create_bucket=True"
 #: the rule for new bucket names, said in one line where a name is refused
@@ -88,6 +97,15 @@ def error_code(exc: BaseException) -> str:
     if not isinstance(response, dict):
         return ""
     return str(response.get("Error", {}).get("Code", ""))
+
+
+#: what a message must not carry to a terminal or a log line as it is
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _one_line(text: str) -> str:
+    """S3's message (any server's text) on one line, control characters escaped: ``\\x1b``."""
+    return _UNPRINTABLE.sub(lambda found: repr(found.group())[1:-1], text.strip())
 
 
 def _status(exc: BaseException) -> int:
@@ -110,7 +128,7 @@ def _client_error(  # noqa: PLR0911 - one branch per row of the table
     exc: BaseException, bucket: str, region: str | None, retries: int
 ) -> tuple[type[BackendError], str]:
     code = error_code(exc)
-    message = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Message", "")).strip()
+    message = _one_line(str((getattr(exc, "response", None) or {}).get("Error", {}).get("Message", "")))
     detail = f"{code}: {message}" if message else code
     if code == "KeyTooLongError":
         # Valid by the key rule, refused by this store (SeaweedFS: a segment over 255 bytes).
@@ -139,6 +157,27 @@ def _client_error(  # noqa: PLR0911 - one branch per row of the table
     if code in _UNAVAILABLE or _status(exc) >= 500:
         return StoreUnavailableError, f"S3 kept failing {_after(retries)} ({detail})"
     return StoreError, detail or str(exc)
+
+
+def forget_requests(exc: BaseException) -> None:
+    """Drop from every link of the chain what echoes a signed request: the request botocore
+    keeps on a connection error (``exc.request``: its headers hold X-Amz-Security-Token), and
+    the parts of an S3 error beyond the safe ones (a SignatureDoesNotMatch answer's
+    CanonicalRequest holds the session token)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if getattr(link, "request", None) is not None:
+            link.request = None  # type: ignore[attr-defined]
+        kwargs = getattr(link, "kwargs", None)
+        if isinstance(kwargs, dict):
+            kwargs.pop("request", None)
+        error = (getattr(link, "response", None) or {}).get("Error") if hasattr(link, "response") else None
+        if isinstance(error, dict):
+            for name in [name for name in error if name not in _SAFE_ERROR_PARTS]:
+                del error[name]
+        link = link.__cause__ or link.__context__
 
 
 def translate(

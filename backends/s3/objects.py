@@ -21,7 +21,7 @@ class S3Objects(S3Connection[V]):
     def stat(self, key: str) -> Stat | None:
         """Size, date, ETag, content type, storage class and metadata (1 HEAD); None if absent."""
         key = self._check(key, "stat")
-        head = self._guarded("stat", key, lambda: self._head(key))
+        head = self._guarded("stat", key, lambda: self._head(key, every_header=True))
         if head is None:
             return None
         stored = int(head.get("ContentLength", 0))
