@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import backends
-from backends.testing import ContractTests, StoreCase
+from backends.base import MISSING, BaseBackend, Missing
+from backends.codecs import JsonCodec
+from backends.testing import JSON, ContractTests, StoreCase
 
 
 class TestContract(ContractTests):
@@ -19,6 +22,36 @@ class TestContract(ContractTests):
     @pytest.fixture
     def store_case(self, case: StoreCase) -> StoreCase:
         return case
+
+
+class FourHooks(BaseBackend[Any, bytes]):
+    """A third-party store as README's "Writing a backend" allows: the four required hooks only."""
+
+    codec = JsonCodec()
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+
+    def _load(self, key: str) -> bytes | Missing:
+        return self._data.get(key, MISSING)
+
+    def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
+        if if_absent and key in self._data:
+            return False
+        self._data[key] = data
+        return True
+
+    def _delete(self, key: str) -> bool:
+        return self._data.pop(key, None) is not None
+
+    def _iter_keys(self) -> Iterator[str]:
+        return iter(list(self._data))
+
+
+class TestAStoreOfTheFourRequiredHooksOnly(ContractTests):
+    """Its ``in`` loads (the optional ``_contains`` has a default that does): still a correct store."""
+
+    case = StoreCase("four-hooks", lambda folder: FourHooks(), family=JSON, examples=20)
 
 
 # -- Interface ------------------------------------------------------------------
