@@ -28,6 +28,7 @@ __all__ = [
     "CountedLookups",
     "Entry",
     "ExpiringCache",
+    "check_clock",
     "check_timeout",
     "deadline_ns",
     "to_ns",
@@ -59,6 +60,13 @@ def check_timeout(timeout: object, name: str = "timeout") -> float | None:
             f"(100 years), not {timeout!r}"
         )
     return float(timeout)
+
+
+def check_clock(clock: object) -> Callable[[], float] | None:
+    """Return ``clock`` if it is None (the default, ``time.time``) or callable; else TypeError naming it."""
+    if clock is not None and not callable(clock):
+        raise TypeError(f"clock is a callable returning seconds since the epoch, not {type(clock).__name__}")
+    return clock
 
 
 def to_ns(seconds: float) -> int:

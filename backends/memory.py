@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Final, NamedTuple, TypeVar
 
 from .base import MISSING, BaseBackend, Missing
-from .cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_timeout, deadline_ns, to_ns
+from .cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from .codecs import IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .errors import SerializationError
 from .events import observed
@@ -156,8 +156,8 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
         self.maxsize = maxsize
         self.maxbytes = maxbytes
         self.timeout = check_timeout(timeout)
-        if clock is not None:
-            self.clock = clock
+        if (checked := check_clock(clock)) is not None:
+            self.clock = checked
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()

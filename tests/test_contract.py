@@ -195,3 +195,16 @@ def test_stored_bytes_that_cannot_be_decoded_are_corrupt(tmp_path: Any) -> None:
 
 
 # -- identity ---------------------------------------------------------------------
+
+
+class LoadingContains(FourHooks):
+    """A store that says it answers ``in`` itself (it implements ``_contains``), yet loads."""
+
+    def _contains(self, key: str) -> bool:
+        return self._load(key) is not MISSING
+
+
+def test_the_suite_still_catches_a_contains_hook_that_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(AssertionError, match="loaded the value"):
+        ContractTests().test_in_never_loads_the_value(LoadingContains(), JSON.sample, monkeypatch)
+    ContractTests().test_in_never_loads_the_value(FourHooks(), JSON.sample, monkeypatch)  # the default may

@@ -682,3 +682,29 @@ def test_eight_processes_on_one_cache_lose_nothing_and_agree_on_one_winner(tmp_p
         for name in names
         if name.startswith("~back") and name != MARKER
     ] == []
+
+
+@pytest.mark.parametrize("clock", [5, "time.time", 1.5])
+def test_a_clock_that_cannot_be_called_is_refused_naming_it(tmp_path: Path, clock: Any) -> None:
+    for make in (lambda: JsonCache(tmp_path / "c", clock=clock), lambda: MemoryCache(clock=clock)):
+        with pytest.raises(TypeError, match="clock"):
+            make()
+
+
+@pytest.mark.parametrize("durable", ["no", None, 2, 1.0, [True]])
+def test_durable_is_true_or_false(tmp_path: Path, durable: Any) -> None:
+    for make in (FileSystemJsonBackend, JsonCache):
+        with pytest.raises(TypeError, match="durable"):
+            make(tmp_path / "t", durable=durable)
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_pickled_cache_counts_on_its_own_from_zero(tmp_path: Path) -> None:
+    import pickle
+
+    for cache in (JsonCache(tmp_path), MemoryCache()):
+        cache["k"] = 1
+        assert cache["k"] == 1
+        copy = pickle.loads(pickle.dumps(cache))
+        assert copy["k"] == 1 and copy.get("x") is None
+        assert (copy.stats.hits, copy.stats.misses) == (1, 1) and cache.stats.hits == 1

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, Missing
-from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_timeout, deadline_ns, to_ns
+from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from ..codecs import JsonCodec, TextCodec
 from ..events import observed
 from ..info import utc
@@ -69,8 +69,8 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         durable: bool = False,
     ) -> None:
         self.timeout = check_timeout(timeout)
-        if clock is not None:
-            self.clock = clock
+        if (checked := check_clock(clock)) is not None:
+            self.clock = checked
         # key -> (identity of the file read, its bytes): see the module docstring
         self._memo: dict[str, tuple[tuple[int, ...], bytes]] = {}
         self._memo_bytes = 0

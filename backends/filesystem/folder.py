@@ -63,7 +63,9 @@ class FolderRoot(BaseBackend[V, bytes]):
         self.root = _root_path(root)
         # Until the folder is opened and its layout read, errors name it with this one.
         self.layout: Layout = LAYOUTS.get(layout, ESCAPED)
-        self.durable = durable
+        if not isinstance(durable, (bool, int)) or durable not in (0, 1):
+            raise TypeError(f"durable is True or False, not {durable!r}")
+        self.durable = bool(durable)
         self._lock = threading.Lock()
         self._root_fd = -1
         self._closed = False
