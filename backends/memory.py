@@ -160,6 +160,8 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
             self.clock = checked
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._bytes = 0
+        #: no entry expires before this (ns; a lower bound): past it, a full cache looks for expired ones
+        self._earliest: int | None = None
         self._lock = threading.Lock()
         self._leases = Leases()
         self._start_counting()
@@ -207,8 +209,32 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
             return
         self._slots[key] = slot
         self._bytes += slot.size
-        while len(self._slots) > self.maxsize or self._bytes > self.maxbytes:
+        if slot.deadline is not None and (self._earliest is None or slot.deadline < self._earliest):
+            self._earliest = slot.deadline
+        if self._full():
+            self._drop_expired(now)  # as cachetools' TTLCache: expired entries go before any fresh one
+        while self._full():
             self._take_out(next(iter(self._slots)))
+
+    def _full(self) -> bool:
+        return len(self._slots) > self.maxsize or self._bytes > self.maxbytes
+
+    def _drop_expired(self, now: int, everywhere: bool = False) -> int:
+        """Remove every expired entry; call under the lock.
+
+        One scan of the entries, made (unless ``everywhere``) only once the
+        earliest deadline has passed: a full cache of fresh entries pays nothing.
+        """
+        if not everywhere and (self._earliest is None or self._earliest > now):
+            return 0
+        expired = [
+            key for key, slot in self._slots.items() if slot.deadline is not None and slot.deadline <= now
+        ]
+        for key in expired:
+            self._take_out(key)
+        deadlines = [slot.deadline for slot in self._slots.values() if slot.deadline is not None]
+        self._earliest = min(deadlines, default=None)
+        return len(expired)
 
     def _slot(self, data: Any, deadline: int | None, etag: str | None) -> _Slot | None:
         size = len(data) if isinstance(data, (bytes, str)) else 0
@@ -288,6 +314,7 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
         with self._lock:
             self._slots.clear()
             self._bytes = 0
+            self._earliest = None
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return MemoryLock(key, timeout, ttl, self._leases, **self._lock_context())
@@ -299,12 +326,7 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
         """Remove every expired entry; return how many were removed."""
         with self._lock:
             now = self._now()
-            expired = [
-                key for key, slot in self._slots.items() if slot.deadline is not None and slot.deadline <= now
-            ]
-            for key in expired:
-                self._take_out(key)
-            return len(expired)
+            return self._drop_expired(now, everywhere=True)
 
     def expires(self, key: str) -> datetime | None:
         """When the entry of ``key`` expires (a UTC datetime, by the cache's clock); None if never.

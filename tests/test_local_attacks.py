@@ -708,3 +708,15 @@ def test_a_pickled_cache_counts_on_its_own_from_zero(tmp_path: Path) -> None:
         copy = pickle.loads(pickle.dumps(cache))
         assert copy["k"] == 1 and copy.get("x") is None
         assert (copy.stats.hits, copy.stats.misses) == (1, 1) and cache.stats.hits == 1
+
+
+@pytest.mark.parametrize("bound", [{"maxsize": 2}, {"maxbytes": 2}])
+def test_a_full_memory_cache_drops_its_expired_entries_before_a_fresh_one(bound: dict[str, int]) -> None:
+    """cachetools' TTLCache expires before it evicts: a fresh entry never goes while an expired one stays."""
+    clock = FrozenClock()
+    cache = MemoryCache(timeout=60, clock=clock, **bound)
+    cache["old"] = 1  # the least recently used, fresh
+    cache.dump("short", 2, timeout=1)
+    clock.advance(1)  # short expired, not yet met; old is still the least recently used
+    cache["new"] = 3
+    assert sorted(cache) == ["new", "old"]
