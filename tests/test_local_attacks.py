@@ -720,3 +720,24 @@ def test_a_full_memory_cache_drops_its_expired_entries_before_a_fresh_one(bound:
     clock.advance(1)  # short expired, not yet met; old is still the least recently used
     cache["new"] = 3
     assert sorted(cache) == ["new", "old"]
+
+
+@pytest.mark.parametrize("layout", ["plain", "escaped"])
+@pytest.mark.parametrize("thing", ["file", "symlink", "fifo"])
+def test_a_users_thing_at_the_lock_folders_name_is_named_as_the_cause(
+    tmp_path: Path, layout: str, thing: str
+) -> None:
+    root = tmp_path / "t"
+    backend = FileSystemJsonBackend(root, layout=layout)
+    backend["k"] = 1
+    place = root / "~locks"
+    {
+        "file": lambda: place.write_bytes(b"the user's"),
+        "symlink": lambda: place.symlink_to(tmp_path),
+        "fifo": lambda: os.mkfifo(place),
+    }[thing]()
+    with pytest.raises(StoreError, match="lock folder '~locks'") as caught:
+        with backend.lock("k", timeout=0):
+            pass
+    assert "cannot coexist" not in str(caught.value)  # not blamed on the layout
+    assert "~locks" in dict(backend.strays()) and backend["k"] == 1

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from ..base import BaseBackend
 from ..errors import BackendError, KeyConflictError, PermissionDeniedError, StoreError
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, NEW_FLAGS, ROOT_FLAGS, deleted_folder
+from .lock import LOCK_FOLDER
 from .tree import ESCAPED, LAYOUTS, MARKER, PLAIN, Layout, is_own
 
 __all__ = ["LOOK_AT", "FolderRoot"]
@@ -251,6 +252,11 @@ class FolderRoot(BaseBackend[V, bytes]):
             return PermissionDeniedError, f"permission denied ({exc.strerror})"
         if self._root_fd < 0 and isinstance(exc, NotADirectoryError):
             return StoreError, "the root is not a folder: it, or a folder above it, is a file"
+        if isinstance(exc, OSError) and exc.filename == LOCK_FOLDER and exc.errno in BLOCKED_ERRNOS:
+            return StoreError, (
+                f"something that is not a folder (another tool's file, symlink or FIFO) is at the "
+                f"lock folder {LOCK_FOLDER!r}; it is left alone"
+            )
         if self.layout is PLAIN and isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR):
             return KeyConflictError, _CONFLICT
         if isinstance(exc, IsADirectoryError):
