@@ -741,3 +741,35 @@ def test_a_users_thing_at_the_lock_folders_name_is_named_as_the_cause(
             pass
     assert "cannot coexist" not in str(caught.value)  # not blamed on the layout
     assert "~locks" in dict(backend.strays()) and backend["k"] == 1
+
+
+# -- the same failure, its real cause: the caller's file is not the store's ---------------------
+
+
+@pytest.mark.parametrize("layout", ["plain", "escaped"])
+def test_a_folder_or_missing_file_given_to_dump_file_or_load_file_is_named_as_the_cause(
+    tmp_path: Path, layout: str
+) -> None:
+    (tmp_path / "outdir").mkdir()
+    backend = FileSystemRawBackend(tmp_path / "t", layout=layout)
+    backend["k"] = b"1"
+    calls = {
+        "load_file": lambda: backend.load_file("k", tmp_path / "outdir"),
+        "dump_file": lambda: backend.dump_file("k2", tmp_path / "outdir"),
+        "missing": lambda: backend.dump_file("k3", tmp_path / "typo.bin"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(StoreError) as caught:
+            call()
+        message = str(caught.value)
+        assert ("outdir" if name != "missing" else "typo.bin") in message, message
+        assert "cannot coexist" not in message and "in the way" not in message
+    assert sorted(backend) == ["k"] and backend["k"] == b"1"
+
+
+def test_dump_file_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
+    for layout in ("auto", "plain", "escaped"):
+        backend = FileSystemRawBackend(tmp_path / layout, layout=layout)
+        with pytest.raises(StoreError, match=r"typo\.bin"):
+            backend.dump_file("k", tmp_path / "typo.bin")
+        assert not (tmp_path / layout).exists()  # no folder, no layout file: bad input changes nothing
