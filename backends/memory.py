@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -49,6 +51,10 @@ class VolatileBackend(BaseBackend[Any, Any]):
         self._data: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._leases = Leases()
+        _LIVE[id(self)] = self
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return MemoryLock(key, timeout, ttl, self._leases, **self._lock_context())
@@ -115,6 +121,23 @@ class VolatileBackend(BaseBackend[Any, Any]):
             self._data.clear()
 
 
+#: every memory store of this process, by id: a forked child gives each new locks
+_LIVE: weakref.WeakValueDictionary[int, VolatileBackend | MemoryCacheBase[Any]] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held a store's lock at the fork; it does not
+    # exist in the child, so the lock would never be released: each store
+    # gets a new one (and a cache new counters: the child's counts are its own).
+    for store in list(_LIVE.values()):
+        store._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Slot(NamedTuple):
     data: Any
     #: nanoseconds on the cache's clock (exact: see backends.cache.deadline_ns), or None for never
@@ -164,6 +187,11 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
         self._earliest: int | None = None
         self._lock = threading.Lock()
         self._leases = Leases()
+        self._start_counting()
+        _LIVE[id(self)] = self
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
         self._start_counting()
 
     # -- deadlines ----------------------------------------------------------------
@@ -404,6 +432,7 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
         self._lock = threading.Lock()
         self._leases = Leases()
         self._start_counting()
+        _LIVE[id(self)] = self
 
 
 class MemoryCache(MemoryCacheBase[Any]):

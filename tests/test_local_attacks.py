@@ -773,3 +773,36 @@ def test_dump_file_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match=r"typo\.bin"):
             backend.dump_file("k", tmp_path / "typo.bin")
         assert not (tmp_path / layout).exists()  # no folder, no layout file: bad input changes nothing
+
+
+def test_a_fork_while_another_thread_is_inside_a_call_leaves_the_child_a_working_cache() -> None:
+    """A thread stuck inside a call (the cache's lock held: its clock blocks) when another
+    forks: the child's calls go on (its locks are new), as after any fork."""
+    import threading
+
+    inside, release = threading.Event(), threading.Event()
+    stuck: list[threading.Thread] = []
+
+    def clock() -> float:
+        if threading.current_thread() in stuck:
+            inside.set()
+            release.wait(10)
+        return 1_800_000_000.0
+
+    cache = MemoryCache(clock=clock)
+    cache["k"] = 1
+    stuck.append(threading.Thread(target=lambda: cache.load("k")))
+    stuck[0].start()
+    assert inside.wait(10)
+
+    def child() -> None:
+        signal.alarm(5)  # a deadlock ends the child with SIGALRM
+        assert cache["k"] == 1
+        cache["j"] = 3
+        assert cache["j"] == 3 and sorted(cache) == ["j", "k"]
+
+    pid = _in_child(child)
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    stuck[0].join()
+    assert os.waitstatus_to_exitcode(status) == 0
