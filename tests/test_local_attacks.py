@@ -489,7 +489,7 @@ def test_a_close_in_the_middle_of_a_bulk_write_stops_it_with_a_store_error(tmp_p
 
     backend = FileSystemRawBackend(tmp_path / "t")
     backend["first"] = b"0"
-    items = {f"k{i:05d}": b"1" for i in range(20_000)}
+    items = {f"k{i:05d}": b"1" for i in range(5_000)}
     failures: list[BaseException] = []
 
     def bulk() -> None:
@@ -501,8 +501,8 @@ def test_a_close_in_the_middle_of_a_bulk_write_stops_it_with_a_store_error(tmp_p
     writer = threading.Thread(target=bulk)
     writer.start()
     root = tmp_path / "t"
-    while len(os.listdir(root)) < 100 and writer.is_alive():
-        pass  # until the bulk write is under way
+    while len(os.listdir(root)) < 60 and writer.is_alive():
+        writer.join(0.001)  # until the bulk write is under way (a poll that leaves it the GIL)
     backend.close()
     writer.join()
     if not failures:
@@ -510,7 +510,7 @@ def test_a_close_in_the_middle_of_a_bulk_write_stops_it_with_a_store_error(tmp_p
     assert isinstance(failures[0], StoreError) and "closed" in str(failures[0])
     written = set(os.listdir(root)) - {MARKER}
     keys = {name for name in written if not name.startswith("~")}
-    assert 50 <= len(keys) < 20_001 and sorted(FileSystemRawBackend(root)) == sorted(keys)
+    assert 50 <= len(keys) < 5_001 and sorted(FileSystemRawBackend(root)) == sorted(keys)
     # The write cut in flight may leave its temporary file: hidden, and swept as a killed writer's.
     assert all(name.startswith("~backends-") for name in written - keys) and len(written - keys) <= 1
     assert list(FileSystemRawBackend(root).strays()) == []
@@ -806,3 +806,40 @@ def test_a_fork_while_another_thread_is_inside_a_call_leaves_the_child_a_working
     release.set()
     stuck[0].join()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("kind", ["clear", "purge"])
+def test_a_close_in_the_middle_of_clear_or_purge_stops_it(tmp_path: Path, kind: str) -> None:
+    """Walks hold descriptors of their own: they too stop at close(), and remove nothing after."""
+    import threading
+
+    clock = FrozenClock()
+    backend: Any = (
+        JsonCache(tmp_path / "t", timeout=1, clock=clock)
+        if kind == "purge"
+        else FileSystemRawBackend(tmp_path / "t")
+    )
+    value = 1 if kind == "purge" else b"1"
+    backend.dump_many({f"d{i % 10}/k{i:05d}": value for i in range(1_500)})
+    clock.advance(1)
+    failures: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            backend.purge() if kind == "purge" else backend.clear()
+        except BaseException as exc:
+            failures.append(exc)
+
+    root = tmp_path / "t"
+    total = sum(len(names) for _, _, names in os.walk(root))
+    worker = threading.Thread(target=sweep)
+    worker.start()
+    while sum(len(names) for _, _, names in os.walk(root)) > total - 50 and worker.is_alive():
+        worker.join(0.002)  # until the sweep is under way (a poll that leaves it the GIL)
+    backend.close()
+    left = sum(len(names) for _, _, names in os.walk(root))
+    worker.join()
+    if left <= 1:
+        pytest.skip("the sweep finished before close() (a very fast disk)")
+    assert sum(len(names) for _, _, names in os.walk(root)) >= left - 1  # at most the one in flight
+    assert failures and isinstance(failures[0], StoreError) and "closed" in str(failures[0])

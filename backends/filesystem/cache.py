@@ -263,11 +263,13 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         removed, and so are temporary files of writers killed over an hour ago.
         """
         with self._translating("purge", None):
-            return sum(
-                self._discard_at(folder, name)
-                for folder, name, _ in self._walk(tidy=True)
-                if (status := lstat_file(folder, name)) is not None and self._expired(status.st_mtime_ns)
-            )
+            removed = 0
+            for folder, name, _ in self._walk(tidy=True):
+                self._still_open()
+                status = lstat_file(folder, name)
+                if status is not None and self._expired(status.st_mtime_ns):
+                    removed += self._discard_at(folder, name)
+            return removed
 
     def expires(self, key: str) -> datetime | None:
         """When the entry of ``key`` expires (a UTC datetime, by the cache's clock); None if never.

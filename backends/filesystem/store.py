@@ -11,6 +11,7 @@ writer is killed.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -311,7 +312,17 @@ class FileSystemBackend(FolderRoot[V]):
 
     def _clear(self) -> None:
         for folder, name, _ in self._walk(tidy=True):
+            self._still_open()
             unlink_quietly(name, folder)
+
+    def _still_open(self) -> None:
+        """Raise OSError (EBADF: translated to "closed") once close() was called.
+
+        A walk holds descriptors of its own, which close() does not reach:
+        each key it would change is checked, so nothing is removed after close.
+        """
+        if self._closed:
+            raise OSError(errno.EBADF, "closed")
 
     # -- listing ----------------------------------------------------------------
 
