@@ -12,12 +12,28 @@ and stale-while-revalidate; the tier checks for the methods, never a class.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Generic, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["DEFAULT_TIMEOUT", "MAX_TIMEOUT", "Entry", "ExpiringCache", "check_timeout"]
+from .events import HUB, Counters
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
+    "CacheStats",
+    "CountedLookups",
+    "Entry",
+    "ExpiringCache",
+    "check_clock",
+    "check_timeout",
+    "deadline_ns",
+    "to_ns",
+    "uncounted",
+]
 
 V = TypeVar("V")
 
@@ -44,6 +60,36 @@ def check_timeout(timeout: object, name: str = "timeout") -> float | None:
             f"(100 years), not {timeout!r}"
         )
     return float(timeout)
+
+
+def check_clock(clock: object) -> Callable[[], float] | None:
+    """Return ``clock`` if it is None (the default, ``time.time``) or callable; else TypeError naming it."""
+    if clock is not None and not callable(clock):
+        raise TypeError(f"clock is a callable returning seconds since the epoch, not {type(clock).__name__}")
+    return clock
+
+
+def to_ns(seconds: float) -> int:
+    """``seconds`` (a clock's reading or a timeout) in whole nanoseconds, as exactly as the float holds them.
+
+    ``seconds * 1e9`` would round to 256 ns for a clock near 2026 (a float
+    has 53 bits): the whole seconds are converted apart from the fraction.
+    """
+    whole = math.floor(seconds)
+    return whole * 1_000_000_000 + round((seconds - whole) * 1e9)
+
+
+def deadline_ns(now: float, seconds: float) -> int:
+    """The deadline, in nanoseconds, of an entry written at ``now`` (a clock's reading) for ``seconds``.
+
+    The entry expires once the clock reads ``now + seconds`` (as the clock's
+    floats add up, as cachetools and diskcache compare): exactly when its
+    age reaches its timeout. A positive timeout is never expired as it is
+    written: at least 1 ns, even where the float cannot tell ``now + 1e-7``
+    from ``now``.
+    """
+    deadline = to_ns(now + seconds)
+    return max(deadline, to_ns(now) + 1) if seconds > 0 else deadline
 
 
 @dataclass(frozen=True)
@@ -90,3 +136,65 @@ class ExpiringCache(Protocol[V]):
     def purge(self) -> int: ...
 
     def expires(self, key: str) -> datetime | None: ...
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What a cache's own loads found, in this process (``cache.stats``)."""
+
+    #: keys a load, ``get``, ``[]`` or ``load_many`` found fresh
+    hits: int = 0
+    #: keys they found absent or expired
+    misses: int = 0
+
+
+_quiet = threading.local()
+
+
+@contextmanager
+def uncounted() -> Iterator[None]:
+    """Loads of a cache made in this block (in this thread) are not counted by the cache.
+
+    A tier's loads of its cache are the tier's hits and misses, counted and
+    told once, by the tier.
+    """
+    _quiet.depth = getattr(_quiet, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _quiet.depth -= 1
+
+
+class CountedLookups:
+    """Hits and misses of a cache's loads: counted in ``counters``, told as ``cache`` events.
+
+    The same operation and outcomes as a tier's (``cache``/``hit``,
+    ``cache``/``miss``, one per key), under the cache's own name: a cache used
+    on its own shows its hit rate like a tier. Mixed into every built-in cache.
+    """
+
+    #: what this cache's loads found, in this process (operation "cache", outcomes "hit" and "miss")
+    counters: Counters
+
+    def _start_counting(self) -> None:
+        self.counters = Counters()
+        counter = self.counters.counter
+        self._lookups = (counter("", "cache", "miss"), counter("", "cache", "hit"))
+
+    @property
+    def stats(self) -> CacheStats:
+        """A snapshot of the counts of hits and misses."""
+        return CacheStats(self.counters.get("cache", "hit").count, self.counters.get("cache", "miss").count)
+
+    def _looked_up(self, key: str, hit: bool) -> None:
+        """Count one load of ``key`` and tell subscribers (unless a tier is loading: :func:`uncounted`)."""
+        if getattr(_quiet, "depth", 0):
+            return
+        self._lookups[hit].add()
+        if HUB.on:
+            HUB.emit(self, "cache", key, "hit" if hit else "miss")
+
+    def _counting_state(self, state: dict[str, Any], *others: str) -> dict[str, Any]:
+        """``state`` without the counters (they hold a lock: a copy starts its own at zero) and ``others``."""
+        left_out = {"counters", "_lookups", *others}
+        return {name: value for name, value in state.items() if name not in left_out}

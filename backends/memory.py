@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Final, NamedTuple, TypeVar
 
 from .base import MISSING, BaseBackend, Missing
-from .cache import DEFAULT_TIMEOUT, Entry, check_timeout
+from .cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from .codecs import IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .errors import SerializationError
 from .events import observed
@@ -49,6 +51,10 @@ class VolatileBackend(BaseBackend[Any, Any]):
         self._data: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._leases = Leases()
+        _LIVE[id(self)] = self
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return MemoryLock(key, timeout, ttl, self._leases, **self._lock_context())
@@ -115,15 +121,32 @@ class VolatileBackend(BaseBackend[Any, Any]):
             self._data.clear()
 
 
+#: every memory store of this process, by id: a forked child gives each new locks
+_LIVE: weakref.WeakValueDictionary[int, VolatileBackend | MemoryCacheBase[Any]] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held a store's lock at the fork; it does not
+    # exist in the child, so the lock would never be released: each store
+    # gets a new one (and a cache new counters: the child's counts are its own).
+    for store in list(_LIVE.values()):
+        store._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Slot(NamedTuple):
     data: Any
-    #: seconds on the cache's clock, or None for never
-    deadline: float | None
+    #: nanoseconds on the cache's clock (exact: see backends.cache.deadline_ns), or None for never
+    deadline: int | None
     etag: str | None
     size: int
 
 
-class MemoryCacheBase(BaseBackend[V, Any]):
+class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
     """An expiring cache in this process's memory, bounded, least recently used out first.
 
     Its families: ``MemoryCache`` (JSON), ``MemoryTextCache``,
@@ -156,20 +179,37 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         self.maxsize = maxsize
         self.maxbytes = maxbytes
         self.timeout = check_timeout(timeout)
-        if clock is not None:
-            self.clock = clock
+        if (checked := check_clock(clock)) is not None:
+            self.clock = checked
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._bytes = 0
+        #: no entry expires before this (ns; a lower bound): past it, a full cache looks for expired ones
+        self._earliest: int | None = None
         self._lock = threading.Lock()
         self._leases = Leases()
+        self._start_counting()
+        _LIVE[id(self)] = self
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._start_counting()
 
     # -- deadlines ----------------------------------------------------------------
 
-    def _deadline(self, timeout: float | Missing | None) -> float | None:
-        seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
-        return None if seconds is None else self.clock() + seconds
+    def _seconds(self, timeout: float | Missing | None) -> float | None:
+        """The timeout of a write: the cache's, or ``timeout`` checked (ValueError before anything)."""
+        return self.timeout if timeout is MISSING else check_timeout(timeout)
 
-    def _live(self, key: str, now: float) -> _Slot | None:
+    def _deadline(self, seconds: float | None) -> tuple[int | None, int]:
+        """The deadline of an entry written now for ``seconds``, and now: one reading of the clock
+        per call, as cachetools reads its timer once per operation."""
+        now = self.clock()
+        return (None if seconds is None else deadline_ns(now, seconds)), to_ns(now)
+
+    def _now(self) -> int:
+        return to_ns(self.clock())
+
+    def _live(self, key: str, now: int) -> _Slot | None:
         """The slot of ``key`` if fresh; an expired one is dropped. Call under the lock."""
         slot = self._slots.get(key)
         if slot is None:
@@ -184,16 +224,47 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         self._bytes -= slot.size
         return slot
 
-    def _put(self, key: str, slot: _Slot) -> None:
-        """Store ``slot`` as the most recent entry, then drop the least recent ones past the bounds."""
+    def _put(self, key: str, slot: _Slot, now: int) -> None:
+        """Store ``slot`` as the most recent entry, then drop the least recent ones past the bounds.
+
+        An entry already expired (``timeout=0``) is not stored: it would be
+        absent, yet evict a fresh entry (as cachetools' TLRUCache, it is
+        skipped; an older value of the key is dropped).
+        """
         if key in self._slots:
             self._take_out(key)
+        if slot.deadline is not None and slot.deadline <= now:
+            return
         self._slots[key] = slot
         self._bytes += slot.size
-        while len(self._slots) > self.maxsize or self._bytes > self.maxbytes:
+        if slot.deadline is not None and (self._earliest is None or slot.deadline < self._earliest):
+            self._earliest = slot.deadline
+        if self._full():
+            self._drop_expired(now)  # as cachetools' TTLCache: expired entries go before any fresh one
+        while self._full():
             self._take_out(next(iter(self._slots)))
 
-    def _slot(self, data: Any, deadline: float | None, etag: str | None) -> _Slot | None:
+    def _full(self) -> bool:
+        return len(self._slots) > self.maxsize or self._bytes > self.maxbytes
+
+    def _drop_expired(self, now: int, everywhere: bool = False) -> int:
+        """Remove every expired entry; call under the lock.
+
+        One scan of the entries, made (unless ``everywhere``) only once the
+        earliest deadline has passed: a full cache of fresh entries pays nothing.
+        """
+        if not everywhere and (self._earliest is None or self._earliest > now):
+            return 0
+        expired = [
+            key for key, slot in self._slots.items() if slot.deadline is not None and slot.deadline <= now
+        ]
+        for key in expired:
+            self._take_out(key)
+        deadlines = [slot.deadline for slot in self._slots.values() if slot.deadline is not None]
+        self._earliest = min(deadlines, default=None)
+        return len(expired)
+
+    def _slot(self, data: Any, deadline: int | None, etag: str | None) -> _Slot | None:
         size = len(data) if isinstance(data, (bytes, str)) else 0
         return _Slot(data, deadline, etag, size) if size <= self.maxbytes else None
 
@@ -201,11 +272,11 @@ class MemoryCacheBase(BaseBackend[V, Any]):
 
     def _load(self, key: str) -> Any:
         with self._lock:
-            slot = self._live(key, self.clock())
-            if slot is None:
-                return MISSING
-            self._slots.move_to_end(key)
-            return slot.data
+            slot = self._live(key, self._now())
+            if slot is not None:
+                self._slots.move_to_end(key)
+        self._looked_up(key, slot is not None)
+        return MISSING if slot is None else slot.data
 
     @observed("dump")
     def dump(
@@ -216,15 +287,16 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         As :meth:`JsonCache.dump <backends.filesystem.FileSystemCache.dump>`;
         a value larger than ``maxbytes`` raises SerializationError.
         """
-        deadline = self._deadline(timeout)
+        seconds = self._seconds(timeout)
         return self._write_value(
-            key, value, "dump", lambda key, data: self._store(key, data, deadline, if_absent)
+            key, value, "dump", lambda key, data: self._store(key, data, seconds, if_absent)
         )
 
     def _dump(self, key: str, data: Any, if_absent: bool) -> bool:
-        return self._store(key, data, self._deadline(MISSING), if_absent)
+        return self._store(key, data, self.timeout, if_absent)
 
-    def _store(self, key: str, data: Any, deadline: float | None, if_absent: bool) -> bool:
+    def _store(self, key: str, data: Any, seconds: float | None, if_absent: bool) -> bool:
+        deadline, now = self._deadline(seconds)
         slot = self._slot(data, deadline, None)
         if slot is None:
             raise SerializationError(
@@ -234,32 +306,32 @@ class MemoryCacheBase(BaseBackend[V, Any]):
                 key=key,
             )
         with self._lock:
-            if if_absent and self._live(key, self.clock()) is not None:
+            if if_absent and self._live(key, now) is not None:
                 return False
-            self._put(key, slot)
+            self._put(key, slot, now)
             return True
 
     def _delete(self, key: str) -> bool:
         with self._lock:
-            if self._live(key, self.clock()) is None:
+            if self._live(key, self._now()) is None:
                 return False
             self._take_out(key)
             return True
 
     def _pop(self, key: str) -> Any:
         with self._lock:
-            if self._live(key, self.clock()) is None:
+            if self._live(key, self._now()) is None:
                 return MISSING
             return self._take_out(key).data
 
     def _contains(self, key: str) -> bool:
         with self._lock:
-            return self._live(key, self.clock()) is not None
+            return self._live(key, self._now()) is not None
 
     def _iter_keys(self) -> Iterator[str]:
         # A snapshot of the fresh keys, as for VolatileBackend: the values are in memory already.
         with self._lock:
-            now = self.clock()
+            now = self._now()
             keys = [key for key, slot in self._slots.items() if slot.deadline is None or slot.deadline > now]
         return iter(keys)
 
@@ -270,6 +342,7 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         with self._lock:
             self._slots.clear()
             self._bytes = 0
+            self._earliest = None
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return MemoryLock(key, timeout, ttl, self._leases, **self._lock_context())
@@ -280,13 +353,8 @@ class MemoryCacheBase(BaseBackend[V, Any]):
     def purge(self) -> int:
         """Remove every expired entry; return how many were removed."""
         with self._lock:
-            now = self.clock()
-            expired = [
-                key for key, slot in self._slots.items() if slot.deadline is not None and slot.deadline <= now
-            ]
-            for key in expired:
-                self._take_out(key)
-            return len(expired)
+            now = self._now()
+            return self._drop_expired(now, everywhere=True)
 
     def expires(self, key: str) -> datetime | None:
         """When the entry of ``key`` expires (a UTC datetime, by the cache's clock); None if never.
@@ -295,10 +363,10 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         """
         key = self._check(key, "expires")
         with self._lock:
-            slot = self._live(key, self.clock())
+            slot = self._live(key, self._now())
         if slot is None:
             raise KeyError(key)
-        return None if slot.deadline is None else utc(slot.deadline)
+        return None if slot.deadline is None else utc(slot.deadline / 1e9)
 
     # -- entries, for a tier (the ExpiringCache capability) -----------------------------
 
@@ -307,11 +375,12 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         key = self._check(key, "peek")
         with self._lock:
             slot = self._slots.get(key)
-            now = self.clock()
+            now = self._now()
         if slot is None:
             return None
         fresh = slot.deadline is None or slot.deadline > now
-        entry = self._entry(slot.data, key, slot.deadline, fresh, slot.etag)
+        deadline = None if slot.deadline is None else slot.deadline / 1e9
+        entry = self._entry(slot.data, key, deadline, fresh, slot.etag)
         if entry is not None and fresh:
             with self._lock:
                 if self._slots.get(key) is slot:
@@ -324,10 +393,12 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         A value larger than ``maxbytes`` is not kept (and any older entry of the key is dropped).
         """
         key = self._check(key, "fill")
-        slot = self._slot(self._encode(value, key, "fill"), self._deadline(MISSING), etag)
+        data = self._encode(value, key, "fill")
+        deadline, now = self._deadline(self.timeout)
+        slot = self._slot(data, deadline, etag)
         with self._lock:
             if slot is not None:
-                self._put(key, slot)
+                self._put(key, slot, now)
             elif key in self._slots:
                 self._take_out(key)
 
@@ -338,7 +409,7 @@ class MemoryCacheBase(BaseBackend[V, Any]):
             slot = self._slots.get(key)
             if slot is None or slot.etag != etag:
                 return False
-            self._slots[key] = slot._replace(deadline=self._deadline(MISSING))
+            self._slots[key] = slot._replace(deadline=self._deadline(self.timeout)[0])
             self._slots.move_to_end(key)
             return True
 
@@ -352,7 +423,7 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         # The locks cannot be pickled; a copy gets its own (and a snapshot).
         with self._lock:
             return {
-                **{k: v for k, v in vars(self).items() if k not in ("_lock", "_leases")},
+                **self._counting_state(vars(self), "_lock", "_leases"),
                 "_slots": self._slots.copy(),
             }
 
@@ -360,6 +431,8 @@ class MemoryCacheBase(BaseBackend[V, Any]):
         vars(self).update(state)
         self._lock = threading.Lock()
         self._leases = Leases()
+        self._start_counting()
+        _LIVE[id(self)] = self
 
 
 class MemoryCache(MemoryCacheBase[Any]):

@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any, Final
 
 from .base import MISSING, UNCHANGED, BaseBackend
-from .cache import Entry
+from .cache import Entry, uncounted
 from .core import encode_value
 from .errors import BackendError, LockTimeoutError, StoreError
 from .events import HUB, observed
@@ -131,7 +131,8 @@ class TieredBackend(TierBase):
         return key in self.cache or key in self.origin
 
     def _load_many(self, keys: list[str]) -> dict[str, Any]:
-        found = self.cache.load_many(keys)
+        with uncounted():  # the tier's hits and misses, told once below
+            found = self.cache.load_many(keys)
         self._tally("hits", list(found))
         missing = [key for key in keys if key not in found]
         if not missing:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import backends
-from backends.testing import ContractTests, StoreCase
+from backends.base import MISSING, BaseBackend, Missing
+from backends.codecs import JsonCodec
+from backends.testing import JSON, ContractTests, StoreCase
 
 
 class TestContract(ContractTests):
@@ -19,6 +22,36 @@ class TestContract(ContractTests):
     @pytest.fixture
     def store_case(self, case: StoreCase) -> StoreCase:
         return case
+
+
+class FourHooks(BaseBackend[Any, bytes]):
+    """A third-party store as README's "Writing a backend" allows: the four required hooks only."""
+
+    codec = JsonCodec()
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+
+    def _load(self, key: str) -> bytes | Missing:
+        return self._data.get(key, MISSING)
+
+    def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
+        if if_absent and key in self._data:
+            return False
+        self._data[key] = data
+        return True
+
+    def _delete(self, key: str) -> bool:
+        return self._data.pop(key, None) is not None
+
+    def _iter_keys(self) -> Iterator[str]:
+        return iter(list(self._data))
+
+
+class TestAStoreOfTheFourRequiredHooksOnly(ContractTests):
+    """Its ``in`` loads (the optional ``_contains`` has a default that does): still a correct store."""
+
+    case = StoreCase("four-hooks", lambda folder: FourHooks(), family=JSON, examples=20)
 
 
 # -- Interface ------------------------------------------------------------------
@@ -162,3 +195,16 @@ def test_stored_bytes_that_cannot_be_decoded_are_corrupt(tmp_path: Any) -> None:
 
 
 # -- identity ---------------------------------------------------------------------
+
+
+class LoadingContains(FourHooks):
+    """A store that says it answers ``in`` itself (it implements ``_contains``), yet loads."""
+
+    def _contains(self, key: str) -> bool:
+        return self._load(key) is not MISSING
+
+
+def test_the_suite_still_catches_a_contains_hook_that_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(AssertionError, match="loaded the value"):
+        ContractTests().test_in_never_loads_the_value(LoadingContains(), JSON.sample, monkeypatch)
+    ContractTests().test_in_never_loads_the_value(FourHooks(), JSON.sample, monkeypatch)  # the default may

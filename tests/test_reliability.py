@@ -548,17 +548,20 @@ def test_the_lock_base_class_cannot_be_made(tmp_path: Path) -> None:
 def test_clear_and_purge_sweep_old_temporary_files_only(tmp_path: Path, kind: str) -> None:
     backend = JsonCache(tmp_path, timeout=None) if kind == "cache-json" else LOCAL[kind](tmp_path)
     backend["d/k"] = "v"
+    dead = f"~backends-{0xDEAD:032x}.tmp"
     for folder in (tmp_path, tmp_path / "d+"):
-        (folder / "~dead.tmp").write_bytes(b"half")
-        (folder / "~dead.expired").write_bytes(b"old")
-    (tmp_path / "~mine.txt").write_bytes(b"not ours to sweep")
+        (folder / dead).write_bytes(b"half")
+        (folder / f"~{0xDEAD:016x}.expired").write_bytes(b"old")  # an earlier version's
+    users = ["~WRL0001.tmp", "~mine.txt", "~notes.tmp", "~x.expired"]
+    for name in users:
+        (tmp_path / name).write_bytes(b"not ours to sweep")
     sweep = backend.purge if isinstance(backend, JsonCache) else backend.clear
     sweep()
-    assert (tmp_path / "~dead.tmp").exists()  # written a moment ago: maybe a live writer's
+    assert (tmp_path / dead).exists()  # written a moment ago: maybe a live writer's
     backend.clock = lambda: time.time() + 3601  # an hour later
     sweep()
     left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.name != MARKER)
-    expected = ["~mine.txt"] if kind == "fs-json" else ["d+", "d+/k", "~mine.txt"]
+    expected = users if kind == "fs-json" else ["d+", "d+/k", *users]
     assert left == expected
 
 

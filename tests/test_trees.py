@@ -22,6 +22,9 @@ from backends import (
 from backends.filesystem.tree import MARKER
 from backends.testing import strategies as s
 
+#: a name of the form this library gives its temporary files (a killed writer's leftover)
+LEFTOVER = f"~backends-{0x3F2A:032x}.tmp"
+
 
 def tree(root: Path, files: dict[str, bytes]) -> Path:
     """Make an ordinary folder tree, as another tool would."""
@@ -110,11 +113,12 @@ def test_what_is_not_a_key_is_reported_as_a_stray(tmp_path: Path) -> None:
     root = tree(tmp_path / "t", {"k": b"1", "sub/k": b"2", "~notes.txt": b"3", "sub/bad\x01name": b"4"})
     (root / "sub" / "link").symlink_to(root / "k")
     os.mkfifo(root / "fifo")
-    (root / "~3f2a.tmp").write_bytes(b"a killed writer's")  # ours: never a stray
+    (root / LEFTOVER).write_bytes(b"a killed writer's")  # ours: never a stray
+    (root / "~WRL0001.tmp").write_bytes(b"a user's, named like a temporary file")
     backend = FileSystemRawBackend(root)
     assert sorted(backend) == ["k", "sub/k"]
     strays = dict(backend.strays())
-    assert set(strays) == {"~notes.txt", "sub/bad\x01name", "sub/link", "fifo"}
+    assert set(strays) == {"~notes.txt", "~WRL0001.tmp", "sub/bad\x01name", "sub/link", "fifo"}
     assert "symlink" in strays["sub/link"] and "FIFO" in strays["fifo"] and "reserved" in strays["~notes.txt"]
     assert dict(backend.strays("sub/")) == {key: strays[key] for key in ("sub/bad\x01name", "sub/link")}
     escaped = FileSystemRawBackend(tmp_path / "e")
@@ -211,7 +215,7 @@ def test_a_walk_tells_every_name_across_chunks_of_mixed_entries(tmp_path: Path, 
     backend.dump_many(dict.fromkeys(keys, b"1"))
     root = tmp_path / "t"
     for i in range(0, 2_500, 400):  # own files and strays met inside chunks the fast path takes
-        (root / f"~{i}.tmp").write_bytes(b"a killed writer's")
+        (root / f"~backends-{i:032x}.tmp").write_bytes(b"a killed writer's")
         (root / f"~stray{i}").write_bytes(b"")
     if layout == "escaped":
         (root / "%zz").write_bytes(b"")  # not the escaped form of any key

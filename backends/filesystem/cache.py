@@ -14,14 +14,16 @@ meanwhile is never removed.
 
 Hits are served from a memo in the process (the stored bytes of recently
 read entries) after one ``stat`` shows the file is still the one read: same
-inode, size, ctime and mtime. Every write makes a new file, and its mtime
-carries random nanoseconds (under a microsecond off the deadline, or
-anywhere in the first second of 1970 for "never"), so a rewritten value
-never passes for the memoised one, even in a reused inode.
+inode, size, ctime, mtime and atime. Every write makes a new file, and its
+atime (set a day past the deadline, so reads leave it alone) carries random
+nanoseconds, so a rewritten value never passes for the memoised one, even
+in a reused inode with the same deadline. The deadline itself is exact: an
+entry expires once its age reaches its timeout, to the nanosecond.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import random
@@ -31,7 +33,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, Missing
-from ..cache import DEFAULT_TIMEOUT, Entry, check_timeout
+from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from ..codecs import JsonCodec, TextCodec
 from ..events import observed
 from ..info import utc
@@ -50,7 +52,7 @@ MEMO_BUDGET: Final = 64 * 1024 * 1024
 MEMO_VALUE: Final = 64 * 1024
 
 
-class FileSystemCache(FileSystemBackend[V]):
+class FileSystemCache(CountedLookups, FileSystemBackend[V]):
     """A filesystem backend whose entries expire ``timeout`` seconds after they are written.
 
     ``timeout=None`` keeps entries until deleted. ``clock`` (default
@@ -67,12 +69,13 @@ class FileSystemCache(FileSystemBackend[V]):
         durable: bool = False,
     ) -> None:
         self.timeout = check_timeout(timeout)
-        if clock is not None:
-            self.clock = clock
+        if (checked := check_clock(clock)) is not None:
+            self.clock = checked
         # key -> (identity of the file read, its bytes): see the module docstring
         self._memo: dict[str, tuple[tuple[int, ...], bytes]] = {}
         self._memo_bytes = 0
         self._memo_lock = threading.Lock()
+        self._start_counting()
         super().__init__(root, durable=durable, layout="escaped")
 
     # -- deadlines ----------------------------------------------------------------
@@ -80,13 +83,15 @@ class FileSystemCache(FileSystemBackend[V]):
     def _deadline(self, timeout: float | Missing | None) -> int:
         """The mtime to give an entry written now with ``timeout``, with random nanoseconds."""
         seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
-        nonce = random.getrandbits(30)
         if seconds is None:
-            return 1 + nonce % (NEVER_BELOW - 1)
-        return max(int((self.clock() + seconds) * 1e9) - nonce % 1000, NEVER_BELOW)
+            return 1 + random.getrandbits(30) % (NEVER_BELOW - 1)
+        # Exact: the entry expires once its age reaches its timeout. What
+        # tells a rewrite from the memoised file is the atime's random
+        # nanoseconds (set_deadline), never the deadline.
+        return max(deadline_ns(self.clock(), seconds), NEVER_BELOW)
 
-    def _expired(self, deadline_ns: int) -> bool:
-        return deadline_ns >= NEVER_BELOW and deadline_ns <= self.clock() * 1e9
+    def _expired(self, deadline: int) -> bool:
+        return deadline >= NEVER_BELOW and deadline <= to_ns(self.clock())
 
     def _live(self, status: os.stat_result) -> bool:
         return not self._expired(status.st_mtime_ns)
@@ -146,10 +151,12 @@ class FileSystemCache(FileSystemBackend[V]):
     def _load(self, key: str) -> bytes | Missing:
         hit = self._memoised(key)
         if hit is not None:
+            self._looked_up(key, True)
             return hit[1]
         data = self._read_entry(key)
         if data is MISSING and self._root_gone(create=False):
-            return self._read_entry(key)
+            data = self._read_entry(key)
+        self._looked_up(key, data is not MISSING)
         return data
 
     def _read_entry(self, key: str) -> bytes | Missing:
@@ -234,7 +241,7 @@ class FileSystemCache(FileSystemBackend[V]):
                 return False
             if not self._expired(status.st_mtime_ns):
                 return True
-            self._discard_at(folder, name)
+            self._discard_met(folder, name)
             return False
 
         return fresh
@@ -256,11 +263,13 @@ class FileSystemCache(FileSystemBackend[V]):
         removed, and so are temporary files of writers killed over an hour ago.
         """
         with self._translating("purge", None):
-            return sum(
-                self._discard_at(folder, name)
-                for folder, name, _ in self._walk(tidy=True)
-                if (status := lstat_file(folder, name)) is not None and self._expired(status.st_mtime_ns)
-            )
+            removed = 0
+            for folder, name, _ in self._walk(tidy=True):
+                self._still_open()
+                status = lstat_file(folder, name)
+                if status is not None and self._expired(status.st_mtime_ns):
+                    removed += self._discard_at(folder, name)
+            return removed
 
     def expires(self, key: str) -> datetime | None:
         """When the entry of ``key`` expires (a UTC datetime, by the cache's clock); None if never.
@@ -276,8 +285,22 @@ class FileSystemCache(FileSystemBackend[V]):
         return None if deadline is None else utc(deadline)
 
     def _discard(self, at: At) -> None:
-        if self._discard_at(at.folder, at.name) and at.folders:
+        if self._discard_met(at.folder, at.name) and at.folders:
             prune_folders(at.fds, at.folders)
+
+    def _discard_met(self, folder: int, name: str) -> bool:
+        """:meth:`_discard_at` for an expired entry a call met: a folder that may not be
+        changed (read-only, or not ours to write) leaves it in place, still absent.
+
+        The call's answer (absent) stands; removing the entry is tidying, which
+        ``purge()`` does, and which raises there.
+        """
+        try:
+            return self._discard_at(folder, name)
+        except OSError as exc:
+            if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+                return False
+            raise
 
     def _discard_at(self, folder: int, name: str) -> bool:
         """Remove the file ``name`` if it is (still) an expired entry; say whether it was removed.

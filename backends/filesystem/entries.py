@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import time
 from typing import Final
 
@@ -43,15 +44,24 @@ def deadline_of(mtime_ns: int) -> float | None:
 
 def file_identity(status: os.stat_result) -> tuple[int, ...]:
     """What tells a file from any other, even one written later in a reused inode."""
-    return (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+    return (
+        status.st_ino,
+        status.st_dev,
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+        status.st_atime_ns,
+    )
 
 
 def set_deadline(fd: int, deadline: int) -> None:
     """Give the open file the deadline ``deadline`` (nanoseconds) as its mtime."""
     # The atime is set past both the mtime and the coming rename's ctime, so
     # that reads under "relatime" (the Linux default) leave the inode alone
-    # instead of writing a new atime on every cache hit.
-    atime = max(deadline, time.time_ns()) + DAY_NS
+    # instead of writing a new atime on every cache hit. Its random
+    # nanoseconds tell this file from any other (file_identity): deadlines
+    # stay exact, and two may be equal.
+    atime = max(deadline, time.time_ns()) + DAY_NS + secrets.randbelow(1_000_000_000)
     os.utime(fd, ns=(atime, deadline))
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from ..base import BaseBackend
 from ..errors import BackendError, KeyConflictError, PermissionDeniedError, StoreError
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, NEW_FLAGS, ROOT_FLAGS, deleted_folder
+from .lock import LOCK_FOLDER
 from .tree import ESCAPED, LAYOUTS, MARKER, PLAIN, Layout, is_own
 
 __all__ = ["LOOK_AT", "FolderRoot"]
@@ -36,15 +37,36 @@ _CONFLICT = (
 V = TypeVar("V")
 
 
+def _root_path(root: object) -> Path:
+    """The absolute path of a root given as a str or path; TypeError or ValueError naming ``root``."""
+    if isinstance(root, bytes) or not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root is a str or a path, not {type(root).__name__}")
+    path = os.fspath(root)
+    if not isinstance(path, str):
+        raise TypeError(f"root is a str or a path, not a path of {type(path).__name__}")
+    if "\0" in path:
+        raise ValueError(f"root is the path of a folder, with no NUL character, not {path!r}")
+    return Path(os.path.abspath(path))
+
+
+def _own_entry(entry: os.DirEntry[str]) -> bool:
+    """Whether a top-level entry is one this library made (a lock taken before any write)."""
+    return is_own(entry.name, folder=entry.is_dir(follow_symlinks=False))
+
+
 class FolderRoot(BaseBackend[V, bytes]):
     """The root folder of :class:`~backends.filesystem.FileSystemBackend` (see there)."""
 
     def __init__(self, root: str | os.PathLike[str], *, durable: bool = False, layout: str = "auto") -> None:
         self._check_codec()
-        if layout != "auto" and layout not in LAYOUTS:
+        if not isinstance(layout, str) or (layout != "auto" and layout not in LAYOUTS):
             raise ValueError(f"layout is 'auto', 'escaped' or 'plain', not {layout!r}")
-        self.root = Path(os.path.abspath(os.fspath(root)))
-        self.durable = durable
+        self.root = _root_path(root)
+        # Until the folder is opened and its layout read, errors name it with this one.
+        self.layout: Layout = LAYOUTS.get(layout, ESCAPED)
+        if not isinstance(durable, (bool, int)) or durable not in (0, 1):
+            raise TypeError(f"durable is True or False, not {durable!r}")
+        self.durable = bool(durable)
         self._lock = threading.Lock()
         self._root_fd = -1
         self._closed = False
@@ -52,7 +74,7 @@ class FolderRoot(BaseBackend[V, bytes]):
         self._unmarked = False
         try:
             self._open_root(create=False)  # made at the first write: reading creates nothing
-            self.layout: Layout = self._choose_layout(layout)
+            self.layout = self._choose_layout(layout)
         except OSError as exc:
             self._reraise(exc, "open", None)
         self._parts = self.layout.parts
@@ -81,7 +103,7 @@ class FolderRoot(BaseBackend[V, bytes]):
             return LAYOUTS[requested]
         with os.scandir(self._root_fd) as entries:
             # Only this library's own files (a lock taken before any write): still ours to lay out.
-            theirs = (entry for entry in entries if not is_own(entry.name))
+            theirs = (entry for entry in entries if not _own_entry(entry))
             found = [entry for entry, _ in zip(theirs, range(LOOK_AT), strict=False)]
         if not found:
             return ESCAPED
@@ -228,6 +250,13 @@ class FolderRoot(BaseBackend[V, bytes]):
             return StoreError, "the backend is closed (close() was called); make a new one"
         if isinstance(exc, PermissionError):
             return PermissionDeniedError, f"permission denied ({exc.strerror})"
+        if self._root_fd < 0 and isinstance(exc, NotADirectoryError):
+            return StoreError, "the root is not a folder: it, or a folder above it, is a file"
+        if isinstance(exc, OSError) and exc.filename == LOCK_FOLDER and exc.errno in BLOCKED_ERRNOS:
+            return StoreError, (
+                f"something that is not a folder (another tool's file, symlink or FIFO) is at the "
+                f"lock folder {LOCK_FOLDER!r}; it is left alone"
+            )
         if self.layout is PLAIN and isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR):
             return KeyConflictError, _CONFLICT
         if isinstance(exc, IsADirectoryError):

@@ -6,8 +6,9 @@ file; every other segment names a folder with a ``+`` suffix, so ``a``
 (file ``a``) and ``a/b`` (file ``a+/b``) coexist. An escaped segment longer
 than 200 characters is cut into pieces, all but the last stored as folders
 with a ``=`` suffix, so no name passes the 255-byte limit. The one rule for
-everything else: a name starting with ``~`` (temporary files, the lock
-folder) is never a key. The mapping is a bijection: a walk
+everything else: a name starting with ``~`` is never a key (this
+library's own files have such names; :mod:`.tree` tells them from a user's
+by their exact form). The mapping is a bijection: a walk
 (:mod:`.tree`) gives back exactly the keys written.
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "TEMP_MARK",
     "decode_segment",
     "is_reserved",
+    "is_temp",
     "key_of",
     "key_parts",
     "key_path",
@@ -50,9 +52,22 @@ def is_reserved(name: str) -> bool:
     return name.startswith(TEMP_MARK)
 
 
+#: the names of this library's temporary files, exactly: ``~backends-`` and 32
+#: random lowercase hex digits (128 bits), then ``.tmp``; and the older form
+#: (``~`` and 16 hex digits, ``.tmp`` or ``.expired``) that a killed writer
+#: of an earlier version may have left. A user's file named like a temporary
+#: file (``~WRL0001.tmp``, ``~notes.tmp``) has no such name: it is never ours.
+_TEMP = re.compile(r"~backends-[0-9a-f]{32}\.tmp|~[0-9a-f]{16}\.(?:tmp|expired)")
+
+
 def temp_name() -> str:
-    """A fresh name for a temporary file: reserved, so never listed as a key."""
-    return f"{TEMP_MARK}{os.urandom(8).hex()}.tmp"
+    """A fresh name for a temporary file, of the one form :func:`is_temp` recognises."""
+    return f"{TEMP_MARK}backends-{os.urandom(16).hex()}.tmp"
+
+
+def is_temp(name: str) -> bool:
+    """Whether ``name`` is one this library gives its temporary files (:func:`temp_name`, or older)."""
+    return _TEMP.fullmatch(name) is not None
 
 
 def _escape(segment: str) -> str:
@@ -117,6 +132,8 @@ def decode_segment(escaped: str, last: bool = False) -> str | None:
     """Return the segment that escapes exactly to ``escaped`` (as a last segment, with ``last``), or None."""
     if _PLAIN.fullmatch(escaped):
         return escaped
+    if not escaped.isascii():
+        return None  # escaped names are ASCII; this one may not even be UTF-8 (a surrogate)
     try:
         segment = unquote(escaped, errors="strict")
     except UnicodeDecodeError:

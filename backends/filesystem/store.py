@@ -11,18 +11,20 @@ writer is killed.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, Final, NamedTuple, TypeVar
 
 from ..base import MISSING, Missing
 from ..codecs import JsonCodec, RawCodec, TextCodec
-from ..errors import StoreUnavailableError
+from ..errors import PermissionDeniedError, StoreError, StoreUnavailableError
 from ..hooks import fold_listing
 from ..info import Stat
 from ..locks import Lock
-from ..transfers import FileTransfers, PathOrFile, copy_stream, open_source, write_target
+from ..transfers import FileTransfers, PathOrFile, copy_stream
 from ..urls import as_bool, local_path, parse_query, register_scheme
 from .files import (
     NEW_FLAGS,
@@ -310,7 +312,17 @@ class FileSystemBackend(FolderRoot[V]):
 
     def _clear(self) -> None:
         for folder, name, _ in self._walk(tidy=True):
+            self._still_open()
             unlink_quietly(name, folder)
+
+    def _still_open(self) -> None:
+        """Raise OSError (EBADF: translated to "closed") once close() was called.
+
+        A walk holds descriptors of its own, which close() does not reach:
+        each key it would change is checked, so nothing is removed after close.
+        """
+        if self._closed:
+            raise OSError(errno.EBADF, "closed")
 
     # -- listing ----------------------------------------------------------------
 
@@ -410,11 +422,32 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
     codec = RawCodec()
 
     def _dump_stream(self, key: str, source: PathOrFile, if_absent: bool) -> bool:
-        def fill(fd: int) -> None:
-            with open_source(source) as reader, open(fd, "wb", closefd=False) as target:
-                copy_stream(reader, target)
+        # The source is opened before anything is written: a file that cannot
+        # be read (missing, a folder) is the caller's, and said so, naming it;
+        # never taken for something in the way inside the root.
+        with self._users_file(source, "rb", "dump_file", key) as reader:
 
-        return self._write(key, fill, if_absent)
+            def fill(fd: int) -> None:
+                with open(fd, "wb", closefd=False) as target:
+                    copy_stream(reader, target)
+
+            return self._write(key, fill, if_absent)
+
+    @contextmanager
+    def _users_file(self, path: PathOrFile, mode: str, operation: str, key: str) -> Iterator[Any]:
+        """``path`` opened with ``mode`` (or the file object given); a StoreError naming it if it cannot."""
+        if not isinstance(path, (str, os.PathLike)):
+            yield path
+            return
+        try:
+            opened = open(path, mode)  # noqa: SIM115 - closed below
+        except OSError as exc:
+            cls = PermissionDeniedError if isinstance(exc, PermissionError) else StoreError
+            role = "source" if "r" in mode else "target"
+            reason = f"the {role} file {os.fspath(path)!r} cannot be opened: {exc.strerror or exc}"
+            raise cls(reason, backend=repr(self), operation=operation, key=key) from exc
+        with opened:
+            yield opened
 
     def open(self, key: str) -> BinaryIO:
         """The value of ``key`` as a binary file open for reading (close it, or ``with``); KeyError if absent.
@@ -434,8 +467,8 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
         opened = self._open_value(key)
         if opened is None:
             return False
-        with open(opened[0], "rb") as source:
-            write_target(target, source)
+        with open(opened[0], "rb") as source, self._users_file(target, "wb", "load_file", key) as out:
+            copy_stream(source, out)
         return True
 
 

@@ -26,21 +26,30 @@ from typing import Final, NamedTuple
 
 from ..keys import MAX_KEY_BYTES, all_valid, is_valid_key
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, lstat_file, try_rmdir, unlink_quietly
-from .layout import CHUNK, DIR_MARK, PART_MARK, TEMP_MARK, decode_segment, key_of, key_parts, piece_ok
+from .layout import (
+    CHUNK,
+    DIR_MARK,
+    PART_MARK,
+    TEMP_MARK,
+    decode_segment,
+    is_temp,
+    key_of,
+    key_parts,
+    piece_ok,
+)
+from .lock import LOCK_FOLDER
 
 __all__ = ["ESCAPED", "LAYOUTS", "MARKER", "PLAIN", "Layout", "Stray", "Strays", "is_own"]
 
 #: the file recording that a folder uses the escaped layout (a reserved name: never a key)
 MARKER: Final = f"{TEMP_MARK}backends-layout"
 NAME_MAX: Final = 255  # bytes in one file name (ext4, APFS, XFS...)
-_OWN_FOLDERS = frozenset({f"{TEMP_MARK}locks"})
 #: keys per chunk of a walk: memory stays flat however many keys one folder holds
 BATCH: Final = 1000
 #: a name made only of characters the escaped layout keeps as they are: the name of itself
 _plain_name = re.compile(rf"[A-Za-z0-9._-]{{1,{CHUNK}}}").fullmatch
 #: names of that kind joined by "/" (lengths checked apart)
 _plain_names = re.compile(r"[A-Za-z0-9._/-]*").fullmatch
-_LEFTOVERS = (".tmp", ".expired")  # killed writers' temporary files; ".expired": before 0.2
 
 
 class Stray(NamedTuple):
@@ -77,9 +86,17 @@ def _kind(entry: os.DirEntry[str]) -> str:
     return "not a file (a FIFO, socket or device)"
 
 
-def is_own(name: str) -> bool:
-    """Whether ``name`` is this library's own file or folder (temporary files, locks, the marker)."""
-    return name in _OWN_FOLDERS or name == MARKER or name.endswith(_LEFTOVERS)
+def is_own(name: str, top: bool = True, folder: bool = False) -> bool:
+    """Whether the file (or with ``folder``, the folder) ``name`` is one this library made.
+
+    Exactly: a temporary file (:func:`.layout.is_temp`: ``~backends-`` and 32
+    hex digits, ``.tmp``) anywhere, and at the root (``top``) the layout
+    marker file and the lock folder. Any other name, ``~notes.tmp`` or
+    ``~WRL0001.tmp`` included, is a user's: a key or a stray, never hidden.
+    """
+    if folder:
+        return top and name == LOCK_FOLDER
+    return is_temp(name) or (top and name == MARKER)
 
 
 class Layout:
@@ -110,7 +127,7 @@ class Layout:
     def file_kind(self, name: str, prefix: str, pending: str) -> _File | Stray | None:
         """What the regular file ``name`` is: a key's file, a stray, or None (our own file)."""
         if name.startswith(TEMP_MARK):
-            return None if is_own(name) else Stray(name, "a name starting with '~' (reserved)")
+            return None if is_own(name, not prefix and not pending) else Stray(name, _RESERVED)
         key = self.file_key(name, prefix, pending)
         return Stray(name, self.not_a_key) if key is None else _File(name, key)
 
@@ -250,7 +267,7 @@ class Layout:
             elif kind is not None:
                 if strays is not None:
                     strays(Stray(path + kind.path, kind.reason))
-            elif stale_before is not None and name.endswith(_LEFTOVERS):
+            elif stale_before is not None and is_temp(name):
                 _sweep(folder, name, stale_before)
         return kept, keys
 
@@ -403,6 +420,20 @@ def _open_child(folder: int, name: str) -> int | None:
         raise
 
 
+#: why a "~" name that is not this library's own is a stray
+_RESERVED = "a name starting with '~' (reserved in a folder of keys) that this library did not make"
+
+
+def _tilde_entry(entry: os.DirEntry[str], prefix: str, pending: str) -> Stray | None:
+    """A ``~`` entry: None if this library made it (:func:`is_own`), else a stray."""
+    top = not prefix and not pending
+    if entry.is_dir(follow_symlinks=False):
+        return None if is_own(entry.name, top, folder=True) else Stray(entry.name, _RESERVED)
+    if entry.is_file(follow_symlinks=False) and is_own(entry.name, top):
+        return None
+    return Stray(entry.name, _RESERVED if entry.is_file(follow_symlinks=False) else _kind(entry))
+
+
 def _sweep(folder: int, name: str, stale_before: float) -> None:
     """Remove a temporary file left by a killed process, if unchanged since ``stale_before``.
 
@@ -442,7 +473,7 @@ class _Escaped(Layout):
     def classify(self, entry: os.DirEntry[str], prefix: str, pending: str) -> _Dir | _File | Stray | None:
         name = entry.name
         if name.startswith(TEMP_MARK):
-            return None if is_own(name) else Stray(name, "a name starting with '~' (reserved)")
+            return _tilde_entry(entry, prefix, pending)
         mark = name[-1]
         if mark in (DIR_MARK, PART_MARK) and entry.is_dir(follow_symlinks=False):
             piece = name[:-1]
@@ -492,7 +523,7 @@ class _Plain(Layout):
     def classify(self, entry: os.DirEntry[str], prefix: str, pending: str) -> _Dir | _File | Stray | None:
         name = entry.name
         if name.startswith(TEMP_MARK):
-            return None if is_own(name) else Stray(name, "a name starting with '~' (reserved)")
+            return _tilde_entry(entry, prefix, pending)
         if entry.is_dir(follow_symlinks=False):
             if is_valid_key(f"{prefix}{name}/x"):
                 return _Dir(name, f"{prefix}{name}/", "")
