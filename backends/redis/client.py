@@ -17,6 +17,9 @@ NO_PASSWORD = (
     "a password does not go in a Redis URL: pass password= to the backend, or set "
     "REDISCLI_AUTH in the environment"
 )
+#: a URL query parameter whose name has one of these holds a secret (password,
+#: ssl_password, a token): refused, as a password is
+SECRET_WORDS = ("pass", "secret", "token", "credential", "auth", "key_data")
 
 
 def import_redis() -> Any:
@@ -35,10 +38,18 @@ def check_redis_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
-    if parts.password is not None or any(
-        name.lower() == "password" for name, _ in parse_qsl(parts.query, keep_blank_values=True)
-    ):
+    if parts.password is not None:
         raise ValueError(NO_PASSWORD)
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if any(word in name.lower() for word in SECRET_WORDS):
+            # redis-py passes every query parameter to the connection: a TLS
+            # key's ssl_password would sit in the URL, shown by repr and events.
+            if name.lower() == "password":
+                raise ValueError(NO_PASSWORD)
+            raise ValueError(
+                f"a secret does not go in a Redis URL ({ascii(name)[1:-1][:40]}=...): build the "
+                "redis-py client with it yourself and pass client= to the backend"
+            )
     return url
 
 

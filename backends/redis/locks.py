@@ -4,7 +4,8 @@ The lock of a key is ``<prefix>\\x7flock/<sha256 of the key>`` holding the
 holder's token, expiring by the server's clock after the lease (machines
 need not agree on the time). Acquire (``SET NX PX``), renew and release
 act only on our own token, in one script each, so they are safe to repeat after a lost reply and never
-touch the lease of a holder that took over.
+touch the lease of a holder that took over: a release repeated after its
+answer was lost finds the key free, which is a success (README.rst, "Locks").
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class RedisLock(Lock):
 
     def _release(self) -> bool:
         return bool(self._release_script(keys=[self._name], args=[self.token]))
+
+    def _taken(self) -> bool:
+        # A lease that ran out is gone from Redis (PX): a token there is another holder's.
+        holder = self._client.get(self._name)
+        return holder is not None and holder != self.token.encode("ascii")
 
     def _abandon(self) -> bool:
         # A try whose answer was lost may have taken the lease: give it back.

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 from ..cache import MAX_TIMEOUT, Entry, check_timeout
 from ..errors import (
     BackendError,
+    InvalidKeyError,
     PermissionDeniedError,
     StoreError,
     StoreUnavailableError,
@@ -46,7 +47,7 @@ from .client import check_redis_url, import_redis, make_client
 from .locks import RedisLock
 from .scripts import run_script
 
-__all__ = ["DEADLINES", "ETAGS", "INDEX", "LOCKS", "PAGE", "RedisBackend"]
+__all__ = ["DEADLINES", "ETAGS", "INDEX", "LOCKS", "PAGE", "TAKES", "RedisBackend"]
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -55,6 +56,7 @@ INDEX: Final = "\x7findex"
 DEADLINES: Final = "\x7fdeadlines"
 ETAGS: Final = "\x7fetag/"
 LOCKS: Final = "\x7flock/"
+TAKES: Final = "\x7ftake/"
 #: keys per MGET, per write script and per listing page
 PAGE: Final = plans.PAGE
 
@@ -100,6 +102,7 @@ class RedisBackend(BaseBackend[V, bytes]):
     ) -> None:
         self._check_codec()
         redis = import_redis()
+        _check_prefix(prefix)
         self.timeout = check_timeout(timeout)
         self.keep_expired = _check_keep(keep_expired, self.timeout)
         if client is None:
@@ -117,8 +120,7 @@ class RedisBackend(BaseBackend[V, bytes]):
             self._owns_client = True
         else:
             self._owns_client = False
-        if not isinstance(prefix, str) or any(ord(c) < 0x20 or c == "\x7f" for c in prefix):
-            raise ValueError("prefix is a str without control characters")
+        _check_prefix(prefix)
         self.server_url = url if self._owns_client else None
         self.prefix = prefix if not prefix or prefix.endswith(":") else prefix + ":"
         self._settings = {
@@ -134,12 +136,12 @@ class RedisBackend(BaseBackend[V, bytes]):
         }
         self._injected_clock = clock
         self._keep = int(self.keep_expired * 1000)
-        # Plain GET/EXISTS/MGET answer only when Redis removes a value at its
-        # deadline, on its own clock; otherwise a script checks the deadline.
-        self._plain_reads = clock is None and self._keep == 0
         self.client = client
         self._structures = [self.prefix + INDEX, self.prefix + DEADLINES]
-        self._at = plans.Names(self.prefix, self._structures, self.prefix + ETAGS, self._plain_reads)
+        # A token key keeps a call's answer for as long as redis-py may repeat
+        # the call: every try waits at most socket_timeout (and the backoff, 1 s).
+        take_ms = int((retries + 1) * (socket_timeout + 1) * 1000) if self._owns_client else 60_000
+        self._at = plans.Names(self.prefix, self._structures, self.prefix + ETAGS, self.prefix + TAKES, take_ms)
         self._native_errors = (redis.RedisError,)
         self._errors = redis.exceptions
         self._noscript = redis.exceptions.NoScriptError
@@ -171,8 +173,11 @@ class RedisBackend(BaseBackend[V, bytes]):
         return plans.drive(plan, self._send)
 
     def _names(self, keys: list[str]) -> list[str]:
-        """The KEYS of a write script: the structures, then each key's value and ETag key."""
-        return self._at.of(keys)
+        """The KEYS of a read script of whole entries: the structures, then each key's value and ETag key."""
+        names = list(self._structures)
+        for key in keys:
+            names += [self.prefix + key, self.prefix + ETAGS + key]
+        return names
 
     def _ttl(self, timeout: float | Missing | None) -> int:
         seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
@@ -245,7 +250,8 @@ class RedisBackend(BaseBackend[V, bytes]):
 
         The first is where the next page starts, or ``b""`` when this page was the last.
         """
-        last, seen, *live = self._run("page", self._structures, [low, high, PAGE])
+        args = [self.prefix, self.prefix + ETAGS, low, high, PAGE]
+        last, seen, *live = self._run("page", self._structures, args)
         return (last if int(seen) == PAGE else b""), [raw.decode("utf-8") for raw in live]
 
     def _iter_keys(self) -> Iterator[str]:
@@ -259,7 +265,10 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
         # Sorted by UTF-8 bytes, as S3 lists: a range of the index.
-        encoded = prefix.encode("utf-8")
+        try:
+            encoded = prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            return  # a lone surrogate: no key (valid UTF-8) starts with it
         low: bytes = b"[" + encoded if prefix else b"-"
         high = b"(" + _after(encoded) if prefix else b"+"
         if not delimiter:
@@ -271,9 +280,14 @@ class RedisBackend(BaseBackend[V, bytes]):
                 low = b"(" + last
         # With a delimiter the server yields each folder once and jumps past
         # everything below it: a folder costs no page sent to the client.
+        try:
+            delimiter.encode("utf-8")
+        except UnicodeEncodeError:
+            delimiter = "\x00"  # no key holds this one (a control character): no folder is cut
         args = [high, len(encoded) + 1, delimiter, PAGE]
+        where = [self.prefix, self.prefix + ETAGS]
         while True:
-            low, *entries = self._run("folders", self._structures, [low, *args])
+            low, *entries = self._run("folders", self._structures, [*where, low, *args])
             yield from (raw.decode("utf-8") for raw in entries)
             if not low:
                 return
@@ -305,11 +319,18 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     @observed("purge", keyed=False, detail="{} removed")
     def purge(self) -> int:
-        """Remove every expired key from the index (Redis has reclaimed their values); how many."""
-        removed, args = 0, [self.prefix, PAGE, self.prefix + ETAGS]
+        """Remove every expired key from the index (Redis has reclaimed their values); how many.
+
+        It also drops the entries whose value is gone (evicted, or deleted
+        or retyped by another client), as a listing or ``len`` that meets
+        them does; those are not counted: they were absent already.
+        """
+        removed, args = 0, [self.prefix, self.prefix + ETAGS, PAGE]
         with self._translating("purge", None):
             while batch := int(self._run("purge", self._structures, args)):
                 removed += batch
+            # And the entries whose value another client deleted or retyped, or Redis evicted.
+            self._drive(plans.length(self._at))
         return removed
 
     def expires(self, key: str) -> datetime | None:
@@ -408,7 +429,12 @@ class RedisBackend(BaseBackend[V, bytes]):
         return self._closed
 
     def close(self) -> None:
-        """Close the pool's connections (if the backend made it); every later call raises StoreError."""
+        """Close the pool's connections (if the backend made it); every later call raises StoreError.
+
+        Closing again does nothing.
+        """
+        if self._closed:
+            return
         self._closed = True
         client, self.client = self.client, _Closed(self._errors.ConnectionError)
         if self._owns_client:
@@ -422,6 +448,20 @@ def _after(prefix: bytes) -> bytes:
     The last byte of UTF-8 is never 0xFF, so it always can be.
     """
     return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _check_prefix(prefix: object) -> None:
+    """A prefix is a str of valid UTF-8 text without control characters; else InvalidKeyError."""
+    if not isinstance(prefix, str):
+        raise InvalidKeyError(f"prefix is a str, not {type(prefix).__name__}", operation="init")
+    try:
+        prefix.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKeyError(
+            "prefix is not valid UTF-8 text (a lone surrogate)", operation="init", key=ascii(prefix)
+        ) from None
+    if any(ord(c) < 0x20 or c == "\x7f" for c in prefix):
+        raise InvalidKeyError("prefix has a control character", operation="init", key=ascii(prefix))
 
 
 def _check_keep(keep: object, timeout: float | None) -> float:

@@ -1,0 +1,409 @@
+"""The attack classes of ATTACKS.md against the Redis backends and their async twin (issue #23).
+
+Lost replies through a proxy that drops the answer after the server applied
+the request; foreign writers (``redis-cli`` DEL, SET, HSET under the prefix);
+eviction under each ``maxmemory-policy`` on a server of its own; closing;
+bad input; secrets; two event loops. Bounded by default; ``BACKENDS_LONG=1``
+runs the eviction and lost-reply rounds longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import threading
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_py
+from redis_proxy import LosingProxy
+from servers import redis_server
+
+import backends
+from backends import InvalidKeyError, LockError, RedisJsonBackend, RedisRawBackend, StoreError
+from backends.events import MemorySink, subscribe
+from backends.redis.locks import _RELEASE
+from backends.redis.scripts import SCRIPTS
+from backends.redis.store import INDEX, TAKES
+
+LONG = os.environ.get("BACKENDS_LONG") == "1"
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+
+
+@pytest.fixture
+def raw(redis: str) -> Iterator[redis_py.Redis]:
+    client = redis_py.Redis.from_url(redis)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(redis: str, request: pytest.FixtureRequest) -> Iterator[RedisJsonBackend]:
+    backend = RedisJsonBackend(redis, prefix=f"attacks/{request.node.name}")
+    yield backend
+    if not backend.closed:
+        backend.clear()
+        backend.close()
+
+
+@pytest.fixture
+def proxy(redis: str) -> Iterator[LosingProxy]:
+    with LosingProxy(_port(redis)) as losing:
+        yield losing
+
+
+# -- 1. lost replies -------------------------------------------------------------------------
+
+
+def test_a_lost_reply_is_answered_by_its_repeat_as_the_first_would_have_been(
+    proxy: LosingProxy, raw: redis_py.Redis
+) -> None:
+    store = RedisJsonBackend(proxy.url, prefix="attacks/lost")
+    try:
+        rounds = 20 if LONG else 2
+        for i in range(rounds):
+            store["k"] = i
+            proxy.lose_script(SCRIPTS["pop"])
+            assert store.pop("k") == i  # the first GETDEL took it: the repeat returns what it took
+            assert "k" not in store
+            store["k"] = i
+            proxy.lose_script(SCRIPTS["delete"])
+            assert store.delete("k") is True  # this very call removed it
+            store["k"] = i
+            proxy.lose_script(SCRIPTS["delete"])
+            del store["k"]  # no KeyError
+            proxy.lose_script(SCRIPTS["write"])
+            assert store.dump("n", i, if_absent=True) is True  # it won, and still knows it
+            etag = store.stat("n")
+            assert etag is not None
+            proxy.lose_script(SCRIPTS["write"])
+            assert store.dump("n", i + 1, if_match=etag.etag) is True
+            assert store["n"] == i + 1
+            store.dump_many({"a": 1, "b": 2})
+            proxy.lose_script(SCRIPTS["delete"])
+            assert store.delete_many(["a", "b", "c"]) == 2
+            lock = store.lock("k", timeout=0).acquire()
+            proxy.lose_script(_RELEASE)
+            lock.release()  # safe to repeat after a lost reply
+            with store.lock("k", timeout=0) as again:
+                assert again.held
+            store.delete("n")
+        assert proxy.lost == 7 * rounds
+        assert list(store) == [] and len(store) == 0  # the answers kept by token are not keys
+        tokens = list(raw.scan_iter(match=store.prefix + TAKES + "*"))
+        assert tokens and all(0 < raw.pttl(name) <= 44_000 for name in tokens)  # and they expire
+    finally:
+        store.close()
+
+
+def test_the_async_twin_survives_lost_replies_as_the_blocking_store(proxy: LosingProxy) -> None:
+    store = RedisJsonBackend(proxy.url, prefix="attacks/lost-aio")
+
+    async def main() -> None:
+        twin = store.aio()
+        try:
+            await twin.dump("k", 1)
+            proxy.lose_script(SCRIPTS["pop"])
+            assert await twin.pop("k") == 1
+            await twin.dump("k", 2)
+            proxy.lose_script(SCRIPTS["delete"])
+            assert await twin.delete("k") is True
+            proxy.lose_script(SCRIPTS["write"])
+            assert await twin.dump("k", 3, if_absent=True) is True
+            assert await twin.load("k") == 3
+            await twin.delete("k")
+        finally:
+            await twin.aclose()
+
+    asyncio.run(main())
+    assert proxy.lost == 3
+
+
+# -- 2. foreign data ---------------------------------------------------------------------------
+
+
+def _answers(store: RedisJsonBackend, key: str) -> dict[str, Any]:
+    """What every call says about ``key``."""
+    return {
+        "in": key in store,
+        "load": store.load(key, "absent"),
+        "load_many": key in store.load_many([key]),
+        "stat": store.stat(key) is not None,
+        "listed": key in list(store),
+        "listed under a prefix": key in list(store.list(key[:1])),
+        "items": key in dict(store.items()),
+    }
+
+
+ABSENT = {
+    "in": False,
+    "load": "absent",
+    "load_many": False,
+    "stat": False,
+    "listed": False,
+    "listed under a prefix": False,
+    "items": False,
+}
+
+
+def test_a_value_another_client_writes_under_the_prefix_is_absent_for_every_call(
+    store: RedisJsonBackend, raw: redis_py.Redis
+) -> None:
+    raw.set(store.prefix + "theirs", b'"not ours"')
+    store["ours"] = 1
+    assert _answers(store, "theirs") == ABSENT and len(store) == 1
+    assert store.delete("theirs") is False and store.pop("theirs", None) is None
+    assert raw.get(store.prefix + "theirs") == b'"not ours"'  # left alone
+    store.clear()
+    assert len(store) == 0 and _answers(store, "theirs") == ABSENT
+    assert raw.get(store.prefix + "theirs") == b'"not ours"'
+    store["theirs"] = 2  # writing a key makes it ours, as for any absent key
+    assert store["theirs"] == 2 and list(store) == ["theirs"]
+
+
+def test_a_value_deleted_by_another_client_leaves_the_index_at_the_first_listing(
+    store: RedisJsonBackend, raw: redis_py.Redis
+) -> None:
+    store.dump_many({f"k{i}": i for i in range(5)})
+    raw.delete(store.prefix + "k1", store.prefix + "k3")
+    index = store.prefix + INDEX
+    assert _answers(store, "k1") == ABSENT
+    assert len(store) == 3 and sorted(store) == ["k0", "k2", "k4"]
+    assert raw.zcard(index) == 3  # the index no longer claims them
+    raw.delete(store.prefix + "k4")
+    assert len(store) == 2 and raw.zcard(index) == 2  # len alone drops it too
+    raw.delete(store.prefix + "k2")
+    assert store.purge() == 0 and raw.zcard(index) == 1  # and purge (nothing was expired)
+
+
+def test_a_value_retyped_by_another_client_gets_one_answer_sync_and_async(
+    store: RedisJsonBackend, raw: redis_py.Redis
+) -> None:
+    store.dump_many({"k": 1, "other": 2})
+    raw.delete(store.prefix + "k")
+    raw.hset(store.prefix + "k", "field", "value")  # WRONGTYPE for GET
+    assert _answers(store, "k") == ABSENT
+    assert len(store) == 1 and list(store) == ["other"]
+    assert store.delete("k") is False and store.pop("k", "absent") == "absent"
+    assert raw.type(store.prefix + "k") == b"hash"  # another program's now: left alone
+
+    async def main() -> list[Any]:
+        twin = store.aio()
+        try:
+            alone = await twin.load("k", "absent")
+            together = await asyncio.gather(twin.load("k", "absent"), twin.load("other"))
+            return [alone, *together, await twin.contains("k"), await twin.load_many(["k"]), await twin.len()]
+        finally:
+            await twin.aclose()
+
+    assert asyncio.run(main()) == ["absent", "absent", 2, False, {}, 1]
+    raw.delete(store.prefix + "k")
+
+
+# -- 2 and 8. eviction under each policy, on a server of its own ------------------------------
+
+POLICIES = ["noeviction", "allkeys-lru", "volatile-lru", "allkeys-random", "volatile-ttl", "volatile-random"]
+
+
+@pytest.fixture(scope="module")
+def small_server() -> Iterator[str]:
+    """A redis-server of its own with 2 MB of maxmemory: the session's server is shared."""
+    with redis_server(None, "--maxmemory", "2mb") as url:
+        yield url
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_under_eviction_every_call_agrees_and_the_index_holds_only_what_is_present(
+    small_server: str, policy: str
+) -> None:
+    raw = redis_py.Redis.from_url(small_server)
+    raw.flushall()
+    raw.config_set("maxmemory", "2mb")
+    raw.config_set("maxmemory-policy", policy)
+    # volatile-* evict only keys with a TTL: the values get one (an hour), the index none.
+    store = RedisRawBackend(small_server, prefix="evict", timeout=3600 if policy.startswith("volatile") else None)
+    value, count = os.urandom(2048), 6000 if LONG else 3000  # 3 to 6 times maxmemory
+    written = refused = 0
+    try:
+        for start in range(0, count, 100):
+            try:
+                store.dump_many({f"k/{i:05d}": value for i in range(start, start + 100)})
+                written += 100
+            except StoreError as full:
+                assert "maxmemory" in str(full)
+                refused += 100
+        # Each call allocates a little, so a server at its limit goes on evicting: stop it
+        # there (no limit) to compare every call on one state, the one eviction left.
+        raw.config_set("maxmemory", "0")
+        present = {key for key in (f"k/{i:05d}" for i in range(count)) if raw.exists(store.prefix + key)}
+        listed = list(store)
+        assert len(store) == len(listed) == len(set(listed))
+        assert set(listed) == {key for key in present if key in store}
+        assert all(store.load(key) == value for key in listed[:200])
+        assert set(store.load_many([f"k/{i:05d}" for i in range(count)])) == set(listed)
+        assert store.purge() == 0
+        assert raw.zcard(store.prefix + INDEX) == len(listed) <= len(present)
+        figures = {
+            "policy": policy,
+            "written": written,
+            "refused": refused,
+            "present": len(present),
+            "listed": len(listed),
+            "index": raw.zcard(store.prefix + INDEX),
+            "evicted": raw.info("stats")["evicted_keys"],
+        }
+        print(figures)  # the figures in README.rst come from these lines (pytest -s)
+        if policy == "noeviction":
+            assert refused and figures["evicted"] == 0 and len(listed) == written
+        elif policy.startswith("allkeys"):
+            assert figures["evicted"] > 0
+    finally:
+        raw.flushall()
+        raw.close()
+        store.close()
+
+
+# -- 3. closing --------------------------------------------------------------------------------
+
+
+def test_close_is_idempotent_and_a_with_block_may_close_early(redis: str) -> None:
+    backend = RedisJsonBackend(redis, prefix="attacks/close")
+    backend.close()
+    backend.close()
+    with RedisJsonBackend(redis, prefix="attacks/close") as inner:
+        inner.close()
+    with pytest.raises(StoreError, match="closed"):
+        inner.load("k")
+
+
+def test_a_closed_twin_and_the_twin_of_a_closed_backend_refuse_every_call(redis: str) -> None:
+    async def calls(twin: Any) -> list[str]:
+        refused = []
+        for name, call in [
+            ("dump", lambda: twin.dump("k", 1)),
+            ("load", lambda: twin.load("k")),
+            ("gathered loads", lambda: asyncio.gather(twin.load("a"), twin.load("b"))),
+            ("delete", lambda: twin.delete("k")),
+            ("pop", lambda: twin.pop("k", None)),
+            ("len", lambda: twin.len()),
+            ("stat", lambda: twin.stat("k")),
+            ("contains", lambda: twin.contains("k")),
+            ("load_many", lambda: twin.load_many(["k"])),
+            ("dump_many", lambda: twin.dump_many({"k": 1})),
+        ]:
+            try:
+                await call()
+            except StoreError as error:
+                assert "closed" in str(error)
+                refused.append(name)
+        return refused
+
+    async def main() -> tuple[list[str], list[str]]:
+        backend = RedisJsonBackend(redis, prefix="attacks/twin-closed")
+        twin = backend.aio()
+        await twin.dump("seen", 1)
+        await twin.aclose()
+        await twin.aclose()  # again: nothing
+        after_aclose = await calls(twin)
+        other = RedisJsonBackend(redis, prefix="attacks/twin-closed")
+        early = other.aio()
+        assert await early.load("seen") == 1
+        other.close()
+        after_close = await calls(early)
+        await early.aclose()
+        return after_aclose, after_close
+
+    after_aclose, after_close = asyncio.run(main())
+    assert len(after_aclose) == len(after_close) == 10, (after_aclose, after_close)
+    check = RedisJsonBackend(redis, prefix="attacks/twin-closed")
+    assert list(check) == ["seen"]  # nothing was written after close
+    check.clear()
+    check.close()
+
+
+# -- 4 and 5. bad input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["\ud800", "a\udfffb", "a\nb", "\x1b]0;x\x07", "a\x7fb", b"bytes"])
+def test_a_prefix_that_is_no_valid_text_is_refused_at_construction(redis: str, prefix: Any) -> None:
+    with pytest.raises(InvalidKeyError, match="prefix") as caught:
+        RedisJsonBackend(redis, prefix=prefix)
+    message = str(caught.value)
+    assert message.isprintable() and message.encode("utf-8")
+
+
+def test_a_listing_prefix_that_can_match_nothing_lists_nothing(store: RedisJsonBackend) -> None:
+    store["a"] = 1
+    assert list(store.list("\ud800")) == [] and list(store.list("a\udfff", "")) == []
+    assert list(store.list("", "\ud800")) == ["a"]
+
+
+# -- 10. secrets -------------------------------------------------------------------------------
+
+SECRET = "S3cr3t-pl4nted"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["ssl_password", "password", "PASSWORD", "pass%77ord", "ssl_key_password", "auth_token", "client_secret"],
+)
+def test_a_secret_in_a_url_parameter_is_refused_and_never_repeated(query: str) -> None:
+    for opener in (
+        lambda url: RedisJsonBackend(url),
+        lambda url: backends.open(url),
+        lambda url: RedisJsonBackend(url).aio(),
+    ):
+        with pytest.raises(ValueError) as caught:
+            opener(f"rediss://127.0.0.1:1/0?{query}={SECRET}&prefix=x")
+        assert SECRET not in "".join(traceback.format_exception(caught.value))
+
+
+def test_no_secret_in_any_repr_message_event_or_exception_chain(tmp_path: Any) -> None:
+    sink = MemorySink()
+    url = "rediss://127.0.0.1:1/0?ssl_cert_reqs=none&ssl_keyfile=/nonexistent&socket_timeout=0.2"
+    backend = RedisJsonBackend(url, password=SECRET, username="u", retries=0, socket_timeout=0.2)
+    subscription = subscribe(sink)
+    try:
+        with pytest.raises(StoreError) as caught:
+            backend.load("k")
+    finally:
+        subscription.close()
+    assert len(sink)
+    told = "".join(traceback.format_exception(caught.value)) + repr(backend) + repr(sink.events)
+    assert SECRET not in told and SECRET not in repr(pickle.loads(pickle.dumps(backend)))
+    backend.close()
+
+
+# -- 9. two event loops ------------------------------------------------------------------------
+
+
+def test_one_twin_used_from_two_event_loops_keeps_their_loads_apart(store: RedisJsonBackend) -> None:
+    store.dump_many({"a": 1, "b": 2})
+    twin = store.aio()
+    seen: dict[str, Any] = {}
+
+    def loop_b() -> None:
+        async def load() -> Any:
+            return await asyncio.wait_for(twin.load("b"), 5)
+
+        try:
+            seen["b"] = asyncio.run(load())
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            seen["b"] = error
+
+    async def loop_a() -> Any:
+        task = asyncio.create_task(twin.load("a"))
+        await asyncio.sleep(0)  # task's load waits in A's batch, not yet sent
+        other = threading.Thread(target=loop_b)
+        other.start()
+        other.join()  # B loads while A's batch is open, from its own thread and loop
+        return await task
+
+    assert asyncio.run(loop_a()) == 1
+    assert seen["b"] == 2
