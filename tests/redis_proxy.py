@@ -8,6 +8,7 @@ again on a new connection: what every retried call must survive.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import threading
@@ -113,10 +114,8 @@ class LosingProxy:
 
     def _close(self, *socks: socket.socket) -> None:
         for sock in socks:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
             with self._lock:
                 self._sockets.discard(sock)

@@ -251,7 +251,9 @@ def test_the_lock_of_a_killed_holder_ends_with_its_lease(
 # -- one rule for a lease that ran out, on every store (README.rst, "Locks") --------------------
 
 
-def test_a_lease_that_ran_out_untaken_releases_fine(backend: BaseBackend[Any, Any], clock: FrozenClock) -> None:
+def test_a_lease_that_ran_out_untaken_releases_fine(
+    backend: BaseBackend[Any, Any], clock: FrozenClock
+) -> None:
     holder = backend.lock("k", ttl=5).acquire()
     clock.advance(6)
     holder.release()  # nobody took it: the key is free, nothing to undo

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import signal
 import threading
 import traceback
 from collections.abc import Iterator
@@ -19,11 +20,11 @@ from typing import Any
 
 import pytest
 import redis as redis_py
-from redis_proxy import LosingProxy
+from redis_proxy import LosingProxy, script_sha
 from servers import redis_server
 
 import backends
-from backends import InvalidKeyError, LockError, RedisJsonBackend, RedisRawBackend, StoreError
+from backends import InvalidKeyError, RedisJsonBackend, RedisRawBackend, StoreError
 from backends.events import MemorySink, subscribe
 from backends.redis.locks import _RELEASE
 from backends.redis.scripts import SCRIPTS
@@ -227,7 +228,9 @@ def test_under_eviction_every_call_agrees_and_the_index_holds_only_what_is_prese
     raw.config_set("maxmemory", "2mb")
     raw.config_set("maxmemory-policy", policy)
     # volatile-* evict only keys with a TTL: the values get one (an hour), the index none.
-    store = RedisRawBackend(small_server, prefix="evict", timeout=3600 if policy.startswith("volatile") else None)
+    store = RedisRawBackend(
+        small_server, prefix="evict", timeout=3600 if policy.startswith("volatile") else None
+    )
     value, count = os.urandom(2048), 6000 if LONG else 3000  # 3 to 6 times maxmemory
     written = refused = 0
     try:
@@ -291,7 +294,7 @@ def test_a_closed_twin_and_the_twin_of_a_closed_backend_refuse_every_call(redis:
             ("gathered loads", lambda: asyncio.gather(twin.load("a"), twin.load("b"))),
             ("delete", lambda: twin.delete("k")),
             ("pop", lambda: twin.pop("k", None)),
-            ("len", lambda: twin.len()),
+            ("len", twin.len),
             ("stat", lambda: twin.stat("k")),
             ("contains", lambda: twin.contains("k")),
             ("load_many", lambda: twin.load_many(["k"])),
@@ -355,8 +358,8 @@ SECRET = "S3cr3t-pl4nted"
 )
 def test_a_secret_in_a_url_parameter_is_refused_and_never_repeated(query: str) -> None:
     for opener in (
-        lambda url: RedisJsonBackend(url),
-        lambda url: backends.open(url),
+        RedisJsonBackend,
+        backends.open,
         lambda url: RedisJsonBackend(url).aio(),
     ):
         with pytest.raises(ValueError) as caught:
@@ -394,7 +397,7 @@ def test_one_twin_used_from_two_event_loops_keeps_their_loads_apart(store: Redis
 
         try:
             seen["b"] = asyncio.run(load())
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as error:  # reported by the assertion below
             seen["b"] = error
 
     async def loop_a() -> Any:
@@ -407,3 +410,168 @@ def test_one_twin_used_from_two_event_loops_keeps_their_loads_apart(store: Redis
 
     assert asyncio.run(loop_a()) == 1
     assert seen["b"] == 2
+
+
+def test_the_locks_of_a_closed_backend_refuse_with_store_error(redis: str) -> None:
+    backend = RedisJsonBackend(redis, prefix="attacks/closed-lock")
+    early = backend.lock("k", timeout=0)
+    held = backend.lock("h", timeout=0).acquire()
+    backend.close()
+    for call in (early.acquire, held.renew, held.release, lambda: backend.lock("k").acquire()):
+        with pytest.raises(StoreError, match="closed"):
+            call()
+
+
+def test_close_between_the_batches_of_a_bulk_call_writes_no_later_batch(proxy: LosingProxy) -> None:
+    backend = RedisJsonBackend(proxy.url, prefix="attacks/close-bulk")
+    write = script_sha(SCRIPTS["write"])
+    batches: set[bytes] = set()  # by token key: redis-py repeats a batch whose connection close() cut
+
+    def close_at_the_second(request: list[bytes]) -> bool:
+        if request[0].upper() == b"EVALSHA" and request[1] == write:
+            batches.add(request[5])
+            if len(batches) == 2:
+                backend.close()  # from another thread, while the bulk call is between batches
+        return False
+
+    proxy.lose(close_at_the_second, times=10)
+    with pytest.raises(StoreError, match="closed"):
+        backend.dump_many({f"k/{i:04d}": i for i in range(2500)})
+    check = RedisJsonBackend(proxy.url, prefix="attacks/close-bulk")
+    try:
+        assert "k/2499" not in check and len(check) <= 2000  # the third batch was never sent
+        assert len(batches) == 2
+    finally:
+        check.clear()
+        check.close()
+
+
+# -- 5. bad input in every argument ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:99999/0",
+        "redis://127.0.0.1:0/0",
+        "redis://127.0.0.1:-1/0",
+        "redis://127.0.0.1:6379/abc",
+        "redis://127.0.0.1:6379/0?db=x",
+        "redis://127.0.0.1:6379/0?socket_timeout=-1",
+        "redis://127.0.0.1:6379/0?socket_timeout=0",
+        "redis://127.0.0.1:6379/0?max_connections=0",
+        "redis://127.0.0.1:6379/0?health_check_interval=x",
+        "redis://127.0.0.1:6379/0?protocol=9",
+        "redis://127.0.0.1:6379/0?prefix=app",  # an argument of the backend, not of redis-py
+        "redis://127.0.0.1:6379/0?nonsense=1",
+        "redis://h\r\nx:6379/0",
+        "redis://127.0.0.1:6379/0\x1b[2J",
+        "redis://[::1/0",
+        "http://127.0.0.1:6379/0",
+        b"redis://127.0.0.1:6379/0",
+    ],
+)
+def test_a_bad_url_is_refused_before_any_io_naming_what_is_wrong(url: Any) -> None:
+    with pytest.raises(ValueError) as caught:
+        RedisJsonBackend(url)
+    message = str(caught.value)
+    assert message.isprintable() and "\x1b" not in message
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_connections": 0},
+        {"max_connections": True},
+        {"socket_timeout": 0},
+        {"socket_timeout": float("nan")},
+        {"socket_timeout": 1e9},
+        {"retries": -1},
+        {"retries": 1.5},
+        {"timeout": -1},
+        {"keep_expired": float("inf")},
+    ],
+)
+def test_bad_options_are_refused_before_any_io(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        RedisJsonBackend("redis://127.0.0.1:1/0", **options)
+
+
+# -- 6 and 7. a paused server: a typed error in bounded time, then service -------------------
+
+
+def test_a_paused_server_is_unavailable_within_the_socket_timeout_and_serves_after(small_server: str) -> None:
+    raw = redis_py.Redis.from_url(small_server)
+    pid = int(raw.info("server")["process_id"])
+    backend = RedisJsonBackend(small_server, prefix="attacks/paused", socket_timeout=0.3, retries=1)
+    backend["k"] = 1
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(backends.StoreUnavailableError, match="answered too late") as caught:
+            backend.load("k")
+        assert "TimeoutError" in str(caught.value)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert backend["k"] == 1
+    backend.clear()
+    backend.close()
+    raw.close()
+
+
+# -- 8 and 9. pressure, threads, fork ----------------------------------------------------------
+
+
+def test_eight_threads_on_a_pool_of_two_lose_nothing(store: RedisJsonBackend) -> None:
+    small = RedisJsonBackend(store.server_url or "", prefix=store.prefix, max_connections=2)
+    rounds = 200 if LONG else 25
+
+    def work(n: int) -> None:
+        for i in range(rounds):
+            small[f"t{n}/{i}"] = i
+            assert small.pop(f"t{n}/{i}") == i
+            small[f"t{n}/{i}"] = i
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(store) == 8 * rounds and store.load_many([f"t7/{i}" for i in range(rounds)]) == {
+        f"t7/{i}": i for i in range(rounds)
+    }
+    small.close()
+
+
+def test_a_forked_child_uses_the_backend_on_its_own_connections(store: RedisJsonBackend) -> None:
+    store["k"] = 1  # the pool has connections now
+    pid = os.fork()
+    if pid == 0:  # the child: exit code says what it found
+        try:
+            code = 0 if store["k"] == 1 and store.pop("k") == 1 else 3
+        except BaseException:
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "k" not in store and store.dump("k", 2) and store["k"] == 2  # the parent's pool still works
+
+
+# -- 10. secrets given by the environment and refused by the server ----------------------------
+
+
+def test_a_password_from_the_environment_refused_by_the_server_is_never_told(
+    small_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = redis_py.Redis.from_url(small_server)
+    raw.config_set("requirepass", "the-right-one")  # this connection stays authenticated
+    try:
+        monkeypatch.setenv("REDISCLI_AUTH", SECRET)
+        backend = RedisJsonBackend(small_server, prefix="attacks/auth", retries=0)
+        with pytest.raises(backends.PermissionDeniedError) as caught:
+            backend.load("k")
+        told = "".join(traceback.format_exception(caught.value)) + repr(backend)
+        assert SECRET not in told and "the-right-one" not in told
+        backend.close()
+    finally:
+        raw.config_set("requirepass", "")
+        raw.close()

@@ -125,7 +125,8 @@ if #page > 0 then
   local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(page))
   for i = 1, #page do
     local key = page[i]
-    if (not deadlines[i] or tonumber(deadlines[i]) > now) and redis.call('TYPE', vprefix .. key)['ok'] ~= 'string' then
+    local due = deadlines[i] and tonumber(deadlines[i]) <= now
+    if not due and redis.call('TYPE', vprefix .. key)['ok'] ~= 'string' then
       redis.call('ZREM', KEYS[1], key)
       redis.call('ZREM', KEYS[2], key)
       redis.call('DEL', tprefix .. key)

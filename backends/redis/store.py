@@ -141,7 +141,9 @@ class RedisBackend(BaseBackend[V, bytes]):
         # A token key keeps a call's answer for as long as redis-py may repeat
         # the call: every try waits at most socket_timeout (and the backoff, 1 s).
         take_ms = int((retries + 1) * (socket_timeout + 1) * 1000) if self._owns_client else 60_000
-        self._at = plans.Names(self.prefix, self._structures, self.prefix + ETAGS, self.prefix + TAKES, take_ms)
+        self._at = plans.Names(
+            self.prefix, self._structures, self.prefix + ETAGS, self.prefix + TAKES, take_ms
+        )
         self._native_errors = (redis.RedisError,)
         self._errors = redis.exceptions
         self._noscript = redis.exceptions.NoScriptError
@@ -312,7 +314,13 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return RedisLock(
-            key, timeout, ttl, self.client, self.prefix + LOCKS + lock_name(key), **self._lock_context()
+            key,
+            timeout,
+            ttl,
+            client=lambda: self.client,  # after close(), the stand-in that refuses every call
+            name=self.prefix + LOCKS + lock_name(key),
+            noscript=self._noscript,
+            **self._lock_context(),
         )
 
     # -- expiry, stat ---------------------------------------------------------------------------
