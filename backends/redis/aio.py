@@ -87,9 +87,11 @@ class AsyncRedisBackend(AsyncBackend[V]):
             )
 
     async def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        # The calls through the thread pool: refused once closed, not a raw
-        # RuntimeError of a pool that was shut down.
-        self._refuse_if_closed(getattr(call, "__name__", "call"))
+        # The calls through the thread pool: refused once the twin is closed,
+        # not a raw RuntimeError of a pool that was shut down (a closed
+        # backend's own calls refuse with StoreError).
+        if self._closed:
+            self._refuse_if_closed(getattr(call, "__name__", "call"))
         return await super()._run(call, *args, **kwargs)
 
     def _client(self) -> Any:
@@ -250,13 +252,12 @@ class AsyncRedisBackend(AsyncBackend[V]):
         """
         if self._closed:
             return
-        self._closed = True
         client = self._clients.pop(asyncio.get_running_loop(), None)
         try:
             if client is not None:
                 await client.aclose()
         finally:
             try:
-                await AsyncBackend._run(self, self.backend.close)  # past the check of _run
+                await super().aclose()
             finally:
-                self._pool.shutdown(wait=False)
+                self._closed = True
