@@ -509,7 +509,22 @@ def test_a_paused_server_is_unavailable_within_the_socket_timeout_and_serves_aft
     try:
         with pytest.raises(backends.StoreUnavailableError, match="answered too late") as caught:
             backend.load("k")
-        assert "TimeoutError" in str(caught.value)
+        assert "TimeoutError" in str(caught.value) and "could not be reached" not in str(caught.value)
+
+        async def native() -> None:
+            twin = backend.aio()
+            try:
+                with pytest.raises(backends.StoreUnavailableError, match="answered too late"):
+                    await twin.load("k")
+                with pytest.raises(backends.StoreUnavailableError, match="answered too late"):
+                    await asyncio.gather(twin.load("k"), twin.load("j"))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+                assert await twin.load("k") == 1  # and the twin serves again too
+                await twin.aclose()
+
+        asyncio.run(native())
+        backend = RedisJsonBackend(small_server, prefix="attacks/paused", socket_timeout=0.3, retries=1)
     finally:
         os.kill(pid, signal.SIGCONT)
     assert backend["k"] == 1
@@ -575,3 +590,69 @@ def test_a_password_from_the_environment_refused_by_the_server_is_never_told(
     finally:
         raw.config_set("requirepass", "")
         raw.close()
+
+
+# -- 2 and 4. our own structures retyped; bytes that are no text --------------------------------
+
+
+def test_an_index_another_client_retyped_fails_every_call_with_store_error(
+    store: RedisJsonBackend, raw: redis_py.Redis
+) -> None:
+    store["k"] = 1
+    raw.delete(store.prefix + INDEX)
+    raw.set(store.prefix + INDEX, b"not a sorted set")
+    for call in (
+        lambda: store.load("k"),
+        lambda: "k" in store,
+        lambda: len(store),
+        lambda: list(store),
+        lambda: store.dump("k", 2),
+        lambda: store.pop("k"),
+        lambda: store.load_many(["k"]),
+    ):
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            call()
+    raw.delete(store.prefix + INDEX, store.prefix + "k")
+
+
+def test_stored_bytes_that_are_no_text_are_named_on_one_printable_line(
+    redis: str, raw: redis_py.Redis
+) -> None:
+    text = backends.RedisTextBackend(redis, prefix="attacks/bytes")
+    text["k"] = "fine"
+    raw.set(text.prefix + "k", b"\xff\xfe\x1b]0;retitled\x07\n")
+    for call in (lambda: text.load("k"), lambda: text.load_many(["k"])):
+        with pytest.raises(backends.CorruptValueError) as caught:
+            call()
+        assert str(caught.value).isprintable()
+    assert repr(RedisJsonBackend("redis://hôte.example:6379/0", prefix="café")).isprintable()
+    text.clear()
+    text.close()
+
+
+# -- 9. eight processes writing one store at once ---------------------------------------------
+
+
+def _write_share(url: str, n: int) -> None:
+    backend = RedisJsonBackend(url, prefix="attacks/eight")
+    backend.dump_many({f"p{n}/{i:03d}": i for i in range(100)})
+    for i in range(0, 100, 2):
+        assert backend.pop(f"p{n}/{i:03d}") == i
+    backend.close()
+
+
+def test_eight_processes_writing_one_store_at_once_lose_nothing(redis: str) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_write_share, args=(redis, n)) for n in range(8)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    backend = RedisJsonBackend(redis, prefix="attacks/eight")
+    expected = sorted(f"p{n}/{i:03d}" for n in range(8) for i in range(1, 100, 2))
+    assert list(backend) == expected and len(backend) == 400
+    backend.clear()
+    backend.close()

@@ -400,11 +400,13 @@ class RedisBackend(BaseBackend[V, bytes]):
             return StoreError, "the backend is closed (close() was called); make a new one"
         if isinstance(exc, (errors.AuthenticationError, errors.AuthorizationError, errors.NoPermissionError)):
             return PermissionDeniedError, f"Redis refused access ({type(exc).__name__})"
-        if isinstance(exc, (errors.ConnectionError, errors.TimeoutError, errors.BusyLoadingError)):
-            return (
-                StoreUnavailableError,
-                f"Redis could not be reached or answered too late ({type(exc).__name__})",
-            )
+        # One cause each (ATTACKS.md, 6): a read timeout is not "could not connect".
+        if isinstance(exc, errors.BusyLoadingError):
+            return StoreUnavailableError, "Redis is loading its data set (BusyLoadingError): ask again later"
+        if isinstance(exc, errors.TimeoutError):
+            return StoreUnavailableError, f"Redis answered too late (TimeoutError: {_said(exc)})"
+        if isinstance(exc, errors.ConnectionError):
+            return StoreUnavailableError, f"Redis could not be reached ({type(exc).__name__}: {_said(exc)})"
         if isinstance(exc, (errors.ReadOnlyError, errors.MasterDownError)):
             # A replica, or a primary stepping down in a failover: ask again later.
             return StoreUnavailableError, f"Redis cannot take this now: {exc}"
@@ -456,6 +458,12 @@ def _after(prefix: bytes) -> bytes:
     The last byte of UTF-8 is never 0xFF, so it always can be.
     """
     return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _said(exc: BaseException) -> str:
+    """redis-py's own words (host and port, errno; never a password), on one printable line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)[:200]
 
 
 def _check_prefix(prefix: object) -> None:
