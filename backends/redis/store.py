@@ -395,24 +395,35 @@ class RedisBackend(BaseBackend[V, bytes]):
     # -- errors, identity, lifetime -------------------------------------------------------
 
     def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
-        errors = self._errors
         if self._closed:
             return StoreError, "the backend is closed (close() was called); make a new one"
-        if isinstance(exc, (errors.AuthenticationError, errors.AuthorizationError, errors.NoPermissionError)):
-            return PermissionDeniedError, f"Redis refused access ({type(exc).__name__})"
-        # One cause each (ATTACKS.md, 6): a read timeout is not "could not connect".
-        if isinstance(exc, errors.BusyLoadingError):
-            return StoreUnavailableError, "Redis is loading its data set (BusyLoadingError): ask again later"
-        if isinstance(exc, errors.TimeoutError):
-            return StoreUnavailableError, f"Redis answered too late (TimeoutError: {_said(exc)})"
-        if isinstance(exc, errors.ConnectionError):
-            return StoreUnavailableError, f"Redis could not be reached ({type(exc).__name__}: {_said(exc)})"
-        if isinstance(exc, (errors.ReadOnlyError, errors.MasterDownError)):
+        errors = self._errors
+        # Most specific first; one cause each (ATTACKS.md, 6): a read timeout is not "could not connect".
+        table: list[tuple[tuple[type[BaseException], ...], type[BackendError], str]] = [
+            (
+                (errors.AuthenticationError, errors.AuthorizationError, errors.NoPermissionError),
+                PermissionDeniedError,
+                "Redis refused access ({name})",
+            ),
+            (
+                (errors.BusyLoadingError,),
+                StoreUnavailableError,
+                "Redis is loading its data set ({name}): ask again later",
+            ),
+            ((errors.TimeoutError,), StoreUnavailableError, "Redis answered too late ({name}: {said})"),
+            ((errors.ConnectionError,), StoreUnavailableError, "Redis could not be reached ({name}: {said})"),
             # A replica, or a primary stepping down in a failover: ask again later.
-            return StoreUnavailableError, f"Redis cannot take this now: {exc}"
-        if isinstance(exc, errors.ResponseError):
-            return StoreError, f"Redis answered: {exc}"
-        return StoreError, f"{type(exc).__name__}: {exc}"
+            (
+                (errors.ReadOnlyError, errors.MasterDownError),
+                StoreUnavailableError,
+                "Redis cannot take this now: {said}",
+            ),
+            ((errors.ResponseError,), StoreError, "Redis answered: {said}"),
+        ]
+        for kinds, cls, message in table:
+            if isinstance(exc, kinds):
+                return cls, message.format(name=type(exc).__name__, said=_said(exc))
+        return StoreError, f"{type(exc).__name__}: {_said(exc)}"
 
     def _describe(self) -> str:
         parts = [repr(self.server_url) if self.server_url else "client=..."]
