@@ -12,12 +12,17 @@ structures have names no key can have (the DEL character, as for S3):
 - ``P + "\\x7fetag/" + key``: the origin ETag a tier filled the entry with;
 - ``P + "\\x7flock/" + sha256``: lock leases (:mod:`.locks`).
 
+- ``P + "\x7ftake/" + token``: the answer of a call a lost reply may repeat
+  (:mod:`.scripts`), kept for as long as redis-py may retry it.
+
 Every change of a value and of the index happens in one server-side script,
-so the two never disagree; keys written by other tools under the prefix are
-not in the index, so they are never listed, counted or cleared. Without
-expired values kept (``keep_expired=0``) reads are plain commands:
-``load`` is one ``GET``, ``in`` one ``EXISTS``, ``load_many`` one ``MGET``
-per 1000 keys; with them, one script each (the same round trips).
+so our own writes never set them apart. A key is ours when it is in the
+index and its value is a string: every read is a script that checks it
+(the round trips of ``GET``, ``EXISTS``, ``MGET``), so a value another
+program writes under the prefix is absent for every call and left alone,
+and one it deletes or retypes, or Redis evicts, is absent too and leaves
+the index at the first listing, ``len``, ``purge`` or sweep of a write
+that meets it (README.rst, "Redis backends").
 """
 
 from __future__ import annotations
