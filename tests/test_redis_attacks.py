@@ -660,3 +660,28 @@ def test_eight_processes_writing_one_store_at_once_lose_nothing(redis: str) -> N
     assert list(backend) == expected and len(backend) == 400
     backend.clear()
     backend.close()
+
+
+def test_index_members_another_program_added_that_are_no_keys_are_strays(
+    store: RedisJsonBackend, raw: redis_py.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store["ok"] = 1
+    bad = [b"\xff", b"a//b", b"x\x1b]0;retitled\x07", b"/lead", "\ud800".encode("utf-8", "surrogatepass")]
+    for member in bad:
+        raw.zadd(store.prefix + INDEX, {member: 0})
+        raw.set(store.prefix.encode() + member, b"1")
+    assert list(store) == ["ok"] and len(store) == 1 and list(store.list("", "/")) == ["ok"]
+    assert dict(store.items()) == {"ok": 1}
+    strays = dict(store.strays())
+    assert len(strays) == len(bad) and all(name.isprintable() for name in strays)
+    assert strays["\\xff"] == "not UTF-8 text" and "a//b" in strays
+    url = f"{store.server_url}?prefix={store.prefix}"
+    from backends.cli import main
+
+    assert main(["ls", url]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.split() == ["ok"] and printed.err.count("not a key") == len(bad)
+    assert "\x1b" not in printed.err
+    store.clear()  # the strays stay: another program's
+    assert len(store) == 0 and len(dict(store.strays())) == len(bad)
+    raw.delete(store.prefix + INDEX, *(store.prefix.encode() + member for member in bad))

@@ -52,6 +52,45 @@ local function remember(answer)
   return answer
 end
 """
+_VALID = """
+-- Whether an index member is a valid key (backends.keys): 1 to 1024 bytes
+-- of UTF-8 text (no surrogates, no overlong forms), no control character,
+-- no empty, "." or ".." segment. Another program may ZADD anything to the
+-- index: what is no key is never listed or counted (strays() names it).
+local function valid(key)
+  local n = #key
+  if n == 0 or n > 1024 then return false end
+  local s = '/' .. key .. '/'
+  if string.find(s, '//', 1, true) or string.find(s, '/./', 1, true) or string.find(s, '/../', 1, true) then
+    return false
+  end
+  local i = 1
+  while i <= n do
+    local c = string.byte(key, i)
+    if c < 32 or c == 127 then return false end
+    if c < 128 then
+      i = i + 1
+    else
+      local size, low, high = 0, 128, 191
+      if c >= 194 and c <= 223 then size = 2
+      elseif c >= 224 and c <= 239 then size = 3
+      elseif c >= 240 and c <= 244 then size = 4
+      else return false end
+      if c == 224 then low = 160 elseif c == 237 then high = 159
+      elseif c == 240 then low = 144 elseif c == 244 then high = 143 end
+      if i + size - 1 > n then return false end
+      local second = string.byte(key, i + 1)
+      if second < low or second > high then return false end
+      for j = i + 2, i + size - 1 do
+        local b = string.byte(key, j)
+        if b < 128 or b > 191 then return false end
+      end
+      i = i + size
+    end
+  end
+  return true
+end
+"""
 # The value keys of a script come with their origin-ETag keys (``P +
 # "\x7fetag/" + key``, what a tier filled the entry with): KEYS holds the
 # index, the deadlines, the token key, then a value key and its ETag key per
@@ -68,6 +107,7 @@ end
 _WRITE = (
     _NOW
     + _TAKE
+    + _VALID
     + """
 local now, token = now_ms(ARGV[1]), tonumber(ARGV[2]) > 0
 if token then
@@ -126,7 +166,7 @@ if #page > 0 then
   for i = 1, #page do
     local key = page[i]
     local due = deadlines[i] and tonumber(deadlines[i]) <= now
-    if not due and redis.call('TYPE', vprefix .. key)['ok'] ~= 'string' then
+    if not due and valid(key) and redis.call('TYPE', vprefix .. key)['ok'] ~= 'string' then
       redis.call('ZREM', KEYS[1], key)
       redis.call('ZREM', KEYS[2], key)
       redis.call('DEL', tprefix .. key)
@@ -269,8 +309,11 @@ return 1
 # its ETag key. The value key itself is left alone: a retyped one is another
 # program's now. An entry past its deadline is left for purge (which counts it).
 # ARGV[2] of these scripts is the value-key prefix, ARGV[3] the ETag-key prefix.
-_KEPT = """
+_KEPT = (
+    _VALID
+    + """
 local function kept(key)
+  if not valid(key) then return false end
   if redis.call('TYPE', ARGV[2] .. key)['ok'] == 'string' then return true end
   redis.call('ZREM', KEYS[1], key)
   redis.call('ZREM', KEYS[2], key)
@@ -278,6 +321,7 @@ local function kept(key)
   return false
 end
 """
+)
 # KEYS: index, deadlines; ARGV: now, value prefix, ETag prefix, low, high,
 # count. {last member seen or "", how many were seen, live members...}: a
 # page of the index without its expired keys (and without the entries whose

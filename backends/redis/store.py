@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..events import observed
 from ..info import Stat, utc
+from ..keys import key_problem
 from ..locks import Lock, lock_name
 from . import plans
 from .client import check_redis_url, import_redis, make_client
@@ -299,12 +300,42 @@ class RedisBackend(BaseBackend[V, bytes]):
             if not low:
                 return
 
+    def strays(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """What the index holds that is no key (another program added it): ``(name, reason)``.
+
+        Such a name is never listed, counted, read or removed by any call;
+        the name is shown escaped (``\\xff``), on one line. ``backends ls``
+        and ``backends cp`` report these (``cp`` then exits 1).
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix is a str, not {type(prefix).__name__}")
+        try:
+            start = prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            start = prefix.encode("utf-8", "surrogatepass")  # a stray can start so
+        low: bytes = b"[" + start if start else b"-"
+        with self._translating("strays", None):
+            while batch := self.client.zrangebylex(self._structures[0], low, "+", start=0, num=PAGE):
+                for raw in batch:
+                    if not raw.startswith(start):
+                        return
+                    if (problem := _not_a_key(raw)) is not None:
+                        yield _escaped(raw), problem
+                if len(batch) < PAGE:
+                    return
+                low = b"(" + batch[-1]
+
     def _len(self) -> int:
         return self._drive(plans.length(self._at))
 
     def _clear(self) -> None:
-        while batch := self.client.zrangebylex(self._structures[0], "-", "+", start=0, num=PAGE):
-            self._delete_many([raw.decode("utf-8") for raw in batch])
+        # Page by page past a cursor: the strays (no keys, another program's) stay behind.
+        low: bytes = b"-"
+        while batch := self.client.zrangebylex(self._structures[0], low, "+", start=0, num=PAGE):
+            self._delete_many([raw.decode("utf-8") for raw in batch if _not_a_key(raw) is None])
+            if len(batch) < PAGE:
+                return
+            low = b"(" + batch[-1]
 
     def aio(self, *, max_workers: int | None = None) -> AsyncBackend[V]:
         """The async twin: the hot calls native on ``redis.asyncio`` (:mod:`.aio`), the rest in threads.
@@ -474,6 +505,21 @@ def _after(prefix: bytes) -> bytes:
     The last byte of UTF-8 is never 0xFF, so it always can be.
     """
     return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _not_a_key(raw: bytes) -> str | None:
+    """Why an index member is no key (the rule the scripts' ``valid`` applies), or None."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    return key_problem(text)
+
+
+def _escaped(raw: bytes) -> str:
+    """Bytes as one printable line: invalid UTF-8 and control characters as escapes."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _said(exc: BaseException) -> str:
