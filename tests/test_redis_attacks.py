@@ -689,3 +689,64 @@ def test_index_members_another_program_added_that_are_no_keys_are_strays(
     store.clear()  # the strays stay: another program's
     assert len(store) == 0 and len(dict(store.strays())) == len(bad)
     raw.delete(store.prefix + INDEX, *(store.prefix.encode() + member for member in bad))
+
+
+# -- 1. a campaign: replies lost at random, every answer checked against a dict --------------
+
+
+def _write_step(store: RedisJsonBackend, model: dict[str, int], op: int, key: str, value: int) -> None:
+    """One write, its answer checked against the dict ``model`` (op 0-4)."""
+    if op == 0:
+        store[key] = value
+        model[key] = value
+    elif op == 1:
+        assert store.dump(key, value, if_absent=True) is (key not in model)
+        model.setdefault(key, value)
+    elif op == 2:
+        assert store.pop(key, None) == model.pop(key, None)
+    elif op == 3:
+        assert store.delete(key) is (model.pop(key, None) is not None)
+    else:
+        found = store.stat(key)
+        assert (found is None) is (key not in model)
+        if found is not None:
+            assert store.dump(key, value, if_match=found.etag) is True
+            model[key] = value
+
+
+def _other_step(store: RedisJsonBackend, model: dict[str, int], op: int, key: str, wanted: list[str]) -> None:
+    """One read or bulk call, its answer checked against ``model`` (op 5-9)."""
+    if op == 5:
+        assert store.load(key) == model.get(key) and (key in store) is (key in model)
+    elif op == 6:
+        assert list(store) == sorted(model) and len(store) == len(model)
+    elif op == 7:
+        assert store.load_many(wanted) == {k: model[k] for k in wanted if k in model}
+    elif op == 8:
+        assert store.delete_many(wanted) == sum(model.pop(k, None) is not None for k in wanted)
+    else:
+        store.dump_many(dict.fromkeys(wanted, len(model)))
+        model.update(dict.fromkeys(wanted, len(model)))
+
+
+def test_replies_lost_at_random_never_change_an_answer(proxy: LosingProxy) -> None:
+    import random
+
+    chance = random.Random(23)
+    handshake = {b"HELLO", b"CLIENT", b"AUTH", b"SELECT", b"PING"}
+    proxy.lose(lambda request: request[0].upper() not in handshake and chance.random() < 0.05, times=10**9)
+    store = RedisJsonBackend(proxy.url, prefix="attacks/campaign", retries=5)
+    model: dict[str, int] = {}
+    keys = [f"k{i}" for i in range(8)]
+    steps = random.Random(1)
+    try:
+        for step in range(3000 if LONG else 300):
+            key, op, wanted = steps.choice(keys), steps.randrange(10), steps.sample(keys, 3)
+            if op < 5:
+                _write_step(store, model, op, key, step)
+            else:
+                _other_step(store, model, op, key, wanted)
+        assert proxy.lost > 10
+    finally:
+        store.clear()
+        store.close()
