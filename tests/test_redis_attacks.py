@@ -750,3 +750,41 @@ def test_replies_lost_at_random_never_change_an_answer(proxy: LosingProxy) -> No
     finally:
         store.clear()
         store.close()
+
+
+def test_replies_lost_at_random_never_change_an_answer_of_the_twin(proxy: LosingProxy) -> None:
+    import random
+
+    chance = random.Random(5)
+    handshake = {b"HELLO", b"CLIENT", b"AUTH", b"SELECT", b"PING"}
+    proxy.lose(lambda request: request[0].upper() not in handshake and chance.random() < 0.05, times=10**9)
+    store = RedisJsonBackend(proxy.url, prefix="attacks/campaign-aio", retries=5)
+    keys = [f"k{i}" for i in range(8)]
+
+    async def main() -> None:
+        twin, model, steps = store.aio(), dict[str, int](), random.Random(2)
+        try:
+            for step in range(1500 if LONG else 150):
+                key, op, wanted = steps.choice(keys), steps.randrange(6), steps.sample(keys, 3)
+                if op == 0:
+                    await twin.dump(key, step)
+                    model[key] = step
+                elif op == 1:
+                    assert await twin.dump(key, step, if_absent=True) is (key not in model)
+                    model.setdefault(key, step)
+                elif op == 2:
+                    assert await twin.pop(key, None) == model.pop(key, None)
+                elif op == 3:
+                    assert await twin.delete(key) is (model.pop(key, None) is not None)
+                elif op == 4:  # loads awaited together: one batch
+                    assert await asyncio.gather(*(twin.load(k) for k in wanted)) == [
+                        model.get(k) for k in wanted
+                    ]
+                else:
+                    assert await twin.len() == len(model) and await twin.contains(key) is (key in model)
+            assert proxy.lost > 5
+            await twin.clear()
+        finally:
+            await twin.aclose()
+
+    asyncio.run(main())
