@@ -475,6 +475,9 @@ def test_close_between_the_batches_of_a_bulk_call_writes_no_later_batch(proxy: L
         "redis://h\r\nx:6379/0",
         "redis://127.0.0.1:6379/0\x1b[2J",
         "redis://[::1/0",
+        "redis://hôte:6379/0",  # punycode for a host name
+        "redis://127.0.0.1:/0",
+        "redis://127.0.0.1:6379/0/1",
         "http://127.0.0.1:6379/0",
         b"redis://127.0.0.1:6379/0",
     ],
@@ -633,7 +636,7 @@ def test_stored_bytes_that_are_no_text_are_named_on_one_printable_line(
         with pytest.raises(backends.CorruptValueError) as caught:
             call()
         assert str(caught.value).isprintable()
-    assert repr(RedisJsonBackend("redis://hôte.example:6379/0", prefix="café")).isprintable()
+    assert repr(RedisJsonBackend("redis://xn--hte-9na.example:6379/0", prefix="café")).isprintable()
     text.clear()
     text.close()
 

@@ -31,19 +31,22 @@ def import_redis() -> Any:
     return redis
 
 
-def check_redis_url(url: str, extra: Collection[str] = ()) -> str:
+def check_redis_url(url: str, extra: Collection[str] | None = ()) -> str:
     """Return ``url`` if it is a Redis server URL redis-py takes, with no secret; else ValueError.
 
     Checked before any I/O, never echoing a value: the scheme, no control
     character or space, the port (1-65535), the database (a number in the
-    path), every query parameter a name redis-py knows (or one of ``extra``,
-    the options of ``backends.open``) with a valid value, and no password
+    path), every query parameter a name redis-py knows (or one of ``extra``;
+    None: the caller checks the names, as ``backends.open`` does with its
+    own options) with a valid value, and no password
     or other secret anywhere (README.rst, "Redis backends").
     """
     if not isinstance(url, str):
         raise ValueError("a Redis URL is a str: redis://host:port/db, rediss://..., unix:///path")
-    if any(ord(c) <= 0x20 or c == "\x7f" for c in url):
-        raise ValueError("a Redis URL has no spaces or control characters (escape them as %XX)")
+    if not url.isascii() or any(ord(c) <= 0x20 or c == "\x7f" for c in url):
+        raise ValueError(
+            "a Redis URL is printable ASCII, without spaces (punycode for a host name, %XX for the rest)"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
@@ -51,16 +54,19 @@ def check_redis_url(url: str, extra: Collection[str] = ()) -> str:
         raise ValueError(NO_PASSWORD)
     _check_parameters([name for name, _ in parse_qsl(parts.query, keep_blank_values=True)], extra)
     if parts.scheme != "unix":
-        port = parts.port  # ValueError("Port out of range 0-65535") names it
-        if port == 0:
-            raise ValueError("the port of a Redis URL is 1-65535, not 0")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0 or (port is None and parts.netloc.endswith(":")):
+            raise ValueError("the Redis URL's port is a number from 1 to 65535")
         if parts.path not in ("", "/") and not parts.path[1:].isdigit():
-            raise ValueError("the path of a Redis URL is the database number: redis://host:6379/0")
+            raise ValueError("the Redis URL's path is its database number: redis://host:6379/0")
     _check_values(url)
     return url
 
 
-def _check_parameters(names: list[str], extra: Collection[str]) -> None:
+def _check_parameters(names: list[str], extra: Collection[str] | None) -> None:
     """No secret among the query parameters, and each one redis-py (or ``extra``) takes."""
     for name in names:
         if any(word in name.lower() for word in SECRET_WORDS):
@@ -72,10 +78,12 @@ def _check_parameters(names: list[str], extra: Collection[str]) -> None:
                 f"a secret does not go in a Redis URL ({_shown(name)}=...): build the "
                 "redis-py client with it yourself and pass client= to the backend"
             )
+    if extra is None:
+        return
     for name in names:
         if name not in extra and name not in TEXT_PARAMETERS and name not in _parsed():
             raise ValueError(
-                f"unknown parameter {_shown(name)!r} in a Redis URL: not one redis-py takes "
+                f"the Redis URL's option {_shown(name)!r} is not one redis-py takes "
                 "(the backend's own options, prefix= and the rest, are its arguments)"
             )
 
