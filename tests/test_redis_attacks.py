@@ -99,7 +99,15 @@ def test_a_lost_reply_is_answered_by_its_repeat_as_the_first_would_have_been(
             with store.lock("k", timeout=0) as again:
                 assert again.held
             store.delete("n")
-        assert proxy.lost == 9 * rounds
+            store.dump("old", 1, timeout=0.001)
+            store.dump("old2", 1, timeout=0.001)
+            waited = 0
+            while "old" in store or "old2" in store:  # the server's clock passes their deadline
+                waited += 1
+                assert waited < 10_000
+            proxy.lose_script(SCRIPTS["purge"])
+            assert store.purge() == 2  # the repeat answers for what the first removed
+        assert proxy.lost == 10 * rounds
         assert list(store) == [] and len(store) == 0  # the answers kept by token are not keys
         tokens = list(raw.scan_iter(match=store.prefix + TAKES + "*"))
         assert tokens and all(0 < raw.pttl(name) <= 44_000 for name in tokens)  # and they expire
@@ -238,6 +246,8 @@ def test_under_eviction_every_call_agrees_and_the_index_holds_only_what_is_prese
     value, count = os.urandom(2048), 6000 if LONG else 3000  # 3 to 6 times maxmemory
     written = refused = 0
     try:
+        if policy == "noeviction":
+            store["first"] = value
         for start in range(0, count, 100):
             try:
                 store.dump_many({f"k/{i:05d}": value for i in range(start, start + 100)})
@@ -245,6 +255,11 @@ def test_under_eviction_every_call_agrees_and_the_index_holds_only_what_is_prese
             except StoreError as full:
                 assert "maxmemory" in str(full)
                 refused += 100
+        if policy == "noeviction":  # full: the calls that change nothing answer, and take and delete go on
+            assert store.pop("absent", None) is None and store.delete("absent") is False
+            assert store.dump("first", value, if_absent=True) is False and store.pop("first") == value
+            assert store.delete(f"k/{written - 1:05d}") is True
+            written -= 1
         # Each call allocates a little, so a server at its limit goes on evicting: stop it
         # there (no limit) to compare every call on one state, the one eviction left.
         raw.config_set("maxmemory", "0")

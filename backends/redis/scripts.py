@@ -41,8 +41,11 @@ end
 # A call whose answer may be lost and whose repeat would answer otherwise
 # (pop, delete, a conditional write) carries a token: KEYS[3] is
 # ``P + "\x7ftake/" + token`` and ARGV[2] how long (ms) it keeps the answer.
-# The first run stores its answer there; redis-py's retry of the same
-# request (same token) finds it and answers the same, changing nothing.
+# The first run stores its answer there when it changed something;
+# redis-py's retry of the same request (same token) finds it and answers
+# the same, changing nothing. A run that changed nothing stores nothing (on
+# a full server that first write would be refused): its repeat finds the
+# same state and answers the same, or answers for what the repeat did.
 _TAKE = """
 local function replay()
   return redis.call('GET', KEYS[3])
@@ -122,10 +125,7 @@ if mode == 'match' then
     refused = true
   end
 end
-if refused then
-  if token then return tonumber(remember(0)) end
-  return 0
-end
+if refused then return 0 end
 local n = (#KEYS - 3) / 2
 for i = 1, n do
   local vkey, tkey, key, data = KEYS[2 * i + 2], KEYS[2 * i + 3], ARGV[2 * i + 6], ARGV[2 * i + 7]
@@ -198,7 +198,8 @@ for i = 3, #ARGV do
     redis.call('ZREM', KEYS[2], key)
   end
 end
-return tonumber(remember(n))
+if n > 0 then remember(n) end
+return n
 """
 )
 # KEYS: index, deadlines, token key, value key, ETag key; ARGV: now, token
@@ -213,10 +214,7 @@ if before then
   return nil
 end
 local now = now_ms(ARGV[1])
-if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
-  remember('0')
-  return nil
-end
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then return nil end
 local alive = live(KEYS[4], ARGV[3], now)
 local data = false
 if redis.call('TYPE', KEYS[4])['ok'] == 'string' then data = redis.call('GETDEL', KEYS[4]) end
@@ -227,7 +225,6 @@ if alive then
   remember('1' .. data)
   return data
 end
-remember('0')
 return nil
 """
 )
@@ -399,11 +396,14 @@ if #page < tonumber(ARGV[5]) then return {'', n} end
 return {'(' .. page[#page], n}
 """
 )
-# KEYS: index, deadlines; ARGV: now, value-key prefix, ETag-key prefix,
-# count. Removes up to count expired keys; returns how many.
+# KEYS: index, deadlines, token key; ARGV: now, value-key prefix, ETag-key
+# prefix, count, token ms. Removes up to count expired keys; returns how many
+# (its repeat after a lost reply, the same).
 _PURGE = (
     _NOW
     + """
+local before = redis.call('GET', KEYS[3])
+if before then return tonumber(before) end
 local now = now_ms(ARGV[1])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, key in ipairs(gone) do
@@ -412,6 +412,7 @@ for _, key in ipairs(gone) do
   redis.call('ZREM', KEYS[1], key)
   redis.call('ZREM', KEYS[2], key)
 end
+if #gone > 0 then redis.call('SET', KEYS[3], #gone, 'PX', tonumber(ARGV[5])) end
 return #gone
 """
 )

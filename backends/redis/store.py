@@ -369,9 +369,11 @@ class RedisBackend(BaseBackend[V, bytes]):
         or retyped by another client), as a listing or ``len`` that meets
         them does; those are not counted: they were absent already.
         """
-        removed, args = 0, [self.prefix, self.prefix + ETAGS, PAGE]
+        removed, args = 0, [self.prefix, self.prefix + ETAGS, PAGE, self._at.take_ms]
         with self._translating("purge", None):
-            while batch := int(self._run("purge", self._structures, args)):
+            while batch := int(
+                self._run("purge", [*self._structures, self._at.takes + self._at.token()], args)
+            ):
                 removed += batch
             # And the entries whose value another client deleted or retyped, or Redis evicted.
             self._drive(plans.length(self._at))
