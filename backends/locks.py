@@ -12,6 +12,13 @@ Each store keeps its leases its own way (README.rst, "Locks"):
 - filesystem (:mod:`backends.filesystem.lock`): a lease file per key
   under ``flock``;
 - S3 (:mod:`backends.s3.locks`): a create-only PUT of a lock object.
+
+One rule for a lease that ran out, on every store (README.rst, "Locks"):
+``release()`` of it is a success while nobody else holds the lock (the
+key is free; nothing to undo), and raises LockError when another holder
+has it now; ``renew()`` of it raises LockError either way, saying which
+("nobody holds the lock now" or "another holder took it"), because the
+section was not guaranteed exclusive for the gap.
 """
 
 from __future__ import annotations
@@ -115,7 +122,11 @@ class Lock(ABC):
 
     @abstractmethod
     def _renew(self) -> bool:
-        """Restart our lease; False if it was no longer ours."""
+        """Restart our lease; False if it was no longer ours or had run out."""
+
+    @abstractmethod
+    def _taken(self) -> bool:
+        """Whether another holder has the lock now (asked after a release or renew that failed)."""
 
     def _wait(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -202,14 +213,16 @@ class Lock(ABC):
     def release(self) -> None:
         """Release the lock.
 
-        Raises LockError if the lease had run out and another holder took
-        the lock meanwhile: the section was then not exclusive.
+        Raises LockError if the lease had run out and another holder has
+        the lock now: the section was then not exclusive. A lease that ran
+        out while nobody took the lock releases fine (the key is free), and
+        so does a release repeated after its answer was lost.
         """
         if not self._held:
             raise self._error(LockError, "released but not held")
         self._held = False
-        if not self._guarded(self._release):
-            raise self._lost()
+        if not self._guarded(self._release) and self._guarded(self._taken):
+            raise self._lost("release")
         if HUB.on:
             HUB.emit(self.owner, "lock", self.key, "released")
 
@@ -234,12 +247,27 @@ class Lock(ABC):
         return True
 
     def renew(self) -> None:
-        """Restart the lease for another ``ttl`` seconds; LockError if it was lost."""
+        """Restart the lease for another ``ttl`` seconds.
+
+        LockError if the lease had run out, saying whether another holder
+        took the lock or nobody holds it now (then our stale lease is
+        dropped): either way the section was not guaranteed exclusive for
+        the gap, so it is not continued as if it had been.
+        """
         if not self._held:
             raise self._error(LockError, "renewed but not held")
         if not self._guarded(self._renew):
             self._held = False
-            raise self._lost()
+            if self._guarded(self._taken):
+                raise self._lost("renew")
+            self._guarded(self._release)  # our stale lease, if the store keeps it: free the key
+            if HUB.on:
+                HUB.emit(self.owner, "lock", self.key, "lost")
+            raise self._error(
+                LockError,
+                f"the lease ({self.ttl:g} s) ran out before renew; nobody holds the lock now "
+                "(the section was not exclusive for the gap: acquire the lock again)",
+            )
         if HUB.on:
             HUB.emit(self.owner, "lock", self.key, "renewed")
 
@@ -267,11 +295,13 @@ class Lock(ABC):
     def _error(self, cls: type[E], reason: str) -> E:
         return cls(reason, backend=repr(self.owner), operation="lock", key=self.key)
 
-    def _lost(self) -> LockError:
+    def _lost(self, call: str) -> LockError:
         if HUB.on:
             HUB.emit(self.owner, "lock", self.key, "lost")
         return self._error(
-            LockError, f"the lease ({self.ttl:g} s) ran out and another holder took the lock before release"
+            LockError,
+            f"the lease ({self.ttl:g} s) ran out and another holder took the lock before {call}: "
+            "the section was not exclusive",
         )
 
     def _guarded(self, action: Callable[[], bool]) -> bool:
@@ -311,11 +341,16 @@ class MemoryLock(Lock):
 
     def _renew(self) -> bool:
         with self._leases.changed:
-            holder = self._leases.held.get(self.key)
-            if holder is None or holder[0] != self.token:
+            holder, now = self._leases.held.get(self.key), self._now()
+            if holder is None or holder[0] != self.token or holder[1] <= now:
                 return False
-            self._leases.held[self.key] = (self.token, self._now() + self.ttl)
+            self._leases.held[self.key] = (self.token, now + self.ttl)
             return True
+
+    def _taken(self) -> bool:
+        with self._leases.changed:
+            holder = self._leases.held.get(self.key)
+            return holder is not None and holder[0] != self.token and holder[1] > self._now()
 
     def _release(self) -> bool:
         with self._leases.changed:

@@ -246,3 +246,50 @@ def test_the_lock_of_a_killed_holder_ends_with_its_lease(
         backend.lock("n", timeout=0).acquire()  # the holder is dead, but its lease is not over
     with backend.lock("n", timeout=30) as taken:  # waits for the lease (1 s) to run out, no longer
         assert taken.held
+
+
+# -- one rule for a lease that ran out, on every store (README.rst, "Locks") --------------------
+
+
+def test_a_lease_that_ran_out_untaken_releases_fine(
+    backend: BaseBackend[Any, Any], clock: FrozenClock
+) -> None:
+    holder = backend.lock("k", ttl=5).acquire()
+    clock.advance(6)
+    holder.release()  # nobody took it: the key is free, nothing to undo
+    assert not holder.held
+    with backend.lock("k", ttl=5, timeout=0) as body:  # and the end of a with block too
+        clock.advance(6)
+    assert not body.held
+    with backend.lock("k", timeout=0) as again:  # the key is free
+        assert again.held
+
+
+def test_renewing_a_lease_that_ran_out_untaken_says_so_and_frees_the_key(
+    backend: BaseBackend[Any, Any], clock: FrozenClock
+) -> None:
+    holder = backend.lock("k", ttl=5).acquire()
+    clock.advance(6)
+    with pytest.raises(LockError, match="ran out before renew; nobody holds the lock now") as caught:
+        holder.renew()
+    assert "another holder" not in str(caught.value) and not holder.held
+    with backend.lock("k", timeout=0) as again:  # our stale lease did not stay behind
+        assert again.held
+
+
+def test_a_lease_that_ran_out_and_was_taken_says_another_holder_took_it(
+    backend: BaseBackend[Any, Any], clock: FrozenClock
+) -> None:
+    for call in ("release", "renew"):
+        holder = backend.lock("k", ttl=5).acquire()
+        waiter = backend.lock("k", timeout=0, ttl=5)
+        with pytest.raises(LockTimeoutError):
+            waiter.acquire()  # S3 times a lease from a waiter's first sight of it
+        clock.advance(6)
+        waiter.acquire()
+        with pytest.raises(LockError, match=f"ran out and another holder took the lock before {call}"):
+            getattr(holder, call)()
+        assert not holder.held and waiter.held
+        with pytest.raises(LockTimeoutError):
+            backend.lock("k", timeout=0).acquire()  # the new holder's lease is untouched
+        waiter.release()

@@ -54,6 +54,12 @@ class FileLock(Lock):
     def _release(self) -> bool:
         return self._under_flock(create=False, change=self._drop)
 
+    def _taken(self) -> bool:
+        def other(fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
+            return bool(holder) and holder != self._token and end_ns > self._now_ns()
+
+        return self._under_flock(create=False, change=other)
+
     def _while_held(self, action: Callable[[], object]) -> bool:
         # Under the lease file's flock, which every acquirer takes before it
         # looks at the lease: nobody can take the lock while action runs.
@@ -76,9 +82,9 @@ class FileLock(Lock):
         return True
 
     def _extend(self, fd: int, folder: int, holder: bytes, end_ns: int) -> bool:
-        if holder != self._token:
-            return False
         now = self._now_ns()
+        if holder != self._token or end_ns <= now:
+            return False
         os.utime(fd, ns=(now, now + int(self.ttl * 1e9)))
         return True
 

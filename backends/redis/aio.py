@@ -4,7 +4,9 @@
 ``delete_many``, ``pop`` and ``len`` run the very plans the blocking store
 runs (:mod:`.plans`), sent with a ``redis.asyncio`` client: thousands of
 concurrent awaits share the connection pool, no thread each. There is one
-client (and pool) per event loop, made at the loop's first call. Every
+client (and pool) and one batch of waiting loads per event loop, made at
+the loop's first call: a twin used from two loops keeps them apart. Once
+the twin or its backend is closed, every call raises StoreError. Every
 other call (listings, locks, ``clear``, ``stat``, expiry) goes through the
 thread pool of :class:`~backends.aio.AsyncBackend`, as for every store.
 """
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 
 from ..aio import AsyncBackend
 from ..base import MISSING
+from ..errors import StoreError
 from ..events import HUB, observe_async
 from ..hooks import Missing
 from . import plans
@@ -59,15 +62,37 @@ class AsyncRedisBackend(AsyncBackend[V]):
 
     def __init__(self, backend: RedisBackend[V], *, max_workers: int | None = None) -> None:
         super().__init__(backend, max_workers=max_workers)
-        # Loads awaited in the same turn of the loop, sent together (see load()).
-        self._waiting: dict[str, builtins.list[Waiting]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done, as asyncio asks
         if backend.server_url is None:
             raise ValueError(
                 "the async twin makes its own redis.asyncio client from the backend's URL: "
                 "build the backend from a URL, not client="
             )
+        # Per event loop: its client, and the loads awaited in the same turn
+        # of it, sent together (see load()). A future belongs to its loop.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._waiting: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, builtins.list[Waiting]]
+        ] = weakref.WeakKeyDictionary()
+        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done, as asyncio asks
+        self._closed = False
+
+    def _refuse_if_closed(self, operation: str, key: object = None) -> None:
+        """A closed twin, or the twin of a closed backend, answers nothing: StoreError."""
+        if self._closed or self.backend.closed:
+            raise StoreError(
+                "the backend is closed (close() or aclose() was called); make a new one",
+                backend=repr(self.backend),
+                operation=operation,
+                key=key,
+            )
+
+    async def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # The calls through the thread pool: refused once the twin is closed,
+        # not a raw RuntimeError of a pool that was shut down (a closed
+        # backend's own calls refuse with StoreError).
+        if self._closed:
+            self._refuse_if_closed(getattr(call, "__name__", "call"))
+        return await super()._run(call, *args, **kwargs)
 
     def _client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -92,6 +117,7 @@ class AsyncRedisBackend(AsyncBackend[V]):
         return await getattr(client, request.name)(*request.args)
 
     async def _native(self, operation: str, key: object, plan: plans.Plan[T]) -> T:
+        self._refuse_if_closed(operation, key)
         try:
             return await plans.drive_async(plan, self._send)
         except self.backend._native_errors as exc:
@@ -110,22 +136,27 @@ class AsyncRedisBackend(AsyncBackend[V]):
         """
         store = self.backend
         key = store._check(key, "load")
-        future: Waiting = asyncio.get_running_loop().create_future()
-        if not self._waiting:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._waiting.setdefault(key, []).append(future)
+        self._refuse_if_closed("load", key)
+        loop = asyncio.get_running_loop()
+        future: Waiting = loop.create_future()
+        waiting = self._waiting.get(loop)
+        if not waiting:
+            waiting = self._waiting[loop] = {}
+            loop.call_soon(self._flush, loop)
+        waiting.setdefault(key, []).append(future)
         data = await future
         return default if data is MISSING else store._decode(data, key, "load")
 
-    def _flush(self) -> None:
-        waiting, self._waiting = self._waiting, {}
-        task = asyncio.get_running_loop().create_task(self._load_together(waiting))
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        waiting = self._waiting.pop(loop, {})
+        task = loop.create_task(self._load_together(waiting))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _load_together(self, waiting: dict[str, builtins.list[Waiting]]) -> None:
         store, keys = self.backend, builtins.list(waiting)
         try:
+            self._refuse_if_closed("load", keys[0] if len(keys) == 1 else None)
             if len(keys) == 1:
                 found = {keys[0]: await plans.drive_async(plans.load(store._at, keys[0]), self._send)}
             else:
@@ -223,10 +254,18 @@ class AsyncRedisBackend(AsyncBackend[V]):
         return await self._native("len", None, plans.length(self.backend._at))
 
     async def aclose(self) -> None:
-        """Close this loop's client, the backend, and the thread pool."""
+        """Close this loop's client, the backend, and the thread pool; again, nothing.
+
+        Every later call, on the twin or the backend, raises StoreError.
+        """
+        if self._closed:
+            return
         client = self._clients.pop(asyncio.get_running_loop(), None)
         try:
             if client is not None:
                 await client.aclose()
         finally:
-            await super().aclose()
+            try:
+                await super().aclose()
+            finally:
+                self._closed = True

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from ..events import tell_retry
@@ -17,6 +17,9 @@ NO_PASSWORD = (
     "a password does not go in a Redis URL: pass password= to the backend, or set "
     "REDISCLI_AUTH in the environment"
 )
+#: a URL query parameter whose name has one of these holds a secret (password,
+#: ssl_password, a token): refused, as a password is
+SECRET_WORDS = ("pass", "secret", "token", "credential", "auth", "key_data")
 
 
 def import_redis() -> Any:
@@ -28,18 +31,112 @@ def import_redis() -> Any:
     return redis
 
 
-def check_redis_url(url: str) -> str:
-    """Return ``url`` if it is a Redis server URL without a password; else ValueError (never echoing it)."""
+def check_redis_url(url: str, extra: Collection[str] | None = ()) -> str:
+    """Return ``url`` if it is a Redis server URL redis-py takes, with no secret; else ValueError.
+
+    Checked before any I/O, never echoing a value: the scheme, no control
+    character or space, the port (1-65535), the database (a number in the
+    path), every query parameter a name redis-py knows (or one of ``extra``;
+    None: the caller checks the names, as ``backends.open`` does with its
+    own options) with a valid value, and no password
+    or other secret anywhere (README.rst, "Redis backends").
+    """
     if not isinstance(url, str):
         raise ValueError("a Redis URL is a str: redis://host:port/db, rediss://..., unix:///path")
+    if not url.isascii() or any(ord(c) <= 0x20 or c == "\x7f" for c in url):
+        raise ValueError(
+            "a Redis URL is printable ASCII, without spaces (punycode for a host name, %XX for the rest)"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
-    if parts.password is not None or any(
-        name.lower() == "password" for name, _ in parse_qsl(parts.query, keep_blank_values=True)
-    ):
+    if parts.password is not None:
         raise ValueError(NO_PASSWORD)
+    _check_parameters([name for name, _ in parse_qsl(parts.query, keep_blank_values=True)], extra)
+    if parts.scheme != "unix":
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0 or (port is None and parts.netloc.endswith(":")):
+            raise ValueError("the Redis URL's port is a number from 1 to 65535")
+        if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+            raise ValueError("the Redis URL's path is its database number: redis://host:6379/0")
+    _check_values(url)
     return url
+
+
+def _check_parameters(names: list[str], extra: Collection[str] | None) -> None:
+    """No secret among the query parameters, and each one redis-py (or ``extra``) takes."""
+    for name in names:
+        if any(word in name.lower() for word in SECRET_WORDS):
+            # redis-py passes every query parameter to the connection: a TLS
+            # key's ssl_password would sit in the URL, shown by repr and events.
+            if name.lower() == "password":
+                raise ValueError(NO_PASSWORD)
+            raise ValueError(
+                f"a secret does not go in a Redis URL ({_shown(name)}=...): build the "
+                "redis-py client with it yourself and pass client= to the backend"
+            )
+    if extra is None:
+        return
+    for name in names:
+        if name not in extra and name not in TEXT_PARAMETERS and name not in _parsed():
+            raise ValueError(
+                f"the Redis URL's option {_shown(name)!r} is not one redis-py takes "
+                "(the backend's own options, prefix= and the rest, are its arguments)"
+            )
+
+
+#: redis-py's URL parameters that it passes on as text (it parses the others itself)
+TEXT_PARAMETERS: Final = frozenset(
+    {
+        "client_name",
+        "lib_name",
+        "lib_version",
+        "ssl_keyfile",
+        "ssl_certfile",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_ca_data",
+        "ssl_ciphers",
+    }
+)
+#: (low, high) of the parameters redis-py parses as numbers, where it does not check them
+_RANGES: Final = {
+    "db": (0, 1 << 31),
+    "socket_timeout": (1e-3, 3600),
+    "socket_connect_timeout": (1e-3, 3600),
+    "timeout": (1e-3, 3600),
+    "health_check_interval": (0, 86_400),
+    "max_connections": (1, 1 << 20),
+    "socket_read_size": (1, 1 << 30),
+    "protocol": (2, 3),
+}
+
+
+def _parsed() -> Collection[str]:
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    return URL_QUERY_ARGUMENT_PARSERS.keys()
+
+
+def _shown(name: str) -> str:
+    return ascii(name)[1:-1][:40]
+
+
+def _check_values(url: str) -> None:
+    from redis.connection import parse_url
+
+    try:
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # "Invalid value for 'db' in connection URL.": the name, no value
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a Redis URL redis-py refuses: {exc}") from None
+    for name, (low, high) in _RANGES.items():
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not low <= value <= high):
+            raise ValueError(f"{name} in a Redis URL is from {low} to {high}")
 
 
 def make_client(

@@ -8,6 +8,7 @@ store (:mod:`.store`) runs plans with redis-py's client, the async twin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -34,6 +35,8 @@ T = TypeVar("T")
 
 #: keys per MGET, per write script and per listing page
 PAGE: Final = 1000
+#: index entries per round trip of ``len``
+COUNT: Final = 5000
 
 
 class Script(NamedTuple):
@@ -57,19 +60,25 @@ Plan = Generator[Request, Any, T]
 
 
 class Names(NamedTuple):
-    """Where a store's data is: its prefix, its structures (index, deadlines), its ETag prefix."""
+    """Where a store's data is: its prefix, its structures (index, deadlines), its ETag prefix,
+    the prefix of its token keys, and how long (ms) a token key keeps a call's answer."""
 
     prefix: str
     structures: list[str]
     tags: str
-    plain_reads: bool
+    takes: str
+    take_ms: int
 
-    def of(self, keys: list[str]) -> list[str]:
-        """The KEYS of a write script: the structures, then each key's value and ETag key."""
-        names = list(self.structures)
+    def of(self, keys: list[str], token: str) -> list[str]:
+        """The KEYS of a write script: the structures, the token key, then each key's value and ETag key."""
+        names = [*self.structures, self.takes + token]
         for key in keys:
             names += [self.prefix + key, self.tags + key]
         return names
+
+    def token(self) -> str:
+        """A fresh token for one request: its repeat by redis-py after a lost reply sends the same."""
+        return os.urandom(12).hex()
 
 
 def drive(plan: Plan[T], send: Callable[[Request], Any]) -> T:
@@ -95,18 +104,18 @@ async def drive_async(plan: Plan[T], send: Callable[[Request], Awaitable[Any]]) 
 # -- reading -------------------------------------------------------------------------------
 
 
+# Every read is a script, though GET, EXISTS and MGET would answer in the
+# same one round trip: only a script sees whether a value key is ours (in
+# the index) and a string, so that a key another client wrote, retyped or
+# evicted gets one answer from every call (see .scripts).
+
+
 def load(at: Names, key: str) -> Plan[bytes | Missing]:
-    # On the server's clock a GET is enough: PX removes a value at its deadline.
-    if at.plain_reads:
-        data = yield Command("get", [at.prefix + key])
-    else:
-        data = yield Script("read", [*at.structures, at.prefix + key], [key, "data"])
+    data = yield Script("read", [*at.structures, at.prefix + key], [key, "data"])
     return MISSING if data is None else data
 
 
 def contains(at: Names, key: str) -> Plan[bool]:
-    if at.plain_reads:
-        return bool((yield Command("exists", [at.prefix + key])))
     return bool((yield Script("read", [*at.structures, at.prefix + key], [key, "in"])))
 
 
@@ -115,16 +124,19 @@ def load_many(at: Names, keys: list[str]) -> Plan[dict[str, bytes]]:
     for start in range(0, len(keys), PAGE):
         batch = keys[start : start + PAGE]
         names = [at.prefix + key for key in batch]
-        if at.plain_reads:
-            values = yield Command("mget", names)
-        else:
-            values = yield Script("many", [*at.structures, *names], batch)
+        values = yield Script("many", [*at.structures, *names], batch)
         found.update((key, data) for key, data in zip(batch, values, strict=True) if data is not None)
     return found
 
 
 def length(at: Names) -> Plan[int]:
-    return int((yield Script("len", at.structures, [])))
+    """Count the index in pages of :data:`COUNT`, each entry checked (and dropped if its value is gone)."""
+    total, low = 0, "-"
+    while True:
+        low, counted = yield Script("len", at.structures, [at.prefix, at.tags, low, COUNT])
+        total += int(counted)
+        if not low:
+            return total
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -147,7 +159,10 @@ def write(
         args: list[Any] = [mode, ttl, keep, etag, origin]
         for key, data in batch:
             args += [key, data]
-        written |= int((yield Script("write", at.of([key for key, _ in batch]), args))) > 0
+        # "set" answers the same when repeated; "nx" and "match" keep their answer under a token.
+        take = 0 if mode == "set" else at.take_ms
+        request = Script("write", at.of([key for key, _ in batch], at.token()), [take, *args])
+        written |= int((yield request)) > 0
     return written
 
 
@@ -155,10 +170,10 @@ def delete_many(at: Names, keys: list[str]) -> Plan[int]:
     existed = 0
     for start in range(0, len(keys), PAGE):
         batch = keys[start : start + PAGE]
-        existed += int((yield Script("delete", at.of(batch), batch)))
+        existed += int((yield Script("delete", at.of(batch, at.token()), [at.take_ms, *batch])))
     return existed
 
 
 def pop(at: Names, key: str) -> Plan[bytes | Missing]:
-    data = yield Script("pop", at.of([key]), [key])
+    data = yield Script("pop", at.of([key], at.token()), [at.take_ms, key])
     return MISSING if data is None else data

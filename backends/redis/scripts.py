@@ -15,43 +15,120 @@ __all__ = ["SCRIPTS", "SHAS", "run_script", "run_script_async"]
 # Every script takes the time as its first argument: milliseconds of an
 # injected clock, or "" for the server's own (TIME), so deadlines never
 # depend on the clocks of the machines that use the store.
+#
+# What the store holds (README.rst, "Redis backends", "Foreign writers and
+# eviction"): a key is ours when it is in the index (KEYS[1]) and its value
+# key holds a string; it is live until its deadline (KEYS[2]). A value key
+# not in the index (another program's) is absent for every call and left
+# alone; an index entry whose value is gone (evicted, deleted by another
+# client) or is no longer a string (retyped) is absent for every call too,
+# and a listing, ``len`` or ``purge`` that meets it drops it from the index.
 _NOW = """
 local function now_ms(given)
   if given ~= '' then return tonumber(given) end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local function ours(vkey, key)
+  return redis.call('ZSCORE', KEYS[1], key) and redis.call('TYPE', vkey)['ok'] == 'string'
+end
 local function live(vkey, key, now)
-  if redis.call('EXISTS', vkey) == 0 then return false end
+  if not ours(vkey, key) then return false end
   local d = redis.call('ZSCORE', KEYS[2], key)
   return not d or tonumber(d) > now
 end
 """
+# A call whose answer may be lost and whose repeat would answer otherwise
+# (pop, delete, a conditional write) carries a token: KEYS[3] is
+# ``P + "\x7ftake/" + token`` and ARGV[2] how long (ms) it keeps the answer.
+# The first run stores its answer there when it changed something;
+# redis-py's retry of the same request (same token) finds it and answers
+# the same, changing nothing. A run that changed nothing stores nothing (on
+# a full server that first write would be refused): its repeat finds the
+# same state and answers the same, or answers for what the repeat did.
+_TAKE = """
+local function replay()
+  return redis.call('GET', KEYS[3])
+end
+local function remember(answer)
+  redis.call('SET', KEYS[3], answer, 'PX', tonumber(ARGV[2]))
+  return answer
+end
+"""
+_VALID = """
+-- Whether an index member is a valid key (backends.keys): 1 to 1024 bytes
+-- of UTF-8 text (no surrogates, no overlong forms), no control character,
+-- no empty, "." or ".." segment. Another program may ZADD anything to the
+-- index: what is no key is never listed or counted (strays() names it).
+local function valid(key)
+  local n = #key
+  if n == 0 or n > 1024 then return false end
+  local s = '/' .. key .. '/'
+  if string.find(s, '//', 1, true) or string.find(s, '/./', 1, true) or string.find(s, '/../', 1, true) then
+    return false
+  end
+  local i = 1
+  while i <= n do
+    local c = string.byte(key, i)
+    if c < 32 or c == 127 then return false end
+    if c < 128 then
+      i = i + 1
+    else
+      local size, low, high = 0, 128, 191
+      if c >= 194 and c <= 223 then size = 2
+      elseif c >= 224 and c <= 239 then size = 3
+      elseif c >= 240 and c <= 244 then size = 4
+      else return false end
+      if c == 224 then low = 160 elseif c == 237 then high = 159
+      elseif c == 240 then low = 144 elseif c == 244 then high = 143 end
+      if i + size - 1 > n then return false end
+      local second = string.byte(key, i + 1)
+      if second < low or second > high then return false end
+      for j = i + 2, i + size - 1 do
+        local b = string.byte(key, j)
+        if b < 128 or b > 191 then return false end
+      end
+      i = i + size
+    end
+  end
+  return true
+end
+"""
 # The value keys of a script come with their origin-ETag keys (``P +
 # "\x7fetag/" + key``, what a tier filled the entry with): KEYS holds the
-# index, the deadlines, then a value key and its ETag key per key.
+# index, the deadlines, the token key, then a value key and its ETag key per
+# key.
 #
-# ARGV: now, mode, ttl in ms (-1: never), keep in ms (how long an expired
-# value stays readable by peek), if_match etag, origin etag ("" for none),
-# then key, data per pair. mode "set": every pair; "nx": only if absent or
-# expired (one pair); "match": only if the live value's SHA-1 is the etag
-# (one pair). Returns how many were written. Each pair's first command is
-# its SET: on a full server (maxmemory; Redis decides once per script) the
-# first SET is refused before anything has changed.
+# ARGV: now, token ms (0: no token, for mode "set"), mode, ttl in ms (-1:
+# never), keep in ms (how long an expired value stays readable by peek),
+# if_match etag, origin etag ("" for none), then key, data per pair. mode
+# "set": every pair; "nx": only if absent or expired (one pair); "match":
+# only if the live value's SHA-1 is the etag (one pair). Returns how many
+# were written. Each pair's first command is its SET: on a full server
+# (maxmemory; Redis decides once per script) the first SET is refused
+# before anything has changed.
 _WRITE = (
     _NOW
+    + _TAKE
+    + _VALID
     + """
-local now = now_ms(ARGV[1])
-local mode, ttl, keep, tag = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6]
-if mode == 'nx' and live(KEYS[3], ARGV[7], now) then return 0 end
+local now, token = now_ms(ARGV[1]), tonumber(ARGV[2]) > 0
+if token then
+  local before = replay()
+  if before then return tonumber(before) end
+end
+local mode, ttl, keep, tag = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[7]
+local refused = false
+if mode == 'nx' and live(KEYS[4], ARGV[8], now) then refused = true end
 if mode == 'match' then
-  if not live(KEYS[3], ARGV[7], now) or redis.sha1hex(redis.call('GET', KEYS[3])) ~= ARGV[5] then
-    return 0
+  if not live(KEYS[4], ARGV[8], now) or redis.sha1hex(redis.call('GET', KEYS[4])) ~= ARGV[6] then
+    refused = true
   end
 end
-local n = (#KEYS - 2) / 2
+if refused then return 0 end
+local n = (#KEYS - 3) / 2
 for i = 1, n do
-  local vkey, tkey, key, data = KEYS[2 * i + 1], KEYS[2 * i + 2], ARGV[2 * i + 5], ARGV[2 * i + 6]
+  local vkey, tkey, key, data = KEYS[2 * i + 2], KEYS[2 * i + 3], ARGV[2 * i + 6], ARGV[2 * i + 7]
   if ttl == 0 then
     redis.call('DEL', vkey, tkey)
     redis.call('ZREM', KEYS[2], key)
@@ -74,35 +151,80 @@ for i = 1, n do
     end
   end
 end
+-- A few index entries past a cursor are checked on every write (as Redis
+-- samples keys to expire): entries whose value was evicted or deleted by
+-- another client leave the index about as fast as keys are written, so it
+-- cannot grow without bound while nobody lists.
+local vprefix = string.sub(KEYS[4], 1, #KEYS[4] - #ARGV[8])
+local tprefix = string.sub(KEYS[5], 1, #KEYS[5] - #ARGV[8])
+local cursor = KEYS[1] .. '/sweep'
+local count = math.min(2 * n + 8, 2000)
+local from = redis.call('GET', cursor) or '-'
+local page = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, count)
+if #page > 0 then
+  local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(page))
+  for i = 1, #page do
+    local key = page[i]
+    local due = deadlines[i] and tonumber(deadlines[i]) <= now
+    if not due and valid(key) and redis.call('TYPE', vprefix .. key)['ok'] ~= 'string' then
+      redis.call('ZREM', KEYS[1], key)
+      redis.call('ZREM', KEYS[2], key)
+      redis.call('DEL', tprefix .. key)
+    end
+  end
+end
+if #page < count then redis.call('DEL', cursor) else redis.call('SET', cursor, '(' .. page[#page]) end
+if token then remember(n) end
 return n
 """
 )
-# KEYS: index, deadlines, value and ETag key per key; ARGV: now, then the keys. How many were live.
+# KEYS: index, deadlines, token key, value and ETag key per key; ARGV: now,
+# token ms, then the keys. How many were live. A value key that is not ours
+# (not in the index) is left alone.
 _DELETE = (
     _NOW
+    + _TAKE
     + """
+local before = replay()
+if before then return tonumber(before) end
 local now, n = now_ms(ARGV[1]), 0
-for i = 2, #ARGV do
-  local vkey = KEYS[2 * i - 1]
-  if live(vkey, ARGV[i], now) then n = n + 1 end
-  redis.call('DEL', vkey, KEYS[2 * i])
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('ZREM', KEYS[2], ARGV[i])
+for i = 3, #ARGV do
+  local vkey, key = KEYS[2 * i - 2], ARGV[i]
+  if redis.call('ZSCORE', KEYS[1], key) then
+    if live(vkey, key, now) then n = n + 1 end
+    if redis.call('TYPE', vkey)['ok'] == 'string' then redis.call('DEL', vkey) end
+    redis.call('DEL', KEYS[2 * i - 1])
+    redis.call('ZREM', KEYS[1], key)
+    redis.call('ZREM', KEYS[2], key)
+  end
 end
+if n > 0 then remember(n) end
 return n
 """
 )
-# KEYS: index, deadlines, value key, ETag key; ARGV: now, key. The live value, taken, or nil.
+# KEYS: index, deadlines, token key, value key, ETag key; ARGV: now, token
+# ms, key. The live value, taken, or nil; its repeat answers the same.
 _POP = (
     _NOW
+    + _TAKE
     + """
+local before = replay()
+if before then
+  if string.sub(before, 1, 1) == '1' then return string.sub(before, 2) end
+  return nil
+end
 local now = now_ms(ARGV[1])
-local alive = live(KEYS[3], ARGV[2], now)
-local data = redis.call('GETDEL', KEYS[3])
-redis.call('DEL', KEYS[4])
-redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[2])
-if alive then return data end
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then return nil end
+local alive = live(KEYS[4], ARGV[3], now)
+local data = false
+if redis.call('TYPE', KEYS[4])['ok'] == 'string' then data = redis.call('GETDEL', KEYS[4]) end
+redis.call('DEL', KEYS[5])
+redis.call('ZREM', KEYS[1], ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[3])
+if alive then
+  remember('1' .. data)
+  return data
+end
 return nil
 """
 )
@@ -115,8 +237,8 @@ _READ = (
     + """
 local now = now_ms(ARGV[1])
 if ARGV[3] == 'peek' then
+  if not ours(KEYS[3], ARGV[2]) then return nil end
   local data = redis.call('GET', KEYS[3])
-  if not data then return nil end
   local d = redis.call('ZSCORE', KEYS[2], ARGV[2])
   local tag = redis.call('GET', KEYS[4]) or ''
   if not d then return {data, -1, 1, tag} end
@@ -140,15 +262,17 @@ return data
 """
 )
 # KEYS: index, deadlines, value keys; ARGV: now, keys. The live values (false
-# for the absent and expired), in order.
+# for the absent, expired and not ours: MGET answers nil for a value key
+# that is not a string), in order.
 _MANY = (
     _NOW
     + """
 local now = now_ms(ARGV[1])
 local values = redis.call('MGET', unpack(KEYS, 3))
+local indexed = redis.call('ZMSCORE', KEYS[1], unpack(ARGV, 2))
 local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(ARGV, 2))
 for i = 1, #values do
-  if deadlines[i] and tonumber(deadlines[i]) <= now then values[i] = false end
+  if not indexed[i] or (deadlines[i] and tonumber(deadlines[i]) <= now) then values[i] = false end
 end
 return values
 """
@@ -160,7 +284,7 @@ _RENEW = (
     _NOW
     + """
 local now, ttl, keep = now_ms(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5])
-if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('GET', KEYS[4]) ~= ARGV[3] then return 0 end
+if not ours(KEYS[3], ARGV[2]) or redis.call('GET', KEYS[4]) ~= ARGV[3] then return 0 end
 -- The ZADDs first: on a full server (maxmemory) the first one is refused
 -- and nothing has changed; PEXPIRE and PERSIST are never refused.
 redis.call('ZADD', KEYS[1], 0, ARGV[2])
@@ -176,34 +300,58 @@ end
 return 1
 """
 )
-# KEYS: index, deadlines; ARGV: now, low, high, count. {last member seen or
-# "", how many were seen, live members...}: a page of the index without its
-# expired keys.
+# Shared by the listings, len and purge: whether an index entry before its
+# deadline still has its value (a string); if not (evicted, deleted or
+# retyped by another client), it leaves the index and the deadlines, with
+# its ETag key. The value key itself is left alone: a retyped one is another
+# program's now. An entry past its deadline is left for purge (which counts it).
+# ARGV[2] of these scripts is the value-key prefix, ARGV[3] the ETag-key prefix.
+_KEPT = (
+    _VALID
+    + """
+local function kept(key)
+  if not valid(key) then return false end
+  if redis.call('TYPE', ARGV[2] .. key)['ok'] == 'string' then return true end
+  redis.call('ZREM', KEYS[1], key)
+  redis.call('ZREM', KEYS[2], key)
+  redis.call('DEL', ARGV[3] .. key)
+  return false
+end
+"""
+)
+# KEYS: index, deadlines; ARGV: now, value prefix, ETag prefix, low, high,
+# count. {last member seen or "", how many were seen, live members...}: a
+# page of the index without its expired keys (and without the entries whose
+# value is gone, which leave the index).
 _PAGE = (
     _NOW
+    + _KEPT
     + """
 local now = now_ms(ARGV[1])
-local page = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local page = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[4], ARGV[5], 'LIMIT', 0, tonumber(ARGV[6]))
 local out = {page[#page] or '', #page}
 if #page == 0 then return out end
 local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(page))
 for i = 1, #page do
-  if not deadlines[i] or tonumber(deadlines[i]) > now then out[#out + 1] = page[i] end
+  if (not deadlines[i] or tonumber(deadlines[i]) > now) and kept(page[i]) then
+    out[#out + 1] = page[i]
+  end
 end
 return out
 """
 )
-# KEYS: index, deadlines; ARGV: now, low, high, start (the byte where a
-# delimiter may begin: after the prefix), delimiter, count. {where the next
-# call starts or "" when done, entries...}: about count live keys and
-# folders (a key cut after the delimiter), in order; past a folder the next
-# page starts after everything below it, so a folder costs one ZRANGEBYLEX
-# on the server, not a page sent to the client.
+# KEYS: index, deadlines; ARGV: now, value prefix, ETag prefix, low, high,
+# start (the byte where a delimiter may begin: after the prefix), delimiter,
+# count. {where the next call starts or "" when done, entries...}: about
+# count live keys and folders (a key cut after the delimiter), in order;
+# past a folder the next page starts after everything below it, so a folder
+# costs one ZRANGEBYLEX on the server, not a page sent to the client.
 _FOLDERS = (
     _NOW
+    + _KEPT
     + """
 local now = now_ms(ARGV[1])
-local low, high, start, delim, count = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local low, high, start, delim, count = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
 local out = {''}
 for _ = 1, count do
   local page = redis.call('ZRANGEBYLEX', KEYS[1], low, high, 'LIMIT', 0, 32)
@@ -212,7 +360,7 @@ for _ = 1, count do
   for i = 1, #page do
     local key = page[i]
     low = '(' .. key
-    if not deadlines[i] or tonumber(deadlines[i]) > now then
+    if (not deadlines[i] or tonumber(deadlines[i]) > now) and kept(key) then
       local cut = string.find(key, delim, start, true)
       if cut then
         local folder = string.sub(key, 1, cut + #delim - 1)
@@ -229,25 +377,42 @@ out[1] = low
 return out
 """
 )
-# KEYS: index, deadlines; ARGV: now. The live keys: all, less those past their deadline.
+# KEYS: index, deadlines; ARGV: now, value prefix, ETag prefix, low, count.
+# {where the next call starts or "" when done, live keys counted}: a count
+# of up to count index entries, dropping those whose value is gone.
 _LEN = (
     _NOW
+    + _KEPT
     + """
-return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', now_ms(ARGV[1]))
+local now = now_ms(ARGV[1])
+local page = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[4], '+', 'LIMIT', 0, tonumber(ARGV[5]))
+if #page == 0 then return {'', 0} end
+local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(page))
+local n = 0
+for i = 1, #page do
+  if (not deadlines[i] or tonumber(deadlines[i]) > now) and kept(page[i]) then n = n + 1 end
+end
+if #page < tonumber(ARGV[5]) then return {'', n} end
+return {'(' .. page[#page], n}
 """
 )
-# KEYS: index, deadlines; ARGV: now, value-key prefix, count, ETag-key
-# prefix. Removes up to count expired keys; returns how many.
+# KEYS: index, deadlines, token key; ARGV: now, value-key prefix, ETag-key
+# prefix, count, token ms. Removes up to count expired keys; returns how many
+# (its repeat after a lost reply, the same).
 _PURGE = (
     _NOW
     + """
+local before = redis.call('GET', KEYS[3])
+if before then return tonumber(before) end
 local now = now_ms(ARGV[1])
-local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, key in ipairs(gone) do
-  redis.call('UNLINK', ARGV[2] .. key, ARGV[4] .. key)
+  if redis.call('TYPE', ARGV[2] .. key)['ok'] == 'string' then redis.call('UNLINK', ARGV[2] .. key) end
+  redis.call('UNLINK', ARGV[3] .. key)
   redis.call('ZREM', KEYS[1], key)
   redis.call('ZREM', KEYS[2], key)
 end
+if #gone > 0 then redis.call('SET', KEYS[3], #gone, 'PX', tonumber(ARGV[5])) end
 return #gone
 """
 )

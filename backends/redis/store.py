@@ -12,12 +12,17 @@ structures have names no key can have (the DEL character, as for S3):
 - ``P + "\\x7fetag/" + key``: the origin ETag a tier filled the entry with;
 - ``P + "\\x7flock/" + sha256``: lock leases (:mod:`.locks`).
 
+- ``P + "\x7ftake/" + token``: the answer of a call a lost reply may repeat
+  (:mod:`.scripts`), kept for as long as redis-py may retry it.
+
 Every change of a value and of the index happens in one server-side script,
-so the two never disagree; keys written by other tools under the prefix are
-not in the index, so they are never listed, counted or cleared. Without
-expired values kept (``keep_expired=0``) reads are plain commands:
-``load`` is one ``GET``, ``in`` one ``EXISTS``, ``load_many`` one ``MGET``
-per 1000 keys; with them, one script each (the same round trips).
+so our own writes never set them apart. A key is ours when it is in the
+index and its value is a string: every read is a script that checks it
+(the round trips of ``GET``, ``EXISTS``, ``MGET``), so a value another
+program writes under the prefix is absent for every call and left alone,
+and one it deletes or retypes, or Redis evicts, is absent too and leaves
+the index at the first listing, ``len``, ``purge`` or sweep of a write
+that meets it (README.rst, "Redis backends").
 """
 
 from __future__ import annotations
@@ -34,19 +39,21 @@ if TYPE_CHECKING:
 from ..cache import MAX_TIMEOUT, Entry, check_timeout
 from ..errors import (
     BackendError,
+    InvalidKeyError,
     PermissionDeniedError,
     StoreError,
     StoreUnavailableError,
 )
 from ..events import observed
 from ..info import Stat, utc
+from ..keys import key_problem
 from ..locks import Lock, lock_name
 from . import plans
 from .client import check_redis_url, import_redis, make_client
 from .locks import RedisLock
 from .scripts import run_script
 
-__all__ = ["DEADLINES", "ETAGS", "INDEX", "LOCKS", "PAGE", "RedisBackend"]
+__all__ = ["DEADLINES", "ETAGS", "INDEX", "LOCKS", "PAGE", "TAKES", "RedisBackend"]
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -55,6 +62,7 @@ INDEX: Final = "\x7findex"
 DEADLINES: Final = "\x7fdeadlines"
 ETAGS: Final = "\x7fetag/"
 LOCKS: Final = "\x7flock/"
+TAKES: Final = "\x7ftake/"
 #: keys per MGET, per write script and per listing page
 PAGE: Final = plans.PAGE
 
@@ -100,6 +108,7 @@ class RedisBackend(BaseBackend[V, bytes]):
     ) -> None:
         self._check_codec()
         redis = import_redis()
+        _check_prefix(prefix)
         self.timeout = check_timeout(timeout)
         self.keep_expired = _check_keep(keep_expired, self.timeout)
         if client is None:
@@ -117,8 +126,7 @@ class RedisBackend(BaseBackend[V, bytes]):
             self._owns_client = True
         else:
             self._owns_client = False
-        if not isinstance(prefix, str) or any(ord(c) < 0x20 or c == "\x7f" for c in prefix):
-            raise ValueError("prefix is a str without control characters")
+        _check_prefix(prefix)
         self.server_url = url if self._owns_client else None
         self.prefix = prefix if not prefix or prefix.endswith(":") else prefix + ":"
         self._settings = {
@@ -134,12 +142,14 @@ class RedisBackend(BaseBackend[V, bytes]):
         }
         self._injected_clock = clock
         self._keep = int(self.keep_expired * 1000)
-        # Plain GET/EXISTS/MGET answer only when Redis removes a value at its
-        # deadline, on its own clock; otherwise a script checks the deadline.
-        self._plain_reads = clock is None and self._keep == 0
         self.client = client
         self._structures = [self.prefix + INDEX, self.prefix + DEADLINES]
-        self._at = plans.Names(self.prefix, self._structures, self.prefix + ETAGS, self._plain_reads)
+        # A token key keeps a call's answer for as long as redis-py may repeat
+        # the call: every try waits at most socket_timeout (and the backoff, 1 s).
+        take_ms = int((retries + 1) * (socket_timeout + 1) * 1000) if self._owns_client else 60_000
+        self._at = plans.Names(
+            self.prefix, self._structures, self.prefix + ETAGS, self.prefix + TAKES, take_ms
+        )
         self._native_errors = (redis.RedisError,)
         self._errors = redis.exceptions
         self._noscript = redis.exceptions.NoScriptError
@@ -171,8 +181,11 @@ class RedisBackend(BaseBackend[V, bytes]):
         return plans.drive(plan, self._send)
 
     def _names(self, keys: list[str]) -> list[str]:
-        """The KEYS of a write script: the structures, then each key's value and ETag key."""
-        return self._at.of(keys)
+        """The KEYS of a read script of whole entries: the structures, then each key's value and ETag key."""
+        names = list(self._structures)
+        for key in keys:
+            names += [self.prefix + key, self.prefix + ETAGS + key]
+        return names
 
     def _ttl(self, timeout: float | Missing | None) -> int:
         seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
@@ -245,7 +258,8 @@ class RedisBackend(BaseBackend[V, bytes]):
 
         The first is where the next page starts, or ``b""`` when this page was the last.
         """
-        last, seen, *live = self._run("page", self._structures, [low, high, PAGE])
+        args = [self.prefix, self.prefix + ETAGS, low, high, PAGE]
+        last, seen, *live = self._run("page", self._structures, args)
         return (last if int(seen) == PAGE else b""), [raw.decode("utf-8") for raw in live]
 
     def _iter_keys(self) -> Iterator[str]:
@@ -259,7 +273,10 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
         # Sorted by UTF-8 bytes, as S3 lists: a range of the index.
-        encoded = prefix.encode("utf-8")
+        try:
+            encoded = prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            return  # a lone surrogate: no key (valid UTF-8) starts with it
         low: bytes = b"[" + encoded if prefix else b"-"
         high = b"(" + _after(encoded) if prefix else b"+"
         if not delimiter:
@@ -271,19 +288,54 @@ class RedisBackend(BaseBackend[V, bytes]):
                 low = b"(" + last
         # With a delimiter the server yields each folder once and jumps past
         # everything below it: a folder costs no page sent to the client.
+        try:
+            delimiter.encode("utf-8")
+        except UnicodeEncodeError:
+            delimiter = "\x00"  # no key holds this one (a control character): no folder is cut
         args = [high, len(encoded) + 1, delimiter, PAGE]
+        where = [self.prefix, self.prefix + ETAGS]
         while True:
-            low, *entries = self._run("folders", self._structures, [low, *args])
+            low, *entries = self._run("folders", self._structures, [*where, low, *args])
             yield from (raw.decode("utf-8") for raw in entries)
             if not low:
                 return
+
+    def strays(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """What the index holds that is no key (another program added it): ``(name, reason)``.
+
+        Such a name is never listed, counted, read or removed by any call;
+        the name is shown escaped (``\\xff``), on one line. ``backends ls``
+        and ``backends cp`` report these (``cp`` then exits 1).
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix is a str, not {type(prefix).__name__}")
+        try:
+            start = prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            start = prefix.encode("utf-8", "surrogatepass")  # a stray can start so
+        low: bytes = b"[" + start if start else b"-"
+        with self._translating("strays", None):
+            while batch := self.client.zrangebylex(self._structures[0], low, "+", start=0, num=PAGE):
+                for raw in batch:
+                    if not raw.startswith(start):
+                        return
+                    if (problem := _not_a_key(raw)) is not None:
+                        yield _escaped(raw), problem
+                if len(batch) < PAGE:
+                    return
+                low = b"(" + batch[-1]
 
     def _len(self) -> int:
         return self._drive(plans.length(self._at))
 
     def _clear(self) -> None:
-        while batch := self.client.zrangebylex(self._structures[0], "-", "+", start=0, num=PAGE):
-            self._delete_many([raw.decode("utf-8") for raw in batch])
+        # Page by page past a cursor: the strays (no keys, another program's) stay behind.
+        low: bytes = b"-"
+        while batch := self.client.zrangebylex(self._structures[0], low, "+", start=0, num=PAGE):
+            self._delete_many([raw.decode("utf-8") for raw in batch if _not_a_key(raw) is None])
+            if len(batch) < PAGE:
+                return
+            low = b"(" + batch[-1]
 
     def aio(self, *, max_workers: int | None = None) -> AsyncBackend[V]:
         """The async twin: the hot calls native on ``redis.asyncio`` (:mod:`.aio`), the rest in threads.
@@ -298,18 +350,33 @@ class RedisBackend(BaseBackend[V, bytes]):
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return RedisLock(
-            key, timeout, ttl, self.client, self.prefix + LOCKS + lock_name(key), **self._lock_context()
+            key,
+            timeout,
+            ttl,
+            client=lambda: self.client,  # after close(), the stand-in that refuses every call
+            name=self.prefix + LOCKS + lock_name(key),
+            noscript=self._noscript,
+            **self._lock_context(),
         )
 
     # -- expiry, stat ---------------------------------------------------------------------------
 
     @observed("purge", keyed=False, detail="{} removed")
     def purge(self) -> int:
-        """Remove every expired key from the index (Redis has reclaimed their values); how many."""
-        removed, args = 0, [self.prefix, PAGE, self.prefix + ETAGS]
+        """Remove every expired key from the index (Redis has reclaimed their values); how many.
+
+        It also drops the entries whose value is gone (evicted, or deleted
+        or retyped by another client), as a listing or ``len`` that meets
+        them does; those are not counted: they were absent already.
+        """
+        removed, args = 0, [self.prefix, self.prefix + ETAGS, PAGE, self._at.take_ms]
         with self._translating("purge", None):
-            while batch := int(self._run("purge", self._structures, args)):
+            while batch := int(
+                self._run("purge", [*self._structures, self._at.takes + self._at.token()], args)
+            ):
                 removed += batch
+            # And the entries whose value another client deleted or retyped, or Redis evicted.
+            self._drive(plans.length(self._at))
         return removed
 
     def expires(self, key: str) -> datetime | None:
@@ -366,22 +433,35 @@ class RedisBackend(BaseBackend[V, bytes]):
     # -- errors, identity, lifetime -------------------------------------------------------
 
     def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
-        errors = self._errors
         if self._closed:
             return StoreError, "the backend is closed (close() was called); make a new one"
-        if isinstance(exc, (errors.AuthenticationError, errors.AuthorizationError, errors.NoPermissionError)):
-            return PermissionDeniedError, f"Redis refused access ({type(exc).__name__})"
-        if isinstance(exc, (errors.ConnectionError, errors.TimeoutError, errors.BusyLoadingError)):
-            return (
+        errors = self._errors
+        # Most specific first; one cause each (ATTACKS.md, 6): a read timeout is not "could not connect".
+        table: list[tuple[tuple[type[BaseException], ...], type[BackendError], str]] = [
+            (
+                (errors.AuthenticationError, errors.AuthorizationError, errors.NoPermissionError),
+                PermissionDeniedError,
+                "Redis refused access ({name})",
+            ),
+            (
+                (errors.BusyLoadingError,),
                 StoreUnavailableError,
-                f"Redis could not be reached or answered too late ({type(exc).__name__})",
-            )
-        if isinstance(exc, (errors.ReadOnlyError, errors.MasterDownError)):
+                "Redis is loading its data set ({name}): ask again later",
+            ),
+            ((errors.TimeoutError,), StoreUnavailableError, "Redis answered too late ({name}: {said})"),
+            ((errors.ConnectionError,), StoreUnavailableError, "Redis could not be reached ({name}: {said})"),
             # A replica, or a primary stepping down in a failover: ask again later.
-            return StoreUnavailableError, f"Redis cannot take this now: {exc}"
-        if isinstance(exc, errors.ResponseError):
-            return StoreError, f"Redis answered: {exc}"
-        return StoreError, f"{type(exc).__name__}: {exc}"
+            (
+                (errors.ReadOnlyError, errors.MasterDownError),
+                StoreUnavailableError,
+                "Redis cannot take this now: {said}",
+            ),
+            ((errors.ResponseError,), StoreError, "Redis answered: {said}"),
+        ]
+        for kinds, cls, message in table:
+            if isinstance(exc, kinds):
+                return cls, message.format(name=type(exc).__name__, said=_said(exc))
+        return StoreError, f"{type(exc).__name__}: {_said(exc)}"
 
     def _describe(self) -> str:
         parts = [repr(self.server_url) if self.server_url else "client=..."]
@@ -408,7 +488,12 @@ class RedisBackend(BaseBackend[V, bytes]):
         return self._closed
 
     def close(self) -> None:
-        """Close the pool's connections (if the backend made it); every later call raises StoreError."""
+        """Close the pool's connections (if the backend made it); every later call raises StoreError.
+
+        Closing again does nothing.
+        """
+        if self._closed:
+            return
         self._closed = True
         client, self.client = self.client, _Closed(self._errors.ConnectionError)
         if self._owns_client:
@@ -422,6 +507,41 @@ def _after(prefix: bytes) -> bytes:
     The last byte of UTF-8 is never 0xFF, so it always can be.
     """
     return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _not_a_key(raw: bytes) -> str | None:
+    """Why an index member is no key (the rule the scripts' ``valid`` applies), or None."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    return key_problem(text)
+
+
+def _escaped(raw: bytes) -> str:
+    """Bytes as one printable line: invalid UTF-8 and control characters as escapes."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _said(exc: BaseException) -> str:
+    """redis-py's own words (host and port, errno; never a password), on one printable line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)[:200]
+
+
+def _check_prefix(prefix: object) -> None:
+    """A prefix is a str of valid UTF-8 text without control characters; else InvalidKeyError."""
+    if not isinstance(prefix, str):
+        raise InvalidKeyError(f"prefix is a str, not {type(prefix).__name__}", operation="init")
+    try:
+        prefix.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKeyError(
+            "prefix is not valid UTF-8 text (a lone surrogate)", operation="init", key=ascii(prefix)
+        ) from None
+    if any(ord(c) < 0x20 or c == "\x7f" for c in prefix):
+        raise InvalidKeyError("prefix has a control character", operation="init", key=ascii(prefix))
 
 
 def _check_keep(keep: object, timeout: float | None) -> float:

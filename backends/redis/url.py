@@ -26,7 +26,7 @@ OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
 
 def _open_url(url: str, options: dict[str, Any]) -> RedisBackend[Any]:
     """``redis://host:port/db?prefix=app&format=json|text|raw`` (also ``rediss://``, ``unix://``)."""
-    check_redis_url(url)
+    check_redis_url(url, extra=None)  # parse_query names the unknown options, with the known ones
     parts = urlsplit(url)
     if parts.username:
         raise ValueError(

@@ -55,6 +55,7 @@ class S3Lock(Lock):
         self._client_error = client_error
         self._object = name
         self._etag: str | None = None
+        self._until = 0.0  # when our lease runs out, on our clock
         self._seen: tuple[str, float] | None = None  # a holder's ETag, and when we first saw it
 
     def _body(self) -> bytes:
@@ -84,7 +85,7 @@ class S3Lock(Lock):
     def _try_acquire(self) -> bool:
         created = self._conditional("put_object", IfNoneMatch="*")
         if created is not None:
-            self._etag = created["ETag"]
+            self._hold(created["ETag"])
             return True
         holder = self._holder()
         if holder is None:
@@ -93,7 +94,7 @@ class S3Lock(Lock):
         if token == self.token:
             # Our own PUT was applied and its answer lost (botocore's retry
             # then failed its condition): the lock is ours.
-            self._etag = etag
+            self._hold(etag)
             return True
         return self._take_over(etag, ttl)
 
@@ -107,7 +108,7 @@ class S3Lock(Lock):
             return False
         taken = self._conditional("put_object", IfMatch=etag)
         if taken is not None:
-            self._etag = taken["ETag"]
+            self._hold(taken["ETag"])
             return True
         return self._still_ours()  # another waiter took it over first, or our answer was lost
 
@@ -137,7 +138,7 @@ class S3Lock(Lock):
         holder = self._holder()
         if holder is None or holder[2] != self.token:
             return False
-        self._etag = holder[0]
+        self._hold(holder[0])
         return True
 
     def _abandon(self) -> bool:
@@ -148,13 +149,22 @@ class S3Lock(Lock):
         etag, self._etag = self._etag, None
         return etag is None or self._delete_if(etag)
 
+    def _hold(self, etag: str) -> None:
+        """The lock object is ours with ``etag``: our lease runs ttl seconds from now, on our clock."""
+        self._etag = etag
+        self._until = self._now() + self.ttl
+
+    def _taken(self) -> bool:
+        holder = self._holder()
+        return holder is not None and holder[2] != self.token
+
     def _renew(self) -> bool:
-        if self._etag is None:
-            return False
+        if self._etag is None or self._now() >= self._until:
+            return False  # ran out: a waiter may have taken it over (and released it) meanwhile
         renewed = self._conditional("put_object", IfMatch=self._etag)
         if renewed is None:
             return self._still_ours()
-        self._etag = renewed["ETag"]
+        self._hold(renewed["ETag"])
         return True
 
     def _release(self) -> bool:

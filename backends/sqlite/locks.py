@@ -15,7 +15,8 @@ _ACQUIRE: Final = (
     "INSERT INTO kv_locks VALUES (?1, ?2, ?3 + ?4) ON CONFLICT (key) DO UPDATE"
     " SET token = excluded.token, until = excluded.until WHERE kv_locks.until <= ?3 OR kv_locks.token = ?2"
 )
-_RENEW: Final = "UPDATE kv_locks SET until = ?3 + ?4 WHERE key = ?1 AND token = ?2"
+_RENEW: Final = "UPDATE kv_locks SET until = ?3 + ?4 WHERE key = ?1 AND token = ?2 AND until > ?3"
+_TAKEN: Final = "SELECT 1 FROM kv_locks WHERE key = ?1 AND token != ?2 AND until > ?3"
 _RELEASE: Final = "DELETE FROM kv_locks WHERE key = ?1 AND token = ?2"
 
 
@@ -46,3 +47,7 @@ class SqliteLock(Lock):
 
     def _release(self) -> bool:
         return self._run(_RELEASE)
+
+    def _taken(self) -> bool:
+        found = self._connection().execute(_TAKEN, (self.key, self.token, self._now())).fetchone()
+        return found is not None
