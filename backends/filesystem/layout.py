@@ -119,9 +119,9 @@ def decode_segment(escaped: str, last: bool = False) -> str | None:
         return escaped
     try:
         segment = unquote(escaped, errors="strict")
-    except UnicodeDecodeError:
+        canonical = _escape_name(segment) if last else _escape(segment)
+    except UnicodeError:  # "%ff" unquoted, or a name of bytes that are not UTF-8: no key's
         return None
-    canonical = _escape_name(segment) if last else _escape(segment)
     return segment if canonical == escaped else None
 
 
