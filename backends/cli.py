@@ -416,7 +416,7 @@ def _global_options(suppress: bool) -> argparse.ArgumentParser:
 
     After it they default to SUPPRESS, so a subcommand never resets what was given before it.
     """
-    options = argparse.ArgumentParser(add_help=False)
+    options = _Parser(add_help=False)
     default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     options.add_argument("--json", action="store_true", help="machine-readable output", **default)
     s3 = options.add_argument_group("S3 (as aws-cli takes them; for s3:// URLs and tiers in front of S3)")
@@ -428,8 +428,15 @@ def _global_options(suppress: bool) -> argparse.ArgumentParser:
     return options
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose messages repeat what was typed: escaped, as every line printed."""
+
+    def error(self, message: str) -> Any:
+        return super().error(printable(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="backends",
         description="Look into and move data between key-value stores: memory, local disk, S3, Redis.",
         epilog="URLs take ?format=json|text|raw and the backends' options, e.g. "
