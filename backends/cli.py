@@ -27,9 +27,9 @@ from typing import Any
 
 from . import __version__
 from .base import MISSING, BaseBackend
-from .clicopy import run_copy
+from .clicopy import run_copy, strays
 from .errors import BackendError, BucketNotFoundError, CorruptValueError, SerializationError
-from .info import Stat, SupportsExpiry, SupportsStat, SupportsStatMany, SupportsStrays, SupportsUrl
+from .info import Stat, SupportsExpiry, SupportsStat, SupportsStatMany, SupportsUrl
 from .s3.connection import MAX_EXPIRES
 from .s3.errors import CREATE_HINT
 from .s3.url import as_endpoint
@@ -171,13 +171,12 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             size = info.get("size")
             when = info.get("last_modified") or info.get("expires") or "-"
             say(f"{'-' if size is None else size:>12}  {when:25}  {info['key']}")
-    strays = 0
-    if isinstance(backend, SupportsStrays):  # never skipped silently: each named, and counted
-        for path, reason in backend.strays(args.prefix):
-            warn(f"backends ls: not listed, not a key: {path}: {reason}")
-            strays += 1
-    if strays:
-        raise _UserError(f"{strays} not listed, not keys (named above)")
+    count = 0
+    for path, reason in strays(backend, args.prefix):  # never skipped silently: each named, and counted
+        warn(f"backends ls: not listed, not a key: {path}: {reason}")
+        count += 1
+    if count:
+        raise _UserError(f"{count} not listed, not keys (named above)")
     return 0
 
 
@@ -411,7 +410,7 @@ def _seconds(text: str) -> float:
 URL_HELP = "a backend URL: memory://, file:///path or a path, s3://bucket/prefix, cache:///path[::ORIGIN]"
 
 
-def _global_options(suppress: bool) -> argparse.ArgumentParser:
+def _global_options(suppress: bool) -> _Parser:
     """--json and the S3 options, taken before the subcommand and after it.
 
     After it they default to SUPPRESS, so a subcommand never resets what was given before it.

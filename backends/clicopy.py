@@ -34,9 +34,10 @@ from .errors import InvalidKeyError, KeyConflictError
 from .filesystem import FileSystemBackend, FileSystemCache, FileSystemRawBackend
 from .info import Stat, SupportsStatMany, SupportsStrays
 from .terminal import print_json, say, warn
+from .tiered import TieredBackend
 from .transfers import FileTransfers
 
-__all__ = ["STREAM_OVER", "Copy", "copy_all", "run_copy"]
+__all__ = ["STREAM_OVER", "Copy", "copy_all", "run_copy", "strays"]
 
 STREAM_OVER: Final = 8 * 1024 * 1024  # a raw value bigger than this is streamed file to file
 BATCH_KEYS: Final = 500  # small values read, compared and written per round
@@ -177,9 +178,17 @@ def copy_all(
         progress(done.keys, done.bytes)
     _copy_batch(source, target, batch, done)
     progress(done.keys, done.bytes)
-    if isinstance(source, SupportsStrays):
-        done.not_keys = [f"{path}: {reason}" for path, reason in source.strays(prefix)]
+    done.not_keys = [f"{path}: {reason}" for path, reason in strays(source, prefix)]
     return done
+
+
+def strays(backend: BaseBackend[Any, Any], prefix: str) -> Iterator[tuple[str, str]]:
+    """What the store lists keys from holds below ``prefix`` that is not a key: a folder's or a
+    bucket's strays (a tier's: its origin's, which it lists); nothing for other stores."""
+    if isinstance(backend, TieredBackend):
+        backend = backend.origin
+    if isinstance(backend, SupportsStrays):
+        yield from backend.strays(prefix)
 
 
 def _size(value: Any) -> int:

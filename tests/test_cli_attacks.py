@@ -145,7 +145,9 @@ def test_cp_of_a_bucket_of_every_name_copies_each_object_or_names_it(
     assert len(again["not_keys"]) == len(NOT_KEYS)
 
 
-def test_ls_of_a_bucket_names_every_object_that_is_no_key(hostile_bucket: tuple[str, str]) -> None:
+def test_ls_of_a_bucket_names_every_object_that_is_no_key(
+    hostile_bucket: tuple[str, str], tmp_path: Path
+) -> None:
     url, _ = hostile_bucket
     done = run("ls", url)
     assert done.returncode == 1
@@ -160,6 +162,9 @@ def test_ls_of_a_bucket_names_every_object_that_is_no_key(hostile_bucket: tuple[
     assert json.loads(run("ls", url, "--json").stdout) == sorted(KEYS)  # JSON: the keys exactly
     long = run("ls", url, "-l")
     assert long.returncode == 1 and len(long.stdout.decode().splitlines()) == len(KEYS)
+    text = url.replace("format=raw", "format=text")
+    tier = run("ls", f"cache://{tmp_path}?format=text::{text}")  # a tier lists its origin: its strays too
+    assert tier.returncode == 1 and _one_line_each(tier.stderr)[-1] == lines[-1]
 
 
 def test_strays_of_a_bucket_are_the_same_below_a_prefix_and_in_the_library(
@@ -544,3 +549,22 @@ def test_cp_onto_a_full_or_read_only_disk_says_what_it_copied(tmp_path: Path, sm
     assert len(_one_line_each(done.stderr)) == 1
     line = fails("get", f"{tmp_path / 'src'}?format=raw", "k000", "-o", str(small_disk / "x"))
     assert line.startswith(f"backends get: -o {small_disk / 'x'}: cannot write there: Read-only file system")
+
+
+def test_a_broken_pipe_that_is_no_output_of_ours_is_an_error(tmp_path: Path) -> None:
+    """A FIFO given as ``-o`` whose reader goes away: exit 1, said in one line (not the quiet 141)."""
+    url = f"{tmp_path / 'd'}?format=raw"
+    ok("put", url, "k", "-", stdin=os.urandom(1 << 20))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with subprocess.Popen(
+        [sys.executable, "-m", "backends", "get", url, "k", "-o", str(fifo)],
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        with open(fifo, "rb") as reader:  # waits for the command to open it
+            reader.read(1)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and out == b""
+    assert "Broken pipe" in _one_line_each(err)[0]
