@@ -568,3 +568,61 @@ def test_a_broken_pipe_that_is_no_output_of_ours_is_an_error(tmp_path: Path) -> 
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and out == b""
     assert "Broken pipe" in _one_line_each(err)[0]
+
+
+def test_names_with_a_newline_are_strays_too(moto: S3Target) -> None:
+    """moto's HTTP server refuses a newline in a name; S3 (and moto in-process) take it."""
+    from backends.clicopy import copy_all
+
+    for name in ("nl\nx", "\n", "x/\n", "ok"):
+        moto.client.put_object(Bucket=moto.bucket, Key=f"nl/{name}", Body=b"1")
+    source = backends.S3RawBackend(moto.bucket, prefix="nl", client=moto.client)
+    done = copy_all(source, backends.VolatileBackend())
+    assert (done.copied, done.not_copied) == (1, 3)
+    assert sorted(done.not_keys) == sorted(
+        f"{name}: a control character in the name" for name in ("nl\nx", "\n", "x/\n")
+    )
+
+
+# -- time: a server that never answers ----------------------------------------------------------------
+
+
+def test_a_server_that_never_answers_is_a_typed_error_within_the_timeout() -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the backlog) and never answers one
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        cases = [
+            ["ls", f"s3://bucket?endpoint_url={endpoint}&retries=0&timeout=1"],
+            ["put", f"s3://bucket?endpoint_url={endpoint}&retries=0&timeout=1", "k", "1"],
+            ["cp", "memory://", f"s3://bucket?endpoint_url={endpoint}&retries=0&timeout=1"],
+        ]
+        for args, (status, _, err) in zip(cases, batch(cases), strict=True):
+            assert status == 1, (args, err)
+            line = _one_line_each(err)[0]
+            assert "timed out" in line or "timeout" in line, line
+            assert "could not connect" not in line.lower(), line
+
+
+# -- processes: several copies into one folder at once --------------------------------------------------
+
+
+def test_four_copies_into_one_folder_at_once_agree(tmp_path: Path) -> None:
+    source = backends.FileSystemJsonBackend(tmp_path / "src")
+    source.dump_many({f"k/{i:03}": {"i": i} for i in range(300)})
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "backends", "--json", "cp", str(tmp_path / "src"), str(tmp_path / "dst")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env(),
+        )
+        for _ in range(4)
+    ]
+    results = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, [err for _, err in results]
+    summaries = [json.loads(out) for out, _ in results]
+    assert all(summary["copied"] + summary["skipped"] == 300 for summary in summaries)
+    assert dict(backends.FileSystemJsonBackend(tmp_path / "dst").items()) == dict(source.items())
