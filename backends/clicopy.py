@@ -275,7 +275,7 @@ def run_copy(args: argparse.Namespace, open_backend: Callable[..., BaseBackend[A
     done = Copy()
     try:
         copy_all(source, target, args.prefix, progress, done)
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:  # what was copied is told, then the error
         progress(None, None)
         _summary(done, time.monotonic() - start, args.json, stopped=exc)
         raise
@@ -307,11 +307,13 @@ def _summary(done: Copy, seconds: float, as_json: bool, stopped: BaseException |
             "refused": done.refused,
         }
         if stopped is not None:
-            summary["stopped"] = str(stopped)
+            summary["stopped"] = str(stopped) or type(stopped).__name__
         print_json(summary)
         return
     left = f"{done.not_copied} not copied, " if done.not_copied else ""
-    end = ", then stopped by an error" if stopped is not None else ""
+    end = ""
+    if stopped is not None:
+        end = ", then interrupted" if isinstance(stopped, KeyboardInterrupt) else ", then stopped by an error"
     say(
         f"copied {done.copied}, skipped {done.skipped} already identical, {left}{done.keys} keys "
         f"({done.bytes:,} bytes) in {seconds:.1f} s{end}"
