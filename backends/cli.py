@@ -2,7 +2,12 @@
 
 Every subcommand takes backend URLs (:mod:`backends.urls`). A user error
 (a bad URL, a missing key, an unreachable store) prints one line to stderr
-and exits 1; a usage error exits 2, as argparse does.
+and exits 1, as does a name that is not a key (a stray) met by ``ls`` or
+``cp``; a usage error (an unknown option, a count or a number out of range)
+exits 2, as argparse does; a closed output (``| head``) stops the command
+quietly with 141, as a GNU tool killed by SIGPIPE. Every line printed goes
+through :func:`backends.terminal.printable`, every ``--json`` document
+through :func:`backends.terminal.json_text`.
 """
 
 from __future__ import annotations
@@ -10,21 +15,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
+import select
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .base import MISSING, BaseBackend
-from .clicopy import run_copy
-from .errors import BackendError, BucketNotFoundError, CorruptValueError
-from .info import Stat, SupportsExpiry, SupportsStat, SupportsStatMany, SupportsStrays, SupportsUrl
+from .clicopy import run_copy, strays
+from .errors import BackendError, BucketNotFoundError, CorruptValueError, SerializationError
+from .info import Stat, SupportsExpiry, SupportsStat, SupportsStatMany, SupportsUrl
+from .s3.connection import MAX_EXPIRES
 from .s3.errors import CREATE_HINT
+from .s3.url import as_endpoint
 from .status import add_status_command
+from .terminal import print_json, printable, say, warn
 from .transfers import FileTransfers
 from .urls import open_url
 
@@ -36,6 +46,11 @@ S3_OPTIONS = ("endpoint_url", "region", "profile")
 
 class _UserError(Exception):
     """A failure to report in one line, without a traceback."""
+
+
+#: the exit status of a command whose output was closed (``| head``): 128 + SIGPIPE, as a shell
+#: reports a GNU tool the signal stopped
+CLOSED_OUTPUT = 141
 
 
 def _reaches_s3(url: str) -> bool:
@@ -59,7 +74,7 @@ def _family(backend: BaseBackend[Any, Any]) -> str:
     return backend.codec.name
 
 
-def _parse(backend: BaseBackend[Any, Any], raw: bytes) -> Any:
+def _parse(backend: BaseBackend[Any, Any], key: str, raw: bytes) -> Any:
     """A value for ``backend`` from bytes given on the command line, a file or stdin."""
     family = _family(backend)
     if family == "raw":
@@ -76,6 +91,14 @@ def _parse(backend: BaseBackend[Any, Any], raw: bytes) -> Any:
         raise _UserError(
             f"the value is not JSON ({exc.msg} at {exc.pos}); quote a string as '\"text\"', "
             "or use a format=text URL"
+        ) from None
+    except RecursionError:
+        # The codec's own load says CorruptValueError for such a value: it is refused before it is stored.
+        raise SerializationError(
+            "the value is JSON nested deeper than this program reads back; nothing was stored",
+            backend=repr(backend),
+            operation="dump",
+            key=key,
         ) from None
 
 
@@ -129,10 +152,6 @@ def _stat_of(backend: BaseBackend[Any, Any], key: str) -> dict[str, Any] | None:
     return {"key": key, "size": len(backend.codec.encode(value)) if _family(backend) != "object" else None}
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
 # -- subcommands ------------------------------------------------------------------------
 
 
@@ -141,20 +160,23 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     keys = backend.list(args.prefix, None)  # sorted, on every store
     if not args.long:
         if args.json:
-            _print_json(list(keys))
+            print_json(list(keys))
         else:
             for key in keys:
-                print(key)
+                say(key)
     elif args.json:
-        _print_json(list(_rows(backend, args.prefix)))
+        print_json(list(_rows(backend, args.prefix)))
     else:
         for info in _rows(backend, args.prefix):
             size = info.get("size")
             when = info.get("last_modified") or info.get("expires") or "-"
-            print(f"{'-' if size is None else size:>12}  {when:25}  {info['key']}")
-    if isinstance(backend, SupportsStrays):  # never skipped silently
-        for path, reason in backend.strays(args.prefix):
-            print(f"backends: not listed, not a key: {path}: {reason}", file=sys.stderr)
+            say(f"{'-' if size is None else size:>12}  {when:25}  {info['key']}")
+    count = 0
+    for path, reason in strays(backend, args.prefix):  # never skipped silently: each named, and counted
+        warn(f"backends ls: not listed, not a key: {path}: {reason}")
+        count += 1
+    if count:
+        raise _UserError(f"{count} not listed, not keys (named above)")
     return 0
 
 
@@ -170,16 +192,19 @@ def _rows(backend: BaseBackend[Any, Any], prefix: str) -> Iterator[dict[str, Any
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        _check_output(args.output)
     backend = _open(args.url, args)
     if args.output and isinstance(backend, FileTransfers):
-        if not backend.load_file(args.key, args.output):
-            raise _UserError(f"{args.key!r} not found in {backend!r}")
+        with _output(args.output) as out:
+            if not backend.load_file(args.key, out):  # streamed into the file this command opened
+                raise _UserError(f"{args.key!r} not found in {backend!r}")
         return 0
     try:
         value = backend.load(args.key, MISSING)
     except CorruptValueError as exc:
-        if _family(backend) == "raw":
-            raise
+        if _family(backend) == "raw" or isinstance(exc.__cause__, RecursionError):
+            raise  # too deep is no sign of a binary value
         raise _UserError(f"{exc}; if the value is binary, read it with a ?format=raw URL") from None
     if value is MISSING:
         raise _UserError(f"{args.key!r} not found in {backend!r}")
@@ -187,42 +212,102 @@ def _cmd_get(args: argparse.Namespace) -> int:
         raise _UserError("a raw value has no JSON form; drop --json (or write it to a file with -o)")
     data = (json.dumps(value, ensure_ascii=True) + "\n").encode() if args.json else _show(backend, value)
     if args.output:
-        Path(args.output).write_bytes(data)
+        with _output(args.output) as out:
+            out.write(data)
     else:
-        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.write(data)  # the value exactly, as cat writes a file
         sys.stdout.buffer.flush()
     return 0
 
 
+def _check_output(path: str) -> None:
+    """Refuse an ``-o`` that cannot be the file written, naming it, before the store is opened."""
+    if os.path.isdir(path):
+        raise _UserError(f"-o {path}: is a folder; name the file to write")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise _UserError(f"-o {path}: no folder {parent}")
+
+
+@contextlib.contextmanager
+def _output(path: str) -> Iterator[Any]:
+    """A new file beside ``path`` that replaces it when the block succeeds, and is removed otherwise.
+
+    An absent key or a failed read leaves ``path`` as it was (absent, or its old contents).
+    A ``path`` that is no regular file (``/dev/stdout``, a FIFO, a device) is written into,
+    never replaced; a symlink's target is replaced, not the link.
+    """
+    if os.path.exists(path) and not os.path.isfile(path):
+        with _opened(path, "wb") as handle:
+            yield handle
+        return
+    real = os.path.realpath(path)
+    temp = os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.backends-{os.getpid()}")
+    try:
+        with _opened(path, "xb", temp) as handle:
+            yield handle
+        os.replace(temp, real)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _opened(path: str, mode: str, name: str | None = None) -> Any:
+    """``open(name or path, mode)``; an OSError becomes one line naming ``-o path``."""
+    try:
+        return open(name or path, mode)
+    except OSError as exc:
+        raise _UserError(f"-o {path}: cannot write there: {exc.strerror or exc}") from None
+
+
 def _cmd_put(args: argparse.Namespace) -> int:
-    backend = _open(args.url, args)
-    stored = _put(backend, args)
+    if args.file is not None and args.value is not None:
+        raise _UserError("give the value, --file F, or - for stdin; not both")
+    # The file is opened before the store: a missing one changes nothing (no folder, no layout).
+    with _input(args.file) as source:
+        backend = _open(args.url, args)
+        stored = _put(backend, args, source)
     if args.json:
-        _print_json({"key": args.key, "stored": stored})
+        print_json({"key": args.key, "stored": stored})
     return 0
 
 
-def _put(backend: BaseBackend[Any, Any], args: argparse.Namespace) -> bool:
-    if args.file is not None and args.value is not None:
-        raise _UserError("give the value, --file F, or - for stdin; not both")
-    if args.file is not None and isinstance(backend, FileTransfers):
-        return backend.dump_file(args.key, args.file)  # streamed, never read whole
-    if args.file is not None:
-        raw = Path(args.file).read_bytes()
+@contextlib.contextmanager
+def _input(path: str | None) -> Iterator[Any]:
+    """``--file``'s regular file, open for reading; None without one. Raises naming the file."""
+    if path is None:
+        yield None
+        return
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise _UserError(f"--file {path}: {exc.strerror or exc}") from None
+    with handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise _UserError(f"--file {path}: not a regular file (a folder, FIFO or device)")
+        yield handle
+
+
+def _put(backend: BaseBackend[Any, Any], args: argparse.Namespace, source: Any) -> bool:
+    if source is not None and isinstance(backend, FileTransfers):
+        return backend.dump_file(args.key, source)  # streamed, never read whole
+    if source is not None:
+        raw = source.read()
     elif args.value == "-":
         raw = sys.stdin.buffer.read()
     elif args.value is not None:
         raw = os.fsencode(args.value)
     else:
         raise _UserError("no value: give it, --file F, or - to read stdin")
-    return backend.dump(args.key, _parse(backend, raw))
+    return backend.dump(args.key, _parse(backend, args.key, raw))
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
     backend = _open(args.url, args)
     missing = [key for key in args.keys if not backend.delete(key)]
     if args.json:
-        _print_json({"deleted": len(args.keys) - len(missing), "missing": missing})
+        print_json({"deleted": len(args.keys) - len(missing), "missing": missing})
     if missing:
         raise _UserError(f"not found: {', '.join(map(repr, missing))}")
     return 0
@@ -234,10 +319,10 @@ def _cmd_stat(args: argparse.Namespace) -> int:
     if info is None:
         raise _UserError(f"{args.key!r} not found in {backend!r}")
     if args.json:
-        _print_json(info)
+        print_json(info)
     else:
         for name, value in info.items():
-            print(f"{name}: {value}")
+            say(f"{name}: {value}")
     return 0
 
 
@@ -247,9 +332,9 @@ def _cmd_url(args: argparse.Namespace) -> int:
         try:
             url = backend.url(args.key, expires=args.expires)
             if args.json:
-                _print_json({"key": args.key, "url": url})
+                print_json({"key": args.key, "url": url})
             else:
-                print(url)
+                say(url)
             return 0
         except NotImplementedError:
             pass  # a tier over a store without URLs
@@ -262,9 +347,9 @@ def _cmd_purge(args: argparse.Namespace) -> int:
         raise _UserError(f"{type(backend).__name__} has no expiring entries to purge; use a cache:// URL")
     removed = backend.purge()
     if args.json:
-        _print_json({"purged": removed})
+        print_json({"purged": removed})
     else:
-        print(f"purged {removed} expired entries")
+        say(f"purged {removed} expired entries")
     return 0
 
 
@@ -281,26 +366,76 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # -- the parser ---------------------------------------------------------------------------
 
+
+def _endpoint(text: str) -> str:
+    """``--endpoint-url``: an http(s) URL with a host and a valid port."""
+    try:
+        return as_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _prefix(text: str) -> str:
+    """``--prefix``: any text a key can start with (no control character, UTF-8)."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        raise argparse.ArgumentTypeError("a prefix holds no control character (no key does)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("a prefix is UTF-8 text (no key holds other bytes)") from None
+    return text
+
+
+def _count(text: str) -> int:
+    """``--keys``: a whole number from 1 to 100,000."""
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else 0
+    if not 1 <= number <= 100_000:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to 100000, not {printable(text)!r}")
+    return number
+
+
+def _seconds(text: str) -> float:
+    """``--expires``: seconds from 1 to 7 days (SigV4's longest)."""
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not 1 <= number <= MAX_EXPIRES:  # NaN compares false
+        raise argparse.ArgumentTypeError(
+            f"expires is seconds from 1 to {MAX_EXPIRES} (7 days, SigV4), not {printable(text)!r}"
+        )
+    return number
+
+
 URL_HELP = "a backend URL: memory://, file:///path or a path, s3://bucket/prefix, cache:///path[::ORIGIN]"
 
 
-def _global_options(suppress: bool) -> argparse.ArgumentParser:
+def _global_options(suppress: bool) -> _Parser:
     """--json and the S3 options, taken before the subcommand and after it.
 
     After it they default to SUPPRESS, so a subcommand never resets what was given before it.
     """
-    options = argparse.ArgumentParser(add_help=False)
+    options = _Parser(add_help=False)
     default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     options.add_argument("--json", action="store_true", help="machine-readable output", **default)
     s3 = options.add_argument_group("S3 (as aws-cli takes them; for s3:// URLs and tiers in front of S3)")
-    s3.add_argument("--endpoint-url", metavar="URL", help="an S3-compatible endpoint", **default)
+    s3.add_argument(
+        "--endpoint-url", metavar="URL", type=_endpoint, help="an S3-compatible endpoint", **default
+    )
     s3.add_argument("--region", help="the bucket's region", **default)
     s3.add_argument("--profile", help="a profile of ~/.aws/config", **default)
     return options
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose messages repeat what was typed: escaped, as every line printed."""
+
+    def error(self, message: str) -> Any:
+        return super().error(printable(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="backends",
         description="Look into and move data between key-value stores: memory, local disk, S3, Redis.",
         epilog="URLs take ?format=json|text|raw and the backends' options, e.g. "
@@ -321,7 +456,7 @@ def _parser() -> argparse.ArgumentParser:
 
     url = (("url",), {"help": URL_HELP})
     key: tuple[tuple[str, ...], dict[str, Any]] = (("key",), {})
-    prefix = (("--prefix",), {"default": "", "help": "only the keys starting with this"})
+    prefix = (("--prefix",), {"default": "", "type": _prefix, "help": "only the keys starting with this"})
     command(
         "ls",
         "list the keys of a store, sorted",
@@ -358,7 +493,10 @@ def _parser() -> argparse.ArgumentParser:
         _cmd_url,
         url,
         key,
-        (("--expires",), {"type": float, "metavar": "S", "help": "a presigned URL valid for S seconds (S3)"}),
+        (
+            ("--expires",),
+            {"type": _seconds, "metavar": "S", "help": "a presigned URL valid for S seconds (S3)"},
+        ),
     )
     command(
         "purge", "remove the expired entries of a cache", _cmd_purge, (("url",), {"help": "a cache:// URL"})
@@ -380,7 +518,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         "a JsonCache in front of S3 (an in-process S3 server), and what it saved",
         _cmd_demo,
-        (("--keys",), {"type": int, "default": 100, "help": "documents to write (default 100)"}),
+        (("--keys",), {"type": _count, "default": 100, "help": "documents to write (default 100)"}),
         (("--keep",), {"action": "store_true", "help": "keep the cache folder (and S3 objects) it made"}),
     )
     return parser
@@ -391,17 +529,51 @@ STATUS_HELP = "what every process is doing: its recent events, from a Redis stre
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a character the terminal cannot show is escaped, never fatal
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    try:
+        args = _parser().parse_args(argv)
+        return _run(args)
+    except BrokenPipeError:
+        if not _output_closed():
+            raise
+        # ``| head`` stopped reading: stop quietly, as GNU ls does, without a message or a
+        # traceback (and without the flush at exit failing again).
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.dup2(devnull, sys.stderr.fileno())
+        return CLOSED_OUTPUT
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         _check_s3_options(args)
         status: int = args.run(args)
-    except (_UserError, BackendError, ValueError, OSError, ImportError) as exc:
-        print(f"backends {args.command}: {_one_line(exc)}", file=sys.stderr)
+        sys.stdout.flush()  # a closed output is met here, not in the flush at exit
+    except BrokenPipeError as exc:
+        if _output_closed():
+            raise
+        warn(f"backends {args.command}: {_one_line(exc)}")
+        return 1
+    except (_UserError, BackendError, ValueError, OSError, ImportError, RecursionError) as exc:
+        warn(f"backends {args.command}: {_one_line(exc)}")
         return 1
     except KeyboardInterrupt:
-        print(f"backends {args.command}: interrupted", file=sys.stderr)
+        warn(f"backends {args.command}: interrupted")
         return 130
     return status
+
+
+def _output_closed() -> bool:
+    """Whether stdout or stderr is a pipe (or socket) nobody reads any more."""
+    poll = select.poll()
+    for stream in (sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            if stream is not None:
+                poll.register(stream.fileno(), select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
 
 
 def _check_s3_options(args: argparse.Namespace) -> None:
@@ -421,4 +593,4 @@ def _one_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and not isinstance(exc, BackendError) and exc.filename:
         text = f"{exc.strerror or text}: {exc.filename}"
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import sys
 import tempfile
@@ -34,9 +33,11 @@ from .base import MISSING, BaseBackend
 from .errors import InvalidKeyError, KeyConflictError
 from .filesystem import FileSystemBackend, FileSystemCache, FileSystemRawBackend
 from .info import Stat, SupportsStatMany, SupportsStrays
+from .terminal import print_json, say, warn
+from .tiered import TieredBackend
 from .transfers import FileTransfers
 
-__all__ = ["STREAM_OVER", "Copy", "copy_all", "run_copy"]
+__all__ = ["STREAM_OVER", "Copy", "copy_all", "run_copy", "strays"]
 
 STREAM_OVER: Final = 8 * 1024 * 1024  # a raw value bigger than this is streamed file to file
 BATCH_KEYS: Final = 500  # small values read, compared and written per round
@@ -49,14 +50,21 @@ class Copy:
     """What a copy did: counts, bytes, and what it could not copy."""
 
     copied: int = 0
+    #: keys left alone because the target holds the same value
     skipped: int = 0
     bytes: int = 0
-    not_keys: list[str] = field(default_factory=list)  # the source's strays: "path (reason)"
+    not_keys: list[str] = field(default_factory=list)  # the source's strays: "path: reason"
     refused: list[str] = field(default_factory=list)  # keys the target cannot hold: "key: why"
 
     @property
     def keys(self) -> int:
-        return self.copied + self.skipped
+        """The source's keys met: copied, skipped as identical, or refused by the target."""
+        return self.copied + self.skipped + len(self.refused)
+
+    @property
+    def not_copied(self) -> int:
+        """What is not in the target: the source's strays and the keys it refused."""
+        return len(self.not_keys) + len(self.refused)
 
 
 def _listing(backend: BaseBackend[Any, Any], prefix: str) -> Iterator[tuple[str, Stat | None]]:
@@ -139,9 +147,15 @@ def copy_all(
     target: BaseBackend[Any, Any],
     prefix: str = "",
     progress: Callable[[int, int], None] = lambda keys, size: None,
+    done: Copy | None = None,
 ) -> Copy:
-    """Copy every key below ``prefix`` that differs; ``progress(keys, bytes)`` after each step."""
-    done = Copy()
+    """Copy every key below ``prefix`` that differs; ``progress(keys, bytes)`` after each step.
+
+    ``done`` (a new :class:`Copy` if None) is filled as the copy goes: after an error it
+    still tells what was copied. The source's strays (a folder's, a bucket's names that
+    are not keys) are in ``not_keys``; the keys the target refused in ``refused``.
+    """
+    done = Copy() if done is None else done
     lookup = _Lookup(target, prefix)
     batch: dict[str, tuple[bool, int | None]] = {}  # key: (read the target's value to know?, size)
     size = 0
@@ -152,8 +166,8 @@ def copy_all(
             done.skipped += 1
             done.bytes += mine.size if mine else 0
         elif mine is not None and mine.size > STREAM_OVER and _streams(source, target):
-            _stream(source, target, key, done)  # it differs, or may: a big value is not read twice
-            done.bytes += mine.size
+            if _stream(source, target, key, done):  # it differs, or may: a big value is not read twice
+                done.bytes += mine.size
         else:
             batch[key] = (verdict is None, mine.size if mine else None)
             size += mine.size if mine else 0
@@ -164,9 +178,17 @@ def copy_all(
         progress(done.keys, done.bytes)
     _copy_batch(source, target, batch, done)
     progress(done.keys, done.bytes)
-    if isinstance(source, SupportsStrays):
-        done.not_keys = [f"{path}: {reason}" for path, reason in source.strays(prefix)]
+    done.not_keys = [f"{path}: {reason}" for path, reason in strays(source, prefix)]
     return done
+
+
+def strays(backend: BaseBackend[Any, Any], prefix: str) -> Iterator[tuple[str, str]]:
+    """What the store lists keys from holds below ``prefix`` that is not a key: a folder's or a
+    bucket's strays (a tier's: its origin's, which it lists); nothing for other stores."""
+    if isinstance(backend, TieredBackend):
+        backend = backend.origin
+    if isinstance(backend, SupportsStrays):
+        yield from backend.strays(prefix)
 
 
 def _size(value: Any) -> int:
@@ -178,8 +200,11 @@ def _streams(source: BaseBackend[Any, Any], target: BaseBackend[Any, Any]) -> bo
     return isinstance(source, FileTransfers) and isinstance(target, FileTransfers)
 
 
-def _stream(source: Any, target: Any, key: str, done: Copy) -> None:
-    """Copy one big raw value file to file: from the source's own file, or a spooled copy."""
+def _stream(source: Any, target: Any, key: str, done: Copy) -> bool:
+    """Copy one big raw value file to file: from the source's own file, or a spooled copy.
+
+    Return whether it was copied (not: deleted since it was listed, or refused by the target).
+    """
     try:
         if isinstance(source, FileSystemRawBackend):
             with source.open(key) as reader:
@@ -187,15 +212,16 @@ def _stream(source: Any, target: Any, key: str, done: Copy) -> None:
         else:
             with tempfile.TemporaryFile(prefix="backends-cp-") as spool:
                 if not source.load_file(key, spool):
-                    return  # deleted since it was listed
+                    return False  # deleted since it was listed
                 spool.seek(0)
                 target.dump_file(key, spool)
     except KeyError:
-        return  # deleted since it was listed
+        return False  # deleted since it was listed
     except (InvalidKeyError, KeyConflictError) as exc:
         done.refused.append(f"{key}: {exc.reason}")
-        return
+        return False
     done.copied += 1
+    return True
 
 
 def _copy_batch(
@@ -210,20 +236,23 @@ def _copy_batch(
     unknown = [key for key in values if batch[key][0]]
     present = target.load_many(unknown) if unknown else {}
     changed = {key: value for key, value in values.items() if present.get(key, MISSING) != value}
+    refused: set[str] = set()
     try:
         target.dump_many(changed)
     except (InvalidKeyError, KeyConflictError):
         # One at a time, to tell which keys the target cannot hold (a plain folder tree).
-        for key, value in list(changed.items()):
+        for key, value in changed.items():
             try:
                 target.dump(key, value)
             except (InvalidKeyError, KeyConflictError) as exc:
                 done.refused.append(f"{key}: {exc.reason}")
-                del changed[key]
-    done.copied += len(changed)
-    done.skipped += len(values) - len(changed)
+                refused.add(key)
+    done.copied += len(changed) - len(refused)
+    done.skipped += len(values) - len(changed)  # identical: a refused key is not one
     done.bytes += sum(
-        _size(value) if (size := batch[key][1]) is None else size for key, value in values.items()
+        _size(value) if (size := batch[key][1]) is None else size
+        for key, value in values.items()
+        if key not in refused
     )
 
 
@@ -231,7 +260,11 @@ def _copy_batch(
 
 
 def run_copy(args: argparse.Namespace, open_backend: Callable[..., BaseBackend[Any, Any]]) -> int:
-    """``backends cp``: copy, print the summary, raise ValueError if anything was not copied."""
+    """``backends cp``: copy, print the summary, raise ValueError if anything was not copied.
+
+    Every name left out is printed (escaped) on stderr, one line each; a copy an error
+    stopped still prints what it had copied, then raises the error.
+    """
     source = open_backend(args.source)
     target = open_backend(args.target)
     layout = _new_tree_layout(source, target, args.target)
@@ -239,34 +272,52 @@ def run_copy(args: argparse.Namespace, open_backend: Callable[..., BaseBackend[A
         target = open_backend(args.target, layout=layout)
     progress = _progress(args.quiet)
     start = time.monotonic()
-    done = copy_all(source, target, args.prefix, progress)
+    done = Copy()
+    try:
+        copy_all(source, target, args.prefix, progress, done)
+    except (Exception, KeyboardInterrupt) as exc:  # what was copied is told, then the error
+        progress(None, None)
+        _summary(done, time.monotonic() - start, args.json, stopped=exc)
+        raise
     progress(None, None)
-    seconds = time.monotonic() - start
-    for stray in done.not_keys:
-        print(f"backends cp: not copied, not a key: {stray}", file=sys.stderr)
-    for refused in done.refused:
-        print(f"backends cp: not copied, the target cannot hold {refused}", file=sys.stderr)
-    summary = {
-        "copied": done.copied,
-        "skipped": done.skipped,
-        "keys": done.keys,
-        "bytes": done.bytes,
-        "seconds": round(seconds, 3),
-        "not_keys": done.not_keys,
-        "refused": done.refused,
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
-    else:
-        print(
-            f"copied {done.copied}, skipped {done.skipped} already identical, {done.keys} keys "
-            f"({done.bytes:,} bytes) in {seconds:.1f} s"
-        )
-    if done.not_keys or done.refused:
-        left = len(done.not_keys) + len(done.refused)
+    _summary(done, time.monotonic() - start, args.json)
+    if done.not_copied:
         hint = "; ?layout=escaped on the target keeps every key" if done.refused else ""
-        raise ValueError(f"{left} not copied (listed above){hint}")
+        raise ValueError(
+            f"{done.not_copied} not copied (named above): {len(done.not_keys)} names that are not keys, "
+            f"{len(done.refused)} keys the target cannot hold{hint}"
+        )
     return 0
+
+
+def _summary(done: Copy, seconds: float, as_json: bool, stopped: BaseException | None = None) -> None:
+    for stray in done.not_keys:
+        warn(f"backends cp: not copied, not a key: {stray}")
+    for refused in done.refused:
+        warn(f"backends cp: not copied, the target cannot hold {refused}")
+    if as_json:
+        summary: dict[str, Any] = {
+            "copied": done.copied,
+            "skipped": done.skipped,
+            "not_copied": done.not_copied,
+            "keys": done.keys,
+            "bytes": done.bytes,
+            "seconds": round(seconds, 3),
+            "not_keys": done.not_keys,
+            "refused": done.refused,
+        }
+        if stopped is not None:
+            summary["stopped"] = str(stopped) or type(stopped).__name__
+        print_json(summary)
+        return
+    left = f"{done.not_copied} not copied, " if done.not_copied else ""
+    end = ""
+    if stopped is not None:
+        end = ", then interrupted" if isinstance(stopped, KeyboardInterrupt) else ", then stopped by an error"
+    say(
+        f"copied {done.copied}, skipped {done.skipped} already identical, {left}{done.keys} keys "
+        f"({done.bytes:,} bytes) in {seconds:.1f} s{end}"
+    )
 
 
 def _new_tree_layout(source: BaseBackend[Any, Any], target: BaseBackend[Any, Any], url: str) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from .filesystem import JsonCache
 from .s3 import S3JsonBackend
+from .terminal import printable
 from .tiered import TieredBackend
 
 __all__ = ["DemoClock", "moto_server", "run_demo"]
@@ -121,7 +122,7 @@ def run_demo(
         print(json.dumps(report, indent=2))
     elif keep:
         gone = "; the S3 objects went with the in-process server" if credentials else ""
-        print(f"kept: the cache folder {folder / 'cache'}, the S3 objects under {prefix}/{gone}")
+        print(printable(f"kept: the cache folder {folder / 'cache'}, the S3 objects under {prefix}/{gone}"))
     else:
         print("cleaned up: the demo's S3 objects deleted, the cache folder removed, the server stopped")
     return 0
@@ -184,4 +185,4 @@ def _print(report: dict[str, Any]) -> None:
         *(f"     {example}" for example in report["examples"]),
         "",
     ]
-    print("\n".join(lines))
+    print("\n".join(map(printable, lines)))  # the endpoint and paths are the user's: escaped

@@ -30,6 +30,7 @@ from .base import BaseBackend
 
 __all__ = [
     "Opener",
+    "OptionError",
     "as_bool",
     "as_seconds_or_none",
     "local_path",
@@ -59,6 +60,14 @@ NO_CREDENTIALS: Final = (
     "in the environment, name a profile (?profile=name or AWS_PROFILE), or pass "
     "access_key=/secret_key= to backends.open()"
 )
+
+
+class OptionError(ValueError):
+    """A query value a converter refused, in the converter's own words (which never repeat a secret)."""
+
+
+#: a character no URL holds: URL parsers drop tab, CR and LF silently (``eu-we\nst`` would be ``eu-west``)
+_CONTROL: Final = re.compile(r"[\x00-\x20\x7f]")
 
 
 #: builds a backend from a URL and the caller's keyword options (which it may consume)
@@ -127,11 +136,26 @@ def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
         return TieredBackend(open_url(cache_part), open_url(origin_url, **options), **tier_options)
     _refuse_half_scheme(url)
     scheme = _scheme(url)
+    if scheme:
+        _check_url_text(url)
     opener = _OPENERS.get(scheme)
     if opener is None:
         known = ", ".join(f"{name}://" for name in schemes() if name)
         raise ValueError(f"unknown URL scheme {scheme!r}: use one of {known}")
     return opener(url, options)
+
+
+def _check_url_text(url: str) -> None:
+    """Refuse a control character or a space in a URL, and a port that is no port; never repeating the URL."""
+    if _CONTROL.search(url):
+        raise ValueError(
+            "a backend URL holds no space or control character (tab, CR, LF...): "
+            "percent-encode it (%20, %0A) in a path or a value"
+        )
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ValueError("the URL's port is a whole number from 0 to 65535") from None
 
 
 def _refuse_half_scheme(url: str) -> None:
@@ -203,6 +227,8 @@ def parse_query(
 def _convert(name: str, value: str, allowed: dict[str, Callable[[str], Any]]) -> Any:
     try:
         return allowed[name](value)
+    except OptionError:
+        raise
     except ValueError:
         kind = getattr(allowed[name], "__name__", "value").removeprefix("as_").replace("_or_none", " or none")
         raise ValueError(f"parameter {name}={value!r} is not a valid {kind}") from None

@@ -75,8 +75,9 @@ def test_what_cannot_be_copied_is_reported_and_fails_the_command(tmp_path: Path,
     source = site(tmp_path / "site")
     (source / "img" / "current").symlink_to(source / "img" / "logo.png")
     (source / "~draft.html").write_bytes(b"")
-    done = run("ls", str(source))
-    assert done.returncode == 0 and "not a key: img/current: a symlink" in done.stderr.decode()
+    done = run("ls", str(source))  # each stray named, counted, and the exit status says so
+    assert done.returncode == 1 and "not a key: img/current: a symlink" in done.stderr.decode()
+    assert "backends ls: 2 not listed, not keys (named above)" in done.stderr.decode()
     done = run("cp", f"{source}?format=raw", f"{tmp_path / 'copy'}?format=raw")
     errors = done.stderr.decode()
     assert done.returncode == 1 and "2 not copied" in errors

@@ -136,9 +136,9 @@ def decode_segment(escaped: str, last: bool = False) -> str | None:
         return None  # escaped names are ASCII; this one may not even be UTF-8 (a surrogate)
     try:
         segment = unquote(escaped, errors="strict")
-    except UnicodeDecodeError:
+        canonical = _escape_name(segment) if last else _escape(segment)
+    except UnicodeError:  # "%ff" unquoted, or a name of bytes that are not UTF-8: no key's
         return None
-    canonical = _escape_name(segment) if last else _escape(segment)
     return segment if canonical == escaped else None
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 from ..base import MISSING, UNCHANGED, Missing, Unchanged
 from ..errors import BackendError, CorruptValueError
 from ..events import observed
-from ..keys import is_valid_key
+from ..keys import is_valid_key, key_problem
 from ..locks import Lock, lock_name
 from .connection import (
     CONFLICT_RETRIES,
@@ -35,9 +36,33 @@ from .errors import ABSENT, CONFLICT, NOT_MODIFIED, PRECONDITION_FAILED, error_c
 from .locks import LOCK_AREA, S3Lock
 from .objects import S3Objects
 
-__all__ = ["DEFAULT_GZIP", "S3Backend"]
+__all__ = ["DEFAULT_GZIP", "S3Backend", "stray_reason"]
 
 V = TypeVar("V")
+
+
+def stray_reason(name: str, size: int) -> str | None:
+    """Why the object ``name`` (below the prefix) of ``size`` bytes is no key, or None: a key or a marker."""
+    if name.startswith(LOCK_AREA) or (size == 0 and name.endswith(("/", FOLDER_SUFFIX))):
+        return None  # this library's lock objects; another tool's empty folder markers
+    if name.endswith(FOLDER_SUFFIX):
+        return f"named like a folder marker ('{FOLDER_SUFFIX}') but holds {size} bytes"
+    if is_valid_key(name):
+        return None
+    for test, reason in _NOT_KEYS:
+        if test(name):
+            return reason
+    return key_problem(name)
+
+
+#: what makes an S3 name no key, in the words a user reads (first match wins)
+_NOT_KEYS: tuple[tuple[Callable[[str], bool], str], ...] = (
+    (lambda name: bool(re.search(r"[\x00-\x1f\x7f]", name)), "a control character in the name"),
+    (lambda name: name.startswith("/"), "the name starts with '/'"),
+    (lambda name: name.endswith("/"), "the name ends with '/' and the object holds data"),
+    (lambda name: "//" in name, "an empty segment ('//') in the name"),
+    (lambda name: name in (".", "..") or bool(re.search(r"(^|/)\.\.?(/|$)", name)), "a '.' or '..' segment"),
+)
 
 
 class S3Backend(S3Objects[V]):
@@ -221,6 +246,27 @@ class S3Backend(S3Objects[V]):
                 name = self._name_of(entry)
                 if name is not None:
                     yield name
+
+    def strays(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """Yield each object below ``prefix`` whose name is no key here: ``(name, why)``, streaming.
+
+        The names S3 takes and keys cannot be (``logs//x``, ``/lead``,
+        ``a/./b``, ``notes/`` holding data, a control character, more than
+        1024 bytes) are reported, never dropped silently: ``backends ls`` and
+        ``cp`` name each one. Folder markers (an empty ``name/``, an empty
+        ``name_$folder$``, an empty ``application/x-directory`` object) and this
+        library's lock objects are no strays. Names are below the backend's
+        prefix. Costs the LIST pages of ``prefix``, as a listing does.
+        """
+        if not isinstance(prefix, str):
+            raise TypeError("prefix is a str")
+        with self._translating("strays", None):
+            for page in self._pages(prefix):
+                for entry in page.get("Contents", ()):
+                    name: str = entry["Key"][len(self.prefix) :]
+                    reason = stray_reason(name, int(entry.get("Size", 0)))
+                    if reason is not None:
+                        yield name, reason
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
         # S3 sends a page's folders apart from its keys; each page covers the

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from ..urls import as_bool, parse_query, register_scheme
+from ..urls import OptionError, as_bool, parse_query, register_scheme
 from .families import S3JsonBackend, S3TextBackend
 from .raw import S3RawBackend
 from .store import S3Backend
 
-__all__ = ["OPTIONS"]
+__all__ = ["OPTIONS", "as_endpoint"]
+
+
+def as_endpoint(text: str) -> str:
+    """``endpoint_url``: an http(s) URL with a host and a port; else OptionError (never repeating it)."""
+    if re.search(r"[\x00-\x20\x7f]", text):
+        raise OptionError("endpoint_url holds no space or control character")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise OptionError("endpoint_url's port is a whole number from 1 to 65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise OptionError(
+            "endpoint_url is an http:// or https:// URL with a host, like http://127.0.0.1:9000"
+        )
+    return text
+
 
 #: the query parameters an s3:// URL takes, with their types
 OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
     "region": str,
-    "endpoint_url": str,
+    "endpoint_url": as_endpoint,
     "profile": str,
     "create_bucket": as_bool,
     "acl": str,
