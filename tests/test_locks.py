@@ -13,7 +13,7 @@ from clock import FrozenClock, RedisLeaseClock
 from conftest import CASES
 
 import backends
-from backends import BaseBackend, InvalidKeyError, LockError, LockTimeoutError
+from backends import BaseBackend, InvalidKeyError, Lock, LockError, LockTimeoutError
 
 WORKER = str(Path(__file__).with_name("_worker.py"))
 
@@ -206,13 +206,50 @@ def test_four_processes_incrementing_on_redis_end_at_800(redis: str) -> None:
 
 
 @pytest.mark.slow
-def test_four_processes_incrementing_on_s3_end_at_800(moto_server: Any) -> None:
-    backend = backends.S3JsonBackend(moto_server.bucket, prefix="locks-800", client=moto_server.client)
+def test_four_processes_incrementing_on_s3_end_at_800(seaweedfs: Any) -> None:
+    # On SeaweedFS, not moto's server: moto checks If-None-Match (a get_object in
+    # S3Response.put_object) and stores the object later (S3Backend.put_object) with no
+    # lock across the two, and its server answers each request on its own thread. Two
+    # create-only PUTs can both pass the check and both get 200; the later one's lease
+    # overwrites the earlier's, both "hold" the lock, and the earlier holder's release
+    # says "another holder took the lock". Seen twice on a loaded machine; a pause in
+    # moto's store step made 8 of 8 racing create-only PUTs of one key win, and made
+    # this very test fail with that LockError (3 of 4 processes). SeaweedFS let exactly
+    # one of 8 racers win in each of 200 rounds.
+    backend = backends.S3JsonBackend(seaweedfs.bucket, prefix="locks-800", client=seaweedfs.client)
     try:
-        _run_together(_processes(f"s3:{moto_server.endpoint_url} {moto_server.bucket} locks-800", 200))
+        _run_together(_processes(f"s3:{seaweedfs.endpoint_url} {seaweedfs.bucket} locks-800", 200))
         assert backend["n"] == 800
     finally:
         backend.clear()
+
+
+def test_racing_acquirers_on_seaweedfs_get_one_lock(seaweedfs: Any) -> None:
+    # What the test above relies on: a real S3 server makes the create-only PUT atomic, so of
+    # 8 threads (each its own client) trying the free lock at once exactly one gets it.
+    racers = 8
+    stores = [
+        backends.S3JsonBackend(seaweedfs.bucket, prefix="locks-race", client=seaweedfs.new_client())
+        for _ in range(racers)
+    ]
+    for round_ in range(3):
+        start = threading.Barrier(racers)
+        locks = [store.lock(f"k{round_}", timeout=0, ttl=30) for store in stores]
+        won: list[bool] = []
+
+        def race(lock: Lock, start: threading.Barrier, won: list[bool]) -> None:
+            start.wait()
+            won.append(lock.try_acquire())
+
+        threads = [threading.Thread(target=race, args=(lock, start, won)) for lock in locks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(won) == [False] * (racers - 1) + [True]
+        (winner,) = (lock for lock in locks if lock.held)
+        winner.release()  # no LockError: nobody overwrote its lease
+    assert list(stores[0]) == []
 
 
 def _where(kind: str, tmp_path: Path, target: Any) -> tuple[str, BaseBackend[Any, Any]]:
