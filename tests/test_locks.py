@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from clock import FrozenClock, RedisLeaseClock
 from conftest import CASES
+from servers import Faults, Proxy
 
 import backends
 from backends import BaseBackend, InvalidKeyError, Lock, LockError, LockTimeoutError
@@ -250,6 +251,56 @@ def test_racing_acquirers_on_seaweedfs_get_one_lock(seaweedfs: Any) -> None:
         (winner,) = (lock for lock in locks if lock.held)
         winner.release()  # no LockError: nobody overwrote its lease
     assert list(stores[0]) == []
+
+
+def test_a_release_whose_answer_was_lost_succeeds_though_the_next_holder_came_before_the_retry(
+    moto_server: Any,
+) -> None:
+    # The DELETE is applied, its answer lost; another process takes the freed lock; botocore's
+    # retry then fails its If-Match. Our section was exclusive: release() must not raise.
+    with Proxy(moto_server.endpoint_url or "", Faults()) as proxy:
+        options = {**moto_server.options(), "endpoint_url": proxy.endpoint, "retries": 2}
+        backend = backends.S3JsonBackend(moto_server.bucket, prefix="lost-release-taken", **options)
+        other = backends.S3JsonBackend(moto_server.bucket, prefix=backend.prefix, client=moto_server.client)
+        lock = backend.lock("k", ttl=30).acquire()
+        taken: list[Lock] = []
+
+        def meanwhile(request: Any, **_: Any) -> None:
+            if request.context.get("retries", {}).get("attempt", 1) > 1 and not taken:
+                taken.append(other.lock("k", timeout=0).acquire())
+
+        backend.client.meta.events.register("request-created.s3.DeleteObject", meanwhile)
+        proxy.faults.plan = ["lose"]
+        lock.release()
+        assert [holder.held for holder in taken] == [True]
+        assert proxy.requests["DELETE"] == 2
+        with pytest.raises(LockTimeoutError):
+            other.lock("k", timeout=0).acquire()  # the next holder's lock is untouched
+        taken[0].release()
+        assert list(other) == []
+
+
+def test_a_lease_runs_from_when_its_write_was_sent_not_answered(moto_server: Any) -> None:
+    # A waiter may see the lock object the moment it is written, before its answer reaches the
+    # holder; the holder's lease must end no later than the waiter's take-over.
+    clock = [1000.0]
+    holder = backends.S3JsonBackend(moto_server.bucket, prefix="lease-sent", client=moto_server.new_client())
+    waiting = backends.S3JsonBackend(moto_server.bucket, prefix="lease-sent", client=moto_server.client)
+    holder.clock = waiting.clock = lambda: clock[0]
+    waiter = waiting.lock("k", timeout=0, ttl=30)
+
+    def slow_answer(**_: Any) -> None:
+        assert not waiter.try_acquire()  # the waiter's first sight of the new lease, at 1000
+        clock[0] += 10  # the answer reaches the holder 10 s later
+
+    holder.client.meta.events.register("after-call.s3.PutObject", slow_answer)
+    lock = holder.lock("k", ttl=30).acquire()
+    holder.client.meta.events.unregister("after-call.s3.PutObject", slow_answer)
+    clock[0] = 1031.0
+    assert waiter.try_acquire()  # 31 s unchanged for the waiter: taken over
+    with pytest.raises(LockError, match="another holder took"):
+        lock.release()  # the holder's lease ended at 1030 too: not exclusive, and it says so
+    waiter.release()
 
 
 def _where(kind: str, tmp_path: Path, target: Any) -> tuple[str, BaseBackend[Any, Any]]:
