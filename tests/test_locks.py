@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from clock import FrozenClock, RedisLeaseClock
 from conftest import CASES
+from servers import Faults, Proxy
 
 import backends
-from backends import BaseBackend, InvalidKeyError, LockError, LockTimeoutError
+from backends import BaseBackend, InvalidKeyError, Lock, LockError, LockTimeoutError
 
 WORKER = str(Path(__file__).with_name("_worker.py"))
 
@@ -206,13 +207,100 @@ def test_four_processes_incrementing_on_redis_end_at_800(redis: str) -> None:
 
 
 @pytest.mark.slow
-def test_four_processes_incrementing_on_s3_end_at_800(moto_server: Any) -> None:
-    backend = backends.S3JsonBackend(moto_server.bucket, prefix="locks-800", client=moto_server.client)
+def test_four_processes_incrementing_on_s3_end_at_800(seaweedfs: Any) -> None:
+    # On SeaweedFS, not moto's server: moto checks If-None-Match (a get_object in
+    # S3Response.put_object) and stores the object later (S3Backend.put_object) with no
+    # lock across the two, and its server answers each request on its own thread. Two
+    # create-only PUTs can both pass the check and both get 200; the later one's lease
+    # overwrites the earlier's, both "hold" the lock, and the earlier holder's release
+    # says "another holder took the lock". Seen twice on a loaded machine; a pause in
+    # moto's store step made 8 of 8 racing create-only PUTs of one key win, and made
+    # this very test fail with that LockError (3 of 4 processes). SeaweedFS let exactly
+    # one of 8 racers win in each of 200 rounds.
+    backend = backends.S3JsonBackend(seaweedfs.bucket, prefix="locks-800", client=seaweedfs.client)
     try:
-        _run_together(_processes(f"s3:{moto_server.endpoint_url} {moto_server.bucket} locks-800", 200))
+        _run_together(_processes(f"s3:{seaweedfs.endpoint_url} {seaweedfs.bucket} locks-800", 200))
         assert backend["n"] == 800
     finally:
         backend.clear()
+
+
+def test_racing_acquirers_on_seaweedfs_get_one_lock(seaweedfs: Any) -> None:
+    # What the test above relies on: a real S3 server makes the create-only PUT atomic, so of
+    # 8 threads (each its own client) trying the free lock at once exactly one gets it.
+    racers = 8
+    stores = [
+        backends.S3JsonBackend(seaweedfs.bucket, prefix="locks-race", client=seaweedfs.new_client())
+        for _ in range(racers)
+    ]
+    for round_ in range(3):
+        start = threading.Barrier(racers)
+        locks = [store.lock(f"k{round_}", timeout=0, ttl=30) for store in stores]
+        won: list[bool] = []
+
+        def race(lock: Lock, start: threading.Barrier, won: list[bool]) -> None:
+            start.wait()
+            won.append(lock.try_acquire())
+
+        threads = [threading.Thread(target=race, args=(lock, start, won)) for lock in locks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(won) == [False] * (racers - 1) + [True]
+        (winner,) = (lock for lock in locks if lock.held)
+        winner.release()  # no LockError: nobody overwrote its lease
+    assert list(stores[0]) == []
+
+
+def test_a_release_whose_answer_was_lost_succeeds_though_the_next_holder_came_before_the_retry(
+    moto_server: Any,
+) -> None:
+    # The DELETE is applied, its answer lost; another process takes the freed lock; botocore's
+    # retry then fails its If-Match. Our section was exclusive: release() must not raise.
+    with Proxy(moto_server.endpoint_url or "", Faults()) as proxy:
+        options = {**moto_server.options(), "endpoint_url": proxy.endpoint, "retries": 2}
+        backend = backends.S3JsonBackend(moto_server.bucket, prefix="lost-release-taken", **options)
+        other = backends.S3JsonBackend(moto_server.bucket, prefix=backend.prefix, client=moto_server.client)
+        lock = backend.lock("k", ttl=30).acquire()
+        taken: list[Lock] = []
+
+        def meanwhile(request: Any, **_: Any) -> None:
+            if request.context.get("retries", {}).get("attempt", 1) > 1 and not taken:
+                taken.append(other.lock("k", timeout=0).acquire())
+
+        backend.client.meta.events.register("request-created.s3.DeleteObject", meanwhile)
+        proxy.faults.plan = ["lose"]
+        lock.release()
+        assert [holder.held for holder in taken] == [True]
+        assert proxy.requests["DELETE"] == 2
+        with pytest.raises(LockTimeoutError):
+            other.lock("k", timeout=0).acquire()  # the next holder's lock is untouched
+        taken[0].release()
+        assert list(other) == []
+
+
+def test_a_lease_runs_from_when_its_write_was_sent_not_answered(moto_server: Any) -> None:
+    # A waiter may see the lock object the moment it is written, before its answer reaches the
+    # holder; the holder's lease must end no later than the waiter's take-over.
+    clock = [1000.0]
+    holder = backends.S3JsonBackend(moto_server.bucket, prefix="lease-sent", client=moto_server.new_client())
+    waiting = backends.S3JsonBackend(moto_server.bucket, prefix="lease-sent", client=moto_server.client)
+    holder.clock = waiting.clock = lambda: clock[0]
+    waiter = waiting.lock("k", timeout=0, ttl=30)
+
+    def slow_answer(**_: Any) -> None:
+        assert not waiter.try_acquire()  # the waiter's first sight of the new lease, at 1000
+        clock[0] += 10  # the answer reaches the holder 10 s later
+
+    holder.client.meta.events.register("after-call.s3.PutObject", slow_answer)
+    lock = holder.lock("k", ttl=30).acquire()
+    holder.client.meta.events.unregister("after-call.s3.PutObject", slow_answer)
+    clock[0] = 1031.0
+    assert waiter.try_acquire()  # 31 s unchanged for the waiter: taken over
+    with pytest.raises(LockError, match="another holder took"):
+        lock.release()  # the holder's lease ended at 1030 too: not exclusive, and it says so
+    waiter.release()
 
 
 def _where(kind: str, tmp_path: Path, target: Any) -> tuple[str, BaseBackend[Any, Any]]:

@@ -56,6 +56,7 @@ class S3Lock(Lock):
         self._object = name
         self._etag: str | None = None
         self._until = 0.0  # when our lease runs out, on our clock
+        self._sent = 0.0  # when the last conditional write was sent: a lease it began starts then
         self._seen: tuple[str, float] | None = None  # a holder's ETag, and when we first saw it
 
     def _body(self) -> bytes:
@@ -74,6 +75,7 @@ class S3Lock(Lock):
         params: dict[str, Any] = {"Key": self._object, **condition}
         if operation == "put_object":
             params.update(Body=self._body(), ContentType="application/json")
+        self._sent = self._now()
         try:
             response: dict[str, Any] = self._call(operation, **params)
         except self._client_error as exc:
@@ -150,9 +152,10 @@ class S3Lock(Lock):
         return etag is None or self._delete_if(etag)
 
     def _hold(self, etag: str) -> None:
-        """The lock object is ours with ``etag``: our lease runs ttl seconds from now, on our clock."""
+        """The lock object is ours with ``etag``: our lease runs ttl seconds from when we sent
+        the write, on our clock (a waiter may see the object before its answer reaches us)."""
         self._etag = etag
-        self._until = self._now() + self.ttl
+        self._until = self._sent + self.ttl
 
     def _taken(self) -> bool:
         holder = self._holder()
@@ -177,7 +180,10 @@ class S3Lock(Lock):
             # The condition failed: a renewal of ours applied unanswered
             # (delete with its ETag), or another holder took the lock over.
             if not self._still_ours():
-                return False
+                # Another holder, within our lease: none can take a running lease
+                # over, so our DELETE was applied, its answer lost, and botocore's
+                # retry met the next holder. Released, not "taken".
+                return self._now() < self._until
             etag, self._etag = self._etag, None
         return False
 
