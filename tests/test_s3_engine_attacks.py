@@ -10,11 +10,13 @@ secret anywhere in an exception chain, and no request at all for bad input.
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
 import os
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -355,6 +357,8 @@ BAD_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("metadata", {"metadata": {"ünïcode": "a"}}),
     ("metadata", {"metadata": [("owner", "a")]}),
     ("metadata", {"metadata": {"backends-size": "1"}}),
+    ("metadata", {"metadata": {"Backends-Token": "1"}}),
+    ("metadata", {"metadata": {"big": "x" * 1950}}),  # 2 KB with the backend's own
     ("metadata", {"metadata": {"big": "x" * 3000}}),
     ("region", {"region": "eu-west-1\r\nX: y"}),
     ("region", {"region": "ëu"}),
@@ -490,6 +494,7 @@ def lost_reply_answers(backend: Any, faults: Faults) -> dict[str, Any]:
     tag = backend.load_if_changed("a")
     faults.plan = ["lose"]
     answers["if_match"] = backend.dump("a", 2, if_match=tag.etag)
+    answers["a"] = backend.load("a")
     faults.plan = ["pass", "lose"]  # the HEAD passes; the DELETE's answer is lost
     answers["delete"] = backend.delete("a")
     backend["c"] = 3
@@ -509,9 +514,139 @@ def test_lost_replies_get_the_same_answers_on_both_engines(
         answers[engine] = lost_reply_answers(backend, faults)
         backend.clear()
     assert answers["obstore"] == answers["boto3"]
-    assert answers["obstore"]["dump"] is True and answers["obstore"]["delete"] is True
-    assert answers["obstore"]["pop"] == 3 and answers["obstore"]["state"]["b"] == 1
+    # "if_absent still knows it won" (ATTACKS.md): so does if_match.
+    assert answers["obstore"] == {
+        "dump": True,
+        "if_absent": True,
+        "if_match": True,
+        "a": 2,
+        "delete": True,
+        "pop": 3,
+        "state": {"b": 1},
+    }
     assert proxy.injected["lose"] == 10
+
+
+class Pipe(io.RawIOBase):
+    """A stream that cannot seek: dump_file(if_absent=True) spools it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+#: a conditional write of "new" on key "k" (absent unless ``present``), and what it returns when it won
+CONDITIONAL_WRITES: dict[str, tuple[bool, Callable[[Any, Any], Any], Any]] = {
+    "if_absent": (False, lambda b, etag: b.dump("k", b"new", if_absent=True), True),
+    "if_match": (True, lambda b, etag: b.dump("k", b"new", if_match=etag), True),
+    "setdefault": (False, lambda b, etag: b.setdefault("k", b"new"), b"new"),
+    "dump_file": (False, lambda b, etag: b.dump_file("k", io.BytesIO(b"new"), if_absent=True), True),
+    "dump_file pipe": (False, lambda b, etag: b.dump_file("k", Pipe(b"new"), if_absent=True), True),
+    "gzipped if_absent": (False, lambda b, etag: b.dump("k.json", b"new", if_absent=True), True),
+    "gzipped if_match": (True, lambda b, etag: b.dump("k.json", b"new", if_match=etag), True),
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", sorted(CONDITIONAL_WRITES))
+def test_a_conditional_write_whose_answer_was_lost_knows_it_won(
+    moto_server: S3Target, wire: tuple[Proxy, Faults], engine: str, case: str
+) -> None:
+    proxy, faults = wire
+    present, write, won = CONDITIONAL_WRITES[case]
+    key = "k.json" if "gzipped" in case else "k"
+    backend = through(
+        proxy, moto_server, engine, S3RawBackend, prefix=f"won-{engine}-{case}", metadata={"owner": "me"}
+    )
+    backend.clear()
+    etag = None
+    if present:
+        backend[key] = b"old"
+        etag = backend.stat(key).etag
+    before = proxy.requests.copy()
+    faults.plan = ["lose"]  # the first PUT is applied, its answer lost; botocore sends it again
+    assert write(backend, etag) == won
+    assert proxy.injected["lose"] == 1
+    # The retry's 412, then one HEAD that finds the call's own token: nothing else.
+    assert proxy.requests - before == Counter({"PUT": 2, "HEAD": 1})
+    assert backend[key] == b"new"
+    found = backend.stat(key)
+    assert found is not None and found.metadata == {"owner": "me"}  # the token is not the caller's
+    if "gzipped" in case:
+        assert found.content_encoding == "gzip" and found.size == 3
+    backend.clear()
+    backend.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_failed_condition_costs_no_request_more_and_a_retry_one_head(
+    moto_server: S3Target, wire: tuple[Proxy, Faults], engine: str
+) -> None:
+    proxy, faults = wire
+    backend = through(proxy, moto_server, engine, prefix=f"fail-{engine}")
+    other = S3JsonBackend(moto_server.bucket, prefix=f"fail-{engine}", client=moto_server.client)
+    backend.clear()
+    assert other.dump("k", "theirs", if_absent=True) is True  # a conditional write of another call
+    stale = '"0123456789abcdef0123456789abcdef"'
+
+    def sent_by(call: Callable[[], Any]) -> tuple[Any, Counter[str]]:
+        before = proxy.requests.copy()
+        answer = call()
+        return answer, proxy.requests - before
+
+    # The normal path: one PUT, whatever its answer.
+    assert sent_by(lambda: backend.dump("new", 1, if_absent=True)) == (True, Counter({"PUT": 1}))
+    assert sent_by(lambda: backend.dump("k", 1, if_absent=True)) == (False, Counter({"PUT": 1}))
+    assert sent_by(lambda: backend.dump("k", 1, if_match=stale)) == (False, Counter({"PUT": 1}))
+    assert sent_by(lambda: backend.dump("absent", 1, if_match=stale)) == (False, Counter({"PUT": 1}))
+    assert sent_by(lambda: backend.setdefault("k", 1)) == ("theirs", Counter({"PUT": 1, "GET": 1}))
+    # A try sent again (its first refused unapplied) that finds another writer's value:
+    # one HEAD, which finds no token of this call, and False.
+    for fault in ("reset", "slowdown", "error500"):
+        faults.plan = [fault]
+        found = sent_by(lambda: backend.dump("k", 1, if_absent=True))
+        assert found == (False, Counter({"PUT": 2, "HEAD": 1})), fault
+        faults.plan = [fault]
+        found = sent_by(lambda: backend.dump("k", 1, if_match=stale))
+        assert found == (False, Counter({"PUT": 2, "HEAD": 1})), fault
+    assert backend.load("k") == "theirs" and other.stat("k").metadata == {}
+    backend.clear()
+    backend.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_delete_and_pop_keep_their_answers_whichever_answer_is_lost(
+    moto_server: S3Target, wire: tuple[Proxy, Faults], engine: str
+) -> None:
+    proxy, faults = wire
+    backend = through(proxy, moto_server, engine, prefix=f"gone-{engine}", retries=2)
+    backend.clear()
+    for position in range(2):  # delete: HEAD, DELETE
+        backend["a"] = 1
+        faults.plan = ["pass"] * position + ["lose"]
+        assert backend.delete("a") is True, position
+        assert "a" not in backend
+    faults.plan = ["lose"]
+    assert backend.delete("a") is False  # absent: the HEAD asked again says so
+    for position in range(3):  # pop: GET, HEAD, DELETE
+        backend["c"] = 3
+        faults.plan = ["pass"] * position + ["lose"]
+        assert backend.pop("c", None) == 3, position
+        assert "c" not in backend
+        faults.plan = []
+    backend["d"] = 4
+    faults.plan = ["pass", "lose"]
+    del backend["d"]  # no KeyError for the key this very call removed
+    assert list(backend) == []
+    assert proxy.injected["lose"] == 2 + 1 + 3 + 1
+    backend.close()
 
 
 # -- pressure: more threads than the pool has connections ---------------------------------------
