@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from servers import CREDENTIALS, S3Target, counting
+from servers import CREDENTIALS, Faults, Proxy, S3Target, counting
 
 import backends
 from backends import S3JsonBackend, S3RawBackend, S3TextBackend
@@ -545,6 +545,35 @@ def test_setdefault_gives_up_when_the_store_contradicts_itself(seaweedfs: S3Targ
             backend.setdefault("a", 2)
     assert log.count() == {"PutObject": 8, "GetObject": 8}
     backend.clear()
+
+
+@pytest.mark.parametrize("engine", ["boto3", "obstore"])
+def test_a_conditional_write_whose_answer_was_lost_knows_it_won_on_seaweedfs(
+    seaweedfs: S3Target, engine: str
+) -> None:
+    faults = Faults()
+    with Proxy(seaweedfs.endpoint_url or "", faults) as proxy:
+        options = {**seaweedfs.options(), "endpoint_url": proxy.endpoint, "retries": 2, "engine": engine}
+        raw = S3RawBackend(seaweedfs.bucket, prefix=f"won-{engine}", **options)
+        raw.clear()
+        raw["m"] = b"old"
+        etag = raw.stat("m").etag
+        writes: list[tuple[str, Any]] = [
+            ("k", lambda: raw.dump("k", b"new", if_absent=True)),
+            ("m", lambda: raw.dump("m", b"new", if_match=etag)),
+            ("f", lambda: raw.dump_file("f", io.BytesIO(b"new"), if_absent=True)),
+            ("z.json", lambda: raw.dump("z.json", b"new", if_absent=True)),  # gzipped
+        ]
+        for key, write in writes:
+            before = proxy.requests.copy()
+            faults.plan = ["lose"]  # applied, the answer lost: the retry finds the condition failed
+            assert write() is True, key
+            assert proxy.requests - before == Counter({"PUT": 2, "HEAD": 1}), key
+            assert raw[key] == b"new" and raw.stat(key).metadata == {}, key
+        assert proxy.injected["lose"] == len(writes)
+        assert raw.dump("k", b"again", if_absent=True) is False  # and a plain loss is still one
+        raw.clear()
+        raw.close()
 
 
 def test_delete_many_lists_only_the_range_of_its_keys(moto: S3Target) -> None:

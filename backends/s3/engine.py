@@ -111,17 +111,20 @@ def import_obstore() -> Any:
 
 
 class _Body:
-    """A GET's body, read once (``response["Body"].read()``), as boto3 gives it."""
+    """A GET's body, read as boto3's is: whole (``read()``) or ``size`` bytes at a time
+    (``gzip.GzipFile`` reads a gzipped object's header that way)."""
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
+        self._data = memoryview(data)
 
-    def read(self, size: int = -1) -> bytes:
-        data, self._data = self._data, b""
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = len(self._data)
+        data, self._data = bytes(self._data[:size]), self._data[size:]
         return data
 
     def close(self) -> None:
-        self._data = b""
+        self._data = memoryview(b"")
 
 
 class ObstoreEngine:
