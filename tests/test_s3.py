@@ -547,6 +547,21 @@ def test_setdefault_gives_up_when_the_store_contradicts_itself(seaweedfs: S3Targ
     backend.clear()
 
 
+def test_metadata_leaves_room_for_the_backends_own_and_reserves_its_token() -> None:
+    # S3 takes 2 KB of user metadata in all: ours (size, MD5, a conditional write's
+    # token) takes up to 123 bytes of it, so that no conditional PUT is refused for its size.
+    options = {
+        "endpoint_url": "http://127.0.0.1:9",
+        "access_key": CREDENTIALS["aws_access_key_id"],
+        "secret_key": CREDENTIALS["aws_secret_access_key"],
+    }
+    S3RawBackend("bucket", metadata={"big": "x" * 1922}, **options).close()  # 1925 bytes: no request
+    with pytest.raises(ValueError, match="at most 1925"):
+        S3RawBackend("bucket", metadata={"big": "x" * 1923}, **options)
+    with pytest.raises(ValueError, match="backend's own"):
+        S3RawBackend("bucket", metadata={"BACKENDS-TOKEN": "mine"}, **options)
+
+
 @pytest.mark.parametrize("engine", ["boto3", "obstore"])
 def test_a_conditional_write_whose_answer_was_lost_knows_it_won_on_seaweedfs(
     seaweedfs: S3Target, engine: str

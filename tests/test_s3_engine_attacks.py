@@ -645,7 +645,50 @@ def test_delete_and_pop_keep_their_answers_whichever_answer_is_lost(
     faults.plan = ["pass", "lose"]
     del backend["d"]  # no KeyError for the key this very call removed
     assert list(backend) == []
-    assert proxy.injected["lose"] == 2 + 1 + 3 + 1
+    for position in range(2):  # move: CopyObject, DELETE
+        backend["m"] = 5
+        faults.plan = ["pass"] * position + ["lose"]
+        assert backend.move("m", "n") is True, position
+        assert dict(backend.items()) == {"n": 5}
+        backend.clear()
+    assert proxy.injected["lose"] == 2 + 1 + 3 + 1 + 2
+    backend.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_racing_if_absent_writers_under_lost_answers_have_one_winner(
+    moto_server: S3Target, wire: tuple[Proxy, Faults], engine: str
+) -> None:
+    proxy, faults = wire
+    threads, rounds = (8, 40) if LONG else (8, 6)
+    faults.lose = 0.25  # a quarter of all answers lost after the server applied the request
+    backend = through(proxy, moto_server, engine, prefix=f"race-{engine}", retries=4, timeout=5)
+    barrier = threading.Barrier(threads)
+    answers: dict[tuple[int, int], Any] = {}
+
+    def race(index: int) -> None:
+        for turn in range(rounds):
+            barrier.wait()
+            try:
+                answers[index, turn] = backend.dump(f"r{turn}", index, if_absent=True)
+            except StoreUnavailableError as exc:  # every try lost: it may have been applied
+                answers[index, turn] = exc
+
+    running = [threading.Thread(target=race, args=(i,)) for i in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    faults.lose = 0.0
+    for turn in range(rounds):
+        said = {index: answers[index, turn] for index in range(threads)}
+        winners = [index for index, answer in said.items() if answer is True]
+        stored = backend.load(f"r{turn}")
+        assert len(winners) <= 1, said
+        # The value stored is the one whose call said True, or one whose call raised.
+        assert winners == [stored] if winners else isinstance(said[stored], StoreUnavailableError), said
+    assert proxy.injected["lose"] > 0
+    backend.clear()
     backend.close()
 
 
