@@ -586,6 +586,26 @@ def test_a_conditional_write_whose_answer_was_lost_knows_it_won(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_a_conditional_write_answered_past_the_timeout_knows_it_won(
+    moto_server: S3Target, wire: tuple[Proxy, Faults], engine: str
+) -> None:
+    proxy, faults = wire
+    faults.stall_seconds = 1.0  # applied at once, answered after the client's read timeout
+    backend = through(proxy, moto_server, engine, prefix=f"stall-{engine}", timeout=0.5)
+    backend.clear()
+    before = proxy.requests.copy()
+    faults.plan = ["stall"]
+    assert backend.dump("k", 1, if_absent=True) is True
+    assert proxy.requests - before == Counter({"PUT": 2, "HEAD": 1})
+    etag = backend.stat("k").etag
+    faults.plan = ["stall"]
+    assert backend.dump("k", 2, if_match=etag) is True
+    assert backend.load("k") == 2 and proxy.injected["stall"] == 2
+    backend.clear()
+    backend.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_failed_condition_costs_no_request_more_and_a_retry_one_head(
     moto_server: S3Target, wire: tuple[Proxy, Faults], engine: str
 ) -> None:

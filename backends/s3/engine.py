@@ -18,7 +18,8 @@ obstore's own error (its text holds the answer's body, where S3 echoes a
 signed request), so every backend above runs unchanged on either engine.
 What obstore cannot answer is asked through boto3: a redirect (boto3 names
 the region), an answer whose headers obstore cannot read, a conditional PUT
-whose answer was lost (obstore does not send it again), every request of a
+whose answer was lost (obstore does not send it again; boto3's answer then
+counts obstore's try among its ``RetryAttempts``), every request of a
 process forked after obstore's first one. ``timeout`` bounds the connect and
 each read, never the whole transfer. Credentials are the boto3 client's
 (its chain, refreshed when they expire).

@@ -1,7 +1,8 @@
 """S3Backend: one bucket (or a prefix of it) through one boto3 client: the store hooks.
 
 Request budget (README.rst, "S3 request costs"): ``load`` = 1 GET (a missing
-key too), ``in`` = 1 HEAD, ``dump`` = 1 PUT, ``delete`` = HEAD + DELETE,
+key too), ``in`` = 1 HEAD, ``dump`` = 1 PUT (a conditional one whose
+condition failed on a try sent again: + 1 HEAD), ``delete`` = HEAD + DELETE,
 listing = one LIST page per 1000 keys, streamed; ``clear``/``delete_many`` =
 the LIST pages plus one DeleteObjects per 1000 keys. The connection is
 :mod:`.connection`, the object extras :mod:`.objects`.
