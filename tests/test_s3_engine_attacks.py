@@ -606,6 +606,27 @@ def test_a_conditional_write_answered_past_the_timeout_knows_it_won(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_the_head_after_a_retried_condition_fails_typed_and_without_a_secret(
+    moto_server: S3Target, wire: tuple[Proxy, Faults], engine: str
+) -> None:
+    proxy, faults = wire
+    backend = through(proxy, moto_server, engine, prefix=f"head-{engine}", retries=1)
+    backend.clear()
+    # The PUT applied and its answer lost, the retry's 412, then the HEAD denied (echoing
+    # the signed request) or lost at every try: the call raises, typed, and says nothing false.
+    for fault, error in (("deny", PermissionDeniedError), ("lose", StoreUnavailableError)):
+        faults.plan = ["lose", "pass", fault, fault]
+        with pytest.raises(error) as info:
+            backend.dump(f"k-{fault}", 1, if_absent=True)
+        assert_no_secret(chain(info.value))
+        assert "dump" in str(info.value) and f"k-{fault}" in str(info.value)
+        faults.plan = []
+        assert backend.load(f"k-{fault}") == 1  # it was applied: StoreUnavailableError said it may be
+    backend.clear()
+    backend.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_failed_condition_costs_no_request_more_and_a_retry_one_head(
     moto_server: S3Target, wire: tuple[Proxy, Faults], engine: str
 ) -> None:
