@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from servers import CREDENTIALS, S3Target, counting
+from servers import CREDENTIALS, Faults, Proxy, S3Target, counting
 
 import backends
 from backends import S3JsonBackend, S3RawBackend, S3TextBackend
@@ -545,6 +545,50 @@ def test_setdefault_gives_up_when_the_store_contradicts_itself(seaweedfs: S3Targ
             backend.setdefault("a", 2)
     assert log.count() == {"PutObject": 8, "GetObject": 8}
     backend.clear()
+
+
+def test_metadata_leaves_room_for_the_backends_own_and_reserves_its_token() -> None:
+    # S3 takes 2 KB of user metadata in all: ours (size, MD5, a conditional write's
+    # token) takes up to 123 bytes of it, so that no conditional PUT is refused for its size.
+    options = {
+        "endpoint_url": "http://127.0.0.1:9",
+        "access_key": CREDENTIALS["aws_access_key_id"],
+        "secret_key": CREDENTIALS["aws_secret_access_key"],
+    }
+    S3RawBackend("bucket", metadata={"big": "x" * 1922}, **options).close()  # 1925 bytes: no request
+    with pytest.raises(ValueError, match="at most 1925"):
+        S3RawBackend("bucket", metadata={"big": "x" * 1923}, **options)
+    with pytest.raises(ValueError, match="backend's own"):
+        S3RawBackend("bucket", metadata={"BACKENDS-TOKEN": "mine"}, **options)
+
+
+@pytest.mark.parametrize("engine", ["boto3", "obstore"])
+def test_a_conditional_write_whose_answer_was_lost_knows_it_won_on_seaweedfs(
+    seaweedfs: S3Target, engine: str
+) -> None:
+    faults = Faults()
+    with Proxy(seaweedfs.endpoint_url or "", faults) as proxy:
+        options = {**seaweedfs.options(), "endpoint_url": proxy.endpoint, "retries": 2, "engine": engine}
+        raw = S3RawBackend(seaweedfs.bucket, prefix=f"won-{engine}", **options)
+        raw.clear()
+        raw["m"] = b"old"
+        etag = raw.stat("m").etag
+        writes: list[tuple[str, Any]] = [
+            ("k", lambda: raw.dump("k", b"new", if_absent=True)),
+            ("m", lambda: raw.dump("m", b"new", if_match=etag)),
+            ("f", lambda: raw.dump_file("f", io.BytesIO(b"new"), if_absent=True)),
+            ("z.json", lambda: raw.dump("z.json", b"new", if_absent=True)),  # gzipped
+        ]
+        for key, write in writes:
+            before = proxy.requests.copy()
+            faults.plan = ["lose"]  # applied, the answer lost: the retry finds the condition failed
+            assert write() is True, key
+            assert proxy.requests - before == Counter({"PUT": 2, "HEAD": 1}), key
+            assert raw[key] == b"new" and raw.stat(key).metadata == {}, key
+        assert proxy.injected["lose"] == len(writes)
+        assert raw.dump("k", b"again", if_absent=True) is False  # and a plain loss is still one
+        raw.clear()
+        raw.close()
 
 
 def test_delete_many_lists_only_the_range_of_its_keys(moto: S3Target) -> None:

@@ -12,6 +12,7 @@ the call.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 __all__ = [
@@ -61,11 +62,12 @@ def check_put_options(
     cache_control: object,
     content_type: object,
     metadata: object,
-    reserved: frozenset[str],
+    reserved: Mapping[str, int],
 ) -> None:
     """Raise ValueError naming the first header-bound option that no engine can send as given.
 
-    ``reserved``: the metadata names the backend writes itself (refused in ``metadata``).
+    ``reserved``: the metadata names the backend writes itself (refused in ``metadata``),
+    each with the longest value it writes there (room kept in S3's 2 KB).
     """
     # "" (like None) means none: a URL's empty ?acl=.
     if acl not in (None, "") and acl not in CANNED_ACLS:
@@ -82,7 +84,7 @@ def check_put_options(
         _check_metadata(metadata, reserved)
 
 
-def _check_metadata(metadata: object, reserved: frozenset[str]) -> None:
+def _check_metadata(metadata: object, reserved: Mapping[str, int]) -> None:
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata is a dict of str names to str values, not {type(metadata).__name__}")
     size = 0
@@ -92,12 +94,17 @@ def _check_metadata(metadata: object, reserved: frozenset[str]) -> None:
             raise ValueError(f"metadata names are {rule}, not {_shown(name)}")
         if name.lower() in reserved:
             raise ValueError(
-                f"metadata name {name!r} is the backend's own (it stores the value's size and MD5)"
+                f"metadata name {name!r} is the backend's own "
+                "(it stores the value's size and MD5, and a conditional write's token)"
             )
         _value(f"metadata[{name!r}]", value)
         size += len(name) + len(value)
-    if size > MAX_METADATA:
-        raise ValueError(f"metadata holds {size} bytes of names and values; S3 takes at most {MAX_METADATA}")
+    own = sum(len(name) + longest for name, longest in reserved.items())
+    if size > MAX_METADATA - own:
+        raise ValueError(
+            f"metadata holds {size} bytes of names and values; S3 takes at most {MAX_METADATA}, "
+            f"of which the backend's own metadata may take {own}: at most {MAX_METADATA - own}"
+        )
 
 
 def check_etag(name: str, value: Any) -> None:

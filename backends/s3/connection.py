@@ -25,7 +25,7 @@ from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
 from .arguments import check_etag, check_put_options
 from .client import client_config, import_boto3, make_client, safe_endpoint
 from .engine import ENGINES, ObstoreEngine
-from .errors import ABSENT, BUCKET_RULE, error_code, forget_requests, translate
+from .errors import ABSENT, BUCKET_RULE, count_resends, error_code, forget_requests, translate
 
 __all__ = [
     "ADDRESSING_STYLES",
@@ -39,6 +39,7 @@ __all__ = [
     "MD5_META",
     "PAGE",
     "SIZE_META",
+    "TOKEN_META",
     "S3Connection",
     "batches",
     "is_marker",
@@ -58,6 +59,12 @@ COPY_LIMIT = 5 * 1024**3  # the largest source of one CopyObject
 SIZE_META = "backends-size"
 #: ... and the MD5 of the value itself (S3's ETag is the gzipped bytes')
 MD5_META = "backends-md5"
+#: ... and of a conditional PUT, a random token of that one call: when a try sent again
+#: finds the condition failed, a HEAD tells whether the object is the first try's (ours)
+TOKEN_META = "backends-token"
+#: the backend's own metadata and the longest value it writes under each (S3's 2 KB of
+#: user metadata hold them and the caller's ``metadata=``)
+OWN_METADATA = {SIZE_META: 20, MD5_META: 32, TOKEN_META: 32}
 
 #: key extensions whose raw values are stored gzipped (Content-Encoding: gzip)
 DEFAULT_GZIP = frozenset(
@@ -187,7 +194,7 @@ class S3Connection(BaseBackend[V, bytes]):
             cache_control=cache_control,
             content_type=content_type,
             metadata=metadata,
-            reserved=frozenset({SIZE_META, MD5_META}),
+            reserved=OWN_METADATA,
         )
         import_boto3()
         from botocore import exceptions as bx
@@ -312,7 +319,8 @@ class S3Connection(BaseBackend[V, bytes]):
 
         Only for an action that can run again from the start (a request, a
         path, a file rewound first); then ResponseStreamingError, which is
-        StoreUnavailableError.
+        StoreUnavailableError. An error answered to a try sent again here
+        counts it among its resends (:func:`.errors.resends`).
         """
         cut = cut or self._cut_response
         for attempt in range(self._retries + 1):
@@ -321,6 +329,10 @@ class S3Connection(BaseBackend[V, bytes]):
             except cut as exc:
                 if attempt == self._retries:
                     raise self._streaming_error(error=exc) from exc
+            except self._client_error as exc:
+                if attempt:
+                    count_resends(exc.response, attempt)
+                raise
         raise AssertionError("unreachable")
 
     def _with_bucket(self, action: Callable[[], R]) -> R:

@@ -18,7 +18,8 @@ obstore's own error (its text holds the answer's body, where S3 echoes a
 signed request), so every backend above runs unchanged on either engine.
 What obstore cannot answer is asked through boto3: a redirect (boto3 names
 the region), an answer whose headers obstore cannot read, a conditional PUT
-whose answer was lost (obstore does not send it again), every request of a
+whose answer was lost (obstore does not send it again; boto3's answer then
+counts obstore's try among its ``RetryAttempts``), every request of a
 process forked after obstore's first one. ``timeout`` bounds the connect and
 each read, never the whole transfer. Credentials are the boto3 client's
 (its chain, refreshed when they expire).
@@ -32,6 +33,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any, Final
+
+from .errors import count_resends
 
 __all__ = ["ENGINES", "OBJECT_OPERATIONS", "OBSTORE_EXTRA", "ObstoreEngine", "import_obstore"]
 
@@ -72,6 +75,8 @@ _CLOSED: Final = (
 _CONNECTING = re.compile(r"kind: Connect\b|ConnectError")
 #: an answer's body that was not UTF-8, as obstore shows it: "FromUtf8Error { bytes: [60, 63, ..."
 _UNDECODED = re.compile(r"FromUtf8Error \{\s*bytes: \[([\d,\s]*)\]")
+#: obstore's text of a request it sent again: "... in 124ms, after 1 retries, max_retries: 4"
+_RETRIES = re.compile(r"\bafter (\d+) retries\b")
 #: the parameters of a conditional PUT
 _CONDITIONAL: Final = frozenset({"IfMatch", "IfNoneMatch"})
 #: obstore could not read an answer's headers (boto3 can)
@@ -107,17 +112,20 @@ def import_obstore() -> Any:
 
 
 class _Body:
-    """A GET's body, read once (``response["Body"].read()``), as boto3 gives it."""
+    """A GET's body, read as boto3's is: whole (``read()``) or ``size`` bytes at a time
+    (``gzip.GzipFile`` reads a gzipped object's header that way)."""
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
+        self._data = memoryview(data)
 
-    def read(self, size: int = -1) -> bytes:
-        data, self._data = self._data, b""
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = len(self._data)
+        data, self._data = bytes(self._data[:size]), self._data[size:]
         return data
 
     def close(self) -> None:
-        self._data = b""
+        self._data = memoryview(b"")
 
 
 class ObstoreEngine:
@@ -228,12 +236,22 @@ class ObstoreEngine:
             and isinstance(failure, (self._bx.ConnectionError, self._bx.HTTPClientError))
         ):
             # obstore does not send a conditional PUT again after a lost answer; botocore
-            # does (and may then find the condition failed by the first try): asked as boto3 asks.
-            return self._through_boto3(operation, params)
+            # does (and may then find the condition failed by the first try): asked as boto3
+            # asks, obstore's try counted among the answer's resends (the backend's HEAD then
+            # tells whether that first try was applied).
+            return self._through_boto3(operation, params, resent=True)
         raise failure  # outside the except block: no __context__ either
 
-    def _through_boto3(self, operation: str, params: dict[str, Any]) -> Any:
-        return getattr(self._client, operation)(Bucket=self.bucket, **params)
+    def _through_boto3(self, operation: str, params: dict[str, Any], *, resent: bool = False) -> Any:
+        try:
+            answer = getattr(self._client, operation)(Bucket=self.bucket, **params)
+        except self._bx.ClientError as exc:
+            if resent:
+                count_resends(exc.response, 1)
+            raise
+        if resent:
+            count_resends(answer, 1)
+        return answer
 
     def _send(self, operation: str, params: dict[str, Any]) -> Any:
         if operation == "get_object":
@@ -311,9 +329,11 @@ class ObstoreEngine:
             return self._transport_error(text)
         # A HEAD's error has no body: boto3 then gives the status and its phrase ("403: Forbidden").
         message = match.group(1) if (match := _MESSAGE.search(text)) else _phrase(status)
+        # "after 2 retries": obstore sent it again (botocore's RetryAttempts)
+        retried = int(match.group(1)) if (match := _RETRIES.search(text.split("\n", 1)[0])) else 0
         response = {
             "Error": {"Code": code, "Message": self._scrubbed(message)},
-            "ResponseMetadata": {"HTTPStatusCode": status},
+            "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": retried},
         }
         failed: BaseException = self._bx.ClientError(response, _OPERATION_NAMES[operation])
         return failed

@@ -26,8 +26,10 @@ __all__ = [
     "CREATE_HINT",
     "NOT_MODIFIED",
     "PRECONDITION_FAILED",
+    "count_resends",
     "error_code",
     "forget_requests",
+    "resends",
     "translate",
 ]
 
@@ -111,6 +113,23 @@ def _one_line(text: str) -> str:
 def _status(exc: BaseException) -> int:
     response: Any = getattr(exc, "response", None) or {}
     return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def resends(exc: BaseException) -> int:
+    """How often the request of an answered error was sent again before this answer came.
+
+    botocore's ``RetryAttempts``, to which the obstore engine and the backend
+    add the tries they made themselves (:func:`count_resends`): a try before
+    the last may have been applied, its answer lost.
+    """
+    response: Any = getattr(exc, "response", None) or {}
+    return int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
+
+
+def count_resends(response: dict[str, Any], more: int) -> None:
+    """Add ``more`` tries to an answer's ``RetryAttempts`` (an error's ``response`` too)."""
+    meta = response.setdefault("ResponseMetadata", {})
+    meta["RetryAttempts"] = int(meta.get("RetryAttempts", 0) or 0) + more
 
 
 def _real_region(exc: BaseException) -> str | None:

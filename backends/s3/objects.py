@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from ..info import Stat, utc
 from .client import object_url
-from .connection import COPY_LIMIT, MAX_EXPIRES, MD5_META, SIZE_META, S3Connection
+from .connection import COPY_LIMIT, MAX_EXPIRES, MD5_META, SIZE_META, TOKEN_META, S3Connection
 from .errors import ABSENT, error_code
 
 __all__ = ["S3Objects"]
@@ -28,6 +28,7 @@ class S3Objects(S3Connection[V]):
         metadata = dict(head.get("Metadata", {}))
         size = metadata.pop(SIZE_META, None)  # the value's own size and MD5, where it is gzipped
         md5 = metadata.pop(MD5_META, None)
+        metadata.pop(TOKEN_META, None)  # a conditional write's own, no metadata of the caller's
         return Stat(
             key=key,
             size=int(size) if size is not None and size.isdigit() else stored,

@@ -193,15 +193,27 @@ class S3RawBackend(FileTransfers, S3Backend[bytes]):
         raises CorruptValueError and leaves the target as it was (a path is
         then replaced by a rename, never truncated).
         """
-        body = self._call("get_object", Key=self._object_key(key))["Body"]
         with _spooled() as spool:
-            try:
-                with gzip.GzipFile(fileobj=body, mode="rb") as reader:
-                    copy_stream(reader, spool)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise CorruptValueError(
-                    f"stored gzip data is broken: {exc}", backend=repr(self), operation="load_file", key=key
-                ) from exc
+            for attempt in range(self._retries + 1):
+                spool.seek(0)
+                spool.truncate()
+                body = self._call("get_object", Key=self._object_key(key))["Body"]
+                try:
+                    with gzip.GzipFile(fileobj=body, mode="rb") as reader:
+                        copy_stream(reader, spool)
+                    break
+                except self._cut_body:
+                    # Cut off mid-read (a ReadTimeoutError is an OSError too): asked
+                    # again from the start, as a GET of a value is.
+                    if attempt == self._retries:
+                        raise
+                except (OSError, EOFError, zlib.error) as exc:
+                    raise CorruptValueError(
+                        f"stored gzip data is broken: {exc}",
+                        backend=repr(self),
+                        operation="load_file",
+                        key=key,
+                    ) from exc
             spool.seek(0)
             if isinstance(target, (str, os.PathLike)):
                 _replace_file(os.fspath(target), spool)

@@ -1,7 +1,8 @@
 """S3Backend: one bucket (or a prefix of it) through one boto3 client: the store hooks.
 
 Request budget (README.rst, "S3 request costs"): ``load`` = 1 GET (a missing
-key too), ``in`` = 1 HEAD, ``dump`` = 1 PUT, ``delete`` = HEAD + DELETE,
+key too), ``in`` = 1 HEAD, ``dump`` = 1 PUT (a conditional one whose
+condition failed on a try sent again: + 1 HEAD), ``delete`` = HEAD + DELETE,
 listing = one LIST page per 1000 keys, streamed; ``clear``/``delete_many`` =
 the LIST pages plus one DeleteObjects per 1000 keys. The connection is
 :mod:`.connection`, the object extras :mod:`.objects`.
@@ -29,10 +30,11 @@ from .connection import (
     MD5_META,
     PAGE,
     SIZE_META,
+    TOKEN_META,
     batches,
     is_marker,
 )
-from .errors import ABSENT, CONFLICT, NOT_MODIFIED, PRECONDITION_FAILED, error_code
+from .errors import ABSENT, CONFLICT, NOT_MODIFIED, PRECONDITION_FAILED, error_code, resends
 from .locks import LOCK_AREA, S3Lock
 from .objects import S3Objects
 
@@ -143,8 +145,21 @@ class S3Backend(S3Objects[V]):
         return self._put_object(key, data, params)
 
     def _put_object(self, key: str, body: bytes | IO[bytes], params: dict[str, Any]) -> bool:
-        """One PUT; False when its condition (If-None-Match / If-Match) fails."""
+        """One PUT; False when its condition (If-None-Match / If-Match) fails.
+
+        A conditional PUT carries a random token of this call in its metadata.
+        When its condition fails on a try sent again (botocore's retry, the
+        obstore engine's, ours), an earlier try may have been applied with its
+        answer lost: one HEAD then reads the object's token, and our own means
+        the write is ours (True). A condition that fails at the first try
+        costs no request more.
+        """
+        token = None
+        if "IfNoneMatch" in params or "IfMatch" in params:
+            token = os.urandom(16).hex()
+            params = {**params, "Metadata": {**params.get("Metadata", {}), TOKEN_META: token}}
         start = body.tell() if not isinstance(body, bytes) else 0
+        resent = False
         for attempt in range(CONFLICT_RETRIES):
             if not isinstance(body, bytes):
                 body.seek(start)  # a file body is read again when the PUT is asked again
@@ -153,11 +168,17 @@ class S3Backend(S3Objects[V]):
                 return True
             except self._client_error as exc:
                 code = error_code(exc)
+                resent = resent or resends(exc) > 0
                 if code in PRECONDITION_FAILED or ("IfMatch" in params and code in ABSENT):
-                    return False
+                    return resent and token is not None and self._holds_token(key, token)
                 if code not in CONFLICT or attempt == CONFLICT_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    def _holds_token(self, key: str, token: str) -> bool:
+        """Whether ``key``'s object is the one a PUT carrying ``token`` wrote (1 HEAD)."""
+        head = self._head(key)
+        return head is not None and head.get("Metadata", {}).get(TOKEN_META) == token
 
     @observed("dump")
     def dump(self, key: str, value: V, *, if_absent: bool = False, if_match: str | None = None) -> bool:
