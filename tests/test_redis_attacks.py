@@ -700,7 +700,7 @@ def test_index_members_another_program_added_that_are_no_keys_are_strays(
     url = f"{store.server_url}?prefix={store.prefix}"
     from backends.cli import main
 
-    assert main(["ls", url]) == 0
+    assert main(["ls", url]) == 1  # strays named: ls says so in its exit code
     printed = capsys.readouterr()
     assert printed.out.split() == ["ok"] and printed.err.count("not a key") == len(bad)
     assert "\x1b" not in printed.err
