@@ -167,22 +167,24 @@ class Connection(sqlite3.Connection):
 
     def execute(self, sql: str, parameters: Any = (), /) -> Rows:  # type: ignore[override]
         with self.in_use:
-            cursor = super().execute(sql, parameters)
+            cursor = _EXECUTE(self, sql, parameters)  # not super(): the hot path, by half a microsecond
             return Rows(cursor.fetchall(), cursor.rowcount)
 
     def executemany(self, sql: str, parameters: Any, /) -> Rows:  # type: ignore[override]
         with self.in_use:
-            cursor = super().executemany(sql, parameters)
-            return Rows([], cursor.rowcount)
+            return Rows([], sqlite3.Connection.executemany(self, sql, parameters).rowcount)
 
     def executescript(self, script: str, /) -> Rows:  # type: ignore[override]
         with self.in_use:
-            super().executescript(script)
+            sqlite3.Connection.executescript(self, script)
             return Rows([], -1)
 
     def close(self) -> None:
         with self.in_use:
-            super().close()
+            sqlite3.Connection.close(self)
+
+
+_EXECUTE: Final = sqlite3.Connection.execute
 
 
 class Connections:

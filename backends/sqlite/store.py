@@ -19,6 +19,7 @@ from ..cache import Entry, check_timeout
 from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from ..events import observed
 from ..info import Stat, utc
+from ..keys import all_valid, key_problem
 from ..locks import Lock
 from .locks import SqliteLock
 from .schema import WRITING, Connection, Connections, ForeignTableError
@@ -54,6 +55,7 @@ _SIZE: Final = "CASE typeof(data) WHEN 'blob' THEN length(data) ELSE length(CAST
 _LEN: Final = "SELECT (SELECT n FROM kv_count) - (SELECT COUNT(*) FROM kv WHERE deadline <= ?)"
 _KEYS: Final = f"SELECT key FROM kv WHERE key > ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
 _FROM: Final = f"SELECT key FROM kv WHERE key >= ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
+_ROWS: Final = f"SELECT key FROM kv WHERE key >= ? ORDER BY key LIMIT {PAGE}"
 _STATS: Final = (
     f"SELECT key, {_SIZE}, CAST(written AS REAL) FROM kv"
     f" WHERE key >= ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
@@ -253,8 +255,8 @@ class SqliteBackend(BaseBackend[V, bytes]):
         while (db := self._reader()) is not None and (
             page := db.execute(_KEYS, (last, self.clock())).fetchall()
         ):
-            for (key,) in page:
-                yield key
+            keys = [key for (key,) in page]
+            yield from keys if all_valid(keys, self._max_key_bytes) else filter(self._is_key, keys)
             if len(page) < PAGE:
                 return
             last = page[-1][0]
@@ -264,9 +266,12 @@ class SqliteBackend(BaseBackend[V, bytes]):
         low: str | None = prefix if _encodable(prefix) else None  # a lone surrogate starts no key
         while low is not None and (db := self._reader()) is not None:
             page = db.execute(_FROM, (low, self.clock())).fetchall()
+            valid = all_valid([key for (key,) in page], self._max_key_bytes)
             for (key,) in page:
                 if not key.startswith(prefix):
                     return
+                if not valid and not self._is_key(key):
+                    continue  # a stray: no folder of it either
                 cut = key.find(delimiter, len(prefix)) if delimiter else -1
                 if cut >= 0:
                     folder = key[: cut + len(delimiter)]
@@ -335,13 +340,42 @@ class SqliteBackend(BaseBackend[V, bytes]):
         with self._translating("stat_many", None):
             while _encodable(low) and (db := self._reader()) is not None:
                 page = db.execute(_STATS, (low, self.clock())).fetchall()
+                valid = all_valid([key for key, _, _ in page], self._max_key_bytes)
                 for key, size, written in page:
                     if not key.startswith(prefix):
                         return
-                    yield self._stat(key, size, written)
+                    if valid or self._is_key(key):
+                        yield self._stat(key, size, written)
                 if len(page) < PAGE:
                     return
                 low = page[-1][0] + "\x00"
+
+    def strays(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """Yield each row below ``prefix`` whose key is not a valid key, and why; streaming, sorted.
+
+        Rows another program wrote: never listed, never loaded (their name is
+        an InvalidKeyError), reported here instead of skipped silently (the
+        ``backends`` command reports them for ``ls`` and ``cp``). A scan of
+        the rows below ``prefix``, a page per query.
+        """
+        if not isinstance(prefix, str):
+            raise TypeError("prefix is a str")
+        low = prefix
+        with self._translating("strays", None):
+            while _encodable(low) and (db := self._reader()) is not None:
+                page = db.execute(_ROWS, (low,)).fetchall()
+                for (key,) in page:
+                    if not key.startswith(prefix):
+                        return
+                    problem = key_problem(key, self._max_key_bytes)
+                    if problem is not None:
+                        yield key, f"not a key: {problem}"
+                if len(page) < PAGE:
+                    return
+                low = page[-1][0] + "\x00"
+
+    def _is_key(self, key: str) -> bool:
+        return key_problem(key, self._max_key_bytes) is None
 
     # -- entries, for a tier (the ExpiringCache capability) -----------------------------------
 
