@@ -36,6 +36,7 @@ from backends import (
     StoreError,
     StoreUnavailableError,
 )
+from backends.sqlite.schema import WRITING
 
 LONG = os.environ.get("BACKENDS_LONG") == "1"
 CI = os.environ.get("CI") == "true"
@@ -644,8 +645,35 @@ def test_close_during_bulk_calls_and_listings_gives_only_typed_errors(tmp_path: 
         store.close()
         worker.join(timeout=60)
         assert len(errors) == 1 and isinstance(errors[0], StoreError) and "closed" in str(errors[0])
+        assert WRITING._writes == 0
         values = set(SqliteJsonBackend(store.path).load_many(many).values())
         assert values in ({*many.values()}, {-v for v in many.values()})  # each batch whole or not at all
+
+
+def test_close_inside_a_transaction_rolls_it_back_and_forks_still_run(tmp_path: Path) -> None:
+    class Closing(FrozenClock):
+        closes: SqliteJsonBackend | None = None
+
+        def __call__(self) -> float:
+            if self.closes is not None:
+                store, self.closes = self.closes, None
+                store.close()  # delete_many reads the clock inside its transaction
+            return self.now
+
+    clock = Closing()
+    store = SqliteJsonBackend(tmp_path / "kv.db", clock=clock)
+    many = {f"k{i}": i for i in range(1_200)}
+    store.dump_many(many)
+    clock.closes = store
+    with pytest.raises(StoreError, match="closed"):
+        store.delete_many(many)
+    assert clock.closes is None
+    assert WRITING._writes == 0  # a write counted forever would make every fork wait forever
+    child = multiprocessing.get_context("fork").Process(target=os.getpid)
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert SqliteJsonBackend(tmp_path / "kv.db").load_many(many) == many  # nothing of it was done
 
 
 def _bulk_until_closed(

@@ -499,15 +499,24 @@ class _Transaction:
         try:
             if kind is None:
                 self.db.execute("COMMIT")
-            elif self.db.in_transaction:
+            elif self._open():
                 # SQLite has already rolled back after some errors (SQLITE_FULL,
                 # IOERR, NOMEM): a second ROLLBACK would fail ("no transaction is
                 # active") and hide the error that matters.
                 self.db.execute("ROLLBACK")
         finally:
-            if self.db.in_transaction:  # a failed COMMIT: nothing of it stays
-                self.db.execute("ROLLBACK")
-            WRITING.__exit__()
+            try:
+                if self._open():  # a failed COMMIT: nothing of it stays
+                    self.db.execute("ROLLBACK")
+            finally:
+                WRITING.__exit__()  # always: a write counted forever would stop every fork
+
+    def _open(self) -> bool:
+        """Whether a transaction is open (a connection closed by another thread has none: rolled back)."""
+        try:
+            return self.db.in_transaction
+        except sqlite3.ProgrammingError:
+            return False
 
 
 def _alive(deadline: object, now: float) -> bool:
