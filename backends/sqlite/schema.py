@@ -78,14 +78,17 @@ os.register_at_fork(after_in_child=_forked)
 
 
 class _ForkGuard:
-    """Writes of this process share it; a fork waits until none is in flight.
+    """Every SQLite call of this process's stores shares it; a fork waits until none is in flight.
 
     A child forked while a connection of its parent holds the write lock
     inherits SQLite's record of that lock (the process-wide table of locks
     of the unix VFS, and the WAL index's) but never the connection's end of
-    it: every write of the child to that file would stay locked out. So no
-    fork happens mid-write: it waits for the writes under way (each bounded
-    by ``busy_timeout``), and new ones wait for the fork.
+    it: every write of the child to that file would stay locked out. And a
+    child forked while another thread is inside SQLite may inherit one of
+    SQLite's mutexes locked (its allocator's): the child's first call hangs.
+    So no fork happens mid-call: it waits for the calls under way (each
+    bounded by ``busy_timeout``), and new ones wait for the fork. Reentrant
+    in a thread (a transaction's statements run inside the transaction's).
     """
 
     def __init__(self) -> None:
@@ -93,25 +96,37 @@ class _ForkGuard:
 
     def _reset(self) -> None:
         self._condition = threading.Condition(threading.Lock())
-        self._writes = 0
+        self._calls = 0
         self._forking = False
+        self._depth = threading.local()
+
+    @property
+    def _writes(self) -> int:
+        return self._calls
 
     def __enter__(self) -> None:
-        with self._condition:
-            while self._forking:
-                self._condition.wait()
-            self._writes += 1
+        depth: int = getattr(self._depth, "n", 0)
+        if not depth:
+            with self._condition:
+                while self._forking:
+                    self._condition.wait()
+                self._calls += 1
+        self._depth.n = depth + 1
 
     def __exit__(self, *_: object) -> None:
-        with self._condition:
-            self._writes -= 1
-            if not self._writes:
-                self._condition.notify_all()
+        depth: int = self._depth.n - 1
+        self._depth.n = depth
+        if not depth:
+            with self._condition:
+                self._calls -= 1
+                if not self._calls:
+                    self._condition.notify_all()
 
     def before_fork(self) -> None:
-        self._condition.acquire()  # held through the fork: no write starts
+        self._condition.acquire()  # held through the fork: no call starts
         self._forking = True
-        while self._writes:
+        own = 1 if getattr(self._depth, "n", 0) else 0  # a fork from inside a call waits for the others
+        while self._calls > own:
             self._condition.wait()
 
     def after_in_parent(self) -> None:
@@ -120,7 +135,7 @@ class _ForkGuard:
         self._condition.release()
 
     def after_in_child(self) -> None:
-        self._reset()  # the child has no write in flight, and no other thread
+        self._reset()  # the child has no call in flight, and no other thread
 
 
 #: what every write statement and transaction of every store of this process runs in
@@ -166,21 +181,23 @@ class Connection(sqlite3.Connection):
         self.in_use = threading.Lock()
 
     def execute(self, sql: str, parameters: Any = (), /) -> Rows:  # type: ignore[override]
-        with self.in_use:
+        with WRITING, self.in_use:
             cursor = _EXECUTE(self, sql, parameters)  # not super(): the hot path, by half a microsecond
-            return Rows(cursor.fetchall(), cursor.rowcount)
+            rows = Rows(cursor.fetchall(), cursor.rowcount)
+            del cursor  # here: freeing it resets its statement, a call into SQLite (its allocator's mutex)
+        return rows
 
     def executemany(self, sql: str, parameters: Any, /) -> Rows:  # type: ignore[override]
-        with self.in_use:
+        with WRITING, self.in_use:
             return Rows([], sqlite3.Connection.executemany(self, sql, parameters).rowcount)
 
     def executescript(self, script: str, /) -> Rows:  # type: ignore[override]
-        with self.in_use:
+        with WRITING, self.in_use:
             sqlite3.Connection.executescript(self, script)
             return Rows([], -1)
 
     def close(self) -> None:
-        with self.in_use:
+        with WRITING, self.in_use:
             sqlite3.Connection.close(self)
 
 
@@ -248,14 +265,8 @@ class Connections:
     def _connect(self, mode: str) -> Connection:
         # A URI with mode=rw never creates the file (a plain path would).
         uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
-        db = sqlite3.connect(
-            uri,
-            timeout=self.busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            factory=Connection,
-            uri=True,
-        )
+        with WRITING:
+            db = self._open(uri)
         try:
             # Connection settings only: nothing in the file changes.
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
@@ -264,6 +275,20 @@ class Connections:
         except BaseException:
             db.close()
             raise
+        return self._register(db)
+
+    def _open(self, uri: str) -> Connection:
+        db: Connection = sqlite3.connect(
+            uri,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=Connection,
+            uri=True,
+        )
+        return db
+
+    def _register(self, db: Connection) -> Connection:
         with self._lock:
             if self.closed:
                 db.close()
