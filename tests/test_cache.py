@@ -42,6 +42,8 @@ class Expiry(RuleBasedStateMachine):
     make: Callable[[Path, float | None, Callable[[], float]], Any] = staticmethod(json_cache)
     #: a listing removes the expired entries it meets (a folder); SQLite's skips them (purge removes)
     listing_removes = True
+    #: a read removes the expired entry it meets (a folder); SQLite's never writes (purge or a write removes)
+    reading_removes = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,8 +61,8 @@ class Expiry(RuleBasedStateMachine):
         return {k: v for k, (v, end) in self.entries.items() if end is None or end > now}
 
     def meet(self, key: str) -> None:
-        """A call met ``key``: an expired entry is removed."""
-        if key in self.entries and key not in self.fresh():
+        """A read met ``key``: an expired entry is removed (where reads remove)."""
+        if self.reading_removes and key in self.entries and key not in self.fresh():
             del self.entries[key]
 
     @rule(key=KEYS, value=st.integers(), timeout=TIMEOUTS)
@@ -132,6 +134,7 @@ class Expiry(RuleBasedStateMachine):
 class SqliteExpiry(Expiry):
     make = staticmethod(sqlite_cache)
     listing_removes = False
+    reading_removes = False
 
 
 @pytest.mark.parametrize("machine", [Expiry, SqliteExpiry], ids=["folder", "sqlite"])

@@ -10,7 +10,8 @@
 
 ``deadline`` and ``until`` are seconds since the epoch (NULL: never). The
 journal is a write-ahead log: readers never wait for the writer, and one
-writer at a time waits up to ``busy_timeout`` seconds for the others.
+writer at a time waits up to ``busy_timeout`` seconds for the others. The
+file, the log and the tables are made at the first write: a read makes nothing.
 """
 
 from __future__ import annotations
@@ -18,10 +19,22 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
+import urllib.parse
 import weakref
-from typing import Final
+from collections.abc import Iterator
+from typing import Any, Final
 
-__all__ = ["MMAP_BYTES", "SCHEMA", "Connections"]
+__all__ = [
+    "MMAP_BYTES",
+    "SCHEMA",
+    "TABLES",
+    "WRITING",
+    "Connection",
+    "Connections",
+    "ForeignTableError",
+    "Rows",
+]
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -45,6 +58,12 @@ CREATE TABLE IF NOT EXISTS kv_locks (
 
 #: bytes of the file read through a memory map (as diskcache does)
 MMAP_BYTES: Final = 64 * 1024 * 1024
+#: our tables and their columns: a table of one of these names with other columns is not ours
+TABLES: Final = {
+    "kv": ("key", "data", "written", "deadline", "etag"),
+    "kv_count": ("n",),
+    "kv_locks": ("key", "token", "until"),
+}
 #: bumped in a child process after fork: a connection never crosses a fork
 _forks = [0]
 #: connections a child inherited: never used, never closed (the parent's locks are its own)
@@ -58,68 +77,279 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-class _Connection(sqlite3.Connection):
-    """A connection that :class:`Connections` can hold weakly (one ends with its thread)."""
+class _ForkGuard:
+    """Every SQLite call of this process's stores shares it; a fork waits until none is in flight.
+
+    A child forked while a connection of its parent holds the write lock
+    inherits SQLite's record of that lock (the process-wide table of locks
+    of the unix VFS, and the WAL index's) but never the connection's end of
+    it: every write of the child to that file would stay locked out. And a
+    child forked while another thread is inside SQLite may inherit one of
+    SQLite's mutexes locked (its allocator's): the child's first call hangs.
+    So no fork happens mid-call: it waits for the calls under way (each
+    bounded by ``busy_timeout``), and new ones wait for the fork. Reentrant
+    in a thread (a transaction's statements run inside the transaction's).
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._calls = 0
+        self._forking = False
+        self._depth = threading.local()
+
+    @property
+    def _writes(self) -> int:
+        return self._calls
+
+    def __enter__(self) -> None:
+        depth: int = getattr(self._depth, "n", 0)
+        if not depth:
+            with self._condition:
+                while self._forking:
+                    self._condition.wait()
+                self._calls += 1
+        self._depth.n = depth + 1
+
+    def __exit__(self, *_: object) -> None:
+        depth: int = self._depth.n - 1
+        self._depth.n = depth
+        if not depth:
+            with self._condition:
+                self._calls -= 1
+                if not self._calls:
+                    self._condition.notify_all()
+
+    def before_fork(self) -> None:
+        self._condition.acquire()  # held through the fork: no call starts
+        self._forking = True
+        own = 1 if getattr(self._depth, "n", 0) else 0  # a fork from inside a call waits for the others
+        while self._calls > own:
+            self._condition.wait()
+
+    def after_in_parent(self) -> None:
+        self._forking = False
+        self._condition.notify_all()
+        self._condition.release()
+
+    def after_in_child(self) -> None:
+        self._reset()  # the child has no call in flight, and no other thread
+
+
+#: what every write statement and transaction of every store of this process runs in
+WRITING: Final = _ForkGuard()
+os.register_at_fork(
+    before=WRITING.before_fork, after_in_parent=WRITING.after_in_parent, after_in_child=WRITING.after_in_child
+)
+
+
+class ForeignTableError(sqlite3.DatabaseError):
+    """The file holds a table of one of our names that this library did not make."""
+
+
+class Rows:
+    """What a statement gave, fetched whole while the connection was held (a cursor's subset)."""
+
+    __slots__ = ("rowcount", "rows")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows, self.rowcount = rows, rowcount
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+
+class Connection(sqlite3.Connection):
+    """A thread's connection: each statement runs and is fetched whole under its lock.
+
+    ``close()`` from another thread takes the lock too: closing a connection
+    while a statement of it runs crashes the process (the driver frees what
+    the statement still uses). :class:`Connections` holds it weakly (one
+    ends with its thread).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_use = threading.Lock()
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Rows:  # type: ignore[override]
+        with WRITING, self.in_use:
+            cursor = _EXECUTE(self, sql, parameters)  # not super(): the hot path, by half a microsecond
+            rows = Rows(cursor.fetchall(), cursor.rowcount)
+            del cursor  # here: freeing it resets its statement, a call into SQLite (its allocator's mutex)
+        return rows
+
+    def executemany(self, sql: str, parameters: Any, /) -> Rows:  # type: ignore[override]
+        with WRITING, self.in_use:
+            return Rows([], sqlite3.Connection.executemany(self, sql, parameters).rowcount)
+
+    def executescript(self, script: str, /) -> Rows:  # type: ignore[override]
+        with WRITING, self.in_use:
+            sqlite3.Connection.executescript(self, script)
+            return Rows([], -1)
+
+    def close(self) -> None:
+        with WRITING, self.in_use:
+            sqlite3.Connection.close(self)
+
+
+_EXECUTE: Final = sqlite3.Connection.execute
 
 
 class Connections:
-    """One connection per thread (and per process) to one database file, made at first use."""
+    """One connection per thread (and per process) to one database file, made at first use.
+
+    :meth:`reader` never creates or changes anything (no file, no folder, no
+    switch to WAL, no table); :meth:`writer` makes them at the first write.
+    """
 
     def __init__(self, path: str, busy_timeout: float, durable: bool) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.durable = durable
         self._local = threading.local()
-        self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        #: every thread's connection, with the fork it was made after (a child never closes its parent's)
+        self._opened: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self.closed = False
 
-    def get(self) -> sqlite3.Connection:
-        """This thread's connection (made, with the file and its folder, if there is none)."""
+    def reader(self) -> Connection | None:
+        """This thread's connection, or None while the file or our tables do not exist (nothing made)."""
+        local = self._local
+        if getattr(local, "fork", None) == _forks[0] and local.schema:
+            db: Connection = local.db
+            return db
+        current = self._current(create=False)
+        if current is None:
+            return None
+        local.schema = _has_schema(current)
+        return current if local.schema else None
+
+    def writer(self) -> Connection:
+        """This thread's connection, with the file, its folder, the WAL and our tables made if missing."""
+        local = self._local
+        if getattr(local, "fork", None) == _forks[0] and local.ready:
+            db: Connection = local.db
+            return db
+        made = self._current(create=True)
+        assert made is not None  # create=True makes the file
+        with WRITING:
+            self._prepare(made)
+        local.ready = local.schema = True
+        return made
+
+    def _current(self, create: bool) -> Connection | None:
         local = self._local
         if getattr(local, "fork", None) == _forks[0]:
-            db: sqlite3.Connection = local.db
+            db: Connection = local.db
             return db
-        if getattr(local, "db", None) is not None:
-            _inherited.append(local.db)
-        return self._connect()
-
-    def _connect(self) -> _Connection:
         if self.closed:
             raise sqlite3.ProgrammingError("the backend is closed")
-        folder = os.path.dirname(self.path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        db = sqlite3.connect(
-            self.path,
-            timeout=self.busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            factory=_Connection,
-        )
+        if getattr(local, "db", None) is not None:
+            _inherited.append(local.db)  # the parent's, before a fork
+            local.db = None
+        if not create and not os.path.exists(self.path):
+            return None
+        if create and os.path.dirname(self.path):
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        return self._connect("rwc" if create else "rw")
+
+    def _connect(self, mode: str) -> Connection:
+        # A URI with mode=rw never creates the file (a plain path would).
+        uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
+        with WRITING:
+            db = self._open(uri)
         try:
-            if db.execute("PRAGMA journal_mode").fetchall() != [("wal",)]:
-                db.execute("PRAGMA journal_mode=WAL")
+            # Connection settings only: nothing in the file changes.
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # reads from the page cache, no read() calls
-            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'kv_locks'").fetchall():
-                db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
         except BaseException:
             db.close()
             raise
+        return self._register(db)
+
+    def _open(self, uri: str) -> Connection:
+        db: Connection = sqlite3.connect(
+            uri,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=Connection,
+            uri=True,
+        )
+        return db
+
+    def _register(self, db: Connection) -> Connection:
         with self._lock:
             if self.closed:
                 db.close()
                 raise sqlite3.ProgrammingError("the backend is closed")
-            self._opened.add(db)
-        self._local.db, self._local.fork = db, _forks[0]
+            self._opened[db] = _forks[0]
+        local = self._local
+        local.db, local.fork, local.schema, local.ready = db, _forks[0], False, False
         return db
 
+    def _prepare(self, db: Connection) -> None:
+        """Switch the file to WAL and make our tables (each once per file, at its first write)."""
+        ours = _has_schema(db)  # first: a foreign table of our name is refused with nothing changed
+        if db.execute("PRAGMA journal_mode").fetchall() != [("wal",)]:
+            self._switch_to_wal(db)
+        if not ours:
+            db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+            _has_schema(db)  # and check what another program may have made meanwhile
+
+    def _switch_to_wal(self, db: Connection) -> None:
+        # Changing the journal mode takes the file's exclusive lock and SQLite
+        # answers SQLITE_BUSY at once, without its busy handler, while another
+        # connection reads or writes: retry, within busy_timeout.
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
     def close(self) -> None:
-        """Close every thread's connection; a later :meth:`get` raises ProgrammingError."""
+        """Close every thread's connection; a later call raises ProgrammingError."""
         with self._lock:
             self.closed = True
-            opened = list(self._opened)
+            opened = [db for db, fork in self._opened.items() if fork == _forks[0]]
             self._opened.clear()
         for db in opened:
-            db.close()
+            db.close()  # waits for a statement of another thread to end
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in str(exc)
+
+
+def _has_schema(db: Connection) -> bool:
+    """Whether the file holds our tables (a read sees none until the first write made them).
+
+    Raises ForeignTableError for a table of our name with other columns.
+    """
+    names = ", ".join(f"'{name}'" for name in TABLES)
+    found = db.execute(
+        f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({names})"
+    ).fetchall()
+    for (name,) in found:
+        columns = tuple(column for (column,) in db.execute("SELECT name FROM pragma_table_info(?)", (name,)))
+        if columns != TABLES[name]:
+            raise ForeignTableError(
+                f"table {name!r} (columns {', '.join(columns)}) was not made by this library"
+            )
+    return len(found) == len(TABLES)

@@ -7,6 +7,7 @@ atomic; ``dump_many`` and ``delete_many`` are one transaction each.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -18,42 +19,60 @@ from ..cache import Entry, check_timeout
 from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from ..events import observed
 from ..info import Stat, utc
+from ..keys import all_valid, key_problem
 from ..locks import Lock
 from .locks import SqliteLock
-from .schema import Connections
+from .schema import WRITING, Connection, Connections, ForeignTableError
 
-__all__ = ["PAGE", "SqliteBackend"]
+__all__ = ["MAX_VALUE_BYTES", "PAGE", "SqliteBackend"]
 
 V = TypeVar("V")
 
 #: rows per query of a listing, and keys per statement of a bulk call: memory stays flat
 PAGE: Final = 500
 _FRESH: Final = "(deadline IS NULL OR deadline > ?)"
-_LOAD: Final = "SELECT data, deadline FROM kv WHERE key = ?"
-_CONTAINS: Final = "SELECT deadline FROM kv WHERE key = ?"
-_EXPIRE: Final = "DELETE FROM kv WHERE key = ? AND deadline <= ?"
+# Freshness is SQLite's comparison, as in the listings (one answer for any row,
+# another program's too), and data is CAST to bytes: a TEXT or number another
+# program stored reads as its UTF-8 bytes, as SQLite gives them.
+_LOAD: Final = "SELECT CAST(data AS BLOB) FROM kv WHERE key = ?1 AND (deadline IS NULL OR deadline > ?2)"
+_CONTAINS: Final = "SELECT 1 FROM kv WHERE key = ?1 AND (deadline IS NULL OR deadline > ?2)"
+_LOAD_MANY: Final = (
+    "SELECT key, CAST(data AS BLOB) FROM kv WHERE key IN ({}) AND (deadline IS NULL OR deadline > ?)"
+)
 # ?1 key, ?2 data, ?3 now (when written), ?4 deadline, ?5 etag
 _UPSERT: Final = (
     "INSERT INTO kv VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO UPDATE SET"
     " data = excluded.data, written = excluded.written, deadline = excluded.deadline, etag = excluded.etag"
 )
 _CREATE: Final = _UPSERT + " WHERE kv.deadline <= ?3"  # if absent: only over an expired entry
+_LIVE: Final = "deadline IS NULL OR deadline > ?2"
+# RETURNING gives the deadline, compared here: SQLite 3.40 computes an expression
+# of it wrong in a DELETE's RETURNING (the partial index on deadline).
 _DELETE: Final = "DELETE FROM kv WHERE key = ? RETURNING deadline"
-_POP: Final = "DELETE FROM kv WHERE key = ? RETURNING data, deadline"
+_POP: Final = "DELETE FROM kv WHERE key = ? RETURNING CAST(data AS BLOB), deadline"
+_DELETE_MANY: Final = "DELETE FROM kv WHERE key IN ({}) RETURNING deadline"
+_SIZE: Final = "CASE typeof(data) WHEN 'blob' THEN length(data) ELSE length(CAST(data AS BLOB)) END"
 _LEN: Final = "SELECT (SELECT n FROM kv_count) - (SELECT COUNT(*) FROM kv WHERE deadline <= ?)"
 _KEYS: Final = f"SELECT key FROM kv WHERE key > ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
 _FROM: Final = f"SELECT key FROM kv WHERE key >= ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
+_ROWS: Final = f"SELECT key FROM kv WHERE key >= ? ORDER BY key LIMIT {PAGE}"
 _STATS: Final = (
-    f"SELECT key, length(data), written FROM kv WHERE key >= ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
+    f"SELECT key, {_SIZE}, CAST(written AS REAL) FROM kv"
+    f" WHERE key >= ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
 )
-_STAT: Final = "SELECT length(data), written, deadline FROM kv WHERE key = ?"
-_PEEK: Final = "SELECT data, deadline, etag FROM kv WHERE key = ?"
+_STAT: Final = f"SELECT {_SIZE}, CAST(written AS REAL) FROM kv WHERE key = ?1 AND ({_LIVE})"
+_EXPIRES: Final = f"SELECT deadline FROM kv WHERE key = ?1 AND ({_LIVE})"
+_PEEK: Final = f"SELECT CAST(data AS BLOB), deadline, etag, {_LIVE} FROM kv WHERE key = ?1"
 _RENEW: Final = "UPDATE kv SET deadline = ? WHERE key = ? AND etag = ?"
 _PURGE: Final = "DELETE FROM kv WHERE deadline <= ?"
 
 
+#: the longest value: SQLite's limit on a row (SQLITE_MAX_LENGTH, 1e9 bytes) less room for the key
+MAX_VALUE_BYTES: Final = 1_000_000_000 - 2_048
+
+
 class SqliteBackend(BaseBackend[V, bytes]):
-    """Values in one SQLite file (made, with its folder, at the first call), a row per key.
+    """Values in one SQLite file (made, with its folder, at the first write), a row per key.
 
     Its families: ``SqliteJsonBackend``, ``SqliteTextBackend``,
     ``SqliteRawBackend``. ``timeout``: seconds an entry lives after it is
@@ -63,7 +82,9 @@ class SqliteBackend(BaseBackend[V, bytes]):
     for another process's write before StoreUnavailableError. ``durable``:
     every commit is synced to the disk (SQLite's ``synchronous=FULL``);
     without it a commit survives a killed process but a power cut may lose
-    the last ones (``NORMAL``, as diskcache).
+    the last ones (``NORMAL``, as diskcache). A read never writes: it makes
+    no file and removes no expired row (the next write of the key, or
+    ``purge``, does).
     """
 
     _native_errors = (sqlite3.Error, OSError)
@@ -82,59 +103,69 @@ class SqliteBackend(BaseBackend[V, bytes]):
             raise ValueError(f"busy_timeout is seconds, not {type(busy_timeout).__name__}")
         if not 0 <= busy_timeout <= 3600:
             raise ValueError(f"busy_timeout is seconds from 0 to 3600, not {busy_timeout!r}")
-        self.path = os.path.abspath(os.fspath(path))
+        if not isinstance(durable, bool):
+            raise TypeError(f"durable is True or False, not {type(durable).__name__}")
+        if clock is not None and not callable(clock):
+            raise TypeError(
+                f"clock is a function returning seconds since the epoch, not {type(clock).__name__}"
+            )
+        self.path = _file_path(path)
         self.timeout = check_timeout(timeout)
         self.busy_timeout = float(busy_timeout)
-        self.durable = bool(durable)
+        self.durable = durable
         if clock is not None:
             self.clock = clock
         self._connections = Connections(self.path, self.busy_timeout, self.durable)
-        self._db = self._connections.get
+        self._reader = self._connections.reader
+        self._db = self._connections.writer
 
-    # -- deadlines ------------------------------------------------------------------------
+    # -- deadlines, sizes --------------------------------------------------------------------
 
     def _deadline(self, timeout: float | Missing | None, now: float) -> float | None:
         seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
         return None if seconds is None else now + seconds
 
-    def _live(self, deadline: float | None) -> bool:
-        """Whether an entry with ``deadline`` is fresh (nothing is removed)."""
-        return deadline is None or deadline > self.clock()
+    def _existing(self) -> Connection | None:
+        """The writer's connection if the file holds our tables, else None (deleting nothing makes it)."""
+        return None if self._reader() is None else self._db()
 
-    def _fresh(self, key: str, deadline: float | None, db: sqlite3.Connection) -> bool:
-        """Whether an entry with ``deadline`` is fresh; an expired one met here is removed."""
-        if deadline is None:
-            return True
-        now = self.clock()
-        if deadline > now:
-            return True
-        db.execute(_EXPIRE, (key, now))  # only while expired: never a fresh value written since
-        return False
+    def _check_size(self, key: str, data: bytes, operation: str) -> None:
+        # Before any I/O: past 2 GiB the driver raises a raw OverflowError,
+        # past SQLite's limit it copies the value before it refuses it.
+        size = len(data)
+        if size > MAX_VALUE_BYTES:
+            raise StoreError(
+                f"the value is {size:,} bytes: SQLite stores at most {MAX_VALUE_BYTES:,} (nothing written)",
+                backend=repr(self),
+                operation=operation,
+                key=key,
+            )
 
     # -- the store hooks ------------------------------------------------------------------
+    # Reads are one SELECT each: they never write, so they never wait for a
+    # writer (the write-ahead log) and work on a file they may not write.
 
     def _load(self, key: str) -> bytes | Missing:
-        db = self._db()
-        row = db.execute(_LOAD, (key,)).fetchone()
-        if row is None or not self._fresh(key, row[1], db):
+        db = self._reader()
+        row = None if db is None else db.execute(_LOAD, (key, self.clock())).fetchone()
+        if row is None:
             return MISSING
         data: bytes = row[0]
         return data
 
     def _contains(self, key: str) -> bool:
-        db = self._db()
-        row = db.execute(_CONTAINS, (key,)).fetchone()
-        return row is not None and self._fresh(key, row[0], db)
+        db = self._reader()
+        return db is not None and db.execute(_CONTAINS, (key, self.clock())).fetchone() is not None
 
     def _load_many(self, keys: list[str]) -> dict[str, bytes]:
-        db, found = self._db(), {}
+        db = self._reader()
+        if db is None:
+            return {}
+        found: dict[str, bytes] = {}
+        now = self.clock()
         for start in range(0, len(keys), PAGE):
             chunk = keys[start : start + PAGE]
-            marks = ",".join("?" * len(chunk))
-            rows = db.execute(f"SELECT key, data, deadline FROM kv WHERE key IN ({marks})", chunk).fetchall()
-            for key, data, deadline in rows:
-                if self._fresh(key, deadline, db):
-                    found[key] = data
+            found.update(db.execute(_LOAD_MANY.format(",".join("?" * len(chunk))), [*chunk, now]).fetchall())
         return found
 
     @observed("dump")
@@ -148,71 +179,99 @@ class SqliteBackend(BaseBackend[V, bytes]):
         if timeout is not MISSING:
             check_timeout(timeout)
         return self._write_value(
-            key, value, "dump", lambda key, data: self._write(key, data, if_absent, timeout)
+            key, value, "dump", lambda key, data: self._write(key, data, if_absent, timeout, operation="dump")
         )
 
     def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
-        return self._write(key, data, if_absent, MISSING)
+        return self._write(key, data, if_absent, MISSING, operation="dump")
 
     def _write(
-        self, key: str, data: bytes, if_absent: bool, timeout: float | Missing | None, etag: str | None = None
+        self,
+        key: str,
+        data: bytes,
+        if_absent: bool,
+        timeout: float | Missing | None,
+        *,
+        operation: str,
+        etag: str | None = None,
     ) -> bool:
+        self._check_size(key, data, operation)
         now = self.clock()
         row = (key, data, now, self._deadline(timeout, now), etag)
-        changed: int = self._db().execute(_CREATE if if_absent else _UPSERT, row).rowcount
+        db = self._db()
+        with WRITING:
+            changed: int = db.execute(_CREATE if if_absent else _UPSERT, row).rowcount
         return changed == 1
 
     def _dump_many(self, items: list[tuple[str, bytes]]) -> None:
+        for key, data in items:
+            self._check_size(key, data, "dump_many")
         now = self.clock()
         deadline = self._deadline(MISSING, now)
         with self._transaction() as db:
             db.executemany(_UPSERT, [(key, data, now, deadline, None) for key, data in items])
 
     def _delete(self, key: str) -> bool:
-        row = self._db().execute(_DELETE, (key,)).fetchone()
-        return row is not None and self._live(row[0])
+        db = self._existing()
+        if db is None:
+            return False
+        with WRITING:
+            row = db.execute(_DELETE, (key,)).fetchone()
+        return row is not None and _alive(row[0], self.clock())
 
     def _delete_many(self, keys: list[str]) -> int:
+        if self._existing() is None:
+            return 0
         removed = 0
         with self._transaction() as db:
             now = self.clock()
             for start in range(0, len(keys), PAGE):
                 chunk = keys[start : start + PAGE]
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(f"DELETE FROM kv WHERE key IN ({marks}) RETURNING deadline", chunk)
-                removed += sum(1 for (deadline,) in rows.fetchall() if deadline is None or deadline > now)
+                rows = db.execute(_DELETE_MANY.format(",".join("?" * len(chunk))), chunk)
+                removed += sum(1 for (deadline,) in rows.fetchall() if _alive(deadline, now))
         return removed
 
     def _pop(self, key: str) -> bytes | Missing:
         # One statement: of racing callers exactly one gets the value.
-        row = self._db().execute(_POP, (key,)).fetchone()
-        if row is None or not self._live(row[1]):
+        db = self._existing()
+        if db is None:
+            return MISSING
+        with WRITING:
+            row = db.execute(_POP, (key,)).fetchone()
+        if row is None or not _alive(row[1], self.clock()):
             return MISSING
         data: bytes = row[0]
         return data
 
     def _len(self) -> int:
         # A count kept by triggers, less the expired entries (an index range: none, usually).
-        count: int = self._db().execute(_LEN, (self.clock(),)).fetchone()[0]
+        db = self._reader()
+        count: int = 0 if db is None else db.execute(_LEN, (self.clock(),)).fetchone()[0]
         return count
 
     def _iter_keys(self) -> Iterator[str]:
         # Sorted, a page per query: no read transaction stays open between pages.
         last = ""
-        while page := self._db().execute(_KEYS, (last, self.clock())).fetchall():
-            for (key,) in page:
-                yield key
+        while (db := self._reader()) is not None and (
+            page := db.execute(_KEYS, (last, self.clock())).fetchall()
+        ):
+            keys = [key for (key,) in page]
+            yield from keys if all_valid(keys, self._max_key_bytes) else filter(self._is_key, keys)
             if len(page) < PAGE:
                 return
             last = page[-1][0]
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
         # In key order; a sub-folder is yielded once and the rest of it skipped with one query.
-        low = prefix
-        while page := self._db().execute(_FROM, (low, self.clock())).fetchall():
+        low: str | None = prefix if _encodable(prefix) else None  # a lone surrogate starts no key
+        while low is not None and (db := self._reader()) is not None:
+            page = db.execute(_FROM, (low, self.clock())).fetchall()
+            valid = all_valid([key for (key,) in page], self._max_key_bytes)
             for (key,) in page:
                 if not key.startswith(prefix):
                     return
+                if not valid and not self._is_key(key):
+                    continue  # a stray: no folder of it either
                 cut = key.find(delimiter, len(prefix)) if delimiter else -1
                 if cut >= 0:
                     folder = key[: cut + len(delimiter)]
@@ -226,7 +285,10 @@ class SqliteBackend(BaseBackend[V, bytes]):
                 low = page[-1][0] + "\x00"  # the first string after it (keys hold no NUL)
 
     def _clear(self) -> None:
-        self._db().execute("DELETE FROM kv")
+        db = self._existing()
+        if db is not None:
+            with WRITING:
+                db.execute("DELETE FROM kv")
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return SqliteLock(key, timeout, ttl, self._db, **self._lock_context())
@@ -240,15 +302,20 @@ class SqliteBackend(BaseBackend[V, bytes]):
     def purge(self) -> int:
         """Remove every expired entry (one statement); return how many were removed."""
         with self._translating("purge", None):
-            removed: int = self._db().execute(_PURGE, (self.clock(),)).rowcount
+            db = self._existing()
+            if db is None:
+                return 0
+            with WRITING:
+                removed: int = db.execute(_PURGE, (self.clock(),)).rowcount
         return removed
 
     def expires(self, key: str) -> datetime | None:
         """When ``key`` expires (a UTC datetime, by the backend's clock); None: never; KeyError: absent."""
         key = self._check(key, "expires")
         with self._translating("expires", key):
-            row = self._db().execute(_CONTAINS, (key,)).fetchone()
-        if row is None or not self._live(row[0]):
+            db = self._reader()
+            row = None if db is None else db.execute(_EXPIRES, (key, self.clock())).fetchone()
+        if row is None:
             raise KeyError(key)
         return None if row[0] is None else utc(row[0])
 
@@ -256,10 +323,13 @@ class SqliteBackend(BaseBackend[V, bytes]):
         """Size and time written of ``key``; one query."""
         key = self._check(key, "stat")
         with self._translating("stat", key):
-            row = self._db().execute(_STAT, (key,)).fetchone()
-        if row is None or not self._live(row[2]):
+            db = self._reader()
+            row = None if db is None else db.execute(_STAT, (key, self.clock())).fetchone()
+        if row is None:
             return None
-        size, written, _ = row
+        return self._stat(key, *row)
+
+    def _stat(self, key: str, size: int, written: float) -> Stat:
         return Stat(key=key, size=size, last_modified=utc(written), content_type=self.codec.content_type)
 
     def stat_many(self, prefix: str = "") -> Iterator[Stat]:
@@ -268,14 +338,44 @@ class SqliteBackend(BaseBackend[V, bytes]):
             raise TypeError("prefix is a str")
         low = prefix
         with self._translating("stat_many", None):
-            while page := self._db().execute(_STATS, (low, self.clock())).fetchall():
+            while _encodable(low) and (db := self._reader()) is not None:
+                page = db.execute(_STATS, (low, self.clock())).fetchall()
+                valid = all_valid([key for key, _, _ in page], self._max_key_bytes)
                 for key, size, written in page:
                     if not key.startswith(prefix):
                         return
-                    yield Stat(key=key, size=size, last_modified=utc(written))
+                    if valid or self._is_key(key):
+                        yield self._stat(key, size, written)
                 if len(page) < PAGE:
                     return
                 low = page[-1][0] + "\x00"
+
+    def strays(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """Yield each row below ``prefix`` whose key is not a valid key, and why; streaming, sorted.
+
+        Rows another program wrote: never listed, never loaded (their name is
+        an InvalidKeyError), reported here instead of skipped silently (the
+        ``backends`` command reports them for ``ls`` and ``cp``). A scan of
+        the rows below ``prefix``, a page per query.
+        """
+        if not isinstance(prefix, str):
+            raise TypeError("prefix is a str")
+        low = prefix
+        with self._translating("strays", None):
+            while _encodable(low) and (db := self._reader()) is not None:
+                page = db.execute(_ROWS, (low,)).fetchall()
+                for (key,) in page:
+                    if not key.startswith(prefix):
+                        return
+                    problem = key_problem(key, self._max_key_bytes)
+                    if problem is not None:
+                        yield key, f"not a key: {problem}"
+                if len(page) < PAGE:
+                    return
+                low = page[-1][0] + "\x00"
+
+    def _is_key(self, key: str) -> bool:
+        return key_problem(key, self._max_key_bytes) is None
 
     # -- entries, for a tier (the ExpiringCache capability) -----------------------------------
 
@@ -283,22 +383,32 @@ class SqliteBackend(BaseBackend[V, bytes]):
         """The entry of ``key``, expired or not, with its origin ETag (nothing is removed)."""
         key = self._check(key, "peek")
         with self._translating("peek", key):
-            row = self._db().execute(_PEEK, (key,)).fetchone()
+            db = self._reader()
+            row = None if db is None else db.execute(_PEEK, (key, self.clock())).fetchone()
         if row is None:
             return None
-        data, deadline, etag = row
-        return self._entry(data, key, deadline, self._live(deadline), etag)
+        data, deadline, etag, live = row
+        return self._entry(data, key, deadline, bool(live), etag)
 
     def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
         """Store a value loaded from an origin, with the default timeout and the origin's ``etag``."""
-        self._write_value(key, value, "fill", lambda key, data: self._write(key, data, False, MISSING, etag))
+        self._write_value(
+            key,
+            value,
+            "fill",
+            lambda key, data: self._write(key, data, False, MISSING, operation="fill", etag=etag),
+        )
 
     def renew(self, key: str, etag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value filled with ``etag``."""
         key = self._check(key, "renew")
         with self._translating("renew", key):
+            db = self._existing()
+            if db is None:
+                return False
             deadline = self._deadline(MISSING, self.clock())
-            changed: int = self._db().execute(_RENEW, (deadline, key, etag)).rowcount
+            with WRITING:
+                changed: int = db.execute(_RENEW, (deadline, key, etag)).rowcount
         return changed == 1
 
     # -- errors, identity, lifetime ---------------------------------------------------------
@@ -306,17 +416,40 @@ class SqliteBackend(BaseBackend[V, bytes]):
     def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
         if self.closed:
             return StoreError, "the backend is closed (close() was called); make a new one"
-        text = str(exc)
-        if isinstance(exc, PermissionError) or "readonly database" in text:
+        text, name = str(exc), getattr(exc, "sqlite_errorname", "")
+        if (
+            isinstance(exc, PermissionError)
+            or name.startswith("SQLITE_READONLY")
+            or "readonly database" in text
+        ):
             return PermissionDeniedError, f"no permission to write {self.path!r}"
+        if name == "SQLITE_CANTOPEN" and os.path.exists(self.path) and not os.access(self._folder, os.W_OK):
+            return PermissionDeniedError, (
+                f"cannot read {self.path!r}: SQLite must make {os.path.basename(self.path)}-shm beside it "
+                "(its write-ahead log's index) and the folder is read-only"
+            )
+        if name == "SQLITE_FULL" or getattr(exc, "errno", None) == errno.ENOSPC:
+            return StoreError, f"the disk is full (nothing of this call written): {text}"
         if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
             return (
                 StoreUnavailableError,
                 f"the database stayed locked by another writer for busy_timeout={self.busy_timeout:g} s",
             )
+        return StoreError, self._file_problem(exc, text, name)
+
+    def _file_problem(self, exc: BaseException, text: str, name: str) -> str:
+        """What is wrong with the file itself (never changed by this store), or SQLite's words."""
         if "file is not a database" in text:
-            return StoreError, f"{self.path!r} is not an SQLite database"
-        return StoreError, f"SQLite: {text}" if isinstance(exc, sqlite3.Error) else text
+            return f"{self.path!r} is not an SQLite database"
+        if name == "SQLITE_CORRUPT" or "malformed" in text:
+            return f"{self.path!r} is corrupt (SQLite: {text}); it was left as it is"
+        if isinstance(exc, ForeignTableError):
+            return f"{self.path!r} holds a {text}; it was left as it is"
+        return f"SQLite: {text}" if isinstance(exc, sqlite3.Error) else text
+
+    @property
+    def _folder(self) -> str:
+        return os.path.dirname(self.path)
 
     def _describe(self) -> str:
         parts = [repr(self.path)]
@@ -350,22 +483,88 @@ class SqliteBackend(BaseBackend[V, bytes]):
 class _Transaction:
     """``with``: BEGIN IMMEDIATE (the write lock at once), COMMIT, or ROLLBACK on an error."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+    def __enter__(self) -> Connection:
+        WRITING.__enter__()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            WRITING.__exit__()
+            raise
         return self.db
 
-    def __exit__(self, kind: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if kind is not None else "COMMIT")
+    def __exit__(self, kind: object, exc: BaseException | None, _: object) -> None:
+        try:
+            if kind is None:
+                self.db.execute("COMMIT")
+            elif self._open():
+                # SQLite has already rolled back after some errors (SQLITE_FULL,
+                # IOERR, NOMEM): a second ROLLBACK would fail ("no transaction is
+                # active") and hide the error that matters.
+                self.db.execute("ROLLBACK")
+        finally:
+            try:
+                if self._open():  # a failed COMMIT: nothing of it stays
+                    self.db.execute("ROLLBACK")
+            finally:
+                WRITING.__exit__()  # always: a write counted forever would stop every fork
+
+    def _open(self) -> bool:
+        """Whether a transaction is open (a connection closed by another thread has none: rolled back)."""
+        try:
+            return self.db.in_transaction
+        except sqlite3.ProgrammingError:
+            return False
 
 
-def _after(prefix: str) -> str:
-    """The first string past every string that starts with ``prefix`` (its last character moved up)."""
-    while prefix and prefix[-1] == "\U0010ffff":
-        prefix = prefix[:-1]
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
+def _alive(deadline: object, now: float) -> bool:
+    """SQLite's ``deadline IS NULL OR deadline > now``, as the reads ask it (a TEXT or BLOB
+    another program stored compares greater than any number)."""
+    if deadline is None or not isinstance(deadline, (int, float)):
+        return True
+    return deadline > now
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (no lone surrogate): what SQLite can be asked about."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _after(prefix: str) -> str | None:
+    """The first string past every string that starts with ``prefix``; None if there is none.
+
+    Its last character moved up by one, skipping the surrogates (no key holds one).
+    """
+    prefix = prefix.rstrip("\U0010ffff")
+    if not prefix:
+        return None  # "\U0010ffff..." is the end of the code points
+    following = ord(prefix[-1]) + 1
+    return prefix[:-1] + chr(0xE000 if 0xD800 <= following <= 0xDFFF else following)
+
+
+def _file_path(path: object) -> str:
+    """The absolute path of the database file; ValueError or TypeError naming ``path`` before any I/O."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path is a str or os.PathLike naming a file, not {type(path).__name__}")
+    given = os.fspath(path)
+    if not isinstance(given, str):
+        raise TypeError(f"path is a str or os.PathLike of str, not {type(given).__name__}")
+    if given in ("", ":memory:"):
+        raise ValueError(
+            f"path {given!r} names no file (SQLite's private in-memory or temporary database is not "
+            "shared by threads or processes): use VolatileBackend, or a file under tempfile.mkdtemp()"
+        )
+    if "\x00" in given:
+        raise ValueError("path holds a NUL character")
+    if not _encodable(given):
+        raise ValueError(f"path {given!r} is not valid UTF-8 (SQLite takes UTF-8 paths)")
+    return os.path.abspath(given)
 
 
 def _rebuild(cls: type[SqliteBackend[Any]], path: str, settings: dict[str, Any]) -> SqliteBackend[Any]:
