@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -193,6 +193,13 @@ class CountedLookups:
         self._lookups[hit].add()
         if HUB.on:
             HUB.emit(self, "cache", key, "hit" if hit else "miss")
+
+    def _looked_up_all(self, keys: Iterable[str], found: Container[str]) -> None:
+        """Count each of ``keys`` a hit where ``found`` has it, else a miss."""
+        if getattr(_quiet, "depth", 0):
+            return
+        for key in keys:
+            self._looked_up(key, key in found)
 
     def _counting_state(self, state: dict[str, Any], *others: str) -> dict[str, Any]:
         """``state`` without the counters (they hold a lock: a copy starts its own at zero) and ``others``."""

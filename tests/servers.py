@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import http.client
+import io
 import logging
 import os
 import random
@@ -521,3 +522,42 @@ def _wait_redis(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             time.sleep(0.02)  # ok: polling a starting server's port, not hiding a race
     finally:
         client.close()
+
+
+@contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``256k``, ``1m``) mounted at the new folder ``folder``, unmounted after.
+
+    For full-disk (ENOSPC) and read-only (EROFS, by a remount) tests; mounting
+    needs root. Where it is refused, a skip, but a failure under CI=true.
+    """
+    folder.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, check=False
+    )
+    if made.returncode != 0:
+        reason = f"cannot mount a tmpfs: {made.stderr.decode(errors='replace').strip()}"
+        if os.environ.get("CI") == "true":
+            raise AssertionError(f"{reason}, and CI=true")
+        import pytest
+
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+class Pipe(io.RawIOBase):
+    """A readable stream that cannot seek (a pipe, a socket, a response body)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)

@@ -420,13 +420,30 @@ class ClosingFolder(FileSystemJsonBackend):
 
 
 class ClosingSqlite(SqliteJsonBackend):
-    """SQLite closing itself after the first page of rows of a ``load_many`` was read."""
+    """SQLite closing itself (as another thread's close() would) once ``closing`` is set and the
+    first page of rows of a read was fetched: its reads run through a connection that closes the
+    store after its first statement."""
 
-    def _fresh(self, key: str, deadline: Any, db: Any) -> bool:
-        fresh = super()._fresh(key, deadline, db)
-        if key == "k00999":
-            self.close()
-        return fresh
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.closing = False
+        reader = self._reader
+
+        def closing_reader() -> Any:
+            db = reader()
+            return db if db is None or not self.closing else _CloseAfterFirst(db, self)
+
+        self._reader = closing_reader  # type: ignore[method-assign]
+
+
+class _CloseAfterFirst:
+    def __init__(self, db: Any, store: SqliteJsonBackend) -> None:
+        self.db, self.store = db, store
+
+    def execute(self, *args: Any) -> Any:
+        rows = self.db.execute(*args)
+        self.store.close()
+        return rows
 
 
 @pytest.mark.parametrize("api", ["sync", "aio"])
@@ -449,6 +466,7 @@ def test_local_stores_closed_mid_bulk_raise_store_error_and_write_no_more(tmp_pa
 
     sqlite = ClosingSqlite(tmp_path / "s.db")
     sqlite.dump_many({key: 1 for key in keys})
+    sqlite.closing = True
     target = sqlite if api == "sync" else sqlite.aio()
     run(lambda: target.load_many(keys), sqlite)
 

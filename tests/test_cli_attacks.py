@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import servers
 from servers import CREDENTIALS, S3Target, free_port
 from test_cli import env, fails, ok, run
 
@@ -516,18 +517,9 @@ def test_get_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path) -> 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs mounted at a new folder (root only: the test is about ENOSPC and EROFS)."""
-    where = tmp_path / "disk"
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    """A 256 KiB tmpfs (the test is about ENOSPC and EROFS)."""
+    with servers.small_disk(tmp_path / "disk", "256k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
 
 
 def test_cp_onto_a_full_or_read_only_disk_says_what_it_copied(tmp_path: Path, small_disk: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
 from clock import FrozenClock
 
 from backends import (
@@ -560,18 +561,9 @@ def test_a_bad_root_is_refused_naming_it(root: Any, error: type[Exception]) -> N
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (root only: skipped elsewhere), unmounted after the test."""
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, check=False
-    )
-    if made.returncode != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    try:
+    """A 1 MiB tmpfs, unmounted after the test."""
+    with servers.small_disk(tmp_path / "mnt", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def test_a_full_disk_is_a_store_error_that_keeps_the_old_value(small_disk: Path) -> None:

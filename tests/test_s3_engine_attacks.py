@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from servers import ACTIONS, REAL_REGION, Faults, Proxy, S3Target, denied
+from servers import ACTIONS, REAL_REGION, Faults, Pipe, Proxy, S3Target, denied
 
 import backends
 from backends import (
@@ -525,21 +525,6 @@ def test_lost_replies_get_the_same_answers_on_both_engines(
         "state": {"b": 1},
     }
     assert proxy.injected["lose"] == 10
-
-
-class Pipe(io.RawIOBase):
-    """A stream that cannot seek: dump_file(if_absent=True) spools it."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self._data.read(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
 
 
 #: a conditional write of "new" on key "k" (absent unless ``present``), and what it returns when it won

@@ -15,26 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import Faults, Proxy, S3Target, counting
+from servers import Faults, Pipe, Proxy, S3Target, counting
 
 from backends import CorruptValueError, LockError, S3RawBackend
 
 # -- 1, 2. the first streamed write into a missing bucket; the caller's file stays open -----
-
-
-class Pipe(io.RawIOBase):
-    """A readable stream that cannot seek (a pipe, a socket, a response body)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self._data.read(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
 
 
 SOURCES = ["path", "file", "offset-file", "pipe"]

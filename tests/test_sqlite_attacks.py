@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
 from clock import FrozenClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -327,17 +328,8 @@ def sqlite_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True, check=False
-    )
-    if mounted.returncode != 0:
-        _cannot(f"mount a tmpfs: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
+    with servers.small_disk(tmp_path / "disk", "1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 @pytest.mark.parametrize("call", ["dump_many", "delete_many", "dump"])

@@ -145,6 +145,8 @@ class AsyncRedisBackend(AsyncBackend[V]):
             loop.call_soon(self._flush, loop)
         waiting.setdefault(key, []).append(future)
         data = await future
+        if store._counted:
+            store._looked_up(key, data is not MISSING)
         return default if data is MISSING else store._decode(data, key, "load")
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -194,6 +196,8 @@ class AsyncRedisBackend(AsyncBackend[V]):
         store = self.backend
         wanted = store._check_all(keys, "load_many")
         found = await self._native("load_many", None, plans.load_many(store._at, wanted))
+        if store._counted:
+            store._looked_up_all(wanted, found)
         return {key: store._decode(data, key, "load_many") for key, data in found.items()}
 
     @_told("dump")

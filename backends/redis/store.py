@@ -36,7 +36,7 @@ from ..base import MISSING, BaseBackend, Missing
 
 if TYPE_CHECKING:
     from ..aio import AsyncBackend
-from ..cache import MAX_TIMEOUT, Entry, check_timeout
+from ..cache import MAX_TIMEOUT, CountedLookups, Entry, check_timeout
 from ..errors import (
     BackendError,
     InvalidKeyError,
@@ -67,7 +67,7 @@ TAKES: Final = "\x7ftake/"
 PAGE: Final = plans.PAGE
 
 
-class RedisBackend(BaseBackend[V, bytes]):
+class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
     """A Redis database, or one ``prefix`` of it; Valkey works the same.
 
     Built from a URL (``redis://host:6379/0``, ``rediss://`` for TLS,
@@ -154,6 +154,9 @@ class RedisBackend(BaseBackend[V, bytes]):
         self._errors = redis.exceptions
         self._noscript = redis.exceptions.NoScriptError
         self._closed = False
+        # A backend with a timeout is a cache: its loads count hits and misses, as JsonCache's.
+        self._counted = self.timeout is not None
+        self._start_counting()
 
     def clock(self) -> float:
         """The clock of the deadlines: the server's (one TIME request), or the injected one."""
@@ -194,13 +197,19 @@ class RedisBackend(BaseBackend[V, bytes]):
     # -- reading ------------------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
-        return self._drive(plans.load(self._at, key))
+        data = self._drive(plans.load(self._at, key))
+        if self._counted:
+            self._looked_up(key, data is not MISSING)
+        return data
 
     def _contains(self, key: str) -> bool:
         return self._drive(plans.contains(self._at, key))
 
     def _load_many(self, keys: list[str]) -> dict[str, bytes]:
-        return self._drive(plans.load_many(self._at, keys))
+        found = self._drive(plans.load_many(self._at, keys))
+        if self._counted:
+            self._looked_up_all(keys, found)
+        return found
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
-from ..cache import Entry, check_timeout
+from ..cache import CountedLookups, Entry, check_timeout
 from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from ..events import observed
 from ..info import Stat, utc
@@ -71,7 +71,7 @@ _PURGE: Final = "DELETE FROM kv WHERE deadline <= ?"
 MAX_VALUE_BYTES: Final = 1_000_000_000 - 2_048
 
 
-class SqliteBackend(BaseBackend[V, bytes]):
+class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
     """Values in one SQLite file (made, with its folder, at the first write), a row per key.
 
     Its families: ``SqliteJsonBackend``, ``SqliteTextBackend``,
@@ -111,6 +111,9 @@ class SqliteBackend(BaseBackend[V, bytes]):
             )
         self.path = _file_path(path)
         self.timeout = check_timeout(timeout)
+        # A store with a timeout is a cache: its loads count hits and misses, as JsonCache's.
+        self._counted = self.timeout is not None
+        self._start_counting()
         self.busy_timeout = float(busy_timeout)
         self.durable = durable
         if clock is not None:
@@ -148,6 +151,8 @@ class SqliteBackend(BaseBackend[V, bytes]):
     def _load(self, key: str) -> bytes | Missing:
         db = self._reader()
         row = None if db is None else db.execute(_LOAD, (key, self.clock())).fetchone()
+        if self._counted:
+            self._looked_up(key, row is not None)
         if row is None:
             return MISSING
         data: bytes = row[0]
@@ -159,13 +164,15 @@ class SqliteBackend(BaseBackend[V, bytes]):
 
     def _load_many(self, keys: list[str]) -> dict[str, bytes]:
         db = self._reader()
-        if db is None:
-            return {}
         found: dict[str, bytes] = {}
-        now = self.clock()
-        for start in range(0, len(keys), PAGE):
-            chunk = keys[start : start + PAGE]
-            found.update(db.execute(_LOAD_MANY.format(",".join("?" * len(chunk))), [*chunk, now]).fetchall())
+        if db is not None:
+            now = self.clock()
+            for start in range(0, len(keys), PAGE):
+                chunk = keys[start : start + PAGE]
+                query = _LOAD_MANY.format(",".join("?" * len(chunk)))
+                found.update(db.execute(query, [*chunk, now]).fetchall())
+        if self._counted:
+            self._looked_up_all(keys, found)
         return found
 
     @observed("dump")
