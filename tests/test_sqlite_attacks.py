@@ -485,6 +485,40 @@ def test_a_row_whose_name_is_not_a_key_is_a_stray_not_listed_and_named(tmp_path:
     assert list(store.strays()) == []
 
 
+def test_rows_named_in_no_utf8_or_not_as_text_are_strays_and_listings_go_past_them(tmp_path: Path) -> None:
+    store = SqliteJsonBackend(tmp_path / "kv.db")
+    store.dump_many({"a": 1, "n": 2, "m/x": 3})
+    db = sqlite3.connect(store.path, isolation_level=None)
+    # more than a page (500) of names that are no UTF-8, sorted between "m" and "n"
+    db.executemany(
+        "INSERT INTO kv VALUES (CAST(? AS TEXT), x'31', 0, NULL, NULL)",
+        [(b"m\xff%04d" % i,) for i in range(600)],
+    )
+    db.execute("INSERT INTO kv VALUES (x'ff00', x'31', 0, NULL, NULL)")  # a BLOB name
+    db.close()
+    assert list(store) == ["a", "m/x", "n"] and list(store.list("", "/")) == ["a", "m/", "n"]
+    assert [s.key for s in store.stat_many()] == ["a", "m/x", "n"] and dict(store.items()) == {
+        "a": 1,
+        "m/x": 3,
+        "n": 2,
+    }
+    named = dict(store.strays())
+    assert len(named) == 601
+    assert named["m\udcff0599"] == "not a key: not UTF-8 text"
+    assert named["\udcff\x00"] == "not a key: a name stored as blob, not text"
+    assert len(dict(store.strays("m"))) == 600 and dict(store.strays("n")) == {}
+    run = subprocess.run(
+        [sys.executable, "-m", "backends", "ls", f"sqlite://{store.path}"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=60,
+    )
+    assert run.returncode == 1 and run.stdout.split() == ["a", "m/x", "n"]
+    assert "m\\xff0599" in run.stderr and "\udcff" not in run.stderr
+
+
 def test_the_command_names_a_stray_on_one_line(tmp_path: Path) -> None:
     store = SqliteJsonBackend(tmp_path / "kv.db")
     store["ok"] = 1

@@ -53,12 +53,21 @@ _POP: Final = "DELETE FROM kv WHERE key = ? RETURNING CAST(data AS BLOB), deadli
 _DELETE_MANY: Final = "DELETE FROM kv WHERE key IN ({}) RETURNING deadline"
 _SIZE: Final = "CASE typeof(data) WHEN 'blob' THEN length(data) ELSE length(CAST(data AS BLOB)) END"
 _LEN: Final = "SELECT (SELECT n FROM kv_count) - (SELECT COUNT(*) FROM kv WHERE deadline <= ?)"
-_KEYS: Final = f"SELECT key FROM kv WHERE key > ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
-_FROM: Final = f"SELECT key FROM kv WHERE key >= ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
-_ROWS: Final = f"SELECT key FROM kv WHERE key >= ? ORDER BY key LIMIT {PAGE}"
+# Listings: text names only (a BLOB or number another program wrote is a stray, named by
+# strays()), from a bound given as bytes (CAST(? AS TEXT) compares them as text), so that a
+# name that is no UTF-8, read back with surrogateescape, continues a listing as any other.
+_TEXT: Final = "typeof(key) = 'text'"
+_KEYS: Final = (
+    f"SELECT key FROM kv WHERE key > CAST(? AS TEXT) AND {_TEXT} AND {_FRESH} ORDER BY key LIMIT {PAGE}"
+)
+_FROM: Final = (
+    f"SELECT key FROM kv WHERE key >= CAST(? AS TEXT) AND {_TEXT} AND {_FRESH} ORDER BY key LIMIT {PAGE}"
+)
+_ROWS: Final = f"SELECT key FROM kv WHERE key >= CAST(? AS TEXT) AND {_TEXT} ORDER BY key LIMIT {PAGE}"
+_ODD_ROWS: Final = f"SELECT CAST(key AS BLOB), typeof(key) FROM kv WHERE NOT {_TEXT}"
 _STATS: Final = (
     f"SELECT key, {_SIZE}, CAST(written AS REAL) FROM kv"
-    f" WHERE key >= ? AND {_FRESH} ORDER BY key LIMIT {PAGE}"
+    f" WHERE key >= CAST(? AS TEXT) AND {_TEXT} AND {_FRESH} ORDER BY key LIMIT {PAGE}"
 )
 _STAT: Final = f"SELECT {_SIZE}, CAST(written AS REAL) FROM kv WHERE key = ?1 AND ({_LIVE})"
 _EXPIRES: Final = f"SELECT deadline FROM kv WHERE key = ?1 AND ({_LIVE})"
@@ -259,9 +268,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
     def _iter_keys(self) -> Iterator[str]:
         # Sorted, a page per query: no read transaction stays open between pages.
         last = ""
-        while (db := self._reader()) is not None and (
-            page := db.execute(_KEYS, (last, self.clock())).fetchall()
-        ):
+        while (db := self._reader()) is not None and (page := _page(db, _KEYS, (_bound(last), self.clock()))):
             keys = [key for (key,) in page]
             yield from keys if all_valid(keys, self._max_key_bytes) else filter(self._is_key, keys)
             if len(page) < PAGE:
@@ -272,7 +279,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         # In key order; a sub-folder is yielded once and the rest of it skipped with one query.
         low: str | None = prefix if _encodable(prefix) else None  # a lone surrogate starts no key
         while low is not None and (db := self._reader()) is not None:
-            page = db.execute(_FROM, (low, self.clock())).fetchall()
+            page = _page(db, _FROM, (_bound(low), self.clock()))
             valid = all_valid([key for (key,) in page], self._max_key_bytes)
             for (key,) in page:
                 if not key.startswith(prefix):
@@ -345,8 +352,8 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
             raise TypeError("prefix is a str")
         low = prefix
         with self._translating("stat_many", None):
-            while _encodable(low) and (db := self._reader()) is not None:
-                page = db.execute(_STATS, (low, self.clock())).fetchall()
+            while _encodable(prefix) and (db := self._reader()) is not None:
+                page = _page(db, _STATS, (_bound(low), self.clock()))
                 valid = all_valid([key for key, _, _ in page], self._max_key_bytes)
                 for key, size, written in page:
                     if not key.startswith(prefix):
@@ -367,19 +374,27 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         """
         if not isinstance(prefix, str):
             raise TypeError("prefix is a str")
-        low = prefix
         with self._translating("strays", None):
-            while _encodable(low) and (db := self._reader()) is not None:
-                page = db.execute(_ROWS, (low,)).fetchall()
-                for (key,) in page:
-                    if not key.startswith(prefix):
-                        return
-                    problem = key_problem(key, self._max_key_bytes)
-                    if problem is not None:
-                        yield key, f"not a key: {problem}"
-                if len(page) < PAGE:
+            yield from self._text_strays(prefix)
+            db = self._reader()
+            for name, kind in [] if db is None else db.execute(_ODD_ROWS).fetchall():
+                shown = _lenient(name)
+                if shown.startswith(prefix):
+                    yield shown, f"not a key: a name stored as {kind}, not text"
+
+    def _text_strays(self, prefix: str) -> Iterator[tuple[str, str]]:
+        low = prefix
+        while _encodable(prefix) and (db := self._reader()) is not None:
+            page = _page(db, _ROWS, (_bound(low),))
+            for (key,) in page:
+                if not key.startswith(prefix):
                     return
-                low = page[-1][0] + "\x00"
+                problem = key_problem(key, self._max_key_bytes)
+                if problem is not None:
+                    yield key, f"not a key: {problem if _encodable(key) else 'not UTF-8 text'}"
+            if len(page) < PAGE:
+                return
+            low = page[-1][0] + "\x00"
 
     def _is_key(self, key: str) -> bool:
         return key_problem(key, self._max_key_bytes) is None
@@ -532,6 +547,32 @@ def _alive(deadline: object, now: float) -> bool:
     if deadline is None or not isinstance(deadline, (int, float)):
         return True
     return deadline > now
+
+
+def _bound(text: str) -> bytes:
+    """``text`` as a listing query binds it (``CAST(? AS TEXT)``): a name read back with
+    surrogateescape (another program's, no UTF-8) is a bound as well as any."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _lenient(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _page(db: Connection, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+    """One page of a listing. A name that is no UTF-8 (another program's) is read back with
+    surrogateescape, to be told a stray, instead of failing the page: only then, as decoding
+    every name so costs a third more."""
+    try:
+        return list(db.execute(sql, parameters).fetchall())
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    db.text_factory = _lenient
+    try:
+        return list(db.execute(sql, parameters).fetchall())
+    finally:
+        db.text_factory = str
 
 
 def _encodable(text: str) -> bool:
