@@ -24,6 +24,7 @@ from monitor import RedisCommands
 from servers import S3Target, s3_client
 
 import backends
+from backends.events import HUB, MemorySink, subscribe
 from backends.testing import JSON, OBJECTS, RAW, TEXT, Family, StoreCase
 from backends.testing.parity import Folders
 
@@ -365,3 +366,12 @@ def backend(case: StoreCase, tmp_path: Path) -> Iterator[backends.BaseBackend[An
 def sample(case: StoreCase) -> Callable[[int], Any]:
     """A valid value of the case's family, distinct for each seed."""
     return case.family.sample
+
+
+@pytest.fixture
+def sink() -> Iterator[MemorySink]:
+    """Every event told while the test runs; no subscription may outlive it."""
+    memory = MemorySink()
+    with subscribe(memory):
+        yield memory
+    assert not HUB.on  # every subscription of the test is closed

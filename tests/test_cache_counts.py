@@ -18,15 +18,7 @@ import pytest
 from clock import FrozenClock
 
 from backends import MemoryCache, RedisJsonBackend, SqliteJsonBackend, TieredBackend, VolatileBackend
-from backends.events import HUB, MemorySink, subscribe
-
-
-@pytest.fixture
-def sink() -> Iterator[MemorySink]:
-    memory = MemorySink()
-    with subscribe(memory):
-        yield memory
-    assert not HUB.on
+from backends.events import MemorySink
 
 
 def story(sink: MemorySink) -> list[tuple[str | None, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,6 @@ from backends.events import HUB, Counters, Event, LoggingSink, MemorySink, diges
 def story(sink: MemorySink, operation: str | None = None) -> list[tuple[str, str | None, str]]:
     """(operation, key, outcome) of every event, or of one operation's."""
     return [(e.operation, e.key, e.outcome) for e in sink if operation is None or e.operation == operation]
-
-
-@pytest.fixture
-def sink() -> Iterator[MemorySink]:
-    memory = MemorySink()
-    with subscribe(memory):
-        yield memory
-    assert not HUB.on  # every subscription of the test is closed
 
 
 def test_every_call_is_started_then_finished_or_failed(sink: MemorySink, tmp_path: Path) -> None:

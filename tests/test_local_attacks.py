@@ -34,7 +34,7 @@ from backends import (
     TieredBackend,
     VolatileBackend,
 )
-from backends.events import HUB, MemorySink, subscribe
+from backends.events import MemorySink
 from backends.filesystem.tree import MARKER
 
 #: files a user may have that are named like temporary files (Word's, an editor's, ours before)
@@ -43,14 +43,6 @@ USERS = ("~WRL0001.tmp", "~notes.tmp", "~x.expired", "~$report.docx", "~locks.tx
 
 def tree_names(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name != MARKER)
-
-
-@pytest.fixture
-def sink() -> Iterator[MemorySink]:
-    memory = MemorySink()
-    with subscribe(memory):
-        yield memory
-    assert not HUB.on
 
 
 def cache_story(sink: MemorySink) -> list[tuple[str | None, str]]:

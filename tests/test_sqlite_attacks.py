@@ -485,6 +485,18 @@ def test_a_row_whose_name_is_not_a_key_is_a_stray_not_listed_and_named(tmp_path:
     assert list(store.strays()) == []
 
 
+def _ls(store: SqliteJsonBackend) -> subprocess.CompletedProcess[str]:
+    """``backends ls`` of the store's URL, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "backends", "ls", f"sqlite://{store.path}"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=60,
+    )
+
+
 def test_rows_named_in_no_utf8_or_not_as_text_are_strays_and_listings_go_past_them(tmp_path: Path) -> None:
     store = SqliteJsonBackend(tmp_path / "kv.db")
     store.dump_many({"a": 1, "n": 2, "m/x": 3})
@@ -507,14 +519,7 @@ def test_rows_named_in_no_utf8_or_not_as_text_are_strays_and_listings_go_past_th
     assert named["m\udcff0599"] == "not a key: not UTF-8 text"
     assert named["\udcff\x00"] == "not a key: a name stored as blob, not text"
     assert len(dict(store.strays("m"))) == 600 and dict(store.strays("n")) == {}
-    run = subprocess.run(
-        [sys.executable, "-m", "backends", "ls", f"sqlite://{store.path}"],
-        check=False,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-        timeout=60,
-    )
+    run = _ls(store)
     assert run.returncode == 1 and run.stdout.split() == ["a", "m/x", "n"]
     assert "m\\xff0599" in run.stderr and "\udcff" not in run.stderr
 
@@ -525,14 +530,7 @@ def test_the_command_names_a_stray_on_one_line(tmp_path: Path) -> None:
     db = sqlite3.connect(store.path, isolation_level=None)
     db.execute("INSERT INTO kv VALUES ('two\nlines', x'31', 0, NULL, NULL)")
     db.close()
-    run = subprocess.run(
-        [sys.executable, "-m", "backends", "ls", f"sqlite://{store.path}"],
-        check=False,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-        timeout=60,
-    )
+    run = _ls(store)
     assert run.stdout == "ok\n" and "not a key" in run.stderr and "Traceback" not in run.stderr
 
 
