@@ -133,7 +133,7 @@ class LosingProxy:
                         losing.set()  # the reply thread drops what comes back and closes both
                     server.sendall(_encode(request))
         except OSError:
-            pass
+            pass  # ok: a reset or closed socket ends this pump; both are closed below
         self._close(client, server)
 
     def _replies(self, client: socket.socket, server: socket.socket, losing: threading.Event) -> None:
@@ -144,7 +144,7 @@ class LosingProxy:
                     break  # the server answered (so it applied the request): the answer is lost
                 client.sendall(chunk)
         except OSError:
-            pass
+            pass  # ok: a reset or closed socket ends this pump; both are closed below
         self._close(client, server)
 
 

@@ -178,7 +178,7 @@ def _every_call(twin: AsyncBackend[Any]) -> dict[str, Callable[[], Any]]:
 
     async def locked() -> None:
         async with twin.lock("k"):
-            pass
+            pass  # ok: the call under test is the acquire and release themselves
 
     return {
         "load": lambda: twin.load("k"),
@@ -328,7 +328,7 @@ def test_cancelled_calls_at_close_leak_no_lock_and_no_half_write(
     again = make(name, tmp_path, request)
     for i in range(5):
         with again.lock(f"lock{i}", timeout=0):
-            pass
+            pass  # ok: acquiring at once (timeout=0) is the assertion: no lock leaked at close
     assert all(again.load(key) == value for key in again)
     again.close()
 
@@ -540,7 +540,6 @@ def test_many_concurrent_calls_beyond_the_pool_are_bounded_and_lose_nothing(tmp_
     assert len(threads_seen) <= 3
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 @pytest.mark.parametrize("name", ["folder", "sqlite", "s3-wire", "s3-obstore"])
 def test_a_twin_used_before_fork_works_in_the_child(
     name: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -769,7 +768,6 @@ def test_aclose_from_one_loop_while_another_loop_calls(tmp_path: Path) -> None:
         assert list(again.strays()) == []  # no write torn by the close
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 @pytest.mark.parametrize("name", ["folder", "sqlite"])
 def test_processes_writing_one_store_through_their_twins_lose_nothing(
     name: str, tmp_path: Path, request: pytest.FixtureRequest
