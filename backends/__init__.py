@@ -29,6 +29,7 @@ from .filesystem import (
     FileSystemRawBackend,
     FileSystemTextBackend,
     JsonCache,
+    RawCache,
     TextCache,
 )
 from .info import Stat
@@ -76,6 +77,7 @@ __all__ = [
     "MemoryRawCache",
     "MemoryTextCache",
     "PermissionDeniedError",
+    "RawCache",
     "RawCodec",
     "RedisBackend",
     "RedisJsonBackend",

@@ -62,7 +62,12 @@ def test_s3_urls_take_the_backends_options(moto: S3Target) -> None:
         ("s3://b?format=xml", "format='xml'"),
         ("memory://somewhere", "takes no path"),
         ("file://otherhost/x", "not host 'otherhost'"),
-        ("cache:///tmp/x?format=raw", "json or text"),
+        ("cache:///tmp/x?format=xml", "format='xml'"),
+        ("cache:///tmp/x?maxbytes=0", "maxbytes is None"),
+        ("cache:///tmp/x?maxsize=-3", "maxsize is None"),
+        ("cache:///tmp/x?maxbytes=1.5", "maxbytes='1.5' is not a valid int"),
+        ("cache:///tmp/x?maxsize=ten", "maxsize='ten' is not a valid int"),
+        ("cache:///tmp/x?maxbytes=9999999999999999999999", "maxbytes is None"),
         ("s3://a::s3://b", "only a cache:// URL"),
     ],
 )

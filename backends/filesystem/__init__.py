@@ -5,8 +5,9 @@
 - :mod:`.files`: file operations relative to folder descriptors, never
   following a symlink;
 - :mod:`.store`: :class:`FileSystemBackend` and its value families;
-- :mod:`.cache`: :class:`FileSystemCache` (``JsonCache``, ``TextCache``),
-  entries that expire;
+- :mod:`.cache`: :class:`FileSystemCache` (``JsonCache``, ``TextCache``,
+  ``RawCache``), entries that expire, in a folder bounded or not;
+- :mod:`.bound`: the shared tally, use stamps and eviction pool of a bound;
 - :mod:`.lock`: :class:`FileLock`, a lease file per key under ``flock``.
 
 Each uses the others only through their public names.
@@ -14,7 +15,7 @@ Each uses the others only through their public names.
 
 from __future__ import annotations
 
-from .cache import FileSystemCache, JsonCache, TextCache
+from .cache import FileSystemCache, JsonCache, RawCache, TextCache
 from .lock import FileLock
 from .store import (
     FileSystemBackend,
@@ -31,5 +32,6 @@ __all__ = [
     "FileSystemRawBackend",
     "FileSystemTextBackend",
     "JsonCache",
+    "RawCache",
     "TextCache",
 ]

@@ -1,4 +1,4 @@
-"""Expiring caches on local disk: JsonCache and TextCache.
+"""Expiring caches on local disk: JsonCache, TextCache and RawCache, bounded or not.
 
 A cache is a filesystem backend whose entries expire. An entry's deadline is
 its file's mtime (nanoseconds, on the cache's clock; 0 for "never"), set on
@@ -19,6 +19,10 @@ atime (set a day past the deadline, so reads leave it alone) carries random
 nanoseconds, so a rewritten value never passes for the memoised one, even
 in a reused inode with the same deadline. The deadline itself is exact: an
 entry expires once its age reaches its timeout, to the nanosecond.
+
+With ``maxbytes`` or ``maxsize``, every write and removal is counted in the
+folder's shared tally and every hit stamped, and a write past the bound
+evicts (:mod:`.bound`); without them, none of that costs anything.
 """
 
 from __future__ import annotations
@@ -34,22 +38,26 @@ from typing import Any, Final, TypeVar
 
 from ..base import MISSING, Missing
 from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
-from ..codecs import JsonCodec, TextCodec
+from ..codecs import JsonCodec, RawCodec, TextCodec
+from ..errors import SerializationError
 from ..events import observed
 from ..info import utc
 from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
+from .bound import Candidate, Pool, Tally, check_bound, slot_of
 from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
 from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
 from .layout import key_parts, key_path
 from .store import WRITE_RETRIES, At, FileSystemBackend
 
-__all__ = ["FileSystemCache", "JsonCache", "TextCache"]
+__all__ = ["EVICT_TRIES", "FileSystemCache", "JsonCache", "RawCache", "TextCache"]
 
 V = TypeVar("V")
 
 #: bytes of values the memo of one cache keeps, and the largest value it keeps
 MEMO_BUDGET: Final = 64 * 1024 * 1024
 MEMO_VALUE: Final = 64 * 1024
+#: candidates one write of a bounded cache looks at, at most, to get back within the bound
+EVICT_TRIES: Final = 1024
 
 
 class FileSystemCache(CountedLookups, FileSystemBackend[V]):
@@ -58,6 +66,12 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
     ``timeout=None`` keeps entries until deleted. ``clock`` (default
     ``time.time``) must be a wall clock shared by every process using the
     folder. Safe across threads and processes, like every filesystem backend.
+
+    ``maxbytes`` (bytes of value files) and ``maxsize`` (entries) bound the
+    folder for every process that opens it with them: past either, the
+    least recently used entries are removed, expired ones first (README.rst,
+    "Size bounds"). TypeError or ValueError naming the argument for a bound
+    that is not None or an int from 1 to 2**62, before anything is done.
     """
 
     def __init__(
@@ -67,7 +81,11 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         *,
         clock: Callable[[], float] | None = None,
         durable: bool = False,
+        maxbytes: int | None = None,
+        maxsize: int | None = None,
     ) -> None:
+        self.maxbytes = check_bound(maxbytes, "maxbytes")
+        self.maxsize = check_bound(maxsize, "maxsize")
         self.timeout = check_timeout(timeout)
         if (checked := check_clock(clock)) is not None:
             self.clock = checked
@@ -76,6 +94,9 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         self._memo_bytes = 0
         self._memo_lock = threading.Lock()
         self._start_counting()
+        bounded = self.maxbytes is not None or self.maxsize is not None
+        self._pool = Pool(self.maxsize, self.maxbytes) if bounded else None
+        self._placing = threading.local()  # whether this thread's last counted write went past the bound
         super().__init__(root, durable=durable, layout="escaped")
 
     # -- deadlines ----------------------------------------------------------------
@@ -115,11 +136,25 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         """
         deadline = self._deadline(timeout)
         return self._write_value(
-            key, value, "dump", lambda key, data: self._put(key, data, deadline, if_absent)
+            key,
+            value,
+            "dump",
+            lambda key, data: self._put(key, self._fits(key, data, "dump"), deadline, if_absent),
         )
 
     def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
-        return self._put(key, data, self._deadline(MISSING), if_absent)
+        return self._put(key, self._fits(key, data, "dump"), self._deadline(MISSING), if_absent)
+
+    def _fits(self, key: str, data: bytes, operation: str) -> bytes:
+        """``data``, if a value of its size fits in ``maxbytes``; else SerializationError, nothing written."""
+        if self.maxbytes is not None and len(data) > self.maxbytes:
+            raise SerializationError(
+                f"the value is {len(data)} bytes; this cache keeps at most maxbytes={self.maxbytes}",
+                backend=repr(self),
+                operation=operation,
+                key=key,
+            )
+        return data
 
     def _put(self, key: str, data: bytes, deadline: int, if_absent: bool, tag: str | None = None) -> bool:
         def fill(fd: int) -> None:
@@ -128,13 +163,29 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 set_tag(fd, tag)
             set_deadline(fd, deadline)
 
+        if self._pool is not None:
+            # Stamped before it is placed too: a new entry never ranks as the
+            # least recently used in another process's scan, between its
+            # placing and its stamp (the first write of all has no file to stamp yet).
+            self._pool.stamp(self._root_fd, key, to_ns(self.clock()))
         for _ in range(WRITE_RETRIES):
             if self._write(key, fill, if_absent):
+                self._written_now(key, deadline)
                 return True
             # An expired entry is absent: clearing it away, try again.
             if self._contains(key):
                 return False
         return False
+
+    def _written_now(self, key: str, deadline: int) -> None:
+        """After a write of a bounded cache: a write is a use; past the bound, evict."""
+        if self._pool is None:
+            return
+        self._pool.stamp(self._root_fd, key, to_ns(self.clock()))
+        self._pool.written(deadline)
+        if getattr(self._placing, "over", False):
+            self._placing.over = False
+            self._shrink()
 
     def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
         # Entries are placed under a shared flock of their folder; a remover
@@ -142,9 +193,26 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         # (see _discard_at), so it never removes an entry placed meanwhile.
         guard = open_guard(folder, fcntl.LOCK_SH)
         try:
-            return super()._place(folder, temp_name, name, if_absent)
+            if self._pool is None:
+                return super()._place(folder, temp_name, name, if_absent)
+            return self._place_counted(folder, temp_name, name, if_absent)
         finally:
             os.close(guard)
+
+    def _place_counted(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
+        # The tally's lock is held from the look at the old file to the
+        # count: every counted change of the folder is serialised, so the
+        # tally is exact however writers race on one key.
+        assert self._pool is not None
+        size = os.stat(temp_name, dir_fd=folder, follow_symlinks=False).st_size
+        with self._pool.counting(self._root_fd, self._scan) as tally:
+            assert tally is not None  # waited for
+            old = lstat_file(folder, name)
+            placed = super()._place(folder, temp_name, name, if_absent)
+            if placed:
+                tally.add(size - (old.st_size if old else 0), 0 if old else 1)
+            self._placing.over = placed and tally.over
+        return placed
 
     # -- reading --------------------------------------------------------------------
 
@@ -152,12 +220,20 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         hit = self._memoised(key)
         if hit is not None:
             self._looked_up(key, True)
+            self._used(key)
             return hit[1]
         data = self._read_entry(key)
         if data is MISSING and self._root_gone(create=False):
             data = self._read_entry(key)
         self._looked_up(key, data is not MISSING)
+        if data is not MISSING:
+            self._used(key)
         return data
+
+    def _used(self, key: str) -> None:
+        """Record a hit of a bounded cache (one ``pwrite``, no lock); nothing for an unbounded one."""
+        if self._pool is not None:
+            self._pool.stamp(self._root_fd, key, to_ns(self.clock()))
 
     def _read_entry(self, key: str) -> bytes | Missing:
         folders, name = key_parts(key)
@@ -250,6 +326,43 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         # An expired entry was already absent: it is removed, and False returned.
         return bool(self._at_live_key(key, self._remove_fresh))
 
+    def _unlink_entry(self, folder: int, name: str) -> bool:
+        # A bounded cache counts the removal under the tally's lock (see _place_counted).
+        if self._pool is None:
+            return super()._unlink_entry(folder, name)
+        with self._pool.counting(self._root_fd, self._scan) as tally:
+            assert tally is not None
+            status = lstat_file(folder, name)
+            if status is None or not super()._unlink_entry(folder, name):
+                return False
+            tally.remove(status.st_size)
+            return True
+
+    def _rename_aside(self, folder: int, name: str, aside: str) -> bool:
+        if self._pool is None:
+            return super()._rename_aside(folder, name, aside)
+        with self._pool.counting(self._root_fd, self._scan) as tally:
+            assert tally is not None
+            status = lstat_file(folder, name)
+            if status is None or not super()._rename_aside(folder, name, aside):
+                return False
+            tally.remove(status.st_size)
+            return True
+
+    def _clear(self) -> None:
+        super()._clear()
+        if self._pool is not None:
+            # Recounted under the tally's lock: what writers placed meanwhile stays counted.
+            with self._pool.counting(self._root_fd, self._scan, recount=True):
+                pass
+
+    def _scan(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Every key's file with its lstat (expired ones too), for a recount."""
+        for folder, name, key in self._walk(tidy=False):
+            status = lstat_file(folder, name)
+            if status is not None:
+                yield key, status
+
     def _remove_fresh(self, at: At) -> bool:
         return self._remove(at) if self._fresh(at) else False
 
@@ -296,32 +409,136 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         ``purge()`` does, and which raises there.
         """
         try:
-            return self._discard_at(folder, name)
+            return self._discard_at(folder, name, wait=False)
         except OSError as exc:
             if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
                 return False
             raise
 
-    def _discard_at(self, folder: int, name: str) -> bool:
+    def _discard_at(self, folder: int, name: str, wait: bool = True) -> bool:
         """Remove the file ``name`` if it is (still) an expired entry; say whether it was removed.
 
         The look and the unlink happen under an exclusive flock of the
         folder, and every writer places its entry under a shared one: no
         fresh entry can replace the expired one between the two, so none is
         ever hidden, dropped or left aside, even if a process is killed
-        (the kernel drops its flock).
+        (the kernel drops its flock). A bounded cache counts the removal;
+        without ``wait`` (a read that met the entry), an entry whose tally is
+        being changed by another holder is left in place: reads never wait.
         """
         guard = open_guard(folder, fcntl.LOCK_EX)
         try:
-            status = lstat_file(folder, name)
-            if status is None or not self._expired(status.st_mtime_ns):
-                return False
-            os.unlink(name, dir_fd=folder)
-            return True
+            if self._pool is None:
+                return self._unlink_expired(folder, name, None)
+            with self._pool.counting(self._root_fd, self._scan, wait=wait) as tally:
+                return tally is not None and self._unlink_expired(folder, name, tally)
         except FileNotFoundError:
             return False
         finally:
             os.close(guard)
+
+    def _unlink_expired(self, folder: int, name: str, tally: Tally | None) -> bool:
+        status = lstat_file(folder, name)
+        if status is None or not self._expired(status.st_mtime_ns):
+            return False
+        os.unlink(name, dir_fd=folder)
+        if tally is not None:
+            tally.remove(status.st_size)
+        return True
+
+    # -- the size bound -------------------------------------------------------------
+
+    def _shrink(self) -> None:
+        """Remove least recently used entries (expired ones first) until the folder is within its bound.
+
+        Each removal is checked under the tally's lock: never more than
+        needed, whichever processes evict at once. At most
+        :data:`EVICT_TRIES` candidates and two scans per call.
+        """
+        assert self._pool is not None
+        scans = 0
+        for _ in range(EVICT_TRIES):
+            self._still_open()
+            candidate = self._pool.next(to_ns(self.clock()))
+            if candidate is None:
+                scans += 1
+                if scans > 2 or not self._rescan():
+                    return
+                continue
+            if self._evict(candidate) is _DONE:
+                return
+
+    def _rescan(self) -> bool:
+        """Rank every entry and recount, under the tally's lock; False if within the bound (or empty)."""
+        assert self._pool is not None
+        stamps = self._pool.stamps(self._root_fd)
+        now = to_ns(self.clock())
+        found: list[Candidate] = []
+
+        def scan() -> Iterator[tuple[str, os.stat_result]]:
+            for key, status in self._scan():
+                deadline = status.st_mtime_ns
+                fresh = not (NEVER_BELOW <= deadline <= now)
+                found.append(
+                    Candidate(fresh, stamps[slot_of(key)], status.st_ctime_ns, key, status.st_ino, deadline)
+                )
+                yield key, status
+
+        with self._pool.counting(self._root_fd, scan, recount=True) as tally:
+            assert tally is not None
+            over, entries = tally.over, tally.entries
+        if over:
+            self._pool.fill(found, entries)
+        return over and bool(found)
+
+    def _evict(self, candidate: Candidate) -> object:
+        """Remove the candidate if it is still the file scanned, unused since: _DONE once within the bound."""
+        done = self._at_key(candidate.key, lambda at: self._evict_at(at, candidate))
+        return _SKIPPED if done is None else done
+
+    def _evict_at(self, at: At, candidate: Candidate) -> object:
+        assert self._pool is not None
+        # Under the folder's exclusive flock, like removing an expired entry:
+        # no writer can place a new value between the look and the unlink.
+        guard = open_guard(at.folder, fcntl.LOCK_EX)
+        try:
+            with self._pool.counting(self._root_fd, self._scan) as tally:
+                assert tally is not None
+                if not tally.over:
+                    return _DONE
+                status = lstat_file(at.folder, at.name)
+                if status is None or (status.st_ino, status.st_ctime_ns) != (
+                    candidate.ino,
+                    candidate.ctime_ns,
+                ):
+                    return _SKIPPED  # removed, rewritten or renewed since the scan
+                if (
+                    not self._expired(status.st_mtime_ns)
+                    and self._pool.stamp_of(self._root_fd, candidate.key) > candidate.stamp
+                ):
+                    return _SKIPPED  # used since the scan: no longer among the least recent
+                os.unlink(at.name, dir_fd=at.folder)
+                tally.remove(status.st_size)
+                outcome = _MORE if tally.over else _DONE
+        finally:
+            os.close(guard)
+        with self._memo_lock:
+            memo = self._memo.pop(candidate.key, None)
+            if memo is not None:
+                self._memo_bytes -= len(memo[1])
+        if at.folders:
+            prune_folders(at.fds, at.folders)
+        return outcome
+
+    def _open_root(self, create: bool = True) -> None:
+        super()._open_root(create)
+        if self._pool is not None:
+            self._pool.forget()  # the tally file kept for hits was the old folder's
+
+    def close(self) -> None:
+        super().close()
+        if self._pool is not None:
+            self._pool.forget()
 
     # -- entries, for a tier (the ExpiringCache capability) -----------------------------
 
@@ -340,7 +557,10 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         if found is None:
             return None
         data, deadline, tag = found
-        return self._entry(data, key, deadline_of(deadline), not self._expired(deadline), tag)
+        fresh = not self._expired(deadline)
+        if fresh:
+            self._used(key)  # a tier's hit
+        return self._entry(data, key, deadline_of(deadline), fresh, tag)
 
     def _read_stored(self, key: str, read: bool) -> tuple[bytes, int, str | None] | None:
         """The stored data (``b""`` unless ``read``), mtime deadline and, if expired, tag of ``key``."""
@@ -362,9 +582,17 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         return data, status.st_mtime_ns, tag
 
     def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
-        """Store a value loaded from an origin, with the default timeout and the origin's ``etag``."""
+        """Store a value loaded from an origin, with the default timeout and the origin's ``etag``.
+
+        A value larger than ``maxbytes`` is not kept (and the key's older entry is removed).
+        """
         deadline = self._deadline(MISSING)
-        self._write_value(key, value, "fill", lambda key, data: self._put(key, data, deadline, False, etag))
+        self._write_value(key, value, "fill", lambda key, data: self._fill(key, data, deadline, etag))
+
+    def _fill(self, key: str, data: bytes, deadline: int, etag: str | None) -> bool:
+        if self.maxbytes is not None and len(data) > self.maxbytes:
+            return bool(self._at_live_key(key, self._remove))  # served by the tier, not kept
+        return self._put(key, data, deadline, False, etag)
 
     def renew(self, key: str, etag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value of ``etag``; else False."""
@@ -393,11 +621,21 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
 
     def _describe(self) -> str:
         timeout = "None" if self.timeout is None else f"{self.timeout:g}"
-        return f"{super()._describe()}, timeout={timeout}"
+        bounds = "".join(
+            f", {name}={bound}"
+            for name, bound in (("maxbytes", self.maxbytes), ("maxsize", self.maxsize))
+            if bound
+        )
+        return f"{super()._describe()}, timeout={timeout}{bounds}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The root descriptor cannot cross processes; a copy reopens the root.
-        settings = {"clock": self.clock, "durable": self.durable}
+        settings = {
+            "clock": self.clock,
+            "durable": self.durable,
+            "maxbytes": self.maxbytes,
+            "maxsize": self.maxsize,
+        }
         return (_rebuild, (type(self), str(self.root), self.timeout, settings))
 
 
@@ -421,12 +659,28 @@ class TextCache(FileSystemCache[str]):
     codec = TextCodec()
 
 
+class RawCache(FileSystemCache[bytes]):
+    """``bytes`` values on local disk that expire after ``timeout`` seconds (None: never)."""
+
+    codec = RawCodec()
+
+
+_SKIPPED: Final = object()  # an eviction candidate that is no longer one
+_MORE: Final = object()  # one removed; still past the bound
+_DONE: Final = object()  # within the bound
+
+
 def _open_url(url: str, options: dict[str, Any]) -> FileSystemCache[Any]:
-    """``cache:///path?timeout=300&format=json|text``."""
-    fmt, kwargs = parse_query(url, {"durable": as_bool, "timeout": as_seconds_or_none}, options)
-    if fmt == "raw":
-        raise ValueError("a cache:// URL holds json or text values, not raw")
-    return (JsonCache if fmt == "json" else TextCache)(local_path(url), **kwargs)
+    """``cache:///path?timeout=300&format=json|text|raw&maxbytes=N&maxsize=N``."""
+    allowed: dict[str, Callable[[str], Any]] = {
+        "durable": as_bool,
+        "timeout": as_seconds_or_none,
+        "maxbytes": int,
+        "maxsize": int,
+    }
+    fmt, kwargs = parse_query(url, allowed, options)
+    families: dict[str, type[FileSystemCache[Any]]] = {"json": JsonCache, "text": TextCache, "raw": RawCache}
+    return families[fmt](local_path(url), **kwargs)
 
 
 register_scheme("cache", _open_url)

@@ -245,11 +245,25 @@ class FileSystemBackend(FolderRoot[V]):
 
     def _remove(self, at: At) -> bool:
         """Unlink a key's file and prune its emptied folders; False if it was not there."""
-        try:
-            os.unlink(at.name, dir_fd=at.folder)
-        except FileNotFoundError:
+        if not self._unlink_entry(at.folder, at.name):
             return False
         prune_folders(at.fds, at.folders)
+        return True
+
+    def _unlink_entry(self, folder: int, name: str) -> bool:
+        """Unlink the key's file ``name``; False if it was not there (a bounded cache counts it)."""
+        try:
+            os.unlink(name, dir_fd=folder)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _rename_aside(self, folder: int, name: str, aside: str) -> bool:
+        """Rename the key's file ``name`` to ``aside``; False if it was not there (a bounded cache counts)."""
+        try:
+            os.rename(name, aside, src_dir_fd=folder, dst_dir_fd=folder)
+        except FileNotFoundError:
+            return False
         return True
 
     def _pop(self, key: str) -> bytes | Missing:
@@ -263,9 +277,7 @@ class FileSystemBackend(FolderRoot[V]):
         one moves the file, and the value read is exactly the one removed.
         """
         aside = temp_name()
-        try:
-            os.rename(at.name, aside, src_dir_fd=at.folder, dst_dir_fd=at.folder)
-        except FileNotFoundError:
+        if not self._rename_aside(at.folder, at.name, aside):
             return None
         try:
             opened = open_file(at.folder, aside)

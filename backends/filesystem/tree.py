@@ -25,6 +25,7 @@ from operator import itemgetter
 from typing import Final, NamedTuple
 
 from ..keys import MAX_KEY_BYTES, all_valid, is_valid_key
+from .bound import BOUND_FILE
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, lstat_file, try_rmdir, unlink_quietly
 from .layout import (
     CHUNK,
@@ -91,12 +92,12 @@ def is_own(name: str, top: bool = True, folder: bool = False) -> bool:
 
     Exactly: a temporary file (:func:`.layout.is_temp`: ``~backends-`` and 32
     hex digits, ``.tmp``) anywhere, and at the root (``top``) the layout
-    marker file and the lock folder. Any other name, ``~notes.tmp`` or
+    marker file, a bounded cache's tally file and the lock folder. Any other name, ``~notes.tmp`` or
     ``~WRL0001.tmp`` included, is a user's: a key or a stray, never hidden.
     """
     if folder:
         return top and name == LOCK_FOLDER
-    return is_temp(name) or (top and name == MARKER)
+    return is_temp(name) or (top and name in (MARKER, BOUND_FILE))
 
 
 class Layout:

@@ -1,0 +1,336 @@
+"""The size bound of a cache folder: one shared tally, use stamps, and an eviction pool.
+
+Every process using a bounded folder shares one file at its root,
+:data:`BOUND_FILE`:
+
+- a header (:data:`_HEADER`): a magic, the number of entries and their bytes
+  (the sizes of the value files), the counted writes since the last recount,
+  and a "busy" mark. Each counted write or removal changes it under an
+  exclusive ``flock`` of the file, around the rename or unlink it counts, so
+  the tally is exact however writers interleave. The busy mark is set for the
+  span of the change: a holder killed inside it leaves it set, and the next
+  holder recounts. A header that is not one this module wrote (corrupt,
+  truncated, another tool's) is recounted too, and so is any tally every
+  ``max(RECOUNT_EVERY, entries)`` counted writes (files a user added, grew or
+  deleted behind the tally's back).
+- :data:`SLOTS` use stamps after it, one 8-byte slot per key hash (crc32):
+  the cache clock's nanoseconds of the key's last write or hit, written with
+  one ``pwrite`` and no lock (a lost race between two hits keeps either
+  stamp, both recent). Keys that share a slot share a stamp: the colder one
+  then looks as recent as the hotter one and is kept longer, never evicted
+  sooner. Eviction is approximate LRU in that sense only.
+
+Eviction (:class:`Pool`), as Redis keeps a pool of the best candidates of
+its samples: one scan of the folder (under the tally's lock, so it also
+recounts) ranks the entries, expired ones first, then by stamp; the oldest
+``max(POOL, entries // 16)`` are kept in the process as candidates, and each
+later eviction takes the next one that still holds the same file with the
+same stamp (a candidate used or rewritten since is dropped from the pool).
+Entries outside the pool were newer when scanned and can only grow newer,
+so the order stays exact; the pool is scanned again when it runs out, or
+once a deadline the scan saw beyond the pool has passed (an entry outside
+it expired).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import heapq
+import os
+import struct
+import threading
+import zlib
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Final, NamedTuple
+
+from .entries import NEVER_BELOW
+
+__all__ = [
+    "BOUND_FILE",
+    "MAX_BOUND",
+    "POOL",
+    "RECOUNT_EVERY",
+    "SLOTS",
+    "Candidate",
+    "Pool",
+    "Tally",
+    "check_bound",
+    "slot_of",
+]
+
+#: the shared tally and use stamps of a bounded folder (a reserved name: never a key)
+BOUND_FILE: Final = "~backends-bound"
+#: use-stamp slots after the header (8 bytes each: 512 KiB, a sparse file until used)
+SLOTS: Final = 1 << 16
+#: a recount at least every this many counted writes (heals drift behind the tally's back)
+RECOUNT_EVERY: Final = 4096
+#: the least number of eviction candidates one scan keeps
+POOL: Final = 64
+#: the largest bound (the tally is a signed 64-bit integer)
+MAX_BOUND: Final = 1 << 62
+
+_MAGIC: Final = b"bkbound1"
+_HEADER = struct.Struct("<8sqqqq")  # magic, entries, bytes, writes since recount, busy
+_STAMPS_AT: Final = 4096
+_STAMP = struct.Struct("<Q")
+_FLAGS = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: what makes recording a use impossible on a read: the read is served, the use unrecorded
+_UNRECORDABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOENT})
+
+
+def check_bound(value: object, name: str) -> int | None:
+    """``value`` if None (no bound) or an int from 1 to 2**62; else TypeError/ValueError naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} is None (no bound) or an int >= 1, not {type(value).__name__}")
+    if not 1 <= value <= MAX_BOUND:
+        raise ValueError(f"{name} is None (no bound) or an int from 1 to 2**62, not {value!r}")
+    return value
+
+
+def slot_of(key: str) -> int:
+    """The use-stamp slot of ``key`` (stable across processes and runs)."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) & (SLOTS - 1)
+
+
+class Tally:
+    """The shared counts, as read under the lock; changes are written back when the lock is released."""
+
+    def __init__(
+        self, entries: int, size: int, writes: int, maxsize: int | None, maxbytes: int | None
+    ) -> None:
+        self.entries = entries
+        self.bytes = size
+        self.writes = writes
+        self._maxsize = maxsize
+        self._maxbytes = maxbytes
+
+    def add(self, size: int, entries: int) -> None:
+        self.bytes += size
+        self.entries += entries
+        self.writes += 1
+
+    def remove(self, size: int) -> None:
+        self.bytes -= size
+        self.entries -= 1
+
+    @property
+    def over(self) -> bool:
+        """Whether the folder holds more than its bound."""
+        return (self._maxsize is not None and self.entries > self._maxsize) or (
+            self._maxbytes is not None and self.bytes > self._maxbytes
+        )
+
+    @property
+    def wrong(self) -> bool:
+        """Whether the counts cannot be true (a removal of a file the tally never counted)."""
+        return self.entries < 0 or self.bytes < 0 or (self.entries == 0 and self.bytes != 0)
+
+
+class Candidate(NamedTuple):
+    """An entry a scan found: its rank (expired first, then oldest use), key and identity."""
+
+    fresh: bool  # False (expired) ranks first
+    stamp: int
+    ctime_ns: int
+    key: str
+    ino: int
+    deadline: int  # mtime: 0 .. NEVER_BELOW for never
+
+
+#: a scan: yields ``(key, lstat)`` of every key's file
+Scan = Callable[[], Iterable[tuple[str, os.stat_result]]]
+
+
+class Pool:
+    """The bound of one cache object in one process: the shared file's descriptors and the candidates."""
+
+    def __init__(self, maxsize: int | None, maxbytes: int | None) -> None:
+        self.maxsize = maxsize
+        self.maxbytes = maxbytes
+        self._stamps = -1  # a descriptor of BOUND_FILE kept for hits' pwrites
+        self._stamps_ino = 0
+        self._lock = threading.Lock()
+        self._by_use: list[int] = []  # indexes into _ranked, the oldest last (popped first)
+        self._by_deadline: list[tuple[int, int]] = []  # heap of (deadline, index in _ranked)
+        self._ranked: list[Candidate] = []
+        self._taken: set[int] = set()
+        self._horizon = 0  # the earliest deadline of a fresh entry outside the pool; 0: none
+
+    # -- the tally ----------------------------------------------------------------
+
+    @contextmanager
+    def counting(
+        self, root: int, scan: Scan, *, wait: bool = True, recount: bool = False
+    ) -> Iterator[Tally | None]:
+        """The tally under the file's exclusive flock (made with the file); written back after.
+
+        With ``wait=False``, None at once if another holder has it. A missing,
+        foreign, damaged or busy-marked header is recounted first.
+        """
+        fd = os.open(BOUND_FILE, _FLAGS | os.O_CREAT, 0o666, dir_fd=root)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield None
+                return
+            tally = self._read(fd)
+            if tally is None or recount or tally.wrong or tally.writes >= max(RECOUNT_EVERY, tally.entries):
+                tally = self.recount(scan)
+            # Busy until written back: a holder killed in between leaves the mark.
+            os.pwrite(fd, _HEADER.pack(_MAGIC, tally.entries, tally.bytes, tally.writes, 1), 0)
+            try:
+                yield tally
+            finally:
+                # A change the body made is in the tally only once done; a
+                # wrong tally (a file removed that it never counted) is left
+                # unmarked, to be recounted by the next holder.
+                magic = b"" if tally.wrong else _MAGIC
+                os.pwrite(
+                    fd, _HEADER.pack(magic.ljust(8, b"\0"), tally.entries, tally.bytes, tally.writes, 0), 0
+                )
+            self._keep_stamps(root, fd)
+        finally:
+            os.close(fd)
+
+    def _read(self, fd: int) -> Tally | None:
+        raw = os.pread(fd, _HEADER.size, 0)
+        if len(raw) != _HEADER.size:
+            return None
+        magic, entries, size, writes, busy = _HEADER.unpack(raw)
+        if magic != _MAGIC or busy != 0 or writes < 0:
+            return None  # not ours, damaged, or its last holder was killed mid-change
+        return Tally(entries, size, writes, self.maxsize, self.maxbytes)
+
+    def recount(self, scan: Scan) -> Tally:
+        """Count every key's file afresh (expired ones too: they hold their bytes until removed)."""
+        entries = size = 0
+        for _, status in scan():
+            entries += 1
+            size += status.st_size
+        return Tally(entries, size, 0, self.maxsize, self.maxbytes)
+
+    # -- use stamps ------------------------------------------------------------------
+
+    def _keep_stamps(self, root: int, fd: int) -> None:
+        """Keep a descriptor of the file for hits (again, if the file was replaced or deleted meanwhile)."""
+        ino = os.fstat(fd).st_ino
+        if ino == self._stamps_ino and self._stamps >= 0:
+            return
+        # A new open file description, never a dup: the flock belongs to the
+        # description, and a dup kept open would hold it for ever.
+        kept = os.open(BOUND_FILE, _FLAGS, dir_fd=root)
+        with self._lock:
+            old, self._stamps = self._stamps, kept
+            self._stamps_ino = os.fstat(kept).st_ino
+        if old >= 0:
+            os.close(old)
+
+    def stamp(self, root: int, key: str, now_ns: int) -> None:
+        """Record a use of ``key`` at ``now_ns``: one ``pwrite``, no lock; nothing where it cannot be."""
+        fd = self._stamps
+        try:
+            if fd < 0:
+                fd = self._open_stamps(root)
+                if fd < 0:
+                    return
+            os.pwrite(fd, _STAMP.pack(now_ns), _STAMPS_AT + 8 * slot_of(key))
+        except OSError as exc:
+            # A read-only or full folder serves its hits; their uses go unrecorded
+            # (the entry then ranks by its last recorded use or write).
+            if exc.errno not in _UNRECORDABLE and exc.errno != errno.EBADF:
+                raise
+
+    def _open_stamps(self, root: int) -> int:
+        try:
+            fd = os.open(BOUND_FILE, _FLAGS, dir_fd=root)  # a read creates nothing
+        except OSError as exc:
+            if exc.errno in _UNRECORDABLE:
+                return -1
+            raise
+        with self._lock:
+            if self._stamps >= 0:
+                os.close(fd)
+                return self._stamps
+            self._stamps, self._stamps_ino = fd, os.fstat(fd).st_ino
+        return fd
+
+    def stamps(self, root: int) -> array[int]:
+        """Every slot's stamp (zeros where none was recorded, or the file is missing)."""
+        table = array("Q", bytes(8 * SLOTS))
+        try:
+            fd = os.open(BOUND_FILE, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), dir_fd=root)
+        except FileNotFoundError:
+            return table
+        try:
+            raw = os.pread(fd, 8 * SLOTS, _STAMPS_AT)
+        finally:
+            os.close(fd)
+        table[: len(raw) // 8] = array("Q", raw[: len(raw) // 8 * 8])
+        return table
+
+    def stamp_of(self, root: int, key: str) -> int:
+        """The stamp recorded for ``key``'s slot (0 if none)."""
+        try:
+            fd = os.open(BOUND_FILE, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), dir_fd=root)
+        except FileNotFoundError:
+            return 0
+        try:
+            raw = os.pread(fd, 8, _STAMPS_AT + 8 * slot_of(key))
+        finally:
+            os.close(fd)
+        return _STAMP.unpack(raw)[0] if len(raw) == 8 else 0
+
+    def forget(self) -> None:
+        """Drop the kept descriptor (the root was reopened, or the cache closed)."""
+        with self._lock:
+            old, self._stamps, self._stamps_ino = self._stamps, -1, 0
+        if old >= 0:
+            os.close(old)
+
+    # -- candidates ----------------------------------------------------------------------
+
+    def fill(self, found: Iterable[Candidate], count: int) -> None:
+        """Keep the ``max(POOL, count // 16)`` best of a scan's candidates."""
+        size = max(POOL, count // 16)
+        ranked = list(found)
+        best = heapq.nsmallest(size, ranked)
+        chosen = {id(candidate) for candidate in best}
+        horizon = [
+            c.deadline for c in ranked if id(c) not in chosen and c.deadline >= NEVER_BELOW and c.fresh
+        ]
+        with self._lock:
+            self._ranked = best
+            self._by_use = list(reversed(range(len(best))))
+            self._by_deadline = [(c.deadline, i) for i, c in enumerate(best) if c.deadline >= NEVER_BELOW]
+            heapq.heapify(self._by_deadline)
+            self._taken = set()
+            self._horizon = min(horizon, default=0)
+
+    def written(self, deadline: int) -> None:
+        """A write of this process with this deadline: once passed, the pool is scanned again."""
+        if deadline >= NEVER_BELOW and self._ranked:
+            with self._lock:
+                self._horizon = min(self._horizon or deadline, deadline)
+
+    def next(self, now_ns: int) -> Candidate | None:
+        """The next candidate: one the clock has expired first, else the least recently used; None to scan."""
+        with self._lock:
+            if self._horizon and self._horizon <= now_ns:
+                return None  # an entry outside the pool has expired: scan again
+            while self._by_deadline and self._by_deadline[0][0] <= now_ns:
+                _, index = heapq.heappop(self._by_deadline)
+                if index not in self._taken:
+                    self._taken.add(index)
+                    return self._ranked[index]
+            while self._by_use:
+                index = self._by_use.pop()
+                if index not in self._taken:
+                    self._taken.add(index)
+                    return self._ranked[index]
+            return None
