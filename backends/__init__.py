@@ -34,6 +34,7 @@ from .filesystem import (
 from .info import Stat
 from .keys import MAX_KEY_BYTES, is_valid_key
 from .locks import Lock
+from .memo import CachedError, CacheKeyError, cached
 from .memory import MemoryCache, MemoryRawCache, MemoryTextCache, VolatileBackend
 from .redis import RedisBackend, RedisJsonBackend, RedisRawBackend, RedisTextBackend
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
@@ -54,6 +55,8 @@ __all__ = [
     "BackendError",
     "BaseBackend",
     "BucketNotFoundError",
+    "CacheKeyError",
+    "CachedError",
     "Codec",
     "CorruptValueError",
     "Entry",
@@ -100,6 +103,7 @@ __all__ = [
     "Versioned",
     "VolatileBackend",
     "__version__",
+    "cached",
     "is_valid_key",
     "open_url",
     "subscribe",
