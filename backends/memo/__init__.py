@@ -66,7 +66,7 @@ def cached(
         if not callable(function):
             raise TypeError(f"cached decorates a function, not {type(function).__name__}")
         if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
-            raise TypeError(f"cached cannot keep a generator's results: {function.__qualname__} yields")
+            raise TypeError(f"cached cannot keep a generator's results: {function.__name__} yields")
         rule = KeyRule(function, options.prefix, options.version, key)
         kind = AsyncCachedFunction if inspect.iscoroutinefunction(function) else CachedFunction
         return kind(function, checked, options, rule)

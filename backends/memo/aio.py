@@ -19,7 +19,7 @@ from ..aio import AsyncBackend, AsyncLock
 from ..base import MISSING
 from ..errors import BackendError, CorruptValueError, LockError, LockTimeoutError
 from .entries import Found, error_entry, value_entry
-from .function import CachedFunction, log
+from .function import CORRUPT, CachedFunction, log
 
 __all__ = ["AsyncCachedFunction"]
 
@@ -89,7 +89,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
         lock = self._alock(key, self.options.lock_timeout)
         held = await self._aacquire(lock)
         try:
-            again = await self._alook(key) if held else None
+            again = await self._alook(key, again=True) if held else None
             if again is not None and again.fresh(self.options.clock()):
                 result = self._hit(key, again)
             else:
@@ -141,7 +141,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
 
     async def _arefresh_held(self, key: str, call: Call, lock: AsyncLock) -> None:
         try:
-            again = await self._alook(key)
+            again = await self._alook(key, again=True)
             if again is None or not again.fresh(self.options.clock()):
                 await self._acompute(key, call, None)
             await self._arelease(lock, key)
@@ -154,13 +154,12 @@ class AsyncCachedFunction(CachedFunction[P, R]):
 
     # -- the store, through the twin -------------------------------------------------------
 
-    async def _alook(self, key: str) -> Found | None:
+    async def _alook(self, key: str, *, again: bool = False) -> Found | None:
         try:
             stored = await self._twin.load(key, MISSING)
         except CorruptValueError:
-            self._tell(key, "foreign")
-            return None
-        return None if stored is MISSING else self._read(key, stored)
+            stored = CORRUPT
+        return None if stored is MISSING else self._read(key, stored, again)
 
     async def _adump(self, key: str, entry: dict[str, Any], ttl: float | None) -> None:
         if self._timed:

@@ -32,7 +32,7 @@ from .entries import Found, error_entry, read_entry, value_entry
 from .keys import KeyRule
 from .options import Options
 
-__all__ = ["OUTCOMES", "CachedError", "CachedFunction", "CachedStats"]
+__all__ = ["CORRUPT", "OUTCOMES", "BoundCached", "CachedError", "CachedFunction", "CachedStats"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,6 +51,9 @@ OUTCOMES: Final = (
     "lost",
     "refresh failed",
 )
+
+#: what ``_look`` found for bytes the store's codec cannot decode
+CORRUPT: Final = object()
 
 #: every decorated function of this process, made ready again in a forked child
 _FUNCTIONS: weakref.WeakSet[CachedFunction[Any, Any]] = weakref.WeakSet()
@@ -86,7 +89,7 @@ class CachedFunction(Generic[P, R]):
     def __init__(
         self, function: Callable[P, R], store: BaseBackend[Any, Any], options: Options, rule: KeyRule
     ):
-        functools.update_wrapper(self, function)
+        functools.update_wrapper(self, function, updated=())  # never its __dict__ over ours
         self.function = function
         self.store = store
         self.options = options
@@ -181,7 +184,7 @@ class CachedFunction(Generic[P, R]):
         held = self._acquire(lock)
         try:
             if held:
-                again = self._look(key)
+                again = self._look(key, again=True)
                 if again is not None and again.fresh(self.options.clock()):
                     result = self._hit(key, again)  # another caller computed it while we waited
                 else:
@@ -258,7 +261,7 @@ class CachedFunction(Generic[P, R]):
 
     def _refresh_held(self, key: str, call: Callable[[], Any], lock: Lock) -> None:
         try:
-            again = self._look(key)
+            again = self._look(key, again=True)
             if again is None or not again.fresh(self.options.clock()):
                 self._compute(key, call, None)
             self._release(lock, key)
@@ -276,18 +279,20 @@ class CachedFunction(Generic[P, R]):
 
     # -- the store -------------------------------------------------------------------------
 
-    def _look(self, key: str) -> Found | None:
-        """The entry under ``key``; None if absent, or foreign (not an entry of ours: a miss)."""
+    def _look(self, key: str, *, again: bool = False) -> Found | None:
+        """The entry under ``key``; None if absent, or foreign (not an entry of ours: a miss).
+
+        Foreign data is told once per call, at the first look (not ``again``, under the lock).
+        """
         try:
             stored = self.store.load(key, MISSING)
         except CorruptValueError:  # bytes that are no JSON: foreign, replaced on the next store
-            self._tell(key, "foreign")
-            return None
-        return None if stored is MISSING else self._read(key, stored)
+            stored = CORRUPT
+        return None if stored is MISSING else self._read(key, stored, again)
 
-    def _read(self, key: str, stored: Any) -> Found | None:
-        found = read_entry(stored)
-        if found is None:
+    def _read(self, key: str, stored: Any, again: bool) -> Found | None:
+        found = None if stored is CORRUPT else read_entry(stored)
+        if found is None and not again:
             self._tell(key, "foreign")
         return found
 
@@ -391,7 +396,7 @@ class BoundCached:
     def __init__(self, cached: CachedFunction[Any, Any], instance: object) -> None:
         self.__func__ = cached
         self.__self__ = instance
-        functools.update_wrapper(self, cached.function)
+        functools.update_wrapper(self, cached.function, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__func__(self.__self__, *args, **kwargs)

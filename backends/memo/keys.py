@@ -52,7 +52,9 @@ class KeyRule:
         self.signature = inspect.signature(function)
         parameters = list(self.signature.parameters)
         self.skip = parameters[0] if parameters and parameters[0] in ("self", "cls") else None
-        self.name = f"{function.__module__}.{function.__qualname__}"
+        # A callable object is named by its class (two of them share keys: pass prefix= or version=).
+        qualname = getattr(function, "__qualname__", type(function).__qualname__)
+        self.name = f"{function.__module__}.{qualname}"
         self.head = f"{prefix}{self.name}/v{version}/"
         problem = key_problem(self.head + "x")
         if problem is not None:

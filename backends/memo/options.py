@@ -12,7 +12,7 @@ from ..cache import MAX_TIMEOUT
 from ..keys import key_problem
 from ..locks import check_lease, check_wait
 
-__all__ = ["ON_LOCK_TIMEOUT", "Options", "check_store"]
+__all__ = ["ON_LOCK_TIMEOUT", "Options", "check_store", "make_options"]
 
 #: what a caller does when the key's lock is not had within ``lock_timeout``
 ON_LOCK_TIMEOUT: Final = ("compute", "raise")
