@@ -89,7 +89,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
         lock = self._alock(key, self.options.lock_timeout)
         held = await self._aacquire(lock)
         try:
-            again = await self._alook(key, again=True) if held else None
+            again = await self._alook_again(key) if held else None
             if again is not None and again.fresh(self.options.clock()):
                 result = self._hit(key, again)
             else:
@@ -127,26 +127,26 @@ class AsyncCachedFunction(CachedFunction[P, R]):
             if key in self._refreshing:
                 return
             self._refreshing.add(key)
-        try:
-            lock = self._alock(key, 0)
-            if not await self._aacquire(lock, quiet=True):
-                self._done(key, None)
-                return
-        except BaseException:
-            self._done(key, None)
-            raise
-        task = asyncio.get_running_loop().create_task(self._arefresh_held(key, call, lock))
+        task = asyncio.get_running_loop().create_task(self._arefresh_stale(key, call))
         self._tasks.add(task)  # a strong reference: the loop keeps only a weak one
         task.add_done_callback(self._tasks.discard)
 
-    async def _arefresh_held(self, key: str, call: Call, lock: AsyncLock) -> None:
+    async def _arefresh_stale(self, key: str, call: Call) -> None:
         try:
-            again = await self._alook(key, again=True)
-            if again is None or not again.fresh(self.options.clock()):
-                await self._acompute(key, call, None)
+            if self._tiers and await self._alook_again(key, fresh_only=True) is not None:
+                return
+            lock = self._alock(key, 0)
+            if not await self._aacquire(lock, quiet=True):
+                return
+            try:
+                again = await self._alook_again(key)
+                if again is None or not again.fresh(self.options.clock()):
+                    await self._acompute(key, call, None)
+            except Exception as exc:
+                await self._alet_go(lock, exc)
+                raise
             await self._arelease(lock, key)
         except Exception as exc:
-            await self._alet_go(lock, exc)
             self._tell(key, "refresh failed", type(exc).__name__)
             log.warning("background refresh of %s failed: %s", self._name, type(exc).__name__)
         finally:
@@ -160,6 +160,15 @@ class AsyncCachedFunction(CachedFunction[P, R]):
         except CorruptValueError:
             stored = CORRUPT
         return None if stored is MISSING else self._read(key, stored, again)
+
+    async def _alook_again(self, key: str, *, fresh_only: bool = False) -> Found | None:
+        found = await self._alook(key, again=True)
+        if found is not None and self._tiers and not found.fresh(self.options.clock()):
+            await asyncio.to_thread(self._drop_copies, key)  # local caches: a thread, not the twin's pool
+            found = await self._alook(key, again=True)
+        if fresh_only and (found is None or not found.fresh(self.options.clock())):
+            return None
+        return found
 
     async def _adump(self, key: str, entry: dict[str, Any], ttl: float | None) -> None:
         if self._timed:

@@ -2,9 +2,10 @@
 
 A call (README.rst, "Caching a function"): build the key; load the entry;
 a fresh one is the answer (a hit). An entry past its timeout but inside
-``stale_while_revalidate`` is served at once, and one caller in the
-process, if it takes the key's lock without waiting, refreshes it in a
-background thread. Anything else is a miss: take the key's lock (the
+``stale_while_revalidate`` is served at once, and a background thread
+(one per key and process) refreshes it if it takes the key's lock without
+waiting (through a tier, it first reads the origin, where another machine
+may have stored a fresh value). Anything else is a miss: take the key's lock (the
 store's, held across threads, processes and machines), look again (a
 caller that waited finds the holder's value: a hit), else run the function,
 store its result, release. Past ``lock_timeout`` a waiter computes by
@@ -28,6 +29,7 @@ from ..base import MISSING, BaseBackend
 from ..errors import BackendError, CorruptValueError, LockError, LockTimeoutError
 from ..events import HUB, Counters
 from ..locks import Lock
+from ..tierbase import TierBase
 from .entries import Found, error_entry, read_entry, value_entry
 from .keys import KeyRule
 from .options import Options
@@ -101,6 +103,7 @@ class CachedFunction(Generic[P, R]):
         # Whether the store keeps a timeout per entry (caches, SQLite, Redis, tiers).
         self._timed = "timeout" in inspect.signature(store.dump).parameters
         self._error_classes: dict[str, type[Exception]] | None = None
+        self._tiers = _tiers_of(store)
         self._start()
         _FUNCTIONS.add(self)
 
@@ -184,7 +187,7 @@ class CachedFunction(Generic[P, R]):
         held = self._acquire(lock)
         try:
             if held:
-                again = self._look(key, again=True)
+                again = self._look_again(key)
                 if again is not None and again.fresh(self.options.clock()):
                     result = self._hit(key, again)  # another caller computed it while we waited
                 else:
@@ -236,37 +239,42 @@ class CachedFunction(Generic[P, R]):
     # -- refreshing in the background ----------------------------------------------------
 
     def _revalidate(self, key: str, call: Callable[[], Any]) -> None:
-        """Start one refresh of ``key`` in the background, unless one runs already (here or elsewhere)."""
+        """Start one refresh of ``key`` in a background thread, unless this process runs one already."""
         with self._guard:
             if key in self._refreshing:
                 return
             self._refreshing.add(key)
-        try:
-            lock = self._lock(key, 0)
-            if not self._acquire(lock, quiet=True):
-                self._done(key, None)
-                return
             thread = threading.Thread(
-                target=self._refresh_held,
-                args=(key, call, lock),
-                name=f"cached refresh {self._name}",
-                daemon=True,
+                target=self._refresh_stale, args=(key, call), name=f"cached refresh {self._name}", daemon=True
             )
-            with self._guard:
-                self._threads.add(thread)
+            self._threads.add(thread)
+        try:
             thread.start()
         except BaseException:
-            self._done(key, None)
+            self._done(key, thread)
             raise
 
-    def _refresh_held(self, key: str, call: Callable[[], Any], lock: Lock) -> None:
+    def _refresh_stale(self, key: str, call: Callable[[], Any]) -> None:
+        """Refresh a stale entry: only the caller anywhere that takes the key's lock at once computes.
+
+        Through a tier, the origin is read first: a value another machine
+        stored there already refreshes this machine's caches, with no lock.
+        """
         try:
-            again = self._look(key, again=True)
-            if again is None or not again.fresh(self.options.clock()):
-                self._compute(key, call, None)
+            if self._tiers and self._look_again(key, fresh_only=True) is not None:
+                return
+            lock = self._lock(key, 0)
+            if not self._acquire(lock, quiet=True):
+                return  # another caller, here or elsewhere, refreshes it
+            try:
+                again = self._look_again(key)
+                if again is None or not again.fresh(self.options.clock()):
+                    self._compute(key, call, None)
+            except Exception as exc:
+                self._let_go(lock, exc)
+                raise
             self._release(lock, key)
         except Exception as exc:
-            self._let_go(lock, exc)
             self._tell(key, "refresh failed", type(exc).__name__)
             log.warning("background refresh of %s failed: %s", self._name, type(exc).__name__)
         finally:
@@ -289,6 +297,24 @@ class CachedFunction(Generic[P, R]):
         except CorruptValueError:  # bytes that are no JSON: foreign, replaced on the next store
             stored = CORRUPT
         return None if stored is MISSING else self._read(key, stored, again)
+
+    def _look_again(self, key: str, *, fresh_only: bool = False) -> Found | None:
+        """The look under the key's lock: through a tier, a stale copy in its caches is dropped and the
+        origin read, so that a value another machine stored there meanwhile is found.
+
+        ``fresh_only``: None unless the entry found is fresh.
+        """
+        found = self._look(key, again=True)
+        if found is not None and self._tiers and not found.fresh(self.options.clock()):
+            self._drop_copies(key)
+            found = self._look(key, again=True)
+        if fresh_only and (found is None or not found.fresh(self.options.clock())):
+            return None
+        return found
+
+    def _drop_copies(self, key: str) -> None:
+        for tier in self._tiers:
+            tier.cache.delete(key)
 
     def _read(self, key: str, stored: Any, again: bool) -> Found | None:
         found = None if stored is CORRUPT else read_entry(stored)
@@ -375,6 +401,15 @@ class CachedFunction(Generic[P, R]):
         self._counts[outcome].add()
         if HUB.on:
             HUB.emit(self.store, "cached", key, outcome, detail=f"{self._name} {detail}".rstrip())
+
+
+def _tiers_of(store: BaseBackend[Any, Any]) -> list[TierBase]:
+    """The tiers of ``store`` from the top: itself if a tier, and its origin if that is one too."""
+    found: list[TierBase] = []
+    while isinstance(store, TierBase):
+        found.append(store)
+        store = store.origin
+    return found
 
 
 def _classes_by_name(kinds: tuple[type[Exception], ...]) -> dict[str, type[Exception]]:
