@@ -19,12 +19,14 @@ from redis_proxy import LosingProxy
 from servers import S3Target, counting
 
 from backends import (
+    FileSystemJsonBackend,
     JsonCache,
     MemoryCache,
     RedisJsonBackend,
     S3JsonBackend,
     StoreError,
     TieredBackend,
+    VolatileBackend,
     cached,
 )
 from backends.memo import CachedStats
@@ -222,3 +224,21 @@ def test_lost_redis_replies_still_run_the_body_once_and_answer_every_caller(
         finally:
             store.clear()
             store.close()
+
+
+# -- per-entry timeouts through a tier ---------------------------------------------------------------
+
+
+def test_through_a_tier_the_cache_entry_lives_for_the_timeout_and_the_grace(tmp_path: Path) -> None:
+    clock = FrozenClock()
+    tier = TieredBackend(MemoryCache(timeout=3600, clock=clock), FileSystemJsonBackend(tmp_path))
+    f = cached(tier, timeout=60, stale_while_revalidate=30, stale_if_error=10, clock=clock)(Counted())
+    assert f(1)["run"] == 1
+    deadline = tier.cache.expires(f.cache_key(1))
+    assert deadline is not None and deadline.timestamp() == pytest.approx(clock() + 90)
+    forever = cached(tier, timeout=None, prefix="forever/", clock=clock)(Counted())
+    forever(1)
+    assert tier.cache.expires(forever.cache_key(1)) is None
+    plain = TieredBackend(VolatileBackend(), FileSystemJsonBackend(tmp_path / "plain"))
+    g = cached(plain, timeout=60)(Counted())  # a cache without expiry: no per-entry timeout given
+    assert g(1) == g(1) == {"x": 1, "run": 1}

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, ParamSpec, TypeVar
 
 from ..base import MISSING, BaseBackend
+from ..cache import ExpiringCache
 from ..errors import BackendError, CorruptValueError, LockError, LockTimeoutError
 from ..events import HUB, Counters
 from ..locks import Lock
@@ -100,8 +101,7 @@ class CachedFunction(Generic[P, R]):
         #: what this function did in this process: operation "cached", the outcomes of OUTCOMES
         self.counters = Counters()
         self._counts = {outcome: self.counters.counter("", "cached", outcome) for outcome in OUTCOMES}
-        # Whether the store keeps a timeout per entry (caches, SQLite, Redis, tiers).
-        self._timed = "timeout" in inspect.signature(store.dump).parameters
+        self._timed = _keeps_timeouts(store)
         self._error_classes: dict[str, type[Exception]] | None = None
         self._tiers = _tiers_of(store)
         self._start()
@@ -401,6 +401,14 @@ class CachedFunction(Generic[P, R]):
         self._counts[outcome].add()
         if HUB.on:
             HUB.emit(self.store, "cached", key, outcome, detail=f"{self._name} {detail}".rstrip())
+
+
+def _keeps_timeouts(store: BaseBackend[Any, Any]) -> bool:
+    """Whether ``store.dump`` takes a timeout per entry: caches, SQLite, Redis, and a tier whose
+    cache does (a tier of a cache without expiry refuses one)."""
+    if "timeout" not in inspect.signature(store.dump).parameters:
+        return False
+    return not isinstance(store, TierBase) or isinstance(store.cache, ExpiringCache)
 
 
 def _tiers_of(store: BaseBackend[Any, Any]) -> list[TierBase]:
