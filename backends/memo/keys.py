@@ -5,7 +5,7 @@ arguments are bound to the function's signature (``f(1, b=2)`` and
 ``f(1, 2)`` are one call; defaults are applied), the first parameter is
 left out when it is named ``self`` or ``cls`` (a method's instance or
 class), and the rest is written as canonical JSON: an object of parameter
-names, sorted, compact, ASCII only (every other character as its ``\\u``
+names, sorted, compact, ASCII only (every other character, a lone surrogate too, as its ``\\u``
 escape), ``/`` written ``\\/`` and DEL ``\\u007f``, so the part is one key
 segment on every store. Only JSON values are arguments: ``None``, ``bool``,
 ``int``, finite ``float``, ``str``, lists and tuples (one form: a tuple is
@@ -33,6 +33,10 @@ __all__ = ["LONGEST_ARGUMENTS", "CacheKeyError", "KeyRule"]
 LONGEST_ARGUMENTS: Final = 200
 
 _ATOMS: Final = (str, int, float, type(None))
+#: the canonical JSON of the arguments (one encoder: json.dumps with options would make one per call)
+_CANONICAL: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
 
 
 class CacheKeyError(BackendError, TypeError):
@@ -62,16 +66,20 @@ class KeyRule:
                 f"prefix, the function's name and version make no valid key ({problem}): {self.head!r}"
             )
         self.custom = key
+        # The common signature (plain parameters only) is bound without inspect's bind(): a hit is hot.
+        plain = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        self._simple = all(p.kind is plain for p in self.signature.parameters.values())
+        self._names = tuple(parameters)
+        self._defaults = {
+            name: p.default for name, p in self.signature.parameters.items() if p.default is not p.empty
+        }
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if self.custom is not None:
             return self._custom(args, kwargs)
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.name}(): {exc}") from None
-        bound.apply_defaults()
-        arguments = {name: value for name, value in bound.arguments.items() if name != self.skip}
+        arguments = self._bound(args, kwargs)
+        if self.skip is not None:
+            del arguments[self.skip]
         for name, value in arguments.items():
             _check_json(value, name, self.name)
         text = json.dumps(
@@ -81,6 +89,24 @@ class KeyRule:
         if len(text) > LONGEST_ARGUMENTS:
             text = "sha256-" + hashlib.sha256(text.encode("ascii")).hexdigest()
         return self.head + text
+
+    def _bound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments by parameter name, defaults applied; TypeError as the call itself would raise."""
+        names = self._names
+        if self._simple and len(args) <= len(names):
+            arguments = dict(zip(names, args, strict=False))  # the rest: by name or default
+            given = all(name in arguments or name in kwargs or name in self._defaults for name in names)
+            if given and not any(name in arguments or name not in names for name in kwargs):
+                arguments.update(kwargs)
+                for name, default in self._defaults.items():
+                    arguments.setdefault(name, default)
+                return arguments
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
 
     def _custom(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         assert self.custom is not None
