@@ -399,7 +399,7 @@ def test_a_cached_error_whose_class_cannot_be_rebuilt_is_a_cached_error(store: J
         f()
     with pytest.raises(CachedError, match="Picky: 1/2") as info:
         f()
-    assert info.value.error_class.endswith("test_cached.Picky")  # type: ignore[attr-defined]
+    assert info.value.error_class.endswith("test_cached.Picky")
 
 
 # -- values ------------------------------------------------------------------------------------------

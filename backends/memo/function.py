@@ -22,7 +22,6 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final, Generic, ParamSpec, TypeVar
 
 from ..base import MISSING, BaseBackend
@@ -31,6 +30,7 @@ from ..errors import BackendError, CorruptValueError, LockError, LockTimeoutErro
 from ..events import HUB, Counters
 from ..locks import Lock
 from ..tierbase import TierBase
+from .answers import OUTCOMES, BoundCached, CachedError, CachedStats, classes_by_name, rebuild
 from .entries import Found, error_entry, read_entry, value_entry
 from .keys import KeyRule
 from .options import Options
@@ -42,48 +42,11 @@ R = TypeVar("R")
 
 log = logging.getLogger("backends.cached")
 
-#: what ``f.counters`` counts (operation "cached"), and the outcomes of its events
-OUTCOMES: Final = (
-    "hit",
-    "miss",
-    "stale",
-    "computed",
-    "failed",
-    "lock timed out",
-    "foreign",
-    "lost",
-    "refresh failed",
-)
-
 #: what ``_look`` found for bytes the store's codec cannot decode
 CORRUPT: Final = object()
 
 #: every decorated function of this process, made ready again in a forked child
 _FUNCTIONS: weakref.WeakSet[CachedFunction[Any, Any]] = weakref.WeakSet()
-
-
-class CachedError(BackendError):
-    """A cached exception whose class could not be rebuilt (not among ``cache_errors``).
-
-    ``error_class`` is the qualified name of the class, ``message`` its text.
-    """
-
-    def __init__(self, reason: str, **where: Any) -> None:
-        super().__init__(reason, **where)
-
-
-@dataclass(frozen=True)
-class CachedStats:
-    """What a decorated function did in this process (``f.stats``)."""
-
-    #: calls answered by a fresh entry (also after waiting for another caller's result)
-    hits: int = 0
-    #: calls that found no fresh entry and ran the function themselves
-    misses: int = 0
-    #: calls answered by a stale entry (refreshing, or the function failed)
-    stale: int = 0
-    #: runs of the function body in this process (misses, refreshes, ``refresh()``)
-    computed: int = 0
 
 
 class CachedFunction(Generic[P, R]):
@@ -378,24 +341,9 @@ class CachedFunction(Generic[P, R]):
 
     def _rebuilt(self, key: str, kind: str, message: str) -> Exception:
         """The cached error: its class with the stored message if among cache_errors, else CachedError."""
-        classes = self._error_classes
-        if classes is None:
-            classes = self._error_classes = _classes_by_name(self.options.cache_errors)
-        found = classes.get(kind)
-        if found is not None:
-            try:
-                error = found(message)
-            except Exception:  # a class that takes no message: CachedError below
-                pass
-            else:
-                if sys.version_info >= (3, 11):
-                    error.add_note(f"cached by {self._name}")
-                return error
-        failure = CachedError(
-            f"the cached error {kind}: {message}", backend=repr(self.store), operation="cached"
-        )
-        failure.error_class, failure.message = kind, message  # type: ignore[attr-defined]
-        return failure
+        if self._error_classes is None:
+            self._error_classes = classes_by_name(self.options.cache_errors)
+        return rebuild(self._error_classes, kind, message, self._name, repr(self.store))
 
     def _tell(self, key: str, outcome: str, detail: str = "") -> None:
         self._counts[outcome].add()
@@ -418,43 +366,6 @@ def _tiers_of(store: BaseBackend[Any, Any]) -> list[TierBase]:
         found.append(store)
         store = store.origin
     return found
-
-
-def _classes_by_name(kinds: tuple[type[Exception], ...]) -> dict[str, type[Exception]]:
-    """The classes of ``kinds`` and all their subclasses, by qualified name."""
-    found: dict[str, type[Exception]] = {}
-    todo = list(kinds)
-    while todo:
-        kind = todo.pop()
-        name = f"{kind.__module__}.{kind.__qualname__}"
-        if name not in found:
-            found[name] = kind
-            todo.extend(kind.__subclasses__())
-    return found
-
-
-class BoundCached:
-    """A cached method bound to its instance: ``obj.method(...)``, ``obj.method.invalidate(...)``."""
-
-    def __init__(self, cached: CachedFunction[Any, Any], instance: object) -> None:
-        self.__func__ = cached
-        self.__self__ = instance
-        functools.update_wrapper(self, cached.function, updated=())
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__func__(self.__self__, *args, **kwargs)
-
-    def cache_key(self, *args: Any, **kwargs: Any) -> str:
-        return self.__func__.cache_key(self.__self__, *args, **kwargs)
-
-    def invalidate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__func__.invalidate(self.__self__, *args, **kwargs)
-
-    def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__func__.refresh(self.__self__, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__func__, name)
 
 
 def _after_fork() -> None:

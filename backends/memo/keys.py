@@ -5,12 +5,13 @@ arguments are bound to the function's signature (``f(1, b=2)`` and
 ``f(1, 2)`` are one call; defaults are applied), the first parameter is
 left out when it is named ``self`` or ``cls`` (a method's instance or
 class), and the rest is written as canonical JSON: an object of parameter
-names, sorted, compact, ASCII only (every other character, a lone surrogate too, as its ``\\u``
-escape), ``/`` written ``\\/`` and DEL ``\\u007f``, so the part is one key
-segment on every store. Only JSON values are arguments: ``None``, ``bool``,
-``int``, finite ``float``, ``str``, lists and tuples (one form: a tuple is
-its list), and dicts with ``str`` keys; never ``hash()`` or ``repr()`` of an
-object, which change between runs. A part longer than
+names, sorted, compact, ASCII only (every other character, a lone
+surrogate too, as its ``\\u`` escape), ``/`` written ``\\/`` and DEL
+``\\u007f``, so the part is one key segment on every store. Only JSON
+values are arguments: ``None``, ``bool``, ``int``, finite ``float``,
+``str``, lists and tuples (one form: a tuple is its list), and dicts with
+``str`` keys; never ``hash()`` or ``repr()`` of an object, which change
+between runs. A part longer than
 :data:`LONGEST_ARGUMENTS` bytes becomes ``sha256-`` and its 64 hex digits.
 """
 
