@@ -586,3 +586,27 @@ def test_counters_and_events_tell_each_outcome(store: JsonCache, sink: MemorySin
     assert {e.backend for e in events} == {repr(store)}
     assert all(e.detail.endswith(".<lambda>") or "Body" in e.detail or e.detail for e in events)
     assert f.stats == backends.memo.CachedStats(hits=1, misses=1, computed=1)
+
+
+def test_a_late_holder_whose_lock_was_taken_still_answers_and_counts_it_lost(
+    store: JsonCache, clock: FrozenClock, sink: MemorySink
+) -> None:
+    entered, go = threading.Event(), threading.Event()
+
+    @cached(store, lease=10)
+    def f() -> str:
+        entered.set()
+        assert go.wait(30)
+        return "late"
+
+    answer: list[Any] = []
+    hung = threading.Thread(target=lambda: answer.append(f()))
+    hung.start()
+    assert entered.wait(10)
+    clock.advance(11)  # its lease ran out: another holder takes the key
+    with store.lock(f.cache_key(), timeout=0, ttl=60):
+        go.set()
+        hung.join()
+    assert answer == ["late"]
+    assert f.counters.get("cached", "lost").count == 1
+    assert [e.outcome for e in sink if e.operation == "cached"][-1] == "lost"
