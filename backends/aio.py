@@ -236,7 +236,7 @@ class AsyncBackend(Generic[V]):
         return self.backend.readonly().aio(max_workers=self.max_workers)
 
     def namespace(self, prefix: str) -> AsyncBackend[V]:
-        """The twin of ``backend.namespace(prefix)``, with its own threads (closing it leaves this twin open)."""
+        """The twin of ``backend.namespace(prefix)``, with its own threads (closing it leaves this open)."""
         return self.backend.namespace(prefix).aio(max_workers=self.max_workers)
 
     # -- lifetime -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Views: any backend read-only (``backend.readonly()``) or below a prefix (``backend.namespace("tenant-a/")``).
+"""Views: any backend read-only (``backend.readonly()``) or below a prefix (``.namespace("tenant-a/")``).
 
 A :class:`View` is a backend over another one, its ``base``, whose public
 calls it makes with its keys put below its prefix. It is not a copy and
@@ -35,24 +35,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypeVar
 
-from .base import MISSING, UNCHANGED, BaseBackend, Missing, Unchanged, Versioned
+from .base import MISSING, BaseBackend, Missing, Unchanged, Versioned
 from .cache import Entry
 from .core import encode_value
 from .errors import BackendError, InvalidKeyError, ReadOnlyError, StoreError
 from .events import observed
 from .info import Stat
-from .keys import key_problem
+from .keys import MAX_KEY_BYTES, key_problem
 from .transfers import FileTransfers, PathOrFile
 
 if TYPE_CHECKING:
     from .locks import Lock
 
-__all__ = ["View", "check_prefix", "refuses_writes"]
+__all__ = ["View", "check_prefix", "refuses_writes", "view_class"]
 
 V = TypeVar("V")
 
@@ -68,19 +69,19 @@ def _shown(text: str) -> str:
     return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + "..."
 
 
-def check_prefix(prefix: object, base: BaseBackend[Any, Any], name: str = "prefix") -> str:
+def check_prefix(prefix: object, base: BaseBackend[Any, Any] | None = None, name: str = "prefix") -> str:
     """``prefix`` as a namespace of ``base``: ending with one ``/``, itself a valid key before it.
 
     Raises TypeError for a non-``str``, ValueError naming ``name`` for an
     empty one, ``/``, a control character, a lone surrogate, an empty,
     ``.`` or ``..`` segment, a segment the base cannot hold, or one that
-    leaves no room for a key below it. Never any I/O.
+    leaves no room for a key below it (without ``base``: in 1024 bytes). Never any I/O.
     """
     if not isinstance(prefix, str):
         raise TypeError(f"{name} is a str, like 'tenant-a/', not {type(prefix).__name__}")
     folder = prefix[:-1] if prefix.endswith("/") else prefix
     problem = key_problem(folder) if folder else "empty"
-    if problem is None and base._key_rule is not None:
+    if problem is None and base is not None and base._key_rule is not None:
         problem = base._key_rule(folder)
     if problem is not None:
         raise ValueError(
@@ -88,10 +89,11 @@ def check_prefix(prefix: object, base: BaseBackend[Any, Any], name: str = "prefi
             "and a '/' is added after it"
         )
     size = len(folder.encode("utf-8")) + 1
-    if size >= base.max_key_bytes:
+    room = MAX_KEY_BYTES if base is None else base.max_key_bytes
+    if size >= room:
         raise ValueError(
             f"{name} is {size} UTF-8 bytes with its '/': it leaves no room for a key "
-            f"in the {base.max_key_bytes} bytes the store takes"
+            f"in the {room} bytes the store takes"
         )
     return folder + "/"
 
@@ -122,10 +124,17 @@ class _Renamed:
 
 
 class View(BaseBackend[V, Any]):
-    """A read-only and/or namespaced view of ``base``; made by ``base.readonly()`` and ``base.namespace(prefix)``.
+    """A read-only and/or namespaced view of ``base``: ``base.readonly()``, ``base.namespace(prefix)``.
 
     ``prefix`` is "" (no namespace) or a checked one (see :func:`check_prefix`).
     """
+
+    #: the backend this is a view of (never itself a view)
+    base: BaseBackend[V, Any]
+    #: the namespace ("" for none), ending with "/"
+    prefix: str
+    #: whether every write is refused
+    is_readonly: bool
 
     def __new__(cls, base: BaseBackend[V, Any], *args: Any, **kwargs: Any) -> View[V]:
         # The class of a view is made for its base's: the base's optional calls, and only those.
@@ -136,11 +145,10 @@ class View(BaseBackend[V, Any]):
         if not isinstance(base, BaseBackend):
             raise TypeError(f"a view is of a backend, not of {type(base).__name__}")
         if isinstance(base, View):  # a view of a view is one view: both prefixes, readonly if either is
-            prefix, readonly, base = base.prefix + prefix, readonly or base.is_readonly, base.base
+            outer: View[V] = base
+            prefix, readonly, base = outer.prefix + prefix, readonly or outer.is_readonly, outer.base
         self.base = base
-        #: the namespace ("" for none), ending with "/"
         self.prefix = prefix
-        #: whether every write is refused
         self.is_readonly = readonly
         self.codec = base.codec
         self._closed = False
@@ -197,8 +205,9 @@ class View(BaseBackend[V, Any]):
 
     def _rename(self, exc: BackendError) -> NoReturn:
         renamed = type(exc)(exc.reason, backend=self._name, operation=exc.operation, key=self._outer(exc.key))
-        for note in getattr(exc, "__notes__", ()):
-            renamed.add_note(note)
+        if sys.version_info >= (3, 11):
+            for note in getattr(exc, "__notes__", ()):
+                renamed.add_note(note)
         raise renamed from exc
 
     def _renamed(self) -> _Renamed:
@@ -227,7 +236,7 @@ class View(BaseBackend[V, Any]):
 
     @observed("dump")
     def dump(self, key: str, value: V, *, if_absent: bool = False, **options: Any) -> bool:
-        """Store ``value`` under ``key``, as the base's ``dump`` (with its options: ``timeout``, ``if_match``...)."""
+        """Store under ``key``: the base's ``dump``, with its options (``timeout``, ``if_match``)."""
         self._writable("dump", key)
         key = self._check(key, "dump")
         with self._renamed():
@@ -494,7 +503,7 @@ class _EntriesView(View[V]):
             return bool(self._live("renew", key).renew(self._full(key), etag))  # type: ignore[attr-defined]
 
 
-class _FilesView(View[bytes], FileTransfers):  # type: ignore[misc]  # bytes in both
+class _FilesView(View[bytes], FileTransfers):
     def dump_file(self, key: str, source: PathOrFile, *, if_absent: bool = False) -> bool:
         """Store a file's contents under the key, streamed (refused by a read-only view)."""
         self._writable("dump_file", key)

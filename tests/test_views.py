@@ -16,7 +16,9 @@ LOCAL, SERVER = (3, 25), (1, 15)
 
 
 @pytest.mark.parametrize("view", [namespaced, read_only], ids=["namespace", "readonly"])
-def test_every_store_through_each_view_behaves_like_a_dict(view: object, case: StoreCase, tmp_path: Path) -> None:
+def test_every_store_through_each_view_behaves_like_a_dict(
+    view: object, case: StoreCase, tmp_path: Path
+) -> None:
     """The parity machine on a view of each store: a namespace with foreign keys planted around it
     (checked untouched after every run), and a read-only view of a filled store (every write refused)."""
     viewed = view(case)  # type: ignore[operator]

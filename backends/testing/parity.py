@@ -167,6 +167,7 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
         def setitem(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
             if self.refused(lambda: self.backend.__setitem__(key[0], value[0])):
                 return
+
             def assign() -> None:
                 self.backend[key[0]] = value[0]
 
@@ -217,6 +218,7 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
         def delitem(self, key: tuple[Any, bool]) -> None:
             if self.refused(lambda: self.backend.__delitem__(key[0])):
                 return
+
             def remove() -> None:
                 del self.backend[key[0]]
 
@@ -318,7 +320,7 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule()
         def clear(self) -> None:
-            if self.refused(lambda: self.backend.clear()):
+            if self.refused(self.backend.clear):
                 return
             self.backend.clear()
             self.model.clear()

@@ -52,9 +52,13 @@ def namespaced(case: StoreCase, prefix: str = NAMESPACE) -> StoreCase:
         base = view.base
         try:
             kept = base.load_many(planted)
-            assert kept.keys() == planted.keys(), f"a key outside the namespace went: {planted.keys() - kept.keys()}"
+            assert kept.keys() == planted.keys(), (
+                f"a key outside the namespace went: {planted.keys() - kept.keys()}"
+            )
             for key, value in kept.items():
-                assert s.same(value, case.normal(planted[key])), f"a key outside the namespace changed: {key!r}"
+                assert s.same(value, case.normal(planted[key])), (
+                    f"a key outside the namespace changed: {key!r}"
+                )
             if case.remote:
                 base.delete_many(planted)
         finally:
@@ -81,7 +85,9 @@ def read_only(case: StoreCase) -> StoreCase:
         try:
             assert len(base) == len(seeded), "a read-only view changed its store"
             for key, value in seeded:
-                assert s.same(base.load(key, MISSING), case.normal(value)), f"a read-only view changed {key!r}"
+                assert s.same(base.load(key, MISSING), case.normal(value)), (
+                    f"a read-only view changed {key!r}"
+                )
             if case.remote:
                 base.clear()
         finally:
