@@ -246,7 +246,8 @@ class View(BaseBackend[V, Any]):
     def delete(self, key: str) -> bool:
         """Delete ``key``; return True if it existed, False if it was absent."""
         self._writable("delete", key)
-        return super().delete(key)
+        key = self._check(key, "delete")
+        return self._delete(key)  # not super().delete(): observed too, it would tell the call twice
 
     @observed("pop")
     def pop(self, key: str, default: Any = MISSING) -> Any:
@@ -322,13 +323,13 @@ class View(BaseBackend[V, Any]):
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete the given keys; return how many existed."""
         self._writable("delete_many")
-        return super().delete_many(keys)
+        return self._delete_many(self._check_all(keys, "delete_many"))
 
     @observed("clear", keyed=False)
     def clear(self) -> None:
         """Remove every key of this view (a namespace: its keys only, never the base's others)."""
         self._writable("clear")
-        super().clear()
+        self._clear()
 
     def _check_value(self, key: str, value: V, operation: str) -> None:
         """SerializationError unless the base can store ``value`` (a tier: both its parts)."""
