@@ -391,7 +391,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         """
         from .views import View, check_prefix
 
-        return View(self, check_prefix(prefix, self), False)
+        return View(self, check_prefix(prefix, self))
 
     # -- folders (last: `list` shadows the builtin in the class body) -------------
 

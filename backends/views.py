@@ -126,7 +126,7 @@ class _Renamed:
 class View(BaseBackend[V, Any]):
     """A read-only and/or namespaced view of ``base``: ``base.readonly()``, ``base.namespace(prefix)``.
 
-    ``prefix`` is "" (no namespace) or a checked one (see :func:`check_prefix`).
+    ``prefix``: "" (no namespace) or a namespace, checked (:func:`check_prefix`): a ``/`` is added.
     """
 
     #: the backend this is a view of (never itself a view)
@@ -138,15 +138,23 @@ class View(BaseBackend[V, Any]):
 
     def __new__(cls, base: BaseBackend[V, Any], *args: Any, **kwargs: Any) -> View[V]:
         # The class of a view is made for its base's: the base's optional calls, and only those.
-        chosen = view_class(type(base)) if cls is View else cls
+        store = base.base if isinstance(base, View) else base
+        chosen = view_class(type(store)) if cls is View else cls
         return super().__new__(chosen)
 
     def __init__(self, base: BaseBackend[V, Any], prefix: str = "", readonly: bool = False) -> None:
         if not isinstance(base, BaseBackend):
             raise TypeError(f"a view is of a backend, not of {type(base).__name__}")
+        if not isinstance(readonly, bool):
+            raise TypeError(f"readonly is True or False, not {type(readonly).__name__}")
         if isinstance(base, View):  # a view of a view is one view: both prefixes, readonly if either is
             outer: View[V] = base
-            prefix, readonly, base = outer.prefix + prefix, readonly or outer.is_readonly, outer.base
+            if not isinstance(prefix, str):
+                raise TypeError(f"prefix is a str, like 'tenant-a/', not {type(prefix).__name__}")
+            prefix = outer.prefix + prefix if prefix else outer.prefix
+            readonly, base = readonly or outer.is_readonly, outer.base
+        if prefix != "":
+            prefix = check_prefix(prefix, base)
         self.base = base
         self.prefix = prefix
         self.is_readonly = readonly
@@ -169,12 +177,12 @@ class View(BaseBackend[V, Any]):
 
     def readonly(self) -> View[V]:
         """This view, read-only too."""
-        return View(self.base, self.prefix, True)
+        return View(self, "", True)
 
     def namespace(self, prefix: str) -> View[V]:
         """The keys of this view below ``prefix`` (one view: the two prefixes joined)."""
-        checked = check_prefix(prefix, self)
-        return View(self.base, self.prefix + checked, self.is_readonly)
+        check_prefix(prefix, self)  # named as given, before it is joined
+        return View(self, prefix)
 
     # -- the base, with full keys -----------------------------------------------------------
 

@@ -535,3 +535,32 @@ def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
         timeout=60,
         check=False,
     )
+
+
+def test_processes_writing_their_namespaces_of_one_store_at_once(tmp_path: Path) -> None:
+    """Class 9: four processes, each in its own namespace and all in a shared one: each namespace
+    holds its own keys only, and of the racing ``setdefault`` calls exactly one value won."""
+    base = backends.SqliteJsonBackend(tmp_path / "kv.db")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        won = pool.starmap(_fill_namespace, [(base, number) for number in range(4)])
+    assert len(set(won)) == 1 and won[0] in range(4)
+    for number in range(4):
+        assert dict(base.namespace(f"w{number}").items()) == {f"k{n}": number for n in range(25)}
+    assert dict(base.namespace("shared").items()) == {"winner": won[0]}
+    assert len(base) == 4 * 25 + 1
+
+
+def _fill_namespace(base: backends.BaseBackend[Any, Any], number: int) -> Any:
+    base.namespace(f"w{number}").dump_many({f"k{n}": number for n in range(25)})
+    return base.namespace("shared").setdefault("winner", number)
+
+
+def test_a_view_made_by_hand_checks_its_arguments() -> None:
+    base = backends.VolatileBackend()
+    assert backends.View(base, "t") == base.namespace("t/")
+    with pytest.raises(ValueError, match="prefix"):
+        backends.View(base.namespace("t"), "/x")
+    with pytest.raises(TypeError, match="readonly"):
+        backends.View(base, "", "yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="backend"):
+        backends.View({}, "t")  # type: ignore[arg-type]
