@@ -39,7 +39,8 @@ import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, NoReturn, TypeVar
 
 from .base import MISSING, BaseBackend, Missing, Unchanged, Versioned
 from .cache import Entry
@@ -528,6 +529,64 @@ class _FilesView(View[bytes], FileTransfers):
             return self._live("load_file", key).load_file(self._full(key), target)  # type: ignore[attr-defined, no-any-return]
 
 
+class _PathView(View[V]):
+    def path(self, key: str) -> Path:
+        """The path of the base's file of the key (which may not exist)."""
+        key = self._check(key, "path")
+        with self._renamed():
+            return self._live("path", key).path(self._full(key))  # type: ignore[attr-defined, no-any-return]
+
+
+class _OpenView(View[V]):
+    def open(self, key: str) -> BinaryIO:
+        """The value of the key as a binary file open for reading; KeyError if absent."""
+        key = self._check(key, "open")
+        try:
+            with self._renamed():
+                return self._live("open", key).open(self._full(key))  # type: ignore[attr-defined, no-any-return]
+        except KeyError:
+            raise KeyError(key) from None
+
+
+class _CopyView(View[V]):
+    def copy(self, source: str, target: str) -> bool:
+        """The base's server-side copy, both keys in this view; False if ``source`` is absent."""
+        self._writable("copy", source)
+        source, target = self._check(source, "copy"), self._check(target, "copy")
+        with self._renamed():
+            return bool(self._live("copy", source).copy(self._full(source), self._full(target)))  # type: ignore[attr-defined]
+
+    def move(self, source: str, target: str) -> bool:
+        """The base's server-side move, both keys in this view; False if ``source`` is absent."""
+        self._writable("move", source)
+        source, target = self._check(source, "move"), self._check(target, "move")
+        with self._renamed():
+            return bool(self._live("move", source).move(self._full(source), self._full(target)))  # type: ignore[attr-defined]
+
+
+class _AclView(View[V]):
+    def make_public(self, key: str) -> bool:
+        """The base's ``make_public`` of the key (refused by a read-only view)."""
+        self._writable("make_public", key)
+        key = self._check(key, "make_public")
+        with self._renamed():
+            return bool(self._live("make_public", key).make_public(self._full(key)))  # type: ignore[attr-defined]
+
+    def make_private(self, key: str) -> bool:
+        """The base's ``make_private`` of the key (refused by a read-only view)."""
+        self._writable("make_private", key)
+        key = self._check(key, "make_private")
+        with self._renamed():
+            return bool(self._live("make_private", key).make_private(self._full(key)))  # type: ignore[attr-defined]
+
+
+class _StatsView(View[V]):
+    @property
+    def stats(self) -> Any:
+        """The base's counts (a cache's hits and misses, a tier's): the whole store's, not this view's."""
+        return self.base.stats  # type: ignore[attr-defined]
+
+
 #: each optional call set, and the names a base must have for its view to have it
 _PARTS: Final[tuple[tuple[type[View[Any]], tuple[str, ...]], ...]] = (
     (_StatView, ("stat",)),
@@ -536,6 +595,11 @@ _PARTS: Final[tuple[tuple[type[View[Any]], tuple[str, ...]], ...]] = (
     (_StraysView, ("strays",)),
     (_ExpiryView, ("purge", "expires")),
     (_EntriesView, ("peek", "fill", "renew")),
+    (_PathView, ("path",)),
+    (_OpenView, ("open",)),
+    (_CopyView, ("copy", "move")),
+    (_AclView, ("make_public", "make_private")),
+    (_StatsView, ("stats",)),
 )
 
 

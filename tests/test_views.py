@@ -564,3 +564,34 @@ def test_a_view_made_by_hand_checks_its_arguments() -> None:
         backends.View(base, "", "yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="backend"):
         backends.View({}, "t")  # type: ignore[arg-type]
+
+
+def test_a_views_server_side_copies_and_acls_stay_in_the_namespace(moto: S3Target) -> None:
+    base = backends.S3RawBackend(moto.bucket, prefix="app", client=moto.client)
+    view = base.namespace("t")
+    view["x"] = b"1"
+    assert view.copy("x", "y") and view.move("y", "z/w") and not view.copy("absent", "q")
+    assert sorted(base) == ["t/x", "t/z/w"]
+    assert view.make_public("x") and view.make_private("x") and not view.make_public("absent")
+    read_only = view.readonly()
+    for write in (
+        lambda: read_only.copy("x", "c"),
+        lambda: read_only.move("x", "m"),
+        lambda: read_only.make_public("x"),
+    ):
+        with pytest.raises(ReadOnlyError):
+            write()
+    assert sorted(base) == ["t/x", "t/z/w"]
+    base.clear()
+
+
+def test_a_folders_paths_and_open_files_through_a_namespace(tmp_path: Path) -> None:
+    base = backends.FileSystemRawBackend(tmp_path)
+    view = base.namespace("t").readonly()
+    base["t/k"] = b"data"
+    assert view.path("k") == base.path("t/k")
+    with view.open("k") as opened:
+        assert opened.read() == b"data"
+    with pytest.raises(KeyError) as raised:
+        view.open("absent")
+    assert raised.value.args == ("absent",)
