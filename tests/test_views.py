@@ -595,3 +595,30 @@ def test_a_folders_paths_and_open_files_through_a_namespace(tmp_path: Path) -> N
     with pytest.raises(KeyError) as raised:
         view.open("absent")
     assert raised.value.args == ("absent",)
+
+
+class _ClosingBetweenBatches(backends.VolatileBackend):
+    """A store that runs ``between`` once, after its first batch delete: a close there is a close
+    between two batches of a bulk call, at a known point (no race with a poll)."""
+
+    between: Callable[[], None] | None = None
+
+    def _delete_many(self, keys: list[str]) -> int:
+        removed = super()._delete_many(keys)
+        if self.between is not None:
+            self.between, between = None, self.between
+            between()
+        return removed
+
+
+def test_a_view_closed_between_the_batches_of_its_clear_writes_nothing_after() -> None:
+    base = _ClosingBetweenBatches()
+    view = base.namespace("t")
+    base.dump_many({f"t/{n:04}": n for n in range(2500)})
+    base["outside"] = 1
+    base.between = view.close
+    with pytest.raises(StoreError, match="this view is closed"):
+        view.clear()
+    assert len(base) == 1500 + 1  # the first batch went; none after the close
+    base.namespace("t").clear()
+    assert list(base) == ["outside"]
