@@ -438,6 +438,12 @@ def test_no_secret_of_a_url_reaches_a_views_errors() -> None:
         with pytest.raises(ValueError) as raised:
             backends.open(url)
         assert secret not in "".join(traceback.format_exception(raised.value))
+    view = backends.open("redis://127.0.0.1:1/0?namespace=t&readonly=1", password=secret)
+    for call in (lambda: view.load("k"), lambda: view.dump("k", 1), lambda: list(view)):
+        with pytest.raises(BackendError) as failed:
+            call()
+        assert secret not in "".join(traceback.format_exception(failed.value))
+    assert secret not in repr(view) + repr(view.aio())
 
 
 def test_no_secret_of_an_s3_backend_reaches_its_views_repr_or_errors(moto: S3Target) -> None:
