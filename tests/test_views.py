@@ -628,3 +628,21 @@ def test_a_view_closed_between_the_batches_of_its_clear_writes_nothing_after() -
     assert len(base) == 1500 + 1  # the first batch went; none after the close
     base.namespace("t").clear()
     assert list(base) == ["outside"]
+
+
+def test_the_command_names_the_strays_of_a_namespace_and_fails(tmp_path: Path) -> None:
+    """Class 2 and 4: another program's files below the namespace: named (escaped), relative to it, exit 1."""
+    backends.FileSystemJsonBackend(tmp_path, layout="plain")["tenant-a/k"] = 1
+    (tmp_path / "tenant-a" / "link").symlink_to(tmp_path / "elsewhere")
+    os.close(
+        os.open(os.path.join(os.fsencode(tmp_path), b"tenant-a", b"bad\xff\x1b"), os.O_CREAT | os.O_WRONLY)
+    )
+    (tmp_path / "tenant-a2").mkdir()
+    (tmp_path / "tenant-a2" / "other").symlink_to(tmp_path / "elsewhere")
+    listed = cli("ls", f"file://{tmp_path}?layout=plain&namespace=tenant-a")
+    assert listed.returncode == 1 and listed.stdout == b"k\n"
+    lines = listed.stderr.decode("utf-8").splitlines()
+    assert any("not a key: link:" in line for line in lines)
+    assert any("not a key: bad\\xff\\x1b:" in line for line in lines)
+    assert not any("other" in line or "tenant-a" in line for line in lines)
+    assert b"\x1b" not in listed.stderr
