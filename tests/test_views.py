@@ -646,3 +646,25 @@ def test_the_command_names_the_strays_of_a_namespace_and_fails(tmp_path: Path) -
     assert any("not a key: bad\\xff\\x1b:" in line for line in lines)
     assert not any("other" in line or "tenant-a" in line for line in lines)
     assert b"\x1b" not in listed.stderr
+
+
+def test_the_native_redis_twin_makes_views_too(redis: str) -> None:
+    base = backends.RedisJsonBackend(redis, prefix="t/views-twin")
+
+    async def main() -> None:
+        twin = base.aio()
+        tenant = twin.namespace("tenant-a")
+        await tenant.dump("k", {"v": 1}, if_absent=True)
+        assert await tenant.load("k") == {"v": 1}
+        assert [key async for key in tenant.list("", None)] == ["k"]
+        with pytest.raises(ReadOnlyError):
+            await tenant.readonly().delete("k")
+        await tenant.aclose()
+        assert await twin.load("tenant-a/k") == {"v": 1}  # closing the view's twin left the store open
+        await twin.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        with backends.RedisJsonBackend(redis, prefix="t/views-twin") as cleanup:
+            cleanup.clear()
