@@ -95,11 +95,11 @@ def check_prefix(prefix: object, base: BaseBackend[Any, Any] | None = None, name
 
 
 def refuses_writes(backend: BaseBackend[Any, Any]) -> bool:
-    """Whether every write to ``backend`` is refused: a read-only view, or a tier in front of one."""
+    """Whether every write to ``backend`` is refused: a read-only view, or a tier with one as a part."""
     if isinstance(backend, View):
         return backend.is_readonly or refuses_writes(backend.base)
-    origin = getattr(backend, "origin", None)
-    return isinstance(origin, BaseBackend) and refuses_writes(origin)
+    parts = (getattr(backend, "origin", None), getattr(backend, "cache", None))
+    return any(isinstance(part, BaseBackend) and refuses_writes(part) for part in parts)
 
 
 class _Renamed:
