@@ -668,3 +668,24 @@ def test_the_native_redis_twin_makes_views_too(redis: str) -> None:
     finally:
         with backends.RedisJsonBackend(redis, prefix="t/views-twin") as cleanup:
             cleanup.clear()
+
+
+def test_a_lock_in_a_namespace_is_the_stores_lock_of_the_full_key_on_every_store(
+    case: StoreCase, tmp_path: Path
+) -> None:
+    with case.opened(tmp_path / "store") as base:
+        view = base.namespace("tenant-a")
+        try:
+            lock = view.lock("k", timeout=0, ttl=30)
+        except NotImplementedError:
+            pytest.skip(f"{case} has no locks")
+        with lock:
+            assert not base.lock("tenant-a/k", timeout=0).try_acquire()
+            assert not base.namespace("tenant-a/").lock("k", timeout=0).try_acquire()
+            other = base.lock("k", timeout=0)
+            assert other.try_acquire()
+            other.release()
+        again = base.lock("tenant-a/k", timeout=0)
+        assert again.try_acquire()
+        again.release()
+        assert list(view) == []
