@@ -106,6 +106,16 @@ def _s3(cls: Any, **options: Any) -> Build:
     return build
 
 
+def _close_view_bases(tier: backends.BaseBackend[Any, Any]) -> None:
+    # Closing a view leaves its base open (README.rst, "Views"): the case closes the bases it made.
+    twin = getattr(tier, "twin", None)  # the async suite's Blocking(tier.aio())
+    tier = tier if twin is None else twin.backend
+    assert isinstance(tier, backends.TieredBackend)
+    for part in (tier.cache, tier.origin):
+        assert isinstance(part, backends.View)
+        part.base.close()
+
+
 S3_FAMILIES = {
     "json": (backends.S3JsonBackend, JSON),
     "text": (backends.S3TextBackend, TEXT),
@@ -157,6 +167,17 @@ CASES = (
             JSON,
             on_disk=True,
             shared=True,
+        ),
+        case_of(
+            # A tier whose cache and origin are both namespaces (views of a tier: tests/test_views.py).
+            "tier-of-views",
+            lambda folder, _: backends.TieredBackend(
+                backends.MemoryCache(clock=FrozenClock()).namespace("cache/"),
+                backends.FileSystemJsonBackend(folder).namespace("tenant-a/"),
+            ),
+            JSON,
+            on_disk=True,
+            finish=_close_view_bases,
         ),
         case_of(
             "tier-3-levels-moto",
