@@ -24,6 +24,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
 
 from .schema import Connection, ForeignTableError
@@ -38,8 +39,9 @@ BOUND_TABLES: Final = {"kv_use": ("key", "used", "size"), "kv_bound": ("bytes", 
 _OBJECTS: Final = ("kv_use", "kv_bound", "kv_use_order", "kv_use_added", "kv_use_removed", "kv_use_changed")
 #: hits remembered between two writes of this store; past it, new keys wait for the next write
 _PENDING: Final = 4096
-#: seconds between two attempts of a store that only reads to record its hits
+#: seconds, and hits, between two attempts of a store that only reads to record its hits
 _QUIET_EVERY: Final = 1.0
+_QUIET_HITS: Final = 256
 
 _SIZE: Final = "length(CAST({0}.key AS BLOB)) + length(CAST({0}.data AS BLOB))"
 _OLD_SIZE: Final = "COALESCE((SELECT size FROM kv_use WHERE key = {}.key), 0)"
@@ -89,7 +91,7 @@ _TICKS: Final = "UPDATE kv_bound SET tick = ?"
 # recorded for no row (the bookkeeping of another program's damage) comes with a NULL rowid.
 _EXPIRED: Final = (
     "SELECT kv.rowid, u.size, u.key FROM kv JOIN kv_use u ON u.key = kv.key"
-    " WHERE kv.deadline <= ?1 AND kv.key IS NOT ?2 ORDER BY kv.deadline LIMIT ?3"
+    " WHERE kv.deadline <= ?1 AND kv.key IS NOT ?2 ORDER BY kv.deadline, u.used LIMIT ?3"
 )
 _LEAST_USED: Final = (
     "SELECT kv.rowid, u.size FROM kv_use u LEFT JOIN kv ON kv.key = u.key"
@@ -118,16 +120,20 @@ def check_bound(name: str, value: object) -> int | None:
 
 
 def as_bound(text: str) -> int | None:
-    """A URL's ``maxbytes``/``maxsize``: a whole number (``1_000`` as Python writes it), or ``none``."""
-    return None if text.lower() == "none" else int(text, 10)
+    """A URL's ``maxbytes``/``maxsize``: ASCII digits, or ``none``; ValueError for anything else."""
+    if text.lower() == "none":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"not a whole number: {text!r}")
+    return int(text)
 
 
 class Bound:
     """At most ``maxbytes`` bytes and ``maxsize`` entries in a store's file, least recently used out first.
 
     A hit is remembered in this process (a dict assignment) and recorded in
-    the next write's transaction, or, in a store that only reads, at most
-    once a second in a transaction that never waits for another writer.
+    the next write's transaction, or, in a store that only reads, after a
+    second or 256 hits, in a transaction that never waits for another writer.
     """
 
     def __init__(self, maxbytes: int | None, maxsize: int | None) -> None:
@@ -135,6 +141,7 @@ class Bound:
         self._pending: dict[str, None] = {}
         self._lock = threading.Lock()
         self._quiet_at = time.monotonic() + _QUIET_EVERY
+        self._hits = 0  # since the last recording (approximate across threads: a hint only)
 
     # -- the bookkeeping ------------------------------------------------------------------
 
@@ -144,11 +151,11 @@ class Bound:
 
         Raises ForeignTableError for a table of our names that another program made.
         """
-        if len(db.execute(_FOUND).fetchall()) == len(_OBJECTS) and _ours(db):
+        if _ours(db) and len(db.execute(_FOUND).fetchall()) == len(_OBJECTS):
             return
         db.execute("BEGIN IMMEDIATE")
         try:
-            if len(db.execute(_FOUND).fetchall()) != len(_OBJECTS) or not _ours(db):
+            if not _ours(db) or len(db.execute(_FOUND).fetchall()) != len(_OBJECTS):
                 # Missing or partial (another program dropped a part): the sizes are unknown, rebuilt.
                 for statement in _statements(_DROP + _SCHEMA):
                     db.execute(statement)
@@ -168,13 +175,15 @@ class Bound:
         pending = self._pending
         if pending.pop(key, 0) is None or len(pending) < _PENDING:
             pending[key] = None  # at the end: the most recent (past _PENDING, new keys wait)
-        return time.monotonic() >= self._quiet_at
+        self._hits += 1
+        return self._hits >= _QUIET_HITS or time.monotonic() >= self._quiet_at
 
     def take(self) -> list[str]:
         """The hits remembered, oldest first, handed to a recording (which may fail: :meth:`restore`)."""
         with self._lock:
             pending, self._pending = self._pending, {}
             self._quiet_at = time.monotonic() + _QUIET_EVERY
+            self._hits = 0
         return list(pending)
 
     def restore(self, keys: list[str]) -> None:
@@ -199,18 +208,19 @@ class Bound:
 
     # -- eviction -------------------------------------------------------------------------
 
-    def settle(self, db: Connection, now: float, written: str | None) -> int:
+    def settle(self, db: Connection, clock: Callable[[], float], written: str | None) -> int:
         """Inside a write's transaction (hits recorded first): remove what the bound needs.
 
         Expired entries first (the earliest deadline first), then the least
         recently used; never ``written`` (the entry this write made), never
-        more entries than needed. Returns how many entries were removed.
+        more entries than needed; ``clock`` is read (once) only when some must
+        go. Returns how many entries were removed.
         """
         size, count, _ = db.execute(_TOTALS).fetchone()
         excess = [self._over(size, self.maxbytes), self._over(count, self.maxsize)]
         if excess == [0, 0]:
             return 0
-        removed = self._remove(db, _EXPIRED, (now, written), excess)
+        removed = self._remove(db, _EXPIRED, (clock(), written), excess)
         if excess != [0, 0]:
             removed += self._remove(db, _LEAST_USED, (written,), excess)
         if excess[0] > 0:

@@ -202,8 +202,9 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
                 query = _LOAD_MANY.format(",".join("?" * len(chunk)))
                 found.update(db.execute(query, [*chunk, now]).fetchall())
         if self._bound is not None:
-            for key in found:
-                self._used(key)
+            for key in keys:
+                if key in found:
+                    self._used(key)
         if self._counted:
             self._looked_up_all(keys, found)
         return found
@@ -240,7 +241,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         row = (key, data, now, self._deadline(timeout, now), etag)
         statement = _CREATE if if_absent else _UPSERT
         if self._bound is not None:
-            return self._bounded(lambda db: db.execute(statement, row).rowcount == 1, now, key)
+            return self._bounded(lambda db: db.execute(statement, row).rowcount == 1, key)
         db = self._db()
         with WRITING:
             changed: int = db.execute(statement, row).rowcount
@@ -253,14 +254,14 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         deadline = self._deadline(MISSING, now)
         rows = [(key, data, now, deadline, None) for key, data in items]
         if self._bound is not None:
-            self._bounded(lambda db: db.executemany(_UPSERT, rows).rowcount > 0, now, None)
+            self._bounded(lambda db: db.executemany(_UPSERT, rows).rowcount > 0, None)
             return
         with self._transaction() as db:
             db.executemany(_UPSERT, rows)
 
     # -- the size bound (backends/sqlite/bound.py) ---------------------------------------------
 
-    def _bounded(self, write: Callable[[Connection], bool], now: float, key: str | None) -> bool:
+    def _bounded(self, write: Callable[[Connection], bool], key: str | None) -> bool:
         """``write`` in a transaction that also records this store's hits and keeps the bound.
 
         The hits are put back if the transaction fails: nothing of it stays.
@@ -271,7 +272,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
             with self._transaction() as db:
                 self._bound.record(db, hits)  # first: those hits came before this write
                 done = write(db)
-                self._bound.settle(db, now, key)
+                self._bound.settle(db, self.clock, key)
         except BaseException:
             self._bound.restore(hits)
             raise
@@ -299,7 +300,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         try:
             with self._transaction() as db:
                 self._bound.record(db, hits)
-        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError):
+        except (sqlite3.DatabaseError, OSError):
             self._bound.restore(hits)  # deliberate: the hits wait, the read succeeded
         finally:
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
