@@ -100,8 +100,10 @@ _LEAST_USED: Final = (
 _ORPHANS: Final = (
     "DELETE FROM kv_use WHERE NOT EXISTS (SELECT 1 FROM kv WHERE kv.key = kv_use.key) RETURNING size"
 )
-#: rows looked at per query while choosing victims
-_BATCH: Final = 64
+#: rows looked at by the first query choosing victims (a write past the bound removes one or two),
+#: four times more by each next one, up to the last
+_FIRST_BATCH: Final = 2
+_BATCH: Final = 512
 
 
 def check_bound(name: str, value: object) -> int | None:
@@ -233,9 +235,9 @@ class Bound:
 
     def _remove(self, db: Connection, query: str, parameters: tuple[object, ...], excess: list[int]) -> int:
         """Remove rows in ``query``'s order until ``excess`` (bytes, entries) is covered."""
-        removed = 0
+        removed, limit = 0, _FIRST_BATCH
         while excess[0] > 0 or excess[1] > 0:
-            rows = db.execute(query, (*parameters, _BATCH)).fetchall()
+            rows = db.execute(query, (*parameters, limit)).fetchall()
             victims: list[int] = []
             orphans = 0
             for row in rows:
@@ -250,12 +252,12 @@ class Bound:
                     victims.append(rowid)
             if orphans:
                 _drop_orphans(db)
-            for start in range(0, len(victims), _BATCH):
-                chunk = victims[start : start + _BATCH]
-                db.execute(f"DELETE FROM kv WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+            if victims:
+                db.execute(f"DELETE FROM kv WHERE rowid IN ({','.join('?' * len(victims))})", victims)
             removed += len(victims)
-            if len(rows) < _BATCH and not orphans:
+            if len(rows) < limit and not orphans:
                 break
+            limit = min(limit * 4, _BATCH)
         excess[0], excess[1] = max(excess[0], 0), max(excess[1], 0)
         return removed
 
