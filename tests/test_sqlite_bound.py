@@ -709,3 +709,35 @@ def test_a_writer_killed_mid_eviction_leaves_the_bound_and_the_books_whole(tmp_p
     assert kept == true == 5 * 12 and rows == 5
     store["after"] = bytes(10)  # and the next write is not locked out, and keeps the bound
     assert len(store) == 5 and "after" in store
+
+
+def test_threads_reading_and_writing_one_bounded_store_keep_it_exact(tmp_path: Path) -> None:
+    store = SqliteRawBackend(tmp_path / "kv.db", maxbytes=5_000)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(300):
+                store[f"t{n}/{i % 40}"] = bytes(100)
+                store.load_many([f"t{(n + 1) % 4}/{j}" for j in range(i % 40)])
+                store.get(f"t{n}/{(i * 7) % 40}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    kept, true, _ = books(store.path)
+    assert kept == true <= 5_000
+
+
+def test_lock_rows_are_not_entries(tmp_path: Path) -> None:
+    store = SqliteRawBackend(tmp_path / "kv.db", maxsize=2)
+    with store.lock("a", timeout=1, ttl=30):
+        store.dump_many({"a": b"1", "b": b"2"})
+        assert sorted(store) == ["a", "b"]
+        store["c"] = b"3"
+        assert sorted(store) == ["b", "c"]
