@@ -25,6 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Final
 
 from .schema import Connection, ForeignTableError
@@ -166,9 +167,63 @@ class Bound:
             if db.in_transaction:
                 db.execute("ROLLBACK")
 
-    def fits(self, size: int) -> bool:
-        """Whether an entry of ``size`` bytes can be kept at all."""
-        return self.maxbytes is None or size <= self.maxbytes
+    def refusal(self, key: str, size: int) -> str | None:
+        """Why an entry of ``key`` and a value of ``size`` bytes can never be kept; None if it can."""
+        entry = size + len(key.encode("utf-8", "surrogateescape"))
+        if self.maxbytes is None or entry <= self.maxbytes:
+            return None
+        return (
+            f"the entry is {entry:,} bytes (key and value): more than maxbytes={self.maxbytes:,}, "
+            "so it can never be kept (nothing written)"
+        )
+
+    # -- the writes -----------------------------------------------------------------------
+
+    def write(
+        self,
+        transaction: Callable[[], AbstractContextManager[Connection]],
+        write: Callable[[Connection], bool],
+        clock: Callable[[], float],
+        key: str | None,
+    ) -> bool:
+        """``write`` in one transaction with the hits remembered (first) and the removals it needs.
+
+        The hits are put back if the transaction fails: nothing of it stays.
+        """
+        hits = self.take()
+        try:
+            with transaction() as db:
+                self.record(db, hits)  # first: those hits came before this write
+                done = write(db)
+                self.settle(db, clock, key)
+        except BaseException:
+            self.restore(hits)
+            raise
+        return done
+
+    def record_quietly(
+        self,
+        db: Connection | None,
+        transaction: Callable[[], AbstractContextManager[Connection]],
+        busy_timeout: float,
+    ) -> None:
+        """Record the hits in a transaction that never waits (``busy_timeout`` 0): a read never blocks.
+
+        Another writer at work, a read-only file or a full disk: the hits
+        wait for the next write (or the next second); the read that came here
+        has its value either way.
+        """
+        if db is None:
+            return
+        hits = self.take()
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            with transaction() as writer:
+                self.record(writer, hits)
+        except (sqlite3.DatabaseError, OSError):
+            self.restore(hits)  # deliberate: the hits wait, the read succeeded
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 
     # -- uses -------------------------------------------------------------------------------
 

@@ -162,15 +162,9 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
                 operation=operation,
                 key=key,
             )
-        entry = size + len(key.encode("utf-8", "surrogateescape"))
-        if self._bound is not None and not self._bound.fits(entry):
-            raise StoreError(
-                f"the entry is {entry:,} bytes (key and value): more than maxbytes="
-                f"{self._bound.maxbytes:,}, so it can never be kept (nothing written)",
-                backend=repr(self),
-                operation=operation,
-                key=key,
-            )
+        refusal = None if self._bound is None else self._bound.refusal(key, size)
+        if refusal is not None:
+            raise StoreError(refusal, backend=repr(self), operation=operation, key=key)
 
     # -- the store hooks ------------------------------------------------------------------
     # Reads are one SELECT each: they never write, so they never wait for a
@@ -262,48 +256,15 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
     # -- the size bound (backends/sqlite/bound.py) ---------------------------------------------
 
     def _bounded(self, write: Callable[[Connection], bool], key: str | None) -> bool:
-        """``write`` in a transaction that also records this store's hits and keeps the bound.
-
-        The hits are put back if the transaction fails: nothing of it stays.
-        """
+        """``write`` in a transaction that also records this store's hits and keeps the bound."""
         assert self._bound is not None
-        hits = self._bound.take()
-        try:
-            with self._transaction() as db:
-                self._bound.record(db, hits)  # first: those hits came before this write
-                done = write(db)
-                self._bound.settle(db, self.clock, key)
-        except BaseException:
-            self._bound.restore(hits)
-            raise
-        return done
+        return self._bound.write(self._transaction, write, self.clock, key)
 
     def _used(self, key: str) -> None:
-        """A hit of a bounded store; once a second, recorded by a store that only reads."""
+        """A hit of a bounded store; now and then recorded by a store that only reads."""
         assert self._bound is not None
         if self._bound.used(key):
-            self._record_quietly()
-
-    def _record_quietly(self) -> None:
-        """Record the hits in a transaction that never waits: a read is never blocked by it.
-
-        Another writer at work, a read-only file or a full disk: the hits
-        wait for the next write (or the next second); the read that came here
-        has its value either way.
-        """
-        assert self._bound is not None
-        db = self._connections.reader()
-        if db is None:
-            return
-        hits = self._bound.take()
-        db.execute("PRAGMA busy_timeout = 0")
-        try:
-            with self._transaction() as db:
-                self._bound.record(db, hits)
-        except (sqlite3.DatabaseError, OSError):
-            self._bound.restore(hits)  # deliberate: the hits wait, the read succeeded
-        finally:
-            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            self._bound.record_quietly(self._connections.reader(), self._transaction, self.busy_timeout)
 
     def _delete(self, key: str) -> bool:
         db = self._existing()
