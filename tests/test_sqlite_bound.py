@@ -329,6 +329,20 @@ def test_a_tiers_hits_through_peek_keep_an_entry(tmp_path: Path) -> None:
     assert "k0" in cache and len(cache) == 3
 
 
+def test_a_tier_serves_a_value_its_bounded_cache_can_never_keep_and_drops_the_older(tmp_path: Path) -> None:
+    cache = SqliteRawBackend(tmp_path / "kv.db", timeout=60, maxbytes=100)
+    origin = VolatileBackend()
+    tier = TieredBackend(cache, origin)
+    tier["k"] = b"small"
+    assert cache["k"] == b"small"
+    tier["k"] = bytes(500)  # written through: the origin has it, the cache cannot
+    assert "k" not in cache and tier["k"] == bytes(500)  # never the older value
+    origin["big"] = bytes(300)
+    assert tier["big"] == bytes(300) and "big" not in cache
+    with pytest.raises(StoreError, match="more than maxbytes"):
+        cache["big"] = bytes(300)  # a plain write is refused: nothing is dropped in silence
+
+
 def test_clear_purge_and_len_keep_the_bookkeeping_exact(tmp_path: Path) -> None:
     clock = FrozenClock()
     store = SqliteTextBackend(tmp_path / "kv.db", clock=clock, timeout=5, maxbytes=10_000)

@@ -456,13 +456,18 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         return self._entry(data, key, deadline, bool(live), etag)
 
     def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
-        """Store a value loaded from an origin, with the default timeout and the origin's ``etag``."""
-        self._write_value(
-            key,
-            value,
-            "fill",
-            lambda key, data: self._write(key, data, False, MISSING, operation="fill", etag=etag),
-        )
+        """Store a value loaded from an origin, with the default timeout and the origin's ``etag``.
+
+        A value that can never fit the bound is not kept, and the key's older
+        entry is removed (a tier serves it from the origin; no older value stays).
+        """
+        self._write_value(key, value, "fill", lambda key, data: self._fill(key, data, etag))
+
+    def _fill(self, key: str, data: bytes, etag: str | None) -> bool:
+        if self._bound is not None and self._bound.refusal(key, len(data)) is not None:
+            self._delete(key)
+            return False
+        return self._write(key, data, False, MISSING, operation="fill", etag=etag)
 
     def renew(self, key: str, etag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value filled with ``etag``."""
