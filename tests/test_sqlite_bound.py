@@ -494,6 +494,10 @@ def test_bookkeeping_another_program_dropped_or_damaged_is_rebuilt_or_never_room
     other.execute("UPDATE kv_bound SET bytes = bytes + 500")
     store["z"] = bytes(400)
     assert books(path)[0] <= 1_000 and "z" in store and "y" in store  # the ghost's 500 bytes were no room
+    other.execute("DELETE FROM kv_use")  # every row without its use: none could be chosen
+    store["w"] = bytes(300)  # past the bound with nothing to remove: rebuilt from kv, then kept
+    kept, true, _ = books(path)
+    assert kept == true <= 1_000 and "w" in store
     other.close()
 
 

@@ -265,13 +265,17 @@ class Bound:
 
     # -- eviction -------------------------------------------------------------------------
 
-    def settle(self, db: Connection, clock: Callable[[], float], written: str | None) -> int:
+    def settle(
+        self, db: Connection, clock: Callable[[], float], written: str | None, rebuild: bool = True
+    ) -> int:
         """Inside a write's transaction (hits recorded first): remove what the bound needs.
 
         Expired entries first (the earliest deadline first), then the least
         recently used; never ``written`` (the entry this write made), never
         more entries than needed; ``clock`` is read (once) only when some must
-        go. Returns how many entries were removed.
+        go. Returns how many entries were removed. Still past the bound with
+        nothing left to remove, the bookkeeping was damaged behind the
+        triggers (rows without their use): it is rebuilt from ``kv``, once.
         """
         size, count, _ = db.execute(_TOTALS).fetchone()
         excess = [self._over(size, self.maxbytes), self._over(count, self.maxsize)]
@@ -282,6 +286,10 @@ class Bound:
             removed += self._remove(db, _LEAST_USED, (written,), excess)
         if excess[0] > 0:
             _drop_orphans(db)  # sizes of rows gone behind the triggers' back: never seen as room
+        if excess != [0, 0] and rebuild:
+            for statement in _statements(_DROP + _SCHEMA):
+                db.execute(statement)
+            removed += self.settle(db, clock, written, rebuild=False)
         return removed
 
     @staticmethod
