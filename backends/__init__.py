@@ -17,6 +17,7 @@ from .errors import (
     LockError,
     LockTimeoutError,
     PermissionDeniedError,
+    ReadOnlyError,
     SerializationError,
     StoreError,
     StoreUnavailableError,
@@ -41,6 +42,7 @@ from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 from .sqlite import SqliteBackend, SqliteJsonBackend, SqliteRawBackend, SqliteTextBackend
 from .tiered import TieredBackend, TierStats
 from .urls import open_url
+from .views import View
 
 # Not in __all__: a star import must not shadow the builtin open().
 open = open_url
@@ -80,6 +82,7 @@ __all__ = [
     "MemoryTextCache",
     "PermissionDeniedError",
     "RawCodec",
+    "ReadOnlyError",
     "RedisBackend",
     "RedisJsonBackend",
     "RedisRawBackend",
@@ -101,6 +104,7 @@ __all__ = [
     "TierStats",
     "TieredBackend",
     "Versioned",
+    "View",
     "VolatileBackend",
     "__version__",
     "cached",

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the
 
 from .cached import cached_section
 from .harness import Bench
-from .local import local_calls, scale_on_disk
+from .local import bounded_calls, local_calls, scale_on_disk
 from .remote import redis_section, s3_scale, s3_servers, streaming, through_latency, tiers
 
 SECTIONS = ("local", "s3", "latency", "tiers", "redis", "scale", "streaming", "cached")
@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="backends-bench-"))
     sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
     sections: dict[str, Callable[[], object]] = {
-        "local": lambda: local_calls(bench, base / "local", 1_000 if quick else 10_000),
+        "local": lambda: (
+            local_calls(bench, base / "local", 1_000 if quick else 10_000),
+            bounded_calls(bench, base / "bounded", 1_000 if quick else 10_000),
+        ),
         "s3": lambda: s3_servers(bench, 100 if quick else 400),
         "latency": lambda: through_latency(bench, 300 if quick else 10_000, 20),
         "tiers": lambda: tiers(bench, base, 300 if quick else 10_000),
