@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .base import MISSING, UNCHANGED, Backend, BaseBackend, Versioned
 from .cache import Entry, ExpiringCache
-from .codecs import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
+from .codecs import Codec, Encrypt, Gzip, IdentityCodec, JsonCodec, RawCodec, TextCodec, Typed, Zstd
 from .errors import (
     BackendError,
     BucketNotFoundError,
@@ -56,6 +56,7 @@ __all__ = [
     "BucketNotFoundError",
     "Codec",
     "CorruptValueError",
+    "Encrypt",
     "Entry",
     "Event",
     "ExpiringCache",
@@ -64,6 +65,7 @@ __all__ = [
     "FileSystemJsonBackend",
     "FileSystemRawBackend",
     "FileSystemTextBackend",
+    "Gzip",
     "IdentityCodec",
     "InvalidKeyError",
     "JsonCache",
@@ -97,8 +99,10 @@ __all__ = [
     "TextCodec",
     "TierStats",
     "TieredBackend",
+    "Typed",
     "Versioned",
     "VolatileBackend",
+    "Zstd",
     "__version__",
     "is_valid_key",
     "open_url",

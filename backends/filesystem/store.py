@@ -12,6 +12,7 @@ writer is killed.
 from __future__ import annotations
 
 import errno
+import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -457,6 +458,11 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
         name, never this file's contents.
         """
         key = self._check(key, "open")
+        if not self._streams_raw():  # the stored file is a frame of the codec: its value, decoded
+            value = self.load(key, MISSING)
+            if value is MISSING:
+                raise KeyError(key)
+            return io.BytesIO(value)
         with self._translating("open", key):
             opened = self._open_value(key)
         if opened is None:

@@ -16,6 +16,7 @@ from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
 from ..cache import CountedLookups, Entry, check_timeout
+from ..codecs.layers import CodecOption
 from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from ..events import observed
 from ..info import Stat, utc
@@ -106,8 +107,9 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         busy_timeout: float = 5.0,
         durable: bool = False,
         clock: Callable[[], float] | None = None,
+        codec: CodecOption[V] = None,
     ) -> None:
-        self._check_codec()
+        self._check_codec(codec)
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)):
             raise ValueError(f"busy_timeout is seconds, not {type(busy_timeout).__name__}")
         if not 0 <= busy_timeout <= 3600:
@@ -480,7 +482,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         return ", ".join(parts)
 
     def _identity(self) -> tuple[object, ...]:
-        return (self.path, type(self.codec))
+        return (self.path, self.codec.identity())
 
     @property
     def closed(self) -> bool:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from typing import Any, Generic, NoReturn, TypeVar
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+
+if TYPE_CHECKING:
+    from .layers import Layer, Layered
 
 __all__ = ["Codec", "IdentityCodec", "JsonCodec", "RawCodec", "TextCodec"]
 
@@ -36,6 +40,21 @@ class Codec(ABC, Generic[V, S]):
     @abstractmethod
     def decode(self, data: S) -> V:
         """Return the value of stored ``data``; raise ValueError if undecodable."""
+
+    def identity(self) -> Hashable:
+        """What tells this codec from another (two backends are equal only through equal codecs)."""
+        return type(self)
+
+    def __or__(self, layer: Layer) -> Layered[V]:
+        """This codec, then ``layer`` (``JsonCodec() | Zstd()``): see :mod:`backends.codecs.layers`."""
+        from .layers import Layer, Layered
+
+        if not isinstance(layer, Layer):
+            return NotImplemented
+        return Layered(self, (layer,))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 class IdentityCodec(Codec[Any, Any]):
