@@ -68,6 +68,14 @@ class BackendCore(StoreHooks[S], Generic[V, S]):
             )
 
     @final
+    def _codec_option(self) -> dict[str, Any]:
+        """The ``codec=`` this backend was built with, for a copy (pickle): ``{}`` for its family's.
+
+        A codec holding keys refuses to pickle (TypeError), and so does then the backend.
+        """
+        return {"codec": vars(self)["codec"]} if "codec" in vars(self) else {}
+
+    @final
     def _check(self, key: object, operation: str) -> str:
         # The message, and so repr(self), is built only for an invalid key.
         problem = key_problem(key, self._max_key_bytes)

@@ -64,10 +64,10 @@ class VolatileBackend(BaseBackend[Any, Any]):
     def __getstate__(self) -> dict[str, Any]:
         # The lock cannot be pickled; a copy gets its own (and a snapshot).
         with self._lock:
-            return {"data": dict(self._data)}
+            return {"data": dict(self._data), **self._codec_option()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.__init__(codec=state.get("codec"))  # type: ignore[misc]
         self._data.update(state["data"])
 
     def _load(self, key: str) -> Any:

@@ -152,8 +152,8 @@ class Encrypt(Layer):
 
     def __reduce__(self) -> NoReturn:
         raise TypeError(
-            "an Encrypt codec does not pickle (its keys would be in the pickle): build it in "
-            f"each process, e.g. Encrypt.from_environment() reading {KEY_VARIABLE}"
+            "an Encrypt codec does not pickle (its keys would be in the pickle): build one per "
+            f"process, e.g. with Encrypt.from_environment() reading {KEY_VARIABLE}"
         )
 
 

@@ -98,7 +98,21 @@ class TextCodec(Codec[str, bytes]):
         return value.encode("utf-8")
 
     def decode(self, data: bytes) -> str:
-        return data.decode("utf-8")
+        return _inflated(data).decode("utf-8")
+
+
+def _inflated(data: bytes) -> bytes:
+    """``data``, decompressed if it is a zstd frame or a gzip member.
+
+    Neither magic can begin UTF-8 text (``28 B5`` and ``1F 8B`` are no
+    UTF-8), so a text or JSON store reads the values a compressing codec
+    wrote whatever its own setting: turning compression off strands none.
+    """
+    if data[:1] in (b"\x28", b"\x1f"):
+        from .compress import decompress
+
+        return decompress(data)
+    return data
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -152,4 +166,4 @@ class JsonCodec(Codec[Any, bytes]):
             return _dumps_ascii(value).encode("ascii")
 
     def decode(self, data: bytes) -> Any:
-        return _loads(data.decode("utf-8"))
+        return _loads(_inflated(data).decode("utf-8"))

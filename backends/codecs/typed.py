@@ -94,6 +94,10 @@ class Typed(Codec[M, bytes], Generic[M]):
     def __repr__(self) -> str:
         return f"Typed({self.model.__qualname__})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The adapters are closures: a copy (pickle, a process pool) makes its own from the model.
+        return (Typed, (self.model,))
+
 
 Adapter = tuple[Callable[[Any], Any], Callable[[Any], Any], Callable[[ValueError], str]]
 

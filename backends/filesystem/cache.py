@@ -399,7 +399,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The root descriptor cannot cross processes; a copy reopens the root.
-        settings = {"clock": self.clock, "durable": self.durable}
+        settings = {"clock": self.clock, "durable": self.durable, **self._codec_option()}
         return (_rebuild, (type(self), str(self.root), self.timeout, settings))
 
 

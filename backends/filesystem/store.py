@@ -76,7 +76,7 @@ class FileSystemBackend(FolderRoot[V]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The root descriptor cannot cross processes; a copy reopens the root.
-        return (_rebuild, (type(self), str(self.root), self.durable, self.layout.name))
+        return (_rebuild, (type(self), str(self.root), self.durable, self.layout.name, self._codec_option()))
 
     # -- stat, URLs ---------------------------------------------------------------------
 
@@ -374,10 +374,14 @@ class FileSystemBackend(FolderRoot[V]):
 
 
 def _rebuild(
-    cls: type[FileSystemBackend[Any]], root: str, durable: bool, layout: str = "auto"
+    cls: type[FileSystemBackend[Any]],
+    root: str,
+    durable: bool,
+    layout: str = "auto",
+    codec: dict[str, Any] | None = None,
 ) -> FileSystemBackend[Any]:
     backend = cls.__new__(cls)
-    FileSystemBackend.__init__(backend, root, durable=durable, layout=layout)
+    FileSystemBackend.__init__(backend, root, durable=durable, layout=layout, **(codec or {}))
     return backend
 
 

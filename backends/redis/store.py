@@ -141,6 +141,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
             "socket_timeout": socket_timeout,
             "retries": retries,
             "clock": clock,
+            **self._codec_option(),
         }
         self._injected_clock = clock
         self._keep = int(self.keep_expired * 1000)

@@ -501,7 +501,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         }
         if "clock" in vars(self):
             settings["clock"] = self.clock
-        return (_rebuild, (type(self), self.path, settings))
+        return (_rebuild, (type(self), self.path, {**settings, **self._codec_option()}))
 
 
 class _Transaction:
