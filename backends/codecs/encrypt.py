@@ -1,7 +1,7 @@
 """Encryption at rest: AES-256-GCM (``cryptography``), with key rotation.
 
 A value is stored as ``BKE1`` + a random 12-byte nonce + the ciphertext and
-its 16-byte tag (28 bytes more than the plain value; the four bytes are also
+its 16-byte tag (32 bytes more than the plain value; the four bytes are also
 authenticated). The first key encrypts; every key of the list is tried to
 decrypt, so a store is rotated by putting a new key first, re-encrypting
 (:func:`reencrypt`), then dropping the old key. Data that does not
@@ -56,7 +56,9 @@ def _key_bytes(key: object, where: str) -> bytes:
     """
     if isinstance(key, str):
         try:
-            raw = base64.urlsafe_b64decode(key.encode("ascii"))
+            raw = base64.b64decode(key.encode("ascii"), altchars=b"-_", validate=True)
+            if base64.urlsafe_b64encode(raw).decode("ascii") != key:
+                raise ValueError("not canonical")  # lax decoding would drop what follows the padding
         except (UnicodeEncodeError, binascii.Error, ValueError):
             raise ValueError(
                 f"{where} is no URL-safe base64 text (Encrypt.generate_key() makes one)"
