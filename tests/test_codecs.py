@@ -308,3 +308,253 @@ def test_the_keys_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(ValueError, match="BACKENDS_KEY holds no key"):
         backends.open(f"file://{tmp_path}?encrypt=1")
     assert backends.open(f"file://{tmp_path}?encrypt=0").codec is FileSystemJsonBackend.codec
+
+
+# -- ATTACKS.md class 5: bad input in every codec option, refused before any I/O ----------------
+
+_NOT_A_SIZE = [-1, math.nan, math.inf, 1e300, 2**41, True, "10", None, 1.5]
+
+
+@pytest.mark.parametrize("layer", [Zstd, Gzip])
+@pytest.mark.parametrize("option", ["threshold", "max_size"])
+@pytest.mark.parametrize("value", _NOT_A_SIZE, ids=repr)
+def test_a_bad_size_is_refused_naming_the_option(layer: Any, option: str, value: Any) -> None:
+    if option == "threshold" and value is None:
+        value = []
+    with pytest.raises((TypeError, ValueError), match=option):
+        layer(**{option: value})
+
+
+@pytest.mark.parametrize(
+    ("layer", "level"),
+    [
+        (Zstd, 0),
+        (Zstd, 23),
+        (Zstd, -1),
+        (Gzip, 0),
+        (Gzip, 10),
+        (Zstd, 2.0),
+        (Gzip, True),
+        (Zstd, "3"),
+        (Gzip, math.nan),
+    ],
+    ids=repr,
+)
+def test_a_level_out_of_range_is_refused_naming_it(layer: Any, level: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="level"):
+        layer(level=level)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [],
+        (),
+        b"",
+        b"x" * 31,
+        b"x" * 33,
+        "",
+        "short",
+        5,
+        None,
+        [5],
+        [b"x" * 32, None],
+        {"k": 1},
+        3.5,
+        [b"x" * 16],
+    ],
+    ids=repr,
+)
+def test_bad_keys_are_refused_naming_the_argument(keys: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="keys"):
+        Encrypt(keys)
+
+
+class NotAModel:
+    pass
+
+
+@pytest.mark.parametrize("model", [int, str, dict, NotAModel, Point(x=1, label="a"), "Point", None, 5])
+def test_a_model_that_is_not_a_model_is_refused(model: Any) -> None:
+    with pytest.raises(TypeError, match="model"):
+        Typed(model)
+
+
+@pytest.mark.parametrize("codec", [5, "zstd", JsonCodec, Zstd, object(), [Zstd()]], ids=repr)
+def test_a_codec_argument_of_the_wrong_kind_is_refused_before_any_io(tmp_path: Path, codec: Any) -> None:
+    for build in (
+        lambda: FileSystemJsonBackend(tmp_path / "f", codec=codec),
+        lambda: backends.SqliteJsonBackend(tmp_path / "s" / "kv.db", codec=codec),
+        lambda: backends.JsonCache(tmp_path / "c", codec=codec),
+        lambda: backends.MemoryCache(codec=codec),
+        lambda: backends.VolatileBackend(codec=codec),
+        lambda: backends.RedisJsonBackend("redis://127.0.0.1:1/0", codec=codec),
+        lambda: backends.S3JsonBackend("bucket", codec=codec),
+    ):
+        with pytest.raises(TypeError, match="codec"):
+            build()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_layers_on_a_store_of_objects_are_refused() -> None:
+    with pytest.raises(TypeError, match="holds objects"):
+        backends.VolatileBackend(codec=Zstd())
+    assert backends.VolatileBackend(codec=JsonCodec() | Zstd(0)).dump("k", {"a": 1})
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("compress=lz4", "compress"),
+        ("compress=zstd&compress_threshold=-1", "threshold"),
+        ("compress=zstd&compress_threshold=nan", "compress_threshold"),
+        ("compress=zstd&compress_threshold=1e9", "compress_threshold"),
+        ("compress=gzip&compress_threshold=99999999999999999999", "compress_threshold"),
+        ("compress=gzip&compress_level=10", "level"),
+        ("compress=zstd&compress_level=%0A3", "compress_level"),
+        ("compress_threshold=5", "compress_threshold"),
+        ("compress=zstd%0D%0AX-Evil:1", "compress"),
+        ("encrypt=maybe", "encrypt"),
+        ("encrypt=é", "encrypt"),
+    ],
+)
+def test_a_bad_codec_parameter_in_a_url_is_refused_naming_it(tmp_path: Path, query: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        backends.open(f"file://{tmp_path}/x?{query}")
+    with pytest.raises(ValueError, match=named):
+        backends.open(f"sqlite://{tmp_path}/kv.db?{query}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_key_bearing_url_parameter_is_refused_by_name_without_its_value(tmp_path: Path) -> None:
+    planted = Encrypt.generate_key()
+    for name in ("key", "keys", "encryption_key", "Encryption_Key", "backends_key", "secret"):
+        for url in (f"file://{tmp_path}?{name}={planted}", f"cache://{tmp_path}?{name}={planted}::memory://"):
+            with pytest.raises(ValueError, match="BACKENDS_KEY") as caught:
+                backends.open(url)
+            assert planted not in _everything_said(caught.value)
+            assert planted[:10] not in _everything_said(caught.value)
+
+
+# -- ATTACKS.md class 2: foreign and plain values in a compressed or encrypted store --------------
+
+
+def test_foreign_values_in_an_encrypted_redis_store_get_one_typed_answer(redis: str) -> None:
+    import redis as redis_py
+
+    store = backends.RedisJsonBackend(redis, prefix="t/sealed", codec=Encrypt(CODEC_KEYS))
+    store.dump_many({"plain": 0, "gzip": 0, "ours": {"a": 1}})
+    client = redis_py.Redis.from_url(redis)
+    client.set("t/sealed:plain", b'{"a": 2}')  # another program rewrote them, plain
+    client.set("t/sealed:gzip", gzip.compress(b"[1]"))
+    try:
+        for key in ("plain", "gzip"):  # read, never returned as they are
+            with pytest.raises(CorruptValueError, match="not encrypted by this codec"):
+                store[key]
+            assert key in store
+        with pytest.raises(CorruptValueError):
+            store.load_many(["ours", "plain"])
+        assert store["ours"] == {"a": 1}
+    finally:
+        store.clear()
+        store.close()
+
+
+def test_foreign_values_in_a_compressed_store_read_as_they_are_or_as_their_frames(tmp_path: Path) -> None:
+    store = FileSystemJsonBackend(tmp_path, codec=Zstd())
+    store["ours"] = BIG
+    Path(tmp_path / "theirs").write_bytes(b'{"plain": true}')
+    Path(tmp_path / "zipped").write_bytes(gzip.compress(b'{"gz": true}'))
+    Path(tmp_path / "garbage").write_bytes(GZIP_MAGIC + b"\x00garbage")
+    assert store["theirs"] == {"plain": True} and store["zipped"] == {"gz": True}
+    with pytest.raises(CorruptValueError, match="gzip"):
+        store["garbage"]
+
+
+# -- ATTACKS.md class 4: hostile text in validation errors, up to the command line ---------------
+
+
+def test_typed_validation_errors_name_fields_never_values_on_one_line(tmp_path: Path) -> None:
+    store = FileSystemBackend(tmp_path, codec=Typed(Point))
+    store["k"] = Point(x=1, label="a")
+    hostile = '{"x": "\\u001b]0;pwned\\u0007\\n\\ud800 SECRET-VALUE", "label": 5, "\\u001b[2J": 1}'
+    Path(store.path("k")).write_text(hostile)
+    with pytest.raises(CorruptValueError) as caught:
+        store["k"]
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message and "\x07" not in message
+    assert "SECRET-VALUE" not in message  # the field and the rule, never the stored value
+    assert "x:" in message and "label:" in message
+    message.encode("utf-8")  # no lone surrogate
+    spots = backends.SqliteBackend(tmp_path / "kv.db", codec=Typed(Spot))
+    spots["k"] = Spot(x=1, label="a")
+    spots.close()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "kv.db") as db:
+        db.execute("UPDATE kv SET data = ?", ('{"x": 1, "label": 1, "\u001b[2J\\n": 2}'.encode(),))
+    spots = backends.SqliteBackend(tmp_path / "kv.db", codec=Typed(Spot))
+    with pytest.raises(CorruptValueError) as caught:
+        spots["k"]
+    assert "\x1b" not in str(caught.value) and "\n" not in str(caught.value)
+    spots.close()
+
+
+def test_hostile_stored_values_reach_the_command_line_escaped_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backends.cli import main
+
+    monkeypatch.setenv("BACKENDS_KEY", CODEC_KEYS[0])
+    store = FileSystemJsonBackend(tmp_path, codec=Encrypt(CODEC_KEYS[0]))
+    store["k"] = 1
+    Path(tmp_path / "plain").write_bytes(b'"\x1b]0;pwned\x07"')  # a foreign plain value
+    assert main(["get", f"file://{tmp_path}?encrypt=1", "plain"]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and err.count("\n") == 1 and "not encrypted by this codec" in err
+    assert main(["ls", f"file://{tmp_path}?encrypt=1"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+
+
+# -- ATTACKS.md class 9: fork after first use, threads sharing one compressor ----------------------
+
+
+def test_a_forked_child_compresses_with_its_own_context(tmp_path: Path) -> None:
+    store = FileSystemJsonBackend(tmp_path, codec=Zstd(threshold=0) | Encrypt(CODEC_KEYS))
+    store["parent"] = BIG  # the zstd context exists before the fork
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            store["child"] = {**BIG, "by": "child"}
+            ok = store["parent"] == BIG
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert store["child"] == {**BIG, "by": "child"}
+    store["parent2"] = BIG
+
+
+def test_threads_sharing_one_compressor_get_their_own_values_back(tmp_path: Path) -> None:
+    codec = JsonCodec() | Zstd(threshold=0, level=5)
+    store = backends.VolatileBackend(codec=codec)
+    barrier = threading.Barrier(8)
+    failures: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        barrier.wait()
+        try:
+            for i in range(60):
+                value = {"worker": worker, "i": i, "pad": "x" * (i * 37 % 900)}
+                store[f"{worker}/{i}"] = value
+                assert store[f"{worker}/{i}"] == value
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and len(store) == 480
