@@ -3,8 +3,38 @@ suite and the parity machine on each codec case), and what each codec promises."
 
 from __future__ import annotations
 
-import pytest
+import base64
+import gzip
+import math
+import os
+import pickle
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
 
+import pytest
+import zstandard
+from clock import FrozenClock
+from conftest import CODEC_KEYS, Point, Spot
+from servers import S3Target
+
+import backends
+from backends import (
+    CorruptValueError,
+    Encrypt,
+    FileSystemBackend,
+    FileSystemJsonBackend,
+    FileSystemRawBackend,
+    Gzip,
+    JsonCodec,
+    SerializationError,
+    Typed,
+    Zstd,
+)
+from backends.base import UNCHANGED, Versioned
+from backends.codecs import reencrypt
+from backends.codecs.compress import GZIP_MAGIC, ZSTD_MAGIC
 from backends.testing import ContractTests, StoreCase
 
 
@@ -22,40 +52,6 @@ class TestCodecContract(ContractTests):
 
 
 # -- compression: the threshold, the frames, a store holding both kinds -------------------------
-
-import base64
-import gzip
-import io
-import math
-import os
-import pickle
-import sys
-import threading
-import traceback
-from pathlib import Path
-from typing import Any
-
-import zstandard
-from conftest import CODEC_KEYS, Pin, Point, Spot
-from servers import S3Target
-
-import backends
-from backends import (
-    CorruptValueError,
-    Encrypt,
-    FileSystemBackend,
-    FileSystemJsonBackend,
-    FileSystemRawBackend,
-    Gzip,
-    JsonCodec,
-    RawCodec,
-    SerializationError,
-    Typed,
-    Zstd,
-)
-from backends.base import MISSING, UNCHANGED, Versioned
-from backends.codecs import reencrypt
-from backends.codecs.compress import GZIP_MAGIC, ZSTD_MAGIC
 
 BIG = {"rows": [{"id": i, "name": "row"} for i in range(200)]}  # ~5 KiB of JSON that compresses
 
@@ -263,7 +259,7 @@ def test_no_error_path_of_the_encrypted_codec_shows_a_key(
     def caught(action: Any) -> None:
         try:
             action()
-        except Exception as exc:  # noqa: BLE001 - every error is scanned
+        except Exception as exc:
             errors.append(exc)
         else:
             raise AssertionError("no error")
@@ -549,7 +545,7 @@ def test_threads_sharing_one_compressor_get_their_own_values_back(tmp_path: Path
                 value = {"worker": worker, "i": i, "pad": "x" * (i * 37 % 900)}
                 store[f"{worker}/{i}"] = value
                 assert store[f"{worker}/{i}"] == value
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
@@ -558,3 +554,104 @@ def test_threads_sharing_one_compressor_get_their_own_values_back(tmp_path: Path
     for thread in threads:
         thread.join()
     assert failures == [] and len(store) == 480
+
+
+# -- through S3, tiers, the async twin and cp ---------------------------------------------------
+
+
+def test_s3_never_gzips_twice_and_says_its_objects_are_octet_streams(moto: S3Target) -> None:
+    options = {"prefix": "assets", "client": moto.client}
+    plain = backends.S3RawBackend(moto.bucket, **options)
+    plain["old.js"] = b"console.log(1);" * 200  # S3's own Content-Encoding: gzip
+    squeezed = backends.S3RawBackend(moto.bucket, codec=Zstd(threshold=64), **options)
+    squeezed["new.js"] = b"console.log(2);" * 200
+    head = moto.client.head_object(Bucket=moto.bucket, Key="assets/new.js")
+    body = moto.client.get_object(Bucket=moto.bucket, Key="assets/new.js")["Body"].read()
+    assert "ContentEncoding" not in head and head["ContentType"] == "application/octet-stream"
+    assert body.startswith(ZSTD_MAGIC)
+    assert squeezed["old.js"] == b"console.log(1);" * 200  # S3's gzip undone by the store, once
+    assert squeezed["new.js"] == b"console.log(2);" * 200
+    found = squeezed.stat("new.js")
+    assert found is not None and found.size == len(body)  # stored bytes
+    assert backends.S3JsonBackend(moto.bucket, codec=Encrypt(CODEC_KEYS), **options).codec.content_type == (
+        "application/octet-stream"
+    )
+
+
+def test_etags_if_match_and_load_if_changed_work_through_a_codec(moto: S3Target) -> None:
+    store = backends.S3JsonBackend(
+        moto.bucket, prefix="tags", client=moto.client, codec=Zstd(0) | Encrypt(CODEC_KEYS)
+    )
+    store["k"] = BIG
+    loaded = store.load_if_changed("k")
+    assert isinstance(loaded, Versioned) and loaded.value == BIG and loaded.etag
+    assert store.load_if_changed("k", loaded.etag) is UNCHANGED
+    assert store.dump("k", [1], if_match='"not-the-etag"') is False
+    assert store.dump("k", [2], if_match=loaded.etag) is True
+    assert store["k"] == [2]
+    assert store.dump("k", [3], if_absent=True) is False
+
+
+def test_a_tier_revalidates_through_codecs_and_its_cache_keeps_its_own(
+    moto: S3Target, tmp_path: Path
+) -> None:
+    origin = backends.S3JsonBackend(moto.bucket, prefix="tier", client=moto.client, codec=Encrypt(CODEC_KEYS))
+    clock = FrozenClock()
+    cache = backends.JsonCache(tmp_path, timeout=60, clock=clock, codec=Zstd(threshold=64))
+    tier = backends.TieredBackend(cache, origin)
+    origin["k"] = BIG
+    assert tier["k"] == BIG
+    assert Path(cache.path("k")).read_bytes()[:4] == ZSTD_MAGIC  # the cache's own codec, not the origin's
+    clock.advance(600)  # expired: the next load revalidates with the ETag
+    assert tier["k"] == BIG
+    assert tier.stats.revalidations == 1  # a 304 through the encrypted origin: its ETag held
+
+
+def test_the_async_twin_loads_and_dumps_through_the_codec(tmp_path: Path) -> None:
+    import asyncio
+
+    store = FileSystemBackend(tmp_path, codec=Typed(Point) | Encrypt(CODEC_KEYS))
+
+    async def run() -> Any:
+        twin = store.aio()
+        await twin.dump("k", Point(x=1, label="a"))
+        try:
+            await twin.dump("bad", {"x": 1})
+        except SerializationError:
+            pass
+        else:
+            raise AssertionError("a dict is no Point")
+        return await twin.load("k")
+
+    assert asyncio.run(run()) == Point(x=1, label="a")
+    assert not Path(tmp_path / "bad").exists()
+
+
+def test_cp_copies_into_and_out_of_compressed_and_encrypted_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backends.cli import main
+
+    monkeypatch.setenv("BACKENDS_KEY", CODEC_KEYS[0])
+    FileSystemJsonBackend(tmp_path / "a").dump_many({"k1": BIG, "k2": [1]})
+    FileSystemRawBackend(tmp_path / "r").dump("big.bin", os.urandom(3 << 20))  # streamed by cp
+    assert (
+        main(
+            [
+                "cp",
+                f"file://{tmp_path}/a",
+                f"file://{tmp_path}/b?compress=zstd&compress_threshold=64&encrypt=1",
+            ]
+        )
+        == 0
+    )
+    assert main(["cp", f"file://{tmp_path}/b?encrypt=1", f"file://{tmp_path}/c"]) == 0
+    assert main(["cp", f"file://{tmp_path}/r?format=raw", f"file://{tmp_path}/s?format=raw&encrypt=1"]) == 0
+    capsys.readouterr()
+    assert dict(FileSystemJsonBackend(tmp_path / "c").items()) == {"k1": BIG, "k2": [1]}
+    assert Path(tmp_path / "b" / "k1").read_bytes().startswith(b"BKE1")
+    sealed = FileSystemRawBackend(tmp_path / "s", codec=Encrypt(CODEC_KEYS[0]))
+    assert Path(tmp_path / "s" / "big.bin").read_bytes().startswith(b"BKE1")  # never streamed past the codec
+    assert sealed["big.bin"] == FileSystemRawBackend(tmp_path / "r")["big.bin"]
+    with sealed.open("big.bin") as reader:
+        assert reader.read(10) == FileSystemRawBackend(tmp_path / "r")["big.bin"][:10]
