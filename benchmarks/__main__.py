@@ -7,7 +7,8 @@ fsspec and minimalkv; S3 on moto's server and SeaweedFS (each in its own
 process) against raw boto3, raw obstore, s3fs and minimalkv (wall time,
 client CPU, server CPU, requests counted at the server); ``load_many``
 through a proxy adding 20 ms per request; tiers; Redis against redis-py;
-listings at scale (time and peak memory); streaming (peak RSS). Rounds are
+listings at scale (time and peak memory); streaming (peak RSS); codecs
+(compression, encryption, typed models: time and stored bytes). Rounds are
 interleaved; each figure is a median with min-max and its ratio to the
 limit measured in the same run. ``--quick`` (under two minutes) uses small
 sizes; the full run (under fifteen) goes to 1,000,000 keys and 1 GiB.
@@ -26,11 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the loopback servers
 
+from .codecs import codecs_section
 from .harness import Bench
 from .local import local_calls, scale_on_disk
 from .remote import redis_section, s3_scale, s3_servers, streaming, through_latency, tiers
 
-SECTIONS = ("local", "s3", "latency", "tiers", "redis", "scale", "streaming")
+SECTIONS = ("local", "s3", "latency", "tiers", "redis", "scale", "streaming", "codecs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis": lambda: redis_section(bench, 1_000 if quick else 10_000, sizes[:1] if quick else sizes),
         "scale": lambda: (scale_on_disk(bench, base, sizes), s3_scale(bench, 2_000 if quick else 100_000)),
         "streaming": lambda: streaming(bench, 64 if quick else 1024),
+        "codecs": lambda: codecs_section(bench, quick),
     }
     try:
         for name, run in sections.items():
