@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import math
 import os
 import pickle
@@ -655,3 +656,15 @@ def test_cp_copies_into_and_out_of_compressed_and_encrypted_stores(
     assert sealed["big.bin"] == FileSystemRawBackend(tmp_path / "r")["big.bin"]
     with sealed.open("big.bin") as reader:
         assert reader.read(10) == FileSystemRawBackend(tmp_path / "r")["big.bin"][:10]
+
+
+def test_s3_streaming_goes_through_the_codec(moto: S3Target, tmp_path: Path) -> None:
+    store = backends.S3RawBackend(moto.bucket, prefix="stream", client=moto.client, codec=Encrypt(CODEC_KEYS))
+    payload = os.urandom(1 << 20)
+    assert store.dump_file("big.css", io.BytesIO(payload)) is True
+    stored = moto.client.get_object(Bucket=moto.bucket, Key="stream/big.css")
+    assert stored["Body"].read().startswith(b"BKE1") and "ContentEncoding" not in stored
+    assert store.dump_file("big.css", io.BytesIO(b"other"), if_absent=True) is False
+    assert store.load_file("big.css", tmp_path / "out") is True
+    assert (tmp_path / "out").read_bytes() == payload
+    assert store.load_file("absent", tmp_path / "none") is False and not (tmp_path / "none").exists()

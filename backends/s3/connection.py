@@ -405,8 +405,9 @@ class S3Connection(BaseBackend[V, bytes]):
         return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
 
     def _gzipped(self, key: str) -> bool:
-        # A codec that compresses already did: S3's Content-Encoding is never applied on top.
-        if isinstance(self.codec, Layered) and self.codec.compresses:
+        # Through layers the body is a frame of ours: compressed already (never gzipped twice),
+        # or ciphertext, which gzip cannot shrink.
+        if isinstance(self.codec, Layered):
             return False
         return bool(self._gzip) and os.path.splitext(key)[1].lower() in self._gzip
 
