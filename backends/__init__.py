@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .base import MISSING, UNCHANGED, Backend, BaseBackend, Versioned
 from .cache import Entry, ExpiringCache
-from .codecs import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
+from .codecs import Codec, Encrypt, Gzip, IdentityCodec, JsonCodec, RawCodec, TextCodec, Typed, Zstd
 from .errors import (
     BackendError,
     BucketNotFoundError,
@@ -61,6 +61,7 @@ __all__ = [
     "CachedError",
     "Codec",
     "CorruptValueError",
+    "Encrypt",
     "Entry",
     "Event",
     "ExpiringCache",
@@ -69,6 +70,7 @@ __all__ = [
     "FileSystemJsonBackend",
     "FileSystemRawBackend",
     "FileSystemTextBackend",
+    "Gzip",
     "IdentityCodec",
     "InvalidKeyError",
     "JsonCache",
@@ -103,9 +105,11 @@ __all__ = [
     "TextCodec",
     "TierStats",
     "TieredBackend",
+    "Typed",
     "Versioned",
     "View",
     "VolatileBackend",
+    "Zstd",
     "__version__",
     "cached",
     "is_valid_key",

@@ -55,6 +55,23 @@ SECRETS: Final = frozenset(
         "token",
     }
 )
+#: the codec's parameters (README.rst, "URLs"); the key itself only ever comes from the environment
+CODEC_PARAMETERS: Final = ("compress", "compress_level", "compress_threshold", "encrypt")
+#: parameter names that would carry an encryption key: refused by name, the value never repeated
+KEY_PARAMETERS: Final = frozenset(
+    {
+        "key",
+        "keys",
+        "encryption_key",
+        "encryption_keys",
+        "encrypt_key",
+        "backends_key",
+        "aes_key",
+        "fernet_key",
+        "cipher_key",
+        "secret",
+    }
+)
 NO_CREDENTIALS: Final = (
     "credentials do not go in a URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
     "in the environment, name a profile (?profile=name or AWS_PROFILE), or pass "
@@ -254,18 +271,22 @@ def parse_query(
     text (``int``, :func:`as_bool`...). Refuses credentials, fragments,
     unknown parameters and formats with a ValueError that names them.
     """
+    from .codecs.query import codec_of
+
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise ValueError(NO_CREDENTIALS)
     if parts.fragment:
         raise ValueError("a backend URL has no #fragment")
     found: dict[str, Any] = {}
+    coding: dict[str, str] = {}
     fmt = "json"
     for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if name.lower() in SECRETS:
-            raise ValueError(NO_CREDENTIALS)
+        _refuse_secret(name)
         if name == "format":
             fmt = value.lower()
+        elif name in CODEC_PARAMETERS:
+            coding[name] = value
         elif name not in allowed:
             raise ValueError(
                 f"unknown parameter {name!r} for a {_scheme(url) or 'file'} URL; known: format, "
@@ -276,7 +297,22 @@ def parse_query(
     fmt = str(options.pop("format", fmt))
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not one of json, text, raw")
+    if coding and (codec := codec_of(coding)) is not None:
+        found["codec"] = codec  # an explicit codec= option still wins: options override the query
     return fmt, {**found, **options}
+
+
+def _refuse_secret(name: str) -> None:
+    """Refuse a parameter whose name says it holds a secret, never repeating its value."""
+    if name.lower() in SECRETS:
+        raise ValueError(NO_CREDENTIALS)
+    if name.lower() in KEY_PARAMETERS:
+        from .codecs import KEY_VARIABLE
+
+        raise ValueError(
+            f"an encryption key does not go in a URL (parameter {name[:40]!r}): set {KEY_VARIABLE} "
+            "in the environment and add ?encrypt=1, or pass codec=Encrypt(keys) to backends.open()"
+        )
 
 
 def _convert(name: str, value: str, allowed: dict[str, Callable[[str], Any]]) -> Any:

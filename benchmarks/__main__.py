@@ -9,7 +9,8 @@ client CPU, server CPU, requests counted at the server); ``load_many``
 through a proxy adding 20 ms per request; tiers; Redis against redis-py;
 listings at scale (time and peak memory); streaming (peak RSS); ``@cached``
 against functools, cachetools, dogpile.cache, diskcache and aiocache (a hit;
-how often a stampede runs the body). Rounds are
+how often a stampede runs the body); codecs (compression, encryption, typed
+models: time and stored bytes). Rounds are
 interleaved; each figure is a median with min-max and its ratio to the
 limit measured in the same run. ``--quick`` (under two minutes) uses small
 sizes; the full run (under fifteen) goes to 1,000,000 keys and 1 GiB.
@@ -29,11 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the loopback servers
 
 from .cached import cached_section
+from .codecs import codecs_section
 from .harness import Bench
 from .local import bounded_calls, local_calls, scale_on_disk
 from .remote import redis_section, s3_scale, s3_servers, streaming, through_latency, tiers
 
-SECTIONS = ("local", "s3", "latency", "tiers", "redis", "scale", "streaming", "cached")
+SECTIONS = ("local", "s3", "latency", "tiers", "redis", "scale", "streaming", "cached", "codecs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": lambda: (scale_on_disk(bench, base, sizes), s3_scale(bench, 2_000 if quick else 100_000)),
         "streaming": lambda: streaming(bench, 64 if quick else 1024),
         "cached": lambda: cached_section(bench, base / "cached", 2_000 if quick else 20_000),
+        "codecs": lambda: codecs_section(bench, quick),
     }
     try:
         for name, run in sections.items():

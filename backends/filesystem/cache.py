@@ -35,6 +35,7 @@ from typing import Any, Final, TypeVar
 from ..base import MISSING, Missing
 from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from ..codecs import JsonCodec, TextCodec
+from ..codecs.layers import CodecOption
 from ..events import observed
 from ..info import utc
 from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
@@ -67,6 +68,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         *,
         clock: Callable[[], float] | None = None,
         durable: bool = False,
+        codec: CodecOption[V] = None,
     ) -> None:
         self.timeout = check_timeout(timeout)
         if (checked := check_clock(clock)) is not None:
@@ -76,7 +78,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         self._memo_bytes = 0
         self._memo_lock = threading.Lock()
         self._start_counting()
-        super().__init__(root, durable=durable, layout="escaped")
+        super().__init__(root, durable=durable, layout="escaped", codec=codec)
 
     # -- deadlines ----------------------------------------------------------------
 
@@ -397,7 +399,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The root descriptor cannot cross processes; a copy reopens the root.
-        settings = {"clock": self.clock, "durable": self.durable}
+        settings = {"clock": self.clock, "durable": self.durable, **self._codec_option()}
         return (_rebuild, (type(self), str(self.root), self.timeout, settings))
 
 

@@ -16,6 +16,7 @@ from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
 from ..cache import CountedLookups, Entry, check_timeout
+from ..codecs.layers import CodecOption
 from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from ..events import observed
 from ..info import Stat, utc
@@ -112,8 +113,9 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         clock: Callable[[], float] | None = None,
         maxbytes: int | None = None,
         maxsize: int | None = None,
+        codec: CodecOption[V] = None,
     ) -> None:
-        self._check_codec()
+        self._check_codec(codec)
         maxbytes, maxsize = check_bound("maxbytes", maxbytes), check_bound("maxsize", maxsize)
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)):
             raise ValueError(f"busy_timeout is seconds, not {type(busy_timeout).__name__}")
@@ -532,7 +534,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         return ", ".join(parts)
 
     def _identity(self) -> tuple[object, ...]:
-        return (self.path, type(self.codec))
+        return (self.path, self.codec.identity())
 
     def _bounds(self) -> dict[str, int | None]:
         bound = self._bound
@@ -560,7 +562,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         }
         if "clock" in vars(self):
             settings["clock"] = self.clock
-        return (_rebuild, (type(self), self.path, settings))
+        return (_rebuild, (type(self), self.path, {**settings, **self._codec_option()}))
 
 
 class _Transaction:

@@ -27,9 +27,13 @@ class Family:
     invalid_values: st.SearchStrategy[Any]
     #: the value a stored one loads back as (a JSON tuple loads as a list)
     normal: Callable[[Any], Any] = lambda value: value
+    #: a valid value for each seed, for a family of its own (typed models); None: by name
+    sampler: Callable[[int], Any] | None = None
 
     def sample(self, seed: int) -> Any:
         """A valid value, distinct for each seed (for example-based tests)."""
+        if self.sampler is not None:
+            return self.sampler(seed)
         if self.name == "raw":
             return f"value {seed}".encode()
         if self.name == "text":
