@@ -377,7 +377,11 @@ def test_a_model_that_is_not_a_model_is_refused(model: Any) -> None:
         Typed(model)
 
 
-@pytest.mark.parametrize("codec", [5, "zstd", JsonCodec, Zstd, object(), [Zstd()]], ids=repr)
+@pytest.mark.parametrize(
+    "codec",
+    [5, "zstd", JsonCodec, Zstd, object(), [Zstd()]],
+    ids=["int", "str", "JsonCodec-class", "Zstd-class", "object", "list"],  # stable across xdist workers
+)
 def test_a_codec_argument_of_the_wrong_kind_is_refused_before_any_io(tmp_path: Path, codec: Any) -> None:
     for build in (
         lambda: FileSystemJsonBackend(tmp_path / "f", codec=codec),
