@@ -93,15 +93,17 @@ class AsyncCachedFunction(CachedFunction[P, R]):
             if again is not None and again.fresh(self.options.clock()):
                 result = self._hit(key, again)
             else:
-                self._tell(key, "miss")
-                result = await self._acompute(key, call, again or found)
+                result = await self._acompute(key, call, again or found, miss=True)
         except BaseException as exc:
             await self._alet_go(lock if held else None, exc)
             raise
         await self._arelease(lock if held else None, key)
         return result
 
-    async def _acompute(self, key: str, call: Call, found: Found | None) -> Any:
+    async def _acompute(self, key: str, call: Call, found: Found | None, *, miss: bool = False) -> Any:
+        later = miss and self._stale_on_error(found)  # as CachedFunction._compute: one outcome a call
+        if miss and not later:
+            self._tell(key, "miss")
         self._tell(key, "computed")
         try:
             result = await call()
@@ -110,11 +112,15 @@ class AsyncCachedFunction(CachedFunction[P, R]):
                 assert found is not None
                 self._tell(key, "failed", type(exc).__name__)
                 return self._stale(key, found)
+            if later:
+                self._tell(key, "miss")
             if isinstance(exc, self.options.cache_errors):
                 ttl = self.options.error_timeout
                 await self._adump(key, error_entry(exc, self.options.clock(), ttl), ttl)
             self._tell(key, "failed", type(exc).__name__)
             raise
+        if later:
+            self._tell(key, "miss")
         if result is not None or self.options.cache_none:
             ttl = self.options.none_timeout if result is None else self.options.timeout
             await self._adump(key, value_entry(result, self.options.clock(), ttl), ttl)
@@ -142,7 +148,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
                 again = await self._alook_again(key)
                 if again is None or not again.fresh(self.options.clock()):
                     await self._acompute(key, call, None)
-            except Exception as exc:
+            except BaseException as exc:  # CancelledError too (a loop that ends): the lock goes back
                 await self._alet_go(lock, exc)
                 raise
             await self._arelease(lock, key)

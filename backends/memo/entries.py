@@ -51,8 +51,16 @@ def error_entry(error: BaseException, at: float, ttl: float | None) -> dict[str,
         MARK: 1,
         "at": at,
         "ttl": ttl,
-        "error": {"class": f"{kind.__module__}.{kind.__qualname__}", "message": str(error)},
+        "error": {"class": f"{kind.__module__}.{kind.__qualname__}", "message": _message(error)},
     }
+
+
+def _message(error: BaseException) -> str:
+    """What rebuilds ``error``: its one str argument if it has just that (``str(KeyError("k"))`` is
+    ``"'k'"``, which would come back quoted once more), else its text."""
+    if len(error.args) == 1 and isinstance(error.args[0], str):
+        return str(error.args[0])
+    return str(error)
 
 
 def _number(value: Any) -> bool:

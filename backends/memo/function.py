@@ -164,16 +164,24 @@ class CachedFunction(Generic[P, R]):
         return result
 
     def _miss(self, key: str, call: Callable[[], Any], found: Found | None) -> Any:
-        self._tell(key, "miss")
-        return self._compute(key, call, found)
+        return self._compute(key, call, found, miss=True)
 
-    def _compute(self, key: str, call: Callable[[], Any], found: Found | None) -> Any:
-        """Run the body once; store its result (or a cached error); stale if it fails within the grace."""
+    def _compute(self, key: str, call: Callable[[], Any], found: Found | None, *, miss: bool = False) -> Any:
+        """Run the body once; store its result (or a cached error); stale if it fails within the grace.
+
+        ``miss``: the call is told a miss, unless a stale value is its answer (one outcome a call):
+        where stale_if_error may answer, the miss is told once the body has not failed into it.
+        """
+        later = miss and self._stale_on_error(found)
+        if miss and not later:
+            self._tell(key, "miss")
         self._tell(key, "computed")
         try:
             result = call()
         except Exception as exc:
-            return self._failed(key, exc, found)
+            return self._failed(key, exc, found, miss=later)
+        if later:
+            self._tell(key, "miss")
         self._keep(key, result)
         return result
 
@@ -183,11 +191,13 @@ class CachedFunction(Generic[P, R]):
         ttl = self.options.none_timeout if result is None else self.options.timeout
         self._dump(key, value_entry(result, self.options.clock(), ttl), ttl)
 
-    def _failed(self, key: str, exc: Exception, found: Found | None) -> Any:
+    def _failed(self, key: str, exc: Exception, found: Found | None, *, miss: bool = False) -> Any:
         if self._stale_on_error(found):
             assert found is not None
             self._tell(key, "failed", type(exc).__name__)
             return self._stale(key, found)
+        if miss:
+            self._tell(key, "miss")
         if isinstance(exc, self.options.cache_errors):
             ttl = self.options.error_timeout
             self._dump(key, error_entry(exc, self.options.clock(), ttl), ttl)
@@ -233,7 +243,7 @@ class CachedFunction(Generic[P, R]):
                 again = self._look_again(key)
                 if again is None or not again.fresh(self.options.clock()):
                     self._compute(key, call, None)
-            except Exception as exc:
+            except BaseException as exc:
                 self._let_go(lock, exc)
                 raise
             self._release(lock, key)

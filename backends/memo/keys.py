@@ -125,6 +125,18 @@ class KeyRule:
         return full
 
 
+#: ints of fewer bits always have a decimal form (Python refuses over 4300 digits by default)
+_LONGEST_INT_BITS: Final = 14_000
+
+
+def _writable(number: int) -> bool:
+    try:
+        int.__repr__(number)
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        return False
+    return True
+
+
 def _check_json(value: Any, path: str, function: str) -> None:
     """Raise CacheKeyError naming ``path`` unless ``value`` is a JSON value (finite floats, str keys)."""
     stack: list[tuple[str, Any, int]] = [(path, value, 0)]
@@ -136,6 +148,12 @@ def _check_json(value: Any, path: str, function: str) -> None:
             if isinstance(item, float) and not math.isfinite(item):
                 raise CacheKeyError(
                     f"argument {where} of {function} is a float that is not finite (no JSON form)",
+                    operation="cached",
+                )
+            if isinstance(item, int) and item.bit_length() > _LONGEST_INT_BITS and not _writable(item):
+                raise CacheKeyError(
+                    f"argument {where} of {function} is an int of more digits than Python writes "
+                    "(sys.get_int_max_str_digits()): pass key=",
                     operation="cached",
                 )
         elif isinstance(item, (list, tuple)):
