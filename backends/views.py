@@ -183,9 +183,14 @@ class View(BaseBackend[V, Any]):
     # -- the base, with full keys -----------------------------------------------------------
 
     @property
-    def clock(self) -> Callable[[], float]:  # type: ignore[override]  # the base's, read each time
+    def clock(self) -> Callable[[], float]:  # the base's, read each time
         """The base's clock (of its leases and expiry)."""
         return self.base.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        """Set the base's clock: a view has no time of its own."""
+        self.base.clock = clock
 
     def _live(self, operation: str, key: object = None) -> BaseBackend[V, Any]:
         """The base, unless this view was closed (StoreError naming the call)."""
