@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .base import MISSING, UNCHANGED, Backend, BaseBackend, Versioned
 from .cache import Entry, ExpiringCache
-from .codecs import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
+from .codecs import Codec, Encrypt, Gzip, IdentityCodec, JsonCodec, RawCodec, TextCodec, Typed, Zstd
 from .errors import (
     BackendError,
     BucketNotFoundError,
@@ -17,6 +17,7 @@ from .errors import (
     LockError,
     LockTimeoutError,
     PermissionDeniedError,
+    ReadOnlyError,
     SerializationError,
     StoreError,
     StoreUnavailableError,
@@ -35,12 +36,14 @@ from .filesystem import (
 from .info import Stat
 from .keys import MAX_KEY_BYTES, is_valid_key
 from .locks import Lock
+from .memo import CachedError, CacheKeyError, cached
 from .memory import MemoryCache, MemoryRawCache, MemoryTextCache, VolatileBackend
 from .redis import RedisBackend, RedisJsonBackend, RedisRawBackend, RedisTextBackend
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 from .sqlite import SqliteBackend, SqliteJsonBackend, SqliteRawBackend, SqliteTextBackend
 from .tiered import TieredBackend, TierStats
 from .urls import open_url
+from .views import View
 
 # Not in __all__: a star import must not shadow the builtin open().
 open = open_url
@@ -55,8 +58,11 @@ __all__ = [
     "BackendError",
     "BaseBackend",
     "BucketNotFoundError",
+    "CacheKeyError",
+    "CachedError",
     "Codec",
     "CorruptValueError",
+    "Encrypt",
     "Entry",
     "Event",
     "ExpiringCache",
@@ -65,6 +71,7 @@ __all__ = [
     "FileSystemJsonBackend",
     "FileSystemRawBackend",
     "FileSystemTextBackend",
+    "Gzip",
     "IdentityCodec",
     "InvalidKeyError",
     "JsonCache",
@@ -79,6 +86,7 @@ __all__ = [
     "PermissionDeniedError",
     "RawCache",
     "RawCodec",
+    "ReadOnlyError",
     "RedisBackend",
     "RedisJsonBackend",
     "RedisRawBackend",
@@ -99,9 +107,13 @@ __all__ = [
     "TextCodec",
     "TierStats",
     "TieredBackend",
+    "Typed",
     "Versioned",
+    "View",
     "VolatileBackend",
+    "Zstd",
     "__version__",
+    "cached",
     "is_valid_key",
     "open_url",
     "subscribe",

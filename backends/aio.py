@@ -229,6 +229,16 @@ class AsyncBackend(Generic[V]):
         """The lock of ``key``, for ``async with backend.lock(key):`` (as ``lock``)."""
         return AsyncLock(self, self.backend.lock(key, timeout=timeout, ttl=ttl))
 
+    # -- views: thin calls of the backend's -------------------------------------------------
+
+    def readonly(self) -> AsyncBackend[V]:
+        """The twin of ``backend.readonly()``, with its own threads (closing it leaves this twin open)."""
+        return self.backend.readonly().aio(max_workers=self.max_workers)
+
+    def namespace(self, prefix: str) -> AsyncBackend[V]:
+        """The twin of ``backend.namespace(prefix)``, with its own threads (closing it leaves this open)."""
+        return self.backend.namespace(prefix).aio(max_workers=self.max_workers)
+
     # -- lifetime -----------------------------------------------------------------------------
 
     async def aclose(self) -> None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .aio import AsyncBackend
     from .events import Event
     from .locks import Lock
+    from .views import View
 
 __all__ = [
     "MISSING",
@@ -372,6 +373,25 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         from .aio import AsyncBackend
 
         return AsyncBackend(self, max_workers=max_workers)
+
+    # -- views ----------------------------------------------------------------------
+
+    def readonly(self) -> View[V]:
+        """This backend read-only: every write raises ReadOnlyError before any I/O (:mod:`backends.views`)."""
+        from .views import View
+
+        return View(self, "", True)
+
+    def namespace(self, prefix: str) -> View[V]:
+        """The keys of this backend below ``prefix``, as a backend of their own (:mod:`backends.views`).
+
+        A namespace is a folder: ``"tenant-a"`` is ``"tenant-a/"``, which never
+        sees ``tenant-a2/...``. TypeError or ValueError (naming ``prefix``)
+        for a prefix that is no valid key, before any I/O.
+        """
+        from .views import View, check_prefix
+
+        return View(self, check_prefix(prefix, self))
 
     # -- folders (last: `list` shadows the builtin in the class body) -------------
 

@@ -4,7 +4,9 @@ Every subcommand takes backend URLs (:mod:`backends.urls`). A user error
 (a bad URL, a missing key, an unreachable store) prints one line to stderr
 and exits 1, as does a name that is not a key (a stray) met by ``ls`` or
 ``cp``; a usage error (an unknown option, a count or a number out of range)
-exits 2, as argparse does; a closed output (``| head``) stops the command
+exits 2, as argparse does, and so does a write into a read-only URL
+(``?readonly=1``: ``put``, ``rm``, ``purge``, ``cp`` into it), refused
+before anything is written; a closed output (``| head``) stops the command
 quietly with 141, as a GNU tool killed by SIGPIPE. Every line printed goes
 through :func:`backends.terminal.printable`, every ``--json`` document
 through :func:`backends.terminal.json_text`.
@@ -28,7 +30,7 @@ from typing import Any
 from . import __version__
 from .base import MISSING, BaseBackend
 from .clicopy import run_copy, strays
-from .errors import BackendError, BucketNotFoundError, CorruptValueError, SerializationError
+from .errors import BackendError, BucketNotFoundError, CorruptValueError, ReadOnlyError, SerializationError
 from .info import Stat, SupportsExpiry, SupportsStat, SupportsStatMany, SupportsUrl
 from .s3.connection import MAX_EXPIRES
 from .s3.errors import CREATE_HINT
@@ -557,6 +559,10 @@ def _run(args: argparse.Namespace) -> int:
             raise
         warn(f"backends {args.command}: {_one_line(exc)}")
         return 1
+    except ReadOnlyError as exc:
+        # A write into a ?readonly=1 URL: the command contradicts its own URL, and nothing was written.
+        warn(f"backends {args.command}: {_one_line(exc)}")
+        return 2
     except (_UserError, BackendError, ValueError, OSError, ImportError, RecursionError) as exc:
         warn(f"backends {args.command}: {_one_line(exc)}")
         return 1

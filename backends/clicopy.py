@@ -30,12 +30,13 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from .base import MISSING, BaseBackend
-from .errors import InvalidKeyError, KeyConflictError
+from .errors import InvalidKeyError, KeyConflictError, ReadOnlyError
 from .filesystem import FileSystemBackend, FileSystemCache, FileSystemRawBackend
 from .info import Stat, SupportsStatMany, SupportsStrays
 from .terminal import print_json, say, warn
 from .tiered import TieredBackend
 from .transfers import FileTransfers
+from .views import refuses_writes
 
 __all__ = ["STREAM_OVER", "Copy", "copy_all", "run_copy", "strays"]
 
@@ -267,6 +268,10 @@ def run_copy(args: argparse.Namespace, open_backend: Callable[..., BaseBackend[A
     """
     source = open_backend(args.source)
     target = open_backend(args.target)
+    if refuses_writes(target):  # before anything is listed or copied
+        raise ReadOnlyError(
+            "the target is read-only (?readonly=1): nothing copied", backend=repr(target), operation="cp"
+        )
     layout = _new_tree_layout(source, target, args.target)
     if layout is not None:
         target = open_backend(args.target, layout=layout)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final
 
 from .cache import Entry
-from .codecs import Codec
+from .codecs import Codec, layered
 from .errors import BackendError, CorruptValueError, InvalidKeyError, SerializationError
 from .events import HUB, measured
 from .hooks import StoreHooks
@@ -55,13 +55,25 @@ class BackendCore(StoreHooks[S], Generic[V, S]):
         return {"owner": self, "clock": self.clock, "translating": self._translating}
 
     @final
-    def _check_codec(self) -> None:
-        """Raise TypeError unless the class picked a value family (its ``codec`` attribute)."""
+    def _check_codec(self, codec: object = None) -> None:
+        """Take the ``codec=`` argument (see :func:`~backends.codecs.layered`), then raise
+        TypeError unless the backend has a value family (its class's ``codec`` attribute, or that)."""
+        if codec is not None:
+            self.codec = layered(getattr(type(self), "codec", None), codec)  # type: ignore[assignment]
         if not isinstance(getattr(self, "codec", None), Codec):
             raise TypeError(
                 f"{type(self).__name__} has no value family: use one of its families "
-                "(the Json, Text or Raw classes), or subclass it with a codec class attribute"
+                "(the Json, Text or Raw classes), give it codec= (Typed(User), JsonCodec() | Zstd()), "
+                "or subclass it with a codec class attribute"
             )
+
+    @final
+    def _codec_option(self) -> dict[str, Any]:
+        """The ``codec=`` this backend was built with, for a copy (pickle): ``{}`` for its family's.
+
+        A codec holding keys refuses to pickle (TypeError), and so does then the backend.
+        """
+        return {"codec": vars(self)["codec"]} if "codec" in vars(self) else {}
 
     @final
     def _check(self, key: object, operation: str) -> str:

@@ -9,6 +9,7 @@
     ├── StoreError (OSError)          the store failed the operation
     │   ├── StoreUnavailableError     cannot be reached, or refused after retries
     │   ├── PermissionDeniedError     access denied by the store
+    │   │   └── ReadOnlyError         a write to a read-only view; refused before any I/O
     │   ├── BucketNotFoundError       the bucket (or root) does not exist
     │   └── KeyConflictError          a plain folder tree cannot hold "a" and "a/b" at once
     └── LockError
@@ -28,6 +29,7 @@ __all__ = [
     "LockError",
     "LockTimeoutError",
     "PermissionDeniedError",
+    "ReadOnlyError",
     "SerializationError",
     "StoreError",
     "StoreUnavailableError",
@@ -108,6 +110,14 @@ class StoreUnavailableError(StoreError):
 
 class PermissionDeniedError(StoreError):
     """The store denied access."""
+
+
+class ReadOnlyError(PermissionDeniedError):
+    """A write to a read-only view (``backend.readonly()``), refused before any I/O.
+
+    A PermissionDeniedError, as a store's refusal of read-only credentials
+    is: code that handles one handles both.
+    """
 
 
 class BucketNotFoundError(StoreError):

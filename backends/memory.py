@@ -13,6 +13,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 from .base import MISSING, BaseBackend, Missing
 from .cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from .codecs import IdentityCodec, JsonCodec, RawCodec, TextCodec
+from .codecs.layers import CodecOption
 from .errors import SerializationError
 from .events import observed
 from .info import utc
@@ -47,7 +48,8 @@ class VolatileBackend(BaseBackend[Any, Any]):
     codec = IdentityCodec()
     _blocks = False  # in memory: its async twin calls it inline
 
-    def __init__(self) -> None:
+    def __init__(self, *, codec: CodecOption[Any] = None) -> None:
+        self._check_codec(codec)
         self._data: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._leases = Leases()
@@ -62,10 +64,10 @@ class VolatileBackend(BaseBackend[Any, Any]):
     def __getstate__(self) -> dict[str, Any]:
         # The lock cannot be pickled; a copy gets its own (and a snapshot).
         with self._lock:
-            return {"data": dict(self._data)}
+            return {"data": dict(self._data), **self._codec_option()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.__init__(codec=state.get("codec"))  # type: ignore[misc]
         self._data.update(state["data"])
 
     def _load(self, key: str) -> Any:
@@ -171,8 +173,9 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
         *,
         maxbytes: int = DEFAULT_MAXBYTES,
         clock: Callable[[], float] | None = None,
+        codec: CodecOption[V] = None,
     ) -> None:
-        self._check_codec()
+        self._check_codec(codec)
         for name, bound in (("maxsize", maxsize), ("maxbytes", maxbytes)):
             if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
                 raise ValueError(f"{name} is an int >= 1, not {bound!r}")
@@ -455,9 +458,11 @@ class MemoryRawCache(MemoryCacheBase[bytes]):
 
 def _open_url(url: str, options: dict[str, Any]) -> VolatileBackend:
     """``memory://``: a new, empty VolatileBackend."""
-    parse_query(url, {}, options)
+    _, kwargs = parse_query(url, {}, options)
     if url.split("://", 1)[1].split("?", 1)[0] not in ("", "/"):
         raise ValueError("memory:// takes no path: every memory backend is a new, empty store")
+    if "codec" in kwargs:
+        raise ValueError("memory:// holds the objects themselves: nothing to compress or encrypt")
     return VolatileBackend()
 
 

@@ -23,8 +23,8 @@ from contextlib import ExitStack
 from functools import partial
 from typing import Any, Final
 
-from .base import MISSING, UNCHANGED, BaseBackend
-from .cache import Entry, uncounted
+from .base import MISSING, UNCHANGED, BaseBackend, Missing
+from .cache import Entry, check_timeout, uncounted
 from .core import encode_value
 from .errors import BackendError, LockTimeoutError, StoreError
 from .events import HUB, observed
@@ -166,22 +166,45 @@ class TieredBackend(TierBase):
         encode_value(self.origin, value, key, operation)
 
     @observed("dump")
-    def dump(self, key: str, value: Any, *, if_absent: bool = False) -> bool:
+    def dump(
+        self, key: str, value: Any, *, if_absent: bool = False, timeout: float | Missing | None = MISSING
+    ) -> bool:
         """Store in the origin, then in the cache (under the key's lock); True, or False with ``if_absent``.
 
-        The value is checked against both codecs first (SerializationError,
-        nothing written). The cache entry is dropped before the origin is
-        written, so neither a failed origin write nor a writer killed in
-        between leaves the old value cached; if the cache write fails after
-        the origin took the value, the cache's error is raised.
+        ``timeout`` is the cache entry's (default: the cache's own), as for a
+        cache's ``dump``; the origin keeps the value as it keeps every value,
+        so an expired entry is loaded (or revalidated) from it again. The
+        value is checked against both codecs first (SerializationError,
+        nothing written), and the timeout too (ValueError; TypeError if the
+        cache keeps no per-entry timeouts). The cache entry is dropped before
+        the origin is written, so neither a failed origin write nor a writer
+        killed in between leaves the old value cached; if the cache write
+        fails after the origin took the value, the cache's error is raised.
         """
         key = self._check(key, "dump")
+        fill = partial(self._fill, key, value, None)
+        if timeout is not MISSING:
+            fill = partial(self._cache_dump, key, value, self._check_timeout(timeout))
         self._check_value(key, value, "dump")
         with self._writing([key]) as locks:
             if not self._origin_write(locks, lambda: self.origin.dump(key, value, if_absent=if_absent)):
                 return False
-            self._cache_write(key, locks[key], lambda: self._fill(key, value, None))
+            self._cache_write(key, locks[key], fill)
             return True
+
+    def _check_timeout(self, timeout: object) -> float | None:
+        seconds = check_timeout(timeout)
+        if self._entries is None:
+            raise TypeError(
+                f"timeout: the tier's cache {self.cache!r} keeps no per-entry timeouts "
+                "(JsonCache, MemoryCache, or a SQLite or Redis store made with a timeout does)"
+            )
+        return seconds
+
+    def _cache_dump(self, key: str, value: Any, timeout: float | None) -> None:
+        if HUB.on:
+            HUB.emit(self, "cache", key, "filled")
+        self.cache.dump(key, value, timeout=timeout)  # type: ignore[call-arg]
 
     def _dump(self, key: str, data: Any, if_absent: bool) -> bool:
         return self.dump(key, data, if_absent=if_absent)

@@ -8,13 +8,15 @@ are then public calls with the same validation and errors as the rest.
 from __future__ import annotations
 
 import errno
+import io
 import os
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any, Protocol, Union
 
-from .base import BaseBackend
+from .base import MISSING, BaseBackend
+from .codecs import RawCodec
 
 __all__ = ["FileTransfers", "PathOrFile", "Reader", "Writer", "copy_stream", "open_source", "write_target"]
 
@@ -37,16 +39,22 @@ class FileTransfers(BaseBackend[bytes, bytes]):
         """Store the contents of a file (a path, or a binary file object) under ``key``.
 
         Streams in chunks; returns True, or False with ``if_absent`` when the
-        key exists. Atomic like :meth:`dump`.
+        key exists. Atomic like :meth:`dump`. Through a layered codec
+        (compression, encryption) the file is read whole and stored as
+        :meth:`dump` stores a value: the codec is never bypassed.
         """
         key = self._check(key, "dump_file")
+        if not self._streams_raw():
+            with open_source(source) as reader:
+                return self.dump(key, reader.read(), if_absent=if_absent)
         return self._guarded("dump_file", key, lambda: self._dump_stream(key, source, if_absent))
 
     def load_file(self, key: str, target: PathOrFile) -> bool:
         """Write the value of ``key`` into a file (a path, or a binary file object).
 
         Streams in chunks. Returns False and leaves the target untouched (a
-        path is not created) when the key is absent.
+        path is not created) when the key is absent. Through a layered codec
+        the value is loaded whole (decoded), then written.
         """
         key = self._check(key, "load_file")
         if isinstance(target, (str, os.PathLike)):
@@ -54,7 +62,17 @@ class FileTransfers(BaseBackend[bytes, bytes]):
             if not os.path.isdir(folder):
                 # Said before any I/O, and naming the target (not a temporary file next to it).
                 raise FileNotFoundError(errno.ENOENT, f"no folder {folder} to write into", os.fspath(target))
+        if not self._streams_raw():
+            value = self.load(key, MISSING)
+            if value is MISSING:
+                return False
+            write_target(target, io.BytesIO(value))
+            return True
         return self._guarded("load_file", key, lambda: self._load_stream(key, target))
+
+    def _streams_raw(self) -> bool:
+        """Whether stored bytes are the value's own (the raw family), so that a file streams as it is."""
+        return isinstance(self.codec, RawCodec)
 
 
 class Reader(Protocol):

@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit
 
 from .base import BaseBackend
 
@@ -53,6 +53,23 @@ SECRETS: Final = frozenset(
         "aws_session_token",
         "password",
         "token",
+    }
+)
+#: the codec's parameters (README.rst, "URLs"); the key itself only ever comes from the environment
+CODEC_PARAMETERS: Final = ("compress", "compress_level", "compress_threshold", "encrypt")
+#: parameter names that would carry an encryption key: refused by name, the value never repeated
+KEY_PARAMETERS: Final = frozenset(
+    {
+        "key",
+        "keys",
+        "encryption_key",
+        "encryption_keys",
+        "encrypt_key",
+        "backends_key",
+        "aes_key",
+        "fernet_key",
+        "cipher_key",
+        "secret",
     }
 )
 NO_CREDENTIALS: Final = (
@@ -114,6 +131,8 @@ def as_bool(text: str) -> bool:
 
 
 TIER_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {"lease": float, "stale_while_revalidate": float}
+#: the parameters every URL takes, for a view of its backend (:mod:`backends.views`)
+VIEW_OPTIONS: Final = ("namespace", "readonly")
 
 
 def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
@@ -142,7 +161,60 @@ def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
     if opener is None:
         known = ", ".join(f"{name}://" for name in schemes() if name)
         raise ValueError(f"unknown URL scheme {scheme!r}: use one of {known}")
-    return opener(url, options)
+    url, prefix, readonly = _take_views(url, options)
+    backend = opener(url, options)
+    if prefix is None and not readonly:
+        return backend
+    from .views import View, check_prefix
+
+    if prefix is not None:
+        try:
+            prefix = check_prefix(prefix, backend, "namespace")
+        except ValueError:
+            backend.close()
+            raise
+    return View(backend, prefix or "", readonly)
+
+
+def _take_views(url: str, options: dict[str, Any]) -> tuple[str, str | None, bool]:
+    """Take ``namespace`` and ``readonly`` out of the URL's query (and ``options``), checked.
+
+    The rest of the query is left byte for byte. ValueError (TypeError for a
+    keyword of the wrong type) naming the parameter, before any I/O.
+    """
+    from .views import check_prefix
+
+    head, sep, query = url.partition("?")
+    query, hash_, fragment = query.partition("#")
+    kept: list[str] = []
+    found: dict[str, str] = {}
+    for part in query.split("&") if sep else []:
+        name = unquote_plus(part.partition("=")[0])
+        if name not in VIEW_OPTIONS:
+            kept.append(part)
+            continue
+        if name in found:
+            raise ValueError(f"parameter {name} is given twice")
+        try:
+            found[name] = unquote_plus(part.partition("=")[2], errors="strict")
+        except UnicodeDecodeError:
+            raise ValueError(f"parameter {name} is not UTF-8 text once percent-decoded") from None
+    prefix: str | None = found.get("namespace")
+    readonly = (
+        _convert("readonly", found["readonly"], {"readonly": as_bool}) if "readonly" in found else False
+    )
+    if "namespace" in options:
+        prefix = options.pop("namespace")
+    if "readonly" in options:
+        readonly = options.pop("readonly")
+        if not isinstance(readonly, bool):
+            raise TypeError(f"readonly is True or False, not {type(readonly).__name__}")
+    if prefix is not None:
+        check_prefix(prefix, None, "namespace")  # the store's own limits once it is made
+    if not found:
+        return url, prefix, readonly
+    rest = "&".join(kept)
+    return head + (f"?{rest}" if rest else "") + hash_ + fragment, prefix, readonly
 
 
 def _check_url_text(url: str) -> None:
@@ -199,18 +271,22 @@ def parse_query(
     text (``int``, :func:`as_bool`...). Refuses credentials, fragments,
     unknown parameters and formats with a ValueError that names them.
     """
+    from .codecs.query import codec_of
+
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise ValueError(NO_CREDENTIALS)
     if parts.fragment:
         raise ValueError("a backend URL has no #fragment")
     found: dict[str, Any] = {}
+    coding: dict[str, str] = {}
     fmt = "json"
     for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if name.lower() in SECRETS:
-            raise ValueError(NO_CREDENTIALS)
+        _refuse_secret(name)
         if name == "format":
             fmt = value.lower()
+        elif name in CODEC_PARAMETERS:
+            coding[name] = value
         elif name not in allowed:
             raise ValueError(
                 f"unknown parameter {name!r} for a {_scheme(url) or 'file'} URL; known: format, "
@@ -221,7 +297,22 @@ def parse_query(
     fmt = str(options.pop("format", fmt))
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not one of json, text, raw")
+    if coding and (codec := codec_of(coding)) is not None:
+        found["codec"] = codec  # an explicit codec= option still wins: options override the query
     return fmt, {**found, **options}
+
+
+def _refuse_secret(name: str) -> None:
+    """Refuse a parameter whose name says it holds a secret, never repeating its value."""
+    if name.lower() in SECRETS:
+        raise ValueError(NO_CREDENTIALS)
+    if name.lower() in KEY_PARAMETERS:
+        from .codecs import KEY_VARIABLE
+
+        raise ValueError(
+            f"an encryption key does not go in a URL (parameter {name[:40]!r}): set {KEY_VARIABLE} "
+            "in the environment and add ?encrypt=1, or pass codec=Encrypt(keys) to backends.open()"
+        )
 
 
 def _convert(name: str, value: str, allowed: dict[str, Callable[[str], Any]]) -> Any:

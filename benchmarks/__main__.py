@@ -7,7 +7,10 @@ fsspec and minimalkv; S3 on moto's server and SeaweedFS (each in its own
 process) against raw boto3, raw obstore, s3fs and minimalkv (wall time,
 client CPU, server CPU, requests counted at the server); ``load_many``
 through a proxy adding 20 ms per request; tiers; Redis against redis-py;
-listings at scale (time and peak memory); streaming (peak RSS). Rounds are
+listings at scale (time and peak memory); streaming (peak RSS); ``@cached``
+against functools, cachetools, dogpile.cache, diskcache and aiocache (a hit;
+how often a stampede runs the body); codecs (compression, encryption, typed
+models: time and stored bytes). Rounds are
 interleaved; each figure is a median with min-max and its ratio to the
 limit measured in the same run. ``--quick`` (under two minutes) uses small
 sizes; the full run (under fifteen) goes to 1,000,000 keys and 1 GiB.
@@ -26,11 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the loopback servers
 
+from .cached import cached_section
+from .codecs import codecs_section
 from .harness import Bench
-from .local import local_calls, scale_on_disk
+from .local import bounded_calls, local_calls, scale_on_disk
 from .remote import redis_section, s3_scale, s3_servers, streaming, through_latency, tiers
 
-SECTIONS = ("local", "s3", "latency", "tiers", "redis", "scale", "streaming")
+SECTIONS = ("local", "s3", "latency", "tiers", "redis", "scale", "streaming", "cached", "codecs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="backends-bench-"))
     sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
     sections: dict[str, Callable[[], object]] = {
-        "local": lambda: local_calls(bench, base / "local", 1_000 if quick else 10_000),
+        "local": lambda: (
+            local_calls(bench, base / "local", 1_000 if quick else 10_000),
+            bounded_calls(bench, base / "bounded", 1_000 if quick else 10_000),
+        ),
         "s3": lambda: s3_servers(bench, 100 if quick else 400),
         "latency": lambda: through_latency(bench, 300 if quick else 10_000, 20),
         "tiers": lambda: tiers(bench, base, 300 if quick else 10_000),
         "redis": lambda: redis_section(bench, 1_000 if quick else 10_000, sizes[:1] if quick else sizes),
         "scale": lambda: (scale_on_disk(bench, base, sizes), s3_scale(bench, 2_000 if quick else 100_000)),
         "streaming": lambda: streaming(bench, 64 if quick else 1024),
+        "cached": lambda: cached_section(bench, base / "cached", 2_000 if quick else 20_000),
+        "codecs": lambda: codecs_section(bench, quick),
     }
     try:
         for name, run in sections.items():

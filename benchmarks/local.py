@@ -16,7 +16,7 @@ from backends import FileSystemJsonBackend, JsonCache, SqliteJsonBackend, Sqlite
 
 from .harness import LIMIT, OURS, PEER, Bench
 
-__all__ = ["DOC", "listed", "local_calls", "peak", "scale_on_disk"]
+__all__ = ["DOC", "bounded_calls", "listed", "local_calls", "peak", "scale_on_disk"]
 
 #: 1 KiB of JSON, the value of every per-call measurement
 DOC: dict[str, Any] = {"id": 42, "name": "Ada Lovelace", "tags": ["math", "engines"], "bio": "x" * 940}
@@ -154,6 +154,60 @@ def local_calls(bench: Bench, base: Path, count: int) -> None:
     ]
     for work, make in works:
         bench.compare(SECTION, work, "us", {who: (kind, make(ops)) for who, (kind, ops) in stores.items()})
+
+
+BOUNDED = "bounded caches: 1 KiB JSON, maxbytes against diskcache's size_limit"
+
+
+def bounded_calls(bench: Bench, base: Path, count: int) -> None:
+    """load (a hit) and dump of a new key on SQLite stores and folder caches bounded to about
+    half of ``count`` entries, under the bound and past it (each dump then removes one),
+    against the same store unbounded and diskcache with its own ``size_limit`` (its default
+    policy, and its LRU)."""
+    half = count * len(json.dumps(DOC)) // 2
+    stores: dict[str, tuple[str, Ops]] = {
+        "backends SQLite, unbounded": (LIMIT, _ours(SqliteJsonBackend(base / "unbounded.db"))),
+        "backends SQLite maxbytes, under it": (
+            OURS,
+            _ours(SqliteJsonBackend(base / "under.db", maxbytes=100 * half)),
+        ),
+        "backends SQLite maxbytes, past it": (
+            OURS,
+            _ours(SqliteJsonBackend(base / "past.db", maxbytes=half)),
+        ),
+        "backends JsonCache, unbounded": (LIMIT, _ours(JsonCache(base / "jc-unbounded", timeout=None))),
+        "backends JsonCache maxbytes, under it": (
+            OURS,
+            _ours(JsonCache(base / "jc-under", timeout=None, maxbytes=100 * half)),
+        ),
+        "backends JsonCache maxbytes, past it": (
+            OURS,
+            _ours(JsonCache(base / "jc-past", timeout=None, maxbytes=half)),
+        ),
+    }
+    try:
+        import diskcache
+
+        for policy, name in [("least-recently-stored", "default"), ("least-recently-used", "LRU")]:
+            for where, limit in [("under it", 100 * half), ("past it", half)]:
+                cache = diskcache.Cache(
+                    str(base / f"dc-{name}-{limit}"), size_limit=limit, eviction_policy=policy
+                )
+                ops = {"dump": cache.set, "load": cache.get, "in": cache.__contains__, "len": cache.__len__}
+                stores[f"diskcache size_limit ({name}), {where}"] = (PEER, ops)
+    except ImportError:
+        bench.lacking("diskcache", "not installed: pip install -e '.[bench]'")
+    keys = [f"user-{i:05d}" for i in range(count)]
+    for _, ops in stores.values():
+        for key in keys:
+            ops["dump"](key, DOC)
+    hits = keys[-count // 4 :]  # the newest quarter: kept by every store, whatever its policy
+    works: list[tuple[str, Callable[[Ops], Callable[[int], float]]]] = [
+        ("load (a hit)", lambda ops: per_call(ops, hits, "load")),
+        ("dump, new key", lambda ops: per_call(ops, keys, "dump", fresh=True)),
+    ]
+    for work, make in works:
+        bench.compare(BOUNDED, work, "us", {who: (kind, make(ops)) for who, (kind, ops) in stores.items()})
 
 
 def _walk(root: str) -> int:

@@ -81,10 +81,10 @@ def _plain(cls: Any) -> Build:
     return lambda folder, _: cls(folder, layout="plain")
 
 
-def _sqlite(cls: Any, timeout: float | None = None) -> Build:
+def _sqlite(cls: Any, timeout: float | None = None, **options: Any) -> Build:
     if timeout is None:
-        return lambda folder, _: cls(folder / "kv.db")
-    return lambda folder, _: cls(folder / "kv.db", timeout=timeout, clock=FrozenClock())
+        return lambda folder, _: cls(folder / "kv.db", **options)
+    return lambda folder, _: cls(folder / "kv.db", timeout=timeout, clock=FrozenClock(), **options)
 
 
 def _redis(cls: Any) -> Build:
@@ -104,6 +104,16 @@ def _s3(cls: Any, **options: Any) -> Build:
         return cls(target.bucket, prefix=prefix, client=target.client, **options)
 
     return build
+
+
+def _close_view_bases(tier: backends.BaseBackend[Any, Any]) -> None:
+    # Closing a view leaves its base open (README.rst, "Views"): the case closes the bases it made.
+    twin = getattr(tier, "twin", None)  # the async suite's Blocking(tier.aio())
+    tier = tier if twin is None else twin.backend
+    assert isinstance(tier, backends.TieredBackend)
+    for part in (tier.cache, tier.origin):
+        assert isinstance(part, backends.View)
+        part.base.close()
 
 
 S3_FAMILIES = {
@@ -138,6 +148,13 @@ CASES = (
             on_disk=True,
             shared=True,
         ),
+        case_of(  # bounded far past its values: the tally and stamps on every call, the contract unchanged
+            "cache-raw",
+            lambda folder, _: backends.RawCache(folder, clock=FrozenClock(), maxbytes=2**40, maxsize=2**40),
+            RAW,
+            on_disk=True,
+            shared=True,
+        ),
         case_of("memcache-json", lambda *_: backends.MemoryCache(clock=FrozenClock()), JSON),
         case_of("memcache-raw", lambda *_: backends.MemoryRawCache(timeout=None, clock=FrozenClock()), RAW),
         case_of(
@@ -157,6 +174,17 @@ CASES = (
             JSON,
             on_disk=True,
             shared=True,
+        ),
+        case_of(
+            # A tier whose cache and origin are both namespaces (views of a tier: tests/test_views.py).
+            "tier-of-views",
+            lambda folder, _: backends.TieredBackend(
+                backends.MemoryCache(clock=FrozenClock()).namespace("cache/"),
+                backends.FileSystemJsonBackend(folder).namespace("tenant-a/"),
+            ),
+            JSON,
+            on_disk=True,
+            finish=_close_view_bases,
         ),
         case_of(
             "tier-3-levels-moto",
@@ -196,7 +224,10 @@ CASES = (
     + [
         # One file per example; a timeout (a cache) on one family: expiry is the same code for all.
         case_of("sqlite-json", _sqlite(backends.SqliteJsonBackend), JSON, on_disk=True, shared=True),
-        case_of("sqlite-raw", _sqlite(backends.SqliteRawBackend), RAW, on_disk=True, shared=True),
+        # bounded far past any test's values: the contract through the bound's bookkeeping (#26)
+        case_of(
+            "sqlite-raw", _sqlite(backends.SqliteRawBackend, maxbytes=2**40), RAW, on_disk=True, shared=True
+        ),
         case_of(
             "sqlite-text-expiring",
             _sqlite(backends.SqliteTextBackend, timeout=300),
@@ -375,3 +406,276 @@ def sink() -> Iterator[MemorySink]:
     with subscribe(memory):
         yield memory
     assert not HUB.on  # every subscription of the test is closed
+
+
+# -- codec cases (#27): every store through a codec; a new case is one entry ------------------
+
+import dataclasses as _dataclasses  # noqa: E402 - the codec registry's own imports
+import itertools as _itertools  # noqa: E402
+
+import msgspec as _msgspec  # noqa: E402
+import pydantic as _pydantic  # noqa: E402
+from hypothesis import strategies as _st  # noqa: E402
+
+from backends.codecs import Encrypt, Gzip, JsonCodec, Typed, Zstd  # noqa: E402
+from backends.codecs.families import Codec  # noqa: E402
+
+#: the keys of every encrypted case: the first encrypts, both decrypt
+CODEC_KEYS = [Encrypt.generate_key(), Encrypt.generate_key()]
+
+
+class Point(_pydantic.BaseModel):
+    """The pydantic model of the typed cases."""
+
+    x: int
+    label: str
+    tags: list[str] = []
+
+
+class Spot(_msgspec.Struct):
+    """The msgspec struct of the typed cases."""
+
+    x: int
+    label: str
+
+
+@_dataclasses.dataclass
+class Pin:
+    """The dataclass of the typed cases."""
+
+    x: int
+    label: str
+
+
+def _typed(model: Any) -> Family:
+    fields = {"x": _st.integers(-(2**63), 2**63 - 1), "label": _st.text(max_size=20)}
+    # no int, and nothing pydantic's lax mode takes for one ("5", 0.0)
+    bad_x = _st.one_of(_st.text(alphabet="abc", max_size=5), _st.none(), _st.just(float("nan")))
+    unvalidated = (
+        _st.builds(lambda x: Point.model_construct(x=x, label="l"), bad_x)
+        if model is Point
+        else _st.builds(lambda x: model(x=x, label="l"), bad_x)
+    )
+    return Family(
+        f"typed-{model.__name__}",
+        _st.builds(model, **fields),
+        # not the model, or an instance that would not load back (an unvalidated field)
+        _st.one_of(
+            _st.integers(), _st.dictionaries(_st.text(max_size=3), _st.integers(), max_size=2), unvalidated
+        ),
+        sampler=lambda seed: model(x=seed, label=f"value {seed}\r\n é"),
+    )
+
+
+class Mixed(Codec[Any, bytes]):
+    """A store holding every kind at once: each write picks plain JSON, zstd or gzip in turn
+    (as values written before and after compression was turned on, or changed); reads use the
+    plain JSON codec, which reads them all."""
+
+    name = "json"
+    content_type = "application/json"
+    can_be_empty = False
+
+    def __init__(self) -> None:
+        self._writers = _itertools.cycle([JsonCodec(), JsonCodec() | Zstd(0), JsonCodec() | Gzip(0)])
+        self._reader = JsonCodec()
+
+    def encode(self, value: Any) -> bytes:
+        return next(self._writers).encode(value)
+
+    def decode(self, data: bytes) -> Any:
+        return self._reader.decode(data)
+
+
+def _sealed() -> Encrypt:
+    return Encrypt(CODEC_KEYS)
+
+
+def _local_with(cls: Any, codec: Callable[[], Any], **options: Any) -> Build:
+    return lambda folder, _: cls(folder, codec=codec(), **options)
+
+
+def _redis_with(cls: Any, codec: Callable[[], Any]) -> Build:
+    return lambda folder, url: cls(url, prefix=f"t/{folder.parent.name}/{folder.name}", codec=codec())
+
+
+def _s3_with(cls: Any, codec: Callable[[], Any], **options: Any) -> Build:
+    def build(folder: Path, target: S3Target | None) -> backends.BaseBackend[Any, Any]:
+        assert target is not None
+        prefix = f"t/{folder.parent.name}/{folder.name}"
+        return cls(target.bucket, prefix=prefix, client=target.client, codec=codec(), **options)
+
+    return build
+
+
+#: parity examples of a codec case: bounded, so the default run stays fast
+CODEC_EXAMPLES = {"local": 30 if LONG else 8, "redis": 15 if LONG else 5, "s3": 8 if LONG else 2}
+CODEC_CASES = [
+    case_of(
+        "volatile-json-zstd",
+        lambda *_: backends.VolatileBackend(codec=JsonCodec() | Zstd(16)),
+        JSON,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "fs-json-zstd",
+        _local_with(backends.FileSystemJsonBackend, lambda: Zstd(16)),
+        JSON,
+        on_disk=True,
+        shared=True,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "fs-raw-gzip",
+        _local_with(backends.FileSystemRawBackend, lambda: Gzip(16)),
+        RAW,
+        on_disk=True,
+        shared=True,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "fs-text-encrypted",
+        _local_with(backends.FileSystemTextBackend, _sealed),
+        TEXT,
+        on_disk=True,
+        shared=True,
+        pickles=False,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "fs-typed-pydantic",
+        lambda folder, _: backends.FileSystemBackend(folder, codec=Typed(Point)),
+        _typed(Point),
+        on_disk=True,
+        shared=True,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "fs-mixed-plain-zstd-gzip",
+        lambda folder, _: backends.FileSystemBackend(folder, codec=Mixed()),
+        JSON,
+        on_disk=True,
+        shared=True,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "cache-json-zstd-encrypted",
+        lambda folder, _: backends.JsonCache(folder, clock=FrozenClock(), codec=Zstd(16) | _sealed()),
+        JSON,
+        on_disk=True,
+        shared=True,
+        pickles=False,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "cache-text-gzip",
+        lambda folder, _: backends.TextCache(folder, timeout=None, clock=FrozenClock(), codec=Gzip(16)),
+        TEXT,
+        on_disk=True,
+        shared=True,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "memcache-json-gzip",
+        lambda *_: backends.MemoryCache(clock=FrozenClock(), codec=Gzip(16)),
+        JSON,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "memcache-raw-encrypted",
+        lambda *_: backends.MemoryRawCache(timeout=None, clock=FrozenClock(), codec=_sealed()),
+        RAW,
+        pickles=False,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "sqlite-raw-zstd",
+        _local_with(lambda folder, **kw: backends.SqliteRawBackend(folder / "kv.db", **kw), lambda: Zstd(16)),
+        RAW,
+        on_disk=True,
+        shared=True,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "sqlite-typed-msgspec",
+        lambda folder, _: backends.SqliteBackend(folder / "kv.db", codec=Typed(Spot)),
+        _typed(Spot),
+        on_disk=True,
+        shared=True,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "tier-memory-zstd-fs-encrypted",
+        lambda folder, _: backends.TieredBackend(
+            backends.MemoryCache(clock=FrozenClock(), codec=Zstd(16)),
+            backends.FileSystemJsonBackend(folder, codec=_sealed()),
+        ),
+        JSON,
+        on_disk=True,
+        pickles=False,
+        examples=CODEC_EXAMPLES["local"],
+    ),
+    case_of(
+        "redis-json-encrypted",
+        _redis_with(backends.RedisJsonBackend, _sealed),
+        JSON,
+        "redis",
+        shared=True,
+        pickles=False,
+        examples=CODEC_EXAMPLES["redis"],
+    ),
+    case_of(
+        "redis-raw-zstd",
+        _redis_with(backends.RedisRawBackend, lambda: Zstd(16)),
+        RAW,
+        "redis",
+        shared=True,
+        examples=CODEC_EXAMPLES["redis"],
+    ),
+    case_of(
+        "redis-typed-dataclass",
+        lambda folder, url: backends.RedisBackend(
+            url, prefix=f"t/{folder.parent.name}/{folder.name}", codec=Typed(Pin)
+        ),
+        _typed(Pin),
+        "redis",
+        shared=True,
+        examples=CODEC_EXAMPLES["redis"],
+    ),
+    case_of(
+        "s3-json-encrypted-moto",
+        _s3_with(backends.S3JsonBackend, lambda: Zstd(16) | _sealed()),
+        JSON,
+        "moto",
+        shared=True,
+        pickles=False,
+        examples=CODEC_EXAMPLES["s3"],
+    ),
+    case_of(
+        "s3-obstore-json-zstd-moto_server",
+        _s3_with(backends.S3JsonBackend, lambda: Zstd(16), engine="obstore"),
+        JSON,
+        "moto_server",
+        shared=True,
+        pickles=False,
+        examples=CODEC_EXAMPLES["s3"],
+    ),
+    case_of(
+        "tier-fs-gzip-s3-typed-moto",
+        lambda folder, target: backends.TieredBackend(
+            backends.JsonCache(folder / "cache", clock=FrozenClock(), codec=Typed(Point) | Gzip(16)),
+            _s3_with(backends.S3Backend, lambda: Typed(Point))(folder, target),
+        ),
+        _typed(Point),
+        "moto",
+        shared=True,
+        pickles=False,
+        examples=CODEC_EXAMPLES["s3"],
+    ),
+]
+
+
+@pytest.fixture(params=CODEC_CASES, ids=str)
+def codec_case(request: pytest.FixtureRequest) -> StoreCase:
+    chosen: BackendCase = request.param
+    return chosen.resolve(None if chosen.server is None else request.getfixturevalue(chosen.server))

@@ -7,11 +7,13 @@ server is an error, never a skip: the servers come with the ``[test]`` extra.
 from __future__ import annotations
 
 import ctypes
+import functools
 import http.client
 import io
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -112,7 +114,23 @@ WEED_PORTS = [
     "admin.port.grpc",
     "debug.port",
     "webdav.port",
+    "s3.port.grpc",
 ]
+
+
+@functools.cache
+def weed_optional_listeners() -> list[str]:
+    """The listeners this ``weed`` can switch off, found in its own help ("0 to disable").
+
+    Newer releases add listeners on fixed default ports (4.48: Iceberg on 8181,
+    Lance on 9101); two servers started at once then collide on them.
+    """
+    shown = subprocess.run(
+        [weed_binary(), "mini", "-h"], check=False, capture_output=True, text=True, timeout=30
+    )
+    text = shown.stdout + shown.stderr
+    found = re.findall(r"^\s+-(\S+) int\n\s+[^\n]*\(0 to disable\)", text, flags=re.MULTILINE)
+    return [name for name in found if name not in WEED_PORTS]
 
 
 def weed_binary() -> str:
@@ -129,6 +147,7 @@ def seaweedfs() -> Iterator[str]:
     ports = {name: free_port() for name in WEED_PORTS}
     args = [weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"]
     args += [f"-{name}={port}" for name, port in ports.items()]
+    args += [f"-{name}=0" for name in weed_optional_listeners()]
     log = open(data / "weed.log", "wb")  # noqa: SIM115 - closed in finally
     # preexec_fn runs only setsid and one prctl, resolved before the fork.
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # noqa: PLW1509

@@ -20,14 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-import backends
-from backends import FileSystemJsonBackend, JsonCache, RawCache, SerializationError, StoreError, TextCache, TieredBackend
-from backends.filesystem.bound import BOUND_FILE, RECOUNT_EVERY, slot_of
-
 import servers
 from clock import FrozenClock
 from conftest import LONG
+
+import backends
+from backends import (
+    FileSystemJsonBackend,
+    JsonCache,
+    RawCache,
+    SerializationError,
+    StoreError,
+    TextCache,
+    TieredBackend,
+)
+from backends.filesystem.bound import BOUND_FILE, RECOUNT_EVERY, slot_of
 
 
 def keys_in_own_slots(count: int, prefix: str = "k") -> list[str]:
@@ -68,7 +75,11 @@ class Model:
         self.used[key], self.size[key], self.deadline[key] = now, size, now + timeout
         while self.over():
             expired = [k for k in self.used if self.deadline[k] <= now]
-            victim = min(expired, key=self.used.__getitem__) if expired else min(self.used, key=self.used.__getitem__)
+            victim = (
+                min(expired, key=self.used.__getitem__)
+                if expired
+                else min(self.used, key=self.used.__getitem__)
+            )
             self.drop(victim)
 
     def drop(self, key: str) -> None:
@@ -122,7 +133,9 @@ def files_including_expired(cache: Any) -> dict[str, int]:
     return {key: status.st_size for key, status in cache._scan()}
 
 
-def test_a_value_larger_than_maxbytes_is_refused_and_a_tier_serves_it_without_keeping_it(tmp_path: Path) -> None:
+def test_a_value_larger_than_maxbytes_is_refused_and_a_tier_serves_it_without_keeping_it(
+    tmp_path: Path,
+) -> None:
     cache = JsonCache(tmp_path / "c", maxbytes=100)
     cache["small"] = "x"
     with pytest.raises(SerializationError, match="maxbytes=100"):
@@ -162,8 +175,17 @@ def test_clear_purge_len_if_absent_and_renew_keep_the_tally(tmp_path: Path) -> N
 @pytest.mark.parametrize("name", ["maxbytes", "maxsize"])
 @pytest.mark.parametrize(
     ("bad", "error"),
-    [(0, ValueError), (-1, ValueError), (2**63, ValueError), (math.nan, TypeError), (1.5, TypeError),
-     (10.0, TypeError), (True, TypeError), ("10", TypeError), (b"1", TypeError)],
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (2**63, ValueError),
+        (math.nan, TypeError),
+        (1.5, TypeError),
+        (10.0, TypeError),
+        (True, TypeError),
+        ("10", TypeError),
+        (b"1", TypeError),
+    ],
 )
 def test_a_bad_bound_is_refused_naming_it_before_anything_is_made(
     tmp_path: Path, name: str, bad: object, error: type[Exception]
@@ -258,7 +280,9 @@ def test_close_in_the_middle_of_an_eviction_stops_it_with_the_closed_error(tmp_p
 # -- 7: time -----------------------------------------------------------------------------------------
 
 
-def test_a_frozen_clock_still_keeps_the_bound_and_an_advanced_one_evicts_expired_first(tmp_path: Path) -> None:
+def test_a_frozen_clock_still_keeps_the_bound_and_an_advanced_one_evicts_expired_first(
+    tmp_path: Path,
+) -> None:
     clock = FrozenClock()
     cache = JsonCache(tmp_path / "c", timeout=None, clock=clock, maxsize=5)
     for i in range(20):
@@ -307,7 +331,7 @@ def test_a_bound_below_a_small_disk_keeps_it_from_filling(small_disk: Path) -> N
     for i in range(600):  # 2.4 MiB written into a 1 MiB disk
         cache[f"k{i}"] = os.urandom(4000)
     assert sum(files_including_expired(cache).values()) <= 256 * 1024
-    assert f"k599" in cache
+    assert "k599" in cache
 
 
 def test_a_full_disk_under_a_bound_is_a_store_error_and_service_comes_back(small_disk: Path) -> None:
@@ -341,7 +365,8 @@ _WRITER = textwrap.dedent(
     """
     import json, sys
     from backends import RawCache
-    root, maxbytes, name, count, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    root, maxbytes, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    count, size = int(sys.argv[4]), int(sys.argv[5])
     keys = json.loads(sys.argv[6])
     cache = RawCache(root, timeout=None, maxbytes=maxbytes)
     sys.stdin.readline()
@@ -356,7 +381,9 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-c", *args]
 
 
-def test_four_processes_filling_ten_times_the_bound_keep_it_and_remove_only_the_oldest(tmp_path: Path) -> None:
+def test_four_processes_filling_ten_times_the_bound_keep_it_and_remove_only_the_oldest(
+    tmp_path: Path,
+) -> None:
     procs = 8 if LONG else 4
     size, maxbytes = 1000, 40_000
     per = 10 * maxbytes // size // procs  # 10x the bound in all
@@ -367,8 +394,14 @@ def test_four_processes_filling_ten_times_the_bound_keep_it_and_remove_only_the_
 
     workers = [
         subprocess.Popen(
-            _python(_WRITER, str(tmp_path / "c"), str(maxbytes), str(p), str(per), str(size), json.dumps(mine[p])),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            _python(
+                _WRITER, str(tmp_path / "c"), str(maxbytes), str(p), str(per), str(size), json.dumps(mine[p])
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for p in range(procs)
     ]
@@ -408,7 +441,9 @@ def test_a_writer_killed_between_its_rename_and_its_count_is_recounted(tmp_path:
     cache = JsonCache(tmp_path / "c", timeout=None, maxsize=5)
     cache.dump_many({f"k{i}": i for i in range(4)})
     env = {**os.environ, "PYTHONPATH": str(Path(backends.__file__).parents[1])}
-    child = subprocess.Popen(_python(_KILLED, str(tmp_path / "c")), stdout=subprocess.PIPE, env=env, text=True)
+    child = subprocess.Popen(
+        _python(_KILLED, str(tmp_path / "c")), stdout=subprocess.PIPE, env=env, text=True
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "placed"
     finally:

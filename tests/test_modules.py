@@ -55,4 +55,4 @@ def test_no_module_imports_another_modules_private_names(path: Path) -> None:
 def test_the_package_exports_are_complete_and_importable() -> None:
     assert [item for item in backends.__all__ if not hasattr(backends, item)] == []
     subpackages = [info.name for info in pkgutil.iter_modules(backends.__path__) if info.ispkg]
-    assert subpackages == ["filesystem", "redis", "s3", "sqlite", "testing"]
+    assert subpackages == ["codecs", "filesystem", "memo", "redis", "s3", "sqlite", "testing"]

@@ -339,3 +339,57 @@ def test_tier_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="stale_while_revalidate"):
         TieredBackend(cache, origin, stale_while_revalidate=-1)
     assert TieredBackend(cache, origin).purge() == 0
+
+
+# -- per-entry timeouts (#26) ----------------------------------------------------
+
+
+def test_dump_with_a_timeout_sets_the_cache_entrys_and_the_origin_keeps_the_value(
+    tier: TieredBackend, moto: S3Target, clock: FrozenClock
+) -> None:
+    assert tier.dump("users/42", {"name": "Ada"}, timeout=30) is True
+    assert tier.cache.expires("users/42").timestamp() == pytest.approx(clock.now + 30)  # type: ignore[attr-defined]
+    tier.dump("users/43", {"name": "Bob"})  # the cache's default: 60 s
+    clock.advance(31)
+    assert "users/42" not in tier.cache and "users/43" in tier.cache
+    with counting(moto.client) as requests:
+        assert tier["users/42"] == {"name": "Ada"}  # the origin still has it: loaded again, refilled
+        assert tier["users/43"] == {"name": "Bob"}
+        assert requests.count() == {"GetObject": 1}
+    assert tier.dump("never", 1, timeout=None) and tier.cache.expires("never") is None  # type: ignore[attr-defined]
+    assert tier.dump("gone", 2, timeout=0) and "gone" not in tier.cache and tier.origin["gone"] == 2
+
+
+def test_dump_with_a_timeout_through_the_async_twin(tier: TieredBackend, clock: FrozenClock) -> None:
+    import asyncio
+
+    async def main() -> None:
+        twin = tier.aio()
+        assert await twin.dump("k", [1], timeout=5) is True
+        assert await twin.load("k") == [1]
+
+    asyncio.run(main())
+    assert tier.cache.expires("k").timestamp() == pytest.approx(clock.now + 5)  # type: ignore[attr-defined]
+
+
+def test_dump_if_absent_with_a_timeout_writes_nothing_when_present(tier: TieredBackend) -> None:
+    tier["k"] = "first"
+    assert tier.dump("k", "second", if_absent=True, timeout=5) is False
+    assert tier["k"] == "first" and tier.origin["k"] == "first"
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "30", True, 10**12])
+def test_a_bad_timeout_is_refused_before_anything_is_written(tier: TieredBackend, timeout: object) -> None:
+    tier["k"] = "old"
+    with pytest.raises(ValueError, match="timeout"):
+        tier.dump("k", "new", timeout=timeout)  # type: ignore[arg-type]
+    assert tier["k"] == "old" and tier.origin["k"] == "old"
+
+
+def test_a_timeout_for_a_cache_without_expiry_is_a_type_error_before_any_write() -> None:
+    tier = TieredBackend(VolatileBackend(), VolatileBackend())
+    with pytest.raises(TypeError, match="keeps no per-entry timeouts"):
+        tier.dump("k", 1, timeout=30)
+    assert "k" not in tier.origin and "k" not in tier.cache
+    tier.dump("k", 1)  # without a timeout, as always
+    assert tier.cache["k"] == 1

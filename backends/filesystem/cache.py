@@ -39,6 +39,7 @@ from typing import Any, Final, TypeVar
 from ..base import MISSING, Missing
 from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from ..codecs import JsonCodec, RawCodec, TextCodec
+from ..codecs.layers import CodecOption
 from ..errors import SerializationError
 from ..events import observed
 from ..info import utc
@@ -81,6 +82,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         *,
         clock: Callable[[], float] | None = None,
         durable: bool = False,
+        codec: CodecOption[V] = None,
         maxbytes: int | None = None,
         maxsize: int | None = None,
     ) -> None:
@@ -97,7 +99,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         bounded = self.maxbytes is not None or self.maxsize is not None
         self._pool = Pool(self.maxsize, self.maxbytes) if bounded else None
         self._placing = threading.local()  # whether this thread's last counted write went past the bound
-        super().__init__(root, durable=durable, layout="escaped")
+        super().__init__(root, durable=durable, layout="escaped", codec=codec)
 
     # -- deadlines ----------------------------------------------------------------
 
@@ -635,6 +637,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             "durable": self.durable,
             "maxbytes": self.maxbytes,
             "maxsize": self.maxsize,
+            **self._codec_option(),
         }
         return (_rebuild, (type(self), str(self.root), self.timeout, settings))
 

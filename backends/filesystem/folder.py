@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..base import BaseBackend
+from ..codecs.layers import CodecOption
 from ..errors import BackendError, KeyConflictError, PermissionDeniedError, StoreError
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, NEW_FLAGS, ROOT_FLAGS, deleted_folder
 from .lock import LOCK_FOLDER
@@ -57,8 +58,15 @@ def _own_entry(entry: os.DirEntry[str]) -> bool:
 class FolderRoot(BaseBackend[V, bytes]):
     """The root folder of :class:`~backends.filesystem.FileSystemBackend` (see there)."""
 
-    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False, layout: str = "auto") -> None:
-        self._check_codec()
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        durable: bool = False,
+        layout: str = "auto",
+        codec: CodecOption[V] = None,
+    ) -> None:
+        self._check_codec(codec)
         if not isinstance(layout, str) or (layout != "auto" and layout not in LAYOUTS):
             raise ValueError(f"layout is 'auto', 'escaped' or 'plain', not {layout!r}")
         self.root = _root_path(root)
@@ -280,4 +288,4 @@ class FolderRoot(BaseBackend[V, bytes]):
         return f"{str(self.root)!r}"
 
     def _identity(self) -> tuple[object, ...]:
-        return (str(self.root), type(self.codec), self.layout.name)
+        return (str(self.root), self.codec.identity(), self.layout.name)

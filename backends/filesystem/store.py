@@ -12,6 +12,7 @@ writer is killed.
 from __future__ import annotations
 
 import errno
+import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,7 +76,7 @@ class FileSystemBackend(FolderRoot[V]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The root descriptor cannot cross processes; a copy reopens the root.
-        return (_rebuild, (type(self), str(self.root), self.durable, self.layout.name))
+        return (_rebuild, (type(self), str(self.root), self.durable, self.layout.name, self._codec_option()))
 
     # -- stat, URLs ---------------------------------------------------------------------
 
@@ -385,10 +386,14 @@ class FileSystemBackend(FolderRoot[V]):
 
 
 def _rebuild(
-    cls: type[FileSystemBackend[Any]], root: str, durable: bool, layout: str = "auto"
+    cls: type[FileSystemBackend[Any]],
+    root: str,
+    durable: bool,
+    layout: str = "auto",
+    codec: dict[str, Any] | None = None,
 ) -> FileSystemBackend[Any]:
     backend = cls.__new__(cls)
-    FileSystemBackend.__init__(backend, root, durable=durable, layout=layout)
+    FileSystemBackend.__init__(backend, root, durable=durable, layout=layout, **(codec or {}))
     return backend
 
 
@@ -469,6 +474,11 @@ class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
         name, never this file's contents.
         """
         key = self._check(key, "open")
+        if not self._streams_raw():  # the stored file is a frame of the codec: its value, decoded
+            value = self.load(key, MISSING)
+            if value is MISSING:
+                raise KeyError(key)
+            return io.BytesIO(value)
         with self._translating("open", key):
             opened = self._open_value(key)
         if opened is None:

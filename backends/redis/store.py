@@ -37,6 +37,7 @@ from ..base import MISSING, BaseBackend, Missing
 if TYPE_CHECKING:
     from ..aio import AsyncBackend
 from ..cache import MAX_TIMEOUT, CountedLookups, Entry, check_timeout
+from ..codecs.layers import CodecOption
 from ..errors import (
     BackendError,
     InvalidKeyError,
@@ -105,8 +106,9 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         socket_timeout: float = 10.0,
         retries: int = 3,
         clock: Callable[[], float] | None = None,
+        codec: CodecOption[V] = None,
     ) -> None:
-        self._check_codec()
+        self._check_codec(codec)
         redis = import_redis()
         _check_prefix(prefix)
         self.timeout = check_timeout(timeout)
@@ -139,6 +141,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
             "socket_timeout": socket_timeout,
             "retries": retries,
             "clock": clock,
+            **self._codec_option(),
         }
         self._injected_clock = clock
         self._keep = int(self.keep_expired * 1000)
@@ -484,7 +487,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
 
     def _identity(self) -> tuple[object, ...]:
         where = self.server_url or id(self.client)
-        return (where, self.prefix, type(self.codec))
+        return (where, self.prefix, self.codec.identity())
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A connection pool cannot cross processes: a copy builds its own.

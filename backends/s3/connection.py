@@ -19,6 +19,7 @@ from itertools import islice
 from typing import Any, TypeVar
 
 from ..base import BaseBackend
+from ..codecs.layers import CodecOption, Layered
 from ..errors import BackendError, StoreError
 from ..events import tell_retry
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
@@ -172,8 +173,9 @@ class S3Connection(BaseBackend[V, bytes]):
         timeout: float = 60.0,
         addressing_style: str | None = None,
         engine: str = "boto3",
+        codec: CodecOption[V] = None,
     ) -> None:
-        self._check_codec()
+        self._check_codec(codec)
         if engine not in ENGINES:
             raise ValueError(f"engine is one of {', '.join(map(repr, ENGINES))}, not {engine!r}")
         if max_workers is None:
@@ -403,6 +405,10 @@ class S3Connection(BaseBackend[V, bytes]):
         return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
 
     def _gzipped(self, key: str) -> bool:
+        # Through layers the body is a frame of ours: compressed already (never gzipped twice),
+        # or ciphertext, which gzip cannot shrink.
+        if isinstance(self.codec, Layered):
+            return False
         return bool(self._gzip) and os.path.splitext(key)[1].lower() in self._gzip
 
     def _head(self, key: str, *, every_header: bool = False) -> dict[str, Any] | None:
@@ -465,7 +471,7 @@ class S3Connection(BaseBackend[V, bytes]):
         return ", ".join(parts)
 
     def _identity(self) -> tuple[object, ...]:
-        return (safe_endpoint(self._endpoint), self.bucket, self.prefix, type(self.codec))
+        return (safe_endpoint(self._endpoint), self.bucket, self.prefix, self.codec.identity())
 
     def __reduce__(self) -> Any:
         # A boto3 client (and its credentials) cannot cross processes.

@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 __all__ = [
@@ -211,8 +211,16 @@ class Connections:
     switch to WAL, no table); :meth:`writer` makes them at the first write.
     """
 
-    def __init__(self, path: str, busy_timeout: float, durable: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        busy_timeout: float,
+        durable: bool,
+        prepare: Callable[[Connection], None] | None = None,
+    ) -> None:
         self.path = path
+        #: more to make at a connection's first write (a bounded store's bookkeeping)
+        self.prepare = prepare
         self.busy_timeout = busy_timeout
         self.durable = durable
         self._local = threading.local()
@@ -243,6 +251,8 @@ class Connections:
         assert made is not None  # create=True makes the file
         with WRITING:
             self._prepare(made)
+            if self.prepare is not None:
+                self.prepare(made)
         local.ready = local.schema = True
         return made
 

@@ -16,11 +16,13 @@ from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
 from ..cache import CountedLookups, Entry, check_timeout
+from ..codecs.layers import CodecOption
 from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
 from ..events import observed
 from ..info import Stat, utc
 from ..keys import all_valid, key_problem
 from ..locks import Lock
+from .bound import Bound, check_bound
 from .locks import SqliteLock
 from .schema import WRITING, Connection, Connections, ForeignTableError
 
@@ -93,7 +95,10 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
     without it a commit survives a killed process but a power cut may lose
     the last ones (``NORMAL``, as diskcache). A read never writes: it makes
     no file and removes no expired row (the next write of the key, or
-    ``purge``, does).
+    ``purge``, does). ``maxbytes``, ``maxsize``: a bound on the file's
+    entries (their keys' and values' bytes, their number), kept by every
+    write, which removes the expired entries and then the least recently
+    used ones past it (see :mod:`backends.sqlite.bound`).
     """
 
     _native_errors = (sqlite3.Error, OSError)
@@ -106,8 +111,12 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         busy_timeout: float = 5.0,
         durable: bool = False,
         clock: Callable[[], float] | None = None,
+        maxbytes: int | None = None,
+        maxsize: int | None = None,
+        codec: CodecOption[V] = None,
     ) -> None:
-        self._check_codec()
+        self._check_codec(codec)
+        maxbytes, maxsize = check_bound("maxbytes", maxbytes), check_bound("maxsize", maxsize)
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)):
             raise ValueError(f"busy_timeout is seconds, not {type(busy_timeout).__name__}")
         if not 0 <= busy_timeout <= 3600:
@@ -127,7 +136,10 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         self.durable = durable
         if clock is not None:
             self.clock = clock
-        self._connections = Connections(self.path, self.busy_timeout, self.durable)
+        #: the size bound, None for an unbounded store (whose calls are exactly those of no bound)
+        self._bound = None if maxbytes is None and maxsize is None else Bound(maxbytes, maxsize)
+        prepare = None if self._bound is None else self._bound.prepare
+        self._connections = Connections(self.path, self.busy_timeout, self.durable, prepare)
         self._reader = self._connections.reader
         self._db = self._connections.writer
 
@@ -152,6 +164,9 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
                 operation=operation,
                 key=key,
             )
+        refusal = None if self._bound is None else self._bound.refusal(key, size)
+        if refusal is not None:
+            raise StoreError(refusal, backend=repr(self), operation=operation, key=key)
 
     # -- the store hooks ------------------------------------------------------------------
     # Reads are one SELECT each: they never write, so they never wait for a
@@ -164,6 +179,8 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
             self._looked_up(key, row is not None)
         if row is None:
             return MISSING
+        if self._bound is not None:
+            self._used(key)
         data: bytes = row[0]
         return data
 
@@ -180,6 +197,10 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
                 chunk = keys[start : start + PAGE]
                 query = _LOAD_MANY.format(",".join("?" * len(chunk)))
                 found.update(db.execute(query, [*chunk, now]).fetchall())
+        if self._bound is not None:
+            for key in keys:
+                if key in found:
+                    self._used(key)
         if self._counted:
             self._looked_up_all(keys, found)
         return found
@@ -214,9 +235,12 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         self._check_size(key, data, operation)
         now = self.clock()
         row = (key, data, now, self._deadline(timeout, now), etag)
+        statement = _CREATE if if_absent else _UPSERT
+        if self._bound is not None:
+            return self._bounded(lambda db: db.execute(statement, row).rowcount == 1, key)
         db = self._db()
         with WRITING:
-            changed: int = db.execute(_CREATE if if_absent else _UPSERT, row).rowcount
+            changed: int = db.execute(statement, row).rowcount
         return changed == 1
 
     def _dump_many(self, items: list[tuple[str, bytes]]) -> None:
@@ -224,8 +248,25 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
             self._check_size(key, data, "dump_many")
         now = self.clock()
         deadline = self._deadline(MISSING, now)
+        rows = [(key, data, now, deadline, None) for key, data in items]
+        if self._bound is not None:
+            self._bounded(lambda db: db.executemany(_UPSERT, rows).rowcount > 0, None)
+            return
         with self._transaction() as db:
-            db.executemany(_UPSERT, [(key, data, now, deadline, None) for key, data in items])
+            db.executemany(_UPSERT, rows)
+
+    # -- the size bound (backends/sqlite/bound.py) ---------------------------------------------
+
+    def _bounded(self, write: Callable[[Connection], bool], key: str | None) -> bool:
+        """``write`` in a transaction that also records this store's hits and keeps the bound."""
+        assert self._bound is not None
+        return self._bound.write(self._transaction, write, self.clock, key)
+
+    def _used(self, key: str) -> None:
+        """A hit of a bounded store; now and then recorded by a store that only reads."""
+        assert self._bound is not None
+        if self._bound.used(key):
+            self._bound.record_quietly(self._connections.reader(), self._transaction, self.busy_timeout)
 
     def _delete(self, key: str) -> bool:
         db = self._existing()
@@ -303,6 +344,8 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         if db is not None:
             with WRITING:
                 db.execute("DELETE FROM kv")
+            if self._bound is not None:
+                self._bound.forget()
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return SqliteLock(key, timeout, ttl, self._db, **self._lock_context())
@@ -410,16 +453,23 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         if row is None:
             return None
         data, deadline, etag, live = row
+        if self._bound is not None:
+            self._used(key)  # a tier's hit
         return self._entry(data, key, deadline, bool(live), etag)
 
     def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
-        """Store a value loaded from an origin, with the default timeout and the origin's ``etag``."""
-        self._write_value(
-            key,
-            value,
-            "fill",
-            lambda key, data: self._write(key, data, False, MISSING, operation="fill", etag=etag),
-        )
+        """Store a value loaded from an origin, with the default timeout and the origin's ``etag``.
+
+        A value that can never fit the bound is not kept, and the key's older
+        entry is removed (a tier serves it from the origin; no older value stays).
+        """
+        self._write_value(key, value, "fill", lambda key, data: self._fill(key, data, etag))
+
+    def _fill(self, key: str, data: bytes, etag: str | None) -> bool:
+        if self._bound is not None and self._bound.refusal(key, len(data)) is not None:
+            self._delete(key)
+            return False
+        return self._write(key, data, False, MISSING, operation="fill", etag=etag)
 
     def renew(self, key: str, etag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value filled with ``etag``."""
@@ -431,6 +481,8 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
             deadline = self._deadline(MISSING, self.clock())
             with WRITING:
                 changed: int = db.execute(_RENEW, (deadline, key, etag)).rowcount
+        if changed == 1 and self._bound is not None:
+            self._used(key)  # a tier's hit, revalidated
         return changed == 1
 
     # -- errors, identity, lifetime ---------------------------------------------------------
@@ -477,10 +529,20 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         parts = [repr(self.path)]
         if self.timeout is not None:
             parts.append(f"timeout={self.timeout:g}")
+        if self._bound is not None:
+            parts += [f"{name}={value}" for name, value in self._bounds().items() if value is not None]
         return ", ".join(parts)
 
     def _identity(self) -> tuple[object, ...]:
-        return (self.path, type(self.codec))
+        return (self.path, self.codec.identity())
+
+    def _bounds(self) -> dict[str, int | None]:
+        bound = self._bound
+        return (
+            {"maxbytes": None, "maxsize": None}
+            if bound is None
+            else {"maxbytes": bound.maxbytes, "maxsize": bound.maxsize}
+        )
 
     @property
     def closed(self) -> bool:
@@ -496,10 +558,11 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
             "timeout": self.timeout,
             "busy_timeout": self.busy_timeout,
             "durable": self.durable,
+            **self._bounds(),
         }
         if "clock" in vars(self):
             settings["clock"] = self.clock
-        return (_rebuild, (type(self), self.path, settings))
+        return (_rebuild, (type(self), self.path, {**settings, **self._codec_option()}))
 
 
 class _Transaction:

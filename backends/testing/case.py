@@ -27,9 +27,13 @@ class Family:
     invalid_values: st.SearchStrategy[Any]
     #: the value a stored one loads back as (a JSON tuple loads as a list)
     normal: Callable[[Any], Any] = lambda value: value
+    #: a valid value for each seed, for a family of its own (typed models); None: by name
+    sampler: Callable[[int], Any] | None = None
 
     def sample(self, seed: int) -> Any:
         """A valid value, distinct for each seed (for example-based tests)."""
+        if self.sampler is not None:
+            return self.sampler(seed)
         if self.name == "raw":
             return f"value {seed}".encode()
         if self.name == "text":
@@ -76,6 +80,13 @@ class StoreCase:
     #: name cannot coexist (KeyConflictError), and a segment of over 255 bytes
     #: or starting with "~" cannot be a file name (InvalidKeyError)
     tree: bool = False
+    #: every write raises ReadOnlyError (a read-only view): the suite checks the reads
+    refuses_writes: bool = False
+    #: the ``(key, value)`` pairs a fresh backend already holds (a read-only view of a filled store)
+    initial: tuple[tuple[str, Any], ...] = ()
+    #: called with the backend after each run, before it is closed: checks what a view must
+    #: leave alone, and closes what the view does not (its base)
+    finish: Callable[[BaseBackend[Any, Any]], None] | None = None
 
     @property
     def values(self) -> st.SearchStrategy[Any]:
@@ -138,8 +149,10 @@ class StoreCase:
         try:
             yield store
         finally:
-            if self.remote:
+            if self.remote and not self.refuses_writes:
                 store.clear()  # a shared server bucket must not grow from test to test
+            if self.finish is not None:
+                self.finish(store)
             store.close()
 
     def __str__(self) -> str:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from ..base import MISSING
-from ..errors import BackendError, InvalidKeyError, KeyConflictError, SerializationError
+from ..errors import BackendError, InvalidKeyError, KeyConflictError, ReadOnlyError, SerializationError
 from . import strategies as s
 from .case import StoreCase
 
@@ -84,10 +84,14 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
             self.folder = folders.new()
             self.backend = case.make(self.folder)
             self.model = Model()
+            for key, value in case.initial:
+                self.model[key] = case.normal(value)
 
         def teardown(self) -> None:
-            if case.remote:
+            if case.remote and not case.refuses_writes:
                 self.backend.clear()  # a shared server bucket must not grow from test to test
+            if case.finish is not None:
+                case.finish(self.backend)
             self.backend.close()
             folders.drop(self.folder)
 
@@ -115,6 +119,13 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
                 return "raise", KeyConflictError
             return None
 
+        def refused(self, write: Any) -> bool:
+            """For a read-only backend: the write raised ReadOnlyError (and the model stays). Else False."""
+            if not case.refuses_writes:
+                return False
+            assert outcome(write) == ("raise", ReadOnlyError)
+            return True
+
         def follow_stored(self, keys: list[str] | dict[str, None]) -> None:
             """The model takes what the store kept of ``keys`` (after a write that may be partial)."""
             for key in keys:
@@ -128,6 +139,8 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(key=tagged_keys, value=tagged_values)
         def dump(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            if self.refused(lambda: self.backend.dump(key[0], value[0])):
+                return
             got = outcome(lambda: self.backend.dump(key[0], value[0]))
             expected = self.expect_write(key, value)
             if expected is None:
@@ -137,6 +150,8 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(key=tagged_keys, value=tagged_values)
         def dump_if_absent(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            if self.refused(lambda: self.backend.dump(key[0], value[0], if_absent=True)):
+                return
             if key[1] and not case.creates(key[0], self.model.ever):
                 return  # a server bug, not compared (README: "S3-compatible stores")
             got = outcome(lambda: self.backend.dump(key[0], value[0], if_absent=True))
@@ -150,6 +165,9 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(key=tagged_keys, value=tagged_values)
         def setitem(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            if self.refused(lambda: self.backend.__setitem__(key[0], value[0])):
+                return
+
             def assign() -> None:
                 self.backend[key[0]] = value[0]
 
@@ -186,6 +204,8 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(key=tagged_keys)
         def delete(self, key: tuple[Any, bool]) -> None:
+            if self.refused(lambda: self.backend.delete(key[0])):
+                return
             got = outcome(lambda: self.backend.delete(key[0]))
             if not key[1]:
                 assert got == ("raise", InvalidKeyError)
@@ -196,6 +216,9 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(key=tagged_keys)
         def delitem(self, key: tuple[Any, bool]) -> None:
+            if self.refused(lambda: self.backend.__delitem__(key[0])):
+                return
+
             def remove() -> None:
                 del self.backend[key[0]]
 
@@ -210,6 +233,8 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(key=tagged_keys)
         def pop(self, key: tuple[Any, bool]) -> None:
+            if self.refused(lambda: self.backend.pop(key[0], None)):
+                return
             marker = object()
             self.check_read(key, outcome(lambda: self.backend.pop(key[0], marker)), ("ok", marker))
             if key[1]:
@@ -217,6 +242,11 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(key=tagged_keys, value=tagged_values)
         def setdefault(self, key: tuple[Any, bool], value: tuple[Any, bool]) -> None:
+            if case.refuses_writes and key[1] and key[0] in self.model:
+                self.check_read(key, outcome(lambda: self.backend.setdefault(key[0], value[0])), ("ok", None))
+                return
+            if self.refused(lambda: self.backend.setdefault(key[0], value[0])):
+                return
             if key[1] and key[0] not in self.model and not case.creates(key[0], self.model.ever):
                 return  # a server bug, not compared (README: "S3-compatible stores")
             got = outcome(lambda: self.backend.setdefault(key[0], value[0]))
@@ -237,6 +267,8 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(pairs=st.lists(st.tuples(tagged_keys, tagged_values), max_size=5))
         def dump_many(self, pairs: list[tuple[tuple[Any, bool], tuple[Any, bool]]]) -> None:
+            if self.refused(lambda: self.backend.dump_many([(k[0], v[0]) for k, v in pairs])):
+                return
             got = outcome(lambda: self.backend.dump_many([(k[0], v[0]) for k, v in pairs]))
             valid = [k[0] for k, v in pairs if k[1]]
             if case.tree and all(k[1] and v[1] for k, v in pairs):
@@ -275,6 +307,8 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule(keys=st.lists(tagged_keys, max_size=5))
         def delete_many(self, keys: list[tuple[Any, bool]]) -> None:
+            if self.refused(lambda: self.backend.delete_many([k for k, _ in keys])):
+                return
             got = outcome(lambda: self.backend.delete_many([k for k, _ in keys]))
             if not all(valid for _, valid in keys):
                 assert got == ("raise", InvalidKeyError)
@@ -286,6 +320,8 @@ def parity_machine(case: StoreCase, folders: Folders) -> type[RuleBasedStateMach
 
         @rule()
         def clear(self) -> None:
+            if self.refused(self.backend.clear):
+                return
             self.backend.clear()
             self.model.clear()
 

@@ -66,3 +66,33 @@ async def twin_calls() -> None:
     assert_type(await text.aio().load_many(["k"]), dict[str, str])
     assert_type(twin.closed, bool)
     await twin.aclose()
+
+
+# -- codecs (#27): a store given codec=Typed(Model) holds that type ----------------------
+
+import pydantic  # noqa: E402
+
+from backends import FileSystemBackend, Gzip, JsonCodec, SqliteBackend, Typed, Zstd  # noqa: E402
+from backends.redis import RedisBackend  # noqa: E402
+from backends.s3 import S3Backend  # noqa: E402
+
+
+class User(pydantic.BaseModel):
+    name: str
+
+
+users = FileSystemBackend("/tmp/x", codec=Typed(User))
+assert_type(users.load("k"), User | None)
+assert_type(users["k"], User)
+assert_type(users.load_many(["k"]), dict[str, User])
+typed_users: Backend[User] = users
+typed_users = SqliteBackend("/tmp/x.db", codec=Typed(User) | Zstd())
+typed_users = S3Backend("bucket", codec=Typed(User) | Gzip())
+typed_users = RedisBackend(codec=Typed(User))
+assert_type(users.aio(), AsyncBackend[User])
+squeezed = FileSystemJsonBackend("/tmp/x", codec=Zstd(threshold=1024) | Gzip())
+assert_type(squeezed.load("k"), Any | None)
+users.dump("k", User(name="a"))
+users.dump("k", {"name": "a"})  # type: ignore[arg-type]
+wrong: Backend[str] = FileSystemBackend("/tmp/x", codec=Typed(User))  # type: ignore[arg-type]
+plain = FileSystemBackend("/tmp/x", codec=JsonCodec())

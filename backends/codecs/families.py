@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from typing import Any, Generic, NoReturn, TypeVar
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+
+if TYPE_CHECKING:
+    from .layers import Layer, Layered
 
 __all__ = ["Codec", "IdentityCodec", "JsonCodec", "RawCodec", "TextCodec"]
 
@@ -36,6 +40,21 @@ class Codec(ABC, Generic[V, S]):
     @abstractmethod
     def decode(self, data: S) -> V:
         """Return the value of stored ``data``; raise ValueError if undecodable."""
+
+    def identity(self) -> Hashable:
+        """What tells this codec from another (two backends are equal only through equal codecs)."""
+        return type(self)
+
+    def __or__(self, layer: Layer) -> Layered[V]:
+        """This codec, then ``layer`` (``JsonCodec() | Zstd()``): see :mod:`backends.codecs.layers`."""
+        from .layers import Layer, Layered
+
+        if not isinstance(layer, Layer):
+            return NotImplemented
+        return Layered(self, (layer,))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 class IdentityCodec(Codec[Any, Any]):
@@ -79,7 +98,21 @@ class TextCodec(Codec[str, bytes]):
         return value.encode("utf-8")
 
     def decode(self, data: bytes) -> str:
-        return data.decode("utf-8")
+        return _inflated(data).decode("utf-8")
+
+
+def _inflated(data: bytes) -> bytes:
+    """``data``, decompressed if it is a zstd frame or a gzip member.
+
+    Neither magic can begin UTF-8 text (``28 B5`` and ``1F 8B`` are no
+    UTF-8), so a text or JSON store reads the values a compressing codec
+    wrote whatever its own setting: turning compression off strands none.
+    """
+    if data[:1] in (b"\x28", b"\x1f"):
+        from .compress import decompress
+
+        return decompress(data)
+    return data
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -133,4 +166,4 @@ class JsonCodec(Codec[Any, bytes]):
             return _dumps_ascii(value).encode("ascii")
 
     def decode(self, data: bytes) -> Any:
-        return _loads(data.decode("utf-8"))
+        return _loads(_inflated(data).decode("utf-8"))
