@@ -32,6 +32,7 @@ from test_sqlite_attacks import immutable, tree
 import backends
 from backends import (
     PermissionDeniedError,
+    SerializationError,
     SqliteJsonBackend,
     SqliteRawBackend,
     SqliteTextBackend,
@@ -138,7 +139,7 @@ class BoundMachine(RuleBasedStateMachine):
     def dump(self, key: str, size: int, timeout: float | None, if_absent: bool) -> None:
         data = bytes([ord(key)]) * size
         if not self._fits(key, size):
-            with pytest.raises(StoreError, match="more than maxbytes"):
+            with pytest.raises(SerializationError, match="more than maxbytes"):
                 self.store.dump(key, data, timeout=timeout, if_absent=if_absent)
             return
         now = self.clock()
@@ -153,7 +154,7 @@ class BoundMachine(RuleBasedStateMachine):
     def dump_many(self, items: dict[str, int]) -> None:
         values = {key: bytes([ord(key)]) * size for key, size in items.items()}
         if not all(self._fits(key, size) for key, size in items.items()):
-            with pytest.raises(StoreError, match="more than maxbytes"):
+            with pytest.raises(SerializationError, match="more than maxbytes"):
                 self.store.dump_many(values)
             return
         self.store.dump_many(values)
@@ -307,11 +308,11 @@ def test_a_bound_holds_for_a_frozen_clock_and_a_clock_that_goes_back(tmp_path: P
 
 def test_an_entry_larger_than_maxbytes_is_refused_before_any_io(tmp_path: Path) -> None:
     store = SqliteRawBackend(tmp_path / "kv.db", maxbytes=100)
-    with pytest.raises(StoreError, match="more than maxbytes=100") as caught:
+    with pytest.raises(SerializationError, match="more than maxbytes=100") as caught:
         store["k"] = bytes(100)  # 1 + 100 bytes
     assert "nothing written" in str(caught.value) and not (tmp_path / "kv.db").exists()
     store["k"] = bytes(99)  # exactly the bound
-    with pytest.raises(StoreError, match="more than maxbytes"):
+    with pytest.raises(SerializationError, match="more than maxbytes"):
         store.dump_many({"a": b"1", "b": bytes(200)})
     assert list(store) == ["k"] and len(store["k"]) == 99
 
@@ -339,7 +340,7 @@ def test_a_tier_serves_a_value_its_bounded_cache_can_never_keep_and_drops_the_ol
     assert "k" not in cache and tier["k"] == bytes(500)  # never the older value
     origin["big"] = bytes(300)
     assert tier["big"] == bytes(300) and "big" not in cache
-    with pytest.raises(StoreError, match="more than maxbytes"):
+    with pytest.raises(SerializationError, match="more than maxbytes"):
         cache["big"] = bytes(300)  # a plain write is refused: nothing is dropped in silence
 
 

@@ -50,14 +50,12 @@ from .entries import NEVER_BELOW
 
 __all__ = [
     "BOUND_FILE",
-    "MAX_BOUND",
     "POOL",
     "RECOUNT_EVERY",
     "SLOTS",
     "Candidate",
     "Pool",
     "Tally",
-    "check_bound",
     "slot_of",
 ]
 
@@ -69,8 +67,6 @@ SLOTS: Final = 1 << 16
 RECOUNT_EVERY: Final = 4096
 #: the least number of eviction candidates one scan keeps
 POOL: Final = 64
-#: the largest bound (the tally is a signed 64-bit integer)
-MAX_BOUND: Final = 1 << 62
 
 _MAGIC: Final = b"bkbound1"
 _HEADER = struct.Struct("<8sqqqq")  # magic, entries, bytes, writes since recount, busy
@@ -79,17 +75,6 @@ _STAMP = struct.Struct("<Q")
 _FLAGS = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 #: what makes recording a use impossible on a read: the read is served, the use unrecorded
 _UNRECORDABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOENT})
-
-
-def check_bound(value: object, name: str) -> int | None:
-    """``value`` if None (no bound) or an int from 1 to 2**62; else TypeError/ValueError naming ``name``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} is None (no bound) or an int >= 1, not {type(value).__name__}")
-    if not 1 <= value <= MAX_BOUND:
-        raise ValueError(f"{name} is None (no bound) or an int from 1 to 2**62, not {value!r}")
-    return value
 
 
 def slot_of(key: str) -> int:

@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, Missing
+from ..bounds import as_bound, check_bound
 from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..codecs.layers import CodecOption
@@ -44,7 +45,7 @@ from ..errors import SerializationError
 from ..events import observed
 from ..info import utc
 from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
-from .bound import Candidate, Pool, Tally, check_bound, slot_of
+from .bound import Candidate, Pool, Tally, slot_of
 from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
 from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
 from .layout import key_parts, key_path
@@ -86,8 +87,8 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         maxbytes: int | None = None,
         maxsize: int | None = None,
     ) -> None:
-        self.maxbytes = check_bound(maxbytes, "maxbytes")
-        self.maxsize = check_bound(maxsize, "maxsize")
+        self.maxbytes = check_bound("maxbytes", maxbytes)
+        self.maxsize = check_bound("maxsize", maxsize)
         self.timeout = check_timeout(timeout)
         if (checked := check_clock(clock)) is not None:
             self.clock = checked
@@ -678,8 +679,8 @@ def _open_url(url: str, options: dict[str, Any]) -> FileSystemCache[Any]:
     allowed: dict[str, Callable[[str], Any]] = {
         "durable": as_bool,
         "timeout": as_seconds_or_none,
-        "maxbytes": int,
-        "maxsize": int,
+        "maxbytes": as_bound,
+        "maxsize": as_bound,
     }
     fmt, kwargs = parse_query(url, allowed, options)
     families: dict[str, type[FileSystemCache[Any]]] = {"json": JsonCache, "text": TextCache, "raw": RawCache}

@@ -30,10 +30,8 @@ from typing import Final
 
 from .schema import Connection, ForeignTableError
 
-__all__ = ["BOUND_TABLES", "MAX_BOUND", "Bound", "as_bound", "check_bound"]
+__all__ = ["BOUND_TABLES", "Bound"]
 
-#: the largest bound (SQLite's integers are 64-bit)
-MAX_BOUND: Final = 2**62
 #: our bookkeeping tables and their columns (a table of one of these names with others is not ours)
 BOUND_TABLES: Final = {"kv_use": ("key", "used", "size"), "kv_bound": ("bytes", "tick")}
 #: every object of the bookkeeping: one missing (another program dropped it) and it is rebuilt
@@ -105,30 +103,6 @@ _ORPHANS: Final = (
 #: four times more by each next one, up to the last
 _FIRST_BATCH: Final = 2
 _BATCH: Final = 512
-
-
-def check_bound(name: str, value: object) -> int | None:
-    """``value`` as a bound: None (no bound) or an int from 1 to MAX_BOUND.
-
-    TypeError for a bool, a float or any other type, ValueError out of range,
-    each naming ``name``.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} is None (no bound) or a whole number, not {type(value).__name__}")
-    if not 1 <= value <= MAX_BOUND:
-        raise ValueError(f"{name} is None (no bound) or a whole number from 1 to 2**62, not {value!r}")
-    return value
-
-
-def as_bound(text: str) -> int | None:
-    """A URL's ``maxbytes``/``maxsize``: ASCII digits, or ``none``; ValueError for anything else."""
-    if text.lower() == "none":
-        return None
-    if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"not a whole number: {text!r}")
-    return int(text)
 
 
 class Bound:

@@ -15,14 +15,21 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
+from ..bounds import check_bound
 from ..cache import CountedLookups, Entry, check_timeout
 from ..codecs.layers import CodecOption
-from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
+from ..errors import (
+    BackendError,
+    PermissionDeniedError,
+    SerializationError,
+    StoreError,
+    StoreUnavailableError,
+)
 from ..events import observed
 from ..info import Stat, utc
 from ..keys import all_valid, key_problem
 from ..locks import Lock
-from .bound import Bound, check_bound
+from .bound import Bound
 from .locks import SqliteLock
 from .schema import WRITING, Connection, Connections, ForeignTableError
 
@@ -166,7 +173,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
             )
         refusal = None if self._bound is None else self._bound.refusal(key, size)
         if refusal is not None:
-            raise StoreError(refusal, backend=repr(self), operation=operation, key=key)
+            raise SerializationError(refusal, backend=repr(self), operation=operation, key=key)
 
     # -- the store hooks ------------------------------------------------------------------
     # Reads are one SELECT each: they never write, so they never wait for a

@@ -1,0 +1,37 @@
+"""The size bounds a store or cache on disk takes: ``maxbytes`` and ``maxsize``.
+
+One rule for the folder caches and the SQLite store, as arguments and in URLs.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["MAX_BOUND", "as_bound", "check_bound"]
+
+#: the largest bound (tallies are signed 64-bit integers)
+MAX_BOUND: Final = 1 << 62
+
+
+def check_bound(name: str, value: object) -> int | None:
+    """``value`` as a bound: None (no bound) or an int from 1 to MAX_BOUND.
+
+    TypeError for a bool, a float or any other type, ValueError out of range,
+    each naming ``name``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} is None (no bound) or a whole number, not {type(value).__name__}")
+    if not 1 <= value <= MAX_BOUND:
+        raise ValueError(f"{name} is None (no bound) or a whole number from 1 to 2**62, not {value!r}")
+    return value
+
+
+def as_bound(text: str) -> int | None:
+    """A URL's ``maxbytes``/``maxsize``: ASCII digits, or ``none``; ValueError for anything else."""
+    if text.lower() == "none":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"not a whole number: {text!r}")
+    return int(text)
