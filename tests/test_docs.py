@@ -101,21 +101,8 @@ def examples_in(path: Path) -> list[Example]:
 
 EXAMPLES = [example for source in SOURCES for example in examples_in(source)]
 
-#: The long README's examples that are fragments (``tier`` undefined, a host named ``status``,
-#: aiohttp), by first line. Their runnable versions are in the manual (docs/howto/events.rst,
-#: events-sinks.rst, async.rst); the short README (issue #28) drops them, and then this set
-#: must go too (test_long_readme_fragments_are_still_there fails until it does).
-LONG_README_FRAGMENTS = frozenset(
-    {
-        "from backends import subscribe",
-        "# An asyncio web handler (aiohttp here; any framework is the same).",
-    }
-)
-
 
 def _not_run(example: Example) -> bool:
-    if example.path.name == "README.rst" and example.first in LONG_README_FRAGMENTS:
-        return True
     return bool(NOT_RUN.match(example.first))
 
 
@@ -133,12 +120,6 @@ def test_the_examples_are_found() -> None:
 def test_few_examples_are_not_run_and_each_says_why() -> None:
     skipped = [example.name for example in EXAMPLES if NOT_RUN.match(example.first)]
     assert len(skipped) <= 3, skipped
-
-
-def test_long_readme_fragments_are_still_there() -> None:
-    # Once README.rst no longer holds one of them, its entry in LONG_README_FRAGMENTS goes.
-    firsts = {example.first for example in EXAMPLES if example.path.name == "README.rst"}
-    assert firsts >= LONG_README_FRAGMENTS, LONG_README_FRAGMENTS - firsts
 
 
 def test_the_collector_reads_options_and_indentation(tmp_path: Path) -> None:
