@@ -290,3 +290,31 @@ def test_an_async_stale_value_served_on_error_is_one_outcome_of_its_call(
     asyncio.run(main())
     stats = f.stats
     assert (stats.hits, stats.misses, stats.stale, stats.computed) == (0, 2, 1, 3)
+
+
+def test_an_async_holder_past_its_lease_does_not_write_over_the_newer_value(
+    store: JsonCache, clock: FrozenClock
+) -> None:
+    runs: list[int] = []
+    entered, go = asyncio.Event(), asyncio.Event()
+
+    @cached(store, lease=10, lock_timeout=30)
+    async def f() -> str:
+        runs.append(1)
+        run = len(runs)
+        if run == 1:  # the first holder hangs until told
+            entered.set()
+            await go.wait()
+        return f"run {run}"
+
+    async def main() -> None:
+        late = asyncio.ensure_future(f())
+        await entered.wait()
+        clock.advance(11)  # its lease ran out
+        assert await f() == "run 2"  # a waiter took the lock over, computed and stored
+        go.set()
+        assert await late == "run 1"  # the late holder answers its own caller
+        assert await f() == "run 2"  # and did not write its older result over the newer one
+
+    asyncio.run(main())
+    assert f.counters.get("cached", "lost").count == 1

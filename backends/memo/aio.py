@@ -20,6 +20,7 @@ from ..base import MISSING
 from ..errors import BackendError, CorruptValueError, LockError, LockTimeoutError
 from .entries import Found, error_entry, value_entry
 from .function import CORRUPT, CachedFunction, log
+from .holding import forget, hold, holding_of
 
 __all__ = ["AsyncCachedFunction"]
 
@@ -59,7 +60,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
         """Run the function for this call under its key's lock, store and return the result."""
         key = self._rule(args, kwargs)
         lock = self._alock(key, self.options.lock_timeout)
-        held = await self._aacquire(lock)
+        held = await self._aacquire(lock, key)
         try:
             result = await self._acompute(key, lambda: self.function(*args, **kwargs), await self._alook(key))  # type: ignore[arg-type, return-value]
         except BaseException as exc:
@@ -87,7 +88,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
                 await self._arevalidate(key, call)
                 return self._stale(key, found)
         lock = self._alock(key, self.options.lock_timeout)
-        held = await self._aacquire(lock)
+        held = await self._aacquire(lock, key)
         try:
             again = await self._alook_again(key) if held else None
             if again is not None and again.fresh(self.options.clock()):
@@ -142,7 +143,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
             if self._tiers and await self._alook_again(key, fresh_only=True) is not None:
                 return
             lock = self._alock(key, 0)
-            if not await self._aacquire(lock, quiet=True):
+            if not await self._aacquire(lock, key, quiet=True):
                 return
             try:
                 again = await self._alook_again(key)
@@ -177,6 +178,18 @@ class AsyncCachedFunction(CachedFunction[P, R]):
         return found
 
     async def _adump(self, key: str, entry: dict[str, Any], ttl: float | None) -> None:
+        """Store ``entry``; under a lock whose lease may have run out, only once renewed (see holding.py)."""
+        holding = holding_of(key)
+        if holding is not None and not holding.covers(self.options.clock()):
+            try:
+                await holding.lock.renew()
+            except LockError:
+                holding.lost = True  # another caller may have stored a newer value: ours is not written
+                self._tell(key, "lost")
+                return
+        await self._awrite(key, entry, ttl)
+
+    async def _awrite(self, key: str, entry: dict[str, Any], ttl: float | None) -> None:
         if self._timed:
             await self._twin.dump(key, entry, timeout=self.options.kept_for(ttl))
         else:
@@ -185,27 +198,33 @@ class AsyncCachedFunction(CachedFunction[P, R]):
     def _alock(self, key: str, timeout: float | None) -> AsyncLock:
         return self._twin.lock(key, timeout=timeout, ttl=self.options.lease)
 
-    async def _aacquire(self, lock: AsyncLock, *, quiet: bool = False) -> bool:
+    async def _aacquire(self, lock: AsyncLock, key: str, *, quiet: bool = False) -> bool:
+        since = self.options.clock()
         try:
             await lock.acquire()
         except LockTimeoutError:
             if quiet:
                 return False
-            self._tell(lock.lock.key, "lock timed out")
+            self._tell(key, "lock timed out")
             if self.options.on_lock_timeout == "raise":
                 raise
             return False
+        hold(key, lock, since, lock.lock.ttl)
         return True
 
     async def _arelease(self, lock: AsyncLock | None, key: str) -> None:
         if lock is None:
             return
+        holding = forget(lock)
         try:
             await lock.release()
         except LockError:
-            self._tell(key, "lost")
+            if holding is None or not holding.lost:  # told once, when its write was skipped
+                self._tell(key, "lost")
 
     async def _alet_go(self, lock: AsyncLock | None, exc: BaseException) -> None:
+        if lock is not None:
+            forget(lock)
         if lock is None or not lock.held:
             return
         try:

@@ -32,6 +32,7 @@ from ..locks import Lock
 from ..tierbase import TierBase
 from .answers import OUTCOMES, BoundCached, CachedError, CachedStats, classes_by_name, rebuild
 from .entries import Found, error_entry, read_entry, value_entry
+from .holding import forget, hold, holding_of
 from .keys import KeyRule
 from .options import Options
 
@@ -94,7 +95,7 @@ class CachedFunction(Generic[P, R]):
         key = self._rule(args, kwargs)
         call = lambda: self.function(*args, **kwargs)  # noqa: E731 - the same call as __call__'s
         lock = self._lock(key, self.options.lock_timeout)
-        held = self._acquire(lock)
+        held = self._acquire(lock, key)
         try:
             result = self._compute(key, call, self._look(key))
         except BaseException as exc:
@@ -147,7 +148,7 @@ class CachedFunction(Generic[P, R]):
 
     def _compute_once(self, key: str, call: Callable[[], Any], found: Found | None) -> Any:
         lock = self._lock(key, self.options.lock_timeout)
-        held = self._acquire(lock)
+        held = self._acquire(lock, key)
         try:
             if held:
                 again = self._look_again(key)
@@ -237,7 +238,7 @@ class CachedFunction(Generic[P, R]):
             if self._tiers and self._look_again(key, fresh_only=True) is not None:
                 return
             lock = self._lock(key, 0)
-            if not self._acquire(lock, quiet=True):
+            if not self._acquire(lock, key, quiet=True):
                 return  # another caller, here or elsewhere, refreshes it
             try:
                 again = self._look_again(key)
@@ -296,6 +297,15 @@ class CachedFunction(Generic[P, R]):
         return found
 
     def _dump(self, key: str, entry: dict[str, Any], ttl: float | None) -> None:
+        """Store ``entry``; under a lock whose lease may have run out, only while it is still ours."""
+        holding = holding_of(key)
+        if holding is None or holding.covers(self.options.clock()):
+            self._write(key, entry, ttl)
+        elif not holding.lock.while_held(lambda: self._write(key, entry, ttl)):
+            holding.lost = True  # another caller may have stored a newer value: ours is not written
+            self._tell(key, "lost")
+
+    def _write(self, key: str, entry: dict[str, Any], ttl: float | None) -> None:
         if self._timed:
             self.store.dump(key, entry, timeout=self.options.kept_for(ttl))  # type: ignore[call-arg]
         else:
@@ -304,31 +314,37 @@ class CachedFunction(Generic[P, R]):
     def _lock(self, key: str, timeout: float | None) -> Lock:
         return self.store.lock(key, timeout=timeout, ttl=self.options.lease)
 
-    def _acquire(self, lock: Lock, *, quiet: bool = False) -> bool:
+    def _acquire(self, lock: Lock, key: str, *, quiet: bool = False) -> bool:
         """Take ``lock``; False past its timeout when the caller goes on without it."""
+        since = self.options.clock()
         try:
             lock.acquire()
         except LockTimeoutError:
             if quiet:
                 return False
-            self._tell(lock.key, "lock timed out")
+            self._tell(key, "lock timed out")
             if self.options.on_lock_timeout == "raise":
                 raise
             return False
+        hold(key, lock, since, lock.ttl)
         return True
 
     def _release(self, lock: Lock | None, key: str) -> None:
         """Release after a result: a lease lost meanwhile is counted ("lost"), the result still returned."""
         if lock is None:
             return
+        holding = forget(lock)
         try:
             lock.release()
         except LockError:
             # The lease ran out and another caller took the key: it may have run the body too.
-            self._tell(key, "lost")
+            if holding is None or not holding.lost:  # told once, when its write was skipped
+                self._tell(key, "lost")
 
     def _let_go(self, lock: Lock | None, exc: BaseException) -> None:
         """Release after an error: a failed release is a note on the error, which stays the one raised."""
+        if lock is not None:
+            forget(lock)
         if lock is None or not lock.held:
             return
         try:
