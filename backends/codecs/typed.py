@@ -69,8 +69,12 @@ class Typed(Codec[M, bytes], Generic[M]):
         self._to_data, self._from_data, self._problems = _adapter(model)
 
     def encode(self, value: M) -> bytes:
-        if not isinstance(value, self.model):
-            raise TypeError(f"values are {self.model.__qualname__} instances, not {type(value).__name__}")
+        # The exact class: a subclass's instance would load back as the model, its own fields lost.
+        if type(value) is not self.model:
+            raise TypeError(
+                f"values are {_escaped(self.model.__qualname__, 80)} instances, "
+                f"not {_escaped(type(value).__name__, 80)}"
+            )
         try:
             data = self._to_data(value)
             self._from_data(data)  # what the next load will do, so a write never stores what it refuses
@@ -92,7 +96,7 @@ class Typed(Codec[M, bytes], Generic[M]):
         return (type(self), self.model)
 
     def __repr__(self) -> str:
-        return f"Typed({self.model.__qualname__})"
+        return f"Typed({_escaped(self.model.__qualname__, 80)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The adapters are closures: a copy (pickle, a process pool) makes its own from the model.
