@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import datetime
+import enum
 import logging
 import pickle
 import threading
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -297,6 +300,61 @@ def test_a_typed_store_refuses_an_instance_of_a_subclass_it_would_load_back_as_t
     assert store["p"] == Point(x=1)
 
 
+class Color(enum.Enum):
+    RED = "red"
+
+
+class Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(strict=True)
+    when: datetime.datetime
+    id: uuid.UUID
+    color: Color
+    pair: tuple[int, int]
+
+
+@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(strict=True))
+class StrictDay:
+    day: datetime.date
+
+
+def test_a_strict_model_stores_what_json_holds_as_strings_and_arrays(tmp_path: Path) -> None:
+    """A strict pydantic model takes an ISO datetime, a UUID, an enum's value and a tuple from JSON
+    (its JSON mode), never from Python strings and lists: validated in Python mode, none could be stored."""
+    value = Strict(
+        when=datetime.datetime(2024, 1, 2, 3, 4), id=uuid.UUID(int=7), color=Color.RED, pair=(1, 2)
+    )
+    store = FileSystemBackend(tmp_path / "m", codec=Typed(Strict) | Zstd(0))
+    store["k"] = value
+    assert store["k"] == value
+    days = FileSystemBackend(tmp_path / "d", codec=Typed(StrictDay))
+    days["k"] = StrictDay(day=datetime.date(2024, 1, 2))
+    assert days["k"] == StrictDay(day=datetime.date(2024, 1, 2))
+    Path(store.path("bad")).write_bytes(b'{"when":1,"id":"x","color":"blue","pair":[1]}')
+    with pytest.raises(CorruptValueError, match="when"):
+        store["bad"]
+
+
+class Card(pydantic.BaseModel):
+    number: int
+    holder: str
+
+
+def test_a_typed_encrypted_stores_plain_text_is_nowhere_in_a_validation_errors_chain(tmp_path: Path) -> None:
+    """The messages name fields only, and so must every exception behind them: pydantic's own
+    (in ``__context__``) shows the input value, here the plain text of an encrypted store."""
+    secret = "-".join(["PLAIN", "4111", "1111"])  # never literally in a source line a traceback shows
+    sealed = Typed(Card) | Encrypt(KEYS)
+    store = FileSystemBackend(tmp_path, codec=sealed)
+    raw = FileSystemRawBackend(tmp_path, codec=Encrypt(KEYS))  # someone with the key writes bad data
+    raw["k"] = f'{{"number": "{secret}", "holder": ["{secret}"]}}'.encode()
+    errors: list[BaseException] = []
+    _refused(errors, lambda: store["k"])
+    _refused(errors, lambda: store.dump("w", Card.model_construct(number=secret, holder="x")))
+    said = "\n".join(map(_said, errors))
+    assert isinstance(errors[0], CorruptValueError) and isinstance(errors[1], SerializationError)
+    assert "number" in said and secret not in said
+
+
 def test_a_hostile_model_name_is_escaped_in_every_message_and_repr(tmp_path: Path) -> None:
     hostile = type("Evil\n\x1b[31m\x07", (msgspec.Struct,), {"__annotations__": {"x": int}})
     codec = Typed(hostile)
@@ -561,3 +619,78 @@ def test_the_async_twin_through_zstd_and_encrypt_serves_two_loops_in_two_threads
     assert not failures, failures
     asyncio.run(work("c"))  # and a third loop after both closed
     store.close()
+
+
+def test_the_command_shows_no_key_for_a_bad_backends_key_or_a_wrong_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backends.cli import main
+
+    planted, other = Encrypt.generate_key(), Encrypt.generate_key()
+    FileSystemJsonBackend(tmp_path, codec=Encrypt(planted))["k"] = 1
+    said = []
+    for bad in (planted[:-2] + "\u00e9=", planted[:-3], f"{other},{planted}x", other):
+        monkeypatch.setenv("BACKENDS_KEY", bad)
+        for args in (
+            ["get", f"file://{tmp_path}?encrypt=1", "k"],
+            ["--json", "ls", f"file://{tmp_path}?encrypt=1"],
+        ):
+            try:
+                code = main(args)
+            except SystemExit as exit_:
+                code = exit_.code
+            said.append(capsys.readouterr())
+            assert code not in (0, None) or args[1] == "ls"  # ls of a wrong key's store decodes nothing
+    text = "\n".join(f"{out.out}\n{out.err}" for out in said)
+    assert "Traceback" not in text
+    assert not [n for n, form in enumerate(_forms(planted)) if form in text]
+
+
+# -- class 1: a rotation whose writes lose their replies ------------------------------------------
+
+
+def test_reencrypt_over_redis_losing_write_replies_moves_every_value(redis: str) -> None:
+    from redis_proxy import LosingProxy, script_sha
+
+    from backends.redis.scripts import SCRIPTS
+
+    old, new = Encrypt.generate_key(), Encrypt.generate_key()
+    port = int(redis.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+    values = {f"k{i}": {"i": i} for i in range(10)}
+    prefix = "atk-codecs/lost-rotation"
+    with LosingProxy(port) as proxy:
+        backends.RedisJsonBackend(redis, prefix=prefix, codec=Encrypt(old)).update(values)
+        write = script_sha(SCRIPTS["write"])
+        every_other = iter(range(10**6))
+        proxy.lose(
+            lambda request: (
+                request[0].upper() == b"EVALSHA" and request[1] == write and next(every_other) % 2 == 0
+            ),
+            times=5,
+        )
+        rotating = backends.RedisJsonBackend(proxy.url, prefix=prefix, codec=Encrypt([new, old]), retries=5)
+        assert reencrypt(rotating) == len(values)  # a lost reply to a won write still counts as won
+        assert proxy.lost == 5
+        only_new = backends.RedisJsonBackend(redis, prefix=prefix, codec=Encrypt(new))
+        assert only_new.load_many(list(values)) == values
+        only_new.clear()
+        for backend in (rotating, only_new):
+            backend.close()
+
+
+def test_the_redis_twin_pop_of_a_value_no_key_opens_leaves_it_in_place(redis: str) -> None:
+    prefix = "atk-codecs/aio-pop"
+    other = backends.RedisJsonBackend(redis, prefix=prefix, codec=Encrypt(Encrypt.generate_key()))
+    other["k"] = {"v": 1}
+    store = backends.RedisJsonBackend(redis, prefix=prefix, codec=Encrypt(KEYS))
+
+    async def pop() -> None:
+        twin = store.aio()
+        with pytest.raises(CorruptValueError):
+            await twin.pop("k")
+        await twin.aclose()
+
+    asyncio.run(pop())
+    assert other["k"] == {"v": 1}  # the value a dropped key sealed is still there for that key
+    other.clear()
+    other.close()
