@@ -395,14 +395,15 @@ def _plain_and_coded(kind: str, tmp_path: Path, target: Any) -> tuple[Any, Any]:
             backends.RedisJsonBackend(target, prefix=prefix, codec=coded),
         )
     prefix = f"atk/{tmp_path.name}"
+    engine = {"engine": "obstore"} if kind == "obstore" else {}
     return (
         backends.S3RawBackend(target.bucket, prefix=prefix, client=target.client),
-        backends.S3JsonBackend(target.bucket, prefix=prefix, client=target.client, codec=coded),
+        backends.S3JsonBackend(target.bucket, prefix=prefix, client=target.client, codec=coded, **engine),
     )
 
 
 KEYS = [Encrypt.generate_key(), Encrypt.generate_key()]
-STORES = ["fs", "sqlite", "cache", "redis", "s3"]
+STORES = ["fs", "sqlite", "cache", "redis", "s3", "obstore"]
 
 
 @pytest.fixture
@@ -412,6 +413,8 @@ def target(request: pytest.FixtureRequest) -> Any:
         return request.getfixturevalue("redis")
     if kind == "s3":
         return request.getfixturevalue("moto")
+    if kind == "obstore":
+        return request.getfixturevalue("moto_server")
     return None
 
 
@@ -468,8 +471,9 @@ def test_a_store_holding_plain_and_compressed_values_reads_both_and_versions_hol
         )
     else:
         prefix = f"mixed/{tmp_path.name}"
+        engine = {"engine": "obstore"} if kind == "obstore" else {}
         plain, zstd, gz = (
-            backends.S3JsonBackend(target.bucket, prefix=prefix, client=target.client, codec=c)
+            backends.S3JsonBackend(target.bucket, prefix=prefix, client=target.client, codec=c, **engine)
             for c in (None, Zstd(64), Gzip(64))
         )
     try:
@@ -694,3 +698,34 @@ def test_the_redis_twin_pop_of_a_value_no_key_opens_leaves_it_in_place(redis: st
     assert other["k"] == {"v": 1}  # the value a dropped key sealed is still there for that key
     other.clear()
     other.close()
+
+
+def test_the_redis_twin_through_zstd_and_encrypt_serves_two_loops_in_two_threads(redis: str) -> None:
+    store = backends.RedisJsonBackend(redis, prefix="atk-codecs/twin-loops", codec=Zstd(0) | Encrypt(KEYS))
+    twin = store.aio()
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    async def work(tag: str) -> None:
+        values = {f"{tag}{i}": {"tag": tag, "rows": [tag * 50] * (i + 1)} for i in range(30)}
+        await asyncio.gather(*(twin.dump(key, value) for key, value in values.items()))
+        loaded = await asyncio.gather(*(twin.load(key) for key in values))
+        assert dict(zip(values, loaded, strict=True)) == values
+        assert await twin.pop(f"{tag}0") == values[f"{tag}0"]
+
+    def thread(tag: str) -> None:
+        try:
+            start.wait()
+            asyncio.run(work(tag))
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=thread, args=(tag,)) for tag in "ab"]
+    for each in threads:
+        each.start()
+    for each in threads:
+        each.join()
+    assert not failures, failures
+    assert len(store) == 58
+    store.clear()
+    asyncio.run(twin.aclose())

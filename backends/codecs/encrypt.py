@@ -181,8 +181,10 @@ def _invalid_tag() -> type[Exception]:
 def reencrypt(backend: BaseBackend[Any, Any]) -> int:
     """Write every value of ``backend`` again, so that all are encrypted with its codec's first key.
 
-    Returns how many values were written. On S3 each write is conditional
-    (``if_match`` the ETag read): a value another writer replaced meanwhile
+    Returns how many values were written. Each keeps its own expiry on a
+    store with timeouts (a value kept forever stays so). Where ``dump``
+    takes ``if_match`` (S3, Redis) each write is conditional on the ETag
+    read: a value another writer replaced meanwhile
     is left as that writer stored it (already under the first key). Other
     stores write unconditionally: run it while nobody else writes, or
     accept that a concurrent write may be replaced by the value it read.
