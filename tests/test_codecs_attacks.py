@@ -10,6 +10,7 @@ import copy
 import datetime
 import enum
 import logging
+import operator
 import pickle
 import threading
 import traceback
@@ -729,3 +730,44 @@ def test_the_redis_twin_through_zstd_and_encrypt_serves_two_loops_in_two_threads
     assert len(store) == 58
     store.clear()
     asyncio.run(twin.aclose())
+
+
+# -- class 8: a bomb inside a frame is bounded by the layer's max_size ----------------------------
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        lambda: (Zstd(max_size=1 << 20),),
+        lambda: (Gzip(max_size=1 << 20),),
+        lambda: (Zstd(max_size=1 << 20), Encrypt(KEYS)),
+    ],
+    ids=["zstd", "gzip", "zstd-encrypt"],
+)
+@pytest.mark.parametrize("family", ["json", "text", "typed"])
+def test_a_frame_inside_a_frame_is_a_corrupt_value_not_past_max_size(
+    tmp_path: Path, layers: Callable[[], tuple[Any, ...]], family: str
+) -> None:
+    """The family decompresses what it is given (a plain store reads compressed values) with the
+    default bound (1 GiB): a 47-byte zstd frame of a zstd frame of 64 MiB slipped past max_size=1 MiB."""
+    import functools
+
+    import zstandard
+
+    given = layers()
+    stack = functools.reduce(operator.or_, given)
+    body = b'"x"' if family == "text" else b'{"number": 1, "holder": "a"}'
+    inner = zstandard.ZstdCompressor(level=19).compress(b" " * (64 << 20) + body)
+    if family == "json":
+        store: Any = FileSystemJsonBackend(tmp_path, codec=stack)
+    elif family == "text":
+        store = backends.FileSystemTextBackend(tmp_path, codec=stack)
+    else:
+        store = FileSystemBackend(tmp_path, codec=functools.reduce(operator.or_, given, Typed(Card)))
+    planted = zstandard.ZstdCompressor().compress(inner)  # the outer frame: what the store's compressor reads
+    for layer in given[1:]:
+        planted = layer.wrap(planted)
+    assert len(planted) < 200
+    Path(tmp_path / "k").write_bytes(planted)
+    with pytest.raises(CorruptValueError, match="compressed twice"):
+        store["k"]

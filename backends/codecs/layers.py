@@ -116,6 +116,15 @@ class Layered(Codec[V, bytes]):
         # threshold): no one media type is true of every object.
         self.content_type = "application/octet-stream"
         self.can_be_empty = base.can_be_empty and not any(layer.never_empty for layer in layers)
+        from .compress import GZIP_MAGIC, ZSTD_MAGIC
+
+        # What the family would decompress again, unbounded by the layers' max_size: a frame
+        # inside a frame, which no writer of this codec makes (no JSON or text starts with one).
+        self._twice: tuple[bytes, ...] = (
+            (ZSTD_MAGIC, GZIP_MAGIC)
+            if base.inflates and any(layer.compresses for layer in self.layers)
+            else ()
+        )
 
     @property
     def compresses(self) -> bool:
@@ -132,6 +141,10 @@ class Layered(Codec[V, bytes]):
     def decode(self, data: bytes) -> V:
         for layer in reversed(self.layers):
             data = layer.unwrap(data)
+        if self._twice and data.startswith(self._twice):
+            raise ValueError(
+                "it is compressed twice (a frame inside a frame), which max_size would not bound"
+            )
         return self.base.decode(data)
 
     def identity(self) -> Hashable:

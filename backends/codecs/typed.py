@@ -57,6 +57,7 @@ class Typed(Codec[M, bytes], Generic[M]):
 
     content_type = "application/json"
     can_be_empty = False
+    inflates = True
 
     def __init__(self, model: type[M]) -> None:
         if not isinstance(model, type):
