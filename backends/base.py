@@ -289,7 +289,7 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
             if default is MISSING:
                 raise KeyError(key)
             return default
-        return self._decode(data, key, "pop")
+        return self._decode_popped(data, key)
 
     def popitem(self) -> tuple[str, V]:
         """Remove and return some ``(key, value)``; KeyError if empty."""

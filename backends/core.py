@@ -140,6 +140,24 @@ class BackendCore(StoreHooks[S], Generic[V, S]):
             ) from exc
 
     @final
+    def _decode_popped(self, data: S, key: str) -> V:
+        """The value ``pop`` took; if it does not decode, its bytes go back before the CorruptValueError.
+
+        A failed call changes nothing: a value sealed with a key since dropped
+        from the list (or written by another program) is not lost to a ``pop``.
+        ``if_absent``: a value written meanwhile stays.
+        """
+        try:
+            return self._decode(data, key, "pop")
+        except CorruptValueError:
+            try:
+                with self._translating("pop", key):
+                    self._dump(key, data, True)
+            except BackendError:
+                pass  # the CorruptValueError says what happened; the store's own error would hide it
+            raise
+
+    @final
     def _entry(
         self, data: S, key: str, deadline: float | None, fresh: bool, etag: str | None
     ) -> Entry[V] | None:

@@ -55,14 +55,10 @@ def _key_bytes(key: object, where: str) -> bytes:
     never any of its characters.
     """
     if isinstance(key, str):
-        try:
-            raw = base64.b64decode(key.encode("ascii"), altchars=b"-_", validate=True)
-            if base64.urlsafe_b64encode(raw).decode("ascii") != key:
-                raise ValueError("not canonical")  # lax decoding would drop what follows the padding
-        except (UnicodeEncodeError, binascii.Error, ValueError):
-            raise ValueError(
-                f"{where} is no URL-safe base64 text (Encrypt.generate_key() makes one)"
-            ) from None
+        decoded = _canonical_base64(key)
+        if decoded is None:
+            raise ValueError(f"{where} is no URL-safe base64 text (Encrypt.generate_key() makes one)")
+        raw = decoded
         if len(raw) != KEY_BYTES:
             raise ValueError(f"{where} decodes to {len(raw)} bytes, not {KEY_BYTES}") from None
         return raw
@@ -72,6 +68,23 @@ def _key_bytes(key: object, where: str) -> bytes:
             raise ValueError(f"{where} is {len(raw)} bytes, not {KEY_BYTES} (AES-256)")
         return raw
     raise TypeError(f"{where} is bytes (32) or their URL-safe base64 text, not {type(key).__name__}")
+
+
+def _canonical_base64(text: str) -> bytes | None:
+    """The bytes of ``text``, strict canonical URL-safe base64, or None.
+
+    None rather than an exception: the caller's error must not carry the
+    decoder's in its ``__context__`` (a UnicodeEncodeError holds the whole
+    text of the key in its arguments).
+    """
+    if not text.isascii():
+        return None
+    try:
+        raw = base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # Lax decoding would drop what follows the padding: only the canonical text is a key.
+    return raw if base64.urlsafe_b64encode(raw).decode("ascii") == text else None
 
 
 class Encrypt(Layer):
@@ -168,8 +181,10 @@ def _invalid_tag() -> type[Exception]:
 def reencrypt(backend: BaseBackend[Any, Any]) -> int:
     """Write every value of ``backend`` again, so that all are encrypted with its codec's first key.
 
-    Returns how many values were written. On S3 each write is conditional
-    (``if_match`` the ETag read): a value another writer replaced meanwhile
+    Returns how many values were written. Each keeps its own expiry on a
+    store with timeouts (a value kept forever stays so). Where ``dump``
+    takes ``if_match`` (S3, Redis) each write is conditional on the ETag
+    read: a value another writer replaced meanwhile
     is left as that writer stored it (already under the first key). Other
     stores write unconditionally: run it while nobody else writes, or
     accept that a concurrent write may be replaced by the value it read.
@@ -178,14 +193,32 @@ def reencrypt(backend: BaseBackend[Any, Any]) -> int:
     """
     from ..base import Versioned
 
-    conditional = "if_match" in inspect.signature(backend.dump).parameters
+    parameters = inspect.signature(backend.dump).parameters
+    conditional = "if_match" in parameters
+    expiring = "timeout" in parameters and callable(getattr(backend, "expires", None))
     written = 0
     for key in list(backend):
         loaded = backend.load_if_changed(key)
         if not isinstance(loaded, Versioned):
             continue  # deleted since it was listed
+        options: dict[str, Any] = {}
+        if expiring:
+            # The value keeps its own deadline: the store's default timeout would
+            # expire a value kept forever, or keep one that was about to go.
+            left = _time_left(backend, key)
+            if left is not None and left <= 0:
+                continue  # expired (or deleted) since it was read
+            options["timeout"] = left
         if conditional and loaded.etag is not None:
-            written += bool(backend.dump(key, loaded.value, if_match=loaded.etag))  # type: ignore[call-arg]
-        else:
-            written += bool(backend.dump(key, loaded.value))
+            options["if_match"] = loaded.etag
+        written += bool(backend.dump(key, loaded.value, **options))
     return written
+
+
+def _time_left(backend: Any, key: str) -> float | None:
+    """Seconds until ``key`` of an expiring ``backend`` expires: None for never, 0 if gone."""
+    try:
+        deadline = backend.expires(key)
+    except KeyError:
+        return 0.0
+    return None if deadline is None else deadline.timestamp() - float(backend.clock())

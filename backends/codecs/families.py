@@ -32,6 +32,9 @@ class Codec(ABC, Generic[V, S]):
     content_type: str | None = None
     #: whether some value encodes to empty data (no JSON value does)
     can_be_empty: bool = True
+    #: whether ``decode`` reads a zstd or gzip frame too (a text or JSON store reads what a
+    #: compressing codec wrote); bounded by the default ``max_size``, not a layer's
+    inflates: bool = False
 
     @abstractmethod
     def encode(self, value: V) -> S:
@@ -89,6 +92,7 @@ class TextCodec(Codec[str, bytes]):
     """``str`` stored as UTF-8, byte-exact (no newline translation)."""
 
     name = "text"
+    inflates = True
     content_type = "text/plain; charset=utf-8"
 
     def encode(self, value: str) -> bytes:
@@ -153,6 +157,7 @@ class JsonCodec(Codec[Any, bytes]):
     """Strict JSON as compact UTF-8: no NaN or infinities, only ``str`` object keys."""
 
     name = "json"
+    inflates = True
     content_type = "application/json"
     can_be_empty = False
 

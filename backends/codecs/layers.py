@@ -62,10 +62,26 @@ class Layer(ABC):
         return (type(self), self.name)
 
     def __or__(self, other: Layer) -> Layers:
+        if not isinstance(other, Layer):
+            return NotImplemented  # ``Zstd() | 5`` is a TypeError now, not at the first write
         return Layers((self, other))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _checked_layers(layers: object) -> tuple[Layer, ...]:
+    """``layers`` as a tuple of layers; TypeError naming the first that is none (before any I/O)."""
+    if not isinstance(layers, (tuple, list)):
+        raise TypeError(
+            f"layers are a tuple of Layer (Zstd(), Gzip(), Encrypt(keys)), not {type(layers).__name__}"
+        )
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"layers[{index}] is a Layer (Zstd(), Gzip(), Encrypt(keys)), not {type(layer).__name__}"
+            )
+    return tuple(layers)
 
 
 class Layers:
@@ -73,7 +89,7 @@ class Layers:
     they go on the store's own family codec."""
 
     def __init__(self, layers: tuple[Layer, ...]) -> None:
-        self.layers = layers
+        self.layers = _checked_layers(layers)
 
     def __or__(self, other: Layer) -> Layers:
         if not isinstance(other, Layer):
@@ -91,13 +107,24 @@ class Layered(Codec[V, bytes]):
         if isinstance(base, Layered):
             layers = (*base.layers, *layers)
             base = base.base
+        if not isinstance(base, Codec):
+            raise TypeError(f"a layered codec's base is a Codec (JsonCodec()), not {type(base).__name__}")
         self.base: Codec[V, Any] = base
-        self.layers: tuple[Layer, ...] = layers
+        self.layers: tuple[Layer, ...] = _checked_layers(layers)
         self.name = base.name
         # The stored bytes are a frame of ours (or the family's bytes, under a
         # threshold): no one media type is true of every object.
         self.content_type = "application/octet-stream"
         self.can_be_empty = base.can_be_empty and not any(layer.never_empty for layer in layers)
+        from .compress import GZIP_MAGIC, ZSTD_MAGIC
+
+        # What the family would decompress again, unbounded by the layers' max_size: a frame
+        # inside a frame, which no writer of this codec makes (no JSON or text starts with one).
+        self._twice: tuple[bytes, ...] = (
+            (ZSTD_MAGIC, GZIP_MAGIC)
+            if base.inflates and any(layer.compresses for layer in self.layers)
+            else ()
+        )
 
     @property
     def compresses(self) -> bool:
@@ -114,6 +141,10 @@ class Layered(Codec[V, bytes]):
     def decode(self, data: bytes) -> V:
         for layer in reversed(self.layers):
             data = layer.unwrap(data)
+        if self._twice and data.startswith(self._twice):
+            raise ValueError(
+                "it is compressed twice (a frame inside a frame), which max_size would not bound"
+            )
         return self.base.decode(data)
 
     def identity(self) -> Hashable:

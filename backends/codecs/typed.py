@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
-from .families import Codec, JsonCodec
+from .families import Codec, JsonCodec, _inflated
 
 __all__ = ["Typed"]
 
@@ -57,6 +57,7 @@ class Typed(Codec[M, bytes], Generic[M]):
 
     content_type = "application/json"
     can_be_empty = False
+    inflates = True
 
     def __init__(self, model: type[M]) -> None:
         if not isinstance(model, type):
@@ -69,37 +70,71 @@ class Typed(Codec[M, bytes], Generic[M]):
         self._to_data, self._from_data, self._problems = _adapter(model)
 
     def encode(self, value: M) -> bytes:
-        if not isinstance(value, self.model):
-            raise TypeError(f"values are {self.model.__qualname__} instances, not {type(value).__name__}")
+        # The exact class: a subclass's instance would load back as the model, its own fields lost.
+        if type(value) is not self.model:
+            raise TypeError(
+                f"values are {_escaped(self.model.__qualname__, 80)} instances, "
+                f"not {_escaped(type(value).__name__, 80)}"
+            )
+        # Each ValueError is raised outside the handler that read the validator's: that one
+        # holds the value (pydantic's input_value), and would be the new one's __context__.
         try:
             data = self._to_data(value)
-            self._from_data(data)  # what the next load will do, so a write never stores what it refuses
         except ValueError as exc:
-            raise self._invalid(exc) from None
-        return _JSON.encode(data)
+            problems = self._problems(exc)
+        else:
+            stored = _JSON.encode(data)
+            try:
+                self._from_data(data, stored)  # what the next load does: a write never stores what it refuses
+            except ValueError as exc:
+                problems = self._problems(exc)
+            else:
+                return stored
+        raise ValueError(problems)
 
     def decode(self, data: bytes) -> M:
-        parsed = _JSON.decode(data)
+        data = _inflated(data)
+        parsed = _JSON.decode(data)  # strict JSON first: no NaN, no infinities, UTF-8
         try:
-            return self._from_data(parsed)  # type: ignore[no-any-return]
+            return self._from_data(parsed, data)  # type: ignore[no-any-return]
         except ValueError as exc:
-            raise self._invalid(exc) from None
-
-    def _invalid(self, exc: ValueError) -> ValueError:
-        return ValueError(self._problems(exc))
+            problems = self._problems(exc)
+        raise ValueError(problems)
 
     def identity(self) -> Any:
         return (type(self), self.model)
 
     def __repr__(self) -> str:
-        return f"Typed({self.model.__qualname__})"
+        return f"Typed({_escaped(self.model.__qualname__, 80)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The adapters are closures: a copy (pickle, a process pool) makes its own from the model.
         return (Typed, (self.model,))
 
 
-Adapter = tuple[Callable[[Any], Any], Callable[[Any], Any], Callable[[ValueError], str]]
+#: to JSON types; from (the parsed JSON, its text) to an instance; why a ValueError was raised
+Adapter = tuple[Callable[[Any], Any], Callable[[Any, bytes], Any], Callable[[ValueError], str]]
+
+
+def _python_else_json(
+    python: Callable[[Any], Any], json: Callable[[bytes], Any], parsed: Any, text: bytes
+) -> Any:
+    """``parsed`` validated by pydantic as Python data, else ``text`` as JSON; the first error if both fail.
+
+    A strict model takes an ISO datetime, a UUID, an enum's value or a tuple
+    only in JSON mode; JSON mode alone would refuse a lone surrogate's escape,
+    which the JSON codec writes. Python data that validates means the same in
+    JSON, so the JSON text is parsed only when the first try fails.
+    """
+    try:
+        return python(parsed)
+    except ValueError as exc:
+        first = exc
+    try:
+        return json(text)
+    except ValueError:
+        pass  # the first error names the fields as stored; JSON mode's would say the same or less
+    raise first
 
 
 def _adapter(model: type[Any]) -> Adapter:
@@ -108,14 +143,16 @@ def _adapter(model: type[Any]) -> Adapter:
     if pydantic is not None and issubclass(model, pydantic.BaseModel):
         return (
             lambda value: value.model_dump(mode="json", warnings=False),
-            model.model_validate,
+            lambda parsed, text: _python_else_json(
+                model.model_validate, model.model_validate_json, parsed, text
+            ),
             _pydantic_problems,
         )
     msgspec = sys.modules.get("msgspec")
     if msgspec is not None and issubclass(model, msgspec.Struct):
         return (
             msgspec.to_builtins,
-            lambda data: msgspec.convert(data, model),
+            lambda data, _text: msgspec.convert(data, model),
             lambda exc: _escaped(str(exc), 400),
         )
     if dataclasses.is_dataclass(model):
@@ -126,7 +163,9 @@ def _adapter(model: type[Any]) -> Adapter:
         adapter = TypeAdapter(model)
         return (
             lambda value: adapter.dump_python(value, mode="json", warnings=False),
-            adapter.validate_python,
+            lambda parsed, text: _python_else_json(
+                adapter.validate_python, adapter.validate_json, parsed, text
+            ),
             _pydantic_problems,
         )
     raise TypeError(

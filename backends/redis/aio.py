@@ -251,7 +251,7 @@ class AsyncRedisBackend(AsyncBackend[V]):
             if default is MISSING:
                 raise KeyError(key)
             return default
-        return store._decode(data, key, "pop")
+        return store._decode_popped(data, key)
 
     @_told("len", keyed=False)
     async def len(self) -> int:
