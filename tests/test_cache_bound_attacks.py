@@ -308,7 +308,6 @@ def test_threads_and_processes_churning_the_same_keys_keep_the_bound_and_an_exac
     assert entries <= 30 and size <= 4000 and "last" in last
 
 
-@pytest.mark.xfail(strict=True, reason="WIP: two scans, then the write gives up past the bound")
 def test_a_write_past_the_bound_returns_within_it_though_readers_keep_hitting_every_entry(
     tmp_path: Path,
 ) -> None:

@@ -454,7 +454,9 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         can rank it oldest: a clock stepped back in another process, or every
         other entry used since). Each removal is checked under the tally's
         lock: never more than needed, whichever processes evict at once. At
-        most :data:`EVICT_TRIES` candidates and two scans per call.
+        most :data:`EVICT_TRIES` candidates and two scans per call; the
+        second scan's candidates go even if used since it, so that the write
+        returns within the bound however hot the other entries are.
         """
         assert self._pool is not None
         scans = 0
@@ -466,7 +468,9 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 if scans > 2 or not self._rescan():
                     return
                 continue
-            if candidate.key != written and self._evict(candidate) is _DONE:
+            # The last scan's ranking is the last there is: its candidates go even if
+            # used since (else readers hitting every entry would keep the folder past it).
+            if candidate.key != written and self._evict(candidate, strict=scans < 2) is _DONE:
                 return
 
     def _rescan(self) -> bool:
@@ -492,12 +496,13 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             self._pool.fill(found, entries)
         return over and bool(found)
 
-    def _evict(self, candidate: Candidate) -> object:
-        """Remove the candidate if it is still the file scanned, unused since: _DONE once within the bound."""
-        done = self._at_key(candidate.key, lambda at: self._evict_at(at, candidate))
+    def _evict(self, candidate: Candidate, strict: bool = True) -> object:
+        """Remove the candidate if it is still the file scanned (and, ``strict``, unused since):
+        _DONE once within the bound."""
+        done = self._at_key(candidate.key, lambda at: self._evict_at(at, candidate, strict))
         return _SKIPPED if done is None else done
 
-    def _evict_at(self, at: At, candidate: Candidate) -> object:
+    def _evict_at(self, at: At, candidate: Candidate, strict: bool) -> object:
         assert self._pool is not None
         # Under the folder's exclusive flock, like removing an expired entry:
         # no writer can place a new value between the look and the unlink.
@@ -512,7 +517,8 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             ):
                 return _SKIPPED  # removed, rewritten or renewed since the scan
             if (
-                not self._expired(status.st_mtime_ns)
+                strict
+                and not self._expired(status.st_mtime_ns)
                 and self._pool.stamp_of(self._root_fd, candidate.key) > candidate.stamp
             ):
                 return _SKIPPED  # used since the scan: no longer among the least recent
