@@ -176,9 +176,19 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             if self._write(key, fill, if_absent):
                 self._written_now(key, deadline)
                 return True
-            # An expired entry is absent: clearing it away, try again.
-            if self._contains(key):
+            # An expired entry is absent: clearing it away, try again. A writer waits
+            # for the tally to count that removal (a read that meets one does not:
+            # another writer holding the tally would make this write lose to nobody).
+            if self._at_live_key(key, self._fresh_or_removed):
                 return False
+        return False
+
+    def _fresh_or_removed(self, at: At) -> bool:
+        """Whether the entry is fresh; an expired one is removed, waiting for the tally if bounded."""
+        if not self._expired(at.status.st_mtime_ns):
+            return True
+        if self._discard_at(at.folder, at.name) and at.folders:
+            prune_folders(at.fds, at.folders)
         return False
 
     def _written_now(self, key: str, deadline: int) -> None:
