@@ -38,6 +38,7 @@ import errno
 import fcntl
 import heapq
 import os
+import stat
 import struct
 import threading
 import zlib
@@ -50,6 +51,7 @@ from .entries import NEVER_BELOW
 
 __all__ = [
     "BOUND_FILE",
+    "FLOCKS",
     "POOL",
     "RECOUNT_EVERY",
     "SLOTS",
@@ -72,9 +74,85 @@ _MAGIC: Final = b"bkbound1"
 _HEADER = struct.Struct("<8sqqqq")  # magic, entries, bytes, writes since recount, busy
 _STAMPS_AT: Final = 4096
 _STAMP = struct.Struct("<Q")
-_FLAGS = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: a FIFO of another tool at the name must not block the open (it is refused after)
+_FLAGS = os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 #: what makes recording a use impossible on a read: the read is served, the use unrecorded
 _UNRECORDABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOENT})
+#: what another tool's symlink, folder or FIFO at the tally's name gives: a hit's use goes unrecorded
+_NOT_A_FILE = frozenset({errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR, errno.ESPIPE})
+_UNSTAMPED = _UNRECORDABLE | _NOT_A_FILE
+
+
+class _ForkGate:
+    """Every flock of this process's folder caches is held inside it; a fork waits until none is.
+
+    A flock belongs to the open file description, which a child inherits:
+    a child forked while another thread held the tally's (or a folder's)
+    flock would hold it as long as it lives, in a frame of a thread it does
+    not have, and every bounded write of every process (its own too) would
+    wait for it. So a fork waits for the flocks held (each span a few
+    system calls, or one walk of a recount), and new ones wait for the fork.
+    Reentrant in a thread (an eviction takes the tally's flock inside the folder's).
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._held = 0
+        self._forking = False
+        self._depth = threading.local()
+
+    def __enter__(self) -> None:
+        depth: int = getattr(self._depth, "n", 0)
+        if not depth:
+            with self._condition:
+                while self._forking:
+                    self._condition.wait()
+                self._held += 1
+        self._depth.n = depth + 1
+
+    def __exit__(self, *_: object) -> None:
+        depth: int = self._depth.n - 1
+        self._depth.n = depth
+        if not depth:
+            with self._condition:
+                self._held -= 1
+                if not self._held:
+                    self._condition.notify_all()
+
+    def before_fork(self) -> None:
+        self._condition.acquire()  # held through the fork: no flock is taken meanwhile
+        self._forking = True
+        own = 1 if getattr(self._depth, "n", 0) else 0  # a fork from inside waits for the others only
+        while self._held > own:
+            self._condition.wait()
+
+    def after_in_parent(self) -> None:
+        self._forking = False
+        self._condition.notify_all()
+        self._condition.release()
+
+    def after_in_child(self) -> None:
+        self._reset()  # the child holds no flock of its own, and has no other thread
+
+
+#: what every flock of a folder cache (the tally's, a folder's guard) is taken and held in
+FLOCKS: Final = _ForkGate()
+os.register_at_fork(
+    before=FLOCKS.before_fork, after_in_parent=FLOCKS.after_in_parent, after_in_child=FLOCKS.after_in_child
+)
+
+
+def _open_file(flags: int, root: int, mode: int = 0o666) -> int:
+    """The tally file opened with ``flags``; OSError naming it for another tool's folder, symlink, FIFO."""
+    fd = os.open(BOUND_FILE, flags, mode, dir_fd=root)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.ENXIO, "not a regular file", BOUND_FILE)
+    return fd
 
 
 def slot_of(key: str) -> int:
@@ -139,6 +217,7 @@ class Pool:
         self.maxbytes = maxbytes
         self._stamps = -1  # a descriptor of BOUND_FILE kept for hits' pwrites
         self._stamps_ino = 0
+        self._last = 0  # the last stamp this process wrote (stamps never go back in a process)
         self._lock = threading.Lock()
         self._by_use: list[int] = []  # indexes into _ranked, the oldest last (popped first)
         self._by_deadline: list[tuple[int, int]] = []  # heap of (deadline, index in _ranked)
@@ -157,31 +236,39 @@ class Pool:
         With ``wait=False``, None at once if another holder has it. A missing,
         foreign, damaged or busy-marked header is recounted first.
         """
-        fd = os.open(BOUND_FILE, _FLAGS | os.O_CREAT, 0o666, dir_fd=root)
-        try:
+        with FLOCKS:  # no fork while the flock is held (see _ForkGate)
+            fd = _open_file(_FLAGS | os.O_CREAT, root)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield None
-                return
-            tally = self._read(fd)
-            if tally is None or recount or tally.wrong or tally.writes >= max(RECOUNT_EVERY, tally.entries):
-                tally = self.recount(scan)
-            # Busy until written back: a holder killed in between leaves the mark.
-            os.pwrite(fd, _HEADER.pack(_MAGIC, tally.entries, tally.bytes, tally.writes, 1), 0)
-            try:
-                yield tally
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    yield None
+                    return
+                tally = self._read(fd)
+                if (
+                    tally is None
+                    or recount
+                    or tally.wrong
+                    or tally.writes >= max(RECOUNT_EVERY, tally.entries)
+                ):
+                    tally = self.recount(scan)
+                # Busy until written back: a holder killed in between leaves the mark.
+                os.pwrite(fd, _HEADER.pack(_MAGIC, tally.entries, tally.bytes, tally.writes, 1), 0)
+                try:
+                    yield tally
+                finally:
+                    # A change the body made is in the tally only once done; a
+                    # wrong tally (a file removed that it never counted) is left
+                    # unmarked, to be recounted by the next holder.
+                    magic = b"" if tally.wrong else _MAGIC
+                    os.pwrite(
+                        fd,
+                        _HEADER.pack(magic.ljust(8, b"\0"), tally.entries, tally.bytes, tally.writes, 0),
+                        0,
+                    )
+                self._keep_stamps(root, fd)
             finally:
-                # A change the body made is in the tally only once done; a
-                # wrong tally (a file removed that it never counted) is left
-                # unmarked, to be recounted by the next holder.
-                magic = b"" if tally.wrong else _MAGIC
-                os.pwrite(
-                    fd, _HEADER.pack(magic.ljust(8, b"\0"), tally.entries, tally.bytes, tally.writes, 0), 0
-                )
-            self._keep_stamps(root, fd)
-        finally:
-            os.close(fd)
+                os.close(fd)
 
     def _read(self, fd: int) -> Tally | None:
         raw = os.pread(fd, _HEADER.size, 0)
@@ -209,7 +296,7 @@ class Pool:
             return
         # A new open file description, never a dup: the flock belongs to the
         # description, and a dup kept open would hold it for ever.
-        kept = os.open(BOUND_FILE, _FLAGS, dir_fd=root)
+        kept = _open_file(_FLAGS, root)
         with self._lock:
             old, self._stamps = self._stamps, kept
             self._stamps_ino = os.fstat(kept).st_ino
@@ -217,7 +304,13 @@ class Pool:
             os.close(old)
 
     def stamp(self, root: int, key: str, now_ns: int) -> None:
-        """Record a use of ``key`` at ``now_ns``: one ``pwrite``, no lock; nothing where it cannot be."""
+        """Record a use of ``key`` at ``now_ns``: one ``pwrite``, no lock; nothing where it cannot be.
+
+        Never below this process's previous stamp: a clock stepped back (or
+        frozen) leaves the order of this process's uses the order of its calls.
+        """
+        now_ns = max(now_ns, self._last + 1)
+        self._last = now_ns
         fd = self._stamps
         try:
             if fd < 0:
@@ -227,15 +320,16 @@ class Pool:
             os.pwrite(fd, _STAMP.pack(now_ns), _STAMPS_AT + 8 * slot_of(key))
         except OSError as exc:
             # A read-only or full folder serves its hits; their uses go unrecorded
-            # (the entry then ranks by its last recorded use or write).
-            if exc.errno not in _UNRECORDABLE and exc.errno != errno.EBADF:
+            # (the entry then ranks by its last recorded use or write), and so does
+            # one where another tool's folder, symlink or FIFO sits at the tally's name.
+            if exc.errno not in _UNSTAMPED and exc.errno != errno.EBADF:
                 raise
 
     def _open_stamps(self, root: int) -> int:
         try:
-            fd = os.open(BOUND_FILE, _FLAGS, dir_fd=root)  # a read creates nothing
+            fd = _open_file(_FLAGS, root)  # a read creates nothing
         except OSError as exc:
-            if exc.errno in _UNRECORDABLE:
+            if exc.errno in _UNSTAMPED:
                 return -1
             raise
         with self._lock:
@@ -249,7 +343,7 @@ class Pool:
         """Every slot's stamp (zeros where none was recorded, or the file is missing)."""
         table = array("Q", bytes(8 * SLOTS))
         try:
-            fd = os.open(BOUND_FILE, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), dir_fd=root)
+            fd = _open_file(_READ_FLAGS, root)
         except FileNotFoundError:
             return table
         try:
@@ -262,7 +356,7 @@ class Pool:
     def stamp_of(self, root: int, key: str) -> int:
         """The stamp recorded for ``key``'s slot (0 if none)."""
         try:
-            fd = os.open(BOUND_FILE, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), dir_fd=root)
+            fd = _open_file(_READ_FLAGS, root)
         except FileNotFoundError:
             return 0
         try:

@@ -33,6 +33,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -41,11 +42,11 @@ from ..bounds import as_bound, check_bound
 from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..codecs.layers import CodecOption
-from ..errors import SerializationError
+from ..errors import BackendError, SerializationError, StoreError
 from ..events import observed
 from ..info import utc
 from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
-from .bound import Candidate, Pool, Tally, slot_of
+from .bound import BOUND_FILE, FLOCKS, Candidate, Pool, Tally, slot_of
 from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
 from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
 from .layout import key_parts, key_path
@@ -175,9 +176,19 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             if self._write(key, fill, if_absent):
                 self._written_now(key, deadline)
                 return True
-            # An expired entry is absent: clearing it away, try again.
-            if self._contains(key):
+            # An expired entry is absent: clearing it away, try again. A writer waits
+            # for the tally to count that removal (a read that meets one does not:
+            # another writer holding the tally would make this write lose to nobody).
+            if self._at_live_key(key, self._fresh_or_removed):
                 return False
+        return False
+
+    def _fresh_or_removed(self, at: At) -> bool:
+        """Whether the entry is fresh; an expired one is removed, waiting for the tally if bounded."""
+        if not self._expired(at.status.st_mtime_ns):
+            return True
+        if self._discard_at(at.folder, at.name) and at.folders:
+            prune_folders(at.fds, at.folders)
         return False
 
     def _written_now(self, key: str, deadline: int) -> None:
@@ -188,19 +199,16 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         self._pool.written(deadline)
         if getattr(self._placing, "over", False):
             self._placing.over = False
-            self._shrink()
+            self._shrink(key)
 
     def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
         # Entries are placed under a shared flock of their folder; a remover
         # of expired entries holds it exclusively from its look to its unlink
         # (see _discard_at), so it never removes an entry placed meanwhile.
-        guard = open_guard(folder, fcntl.LOCK_SH)
-        try:
+        with _guarded(folder, fcntl.LOCK_SH):
             if self._pool is None:
                 return super()._place(folder, temp_name, name, if_absent)
             return self._place_counted(folder, temp_name, name, if_absent)
-        finally:
-            os.close(guard)
 
     def _place_counted(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
         # The tally's lock is held from the look at the old file to the
@@ -429,16 +437,14 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         without ``wait`` (a read that met the entry), an entry whose tally is
         being changed by another holder is left in place: reads never wait.
         """
-        guard = open_guard(folder, fcntl.LOCK_EX)
         try:
-            if self._pool is None:
-                return self._unlink_expired(folder, name, None)
-            with self._pool.counting(self._root_fd, self._scan, wait=wait) as tally:
-                return tally is not None and self._unlink_expired(folder, name, tally)
+            with _guarded(folder, fcntl.LOCK_EX):
+                if self._pool is None:
+                    return self._unlink_expired(folder, name, None)
+                with self._pool.counting(self._root_fd, self._scan, wait=wait) as tally:
+                    return tally is not None and self._unlink_expired(folder, name, tally)
         except FileNotFoundError:
             return False
-        finally:
-            os.close(guard)
 
     def _unlink_expired(self, folder: int, name: str, tally: Tally | None) -> bool:
         status = lstat_file(folder, name)
@@ -451,12 +457,16 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
 
     # -- the size bound -------------------------------------------------------------
 
-    def _shrink(self) -> None:
+    def _shrink(self, written: str) -> None:
         """Remove least recently used entries (expired ones first) until the folder is within its bound.
 
-        Each removal is checked under the tally's lock: never more than
-        needed, whichever processes evict at once. At most
-        :data:`EVICT_TRIES` candidates and two scans per call.
+        Never the entry of ``written``, the key this write placed (its stamp
+        can rank it oldest: a clock stepped back in another process, or every
+        other entry used since). Each removal is checked under the tally's
+        lock: never more than needed, whichever processes evict at once. At
+        most :data:`EVICT_TRIES` candidates and two scans per call; the
+        second scan's candidates go even if used since it, so that the write
+        returns within the bound however hot the other entries are.
         """
         assert self._pool is not None
         scans = 0
@@ -468,7 +478,9 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 if scans > 2 or not self._rescan():
                     return
                 continue
-            if self._evict(candidate) is _DONE:
+            # The last scan's ranking is the last there is: its candidates go even if
+            # used since (else readers hitting every entry would keep the folder past it).
+            if candidate.key != written and self._evict(candidate, strict=scans < 2) is _DONE:
                 return
 
     def _rescan(self) -> bool:
@@ -494,37 +506,35 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             self._pool.fill(found, entries)
         return over and bool(found)
 
-    def _evict(self, candidate: Candidate) -> object:
-        """Remove the candidate if it is still the file scanned, unused since: _DONE once within the bound."""
-        done = self._at_key(candidate.key, lambda at: self._evict_at(at, candidate))
+    def _evict(self, candidate: Candidate, strict: bool = True) -> object:
+        """Remove the candidate if it is still the file scanned (and, ``strict``, unused since):
+        _DONE once within the bound."""
+        done = self._at_key(candidate.key, lambda at: self._evict_at(at, candidate, strict))
         return _SKIPPED if done is None else done
 
-    def _evict_at(self, at: At, candidate: Candidate) -> object:
+    def _evict_at(self, at: At, candidate: Candidate, strict: bool) -> object:
         assert self._pool is not None
         # Under the folder's exclusive flock, like removing an expired entry:
         # no writer can place a new value between the look and the unlink.
-        guard = open_guard(at.folder, fcntl.LOCK_EX)
-        try:
-            with self._pool.counting(self._root_fd, self._scan) as tally:
-                assert tally is not None
-                if not tally.over:
-                    return _DONE
-                status = lstat_file(at.folder, at.name)
-                if status is None or (status.st_ino, status.st_ctime_ns) != (
-                    candidate.ino,
-                    candidate.ctime_ns,
-                ):
-                    return _SKIPPED  # removed, rewritten or renewed since the scan
-                if (
-                    not self._expired(status.st_mtime_ns)
-                    and self._pool.stamp_of(self._root_fd, candidate.key) > candidate.stamp
-                ):
-                    return _SKIPPED  # used since the scan: no longer among the least recent
-                os.unlink(at.name, dir_fd=at.folder)
-                tally.remove(status.st_size)
-                outcome = _MORE if tally.over else _DONE
-        finally:
-            os.close(guard)
+        with _guarded(at.folder, fcntl.LOCK_EX), self._pool.counting(self._root_fd, self._scan) as tally:
+            assert tally is not None
+            if not tally.over:
+                return _DONE
+            status = lstat_file(at.folder, at.name)
+            if status is None or (status.st_ino, status.st_ctime_ns) != (
+                candidate.ino,
+                candidate.ctime_ns,
+            ):
+                return _SKIPPED  # removed, rewritten or renewed since the scan
+            if (
+                strict
+                and not self._expired(status.st_mtime_ns)
+                and self._pool.stamp_of(self._root_fd, candidate.key) > candidate.stamp
+            ):
+                return _SKIPPED  # used since the scan: no longer among the least recent
+            os.unlink(at.name, dir_fd=at.folder)
+            tally.remove(status.st_size)
+            outcome = _MORE if tally.over else _DONE
         with self._memo_lock:
             memo = self._memo.pop(candidate.key, None)
             if memo is not None:
@@ -606,8 +616,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
     def _renew_at(self, at: At, tag: str) -> bool:
         # Under the shared flock, like a write: a remover cannot unlink the
         # entry between our renewal and its look.
-        guard = open_guard(at.folder, fcntl.LOCK_SH)
-        try:
+        with _guarded(at.folder, fcntl.LOCK_SH):
             opened = open_file(at.folder, at.name)
             if opened is None:
                 return False
@@ -619,8 +628,19 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 return True
             finally:
                 os.close(fd)
-        finally:
-            os.close(guard)
+
+    def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
+        if (
+            not self._closed
+            and isinstance(exc, OSError)
+            and not isinstance(exc, PermissionError)
+            and exc.filename == BOUND_FILE
+        ):
+            return StoreError, (
+                f"something that is not a file (another tool's folder, symlink or FIFO) is at the "
+                f"bound's tally {BOUND_FILE!r}; it is left alone, and nothing is written"
+            )
+        return super()._translate(exc)
 
     def _describe(self) -> str:
         timeout = "None" if self.timeout is None else f"{self.timeout:g}"
@@ -667,6 +687,17 @@ class RawCache(FileSystemCache[bytes]):
     """``bytes`` values on local disk that expire after ``timeout`` seconds (None: never)."""
 
     codec = RawCodec()
+
+
+@contextmanager
+def _guarded(folder: int, kind: int) -> Iterator[int]:
+    """A flock of ``kind`` on ``folder`` (:func:`.files.open_guard`), held where no fork happens."""
+    with FLOCKS:
+        guard = open_guard(folder, kind)
+        try:
+            yield guard
+        finally:
+            os.close(guard)
 
 
 _SKIPPED: Final = object()  # an eviction candidate that is no longer one
