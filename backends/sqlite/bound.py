@@ -35,7 +35,7 @@ __all__ = ["BOUND_TABLES", "Bound"]
 #: our bookkeeping tables and their columns (a table of one of these names with others is not ours)
 BOUND_TABLES: Final = {"kv_use": ("key", "used", "size"), "kv_bound": ("bytes", "tick")}
 #: every object of the bookkeeping: one missing (another program dropped it) and it is rebuilt
-_OBJECTS: Final = ("kv_use", "kv_bound", "kv_use_order", "kv_use_added", "kv_use_removed", "kv_use_changed")
+_OBJECTS: Final = ("kv_use", "kv_bound", "kv_use_order", "kv_use_added", "kv_use_removed", "kv_use_updated")
 #: hits remembered between two writes of this store; past it, new keys wait for the next write
 _PENDING: Final = 4096
 #: seconds, and hits, between two attempts of a store that only reads to record its hits
@@ -63,8 +63,9 @@ CREATE TRIGGER kv_use_removed AFTER DELETE ON kv BEGIN
     UPDATE kv_bound SET bytes = bytes - {_OLD_SIZE.format("old")};
     DELETE FROM kv_use WHERE key = old.key;
 END;
-CREATE TRIGGER kv_use_changed AFTER UPDATE OF key, data, written ON kv BEGIN
-    UPDATE kv_bound SET bytes = bytes + {_SIZE.format("new")} - {_OLD_SIZE.format("old")}, tick = tick + 1;
+CREATE TRIGGER kv_use_updated AFTER UPDATE OF key, data, written ON kv BEGIN
+    UPDATE kv_bound SET bytes = bytes + {_SIZE.format("new")} - {_OLD_SIZE.format("old")}
+        - CASE WHEN old.key IS NOT new.key THEN {_OLD_SIZE.format("new")} ELSE 0 END, tick = tick + 1;
     DELETE FROM kv_use WHERE key = old.key AND old.key IS NOT new.key;
     INSERT INTO kv_use VALUES (new.key, (SELECT tick FROM kv_bound), {_SIZE.format("new")})
         ON CONFLICT (key) DO UPDATE SET used = excluded.used, size = excluded.size;
@@ -76,6 +77,7 @@ _DROP: Final = "".join(
         ("TRIGGER", "kv_use_added"),
         ("TRIGGER", "kv_use_removed"),
         ("TRIGGER", "kv_use_changed"),
+        ("TRIGGER", "kv_use_updated"),
         ("TABLE", "kv_use"),
         ("TABLE", "kv_bound"),
     ]
