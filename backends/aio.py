@@ -42,7 +42,7 @@ from itertools import islice
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, TypeVar, overload
 
-from .base import MISSING, BaseBackend, Versioned
+from .base import MISSING, BaseBackend, Versioned, register_twin
 from .errors import BackendError, LockError, LockTimeoutError, StoreError
 from .hooks import Missing, Unchanged
 from .locks import FIRST_DELAY, Lock
@@ -478,6 +478,8 @@ def _after_fork() -> None:
     for twin in builtins.list(_TWINS):
         twin._after_fork()
 
+
+register_twin(BaseBackend, AsyncBackend)
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)

@@ -43,11 +43,33 @@ __all__ = [
     "Missing",
     "Unchanged",
     "Versioned",
+    "register_twin",
+    "register_views",
 ]
 
 V = TypeVar("V")
 S = TypeVar("S")
 T = TypeVar("T")
+
+#: The twin of each backend class (``aio()``) and what ``readonly()`` and
+#: ``namespace()`` build, registered at import by the modules above that make
+#: them (backends.aio, backends.redis.aio; backends.views, registered by
+#: backends/__init__): this module never imports the layers above it.
+_TWINS: dict[type, Callable[..., AsyncBackend[Any]]] = {}
+_VIEWS: dict[str, Callable[..., Any]] = {}
+
+
+def register_twin(backend_class: type, make: Callable[..., AsyncBackend[Any]]) -> None:
+    """``make(backend, max_workers=...)`` is the twin ``aio()`` builds for ``backend_class`` and
+    its subclasses (the nearest registered class in the MRO wins)."""
+    _TWINS[backend_class] = make
+
+
+def register_views(view: Callable[..., Any], check_prefix: Callable[..., str]) -> None:
+    """The class ``readonly()`` and ``namespace()`` build, and the check of a prefix before it."""
+    _VIEWS["view"] = view
+    _VIEWS["check_prefix"] = check_prefix
+
 
 #: rounds of create-or-read before ``setdefault`` gives up on a contradictory store
 SETDEFAULT_ROUNDS: Final = 8
@@ -369,18 +391,23 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         return False
 
     def aio(self, *, max_workers: int | None = None) -> AsyncBackend[V]:
-        """This backend as coroutines, for asyncio programs (:class:`backends.aio.AsyncBackend`)."""
-        from .aio import AsyncBackend
+        """This backend as coroutines, for asyncio programs (:class:`backends.aio.AsyncBackend`).
 
-        return AsyncBackend(self, max_workers=max_workers)
+        The twin is the one registered for the nearest class of this backend
+        (:func:`register_twin`): :mod:`backends.aio` registers the thread-pool
+        twin of every backend, :mod:`backends.redis.aio` the native one of Redis.
+        """
+        for klass in type(self).__mro__:
+            make = _TWINS.get(klass)
+            if make is not None:
+                return make(self, max_workers=max_workers)
+        raise RuntimeError("no async twin is registered: import backends.aio")  # backends/__init__ does
 
     # -- views ----------------------------------------------------------------------
 
     def readonly(self) -> View[V]:
         """This backend read-only: every write raises ReadOnlyError before any I/O (:mod:`backends.views`)."""
-        from .views import View
-
-        return View(self, "", True)
+        return _VIEWS["view"](self, "", True)  # type: ignore[no-any-return]
 
     def namespace(self, prefix: str) -> View[V]:
         """The keys of this backend below ``prefix``, as a backend of their own (:mod:`backends.views`).
@@ -389,9 +416,8 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         sees ``tenant-a2/...``. TypeError or ValueError (naming ``prefix``)
         for a prefix that is no valid key, before any I/O.
         """
-        from .views import View, check_prefix
-
-        return View(self, check_prefix(prefix, self))
+        make, check_prefix = _VIEWS["view"], _VIEWS["check_prefix"]
+        return make(self, check_prefix(prefix, self))  # type: ignore[no-any-return]
 
     # -- folders (last: `list` shadows the builtin in the class body) -------------
 

@@ -35,7 +35,7 @@ from .info import Stat, SupportsExpiry, SupportsStat, SupportsStatMany, Supports
 from .s3.connection import MAX_EXPIRES
 from .s3.errors import CREATE_HINT
 from .s3.url import as_endpoint
-from .status import add_status_command
+from .statusargs import add_status_command
 from .terminal import print_json, printable, say, warn
 from .transfers import FileTransfers
 from .urls import open_url

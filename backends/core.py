@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final
 
 from .cache import Entry
-from .codecs import Codec, layered
+from .codecs.families import Codec
+from .codecs.layers import layered
 from .errors import BackendError, CorruptValueError, InvalidKeyError, SerializationError
 from .events import HUB, measured
 from .hooks import StoreHooks

@@ -18,7 +18,7 @@ from .errors import SerializationError
 from .events import observed
 from .info import utc
 from .locks import Leases, Lock, MemoryLock
-from .urls import parse_query, register_scheme
+from .schemes import parse_query, register_scheme
 
 __all__ = [
     "DEFAULT_MAXBYTES",

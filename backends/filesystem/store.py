@@ -25,8 +25,8 @@ from ..errors import PermissionDeniedError, StoreError, StoreUnavailableError
 from ..hooks import fold_listing
 from ..info import Stat
 from ..locks import Lock
+from ..schemes import as_bool, local_path, parse_query, register_scheme
 from ..transfers import FileTransfers, PathOrFile, copy_stream
-from ..urls import as_bool, local_path, parse_query, register_scheme
 from .files import (
     NEW_FLAGS,
     check_file,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ..aio import AsyncBackend
-from ..base import MISSING
+from ..base import MISSING, register_twin
 from ..errors import StoreError
 from ..events import HUB, observe_async
 from ..hooks import Missing
@@ -273,3 +273,14 @@ class AsyncRedisBackend(AsyncBackend[V]):
                 await super().aclose()
             finally:
                 self._closed = True
+
+
+def _twin(backend: RedisBackend[Any], *, max_workers: int | None = None) -> AsyncBackend[Any]:
+    """What ``backend.aio()`` builds: the hot calls native on ``redis.asyncio``, the rest in
+    threads; a backend built on an existing ``client=`` gets the thread-pool twin only."""
+    if backend.server_url is None:
+        return AsyncBackend(backend, max_workers=max_workers)
+    return AsyncRedisBackend(backend, max_workers=max_workers)
+
+
+register_twin(RedisBackend, _twin)

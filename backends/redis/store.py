@@ -30,12 +30,9 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
-
-if TYPE_CHECKING:
-    from ..aio import AsyncBackend
 from ..cache import MAX_TIMEOUT, CountedLookups, Entry, check_timeout
 from ..codecs.layers import CodecOption
 from ..errors import (
@@ -348,17 +345,6 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
             if len(batch) < PAGE:
                 return
             low = b"(" + batch[-1]
-
-    def aio(self, *, max_workers: int | None = None) -> AsyncBackend[V]:
-        """The async twin: the hot calls native on ``redis.asyncio`` (:mod:`.aio`), the rest in threads.
-
-        A backend built on an existing ``client=`` gets the thread-pool twin only.
-        """
-        if self.server_url is None:
-            return super().aio(max_workers=max_workers)
-        from .aio import AsyncRedisBackend
-
-        return AsyncRedisBackend(self, max_workers=max_workers)
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return RedisLock(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from ..urls import as_seconds_or_none, parse_query, register_scheme
+from ..schemes import as_seconds_or_none, parse_query, register_scheme
 from .client import check_redis_url
 from .families import RedisJsonBackend, RedisRawBackend, RedisTextBackend
 from .store import RedisBackend

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from ..urls import OptionError, as_bool, parse_query, register_scheme
+from ..schemes import OptionError, as_bool, parse_query, register_scheme
 from .families import S3JsonBackend, S3TextBackend
 from .raw import S3RawBackend
 from .store import S3Backend
