@@ -20,12 +20,10 @@ import threading
 import zlib
 from typing import Any, Final
 
-from .layers import Layer, check_size
+from .layers import GZIP_MAGIC, ZSTD_MAGIC, Layer, check_size
 
 __all__ = ["GZIP_MAGIC", "ZSTD_MAGIC", "Gzip", "Zstd", "decompress"]
 
-ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
-GZIP_MAGIC: Final = b"\x1f\x8b"
 #: the default largest value, either side (1 GiB)
 DEFAULT_MAX: Final = 1 << 30
 ZSTD_EXTRA: Final = "the zstd codec needs zstandard (or Python 3.14): pip install 'backends[zstd]'"

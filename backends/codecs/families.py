@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 if TYPE_CHECKING:
     from .layers import Layer, Layered
 
-__all__ = ["Codec", "IdentityCodec", "JsonCodec", "RawCodec", "TextCodec"]
+__all__ = ["Codec", "IdentityCodec", "JsonCodec", "RawCodec", "TextCodec", "inflated"]
 
 V = TypeVar("V")
 S = TypeVar("S")
@@ -102,10 +102,10 @@ class TextCodec(Codec[str, bytes]):
         return value.encode("utf-8")
 
     def decode(self, data: bytes) -> str:
-        return _inflated(data).decode("utf-8")
+        return inflated(data).decode("utf-8")
 
 
-def _inflated(data: bytes) -> bytes:
+def inflated(data: bytes) -> bytes:
     """``data``, decompressed if it is a zstd frame or a gzip member.
 
     Neither magic can begin UTF-8 text (``28 B5`` and ``1F 8B`` are no
@@ -171,4 +171,4 @@ class JsonCodec(Codec[Any, bytes]):
             return _dumps_ascii(value).encode("ascii")
 
     def decode(self, data: bytes) -> Any:
-        return _loads(_inflated(data).decode("utf-8"))
+        return _loads(inflated(data).decode("utf-8"))

@@ -12,11 +12,15 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from .families import Codec
 
-__all__ = ["CodecOption", "Layer", "Layered", "Layers", "check_size", "layered"]
+__all__ = ["GZIP_MAGIC", "ZSTD_MAGIC", "CodecOption", "Layer", "Layered", "Layers", "check_size", "layered"]
+
+#: the first bytes of a zstd frame and of a gzip member (the compressing layers' frames)
+ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC: Final = b"\x1f\x8b"
 
 V = TypeVar("V")
 
@@ -116,8 +120,6 @@ class Layered(Codec[V, bytes]):
         # threshold): no one media type is true of every object.
         self.content_type = "application/octet-stream"
         self.can_be_empty = base.can_be_empty and not any(layer.never_empty for layer in layers)
-        from .compress import GZIP_MAGIC, ZSTD_MAGIC
-
         # What the family would decompress again, unbounded by the layers' max_size: a frame
         # inside a frame, which no writer of this codec makes (no JSON or text starts with one).
         self._twice: tuple[bytes, ...] = (

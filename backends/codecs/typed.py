@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
-from .families import Codec, JsonCodec, _inflated
+from .families import Codec, JsonCodec, inflated
 
 __all__ = ["Typed"]
 
@@ -93,7 +93,7 @@ class Typed(Codec[M, bytes], Generic[M]):
         raise ValueError(problems)
 
     def decode(self, data: bytes) -> M:
-        data = _inflated(data)
+        data = inflated(data)
         parsed = _JSON.decode(data)  # strict JSON first: no NaN, no infinities, UTF-8
         try:
             return self._from_data(parsed, data)  # type: ignore[no-any-return]
