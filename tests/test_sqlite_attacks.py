@@ -669,7 +669,7 @@ def test_close_during_bulk_calls_and_listings_gives_only_typed_errors(tmp_path: 
         store.close()
         worker.join(timeout=60)
         assert len(errors) == 1 and isinstance(errors[0], StoreError) and "closed" in str(errors[0])
-        assert WRITING._writes == 0
+        assert WRITING.in_flight == 0
         values = set(SqliteJsonBackend(store.path).load_many(many).values())
         assert values in ({*many.values()}, {-v for v in many.values()})  # each batch whole or not at all
 
@@ -692,7 +692,7 @@ def test_close_inside_a_transaction_rolls_it_back_and_forks_still_run(tmp_path: 
     with pytest.raises(StoreError, match="closed"):
         store.delete_many(many)
     assert clock.closes is None
-    assert WRITING._writes == 0  # a write counted forever would make every fork wait forever
+    assert WRITING.in_flight == 0  # a write counted forever would make every fork wait forever
     child = multiprocessing.get_context("fork").Process(target=os.getpid)
     child.start()
     child.join(timeout=60)

@@ -545,7 +545,7 @@ def test_close_in_the_middle_of_an_eviction_rolls_the_write_back(tmp_path: Path)
     clock.closes = store
     with pytest.raises(StoreError, match="closed"):
         store["new"] = b"n"
-    assert clock.closes is None and WRITING._writes == 0
+    assert clock.closes is None and WRITING.in_flight == 0
     with pytest.raises(StoreError, match="closed"):
         store["again"] = b"n"
     after = SqliteRawBackend(tmp_path / "kv.db", maxsize=5)

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Final, NamedTuple
 
+from ..forkgate import fork_gate
 from .entries import NEVER_BELOW
 
 __all__ = [
@@ -84,66 +85,8 @@ _NOT_A_FILE = frozenset({errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR, 
 _UNSTAMPED = _UNRECORDABLE | _NOT_A_FILE
 
 
-class _ForkGate:
-    """Every flock of this process's folder caches is held inside it; a fork waits until none is.
-
-    A flock belongs to the open file description, which a child inherits:
-    a child forked while another thread held the tally's (or a folder's)
-    flock would hold it as long as it lives, in a frame of a thread it does
-    not have, and every bounded write of every process (its own too) would
-    wait for it. So a fork waits for the flocks held (each span a few
-    system calls, or one walk of a recount), and new ones wait for the fork.
-    Reentrant in a thread (an eviction takes the tally's flock inside the folder's).
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._condition = threading.Condition(threading.Lock())
-        self._held = 0
-        self._forking = False
-        self._depth = threading.local()
-
-    def __enter__(self) -> None:
-        depth: int = getattr(self._depth, "n", 0)
-        if not depth:
-            with self._condition:
-                while self._forking:
-                    self._condition.wait()
-                self._held += 1
-        self._depth.n = depth + 1
-
-    def __exit__(self, *_: object) -> None:
-        depth: int = self._depth.n - 1
-        self._depth.n = depth
-        if not depth:
-            with self._condition:
-                self._held -= 1
-                if not self._held:
-                    self._condition.notify_all()
-
-    def before_fork(self) -> None:
-        self._condition.acquire()  # held through the fork: no flock is taken meanwhile
-        self._forking = True
-        own = 1 if getattr(self._depth, "n", 0) else 0  # a fork from inside waits for the others only
-        while self._held > own:
-            self._condition.wait()
-
-    def after_in_parent(self) -> None:
-        self._forking = False
-        self._condition.notify_all()
-        self._condition.release()
-
-    def after_in_child(self) -> None:
-        self._reset()  # the child holds no flock of its own, and has no other thread
-
-
 #: what every flock of a folder cache (the tally's, a folder's guard) is taken and held in
-FLOCKS: Final = _ForkGate()
-os.register_at_fork(
-    before=FLOCKS.before_fork, after_in_parent=FLOCKS.after_in_parent, after_in_child=FLOCKS.after_in_child
-)
+FLOCKS: Final = fork_gate()
 
 
 def _open_file(flags: int, root: int, mode: int = 0o666) -> int:
@@ -236,7 +179,7 @@ class Pool:
         With ``wait=False``, None at once if another holder has it. A missing,
         foreign, damaged or busy-marked header is recounted first.
         """
-        with FLOCKS:  # no fork while the flock is held (see _ForkGate)
+        with FLOCKS:  # no fork while the flock is held (see backends.forkgate)
             fd = _open_file(_FLAGS | os.O_CREAT, root)
             try:
                 try:

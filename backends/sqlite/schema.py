@@ -25,6 +25,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
+from ..forkgate import fork_gate
+
 __all__ = [
     "MMAP_BYTES",
     "SCHEMA",
@@ -77,72 +79,8 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-class _ForkGuard:
-    """Every SQLite call of this process's stores shares it; a fork waits until none is in flight.
-
-    A child forked while a connection of its parent holds the write lock
-    inherits SQLite's record of that lock (the process-wide table of locks
-    of the unix VFS, and the WAL index's) but never the connection's end of
-    it: every write of the child to that file would stay locked out. And a
-    child forked while another thread is inside SQLite may inherit one of
-    SQLite's mutexes locked (its allocator's): the child's first call hangs.
-    So no fork happens mid-call: it waits for the calls under way (each
-    bounded by ``busy_timeout``), and new ones wait for the fork. Reentrant
-    in a thread (a transaction's statements run inside the transaction's).
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._condition = threading.Condition(threading.Lock())
-        self._calls = 0
-        self._forking = False
-        self._depth = threading.local()
-
-    @property
-    def _writes(self) -> int:
-        return self._calls
-
-    def __enter__(self) -> None:
-        depth: int = getattr(self._depth, "n", 0)
-        if not depth:
-            with self._condition:
-                while self._forking:
-                    self._condition.wait()
-                self._calls += 1
-        self._depth.n = depth + 1
-
-    def __exit__(self, *_: object) -> None:
-        depth: int = self._depth.n - 1
-        self._depth.n = depth
-        if not depth:
-            with self._condition:
-                self._calls -= 1
-                if not self._calls:
-                    self._condition.notify_all()
-
-    def before_fork(self) -> None:
-        self._condition.acquire()  # held through the fork: no call starts
-        self._forking = True
-        own = 1 if getattr(self._depth, "n", 0) else 0  # a fork from inside a call waits for the others
-        while self._calls > own:
-            self._condition.wait()
-
-    def after_in_parent(self) -> None:
-        self._forking = False
-        self._condition.notify_all()
-        self._condition.release()
-
-    def after_in_child(self) -> None:
-        self._reset()  # the child has no call in flight, and no other thread
-
-
 #: what every write statement and transaction of every store of this process runs in
-WRITING: Final = _ForkGuard()
-os.register_at_fork(
-    before=WRITING.before_fork, after_in_parent=WRITING.after_in_parent, after_in_child=WRITING.after_in_child
-)
+WRITING: Final = fork_gate()
 
 
 class ForeignTableError(sqlite3.DatabaseError):
