@@ -71,6 +71,15 @@ class TierBase(BaseBackend[Any, Any]):
         lease: float = DEFAULT_LEASE,
         stale_while_revalidate: float = 0.0,
     ) -> None:
+        from .views import refuses_writes
+
+        if isinstance(cache, BaseBackend) and refuses_writes(cache):
+            # Checked first: a tier writes its cache on every read and write, so each call would
+            # fail, a write only after the origin was written (README.rst, "Views").
+            raise ValueError(
+                f"cache {cache!r} refuses every write (a read-only view): a tier writes its cache; "
+                "make the origin read-only instead"
+            )
         self.lease = check_lease(lease, "lease")
         self.stale_while_revalidate = check_wait(stale_while_revalidate, "stale_while_revalidate") or 0.0
         self.cache = cache
