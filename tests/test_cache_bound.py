@@ -430,7 +430,7 @@ _KILLED = textwrap.dedent(
     def replace_then_hang(*args, **kwargs):
         real(*args, **kwargs)
         print("placed", flush=True)
-        time.sleep(600)  # killed here: the file placed, the tally not yet written back
+        time.sleep(600)  # ok: killed here (SIGKILL): the file placed, the tally not yet written back
     os.replace = replace_then_hang
     cache["killed"] = 1
     """

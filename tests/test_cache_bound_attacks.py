@@ -248,7 +248,7 @@ _EVICTOR = textwrap.dedent(
         real(name, *args, **kwargs)
         if not str(name).startswith("~"):  # an entry's file: the eviction, before its count
             print("evicted", flush=True)
-            time.sleep(600)
+            time.sleep(600)  # ok: the test kills this child here (SIGKILL); never waited out
     os.unlink = unlink_then_hang
     cache["big"] = b"x" * 500
     """
@@ -454,7 +454,7 @@ class TallyHolder(threading.Thread):
             self.holding = True
             self.tried.set()
             while not self.done.is_set() and not self.waited_for():
-                time.sleep(0.0005)  # polls a condition (a waiter), hides no race
+                time.sleep(0.0005)  # ok: polls a condition (a waiter), hides no race
             self.holding = False
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 

@@ -365,7 +365,7 @@ def test_none_is_cached_only_when_asked_for_its_own_timeout(store: JsonCache, cl
 
 
 class NotFound(LookupError):
-    pass
+    """An error a cached function may keep (cache_errors)."""
 
 
 class Picky(Exception):

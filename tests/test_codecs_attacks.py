@@ -15,7 +15,7 @@ import pickle
 import threading
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -596,18 +596,10 @@ def _reads(backend: Any, key: str) -> bool:
 # -- class 9: the async twin through a codec from two event loops, in two threads ---------------
 
 
-def test_the_async_twin_through_zstd_and_encrypt_serves_two_loops_in_two_threads(tmp_path: Path) -> None:
-    store = FileSystemJsonBackend(tmp_path, codec=Zstd(0) | Encrypt(KEYS))
-    twin = store.aio(max_workers=4)
+def in_two_loops_at_once(work: Callable[[str], Awaitable[None]]) -> None:
+    """Run ``work("a")`` and ``work("b")`` each in its own event loop, in two threads started together."""
     failures: list[BaseException] = []
     start = threading.Barrier(2)
-
-    async def work(tag: str) -> None:
-        values = {f"{tag}{i}": {"tag": tag, "rows": [tag * 50] * (i + 1)} for i in range(40)}
-        await asyncio.gather(*(twin.dump(key, value) for key, value in values.items()))
-        loaded = await asyncio.gather(*(twin.load(key) for key in values))
-        assert dict(zip(values, loaded, strict=True)) == values
-        assert await twin.load_many(list(values)) == values
 
     def thread(tag: str) -> None:
         try:
@@ -622,6 +614,20 @@ def test_the_async_twin_through_zstd_and_encrypt_serves_two_loops_in_two_threads
     for each in threads:
         each.join()
     assert not failures, failures
+
+
+def test_the_async_twin_through_zstd_and_encrypt_serves_two_loops_in_two_threads(tmp_path: Path) -> None:
+    store = FileSystemJsonBackend(tmp_path, codec=Zstd(0) | Encrypt(KEYS))
+    twin = store.aio(max_workers=4)
+
+    async def work(tag: str) -> None:
+        values = {f"{tag}{i}": {"tag": tag, "rows": [tag * 50] * (i + 1)} for i in range(40)}
+        await asyncio.gather(*(twin.dump(key, value) for key, value in values.items()))
+        loaded = await asyncio.gather(*(twin.load(key) for key in values))
+        assert dict(zip(values, loaded, strict=True)) == values
+        assert await twin.load_many(list(values)) == values
+
+    in_two_loops_at_once(work)
     asyncio.run(work("c"))  # and a third loop after both closed
     store.close()
 
@@ -704,8 +710,6 @@ def test_the_redis_twin_pop_of_a_value_no_key_opens_leaves_it_in_place(redis: st
 def test_the_redis_twin_through_zstd_and_encrypt_serves_two_loops_in_two_threads(redis: str) -> None:
     store = backends.RedisJsonBackend(redis, prefix="atk-codecs/twin-loops", codec=Zstd(0) | Encrypt(KEYS))
     twin = store.aio()
-    failures: list[BaseException] = []
-    start = threading.Barrier(2)
 
     async def work(tag: str) -> None:
         values = {f"{tag}{i}": {"tag": tag, "rows": [tag * 50] * (i + 1)} for i in range(30)}
@@ -714,19 +718,7 @@ def test_the_redis_twin_through_zstd_and_encrypt_serves_two_loops_in_two_threads
         assert dict(zip(values, loaded, strict=True)) == values
         assert await twin.pop(f"{tag}0") == values[f"{tag}0"]
 
-    def thread(tag: str) -> None:
-        try:
-            start.wait()
-            asyncio.run(work(tag))
-        except BaseException as exc:  # reported by the test thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=thread, args=(tag,)) for tag in "ab"]
-    for each in threads:
-        each.start()
-    for each in threads:
-        each.join()
-    assert not failures, failures
+    in_two_loops_at_once(work)
     assert len(store) == 58
     store.clear()
     asyncio.run(twin.aclose())
