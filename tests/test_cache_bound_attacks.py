@@ -100,7 +100,6 @@ def test_a_frozen_clock_keeps_the_order_of_hits_of_one_process(tmp_path: Path) -
     assert sorted(cache) == ["a", "c", "d"]
 
 
-@pytest.mark.xfail(strict=True, reason="a pool knows only its own process's deadlines since its scan")
 def test_an_entry_another_process_wrote_and_that_expired_goes_before_a_fresh_one(tmp_path: Path) -> None:
     clock = FrozenClock()
     mine = RawCache(tmp_path / "c", timeout=None, clock=clock, maxsize=100)
@@ -116,6 +115,67 @@ def test_an_entry_another_process_wrote_and_that_expired_goes_before_a_fresh_one
     mine["a2"] = b"x"
     assert "short" not in walk_keys(tmp_path / "c")  # the expired entry went first
     assert "k2" in mine  # and no fresh one
+
+
+def _filled(tmp_path: Path, clock: FrozenClock) -> tuple[RawCache, RawCache]:
+    """Two caches on one bounded folder (two processes' pools), full: ``k0``, ``e5``, ``k1`` .. ``k98``.
+
+    A write past the bound then scans in the first one (k0 goes): its pool
+    knows ``e5``, which expires 500 s after it was written, as its next candidate but one.
+    """
+    mine = RawCache(tmp_path / "c", timeout=None, clock=clock, maxsize=100)
+    theirs = RawCache(tmp_path / "c", timeout=None, clock=clock, maxsize=100)
+    for key in ["k0", "e5", *(f"k{i}" for i in range(1, 99))]:
+        clock.advance(1)
+        mine.dump(key, b"x", timeout=500 if key == "e5" else None)
+    clock.advance(1)
+    mine["a1"] = b"x"
+    assert "k0" not in walk_keys(tmp_path / "c")
+    return mine, theirs
+
+
+def test_each_expired_entry_goes_before_a_fresh_one_the_one_the_pool_knew_and_the_other_processs(
+    tmp_path: Path,
+) -> None:
+    clock = FrozenClock()
+    mine, theirs = _filled(tmp_path, clock)
+    clock.advance(1)
+    theirs.dump("k60", b"y", timeout=600)  # after mine's scan (an overwrite: nothing evicted)
+    clock.advance(1000)  # e5 and k60 expired
+    mine["a2"] = b"x"  # e5 goes: the pool knew it
+    mine["a3"] = b"x"  # k60 goes, though the pool knew only e5: no fresh entry for it
+    assert {"e5", "k60"} & walk_keys(tmp_path / "c") == set()
+    assert all(f"k{i}" in mine for i in range(1, 99) if i != 60)
+
+
+def test_an_entry_another_process_renewed_to_a_sooner_deadline_goes_first_once_expired(
+    tmp_path: Path,
+) -> None:
+    clock = FrozenClock()
+    mine, _ = _filled(tmp_path, clock)
+    # Another process, whose default timeout is shorter, revalidates k50 (a tier's renew).
+    theirs = RawCache(tmp_path / "c", timeout=5, clock=clock, maxsize=100)
+    clock.advance(1)
+    theirs.fill("k50", b"x", etag="v1")
+    assert theirs.renew("k50", "v1")
+    clock.advance(10)  # k50 has expired; e5 has not
+    mine["a2"] = b"x"
+    assert "k50" not in walk_keys(tmp_path / "c")
+    assert "k2" in mine
+
+
+def test_a_tally_another_tool_wrote_over_sends_every_pool_to_scan_again(tmp_path: Path) -> None:
+    clock = FrozenClock()
+    mine, theirs = _filled(tmp_path, clock)
+    clock.advance(1)
+    theirs.dump("k60", b"y", timeout=600)
+    with open(tmp_path / "c" / BOUND_FILE, "r+b") as file:
+        file.write(os.urandom(4096))  # header and generations lost: the write is in no slot
+    clock.advance(1000)
+    mine["a2"] = b"x"
+    mine["a3"] = b"x"
+    assert {"e5", "k60"} & walk_keys(tmp_path / "c") == set()
+    assert all(f"k{i}" in mine for i in range(1, 99) if i != 60)
 
 
 # -- 9: fork while another thread holds a flock ----------------------------------------------------

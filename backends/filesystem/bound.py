@@ -30,6 +30,17 @@ Entries outside the pool were newer when scanned and can only grow newer,
 so the order stays exact; the pool is scanned again when it runs out, or
 once a deadline the scan saw beyond the pool has passed (an entry outside
 it expired).
+
+Entries other processes wrote after a pool's scan are in no pool of this
+process. So that one of them that expired still goes before any fresh entry,
+the tally also keeps, after the header, a scan generation (each ranking scan
+starts the next) and a ring of :data:`GENERATIONS` slots: the earliest
+deadline written (or renewed) during each generation. Before a fresh
+candidate goes, the evictor looks at the slots of every generation since its
+own scan: one whose earliest deadline has passed (or a pool older than the
+ring, or a tally recounted after a holder died mid-change) sends it to scan
+again, at most once per generation. The slots follow the header in the same
+``pread`` and ``pwrite``: no more system calls for a counted write.
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ from .entries import NEVER_BELOW
 __all__ = [
     "BOUND_FILE",
     "FLOCKS",
+    "GENERATIONS",
     "POOL",
     "RECOUNT_EVERY",
     "SLOTS",
@@ -70,9 +82,16 @@ SLOTS: Final = 1 << 16
 RECOUNT_EVERY: Final = 4096
 #: the least number of eviction candidates one scan keeps
 POOL: Final = 64
+#: the scan generations whose earliest deadlines the tally keeps (a pool older than these scans again)
+GENERATIONS: Final = 16
 
 _MAGIC: Final = b"bkbound1"
 _HEADER = struct.Struct("<8sqqqq")  # magic, entries, bytes, writes since recount, busy
+# After the header, untouched by writers that predate it: the scan generation, then per
+# generation slot (generation % GENERATIONS) its number and earliest deadline (0: none).
+_RING_AT: Final = 64
+_RING = struct.Struct("<q" + "qq" * GENERATIONS)
+_ALL = _RING_AT + _RING.size
 _STAMPS_AT: Final = 4096
 _STAMP = struct.Struct("<Q")
 # O_NONBLOCK: a FIFO of another tool at the name must not block the open (it is refused after)
@@ -103,6 +122,28 @@ def slot_of(key: str) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) & (SLOTS - 1)
 
 
+def _read_ring(raw: bytes, tally: Tally) -> bool:
+    """The generation and slots from the file's first bytes into ``tally``; False if none are there.
+
+    A new file, or one another tool truncated or wrote over, has none: the
+    tally then starts at a random generation, so that no pool of an older
+    file takes it for its own (each then scans again). A file only writers
+    that predate the ring wrote holds zeros there: generation 0, no slot.
+    """
+    if len(raw) >= _ALL:
+        generation, *soonest = _RING.unpack_from(raw, _RING_AT)
+        tags = soonest[0::2]
+        if generation >= 0 and all(
+            tag == 0 or (tag % GENERATIONS == slot and generation - GENERATIONS < tag <= generation)
+            for slot, tag in enumerate(tags)
+        ):
+            tally.generation, tally.soonest = generation, soonest
+            return True
+    tally.generation = int.from_bytes(os.urandom(6), "little")  # 48 bits, far from any other file's
+    tally.soonest = [0] * (2 * GENERATIONS)
+    return False
+
+
 class Tally:
     """The shared counts, as read under the lock; changes are written back when the lock is released."""
 
@@ -114,11 +155,41 @@ class Tally:
         self.writes = writes
         self._maxsize = maxsize
         self._maxbytes = maxbytes
+        self.generation = 0
+        self.soonest = [0] * (2 * GENERATIONS)  # per slot: generation, earliest deadline (0: none)
 
-    def add(self, size: int, entries: int) -> None:
+    def add(self, size: int, entries: int, deadline: int = 0) -> None:
         self.bytes += size
         self.entries += entries
         self.writes += 1
+        self.note(deadline)
+
+    def note(self, deadline: int) -> None:
+        """An entry now has ``deadline`` (ns; below NEVER_BELOW: never): kept in its generation's slot."""
+        if deadline < NEVER_BELOW:
+            return
+        at = 2 * (self.generation % GENERATIONS)
+        if self.soonest[at] != self.generation or not self.soonest[at + 1]:
+            self.soonest[at : at + 2] = [self.generation, deadline]
+        else:
+            self.soonest[at + 1] = min(self.soonest[at + 1], deadline)
+
+    def next_generation(self, skip: int = 1) -> int:
+        """Start a scan generation (``skip`` of them: a pool older than the ring scans again)."""
+        self.generation += skip
+        at = 2 * (self.generation % GENERATIONS)
+        self.soonest[at : at + 2] = [self.generation, 0]
+        return self.generation
+
+    def expired_since(self, generation: int, now_ns: int) -> bool:
+        """Whether an entry written or renewed since scan ``generation`` may have expired by ``now_ns``."""
+        if not 0 <= self.generation - generation < GENERATIONS:
+            return True  # older than the ring (or another tally file): not known
+        for number in range(generation, self.generation + 1):
+            at = 2 * (number % GENERATIONS)
+            if self.soonest[at] == number and 0 < self.soonest[at + 1] <= now_ns:
+                return True
+        return False
 
     def remove(self, size: int) -> None:
         self.bytes -= size
@@ -167,6 +238,7 @@ class Pool:
         self._ranked: list[Candidate] = []
         self._taken: set[int] = set()
         self._horizon = 0  # the earliest deadline of a fresh entry outside the pool; 0: none
+        self._generation = -1  # the tally's scan generation of the pool's scan (-1: none yet)
 
     # -- the tally ----------------------------------------------------------------
 
@@ -187,14 +259,20 @@ class Pool:
                 except BlockingIOError:
                     yield None
                     return
-                tally = self._read(fd)
+                raw = os.pread(fd, _ALL, 0)
+                tally = self._read(raw)
                 if (
                     tally is None
                     or recount
                     or tally.wrong
                     or tally.writes >= max(RECOUNT_EVERY, tally.entries)
                 ):
-                    tally = self.recount(scan)
+                    counted = self.recount(scan)
+                    if _read_ring(raw, counted) and (tally is None or tally.wrong):
+                        # A holder died mid-change (or the header is not ours): the
+                        # deadline it wrote may be in no slot, so every pool scans again.
+                        counted.next_generation(GENERATIONS)
+                    tally = counted
                 # Busy until written back: a holder killed in between leaves the mark.
                 os.pwrite(fd, _HEADER.pack(_MAGIC, tally.entries, tally.bytes, tally.writes, 1), 0)
                 try:
@@ -204,23 +282,21 @@ class Pool:
                     # wrong tally (a file removed that it never counted) is left
                     # unmarked, to be recounted by the next holder.
                     magic = b"" if tally.wrong else _MAGIC
-                    os.pwrite(
-                        fd,
-                        _HEADER.pack(magic.ljust(8, b"\0"), tally.entries, tally.bytes, tally.writes, 0),
-                        0,
-                    )
+                    header = _HEADER.pack(magic.ljust(8, b"\0"), tally.entries, tally.bytes, tally.writes, 0)
+                    ring = _RING.pack(tally.generation, *tally.soonest)
+                    os.pwrite(fd, header.ljust(_RING_AT, b"\0") + ring, 0)
                 self._keep_stamps(root, fd)
             finally:
                 os.close(fd)
 
-    def _read(self, fd: int) -> Tally | None:
-        raw = os.pread(fd, _HEADER.size, 0)
-        if len(raw) != _HEADER.size:
+    def _read(self, raw: bytes) -> Tally | None:
+        if len(raw) < _HEADER.size:
             return None
-        magic, entries, size, writes, busy = _HEADER.unpack(raw)
+        magic, entries, size, writes, busy = _HEADER.unpack_from(raw)
         if magic != _MAGIC or busy != 0 or writes < 0:
             return None  # not ours, damaged, or its last holder was killed mid-change
-        return Tally(entries, size, writes, self.maxsize, self.maxbytes)
+        tally = Tally(entries, size, writes, self.maxsize, self.maxbytes)
+        return tally if _read_ring(raw, tally) else None  # no ring: recounted, every pool scans again
 
     def recount(self, scan: Scan) -> Tally:
         """Count every key's file afresh (expired ones too: they hold their bytes until removed)."""
@@ -317,8 +393,8 @@ class Pool:
 
     # -- candidates ----------------------------------------------------------------------
 
-    def fill(self, found: Iterable[Candidate], count: int) -> None:
-        """Keep the ``max(POOL, count // 16)`` best of a scan's candidates."""
+    def fill(self, found: Iterable[Candidate], count: int, generation: int) -> None:
+        """Keep the ``max(POOL, count // 16)`` best of a scan's candidates (the scan of ``generation``)."""
         size = max(POOL, count // 16)
         ranked = list(found)
         best = heapq.nsmallest(size, ranked)
@@ -333,6 +409,11 @@ class Pool:
             heapq.heapify(self._by_deadline)
             self._taken = set()
             self._horizon = min(horizon, default=0)
+            self._generation = generation
+
+    def outdated(self, tally: Tally, now_ns: int) -> bool:
+        """Whether an entry no scan of this pool saw may have expired by ``now_ns`` (under the lock)."""
+        return self._generation >= 0 and tally.expired_since(self._generation, now_ns)
 
     def written(self, deadline: int) -> None:
         """A write of this process with this deadline: once passed, the pool is scanned again."""
