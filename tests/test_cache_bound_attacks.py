@@ -9,6 +9,7 @@ shared by different bounds (2), tiers and ``@cached`` over a bound.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -162,6 +163,91 @@ def test_an_entry_another_process_renewed_to_a_sooner_deadline_goes_first_once_e
     mine["a2"] = b"x"
     assert "k50" not in walk_keys(tmp_path / "c")
     assert "k2" in mine
+
+
+_STEERED = textwrap.dedent(
+    """
+    import json, sys
+    from backends import RawCache
+    now = [0.0]
+    cache = RawCache(sys.argv[1], timeout=None, maxsize=int(sys.argv[2]), clock=lambda: now[0])
+    for line in sys.stdin:
+        op, key, timeout, now[0] = json.loads(line)
+        if op == "dump":
+            cache.dump(key, b"x", timeout=timeout)
+            print("ok", flush=True)
+        else:
+            print("hit" if cache.load(key) is not None else "miss", flush=True)
+    """
+)
+
+
+def test_four_processes_on_one_clock_never_remove_a_fresh_entry_while_one_expired(tmp_path: Path) -> None:
+    """Four processes (four pools) take turns on one clock the test steers: after every write past
+    the bound exactly one entry went, an expired one whenever there was one, else the least
+    recently used (checked against a model); a read of an expired entry removes it."""
+    from test_cache_bound import keys_in_own_slots
+
+    maxsize, steps = 12, (1500 if LONG else 300)
+    rng = random.Random(26)
+    keys = keys_in_own_slots(40)
+    env = {**os.environ, "PYTHONPATH": str(Path(backends.__file__).parents[1])}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _STEERED, str(tmp_path / "c"), str(maxsize)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    deadline: dict[str, float] = {}  # the model: every key's file, expired or not
+    used: dict[str, float] = {}
+    now = 1000.0
+    try:
+        for step in range(steps):
+            now += rng.choice([0.001, 0.5, 2.0])
+            worker = rng.choice(workers)
+            key = rng.choice(keys)
+            op = "dump" if rng.random() < 0.7 else "load"
+            timeout = rng.choice([None, 3.0, 10.0])
+            assert worker.stdin is not None and worker.stdout is not None
+            worker.stdin.write(json.dumps([op, key, timeout, now]) + "\n")
+            worker.stdin.flush()
+            answer = worker.stdout.readline().strip()
+            before = set(deadline)
+            if op == "load":
+                fresh = key in deadline and deadline[key] > now
+                assert answer == ("hit" if fresh else "miss"), step
+                if fresh:
+                    used[key] = now
+                elif key in deadline:
+                    del deadline[key], used[key]  # the read removed the expired entry
+                assert walk_keys(tmp_path / "c") == set(deadline), step
+                continue
+            assert answer == "ok", step
+            deadline[key] = now + timeout if timeout is not None else float("inf")
+            used[key] = now
+            on_disk = walk_keys(tmp_path / "c")
+            gone = (before | {key}) - on_disk
+            assert on_disk <= before | {key}, step
+            if len(before | {key}) <= maxsize:
+                assert gone == set(), step  # never more than needed
+                continue
+            assert len(gone) == 1 and key not in gone, (step, gone)
+            expired = {k for k in before - {key} if deadline[k] <= now}
+            if expired:
+                assert gone <= expired, (step, gone, expired)  # never a fresh one for an expired one
+            else:
+                assert gone == {min(before - {key}, key=used.__getitem__)}, step  # the least recently used
+            (victim,) = gone
+            del deadline[victim], used[victim]
+    finally:
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.close()
+            worker.wait(30)
 
 
 def test_a_tally_another_tool_wrote_over_sends_every_pool_to_scan_again(tmp_path: Path) -> None:
