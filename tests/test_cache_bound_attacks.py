@@ -250,6 +250,45 @@ def test_four_processes_on_one_clock_never_remove_a_fresh_entry_while_one_expire
             worker.wait(30)
 
 
+_KILLED_MID_COUNT = textwrap.dedent(
+    """
+    import os, sys, time
+    from backends import RawCache
+    now = float(sys.argv[2])
+    cache = RawCache(sys.argv[1], timeout=None, maxsize=100, clock=lambda: now)
+    real = os.replace
+    def replace_then_hang(*args, **kwargs):
+        real(*args, **kwargs)
+        print("placed", flush=True)
+        time.sleep(600)  # ok: killed here (SIGKILL): placed, its deadline in no generation's slot
+    os.replace = replace_then_hang
+    cache.dump("killed", b"k", timeout=5)
+    """
+)
+
+
+def test_an_entry_whose_writer_was_killed_before_counting_it_goes_first_once_expired(tmp_path: Path) -> None:
+    clock = FrozenClock()
+    mine, _ = _filled(tmp_path, clock)
+    env = {**os.environ, "PYTHONPATH": str(Path(backends.__file__).parents[1])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MID_COUNT, str(tmp_path / "c"), str(clock() + 1)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "placed"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    clock.advance(10)  # the killed writer's entry has expired; e5 has not
+    mine["a2"] = b"x"  # the busy mark: recounted (101 entries with a2 and the killed one's)
+    mine["a3"] = b"x"
+    assert "killed" not in walk_keys(tmp_path / "c")
+    assert all(f"k{i}" in mine for i in range(2, 99))  # k1 went for one of the two writes
+
+
 def test_a_tally_another_tool_wrote_over_sends_every_pool_to_scan_again(tmp_path: Path) -> None:
     clock = FrozenClock()
     mine, theirs = _filled(tmp_path, clock)
