@@ -34,7 +34,7 @@ from .errors import InvalidKeyError, KeyConflictError, ReadOnlyError
 from .filesystem import FileSystemBackend, FileSystemCache, FileSystemRawBackend
 from .info import Stat, SupportsStatMany, SupportsStrays
 from .terminal import print_json, say, warn
-from .tiered import TieredBackend
+from .tier import TieredBackend
 from .transfers import FileTransfers
 from .views import refuses_writes
 

@@ -25,7 +25,7 @@ from typing import Any
 from .filesystem import JsonCache
 from .s3 import S3JsonBackend
 from .terminal import printable
-from .tiered import TieredBackend
+from .tier import TieredBackend
 
 __all__ = ["DemoClock", "moto_server", "run_demo"]
 

@@ -55,7 +55,7 @@ def test_no_module_imports_another_modules_private_names(path: Path) -> None:
 def test_the_package_exports_are_complete_and_importable() -> None:
     assert [item for item in backends.__all__ if not hasattr(backends, item)] == []
     subpackages = [info.name for info in pkgutil.iter_modules(backends.__path__) if info.ispkg]
-    assert subpackages == ["codecs", "filesystem", "memo", "redis", "s3", "sqlite", "testing"]
+    assert subpackages == ["codecs", "filesystem", "memo", "redis", "s3", "sqlite", "testing", "tier"]
 
 
 # -- the import graph: no circle ------------------------------------------------------------------
@@ -215,7 +215,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "contracts": ("locks", "hooks", "cache", "info"),
     "the API": ("core", "base", "aio", "transfers", "schemes"),
     "stores": ("memory", "filesystem", "sqlite", "s3", "redis"),
-    "composition": ("tierbase", "tiered", "views", "viewcalls", "memo", "urls"),
+    "composition": ("tier", "views", "viewcalls", "memo", "urls"),
     "observers": ("otel", "redis.stream", "redis.streamread"),
     "the package": ("",),
     "the contract suite": ("testing",),
