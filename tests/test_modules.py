@@ -55,7 +55,17 @@ def test_no_module_imports_another_modules_private_names(path: Path) -> None:
 def test_the_package_exports_are_complete_and_importable() -> None:
     assert [item for item in backends.__all__ if not hasattr(backends, item)] == []
     subpackages = [info.name for info in pkgutil.iter_modules(backends.__path__) if info.ispkg]
-    assert subpackages == ["codecs", "filesystem", "memo", "redis", "s3", "sqlite", "testing", "tier"]
+    assert subpackages == [
+        "codecs",
+        "events",
+        "filesystem",
+        "memo",
+        "redis",
+        "s3",
+        "sqlite",
+        "testing",
+        "tier",
+    ]
 
 
 # -- the import graph: no circle ------------------------------------------------------------------
@@ -185,7 +195,6 @@ NOT_SPLIT_YET = {
     "backends/aio.py",
     "backends/base.py",
     "backends/cli.py",
-    "backends/events.py",
     "backends/filesystem/store.py",
     "backends/filesystem/tree.py",
     "backends/memory.py",
@@ -216,7 +225,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "the API": ("core", "base", "aio", "transfers", "schemes"),
     "stores": ("memory", "filesystem", "sqlite", "s3", "redis"),
     "composition": ("tier", "views", "viewcalls", "memo", "urls"),
-    "observers": ("otel", "redis.stream", "redis.streamread"),
+    "observers": ("events.otel", "redis.stream", "redis.streamread"),
     "the package": ("",),
     "the contract suite": ("testing",),
     "the command": ("__main__", "cli", "clicopy", "demo", "status", "statusargs", "statusweb", "terminal"),
