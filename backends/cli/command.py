@@ -8,8 +8,8 @@ exits 2, as argparse does, and so does a write into a read-only URL
 (``?readonly=1``: ``put``, ``rm``, ``purge``, ``cp`` into it), refused
 before anything is written; a closed output (``| head``) stops the command
 quietly with 141, as a GNU tool killed by SIGPIPE. Every line printed goes
-through :func:`backends.terminal.printable`, every ``--json`` document
-through :func:`backends.terminal.json_text`.
+through :func:`backends.cli.terminal.printable`, every ``--json`` document
+through :func:`backends.cli.terminal.json_text`.
 """
 
 from __future__ import annotations
@@ -27,18 +27,18 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
-from . import __version__
-from .base import MISSING, BaseBackend
-from .clicopy import run_copy, strays
-from .errors import BackendError, BucketNotFoundError, CorruptValueError, ReadOnlyError, SerializationError
-from .info import Stat, SupportsExpiry, SupportsStat, SupportsStatMany, SupportsUrl
-from .s3.connection import MAX_EXPIRES
-from .s3.errors import CREATE_HINT
-from .s3.url import as_endpoint
+from .. import __version__
+from ..base import MISSING, BaseBackend
+from ..errors import BackendError, BucketNotFoundError, CorruptValueError, ReadOnlyError, SerializationError
+from ..info import Stat, SupportsExpiry, SupportsStat, SupportsStatMany, SupportsUrl
+from ..s3.connection import MAX_EXPIRES
+from ..s3.errors import CREATE_HINT
+from ..s3.url import as_endpoint
+from ..transfers import FileTransfers
+from ..urls import open_url
+from .cp import run_copy, strays
 from .statusargs import add_status_command
 from .terminal import print_json, printable, say, warn
-from .transfers import FileTransfers
-from .urls import open_url
 
 __all__ = ["main"]
 
