@@ -5,7 +5,11 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import os
 import pkgutil
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +71,28 @@ def test_the_package_exports_are_complete_and_importable() -> None:
         "testing",
         "tier",
     ]
+
+
+def test_the_console_script_runs_the_command() -> None:
+    scripts = (PACKAGE.parent / "pyproject.toml").read_text().split("[project.scripts]", 1)[1]
+    target = re.search(r'^backends = "([\w.]+):(\w+)"$', scripts, re.MULTILINE)
+    assert target is not None
+    module, name = target.groups()
+    assert getattr(importlib.import_module(module), name) is backends.cli.main
+
+
+#: the optional packages (extras), imported only by the part that needs them
+OPTIONAL = ("boto3", "botocore", "obstore", "redis", "opentelemetry", "tqdm", "moto", "flask")
+
+
+def test_the_package_and_its_parts_import_no_optional_package() -> None:
+    code = (
+        "import sys, backends, backends.cli, backends.events, backends.tier\n"
+        f"print(sorted({{name.split('.')[0] for name in sys.modules}} & set({OPTIONAL!r})))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 # -- the import graph: no circle ------------------------------------------------------------------
