@@ -1,24 +1,6 @@
-"""The size bound of a cache folder: one shared tally, use stamps, and an eviction pool.
+"""The size bound of a cache folder: the shared tally's lock, use stamps, and an eviction pool.
 
-Every process using a bounded folder shares one file at its root,
-:data:`BOUND_FILE`:
-
-- a header (:data:`_HEADER`): a magic, the number of entries and their bytes
-  (the sizes of the value files), the counted writes since the last recount,
-  and a "busy" mark. Each counted write or removal changes it under an
-  exclusive ``flock`` of the file, around the rename or unlink it counts, so
-  the tally is exact however writers interleave. The busy mark is set for the
-  span of the change: a holder killed inside it leaves it set, and the next
-  holder recounts. A header that is not one this module wrote (corrupt,
-  truncated, another tool's) is recounted too, and so is any tally every
-  ``max(RECOUNT_EVERY, entries)`` counted writes (files a user added, grew or
-  deleted behind the tally's back).
-- :data:`SLOTS` use stamps after it, one 8-byte slot per key hash (crc32):
-  the cache clock's nanoseconds of the key's last write or hit, written with
-  one ``pwrite`` and no lock (a lost race between two hits keeps either
-  stamp, both recent). Keys that share a slot share a stamp: the colder one
-  then looks as recent as the hotter one and is kept longer, never evicted
-  sooner. Eviction is approximate LRU in that sense only.
+The file and its counts are :mod:`backends.filesystem.tally`'s.
 
 Eviction (:class:`Pool`), as Redis keeps a pool of the best candidates of
 its samples: one scan of the folder (under the tally's lock, so it also
@@ -31,16 +13,10 @@ so the order stays exact; the pool is scanned again when it runs out, or
 once a deadline the scan saw beyond the pool has passed (an entry outside
 it expired).
 
-Entries other processes wrote after a pool's scan are in no pool of this
-process. So that one of them that expired still goes before any fresh entry,
-the tally also keeps, after the header, a scan generation (each ranking scan
-starts the next) and a ring of :data:`GENERATIONS` slots: the earliest
-deadline written (or renewed) during each generation. Before a fresh
-candidate goes, the evictor looks at the slots of every generation since its
-own scan: one whose earliest deadline has passed (or a pool older than the
-ring, or a tally recounted after a holder died mid-change) sends it to scan
-again, at most once per generation. The slots follow the header in the same
-``pread`` and ``pwrite``: no more system calls for a counted write.
+An entry another process wrote (or renewed) after this pool's scan is in no
+candidate of it: before a fresh candidate goes, :meth:`Pool.outdated` asks
+the tally's scan generations (see :mod:`backends.filesystem.tally`) whether
+one such entry may have expired, and the evictor then scans again.
 """
 
 from __future__ import annotations
@@ -49,10 +25,7 @@ import errno
 import fcntl
 import heapq
 import os
-import stat
-import struct
 import threading
-import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -60,6 +33,26 @@ from typing import Final, NamedTuple
 
 from ..forkgate import fork_gate
 from .entries import NEVER_BELOW
+from .tally import (
+    ALL,
+    BOUND_FILE,
+    FLAGS,
+    GENERATIONS,
+    HEADER,
+    MAGIC,
+    READ_FLAGS,
+    RECOUNT_EVERY,
+    RING,
+    RING_AT,
+    SLOTS,
+    STAMP,
+    STAMPS_AT,
+    Tally,
+    open_tally,
+    read_ring,
+    read_tally,
+    slot_of,
+)
 
 __all__ = [
     "BOUND_FILE",
@@ -74,29 +67,8 @@ __all__ = [
     "slot_of",
 ]
 
-#: the shared tally and use stamps of a bounded folder (a reserved name: never a key)
-BOUND_FILE: Final = "~backends-bound"
-#: use-stamp slots after the header (8 bytes each: 512 KiB, a sparse file until used)
-SLOTS: Final = 1 << 16
-#: a recount at least every this many counted writes (heals drift behind the tally's back)
-RECOUNT_EVERY: Final = 4096
 #: the least number of eviction candidates one scan keeps
 POOL: Final = 64
-#: the scan generations whose earliest deadlines the tally keeps (a pool older than these scans again)
-GENERATIONS: Final = 16
-
-_MAGIC: Final = b"bkbound1"
-_HEADER = struct.Struct("<8sqqqq")  # magic, entries, bytes, writes since recount, busy
-# After the header, untouched by writers that predate it: the scan generation, then per
-# generation slot (generation % GENERATIONS) its number and earliest deadline (0: none).
-_RING_AT: Final = 64
-_RING = struct.Struct("<q" + "qq" * GENERATIONS)
-_ALL = _RING_AT + _RING.size
-_STAMPS_AT: Final = 4096
-_STAMP = struct.Struct("<Q")
-# O_NONBLOCK: a FIFO of another tool at the name must not block the open (it is refused after)
-_FLAGS = os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 #: what makes recording a use impossible on a read: the read is served, the use unrecorded
 _UNRECORDABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOENT})
 #: what another tool's symlink, folder or FIFO at the tally's name gives: a hit's use goes unrecorded
@@ -106,106 +78,6 @@ _UNSTAMPED = _UNRECORDABLE | _NOT_A_FILE
 
 #: what every flock of a folder cache (the tally's, a folder's guard) is taken and held in
 FLOCKS: Final = fork_gate()
-
-
-def _open_file(flags: int, root: int, mode: int = 0o666) -> int:
-    """The tally file opened with ``flags``; OSError naming it for another tool's folder, symlink, FIFO."""
-    fd = os.open(BOUND_FILE, flags, mode, dir_fd=root)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.ENXIO, "not a regular file", BOUND_FILE)
-    return fd
-
-
-def slot_of(key: str) -> int:
-    """The use-stamp slot of ``key`` (stable across processes and runs)."""
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) & (SLOTS - 1)
-
-
-def _read_ring(raw: bytes, tally: Tally) -> bool:
-    """The generation and slots from the file's first bytes into ``tally``; False if none are there.
-
-    A new file, or one another tool truncated or wrote over, has none: the
-    tally then starts at a random generation, so that no pool of an older
-    file takes it for its own (each then scans again). A file only writers
-    that predate the ring wrote holds zeros there: generation 0, no slot.
-    """
-    if len(raw) >= _ALL:
-        generation, *soonest = _RING.unpack_from(raw, _RING_AT)
-        tags = soonest[0::2]
-        if generation >= 0 and all(
-            tag == 0 or (tag % GENERATIONS == slot and generation - GENERATIONS < tag <= generation)
-            for slot, tag in enumerate(tags)
-        ):
-            tally.generation, tally.soonest = generation, soonest
-            return True
-    tally.generation = int.from_bytes(os.urandom(6), "little")  # 48 bits, far from any other file's
-    tally.soonest = [0] * (2 * GENERATIONS)
-    return False
-
-
-class Tally:
-    """The shared counts, as read under the lock; changes are written back when the lock is released."""
-
-    def __init__(
-        self, entries: int, size: int, writes: int, maxsize: int | None, maxbytes: int | None
-    ) -> None:
-        self.entries = entries
-        self.bytes = size
-        self.writes = writes
-        self._maxsize = maxsize
-        self._maxbytes = maxbytes
-        self.generation = 0
-        self.soonest = [0] * (2 * GENERATIONS)  # per slot: generation, earliest deadline (0: none)
-
-    def add(self, size: int, entries: int, deadline: int = 0) -> None:
-        self.bytes += size
-        self.entries += entries
-        self.writes += 1
-        self.note(deadline)
-
-    def note(self, deadline: int) -> None:
-        """An entry now has ``deadline`` (ns; below NEVER_BELOW: never): kept in its generation's slot."""
-        if deadline < NEVER_BELOW:
-            return
-        at = 2 * (self.generation % GENERATIONS)
-        if self.soonest[at] != self.generation or not self.soonest[at + 1]:
-            self.soonest[at : at + 2] = [self.generation, deadline]
-        else:
-            self.soonest[at + 1] = min(self.soonest[at + 1], deadline)
-
-    def next_generation(self, skip: int = 1) -> int:
-        """Start a scan generation (``skip`` of them: a pool older than the ring scans again)."""
-        self.generation += skip
-        at = 2 * (self.generation % GENERATIONS)
-        self.soonest[at : at + 2] = [self.generation, 0]
-        return self.generation
-
-    def expired_since(self, generation: int, now_ns: int) -> bool:
-        """Whether an entry written or renewed since scan ``generation`` may have expired by ``now_ns``."""
-        if not 0 <= self.generation - generation < GENERATIONS:
-            return True  # older than the ring (or another tally file): not known
-        for number in range(generation, self.generation + 1):
-            at = 2 * (number % GENERATIONS)
-            if self.soonest[at] == number and 0 < self.soonest[at + 1] <= now_ns:
-                return True
-        return False
-
-    def remove(self, size: int) -> None:
-        self.bytes -= size
-        self.entries -= 1
-
-    @property
-    def over(self) -> bool:
-        """Whether the folder holds more than its bound."""
-        return (self._maxsize is not None and self.entries > self._maxsize) or (
-            self._maxbytes is not None and self.bytes > self._maxbytes
-        )
-
-    @property
-    def wrong(self) -> bool:
-        """Whether the counts cannot be true (a removal of a file the tally never counted)."""
-        return self.entries < 0 or self.bytes < 0 or (self.entries == 0 and self.bytes != 0)
 
 
 class Candidate(NamedTuple):
@@ -252,15 +124,15 @@ class Pool:
         foreign, damaged or busy-marked header is recounted first.
         """
         with FLOCKS:  # no fork while the flock is held (see backends.forkgate)
-            fd = _open_file(_FLAGS | os.O_CREAT, root)
+            fd = open_tally(FLAGS | os.O_CREAT, root)
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
                 except BlockingIOError:
                     yield None
                     return
-                raw = os.pread(fd, _ALL, 0)
-                tally = self._read(raw)
+                raw = os.pread(fd, ALL, 0)
+                tally = read_tally(raw, self.maxsize, self.maxbytes)
                 if (
                     tally is None
                     or recount
@@ -268,35 +140,26 @@ class Pool:
                     or tally.writes >= max(RECOUNT_EVERY, tally.entries)
                 ):
                     counted = self.recount(scan)
-                    if _read_ring(raw, counted) and (tally is None or tally.wrong):
+                    if read_ring(raw, counted) and (tally is None or tally.wrong):
                         # A holder died mid-change (or the header is not ours): the
                         # deadline it wrote may be in no slot, so every pool scans again.
                         counted.next_generation(GENERATIONS)
                     tally = counted
                 # Busy until written back: a holder killed in between leaves the mark.
-                os.pwrite(fd, _HEADER.pack(_MAGIC, tally.entries, tally.bytes, tally.writes, 1), 0)
+                os.pwrite(fd, HEADER.pack(MAGIC, tally.entries, tally.bytes, tally.writes, 1), 0)
                 try:
                     yield tally
                 finally:
                     # A change the body made is in the tally only once done; a
                     # wrong tally (a file removed that it never counted) is left
                     # unmarked, to be recounted by the next holder.
-                    magic = b"" if tally.wrong else _MAGIC
-                    header = _HEADER.pack(magic.ljust(8, b"\0"), tally.entries, tally.bytes, tally.writes, 0)
-                    ring = _RING.pack(tally.generation, *tally.soonest)
-                    os.pwrite(fd, header.ljust(_RING_AT, b"\0") + ring, 0)
+                    magic = b"" if tally.wrong else MAGIC
+                    header = HEADER.pack(magic.ljust(8, b"\0"), tally.entries, tally.bytes, tally.writes, 0)
+                    ring = RING.pack(tally.generation, *tally.soonest)
+                    os.pwrite(fd, header.ljust(RING_AT, b"\0") + ring, 0)
                 self._keep_stamps(root, fd)
             finally:
                 os.close(fd)
-
-    def _read(self, raw: bytes) -> Tally | None:
-        if len(raw) < _HEADER.size:
-            return None
-        magic, entries, size, writes, busy = _HEADER.unpack_from(raw)
-        if magic != _MAGIC or busy != 0 or writes < 0:
-            return None  # not ours, damaged, or its last holder was killed mid-change
-        tally = Tally(entries, size, writes, self.maxsize, self.maxbytes)
-        return tally if _read_ring(raw, tally) else None  # no ring: recounted, every pool scans again
 
     def recount(self, scan: Scan) -> Tally:
         """Count every key's file afresh (expired ones too: they hold their bytes until removed)."""
@@ -315,7 +178,7 @@ class Pool:
             return
         # A new open file description, never a dup: the flock belongs to the
         # description, and a dup kept open would hold it for ever.
-        kept = _open_file(_FLAGS, root)
+        kept = open_tally(FLAGS, root)
         with self._lock:
             old, self._stamps = self._stamps, kept
             self._stamps_ino = os.fstat(kept).st_ino
@@ -336,7 +199,7 @@ class Pool:
                 fd = self._open_stamps(root)
                 if fd < 0:
                     return
-            os.pwrite(fd, _STAMP.pack(now_ns), _STAMPS_AT + 8 * slot_of(key))
+            os.pwrite(fd, STAMP.pack(now_ns), STAMPS_AT + 8 * slot_of(key))
         except OSError as exc:
             # A read-only or full folder serves its hits; their uses go unrecorded
             # (the entry then ranks by its last recorded use or write), and so does
@@ -346,7 +209,7 @@ class Pool:
 
     def _open_stamps(self, root: int) -> int:
         try:
-            fd = _open_file(_FLAGS, root)  # a read creates nothing
+            fd = open_tally(FLAGS, root)  # a read creates nothing
         except OSError as exc:
             if exc.errno in _UNSTAMPED:
                 return -1
@@ -362,11 +225,11 @@ class Pool:
         """Every slot's stamp (zeros where none was recorded, or the file is missing)."""
         table = array("Q", bytes(8 * SLOTS))
         try:
-            fd = _open_file(_READ_FLAGS, root)
+            fd = open_tally(READ_FLAGS, root)
         except FileNotFoundError:
             return table
         try:
-            raw = os.pread(fd, 8 * SLOTS, _STAMPS_AT)
+            raw = os.pread(fd, 8 * SLOTS, STAMPS_AT)
         finally:
             os.close(fd)
         table[: len(raw) // 8] = array("Q", raw[: len(raw) // 8 * 8])
@@ -375,14 +238,14 @@ class Pool:
     def stamp_of(self, root: int, key: str) -> int:
         """The stamp recorded for ``key``'s slot (0 if none)."""
         try:
-            fd = _open_file(_READ_FLAGS, root)
+            fd = open_tally(READ_FLAGS, root)
         except FileNotFoundError:
             return 0
         try:
-            raw = os.pread(fd, 8, _STAMPS_AT + 8 * slot_of(key))
+            raw = os.pread(fd, 8, STAMPS_AT + 8 * slot_of(key))
         finally:
             os.close(fd)
-        return _STAMP.unpack(raw)[0] if len(raw) == 8 else 0
+        return STAMP.unpack(raw)[0] if len(raw) == 8 else 0
 
     def forget(self) -> None:
         """Drop the kept descriptor (the root was reopened, or the cache closed)."""
