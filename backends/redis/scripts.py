@@ -261,16 +261,19 @@ if ARGV[3] == 'stat' then return {string.len(data), redis.sha1hex(data)} end
 return data
 """
 )
-# KEYS: index, deadlines, value keys; ARGV: now, keys. The live values (false
-# for the absent, expired and not ours: MGET answers nil for a value key
-# that is not a string), in order.
+# KEYS: index, deadlines, value keys; ARGV: now, the length of the value-key
+# prefix (each key is its value key past it: the keys are not sent twice).
+# The live values (false for the absent, expired and not ours: MGET answers
+# nil for a value key that is not a string), in order.
 _MANY = (
     _NOW
     + """
-local now = now_ms(ARGV[1])
+local now, after = now_ms(ARGV[1]), tonumber(ARGV[2]) + 1
 local values = redis.call('MGET', unpack(KEYS, 3))
-local indexed = redis.call('ZMSCORE', KEYS[1], unpack(ARGV, 2))
-local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(ARGV, 2))
+local keys = {}
+for i = 3, #KEYS do keys[i - 2] = string.sub(KEYS[i], after) end
+local indexed = redis.call('ZMSCORE', KEYS[1], unpack(keys))
+local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(keys))
 for i = 1, #values do
   if not indexed[i] or (deadlines[i] and tonumber(deadlines[i]) <= now) then values[i] = false end
 end
