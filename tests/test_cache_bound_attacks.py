@@ -191,14 +191,13 @@ def test_four_processes_on_one_clock_never_remove_a_fresh_entry_while_one_expire
     maxsize, steps = 12, (1500 if LONG else 300)
     rng = random.Random(26)
     keys = keys_in_own_slots(40)
-    env = {**os.environ, "PYTHONPATH": str(Path(backends.__file__).parents[1])}
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", _STEERED, str(tmp_path / "c"), str(maxsize)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=env,
+            env=_env(),
         )
         for _ in range(4)
     ]
@@ -270,11 +269,10 @@ _KILLED_MID_COUNT = textwrap.dedent(
 def test_an_entry_whose_writer_was_killed_before_counting_it_goes_first_once_expired(tmp_path: Path) -> None:
     clock = FrozenClock()
     mine, _ = _filled(tmp_path, clock)
-    env = {**os.environ, "PYTHONPATH": str(Path(backends.__file__).parents[1])}
     child = subprocess.Popen(
         [sys.executable, "-c", _KILLED_MID_COUNT, str(tmp_path / "c"), str(clock() + 1)],
         stdout=subprocess.PIPE,
-        env=env,
+        env=_env(),
         text=True,
     )
     try:

@@ -534,18 +534,11 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 candidate.ctime_ns,
             ):
                 return _SKIPPED  # removed, rewritten or renewed since the scan
-            if (
-                strict
-                and not self._expired(status.st_mtime_ns)
-                and self._pool.stamp_of(self._root_fd, candidate.key) > candidate.stamp
-            ):
-                return _SKIPPED  # used since the scan: no longer among the least recent
-            if (
-                strict
-                and not self._expired(status.st_mtime_ns)
-                and self._pool.outdated(tally, to_ns(self.clock()))
-            ):
-                return _RESCAN  # an entry written since the scan (by another process) has expired
+            if strict and not self._expired(status.st_mtime_ns):
+                if self._pool.stamp_of(self._root_fd, candidate.key) > candidate.stamp:
+                    return _SKIPPED  # used since the scan: no longer among the least recent
+                if self._pool.outdated(tally, to_ns(self.clock())):
+                    return _RESCAN  # an entry written since the scan (by another process) has expired
             os.unlink(at.name, dir_fd=at.folder)
             tally.remove(status.st_size)
             outcome = _MORE if tally.over else _DONE
