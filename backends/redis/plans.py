@@ -69,11 +69,6 @@ class Names(NamedTuple):
     takes: str
     take_ms: int
 
-    @property
-    def prefix_bytes(self) -> int:
-        """The length of the value-key prefix as sent (UTF-8 bytes): a script finds a key past it."""
-        return len(self.prefix.encode())
-
     def of(self, keys: list[str], token: str) -> list[str]:
         """The KEYS of a write script: the structures, the token key, then each key's value and ETag key."""
         names = [*self.structures, self.takes + token]
@@ -129,8 +124,8 @@ def load_many(at: Names, keys: list[str]) -> Plan[dict[str, bytes]]:
     for start in range(0, len(keys), PAGE):
         batch = keys[start : start + PAGE]
         names = [at.prefix + key for key in batch]
-        # The keys go once, as value keys; the script takes each key past the prefix's bytes.
-        values = yield Script("many", [*at.structures, *names], [at.prefix_bytes])
+        # The keys go once, as value keys: the script cuts the prefix off (its length from the index's name).
+        values = yield Script("many", [*at.structures, *names], [])
         found.update((key, data) for key, data in zip(batch, values, strict=True) if data is not None)
     return found
 

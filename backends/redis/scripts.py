@@ -261,14 +261,15 @@ if ARGV[3] == 'stat' then return {string.len(data), redis.sha1hex(data)} end
 return data
 """
 )
-# KEYS: index, deadlines, value keys; ARGV: now, the length of the value-key
-# prefix (each key is its value key past it: the keys are not sent twice).
-# The live values (false for the absent, expired and not ours: MGET answers
-# nil for a value key that is not a string), in order.
+# KEYS: index, deadlines, value keys; ARGV: now. Each key is its value key
+# past the prefix, which is the index's name less its 6 bytes ("\x7findex"):
+# the keys are not sent twice, and the prefix is cut as the client encoded
+# it. The live values (false for the absent, expired and not ours: MGET
+# answers nil for a value key that is not a string), in order.
 _MANY = (
     _NOW
     + """
-local now, after = now_ms(ARGV[1]), tonumber(ARGV[2]) + 1
+local now, after = now_ms(ARGV[1]), #KEYS[1] - 5
 local values = redis.call('MGET', unpack(KEYS, 3))
 local keys = {}
 for i = 3, #KEYS do keys[i - 2] = string.sub(KEYS[i], after) end

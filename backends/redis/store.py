@@ -27,6 +27,7 @@ that meets it (README.rst, "Redis backends").
 
 from __future__ import annotations
 
+import codecs
 import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -124,6 +125,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
             )
             self._owns_client = True
         else:
+            _check_client(client)
             self._owns_client = False
         _check_prefix(prefix)
         self.server_url = url if self._owns_client else None
@@ -169,7 +171,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
     def _now(self) -> str:
         """The time argument of every script: the injected clock in ms, or "" for the server's."""
         clock = self._injected_clock
-        return "" if clock is None else str(int(clock() * 1000))
+        return "" if clock is None else str(round(clock() * 1000))
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return run_script(self.client, self._noscript, name, keys, [self._now(), *args])
@@ -540,6 +542,34 @@ def _check_prefix(prefix: object) -> None:
         ) from None
     if any(ord(c) < 0x20 or c == "\x7f" for c in prefix):
         raise InvalidKeyError("prefix has a control character", operation="init", key=ascii(prefix))
+
+
+def _check_client(client: Any) -> None:
+    """A given redis-py client sends text as UTF-8 and answers bytes; else ValueError, before any I/O.
+
+    The scripts cut keys by their UTF-8 bytes and every answer is read as
+    bytes: another encoding, or ``decode_responses=True``, would give calls
+    different answers about one key.
+    """
+    get_encoder = getattr(client, "get_encoder", None)
+    if get_encoder is None:
+        return  # not a redis-py client: taken as it is
+    encoder = get_encoder()
+    if getattr(encoder, "decode_responses", False):
+        raise ValueError(
+            "the client= of a Redis backend answers bytes: build it without decode_responses=True"
+        )
+    encoding = getattr(encoder, "encoding", "utf-8")
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        name = ""
+    if name != "utf-8":
+        raise ValueError(f"the client= of a Redis backend encodes text as UTF-8, not {_shown(encoding)}")
+
+
+def _shown(text: object) -> str:
+    return ascii(str(text))[1:-1][:40]
 
 
 def _check_keep(keep: object, timeout: float | None) -> float:
