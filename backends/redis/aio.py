@@ -236,9 +236,13 @@ class AsyncRedisBackend(AsyncBackend[V]):
         for raw_key, value in pairs:  # every key checked, every value encoded, before any I/O
             key = store._check(raw_key, operation)
             encoded[key] = store._encode(value, key, operation)
-        plan = plans.write(
-            store._at, mode, builtins.list(encoded.items()), store._ttl(MISSING), keep=store._keep
-        )
+        if mode == "set" and len(encoded) == 1:  # the blocking store's plain dump: the same request
+            [(key, data)] = encoded.items()
+            plan = plans.put(store._at, key, data, store._ttl(MISSING), keep=store._keep)
+        else:
+            plan = plans.write(
+                store._at, mode, builtins.list(encoded.items()), store._ttl(MISSING), keep=store._keep
+            )
         return await self._native(operation, pairs[0][0] if len(pairs) == 1 else None, plan)
 
     @_told("delete")

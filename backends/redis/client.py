@@ -8,6 +8,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from ..events import tell_retry
+from .packer import Packer
 
 __all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_async_client", "make_client"]
 
@@ -164,6 +165,12 @@ def make_client(
     retry = _telling_retry(Retry)(ExponentialBackoff(cap=1.0, base=0.01), retries)
     retry.source = source
     settings = _pool_settings(password, username, max_connections, timeout)
+    from redis.utils import HIREDIS_AVAILABLE
+
+    if not HIREDIS_AVAILABLE:  # hiredis packs in C: redis-py's own choice then
+        from redis._parsers.encoders import Encoder
+
+        settings["command_packer"] = Packer(Encoder("utf-8", "strict", False).encode)  # type: ignore[no-untyped-call]
     pool = redis.BlockingConnectionPool.from_url(url, retry=retry, **settings)
     return redis.Redis(connection_pool=pool)
 
@@ -188,6 +195,7 @@ def _pool_settings(
 
 def _telling_retry(base: type) -> type:
     """redis-py's Retry, telling each retry as an event of its ``source``."""
+    call = base.call_with_retry  # type: ignore[attr-defined]
 
     class TellingRetry(base):  # type: ignore[misc]
         source: Callable[[], Any] = staticmethod(lambda: None)
@@ -202,7 +210,9 @@ def _telling_retry(base: type) -> type:
                     tell_retry(self.source(), failures + 1, type(error).__name__)
                 return fail(error, *rest)
 
-            return super().call_with_retry(do, failed, *args, **kwargs)
+            # redis-py's own, called directly (no super()): every command passes here. Its
+            # further arguments (is_retryable, with_failure_count: redis-py 6 and later) as given.
+            return call(self, do, failed, *args, **kwargs)
 
     return TellingRetry
 

@@ -28,6 +28,8 @@ __all__ = [
     "load",
     "load_many",
     "pop",
+    "put",
+    "put_request",
     "write",
 ]
 
@@ -165,6 +167,18 @@ def write(
         request = Script("write", at.of([key for key, _ in batch], at.token()), [take, *args])
         written |= int((yield request)) > 0
     return written
+
+
+def put_request(at: Names, key: str, data: bytes, ttl: int, keep: int) -> Script:
+    """The one request of :func:`put`: the blocking store sends it without a plan (a dump's hot path)."""
+    return Script("put", [at.structures[0], at.prefix + key], [ttl, keep, data])
+
+
+def put(at: Names, key: str, data: bytes, ttl: int, *, keep: int) -> Plan[bool]:
+    """A plain dump of one key: :func:`write` in mode "set" for one pair with no origin ETag,
+    in one script of few arguments. True: it was written (a repeat after a lost reply writes the same)."""
+    yield put_request(at, key, data, ttl, keep)
+    return True
 
 
 def delete_many(at: Names, keys: list[str]) -> Plan[int]:

@@ -94,6 +94,32 @@ local function valid(key)
   return true
 end
 """
+# A few index entries past a cursor are checked on every write (as Redis
+# samples keys to expire): entries whose value was evicted or deleted by
+# another client leave the index about as fast as keys are written, so it
+# cannot grow without bound while nobody lists. ``sweep(index, deadlines,
+# value prefix, ETag prefix, keys written, now)``.
+_SWEEP = """
+local function sweep(index, deadlines, vprefix, tprefix, n, now)
+  local cursor = index .. '/sweep'
+  local count = math.min(2 * n + 8, 2000)
+  local from = redis.call('GET', cursor) or '-'
+  local page = redis.call('ZRANGEBYLEX', index, from, '+', 'LIMIT', 0, count)
+  if #page > 0 then
+    local due = redis.call('ZMSCORE', deadlines, unpack(page))
+    for i = 1, #page do
+      local key = page[i]
+      local past = due[i] and tonumber(due[i]) <= now
+      if not past and valid(key) and redis.call('TYPE', vprefix .. key)['ok'] ~= 'string' then
+        redis.call('ZREM', index, key)
+        redis.call('ZREM', deadlines, key)
+        redis.call('DEL', tprefix .. key)
+      end
+    end
+  end
+  if #page < count then redis.call('DEL', cursor) else redis.call('SET', cursor, '(' .. page[#page]) end
+end
+"""
 # The value keys of a script come with their origin-ETag keys (``P +
 # "\x7fetag/" + key``, what a tier filled the entry with): KEYS holds the
 # index, the deadlines, the token key, then a value key and its ETag key per
@@ -111,6 +137,7 @@ _WRITE = (
     _NOW
     + _TAKE
     + _VALID
+    + _SWEEP
     + """
 local now, token = now_ms(ARGV[1]), tonumber(ARGV[2]) > 0
 if token then
@@ -151,31 +178,48 @@ for i = 1, n do
     end
   end
 end
--- A few index entries past a cursor are checked on every write (as Redis
--- samples keys to expire): entries whose value was evicted or deleted by
--- another client leave the index about as fast as keys are written, so it
--- cannot grow without bound while nobody lists.
-local vprefix = string.sub(KEYS[4], 1, #KEYS[4] - #ARGV[8])
-local tprefix = string.sub(KEYS[5], 1, #KEYS[5] - #ARGV[8])
-local cursor = KEYS[1] .. '/sweep'
-local count = math.min(2 * n + 8, 2000)
-local from = redis.call('GET', cursor) or '-'
-local page = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, count)
-if #page > 0 then
-  local deadlines = redis.call('ZMSCORE', KEYS[2], unpack(page))
-  for i = 1, #page do
-    local key = page[i]
-    local due = deadlines[i] and tonumber(deadlines[i]) <= now
-    if not due and valid(key) and redis.call('TYPE', vprefix .. key)['ok'] ~= 'string' then
-      redis.call('ZREM', KEYS[1], key)
-      redis.call('ZREM', KEYS[2], key)
-      redis.call('DEL', tprefix .. key)
-    end
-  end
-end
-if #page < count then redis.call('DEL', cursor) else redis.call('SET', cursor, '(' .. page[#page]) end
+local cut = #ARGV[8]
+local vprefix, tprefix = string.sub(KEYS[4], 1, #KEYS[4] - cut), string.sub(KEYS[5], 1, #KEYS[5] - cut)
+sweep(KEYS[1], KEYS[2], vprefix, tprefix, n, now)
 if token then remember(n) end
 return n
+"""
+)
+# A plain dump of one key: what _WRITE does in mode "set" for one pair with
+# no origin ETag, in 9 arguments instead of 17 (the client CPU of a dump is
+# mostly its arguments'). KEYS: index, value key; ARGV: now, ttl in ms (-1:
+# never, 0: already expired), keep in ms, data. The prefix is the index's
+# name less its 6 bytes ("\x7findex"), the key the value key past it; the
+# deadlines and the ETag key are named from them (store.py's DEADLINES and
+# ETAGS). Its first command is its SET (on a full server, refused before
+# anything changed). Returns 1; a repeat after a lost reply writes the same.
+_PUT = (
+    _NOW
+    + _VALID
+    + _SWEEP
+    + """
+local now, ttl, keep = now_ms(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local index, vkey = KEYS[1], KEYS[2]
+local prefix = string.sub(index, 1, #index - 6)
+local key = string.sub(vkey, #prefix + 1)
+local deadlines, tags = prefix .. '\\127deadlines', prefix .. '\\127etag/'
+if ttl == 0 then
+  redis.call('DEL', vkey, tags .. key)
+  redis.call('ZREM', deadlines, key)
+  redis.call('ZREM', index, key)
+else
+  if ttl < 0 then
+    redis.call('SET', vkey, ARGV[4])
+    redis.call('ZREM', deadlines, key)
+  else
+    redis.call('SET', vkey, ARGV[4], 'PX', ttl + keep)
+    redis.call('ZADD', deadlines, now + ttl, key)
+  end
+  redis.call('ZADD', index, 0, key)
+  redis.call('DEL', tags .. key)
+end
+sweep(index, deadlines, prefix, tags, 1, now)
+return 1
 """
 )
 # KEYS: index, deadlines, token key, value and ETag key per key; ARGV: now,
@@ -424,6 +468,7 @@ return #gone
 #: the scripts by name, as the store runs them
 SCRIPTS: Final = {
     "write": _WRITE,
+    "put": _PUT,
     "delete": _DELETE,
     "pop": _POP,
     "read": _READ,
@@ -446,10 +491,10 @@ def run_script(client: Any, noscript: type[Exception], name: str, keys: list[str
     """
     sha = SHAS[name]
     try:
-        return client.evalsha(sha, len(keys), *keys, *args)
+        return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)  # evalsha(), 2 calls less
     except noscript:
         client.script_load(SCRIPTS[name])
-        return client.evalsha(sha, len(keys), *keys, *args)
+        return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
 
 async def run_script_async(
