@@ -224,7 +224,6 @@ NOT_SPLIT_YET = {
     "backends/filesystem/store.py",
     "backends/filesystem/tree.py",
     "backends/memory.py",
-    "backends/redis/store.py",
     "backends/s3/connection.py",
     "backends/s3/engine.py",
 }

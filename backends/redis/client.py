@@ -8,9 +8,18 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from ..events import tell_retry
+from .checks import check_client, check_options
 from .packer import Packer
 
-__all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_async_client", "make_client"]
+__all__ = [
+    "REDIS_EXTRA",
+    "Closed",
+    "backend_client",
+    "check_redis_url",
+    "import_redis",
+    "make_async_client",
+    "make_client",
+]
 
 REDIS_EXTRA = "Redis backends need redis-py: pip install 'backends[redis]'"
 #: where a password goes instead of a URL
@@ -175,6 +184,38 @@ def make_client(
     return redis.Redis(connection_pool=pool)
 
 
+def backend_client(
+    url: str,
+    client: Any,
+    *,
+    password: str | None,
+    username: str | None,
+    max_connections: int,
+    socket_timeout: float,
+    retries: int,
+    source: Callable[[], Any],
+) -> tuple[Any, bool, int]:
+    """A backend's client: the given one (checked: UTF-8, bytes), or one made from ``url``
+    (everything checked first, nothing sent); whether the backend made it; and how long (ms) a
+    token key keeps a call's answer: as long as redis-py may repeat the call (every try waits at
+    most ``socket_timeout``, and the backoff 1 s), 60 s for a given client."""
+    if client is not None:
+        check_client(client)
+        return client, False, 60_000
+    check_redis_url(url)
+    check_options(max_connections, socket_timeout, retries)
+    made = make_client(
+        url,
+        password=password,
+        username=username,
+        max_connections=max_connections,
+        timeout=socket_timeout,
+        retries=retries,
+        source=source,
+    )
+    return made, True, int((retries + 1) * (socket_timeout + 1) * 1000)
+
+
 def _pool_settings(
     password: str | None, username: str | None, max_connections: int, timeout: float
 ) -> dict[str, Any]:
@@ -239,3 +280,13 @@ def make_async_client(
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.01), retries)
     pool = aredis.BlockingConnectionPool.from_url(url, retry=retry, **settings)
     return aredis.Redis(connection_pool=pool)
+
+
+class Closed:
+    """Stands in for the client of a closed backend: every use raises (translated to StoreError)."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._error("closed")

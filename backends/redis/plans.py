@@ -28,6 +28,7 @@ __all__ = [
     "load",
     "load_many",
     "pop",
+    "purge",
     "put",
     "put_request",
     "write",
@@ -77,6 +78,10 @@ class Names(NamedTuple):
         for key in keys:
             names += [self.prefix + key, self.tags + key]
         return names
+
+    def entries(self, key: str) -> list[str]:
+        """The KEYS of a script of one whole entry: the structures, the value key, the ETag key."""
+        return [*self.structures, self.prefix + key, self.tags + key]
 
     def token(self) -> str:
         """A fresh token for one request: its repeat by redis-py after a lost reply sends the same."""
@@ -179,6 +184,17 @@ def put(at: Names, key: str, data: bytes, ttl: int, *, keep: int) -> Plan[bool]:
     in one script of few arguments. True: it was written (a repeat after a lost reply writes the same)."""
     yield put_request(at, key, data, ttl, keep)
     return True
+
+
+def purge(at: Names) -> Plan[int]:
+    """Remove the expired keys, :data:`PAGE` a script (each under a token: its repeat answers the
+    same); then drop the entries whose value is gone, as :func:`length` does. How many expired."""
+    removed, args = 0, [at.prefix, at.tags, PAGE, at.take_ms]
+    while batch := int((yield Script("purge", [*at.structures, at.takes + at.token()], args))):
+        removed += batch
+    # And the entries whose value another client deleted or retyped, or Redis evicted.
+    yield from length(at)
+    return removed
 
 
 def delete_many(at: Names, keys: list[str]) -> Plan[int]:
