@@ -15,6 +15,12 @@ and, inside every write's transaction, records the hits told since and
 removes what the bound needs (:meth:`Bound.settle`). Triggers on ``kv`` keep
 the sizes and the ticks, so every writer of the file keeps them exact: an
 unbounded store, this library's older releases and other programs' SQL alike.
+They also keep ``kv_count`` exact under another program's ``REPLACE`` (``INSERT
+OR REPLACE``, ``UPDATE OR REPLACE``): SQLite fires no DELETE trigger for the row
+a REPLACE removes unless that connection set ``recursive_triggers``, so a use
+still recorded for the new row's key is that removed row, counted out here
+(with the pragma on, the DELETE trigger has already removed the use: nothing
+is counted twice). Building the bookkeeping recounts ``kv_count`` from ``kv``.
 A tick orders uses, not a clock: frozen, stepped or unequal clocks change
 nothing of which entry is the least recently used.
 """
@@ -35,7 +41,14 @@ __all__ = ["BOUND_TABLES", "Bound"]
 #: our bookkeeping tables and their columns (a table of one of these names with others is not ours)
 BOUND_TABLES: Final = {"kv_use": ("key", "used", "size"), "kv_bound": ("bytes", "tick")}
 #: every object of the bookkeeping: one missing (another program dropped it) and it is rebuilt
-_OBJECTS: Final = ("kv_use", "kv_bound", "kv_use_order", "kv_use_added", "kv_use_removed", "kv_use_updated")
+_OBJECTS: Final = (
+    "kv_use",
+    "kv_bound",
+    "kv_use_order",
+    "kv_use_inserted",
+    "kv_use_removed",
+    "kv_use_updated",
+)
 #: hits remembered between two writes of this store; past it, new keys wait for the next write
 _PENDING: Final = 4096
 #: seconds, and hits, between two attempts of a store that only reads to record its hits
@@ -54,7 +67,9 @@ INSERT INTO kv_use SELECT key, ROW_NUMBER() OVER (ORDER BY
 CREATE INDEX kv_use_order ON kv_use (used);
 CREATE TABLE kv_bound (bytes INTEGER NOT NULL, tick INTEGER NOT NULL);
 INSERT INTO kv_bound SELECT COALESCE(SUM(size), 0), COUNT(*) FROM kv_use;
-CREATE TRIGGER kv_use_added AFTER INSERT ON kv BEGIN
+UPDATE kv_count SET n = (SELECT COUNT(*) FROM kv);
+CREATE TRIGGER kv_use_inserted AFTER INSERT ON kv BEGIN
+    UPDATE kv_count SET n = n - 1 WHERE EXISTS (SELECT 1 FROM kv_use WHERE key = new.key);
     UPDATE kv_bound SET bytes = bytes + {_SIZE.format("new")} - {_OLD_SIZE.format("new")}, tick = tick + 1;
     INSERT INTO kv_use VALUES (new.key, (SELECT tick FROM kv_bound), {_SIZE.format("new")})
         ON CONFLICT (key) DO UPDATE SET used = excluded.used, size = excluded.size;
@@ -64,6 +79,8 @@ CREATE TRIGGER kv_use_removed AFTER DELETE ON kv BEGIN
     DELETE FROM kv_use WHERE key = old.key;
 END;
 CREATE TRIGGER kv_use_updated AFTER UPDATE OF key, data, written ON kv BEGIN
+    UPDATE kv_count SET n = n - 1
+        WHERE old.key IS NOT new.key AND EXISTS (SELECT 1 FROM kv_use WHERE key = new.key);
     UPDATE kv_bound SET bytes = bytes + {_SIZE.format("new")} - {_OLD_SIZE.format("old")}
         - CASE WHEN old.key IS NOT new.key THEN {_OLD_SIZE.format("new")} ELSE 0 END, tick = tick + 1;
     DELETE FROM kv_use WHERE key = old.key AND old.key IS NOT new.key;
@@ -75,6 +92,7 @@ _DROP: Final = "".join(
     f"DROP {kind} IF EXISTS {name};"
     for kind, name in [
         ("TRIGGER", "kv_use_added"),
+        ("TRIGGER", "kv_use_inserted"),
         ("TRIGGER", "kv_use_removed"),
         ("TRIGGER", "kv_use_changed"),
         ("TRIGGER", "kv_use_updated"),
