@@ -10,12 +10,18 @@ store under a tier, ``@cached``, views and the async twin (9).
 
 from __future__ import annotations
 
+import errno
 import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clock import FrozenClock
 
-from backends import SqliteRawBackend
+from backends import SqliteRawBackend, StoreError
 
 
 def books(path: str | Path) -> tuple[int, int, int, int]:
@@ -108,3 +114,93 @@ def test_a_file_of_an_older_release_with_an_inflated_count_is_recounted_at_the_f
         assert exact(path)[1] == 5
     finally:
         other.close()
+
+
+# -- 7: the hits, remembered in the process and recorded later -------------------------------------
+
+
+class FailingClock(FrozenClock):
+    """At its second read (inside a bounded write's transaction, as it evicts): ``during()``, then fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during: Callable[[], None] | None = None
+        self.reads = 0
+
+    def __call__(self) -> float:
+        if self.during is not None:
+            self.reads += 1
+            if self.reads == 2:
+                during, self.during = self.during, None
+                during()
+                raise OSError(errno.EIO, "the clock failed")
+        return self.now
+
+
+def test_hits_made_while_a_recording_fails_stay_the_most_recent(tmp_path: Path) -> None:
+    path = tmp_path / "kv.db"
+    clock = FailingClock()
+    store = SqliteRawBackend(path, maxsize=4, clock=clock)
+    for key in "abcd":
+        store[key] = b"v"  # uses in this order: a b c d
+    assert store["a"] == store["b"] == b"v"  # remembered, taken by the next write
+
+    def hits_of_another_thread() -> None:
+        def hit() -> None:
+            assert store["c"] == store["a"] == b"v"
+
+        thread = threading.Thread(target=hit)
+        thread.start()
+        thread.join()
+
+    clock.during = hits_of_another_thread
+    with pytest.raises(StoreError):
+        store["x"] = b"v"  # fails: its hits (a, b) put back, older than c, a
+    store["x"] = b"v"  # uses now d, b, c, a: d goes
+    store["y"] = b"v"  # then b, never a (the most recent)
+    assert sorted(store) == ["a", "c", "x", "y"]
+    exact(path)
+
+
+def test_close_records_the_hits_of_a_store_that_only_read(tmp_path: Path) -> None:
+    path = tmp_path / "kv.db"
+    writer = SqliteRawBackend(path, maxsize=3)
+    for key in "abc":
+        writer[key] = b"v"
+    reader = SqliteRawBackend(path, maxsize=3)  # another process's, which only reads, then ends
+    assert reader["a"] == b"v"
+    reader.close()
+    writer["d"] = b"v"  # b is the least recently used now
+    assert sorted(writer) == ["a", "c", "d"]
+    writer.close()
+
+
+def test_256_hits_of_a_store_that_only_reads_are_recorded_in_their_order(tmp_path: Path) -> None:
+    path = tmp_path / "kv.db"
+    writer = SqliteRawBackend(path, maxsize=300)
+    writer.dump_many({f"k{i:03d}": b"v" for i in range(300)})  # one tick for all: k000 .. k299 by rowid
+    reader = SqliteRawBackend(path, maxsize=300, clock=FrozenClock())
+    for i in reversed(range(256)):
+        assert reader[f"k{i:03d}"] == b"v"  # the 256th hit records them all: k255 first, k000 last
+    writer.dump_many({f"n{i:02d}": b"v" for i in range(44 + 10)})  # k256..k299, then k255..k246 go
+    left = sorted(k for k in writer if k.startswith("k"))
+    assert left == [f"k{i:03d}" for i in range(246)]
+    exact(path)
+
+
+def test_a_process_that_only_read_records_its_hits_when_it_exits(tmp_path: Path) -> None:
+    path = tmp_path / "kv.db"
+    writer = SqliteRawBackend(path, maxsize=3)
+    for key in "abc":
+        writer[key] = b"v"
+    script = (
+        "import sys; from backends import SqliteRawBackend\n"
+        "store = SqliteRawBackend(sys.argv[1], maxsize=3)\n"
+        "assert store['a'] == b'v'\n"  # one hit, never closed: recorded at exit
+    )
+    argv = [sys.executable, "-c", script, str(path)]
+    done = subprocess.run(argv, check=False, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    writer["d"] = b"v"  # b is the least recently used now
+    assert sorted(writer) == ["a", "c", "d"]
+    writer.close()

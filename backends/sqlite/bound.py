@@ -242,12 +242,20 @@ class Bound:
         if keys:
             with self._lock:
                 merged = dict.fromkeys(keys)
-                merged.update(self._pending)
+                for key in self._pending:  # hits made meanwhile are the newer: moved to the end
+                    merged.pop(key, None)
+                    merged[key] = None
                 self._pending = dict.fromkeys(list(merged)[-_PENDING:])
 
     def forget(self) -> None:
         """Drop the hits not recorded yet (``clear()``: their rows are gone)."""
-        self._pending = {}
+        with self._lock:
+            self._pending = {}
+
+    @property
+    def pending(self) -> bool:
+        """Whether hits wait to be recorded."""
+        return bool(self._pending)
 
     @staticmethod
     def record(db: Connection, keys: list[str]) -> None:

@@ -7,9 +7,12 @@ atomic; ``dump_many`` and ``delete_many`` are one transaction each.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -149,6 +152,8 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         self._connections = Connections(self.path, self.busy_timeout, self.durable, prepare)
         self._reader = self._connections.reader
         self._db = self._connections.writer
+        if self._bound is not None:
+            _UNCLOSED[id(self)] = self  # its hits recorded at exit if it is never closed
 
     # -- deadlines, sizes --------------------------------------------------------------------
 
@@ -556,8 +561,21 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         return self._connections.closed
 
     def close(self) -> None:
-        """Close every thread's connection; every later call raises StoreError."""
+        """Record the hits not recorded yet (never waiting), close every thread's connection.
+
+        Every later call raises StoreError.
+        """
+        self._record_hits()
         self._connections.close()
+
+    def _record_hits(self) -> None:
+        """The hits this store remembers, recorded if another writer lets it at once (at close and exit)."""
+        bound = self._bound
+        if bound is None or not bound.pending or self.closed:
+            return
+        # deliberate: the hits are a hint of the order, and the store closes all the same
+        with contextlib.suppress(sqlite3.DatabaseError, OSError):
+            bound.record_quietly(self._connections.reader(), self._transaction, self.busy_timeout)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Connections do not cross processes: a copy opens its own.
@@ -570,6 +588,16 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         if "clock" in vars(self):
             settings["clock"] = self.clock
         return (_rebuild, (type(self), self.path, {**settings, **self._codec_option()}))
+
+
+#: the bounded stores alive, by id (two stores of one file are equal): at exit, their hits are recorded
+_UNCLOSED: weakref.WeakValueDictionary[int, SqliteBackend[Any]] = weakref.WeakValueDictionary()
+
+
+@atexit.register
+def _record_hits_at_exit() -> None:
+    for store in list(_UNCLOSED.values()):
+        store._record_hits()
 
 
 class _Transaction:
