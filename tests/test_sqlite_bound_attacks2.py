@@ -11,12 +11,14 @@ store under a tier, ``@cached``, views and the async twin (9).
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clock import FrozenClock
@@ -29,7 +31,7 @@ def books(path: str | Path) -> tuple[int, int, int, int]:
     db = sqlite3.connect(path)
     try:
         kept = db.execute("SELECT bytes FROM kv_bound").fetchone()[0]
-        count = db.execute("SELECT n FROM kv_count").fetchone()[0]
+        [(count,)] = db.execute("SELECT n FROM kv_count").fetchall()  # one row
         true, rows = db.execute(
             "SELECT COALESCE(SUM(length(CAST(key AS BLOB)) + length(CAST(data AS BLOB))), 0), COUNT(*)"
             " FROM kv"
@@ -106,6 +108,7 @@ def test_a_file_of_an_older_release_with_an_inflated_count_is_recounted_at_the_f
         for _ in range(3):
             other.execute("REPLACE INTO kv VALUES ('k2', zeroblob(30), 0, NULL, NULL)")
         assert other.execute("SELECT n FROM kv_count").fetchone() == (8,)  # what the old trigger did
+        other.execute("INSERT INTO kv_count VALUES (0)")  # as two first writes at once made it
         store = SqliteRawBackend(path, maxsize=5)
         store["k4"] = b"again"  # the first bounded write: the bookkeeping rebuilt, the count too
         assert sorted(store) == [f"k{i}" for i in range(5)]  # none removed for the phantom rows
@@ -204,3 +207,122 @@ def test_a_process_that_only_read_records_its_hits_when_it_exits(tmp_path: Path)
     writer["d"] = b"v"  # b is the least recently used now
     assert sorted(writer) == ["a", "c", "d"]
     writer.close()
+
+
+# -- 1 and 9: threads and processes past the bound at once ----------------------------------------
+
+
+def _race_rounds(path: str, barrier: Any, results: Any, worker: int, rounds: int) -> None:
+    store = SqliteRawBackend(path, maxsize=3)
+
+    def race(thread: int) -> None:
+        won = []
+        for r in range(rounds):
+            barrier.wait(timeout=60)
+            if store.dump(f"r{r:03d}", f"{worker}.{thread}".encode(), if_absent=True):
+                won.append(r)
+        results.put((f"{worker}.{thread}", won))
+
+    threads = [threading.Thread(target=race, args=(t,)) for t in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_if_absent_racing_across_processes_and_threads_has_one_winner_while_entries_are_evicted(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "kv.db")
+    SqliteRawBackend(path, maxsize=3).dump_many({"x": b"1", "y": b"2", "z": b"3"})
+    context = multiprocessing.get_context("fork")
+    workers, rounds = 3, 40
+    barrier, results = context.Barrier(workers * 2), context.Queue()
+    procs = [
+        context.Process(target=_race_rounds, args=(path, barrier, results, w, rounds)) for w in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    won = dict(results.get(timeout=120) for _ in range(workers * 2))
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    winners = sorted(r for rs in won.values() for r in rs)
+    assert winners == list(range(rounds))  # each round's key made once: every write of it evicted others
+    store = SqliteRawBackend(path, maxsize=3)
+    assert sorted(store) == [f"r{r:03d}" for r in range(rounds - 3, rounds)]
+    for r in range(rounds - 3, rounds):
+        assert r in won[store[f"r{r:03d}"].decode()]  # the value kept is its winner's
+    exact(path)
+
+
+def _fill_with_threads(path: str, barrier: Any, worker: int, count: int) -> None:
+    store = SqliteRawBackend(path, maxbytes=20_000)
+
+    def fill(thread: int) -> None:
+        name = f"p{worker}t{thread}"
+        store[f"{name}/hot"] = bytes(190)
+        barrier.wait(timeout=60)
+        try:
+            for i in range(count):
+                store[f"{name}/{i:05d}"] = bytes(190)
+                store.get(f"{name}/hot")  # a hit, recorded with this process's next write (approximate)
+        except BaseException as exc:
+            errors.append(exc)
+
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=fill, args=(t,)) for t in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.close()
+    if errors:
+        raise SystemExit(repr(errors))
+
+
+def test_processes_of_two_threads_ten_times_past_the_bound_keep_it_and_remove_only_the_least_recent(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "kv.db")
+    workers = 3
+    count = 10 * 20_000 // (workers * 2 * 200)
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(workers * 2)
+    procs = [
+        context.Process(target=_fill_with_threads, args=(path, barrier, w, count)) for w in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=300)
+        assert proc.exitcode == 0
+    kept, _ = exact(path)
+    assert 20_000 - 200 < kept <= 20_000  # within the bound, and never more removed than needed
+    survivors = set(SqliteRawBackend(path))
+    for name in (f"p{w}t{t}" for w in range(workers) for t in range(2)):
+        mine = sorted(int(k.rsplit("/", 1)[1]) for k in survivors if k.startswith(f"{name}/0"))
+        assert mine == list(range(count - len(mine), count))  # the newest of each writer: a suffix
+
+
+@pytest.mark.parametrize("bound", [{}, {"maxsize": 50}])
+def test_threads_making_the_file_at_once_make_one_count(tmp_path: Path, bound: dict[str, int]) -> None:
+    path = tmp_path / "kv.db"
+    store = SqliteRawBackend(path, **bound)
+    barrier = threading.Barrier(6)
+
+    def first_write(n: int) -> None:
+        barrier.wait(timeout=60)
+        store[f"k{n}"] = b"v"  # each thread's connection finds no tables, and makes them
+
+    threads = [threading.Thread(target=first_write, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT n FROM kv_count").fetchall() == [(6,)]  # one row, not one per maker
+    finally:
+        db.close()
+    assert len(store) == 6

@@ -20,7 +20,8 @@ OR REPLACE``, ``UPDATE OR REPLACE``): SQLite fires no DELETE trigger for the row
 a REPLACE removes unless that connection set ``recursive_triggers``, so a use
 still recorded for the new row's key is that removed row, counted out here
 (with the pragma on, the DELETE trigger has already removed the use: nothing
-is counted twice). Building the bookkeeping recounts ``kv_count`` from ``kv``.
+is counted twice). Building the bookkeeping recounts ``kv_count`` from ``kv`` (and
+keeps one row of it: earlier releases added one per connection making the file at once).
 A tick orders uses, not a clock: frozen, stepped or unequal clocks change
 nothing of which entry is the least recently used.
 """
@@ -67,6 +68,7 @@ INSERT INTO kv_use SELECT key, ROW_NUMBER() OVER (ORDER BY
 CREATE INDEX kv_use_order ON kv_use (used);
 CREATE TABLE kv_bound (bytes INTEGER NOT NULL, tick INTEGER NOT NULL);
 INSERT INTO kv_bound SELECT COALESCE(SUM(size), 0), COUNT(*) FROM kv_use;
+DELETE FROM kv_count WHERE rowid > (SELECT MIN(rowid) FROM kv_count);
 UPDATE kv_count SET n = (SELECT COUNT(*) FROM kv);
 CREATE TRIGGER kv_use_inserted AFTER INSERT ON kv BEGIN
     UPDATE kv_count SET n = n - 1 WHERE EXISTS (SELECT 1 FROM kv_use WHERE key = new.key);
