@@ -10,8 +10,11 @@ store under a tier, ``@cached``, views and the async twin (9).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import multiprocessing
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +26,18 @@ from typing import Any
 import pytest
 from clock import FrozenClock
 
-from backends import SqliteRawBackend, StoreError
+from backends import (
+    SerializationError,
+    SqliteJsonBackend,
+    SqliteRawBackend,
+    StoreError,
+    TieredBackend,
+    VolatileBackend,
+    cached,
+)
+from backends.sqlite.schema import WRITING
+
+LONG = os.environ.get("BACKENDS_LONG") == "1"
 
 
 def books(path: str | Path) -> tuple[int, int, int, int]:
@@ -326,3 +340,226 @@ def test_threads_making_the_file_at_once_make_one_count(tmp_path: Path, bound: d
     finally:
         db.close()
     assert len(store) == 6
+
+
+# -- 3: closing while another thread writes, a bulk write killed ------------------------------------
+
+
+def test_close_while_another_thread_writes_past_the_bound_is_a_store_error_and_the_books_stay_exact(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kv.db"
+    store = SqliteRawBackend(path, maxbytes=2_000)
+    written = threading.Event()
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for i in range(100_000):
+                store[f"k{i:06d}"] = bytes(90)
+                store.get(f"k{i // 2:06d}")
+                if i == 50:
+                    written.set()
+        except BaseException as exc:
+            failures.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert written.wait(timeout=60)
+    store.close()
+    writer.join(timeout=60)
+    assert len(failures) == 1 and type(failures[0]) is StoreError, failures
+    assert "closed" in str(failures[0])
+    assert WRITING.in_flight == 0
+    assert exact(path)[0] <= 2_000
+    after = SqliteRawBackend(path, maxbytes=2_000)
+    after["last"] = bytes(90)
+    assert exact(path)[0] <= 2_000 and "last" in after
+    after.close()
+
+
+def _hang_in_bulk_eviction(path: str, ready: Any) -> None:
+    class Hanging(FrozenClock):
+        reads = 0
+
+        def __call__(self) -> float:
+            self.reads += 1
+            if self.reads == 2:  # inside dump_many's transaction, choosing what to remove
+                ready.send("evicting")
+                threading.Event().wait()  # until killed
+            return self.now
+
+    store = SqliteRawBackend(path, clock=Hanging(), maxsize=5)
+    store.dump_many({f"new{i}": bytes(10) for i in range(700)})  # past one page of the bulk statement
+
+
+def test_a_bulk_write_killed_mid_eviction_leaves_nothing_and_the_count_exact(tmp_path: Path) -> None:
+    path = str(tmp_path / "kv.db")
+    SqliteRawBackend(path, maxsize=5).dump_many({f"k{i}": bytes(10) for i in range(5)})
+    context = multiprocessing.get_context("fork")
+    parent, child_end = context.Pipe()
+    proc = context.Process(target=_hang_in_bulk_eviction, args=(path, child_end))
+    proc.start()
+    assert parent.poll(60) and parent.recv() == "evicting"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(timeout=60)
+    assert proc.exitcode == -signal.SIGKILL
+    store = SqliteRawBackend(path, maxsize=5)
+    assert sorted(store) == [f"k{i}" for i in range(5)]
+    assert exact(path) == (5 * 12, 5)
+    store.dump_many({f"new{i}": bytes(10) for i in range(700)})
+    assert sorted(store) == [f"new{i}" for i in range(695, 700)]  # the batch's last five: LRU in order
+    exact(path)
+
+
+# -- 8: fork while another thread writes ---------------------------------------------------------------
+
+
+def _child_writes(store: SqliteRawBackend, n: int) -> None:
+    store[f"child{n}"] = bytes(50)
+    store.get(f"child{n}")  # a hit (the parent's writer may have removed it already)
+    store.dump_many({f"child{n}/{i}": bytes(50) for i in range(3)})
+
+
+def test_forks_while_another_thread_writes_past_the_bound_never_hang_and_both_keep_it(
+    tmp_path: Path,
+) -> None:
+    store = SqliteRawBackend(tmp_path / "kv.db", maxbytes=3_000)
+    store["first"] = bytes(50)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                store[f"parent{i % 200}"] = bytes(50)
+                store.get(f"parent{(i * 7) % 200}")  # hits: the pending ones are taken by each write
+                i += 1
+        except BaseException as exc:
+            failures.append(exc)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch often: a fork lands anywhere in the writer's calls
+    writer = threading.Thread(target=write)
+    writer.start()
+    context = multiprocessing.get_context("fork")
+    try:
+        for n in range(20 if not LONG else 200):
+            child = context.Process(target=_child_writes, args=(store, n))
+            child.start()
+            child.join(timeout=30)
+            if child.exitcode is None:
+                child.kill()
+                child.join()
+            assert child.exitcode == 0, f"child {n} hung or failed"
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+        sys.setswitchinterval(switch)
+    assert failures == []
+    assert exact(store.path)[0] <= 3_000
+    store.close()
+
+
+# -- 5: a value that never fits, through every write path ---------------------------------------------
+
+
+def _cached_call(store: SqliteJsonBackend) -> object:
+    @cached(store, timeout=60)
+    def compute(n: int) -> str:
+        return "y" * n
+
+    return compute(300)
+
+
+def _async_dump(store: SqliteJsonBackend) -> object:
+    async def dump() -> bool:
+        return await store.aio().dump("b", "x" * 200)
+
+    return asyncio.run(dump())
+
+
+WRITE_PATHS: dict[str, Callable[[SqliteJsonBackend], object]] = {
+    "dump": lambda s: s.dump("b", "x" * 200),
+    "dump(if_absent)": lambda s: s.dump("b", "x" * 200, if_absent=True),
+    "dump(timeout)": lambda s: s.dump("b", "x" * 200, timeout=5),
+    "setitem": lambda s: s.__setitem__("b", "x" * 200),
+    "setitem over an entry": lambda s: s.__setitem__("a", "x" * 200),
+    "setdefault": lambda s: s.setdefault("b", "x" * 200),
+    "update": lambda s: s.update({"c": 1, "b": "x" * 200}),
+    "dump_many": lambda s: s.dump_many([("c", 1), ("b", "x" * 200)]),
+    "a prefixed view": lambda s: s.namespace("p/").dump("b", "x" * 100),
+    "the async twin": _async_dump,
+    "@cached": _cached_call,
+}
+
+
+@pytest.mark.parametrize("path", WRITE_PATHS)
+def test_a_value_that_never_fits_is_a_serialization_error_on_every_write_path_and_nothing_changes(
+    tmp_path: Path, path: str
+) -> None:
+    store = SqliteJsonBackend(tmp_path / "kv.db", maxbytes=100, timeout=60)
+    store["a"] = 1
+    assert store["a"] == 1  # a hit, waiting to be recorded
+    before = exact(store.path)
+    with pytest.raises(SerializationError, match="more than maxbytes=100"):
+        WRITE_PATHS[path](store)
+    assert dict(store.items()) == {"a": 1} and exact(store.path) == before
+    store.close()
+
+
+# -- 9: the bounded store under a tier, @cached, views and the async twin -----------------------------
+
+
+def test_a_bounded_cache_under_a_tier_keeps_its_bound_and_a_tiers_hit_is_a_use(tmp_path: Path) -> None:
+    cache = SqliteJsonBackend(tmp_path / "kv.db", maxsize=3, timeout=60, clock=FrozenClock())
+    origin = VolatileBackend()
+    origin.dump_many({f"k{i}": i for i in range(6)})
+    tier = TieredBackend(cache, origin)
+    for key in ["k0", "k1", "k2", "k0", "k3"]:  # k0 hit through the tier (its peek) before k3 comes
+        assert tier[key] == int(key[1])
+    assert sorted(cache) == ["k0", "k2", "k3"]  # k1, the least recently used, went
+    tier["k4"] = 40  # a write through the tier fills the cache: k2 goes
+    assert sorted(cache) == ["k0", "k3", "k4"] and origin["k4"] == 40
+    assert dict(origin.items()) == {**{f"k{i}": i for i in range(6)}, "k4": 40}  # the origin keeps all
+    exact(cache.path)
+    cache.close()
+
+
+def test_cached_over_a_bounded_store_keeps_the_bound_and_the_recently_called(tmp_path: Path) -> None:
+    store = SqliteJsonBackend(tmp_path / "kv.db", maxsize=3)
+    calls: list[int] = []
+
+    @cached(store, timeout=60)
+    def square(n: int) -> int:
+        calls.append(n)
+        return n * n
+
+    for n in [1, 2, 3, 1, 4]:  # 1 is a hit before 4 comes: 2 goes
+        assert square(n) == n * n
+    assert calls == [1, 2, 3, 4]
+    assert len(store) == 3
+    assert square(1) == 1 and square(2) == 4 and calls == [1, 2, 3, 4, 2]  # 2 computed again
+    exact(store.path)
+    store.close()
+
+
+def test_hits_through_views_and_the_async_twin_are_uses_and_their_writes_keep_the_bound(
+    tmp_path: Path,
+) -> None:
+    store = SqliteRawBackend(tmp_path / "kv.db", maxsize=4)
+    view = store.namespace("p/")
+    for key in "abcd":
+        view[key] = b"v"
+    assert store.readonly()["p/a"] == b"v"  # a hit through a read-only view
+
+    async def through_the_twin() -> None:
+        twin = view.aio()
+        assert await twin.load("b") == b"v"  # and one through the twin
+        await twin.dump("e", b"v")  # c goes: a and b were used since
+
+    asyncio.run(through_the_twin())
+    assert sorted(store) == ["p/a", "p/b", "p/d", "p/e"]
+    exact(store.path)
+    store.close()
