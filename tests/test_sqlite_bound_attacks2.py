@@ -563,3 +563,34 @@ def test_hits_through_views_and_the_async_twin_are_uses_and_their_writes_keep_th
     assert sorted(store) == ["p/a", "p/b", "p/d", "p/e"]
     exact(store.path)
     store.close()
+
+
+def test_hits_on_a_file_another_program_left_out_of_wal_never_make_a_read_wait(tmp_path: Path) -> None:
+    path = tmp_path / "kv.db"
+    writer = SqliteRawBackend(path, maxsize=300)
+    writer.dump_many({f"k{i:03d}": b"v" for i in range(300)})
+    writer.close()
+    other = sqlite3.connect(path, isolation_level=None)
+    assert other.execute("PRAGMA journal_mode=DELETE").fetchall() == [("delete",)]  # a tool's copy, say
+    other.execute("BEGIN")
+    other.execute("SELECT COUNT(*) FROM kv").fetchall()  # its read: the switch to WAL must wait for it
+    reader = SqliteRawBackend(path, maxsize=300, busy_timeout=60)
+    done = threading.Event()
+
+    def read() -> None:
+        for i in reversed(range(300)):
+            assert reader[f"k{i:03d}"] == b"v"  # 256 hits ask to be recorded: the file is not WAL yet
+        done.set()
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    worker.join(timeout=30)  # a read waiting for the switch would wait busy_timeout=60 s
+    read_while_held = done.is_set()
+    other.execute("ROLLBACK")
+    other.close()
+    worker.join(timeout=120)
+    assert read_while_held
+    reader["new"] = b"v"  # the first write switches it and records the hits kept, k299 the oldest
+    assert "k000" in reader and "k299" not in reader
+    exact(path)
+    reader.close()

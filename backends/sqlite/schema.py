@@ -179,8 +179,12 @@ class Connections:
         local.schema = _has_schema(current)
         return current if local.schema else None
 
-    def writer(self) -> Connection:
-        """This thread's connection, with the file, its folder, the WAL and our tables made if missing."""
+    def writer(self, wait: bool = True) -> Connection:
+        """This thread's connection, with the file, its folder, the WAL and our tables made if missing.
+
+        ``wait=False``: a switch to WAL that another connection's lock refuses
+        is not retried (the caller must not wait: a read recording its hits).
+        """
         local = self._local
         if getattr(local, "fork", None) == _forks[0] and local.ready:
             db: Connection = local.db
@@ -188,7 +192,7 @@ class Connections:
         made = self._current(create=True)
         assert made is not None  # create=True makes the file
         with WRITING:
-            self._prepare(made)
+            self._prepare(made, wait)
             if self.prepare is not None:
                 self.prepare(made)
         local.ready = local.schema = True
@@ -246,20 +250,20 @@ class Connections:
         local.db, local.fork, local.schema, local.ready = db, _forks[0], False, False
         return db
 
-    def _prepare(self, db: Connection) -> None:
+    def _prepare(self, db: Connection, wait: bool = True) -> None:
         """Switch the file to WAL and make our tables (each once per file, at its first write)."""
         ours = _has_schema(db)  # first: a foreign table of our name is refused with nothing changed
         if db.execute("PRAGMA journal_mode").fetchall() != [("wal",)]:
-            self._switch_to_wal(db)
+            self._switch_to_wal(db, self.busy_timeout if wait else 0.0)
         if not ours:
             db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
             _has_schema(db)  # and check what another program may have made meanwhile
 
-    def _switch_to_wal(self, db: Connection) -> None:
+    def _switch_to_wal(self, db: Connection, patience: float) -> None:
         # Changing the journal mode takes the file's exclusive lock and SQLite
         # answers SQLITE_BUSY at once, without its busy handler, while another
-        # connection reads or writes: retry, within busy_timeout.
-        deadline = time.monotonic() + self.busy_timeout
+        # connection reads or writes: retry, within ``patience`` seconds (busy_timeout).
+        deadline = time.monotonic() + patience
         pause = 0.001
         while True:
             try:

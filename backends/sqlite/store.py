@@ -278,7 +278,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
         """A hit of a bounded store; now and then recorded by a store that only reads."""
         assert self._bound is not None
         if self._bound.used(key):
-            self._bound.record_quietly(self._connections.reader(), self._transaction, self.busy_timeout)
+            self._bound.record_quietly(self._connections.reader(), self._quiet_transaction, self.busy_timeout)
 
     def _delete(self, key: str) -> bool:
         db = self._existing()
@@ -364,6 +364,10 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db())
+
+    def _quiet_transaction(self) -> _Transaction:
+        """A transaction for hits only: a file to switch to WAL is tried once, never waited for."""
+        return _Transaction(self._connections.writer(wait=False))
 
     # -- expiry, stat -----------------------------------------------------------------------
 
@@ -575,7 +579,7 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
             return
         # deliberate: the hits are a hint of the order, and the store closes all the same
         with contextlib.suppress(sqlite3.DatabaseError, OSError):
-            bound.record_quietly(self._connections.reader(), self._transaction, self.busy_timeout)
+            bound.record_quietly(self._connections.reader(), self._quiet_transaction, self.busy_timeout)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Connections do not cross processes: a copy opens its own.
