@@ -37,7 +37,7 @@ from typing import Final
 
 from .schema import Connection, ForeignTableError
 
-__all__ = ["BOUND_TABLES", "Bound"]
+__all__ = ["BOUND_TABLES", "Bound", "bookkeeping_gone"]
 
 #: our bookkeeping tables and their columns (a table of one of these names with others is not ours)
 BOUND_TABLES: Final = {"kv_use": ("key", "used", "size"), "kv_bound": ("bytes", "tick")}
@@ -327,6 +327,16 @@ class Bound:
             limit = min(limit * 4, _BATCH)
         excess[0], excess[1] = max(excess[0], 0), max(excess[1], 0)
         return removed
+
+
+def bookkeeping_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's answer for a table of the bookkeeping another program dropped."""
+    text = str(exc)
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and "no such table" in text
+        and any(name in text for name in BOUND_TABLES)
+    )
 
 
 def _statements(script: str) -> list[str]:

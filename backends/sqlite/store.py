@@ -32,7 +32,7 @@ from ..events import observed
 from ..info import Stat, utc
 from ..keys import all_valid, key_problem
 from ..locks import Lock
-from .bound import Bound
+from .bound import Bound, bookkeeping_gone
 from .locks import SqliteLock
 from .schema import WRITING, Connection, Connections, ForeignTableError
 
@@ -272,6 +272,15 @@ class SqliteBackend(CountedLookups, BaseBackend[V, bytes]):
     def _bounded(self, write: Callable[[Connection], bool], key: str | None) -> bool:
         """``write`` in a transaction that also records this store's hits and keeps the bound."""
         assert self._bound is not None
+        try:
+            return self._bound.write(self._transaction, write, self.clock, key)
+        except sqlite3.OperationalError as exc:
+            if not bookkeeping_gone(exc):
+                raise
+        # Another program dropped a table of the bookkeeping after this connection made it
+        # (the triggers then fail every write): rebuilt from kv, and the write made, once.
+        with WRITING:
+            self._bound.prepare(self._db())
         return self._bound.write(self._transaction, write, self.clock, key)
 
     def _used(self, key: str) -> None:
