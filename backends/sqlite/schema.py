@@ -36,6 +36,9 @@ __all__ = [
     "Connections",
     "ForeignTableError",
     "Rows",
+    "Transaction",
+    "encodable",
+    "file_path",
 ]
 
 SCHEMA: Final = """
@@ -305,3 +308,70 @@ def _has_schema(db: Connection) -> bool:
                 f"table {name!r} (columns {', '.join(columns)}) was not made by this library"
             )
     return len(found) == len(TABLES)
+
+
+class Transaction:
+    """``with``: BEGIN IMMEDIATE (the write lock at once), COMMIT, or ROLLBACK on an error."""
+
+    def __init__(self, db: Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> Connection:
+        WRITING.__enter__()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            WRITING.__exit__()
+            raise
+        return self.db
+
+    def __exit__(self, kind: object, exc: BaseException | None, _: object) -> None:
+        try:
+            if kind is None:
+                self.db.execute("COMMIT")
+            elif self._open():
+                # SQLite has already rolled back after some errors (SQLITE_FULL,
+                # IOERR, NOMEM): a second ROLLBACK would fail ("no transaction is
+                # active") and hide the error that matters.
+                self.db.execute("ROLLBACK")
+        finally:
+            try:
+                if self._open():  # a failed COMMIT: nothing of it stays
+                    self.db.execute("ROLLBACK")
+            finally:
+                WRITING.__exit__()  # always: a write counted forever would stop every fork
+
+    def _open(self) -> bool:
+        """Whether a transaction is open (a connection closed by another thread has none: rolled back)."""
+        try:
+            return self.db.in_transaction
+        except sqlite3.ProgrammingError:
+            return False
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (no lone surrogate): what SQLite can be asked about."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def file_path(path: object) -> str:
+    """The absolute path of the database file; ValueError or TypeError naming ``path`` before any I/O."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path is a str or os.PathLike naming a file, not {type(path).__name__}")
+    given = os.fspath(path)
+    if not isinstance(given, str):
+        raise TypeError(f"path is a str or os.PathLike of str, not {type(given).__name__}")
+    if given in ("", ":memory:"):
+        raise ValueError(
+            f"path {given!r} names no file (SQLite's private in-memory or temporary database is not "
+            "shared by threads or processes): use VolatileBackend, or a file under tempfile.mkdtemp()"
+        )
+    if "\x00" in given:
+        raise ValueError("path holds a NUL character")
+    if not encodable(given):
+        raise ValueError(f"path {given!r} is not valid UTF-8 (SQLite takes UTF-8 paths)")
+    return os.path.abspath(given)
