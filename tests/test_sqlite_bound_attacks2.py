@@ -644,3 +644,21 @@ def test_replace_into_a_file_never_bounded_keeps_len_exact(tmp_path: Path) -> No
     other.execute("REPLACE INTO kv VALUES ('k2', zeroblob(30), 0, NULL, NULL)")
     other.close()
     assert len(store) == 5
+
+
+def test_a_bounded_store_that_only_reads_a_file_never_bounded_makes_no_bookkeeping(tmp_path: Path) -> None:
+    path = tmp_path / "kv.db"
+    SqliteRawBackend(path).dump_many({f"k{i:03d}": b"v" for i in range(300)})  # today's file, say
+    reader = SqliteRawBackend(path, maxsize=300)
+    for i in reversed(range(300)):
+        assert reader[f"k{i:03d}"] == b"v"  # past 256 hits: nothing to record them in, nothing made
+    db = sqlite3.connect(path)
+    try:
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    finally:
+        db.close()
+    assert not names & {"kv_use", "kv_bound"}  # a read never builds it (a scan of the whole file)
+    reader["new"] = b"v"  # the first write builds it, in write order, then records the hits kept
+    assert "k000" in reader and "k299" not in reader
+    exact(path)
+    reader.close()

@@ -185,8 +185,10 @@ class Connections:
     def writer(self, wait: bool = True) -> Connection:
         """This thread's connection, with the file, its folder, the WAL and our tables made if missing.
 
-        ``wait=False``: a switch to WAL that another connection's lock refuses
-        is not retried (the caller must not wait: a read recording its hits).
+        ``wait=False`` (a read recording its hits, which must not wait): a
+        switch to WAL that another connection's lock refuses is not retried,
+        and :attr:`prepare` is left to the first write (building a bound's
+        bookkeeping reads the whole file).
         """
         local = self._local
         if getattr(local, "fork", None) == _forks[0] and local.ready:
@@ -197,6 +199,9 @@ class Connections:
         with WRITING:
             self._prepare(made, wait)
             if self.prepare is not None:
+                if not wait:
+                    local.schema = True
+                    return made
                 self.prepare(made)
         local.ready = local.schema = True
         return made
