@@ -662,3 +662,19 @@ def test_a_bounded_store_that_only_reads_a_file_never_bounded_makes_no_bookkeepi
     assert "k000" in reader and "k299" not in reader
     exact(path)
     reader.close()
+
+
+@pytest.mark.parametrize("table", ["kv_count", "kv_bound"])
+def test_a_row_of_the_totals_another_program_deleted_is_no_raw_error(tmp_path: Path, table: str) -> None:
+    path = tmp_path / "kv.db"
+    store = SqliteRawBackend(path, maxsize=3)
+    store.dump_many({"a": b"1", "b": b"2"})
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute(f"DELETE FROM {table}")
+    other.close()
+    assert len(store) == 2 and len(SqliteRawBackend(path)) == 2
+    store["c"] = b"3"
+    store["d"] = b"4"  # rebuilt from kv, then kept
+    assert sorted(store) == ["b", "c", "d"] and len(store) == 3
+    exact(path)
+    store.close()

@@ -69,6 +69,7 @@ CREATE INDEX kv_use_order ON kv_use (used);
 CREATE TABLE kv_bound (bytes INTEGER NOT NULL, tick INTEGER NOT NULL);
 INSERT INTO kv_bound SELECT COALESCE(SUM(size), 0), COUNT(*) FROM kv_use;
 DELETE FROM kv_count WHERE rowid > (SELECT MIN(rowid) FROM kv_count);
+INSERT INTO kv_count SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM kv_count);
 UPDATE kv_count SET n = (SELECT COUNT(*) FROM kv);
 CREATE TRIGGER kv_use_inserted AFTER INSERT ON kv BEGIN
     UPDATE kv_count SET n = n - 1 WHERE EXISTS (SELECT 1 FROM kv_use WHERE key = new.key);
@@ -158,6 +159,19 @@ class Bound:
                 # Missing or partial (another program dropped a part): the sizes are unknown, rebuilt.
                 for statement in _statements(_DROP + _SCHEMA):
                     db.execute(statement)
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+
+    @staticmethod
+    def rebuild(db: Connection) -> None:
+        """Make the bookkeeping again from ``kv``'s rows (another program damaged it), one transaction."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _ours(db)  # a foreign table of our name is refused, left alone
+            for statement in _statements(_DROP + _SCHEMA):
+                db.execute(statement)
             db.execute("COMMIT")
         finally:
             if db.in_transaction:
@@ -263,7 +277,7 @@ class Bound:
     def record(db: Connection, keys: list[str]) -> None:
         """Record hits on ``keys`` (oldest first) inside the caller's write transaction: new ticks."""
         if keys:
-            tick: int = db.execute(_TOTALS).fetchone()[2]
+            tick: int = _totals(db)[2]
             db.executemany(_USED, [(key, tick + n) for n, key in enumerate(keys, 1)])
             db.execute(_TICKS, (tick + len(keys),))
 
@@ -281,7 +295,7 @@ class Bound:
         nothing left to remove, the bookkeeping was damaged behind the
         triggers (rows without their use): it is rebuilt from ``kv``, once.
         """
-        size, count, _ = db.execute(_TOTALS).fetchone()
+        size, count, _ = _totals(db)
         excess = [self._over(size, self.maxbytes), self._over(count, self.maxsize)]
         if excess == [0, 0]:
             return 0
@@ -330,13 +344,12 @@ class Bound:
 
 
 def bookkeeping_gone(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite's answer for a table of the bookkeeping another program dropped."""
+    """Whether ``exc`` is SQLite's answer for bookkeeping another program damaged under the triggers:
+    a table of it dropped, or kv_bound's row deleted (its tick, read by the triggers, NULL)."""
     text = str(exc)
-    return (
-        isinstance(exc, sqlite3.OperationalError)
-        and "no such table" in text
-        and any(name in text for name in BOUND_TABLES)
-    )
+    if isinstance(exc, sqlite3.OperationalError):
+        return "no such table" in text and any(name in text for name in BOUND_TABLES)
+    return isinstance(exc, sqlite3.IntegrityError) and "NOT NULL constraint failed: kv_use." in text
 
 
 def _statements(script: str) -> list[str]:
@@ -348,6 +361,16 @@ def _statements(script: str) -> list[str]:
             found.append(pending.strip())
             pending = ""
     return found
+
+
+def _totals(db: Connection) -> tuple[int, int, int]:
+    """(bytes, entries, tick); a row of kv_bound or kv_count another program deleted: all rebuilt from kv."""
+    totals = db.execute(_TOTALS).fetchone()
+    if None in totals:
+        for statement in _statements(_DROP + _SCHEMA):
+            db.execute(statement)
+        totals = db.execute(_TOTALS).fetchone()
+    return totals  # type: ignore[no-any-return]
 
 
 def _drop_orphans(db: Connection) -> None:

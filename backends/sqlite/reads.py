@@ -37,7 +37,11 @@ _LOAD_MANY: Final = (
 )
 _LIVE: Final = "deadline IS NULL OR deadline > ?2"
 _SIZE: Final = "CASE typeof(data) WHEN 'blob' THEN length(data) ELSE length(CAST(data AS BLOB)) END"
-_LEN: Final = "SELECT (SELECT n FROM kv_count) - (SELECT COUNT(*) FROM kv WHERE deadline <= ?)"
+# kv_count's row deleted by another program: the rows counted (a bounded write rebuilds it)
+_LEN: Final = (
+    "SELECT COALESCE((SELECT n FROM kv_count), (SELECT COUNT(*) FROM kv))"
+    " - (SELECT COUNT(*) FROM kv WHERE deadline <= ?)"
+)
 # Listings: text names only (a BLOB or number another program wrote is a stray, named by
 # strays()), from a bound given as bytes (CAST(? AS TEXT) compares them as text), so that a
 # name that is no UTF-8, read back with surrogateescape, continues a listing as any other.

@@ -198,13 +198,13 @@ class SqliteBackend(SqliteReads[V]):
         assert self._bound is not None
         try:
             return self._bound.write(self._transaction, write, self.clock, key)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             if not bookkeeping_gone(exc):
                 raise
-        # Another program dropped a table of the bookkeeping after this connection made it
-        # (the triggers then fail every write): rebuilt from kv, and the write made, once.
+        # Another program damaged the bookkeeping after this connection made it (the triggers
+        # then fail every write): rebuilt from kv, and the write made, once.
         with WRITING:
-            self._bound.prepare(self._db())
+            self._bound.rebuild(self._db())
         return self._bound.write(self._transaction, write, self.clock, key)
 
     def _used(self, key: str) -> None:
