@@ -35,7 +35,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Final
 
-from .schema import Connection, ForeignTableError
+from .schema import WRITING, Connection, ForeignTableError
 
 __all__ = ["BOUND_TABLES", "Bound", "bookkeeping_gone"]
 
@@ -247,7 +247,7 @@ class Bound:
 
     def take(self) -> list[str]:
         """The hits remembered, oldest first, handed to a recording (which may fail: :meth:`restore`)."""
-        with self._lock:
+        with WRITING, self._lock:  # never held across a fork (a child would wait forever)
             pending, self._pending = self._pending, {}
             self._quiet_at = time.monotonic() + _QUIET_EVERY
             self._hits = 0
@@ -256,7 +256,7 @@ class Bound:
     def restore(self, keys: list[str]) -> None:
         """Put back the hits of a recording that failed (older than those remembered since)."""
         if keys:
-            with self._lock:
+            with WRITING, self._lock:
                 merged = dict.fromkeys(keys)
                 for key in self._pending:  # hits made meanwhile are the newer: moved to the end
                     merged.pop(key, None)
@@ -265,7 +265,7 @@ class Bound:
 
     def forget(self) -> None:
         """Drop the hits not recorded yet (``clear()``: their rows are gone)."""
-        with self._lock:
+        with WRITING, self._lock:
             self._pending = {}
 
     @property

@@ -249,7 +249,7 @@ class Connections:
         return db
 
     def _register(self, db: Connection) -> Connection:
-        with self._lock:
+        with WRITING, self._lock:  # never held across a fork (a child would wait forever)
             if self.closed:
                 db.close()
                 raise sqlite3.ProgrammingError("the backend is closed")
@@ -285,7 +285,7 @@ class Connections:
 
     def close(self) -> None:
         """Close every thread's connection; a later call raises ProgrammingError."""
-        with self._lock:
+        with WRITING, self._lock:
             self.closed = True
             opened = [db for db, fork in self._opened.items() if fork == _forks[0]]
             self._opened.clear()
