@@ -344,15 +344,23 @@ class S3Connection(BaseBackend[V, bytes]):
         try:
             return action()
         except self._client_error as exc:
-            if not (self._create_missing and error_code(exc) == "NoSuchBucket"):
+            if not self._bucket_missing(exc):
                 raise
+        self._make_bucket_since(generation)
+        return action()
+
+    def _bucket_missing(self, exc: Any) -> bool:
+        """Whether ``exc`` says the bucket is missing and this backend creates it (``create_bucket``)."""
+        return self._create_missing and error_code(exc) == "NoSuchBucket"
+
+    def _make_bucket_since(self, generation: int) -> None:
+        """Create the bucket unless it was made since ``generation`` (``_buckets_made``)."""
         # The threads of one dump_many all meet the missing bucket: the first
         # creates it, the others see it was made since they tried.
         with self._bucket_lock:
             if self._buckets_made == generation:
                 self._make_bucket()
                 self._buckets_made += 1
-        return action()
 
     def _ensure_bucket(self) -> None:
         """With ``create_bucket``, make the bucket now unless this backend already did.
