@@ -316,16 +316,19 @@ class S3Connection(BaseBackend[V, bytes]):
                     key = str(params.get("Key", ""))[len(self.prefix) :]
                     raise ValueError(f"{self!r}: {call} {key!r}: {exc}") from None
 
-    def _again_if_cut(self, action: Callable[[], R], cut: tuple[type[BaseException], ...] | None = None) -> R:
+    def _again_if_cut(
+        self, action: Callable[[], R], cut: tuple[type[BaseException], ...] | None = None, *, tried: int = 0
+    ) -> R:
         """Run ``action`` again when an answer botocore reads itself was cut off; at most ``retries`` times.
 
         Only for an action that can run again from the start (a request, a
         path, a file rewound first); then ResponseStreamingError, which is
         StoreUnavailableError. An error answered to a try sent again here
-        counts it among its resends (:func:`.errors.resends`).
+        counts it among its resends (:func:`.errors.resends`). ``tried``: the
+        tries already cut off before this call.
         """
         cut = cut or self._cut_response
-        for attempt in range(self._retries + 1):
+        for attempt in range(tried, self._retries + 1):
             try:
                 return action()
             except cut as exc:

@@ -250,7 +250,7 @@ class ObstoreEngine:
             return self._load_through_boto3(key, resent=False)
         _RUNTIME["started"] = True
         try:
-            result = self._obstore.get(self._s3_store(), key)
+            result = self._obstore.get(self._store or self._s3_store(), key)
             data = result.bytes()
         except (self._obstore.exceptions.BaseError, OSError) as exc:
             failure = self._errors.as_botocore(exc, "get_object")

@@ -35,6 +35,7 @@ from .connection import (
     batches,
     is_marker,
 )
+from .engine import Loaded
 from .errors import ABSENT, CONFLICT, NOT_MODIFIED, PRECONDITION_FAILED, error_code, resends
 from .locks import LOCK_AREA, S3Lock
 from .objects import S3Objects
@@ -91,16 +92,35 @@ class S3Backend(S3Objects[V]):
     # -- reading ------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
-        engine, name = self._engine, self.prefix + key
-        if engine is None or not engine.reads(name):
-            loaded = self._get(key, {})
+        engine = self._engine
+        if engine is None or self._closed:
+            loaded = self._get(key, {})  # closed: _with_bucket raises StoreError
             return loaded if loaded is MISSING else loaded[0]
-        # The obstore engine's GET, shaped only as a load reads it (its client CPU, #29);
-        # the same request, retries and errors as through _get.
+        # The obstore engine's GET, shaped only as a load reads it, with no layer around it
+        # (each costs client CPU: #29); what fails is asked again as _get would. A valid key
+        # and prefix hold no control character: obstore takes every such name.
+        name, generation = self.prefix + key, self._buckets_made
         try:
-            data, kind, encoding = self._again_if_cut(
-                lambda: self._with_bucket(lambda: engine.load(name)), self._engine_cut
-            )
+            data, kind, encoding = engine.load(name)
+        except self._client_error as exc:
+            if error_code(exc) in ABSENT:
+                return MISSING
+            if not self._bucket_missing(exc):
+                raise
+            self._make_bucket_since(generation)
+            return self._load_again(key, lambda: engine.load(name), 0)
+        except self._engine_cut as exc:
+            if not self._retries:
+                raise self._streaming_error(error=exc) from exc
+            return self._load_again(key, lambda: self._with_bucket(lambda: engine.load(name)), 1)
+        if encoding is None and kind != DIRECTORY:
+            return data
+        return self._loaded(key, data, kind, encoding)
+
+    def _load_again(self, key: str, send: Callable[[], Loaded], tried: int) -> bytes | Missing:
+        """The obstore engine's GET of ``key`` again: ``tried`` tries were cut off, or the bucket was made."""
+        try:
+            data, kind, encoding = self._again_if_cut(send, self._engine_cut, tried=tried)
         except self._client_error as exc:
             if error_code(exc) in ABSENT:
                 return MISSING
