@@ -226,7 +226,6 @@ NOT_SPLIT_YET = {
     "backends/memory.py",
     "backends/redis/scripts.py",
     "backends/redis/store.py",
-    "backends/s3/connection.py",
 }
 
 

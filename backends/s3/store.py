@@ -5,7 +5,7 @@ key too), ``in`` = 1 HEAD, ``dump`` = 1 PUT (a conditional one whose
 condition failed on a try sent again: + 1 HEAD), ``delete`` = HEAD + DELETE,
 listing = one LIST page per 1000 keys, streamed; ``clear``/``delete_many`` =
 the LIST pages plus one DeleteObjects per 1000 keys. The connection is
-:mod:`.connection`, the object extras :mod:`.objects`.
+:mod:`.connection` (on the requests of :mod:`.transport`), the object extras :mod:`.objects`.
 """
 
 from __future__ import annotations
@@ -29,16 +29,15 @@ from .connection import (
     DIRECTORY,
     FOLDER_SUFFIX,
     MD5_META,
-    PAGE,
     SIZE_META,
     TOKEN_META,
-    batches,
     is_marker,
 )
 from .engine import Loaded
 from .errors import ABSENT, CONFLICT, NOT_MODIFIED, PRECONDITION_FAILED, error_code, resends
 from .locks import LOCK_AREA, S3Lock
 from .objects import S3Objects
+from .transport import PAGE, batches
 
 __all__ = ["DEFAULT_GZIP", "S3Backend", "stray_reason", "with_token"]
 
