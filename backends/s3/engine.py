@@ -22,7 +22,7 @@ whose answer was lost (obstore does not send it again; boto3's answer then
 counts obstore's try among its ``RetryAttempts``), every request of a
 process forked after obstore's first one. ``timeout`` bounds the connect and
 each read, never the whole transfer. Credentials are the boto3 client's
-(its chain, refreshed when they expire).
+(its chain, refreshed when they expire: :mod:`.credentials`).
 
 The async twin (:mod:`.aio`) sends the same requests through obstore's
 async API (``get_async``, ``put_async``): an awaited request holds no thread,
@@ -35,9 +35,10 @@ import os
 import re
 import threading
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Final, TypeAlias
 
+from .credentials import ClientCredentials
 from .errors import count_resends
 from .obstoreerrors import ErrorReader
 
@@ -78,8 +79,6 @@ _HEAD: Final = {"head": True}
 _CONDITIONAL: Final = frozenset({"IfMatch", "IfNoneMatch"})
 #: "no limit" for obstore's whole-request timeout and retry deadline (a year)
 _UNBOUNDED: Final = timedelta(days=365)
-#: how long a refreshable credential is used before boto3 is asked again
-_CREDENTIAL_LIFE: Final = timedelta(minutes=5)
 
 
 #: whether this process sent a request through obstore, and whether it is a child forked
@@ -133,9 +132,9 @@ class ObstoreEngine:
         self._settings = {"retries": retries, "timeout": timeout, "pool": pool}
         self._store: Any = None
         self._lock = threading.Lock()
-        self._secrets: tuple[str, ...] = ()
+        self._credentials = ClientCredentials(client, bx.NoCredentialsError)
         endpoint = client.meta.endpoint_url
-        self._errors = ErrorReader(self._obstore.exceptions, bx, endpoint, lambda: self._secrets)
+        self._errors = ErrorReader(self._obstore.exceptions, bx, endpoint, lambda: self._credentials.secrets)
 
     # -- the store, made at the first request ------------------------------------------
 
@@ -184,22 +183,6 @@ class ObstoreEngine:
         """Let go of the obstore store and its connections (a call in flight finishes)."""
         with self._lock:
             self._store = None
-
-    def _credentials(self) -> Any:  # obstore's S3Credential
-        """The boto3 client's credentials now (obstore asks again when they expire)."""
-        found = self._client._get_credentials()  # botocore's resolved chain
-        if found is None:
-            raise self._bx.NoCredentialsError()
-        frozen = found.get_frozen_credentials()
-        # What an error's text is cleaned of (S3 echoes a signed request's token).
-        self._secrets = tuple(secret for secret in (frozen.secret_key, frozen.token) if secret)
-        refreshes = hasattr(found, "refresh_needed")
-        return {
-            "access_key_id": frozen.access_key,
-            "secret_access_key": frozen.secret_key,
-            "token": frozen.token,
-            "expires_at": datetime.now(timezone.utc) + _CREDENTIAL_LIFE if refreshes else None,
-        }
 
     # -- the requests ------------------------------------------------------------------------
 
