@@ -225,8 +225,6 @@ NOT_SPLIT_YET = {
     "backends/memory.py",
     "backends/redis/scripts.py",
     "backends/redis/store.py",
-    "backends/s3/connection.py",
-    "backends/s3/engine.py",
 }
 
 
