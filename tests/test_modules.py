@@ -140,8 +140,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 #: parallel with the layout change (codecs/, views.py, viewcalls.py): they are broken when those
 #: files are split after the merge. The test fails once one is gone, so this list only shrinks.
 KNOWN_CIRCLES = {
-    ("backends.codecs.families", "backends.codecs.layers"),  # Codec.__or__ builds a Layered
-    ("backends.codecs.families", "backends.codecs.compress"),  # a read decompresses a marked value
     ("backends.views", "backends.viewcalls"),  # a View's file calls live in viewcalls
 }
 
