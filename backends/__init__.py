@@ -6,6 +6,7 @@ See README.rst for the contract every backend keeps.
 from __future__ import annotations
 
 from . import aio as aio  # registers every backend's twin
+from . import codecs as codecs
 from .base import MISSING, UNCHANGED, Backend, BaseBackend, Versioned
 from .base import register_views as _register_views
 from .cache import Entry, ExpiringCache
@@ -41,6 +42,7 @@ from .locks import Lock
 from .memo import CachedError, CacheKeyError, cached
 from .memory import MemoryCache, MemoryRawCache, MemoryTextCache, VolatileBackend
 from .redis import RedisBackend, RedisJsonBackend, RedisRawBackend, RedisTextBackend
+from .rotation import reencrypt
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 from .sqlite import SqliteBackend, SqliteJsonBackend, SqliteRawBackend, SqliteTextBackend
 from .tiered import TieredBackend, TierStats
@@ -52,6 +54,9 @@ from .views import View, check_prefix
 # edited in parallel; the call moves there when it merges).
 _register_views(View, check_prefix)
 del check_prefix
+
+# The path reencrypt had, kept: codecs/ imports no store, so the package sets it.
+codecs.reencrypt = reencrypt
 
 # Not in __all__: a star import must not shadow the builtin open().
 open = open_url
@@ -124,5 +129,6 @@ __all__ = [
     "cached",
     "is_valid_key",
     "open_url",
+    "reencrypt",
     "subscribe",
 ]
