@@ -212,7 +212,6 @@ TOO_LONG_FOR_NOW = {
 #: TEMPORARY, not an allowlist: the modules of this branch still to split (#28, step 4 of the
 #: layout change); the test fails once one is split and still listed, so it only shrinks.
 NOT_SPLIT_YET = {
-    "backends/base.py",
     "backends/filesystem/store.py",
     "backends/filesystem/tree.py",
     "backends/memory.py",
@@ -240,7 +239,7 @@ def test_no_module_is_over_400_lines() -> None:
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "keys", "bounds", "forkgate", "codecs", "events"),
     "contracts": ("locks", "hooks", "cache", "info"),
-    "the API": ("core", "base", "aio", "aiolock", "transfers", "schemes"),
+    "the API": ("core", "bulk", "base", "aio", "aiolock", "transfers", "schemes"),
     "stores": ("memory", "filesystem", "sqlite", "s3", "redis"),
     "composition": ("tier", "viewbase", "viewcalls", "views", "memo", "rotation", "urls"),
     "observers": ("events.otel", "redis.stream", "redis.streamread"),
