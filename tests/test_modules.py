@@ -294,3 +294,29 @@ def test_the_architecture_page_shows_the_layers_of_the_test() -> None:
     for layer, prefixes in LAYERS.items():
         row = table.split(f"   * - {layer}\n", 1)[1].split("   * - ", 1)[0]
         assert [prefix for prefix in prefixes if prefix and f"``{prefix}" not in row] == [], layer
+
+
+# -- the paths the layout change kept -------------------------------------------------------------
+
+
+def test_the_moved_names_keep_their_paths_in_a_fresh_interpreter() -> None:
+    """What moved (#28) is still where a program imported it from, in a new process: the paths are
+    set at import (``backends.codecs.reencrypt`` by the package), not by an earlier test."""
+    import subprocess
+    import sys
+
+    program = (
+        "from backends.codecs import reencrypt\n"
+        "from backends.memory import MemoryCache, VolatileBackend, DEFAULT_MAXSIZE\n"
+        "from backends.aio import AsyncLock\n"
+        "from backends.base import Versioned\n"
+        "from backends.views import View, check_prefix, refuses_writes, view_class\n"
+        "import backends, backends.rotation, backends.aiolock, backends.hooks\n"
+        "assert reencrypt is backends.reencrypt is backends.rotation.reencrypt\n"
+        "assert AsyncLock is backends.aiolock.AsyncLock and Versioned is backends.hooks.Versioned\n"
+        "view = VolatileBackend().namespace('a').readonly()\n"
+        "assert isinstance(view, View) and refuses_writes(view) and view.prefix == check_prefix('a')\n"
+        "assert MemoryCache().maxsize == DEFAULT_MAXSIZE\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
