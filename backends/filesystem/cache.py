@@ -32,6 +32,7 @@ import fcntl
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -47,8 +48,10 @@ from ..events import observed
 from ..info import utc
 from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
 from .bound import BOUND_FILE, FLOCKS, Candidate, Pool, Tally, slot_of
+from .counts import Counted, CountMemo, changed, identity, last_change
 from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
 from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
+from .guards import GuardPool
 from .layout import key_parts, key_path
 from .store import WRITE_RETRIES, At, FileSystemBackend
 
@@ -61,6 +64,8 @@ MEMO_BUDGET: Final = 64 * 1024 * 1024
 MEMO_VALUE: Final = 64 * 1024
 #: candidates one write of a bounded cache looks at, at most, to get back within the bound
 EVICT_TRIES: Final = 1024
+#: later than any deadline
+_NO_DEADLINE: Final = 1 << 63
 
 
 class FileSystemCache(CountedLookups, FileSystemBackend[V]):
@@ -101,6 +106,8 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         bounded = self.maxbytes is not None or self.maxsize is not None
         self._pool = Pool(self.maxsize, self.maxbytes) if bounded else None
         self._placing = threading.local()  # whether this thread's last counted write went past the bound
+        self._counts = CountMemo()  # the last len's walk, while it holds
+        self._guards = GuardPool()  # descriptors of the root, to hold a writer's flock on
         super().__init__(root, durable=durable, layout="escaped", codec=codec)
 
     # -- deadlines ----------------------------------------------------------------
@@ -205,10 +212,23 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         # Entries are placed under a shared flock of their folder; a remover
         # of expired entries holds it exclusively from its look to its unlink
         # (see _discard_at), so it never removes an entry placed meanwhile.
-        with _guarded(folder, fcntl.LOCK_SH):
-            if self._pool is None:
-                return super()._place(folder, temp_name, name, if_absent)
-            return self._place_counted(folder, temp_name, name, if_absent)
+        # The shared flock is held on an open file description of this caller's
+        # own (:mod:`.guards`): a nested folder's, opened by this call's walk, or
+        # one of the root's lent by the pool; no descriptor opened per write.
+        with FLOCKS:
+            own = folder != self._root_fd
+            era, guard = (None, folder) if own else self._guards.borrow(folder)
+            try:
+                fcntl.flock(guard, fcntl.LOCK_SH)
+                try:
+                    if self._pool is None:
+                        return super()._place(folder, temp_name, name, if_absent)
+                    return self._place_counted(folder, temp_name, name, if_absent)
+                finally:
+                    fcntl.flock(guard, fcntl.LOCK_UN)
+            finally:
+                if era is not None:
+                    self._guards.give_back(era, guard)
 
     def _place_counted(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
         # The tally's lock is held from the look at the old file to the
@@ -317,7 +337,36 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         return (key for folder, name, key in self._walk(tidy=False) if keep(folder, name))
 
     def _len(self) -> int:
-        return sum(1 for _ in self._iter_keys())  # the fresh entries only
+        # The fresh entries only: an lstat each, or the count of the last walk
+        # while it holds (:mod:`.counts`).
+        self._root_gone(create=False)
+        root = os.fstat(self._root_fd)
+        now = to_ns(self.clock())
+        found = self._counts.get(root, now)
+        if found is not None:
+            return found
+        change, at, started = last_change(), time.monotonic(), time.time_ns()
+        count, soonest = self._count_fresh(now)
+        self._counts.keep(Counted(count, change, identity(root), at, now, soonest), started)
+        return count
+
+    def _count_fresh(self, now: int) -> tuple[int, int]:
+        """The fresh entries at ``now`` (expired ones met are removed), and their earliest deadline."""
+        count, soonest = 0, _NO_DEADLINE
+        for folder, names in self.layout.named_files(self._root_fd):
+            for name in names:
+                status = lstat_file(folder, name)
+                if status is None:
+                    continue  # removed since it was listed, or not a file
+                deadline = status.st_mtime_ns
+                if deadline < NEVER_BELOW:
+                    count += 1
+                elif deadline > now:
+                    count += 1
+                    soonest = min(soonest, deadline)
+                else:
+                    self._discard_met(folder, name)
+        return count, soonest
 
     def _keep(self) -> Callable[[int, str], bool]:
         """A listing keeps the fresh entries; an expired one met is removed."""
@@ -337,7 +386,22 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         # An expired entry was already absent: it is removed, and False returned.
         return bool(self._at_live_key(key, self._remove_fresh))
 
+    # Every change of the folder is recorded after it is made (counts.changed):
+    # a remembered len never outlives one of this process's changes.
+
+    def _write(self, key: str, fill: Callable[[int], None], if_absent: bool) -> bool:
+        try:
+            return super()._write(key, fill, if_absent)
+        finally:
+            changed()
+
     def _unlink_entry(self, folder: int, name: str) -> bool:
+        try:
+            return self._unlink_counted(folder, name)
+        finally:
+            changed()
+
+    def _unlink_counted(self, folder: int, name: str) -> bool:
         # A bounded cache counts the removal under the tally's lock (see _place_counted).
         if self._pool is None:
             return super()._unlink_entry(folder, name)
@@ -350,6 +414,12 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             return True
 
     def _rename_aside(self, folder: int, name: str, aside: str) -> bool:
+        try:
+            return self._rename_counted(folder, name, aside)
+        finally:
+            changed()
+
+    def _rename_counted(self, folder: int, name: str, aside: str) -> bool:
         if self._pool is None:
             return super()._rename_aside(folder, name, aside)
         with self._pool.counting(self._root_fd, self._scan) as tally:
@@ -361,7 +431,10 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             return True
 
     def _clear(self) -> None:
-        super()._clear()
+        try:
+            super()._clear()
+        finally:
+            changed()
         if self._pool is not None:
             # Recounted under the tally's lock: what writers placed meanwhile stays counted.
             with self._pool.counting(self._root_fd, self._scan, recount=True):
@@ -451,6 +524,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         if status is None or not self._expired(status.st_mtime_ns):
             return False
         os.unlink(name, dir_fd=folder)
+        changed()
         if tally is not None:
             tally.remove(status.st_size)
         return True
@@ -533,6 +607,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             ):
                 return _SKIPPED  # used since the scan: no longer among the least recent
             os.unlink(at.name, dir_fd=at.folder)
+            changed()
             tally.remove(status.st_size)
             outcome = _MORE if tally.over else _DONE
         with self._memo_lock:
@@ -545,11 +620,15 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
 
     def _open_root(self, create: bool = True) -> None:
         super()._open_root(create)
+        changed()
+        if hasattr(self, "_guards"):
+            self._guards.reopened()
         if self._pool is not None:
             self._pool.forget()  # the tally file kept for hits was the old folder's
 
     def close(self) -> None:
         super().close()
+        self._guards.close()
         if self._pool is not None:
             self._pool.forget()
 
@@ -625,6 +704,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 if get_tag(fd) != tag:
                     return False  # replaced since we looked: that value is not the one revalidated
                 set_deadline(fd, self._deadline(MISSING))
+                changed()
                 return True
             finally:
                 os.close(fd)

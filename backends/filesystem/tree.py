@@ -161,6 +161,12 @@ class Layout:
             for _, _, keys in self._chunks(fd, "", _Dir("", "", ""), None, None):
                 yield from keys
 
+    def named_files(self, root: int) -> Iterator[tuple[int, list[str]]]:
+        """Yield ``(folder fd, names of key files)`` in chunks, for every key below ``root``, in no order."""
+        with _fresh(root) as fd:
+            for folder, names, _ in self._chunks(fd, "", _Dir("", "", ""), None, None):
+                yield folder, names
+
     def count(self, root: int) -> int:
         """How many keys there are below ``root``."""
         with _fresh(root) as fd:
