@@ -37,6 +37,23 @@ _CONFLICT = (
 
 V = TypeVar("V")
 
+#: every open root in the process: a forked child gives each a new lock (see _after_fork)
+#: (by id: backends that are equal, the same folder, are still two roots with two locks)
+_ROOTS: weakref.WeakValueDictionary[int, FolderRoot[Any]] = weakref.WeakValueDictionary()
+
+
+def _after_fork() -> None:
+    """In a forked child: a root's lock that another thread of the parent held at the fork
+    (reopening a deleted root) would stay held for ever, with no thread to release it.
+    The child has only the forking thread, and the descriptor that thread saw is whole
+    (``dup2`` is atomic), so a new lock is all it needs."""
+    for root in list(_ROOTS.values()):
+        root._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
 
 def _root_path(root: object) -> Path:
     """The absolute path of a root given as a str or path; TypeError or ValueError naming ``root``."""
@@ -76,6 +93,7 @@ class FolderRoot(BaseBackend[V, bytes]):
             raise TypeError(f"durable is True or False, not {durable!r}")
         self.durable = bool(durable)
         self._lock = threading.Lock()
+        _ROOTS[id(self)] = self
         self._root_fd = -1
         self._closed = False
         self._finalizer: Any = None
