@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -225,6 +226,45 @@ def local_calls(bench: Bench, base: Path, count: int) -> None:
         rounds = bench.rounds * SLICES if work.startswith("dump") else None
         contenders = {who: (kind, make(ops)) for who, (kind, ops) in among.items()}
         bench.compare(SECTION, work, "us", contenders, rounds)
+    in_memory(bench, count)
+
+
+#: a filesystem in memory, where a write costs no disk: what is left is the software's own cost
+TMPFS = Path("/dev/shm")
+IN_MEMORY = "files and caches on tmpfs (/dev/shm, no disk): the software's own cost of a 1 KiB JSON dump"
+
+
+def in_memory(bench: Bench, count: int) -> None:
+    """The four dumps again on tmpfs, against the raw write there (a disk's flushes, which
+    fall on whoever writes when they come, dominate and blur these ratios on a disk)."""
+    if not TMPFS.is_dir() or not os.access(TMPFS, os.W_OK):
+        bench.notes.append(f"{IN_MEMORY}: not measured, no writable {TMPFS}")
+        return
+    base = Path(tempfile.mkdtemp(prefix="backends-bench-", dir=TMPFS))
+    try:
+        stores: dict[str, tuple[str, Ops]] = {
+            "raw files (temp + rename in the key's folder)": (LIMIT, _raw(base / "raw")),
+            "backends folder (FileSystemJsonBackend)": (OURS, _ours(FileSystemJsonBackend(base / "folder"))),
+            "backends JsonCache": (OURS, _ours(JsonCache(base / "cache", timeout=3600))),
+        }
+        flat = [f"user-{i:05d}" for i in range(count)]
+        nested = [f"users/{i}" for i in range(count)]
+        for _, ops in stores.values():
+            for key in flat + nested:
+                ops["dump"](key, DOC)
+        works = [
+            ("dump, new key", flat, True),
+            ("dump, overwrite", flat, False),
+            ("dump, new key, nested (users/N)", nested, True),
+            ("dump, overwrite, nested (users/N)", nested, False),
+        ]
+        for work, keys, fresh in works:
+            contenders = {
+                who: (kind, per_call(ops, keys, "dump", fresh, SLICES)) for who, (kind, ops) in stores.items()
+            }
+            bench.compare(IN_MEMORY, work, "us", contenders, bench.rounds * SLICES)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 BOUNDED = "bounded caches: 1 KiB JSON, maxbytes against diskcache's size_limit"

@@ -226,7 +226,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
 #: fails once one is gone, so this list only shrinks.
 KNOWN_CROSSINGS = {
     ("codecs.encrypt", "base"),  # reencrypt() is a call over a store, inside the codec package
-    ("filesystem.cache", "urls"),  # register_scheme is in schemes, re-exported by urls
     ("sqlite", "urls"),  # the same
 }
 

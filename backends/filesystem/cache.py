@@ -46,7 +46,7 @@ from ..codecs.layers import CodecOption
 from ..errors import BackendError, SerializationError, StoreError
 from ..events import observed
 from ..info import utc
-from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
+from ..schemes import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
 from .bound import BOUND_FILE, FLOCKS, Candidate, Pool, Tally, slot_of
 from .counts import Counted, CountMemo, changed, identity, last_change
 from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
