@@ -43,7 +43,7 @@ from .memory import MemoryCache, MemoryRawCache, MemoryTextCache, VolatileBacken
 from .redis import RedisBackend, RedisJsonBackend, RedisRawBackend, RedisTextBackend
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 from .sqlite import SqliteBackend, SqliteJsonBackend, SqliteRawBackend, SqliteTextBackend
-from .tiered import TieredBackend, TierStats
+from .tier import TieredBackend, TierStats
 from .urls import open_url
 from .views import View, check_prefix
 

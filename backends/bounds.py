@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from .errors import shown
+
 __all__ = ["MAX_BOUND", "as_bound", "check_bound"]
 
 #: the largest bound (tallies are signed 64-bit integers)
@@ -24,7 +26,7 @@ def check_bound(name: str, value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} is None (no bound) or a whole number, not {type(value).__name__}")
     if not 1 <= value <= MAX_BOUND:
-        raise ValueError(f"{name} is None (no bound) or a whole number from 1 to 2**62, not {value!r}")
+        raise ValueError(f"{name} is None (no bound) or a whole number from 1 to 2**62, not {shown(value)}")
     return value
 
 
@@ -33,5 +35,7 @@ def as_bound(text: str) -> int | None:
     if text.lower() == "none":
         return None
     if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"not a whole number: {text!r}")
+        raise ValueError(f"not a whole number: {shown(text)}")
+    if len(text.lstrip("0")) > len(str(MAX_BOUND)):
+        raise ValueError(f"{shown(text)} is more than 2**62")  # int() of 4,301 digits raises
     return int(text)

@@ -33,6 +33,7 @@ __all__ = [
     "SerializationError",
     "StoreError",
     "StoreUnavailableError",
+    "shown",
 ]
 
 
@@ -130,3 +131,21 @@ class LockError(BackendError):
 
 class LockTimeoutError(LockError, TimeoutError):
     """A per-key lock was not acquired within its timeout."""
+
+
+#: how many characters of a caller's value a message shows
+SHOWN: int = 60
+
+
+def shown(value: object) -> str:
+    """``value`` for an error message: its ``repr`` (control characters escaped), cut to :data:`SHOWN`.
+
+    A whole number too long to print (Python refuses ``repr`` past 4,300
+    digits) is told by its size.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * SHOWN:
+        return f"a whole number of about {value.bit_length() * 30103 // 100000 + 1:,} digits"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= SHOWN else repr(value[:SHOWN]) + "..."
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."

@@ -16,6 +16,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .base import BaseBackend
+from .errors import shown
 
 __all__ = [
     "Opener",
@@ -113,7 +114,7 @@ def as_bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"not a boolean: {text!r}")
+    raise ValueError(f"not a boolean: {shown(text)}")
 
 
 def opener_of(scheme: str) -> Opener | None:
@@ -146,15 +147,19 @@ def parse_query(
     found: dict[str, Any] = {}
     coding: dict[str, str] = {}
     fmt = "json"
+    given: set[str] = set()
     for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
         _refuse_secret(name)
+        if name in given:  # which one was meant? (redis-py takes the first, a dict the last)
+            raise ValueError(f"parameter {shown(name)} is given twice")
+        given.add(name)
         if name == "format":
             fmt = value.lower()
         elif name in CODEC_PARAMETERS:
             coding[name] = value
         elif name not in allowed:
             raise ValueError(
-                f"unknown parameter {name!r} for a {scheme_of(url) or 'file'} URL; known: format, "
+                f"unknown parameter {shown(name)} for a {scheme_of(url) or 'file'} URL; known: format, "
                 + ", ".join(sorted(allowed))
             )
         else:
@@ -188,7 +193,7 @@ def convert(name: str, value: str, allowed: dict[str, Callable[[str], Any]]) -> 
         raise
     except ValueError:
         kind = getattr(allowed[name], "__name__", "value").removeprefix("as_").replace("_or_none", " or none")
-        raise ValueError(f"parameter {name}={value!r} is not a valid {kind}") from None
+        raise ValueError(f"parameter {name}={shown(value)} is not a valid {kind}") from None
 
 
 def local_path(url: str) -> str:

@@ -76,7 +76,7 @@ def open_url(url: str, **options: Any) -> BaseBackend[Any, Any]:
         cache_url, origin_url = url.split(CHAIN, 1)
         if not cache_url.startswith("cache:"):
             raise ValueError(f"only a cache:// URL goes in front of '::' (got {scheme_of(cache_url)!r})")
-        from .tiered import TieredBackend
+        from .tier import TieredBackend
 
         tier_options = {name: options.pop(name) for name in list(options) if name in TIER_OPTIONS}
         cache_part, tier_query = _split_tier_options(cache_url)

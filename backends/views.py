@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypeVar
 
 from .base import MISSING, BaseBackend, Missing, Unchanged, Versioned
 from .core import encode_value
-from .errors import BackendError, InvalidKeyError, ReadOnlyError, StoreError
+from .errors import BackendError, InvalidKeyError, ReadOnlyError, StoreError, shown
 from .events import observed
 from .keys import MAX_KEY_BYTES, key_problem
 from .transfers import FileTransfers
@@ -55,14 +55,6 @@ V = TypeVar("V")
 
 #: what the base's ``pop`` gives for an absent key (MISSING there means "no default")
 _ABSENT: Final = object()
-
-#: the longest prefix shown in an error about it (a prefix may be 1,000 bytes)
-_SHOWN: Final = 60
-
-
-def _shown(text: str) -> str:
-    """``text`` for a message: escaped by ``repr`` (no control character, no lone surrogate), cut short."""
-    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + "..."
 
 
 def check_prefix(prefix: object, base: BaseBackend[Any, Any] | None = None, name: str = "prefix") -> str:
@@ -81,7 +73,7 @@ def check_prefix(prefix: object, base: BaseBackend[Any, Any] | None = None, name
         problem = base._key_rule(folder)
     if problem is not None:
         raise ValueError(
-            f"{name} {_shown(prefix)} is no namespace ({problem}): a namespace is a valid key, "
+            f"{name} {shown(prefix)} is no namespace ({problem}): a namespace is a valid key, "
             "and a '/' is added after it"
         )
     size = len(folder.encode("utf-8")) + 1

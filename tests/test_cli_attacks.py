@@ -564,7 +564,7 @@ def test_a_broken_pipe_that_is_no_output_of_ours_is_an_error(tmp_path: Path) -> 
 
 def test_names_with_a_newline_are_strays_too(moto: S3Target) -> None:
     """moto's HTTP server refuses a newline in a name; S3 (and moto in-process) take it."""
-    from backends.clicopy import copy_all
+    from backends.cli.cp import copy_all
 
     for name in ("nl\nx", "\n", "x/\n", "ok"):
         moto.client.put_object(Bucket=moto.bucket, Key=f"nl/{name}", Body=b"1")

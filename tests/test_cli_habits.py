@@ -18,7 +18,7 @@ from servers import S3Target
 from test_cli import env, fails, ok, run
 
 import backends
-from backends.clicopy import copy_all
+from backends.cli.cp import copy_all
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 

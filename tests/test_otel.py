@@ -10,7 +10,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from backends import FileSystemJsonBackend, MemoryCache, TieredBackend, VolatileBackend, subscribe
-from backends.otel import OpenTelemetrySink
+from backends.events.otel import OpenTelemetrySink
 
 
 def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:

@@ -165,7 +165,7 @@ def test_a_planted_password_never_reaches_the_stream_the_command_or_the_page(
     import urllib.request
 
     from backends.cli import main
-    from backends.statusweb import make_app, server
+    from backends.cli.statusweb import make_app, server
 
     secret = "planted-secret-8c1f"
     with servers.redis_server() as url:

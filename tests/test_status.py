@@ -13,9 +13,9 @@ import redis as redis_py
 
 from backends import VolatileBackend
 from backends.cli import main
+from backends.cli.status import age, render
 from backends.events import HOST, Event, subscribe
 from backends.redis.stream import RedisStreamSink
-from backends.status import age, render
 
 NOW = 1_800_000_000.0
 

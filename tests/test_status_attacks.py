@@ -29,12 +29,12 @@ import redis as redis_py
 import servers
 
 from backends.cli import main
+from backends.cli.status import run_status
+from backends.cli.statusweb import make_app, parse_address, server
+from backends.cli.terminal import printable
 from backends.errors import PermissionDeniedError, StoreUnavailableError
 from backends.events import HOST, Event
 from backends.redis.stream import RedisStreamSink, read_processes, read_recent
-from backends.status import run_status
-from backends.statusweb import make_app, parse_address, server
-from backends.terminal import printable
 
 NOW = time.time()
 

@@ -16,9 +16,9 @@ import pytest
 import redis as redis_py
 
 from backends import VolatileBackend
+from backends.cli.statusweb import make_app, server
 from backends.events import HOST, subscribe
 from backends.redis.stream import RedisStreamSink
-from backends.statusweb import make_app, server
 
 
 def chromium() -> str:

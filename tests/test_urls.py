@@ -67,13 +67,35 @@ def test_s3_urls_take_the_backends_options(moto: S3Target) -> None:
         ("cache:///tmp/x?maxsize=-3", "maxsize='-3' is not a valid bound"),
         ("cache:///tmp/x?maxbytes=1.5", "maxbytes='1.5' is not a valid bound"),
         ("cache:///tmp/x?maxsize=ten", "maxsize='ten' is not a valid bound"),
-        ("cache:///tmp/x?maxbytes=9999999999999999999999", "maxbytes is None"),
+        ("cache:///tmp/x?maxbytes=9999999999999999999", "maxbytes is None"),
+        (
+            "cache:///tmp/x?maxbytes=99999999999999999999",
+            "maxbytes='99999999999999999999' is not a valid bound",
+        ),
+        ("cache:///tmp/x?maxbytes=5&maxbytes=6", "parameter 'maxbytes' is given twice"),
+        ("cache:///tmp/x?format=raw&format=json", "parameter 'format' is given twice"),
+        ("sqlite:///tmp/x.db?maxsize=5&maxsize=5", "parameter 'maxsize' is given twice"),
         ("s3://a::s3://b", "only a cache:// URL"),
     ],
 )
 def test_a_bad_url_names_what_is_wrong(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("?", r"\?").replace("(", r"\(")):
         backends.open(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["cache:///tmp/x?maxbytes=", "sqlite:///tmp/x.db?maxsize=", "cache:///tmp/x?"]
+)
+def test_a_parameter_thousands_of_characters_long_is_refused_in_a_message_of_one_line(url: str) -> None:
+    long = url + "9" * 5000 if url.endswith("=") else url + "x" * 5000 + "=1"
+    with pytest.raises(ValueError) as caught:
+        backends.open(long)
+    assert len(str(caught.value)) < 300 and "..." in str(caught.value)
+
+
+def test_a_bound_too_large_to_print_is_refused_by_its_size() -> None:
+    with pytest.raises(ValueError, match=r"maxbytes is None .* not a whole number of about 5,001 digits"):
+        backends.JsonCache("/tmp/never-made", maxbytes=10**5000)
 
 
 @pytest.mark.parametrize(

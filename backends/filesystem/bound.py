@@ -1,24 +1,6 @@
-"""The size bound of a cache folder: one shared tally, use stamps, and an eviction pool.
+"""The size bound of a cache folder: the shared tally's lock, use stamps, and an eviction pool.
 
-Every process using a bounded folder shares one file at its root,
-:data:`BOUND_FILE`:
-
-- a header (:data:`_HEADER`): a magic, the number of entries and their bytes
-  (the sizes of the value files), the counted writes since the last recount,
-  and a "busy" mark. Each counted write or removal changes it under an
-  exclusive ``flock`` of the file, around the rename or unlink it counts, so
-  the tally is exact however writers interleave. The busy mark is set for the
-  span of the change: a holder killed inside it leaves it set, and the next
-  holder recounts. A header that is not one this module wrote (corrupt,
-  truncated, another tool's) is recounted too, and so is any tally every
-  ``max(RECOUNT_EVERY, entries)`` counted writes (files a user added, grew or
-  deleted behind the tally's back).
-- :data:`SLOTS` use stamps after it, one 8-byte slot per key hash (crc32):
-  the cache clock's nanoseconds of the key's last write or hit, written with
-  one ``pwrite`` and no lock (a lost race between two hits keeps either
-  stamp, both recent). Keys that share a slot share a stamp: the colder one
-  then looks as recent as the hotter one and is kept longer, never evicted
-  sooner. Eviction is approximate LRU in that sense only.
+The file and its counts are :mod:`backends.filesystem.tally`'s.
 
 Eviction (:class:`Pool`), as Redis keeps a pool of the best candidates of
 its samples: one scan of the folder (under the tally's lock, so it also
@@ -30,6 +12,11 @@ Entries outside the pool were newer when scanned and can only grow newer,
 so the order stays exact; the pool is scanned again when it runs out, or
 once a deadline the scan saw beyond the pool has passed (an entry outside
 it expired).
+
+An entry another process wrote (or renewed) after this pool's scan is in no
+candidate of it: before a fresh candidate goes, :meth:`Pool.outdated` asks
+the tally's scan generations (see :mod:`backends.filesystem.tally`) whether
+one such entry may have expired, and the evictor then scans again.
 """
 
 from __future__ import annotations
@@ -38,10 +25,7 @@ import errno
 import fcntl
 import heapq
 import os
-import stat
-import struct
 import threading
-import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -49,10 +33,31 @@ from typing import Final, NamedTuple
 
 from ..forkgate import fork_gate
 from .entries import NEVER_BELOW
+from .tally import (
+    ALL,
+    BOUND_FILE,
+    FLAGS,
+    GENERATIONS,
+    HEADER,
+    MAGIC,
+    READ_FLAGS,
+    RECOUNT_EVERY,
+    RING,
+    RING_AT,
+    SLOTS,
+    STAMP,
+    STAMPS_AT,
+    Tally,
+    open_tally,
+    read_ring,
+    read_tally,
+    slot_of,
+)
 
 __all__ = [
     "BOUND_FILE",
     "FLOCKS",
+    "GENERATIONS",
     "POOL",
     "RECOUNT_EVERY",
     "SLOTS",
@@ -62,22 +67,8 @@ __all__ = [
     "slot_of",
 ]
 
-#: the shared tally and use stamps of a bounded folder (a reserved name: never a key)
-BOUND_FILE: Final = "~backends-bound"
-#: use-stamp slots after the header (8 bytes each: 512 KiB, a sparse file until used)
-SLOTS: Final = 1 << 16
-#: a recount at least every this many counted writes (heals drift behind the tally's back)
-RECOUNT_EVERY: Final = 4096
 #: the least number of eviction candidates one scan keeps
 POOL: Final = 64
-
-_MAGIC: Final = b"bkbound1"
-_HEADER = struct.Struct("<8sqqqq")  # magic, entries, bytes, writes since recount, busy
-_STAMPS_AT: Final = 4096
-_STAMP = struct.Struct("<Q")
-# O_NONBLOCK: a FIFO of another tool at the name must not block the open (it is refused after)
-_FLAGS = os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 #: what makes recording a use impossible on a read: the read is served, the use unrecorded
 _UNRECORDABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOENT})
 #: what another tool's symlink, folder or FIFO at the tally's name gives: a hit's use goes unrecorded
@@ -87,54 +78,6 @@ _UNSTAMPED = _UNRECORDABLE | _NOT_A_FILE
 
 #: what every flock of a folder cache (the tally's, a folder's guard) is taken and held in
 FLOCKS: Final = fork_gate()
-
-
-def _open_file(flags: int, root: int, mode: int = 0o666) -> int:
-    """The tally file opened with ``flags``; OSError naming it for another tool's folder, symlink, FIFO."""
-    fd = os.open(BOUND_FILE, flags, mode, dir_fd=root)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.ENXIO, "not a regular file", BOUND_FILE)
-    return fd
-
-
-def slot_of(key: str) -> int:
-    """The use-stamp slot of ``key`` (stable across processes and runs)."""
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) & (SLOTS - 1)
-
-
-class Tally:
-    """The shared counts, as read under the lock; changes are written back when the lock is released."""
-
-    def __init__(
-        self, entries: int, size: int, writes: int, maxsize: int | None, maxbytes: int | None
-    ) -> None:
-        self.entries = entries
-        self.bytes = size
-        self.writes = writes
-        self._maxsize = maxsize
-        self._maxbytes = maxbytes
-
-    def add(self, size: int, entries: int) -> None:
-        self.bytes += size
-        self.entries += entries
-        self.writes += 1
-
-    def remove(self, size: int) -> None:
-        self.bytes -= size
-        self.entries -= 1
-
-    @property
-    def over(self) -> bool:
-        """Whether the folder holds more than its bound."""
-        return (self._maxsize is not None and self.entries > self._maxsize) or (
-            self._maxbytes is not None and self.bytes > self._maxbytes
-        )
-
-    @property
-    def wrong(self) -> bool:
-        """Whether the counts cannot be true (a removal of a file the tally never counted)."""
-        return self.entries < 0 or self.bytes < 0 or (self.entries == 0 and self.bytes != 0)
 
 
 class Candidate(NamedTuple):
@@ -167,6 +110,7 @@ class Pool:
         self._ranked: list[Candidate] = []
         self._taken: set[int] = set()
         self._horizon = 0  # the earliest deadline of a fresh entry outside the pool; 0: none
+        self._generation = -1  # the tally's scan generation of the pool's scan (-1: none yet)
 
     # -- the tally ----------------------------------------------------------------
 
@@ -180,47 +124,42 @@ class Pool:
         foreign, damaged or busy-marked header is recounted first.
         """
         with FLOCKS:  # no fork while the flock is held (see backends.forkgate)
-            fd = _open_file(_FLAGS | os.O_CREAT, root)
+            fd = open_tally(FLAGS | os.O_CREAT, root)
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
                 except BlockingIOError:
                     yield None
                     return
-                tally = self._read(fd)
+                raw = os.pread(fd, ALL, 0)
+                tally = read_tally(raw, self.maxsize, self.maxbytes)
                 if (
                     tally is None
                     or recount
                     or tally.wrong
                     or tally.writes >= max(RECOUNT_EVERY, tally.entries)
                 ):
-                    tally = self.recount(scan)
+                    counted = self.recount(scan)
+                    if read_ring(raw, counted) and (tally is None or tally.wrong):
+                        # A holder died mid-change (or the header is not ours): the
+                        # deadline it wrote may be in no slot, so every pool scans again.
+                        counted.next_generation(GENERATIONS)
+                    tally = counted
                 # Busy until written back: a holder killed in between leaves the mark.
-                os.pwrite(fd, _HEADER.pack(_MAGIC, tally.entries, tally.bytes, tally.writes, 1), 0)
+                os.pwrite(fd, HEADER.pack(MAGIC, tally.entries, tally.bytes, tally.writes, 1), 0)
                 try:
                     yield tally
                 finally:
                     # A change the body made is in the tally only once done; a
                     # wrong tally (a file removed that it never counted) is left
                     # unmarked, to be recounted by the next holder.
-                    magic = b"" if tally.wrong else _MAGIC
-                    os.pwrite(
-                        fd,
-                        _HEADER.pack(magic.ljust(8, b"\0"), tally.entries, tally.bytes, tally.writes, 0),
-                        0,
-                    )
+                    magic = b"" if tally.wrong else MAGIC
+                    header = HEADER.pack(magic.ljust(8, b"\0"), tally.entries, tally.bytes, tally.writes, 0)
+                    ring = RING.pack(tally.generation, *tally.soonest)
+                    os.pwrite(fd, header.ljust(RING_AT, b"\0") + ring, 0)
                 self._keep_stamps(root, fd)
             finally:
                 os.close(fd)
-
-    def _read(self, fd: int) -> Tally | None:
-        raw = os.pread(fd, _HEADER.size, 0)
-        if len(raw) != _HEADER.size:
-            return None
-        magic, entries, size, writes, busy = _HEADER.unpack(raw)
-        if magic != _MAGIC or busy != 0 or writes < 0:
-            return None  # not ours, damaged, or its last holder was killed mid-change
-        return Tally(entries, size, writes, self.maxsize, self.maxbytes)
 
     def recount(self, scan: Scan) -> Tally:
         """Count every key's file afresh (expired ones too: they hold their bytes until removed)."""
@@ -239,7 +178,7 @@ class Pool:
             return
         # A new open file description, never a dup: the flock belongs to the
         # description, and a dup kept open would hold it for ever.
-        kept = _open_file(_FLAGS, root)
+        kept = open_tally(FLAGS, root)
         with self._lock:
             old, self._stamps = self._stamps, kept
             self._stamps_ino = os.fstat(kept).st_ino
@@ -260,7 +199,7 @@ class Pool:
                 fd = self._open_stamps(root)
                 if fd < 0:
                     return
-            os.pwrite(fd, _STAMP.pack(now_ns), _STAMPS_AT + 8 * slot_of(key))
+            os.pwrite(fd, STAMP.pack(now_ns), STAMPS_AT + 8 * slot_of(key))
         except OSError as exc:
             # A read-only or full folder serves its hits; their uses go unrecorded
             # (the entry then ranks by its last recorded use or write), and so does
@@ -270,7 +209,7 @@ class Pool:
 
     def _open_stamps(self, root: int) -> int:
         try:
-            fd = _open_file(_FLAGS, root)  # a read creates nothing
+            fd = open_tally(FLAGS, root)  # a read creates nothing
         except OSError as exc:
             if exc.errno in _UNSTAMPED:
                 return -1
@@ -286,11 +225,11 @@ class Pool:
         """Every slot's stamp (zeros where none was recorded, or the file is missing)."""
         table = array("Q", bytes(8 * SLOTS))
         try:
-            fd = _open_file(_READ_FLAGS, root)
+            fd = open_tally(READ_FLAGS, root)
         except FileNotFoundError:
             return table
         try:
-            raw = os.pread(fd, 8 * SLOTS, _STAMPS_AT)
+            raw = os.pread(fd, 8 * SLOTS, STAMPS_AT)
         finally:
             os.close(fd)
         table[: len(raw) // 8] = array("Q", raw[: len(raw) // 8 * 8])
@@ -299,14 +238,14 @@ class Pool:
     def stamp_of(self, root: int, key: str) -> int:
         """The stamp recorded for ``key``'s slot (0 if none)."""
         try:
-            fd = _open_file(_READ_FLAGS, root)
+            fd = open_tally(READ_FLAGS, root)
         except FileNotFoundError:
             return 0
         try:
-            raw = os.pread(fd, 8, _STAMPS_AT + 8 * slot_of(key))
+            raw = os.pread(fd, 8, STAMPS_AT + 8 * slot_of(key))
         finally:
             os.close(fd)
-        return _STAMP.unpack(raw)[0] if len(raw) == 8 else 0
+        return STAMP.unpack(raw)[0] if len(raw) == 8 else 0
 
     def forget(self) -> None:
         """Drop the kept descriptor (the root was reopened, or the cache closed)."""
@@ -317,8 +256,8 @@ class Pool:
 
     # -- candidates ----------------------------------------------------------------------
 
-    def fill(self, found: Iterable[Candidate], count: int) -> None:
-        """Keep the ``max(POOL, count // 16)`` best of a scan's candidates."""
+    def fill(self, found: Iterable[Candidate], count: int, generation: int) -> None:
+        """Keep the ``max(POOL, count // 16)`` best of a scan's candidates (the scan of ``generation``)."""
         size = max(POOL, count // 16)
         ranked = list(found)
         best = heapq.nsmallest(size, ranked)
@@ -333,6 +272,11 @@ class Pool:
             heapq.heapify(self._by_deadline)
             self._taken = set()
             self._horizon = min(horizon, default=0)
+            self._generation = generation
+
+    def outdated(self, tally: Tally, now_ns: int) -> bool:
+        """Whether an entry no scan of this pool saw may have expired by ``now_ns`` (under the lock)."""
+        return self._generation >= 0 and tally.expired_since(self._generation, now_ns)
 
     def written(self, deadline: int) -> None:
         """A write of this process with this deadline: once passed, the pool is scanned again."""

@@ -235,13 +235,13 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         # count: every counted change of the folder is serialised, so the
         # tally is exact however writers race on one key.
         assert self._pool is not None
-        size = os.stat(temp_name, dir_fd=folder, follow_symlinks=False).st_size
+        temp = os.stat(temp_name, dir_fd=folder, follow_symlinks=False)
         with self._pool.counting(self._root_fd, self._scan) as tally:
             assert tally is not None  # waited for
             old = lstat_file(folder, name)
             placed = super()._place(folder, temp_name, name, if_absent)
-            if placed:
-                tally.add(size - (old.st_size if old else 0), 0 if old else 1)
+            if placed:  # the temp file's mtime is the entry's deadline
+                tally.add(temp.st_size - (old.st_size if old else 0), 0 if old else 1, temp.st_mtime_ns)
             self._placing.over = placed and tally.over
         return placed
 
@@ -554,8 +554,15 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 continue
             # The last scan's ranking is the last there is: its candidates go even if
             # used since (else readers hitting every entry would keep the folder past it).
-            if candidate.key != written and self._evict(candidate, strict=scans < 2) is _DONE:
+            if candidate.key == written:
+                continue
+            outcome = self._evict(candidate, strict=scans < 2)
+            if outcome is _DONE:
                 return
+            if outcome is _RESCAN:
+                scans += 1
+                if scans > 2 or not self._rescan():
+                    return
 
     def _rescan(self) -> bool:
         """Rank every entry and recount, under the tally's lock; False if within the bound (or empty)."""
@@ -576,8 +583,9 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         with self._pool.counting(self._root_fd, scan, recount=True) as tally:
             assert tally is not None
             over, entries = tally.over, tally.entries
+            generation = tally.next_generation()  # what others write from now on is in its slot
         if over:
-            self._pool.fill(found, entries)
+            self._pool.fill(found, entries, generation)
         return over and bool(found)
 
     def _evict(self, candidate: Candidate, strict: bool = True) -> object:
@@ -600,12 +608,11 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 candidate.ctime_ns,
             ):
                 return _SKIPPED  # removed, rewritten or renewed since the scan
-            if (
-                strict
-                and not self._expired(status.st_mtime_ns)
-                and self._pool.stamp_of(self._root_fd, candidate.key) > candidate.stamp
-            ):
-                return _SKIPPED  # used since the scan: no longer among the least recent
+            if strict and not self._expired(status.st_mtime_ns):
+                if self._pool.stamp_of(self._root_fd, candidate.key) > candidate.stamp:
+                    return _SKIPPED  # used since the scan: no longer among the least recent
+                if self._pool.outdated(tally, to_ns(self.clock())):
+                    return _RESCAN  # an entry written since the scan (by another process) has expired
             os.unlink(at.name, dir_fd=at.folder)
             changed()
             tally.remove(status.st_size)
@@ -703,7 +710,17 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             try:
                 if get_tag(fd) != tag:
                     return False  # replaced since we looked: that value is not the one revalidated
-                set_deadline(fd, self._deadline(MISSING))
+                deadline = self._deadline(MISSING)
+                if self._pool is None:
+                    set_deadline(fd, deadline)
+                    changed()
+                    return True
+                # A bounded cache notes the new deadline (it can be sooner than the old)
+                # under the tally's lock, as a write does, for other processes' evictions.
+                with self._pool.counting(self._root_fd, self._scan) as tally:
+                    assert tally is not None
+                    set_deadline(fd, deadline)
+                    tally.note(deadline)
                 changed()
                 return True
             finally:
@@ -783,6 +800,7 @@ def _guarded(folder: int, kind: int) -> Iterator[int]:
 _SKIPPED: Final = object()  # an eviction candidate that is no longer one
 _MORE: Final = object()  # one removed; still past the bound
 _DONE: Final = object()  # within the bound
+_RESCAN: Final = object()  # an entry no scan of this process saw has expired: scan again
 
 
 def _open_url(url: str, options: dict[str, Any]) -> FileSystemCache[Any]:

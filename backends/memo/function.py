@@ -29,7 +29,7 @@ from ..cache import ExpiringCache
 from ..errors import BackendError, CorruptValueError, LockError, LockTimeoutError
 from ..events import HUB, Counters
 from ..locks import Lock
-from ..tierbase import TierBase
+from ..tier.base import TierBase
 from .answers import OUTCOMES, BoundCached, CachedError, CachedStats, classes_by_name, rebuild
 from .entries import Found, error_entry, read_entry, value_entry
 from .holding import forget, hold, holding_of

@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from ..errors import shown
+
 __all__ = [
     "CANNED_ACLS",
     "MAX_ETAG",
@@ -47,12 +49,7 @@ _VALUE_RULE: Final = "a str of printable ASCII without a space at either end"
 
 def _value(name: str, value: object, rule: str = _VALUE_RULE) -> None:
     if not isinstance(value, str) or not _VALUE.fullmatch(value):
-        raise ValueError(f"{name} is {rule}, not {_shown(value)}")
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+        raise ValueError(f"{name} is {rule}, not {shown(value)}")
 
 
 def check_put_options(
@@ -71,12 +68,14 @@ def check_put_options(
     """
     # "" (like None) means none: a URL's empty ?acl=.
     if acl not in (None, "") and acl not in CANNED_ACLS:
-        raise ValueError(f"acl is one of S3's canned ACLs ({', '.join(CANNED_ACLS)}), not {_shown(acl)}")
+        raise ValueError(f"acl is one of S3's canned ACLs ({', '.join(CANNED_ACLS)}), not {shown(acl)}")
     if storage_class not in (None, "") and (
         not isinstance(storage_class, str) or not _TOKEN.fullmatch(storage_class)
     ):
-        shown = _shown(storage_class)
-        raise ValueError(f"storage_class is a name such as 'STANDARD_IA' (letters, digits, '_'), not {shown}")
+        raise ValueError(
+            "storage_class is a name such as 'STANDARD_IA' (letters, digits, '_'), "
+            f"not {shown(storage_class)}"
+        )
     for name, value in (("cache_control", cache_control), ("content_type", content_type)):
         if value is not None:
             _value(name, value)
@@ -91,7 +90,7 @@ def _check_metadata(metadata: object, reserved: Mapping[str, int]) -> None:
     for name, value in metadata.items():
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             rule = "HTTP tokens (ASCII letters, digits and !#$%&'*+.^_`|~-)"
-            raise ValueError(f"metadata names are {rule}, not {_shown(name)}")
+            raise ValueError(f"metadata names are {rule}, not {shown(name)}")
         if name.lower() in reserved:
             raise ValueError(
                 f"metadata name {name!r} is the backend's own "
@@ -112,5 +111,5 @@ def check_etag(name: str, value: Any) -> None:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ETAG or not _VALUE.fullmatch(value):
         raise ValueError(
             f"{name} is an ETag (as stat(key).etag gives it): {_VALUE_RULE}, "
-            f"at most {MAX_ETAG} characters, not {_shown(value)}"
+            f"at most {MAX_ETAG} characters, not {shown(value)}"
         )

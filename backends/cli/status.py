@@ -5,7 +5,7 @@ order, one column of indentation per process, so each worker's story reads
 top to bottom, with how long ago each happened; the processes come first,
 from their heartbeats (silent ones marked, long-dead ones left out).
 :func:`render` and :func:`summary` are the view; :func:`run_status` runs it;
-:mod:`backends.statusargs` is the command's arguments (and starts the web page).
+:mod:`backends.cli.statusargs` is the command's arguments (and starts the web page).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, TextIO
 
-from .errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
-from .events import Event
-from .redis.streamread import DEFAULT_STREAM, Unreadable, check_count, check_stream
-from .redis.streamread import check_url as check_status_url
+from ..errors import BackendError, PermissionDeniedError, StoreError, StoreUnavailableError
+from ..events import Event
+from ..redis.streamread import DEFAULT_STREAM, Unreadable, check_count, check_stream
+from ..redis.streamread import check_url as check_status_url
 from .terminal import printable, write_line
 
 __all__ = [
@@ -127,7 +127,7 @@ def render(
     unreadable: Sequence[Unreadable] = (),
 ) -> list[str]:
     """The view as lines: the processes, then the events, oldest first, then what could not be
-    read. Every control character of every line is escaped (:func:`~backends.terminal.printable`)."""
+    read. Every control character of every line is escaped (:func:`~backends.cli.terminal.printable`)."""
     lines = [printable(line) for line in _lines(events, processes, now)]
     return lines + _unreadable_lines(unreadable)
 
@@ -199,7 +199,7 @@ def run_status(
     :class:`~backends.errors.StoreError` when Redis cannot be read (each
     request is bounded by ``timeout`` seconds, and tried twice).
     """
-    from .redis.client import import_redis, make_client
+    from ..redis.client import import_redis, make_client
 
     check_status_url(url)
     check_stream(stream)
@@ -234,8 +234,8 @@ def _counted(unreadable: Sequence[Unreadable]) -> str:
 def _show(
     client: Any, stream: str, count: int, *, follow: bool, as_json: bool, out: TextIO, timeout: float
 ) -> list[Unreadable]:
-    from .redis.streamread import follow as follow_stream
-    from .redis.streamread import read_view
+    from ..redis.streamread import follow as follow_stream
+    from ..redis.streamread import read_view
 
     view = read_view(client, stream, count)  # following resumes at ``view.last``
     now = time.time()
@@ -268,7 +268,7 @@ def reading_error(exc: Exception, client: Any, stream: str, timeout: float) -> B
     A key another program retyped is named with what it holds (one ``TYPE``
     per key, only then). The message never holds Redis's own text.
     """
-    from .redis.client import import_redis
+    from ..redis.client import import_redis
 
     errors = import_redis().exceptions
     if isinstance(exc, (errors.AuthenticationError, errors.AuthorizationError, errors.NoPermissionError)):

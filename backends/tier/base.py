@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from .base import BaseBackend
-from .cache import ExpiringCache
-from .codecs import IdentityCodec
-from .errors import LockError, LockTimeoutError
-from .events import HUB, Counters, observed
-from .info import Stat, SupportsStat, SupportsUrl
-from .locks import Lock, check_lease, check_wait
+from ..base import BaseBackend
+from ..cache import ExpiringCache
+from ..codecs import IdentityCodec
+from ..errors import LockError, LockTimeoutError
+from ..events import HUB, Counters, observed
+from ..info import Stat, SupportsStat, SupportsUrl
+from ..locks import Lock, check_lease, check_wait
 
 __all__ = ["DEFAULT_LEASE", "WRITER_WAIT", "TierBase", "TierStats", "release_lock"]
 
@@ -59,7 +59,7 @@ class TierStats:
 
 
 class TierBase(BaseBackend[Any, Any]):
-    """The parts, counters, key locks, listings and lifetime of :class:`~backends.tiered.TieredBackend`."""
+    """The parts, counters, key locks, listings and lifetime of :class:`~backends.tier.TieredBackend`."""
 
     codec = IdentityCodec()
 
@@ -71,7 +71,7 @@ class TierBase(BaseBackend[Any, Any]):
         lease: float = DEFAULT_LEASE,
         stale_while_revalidate: float = 0.0,
     ) -> None:
-        from .views import refuses_writes
+        from ..views import refuses_writes
 
         if isinstance(cache, BaseBackend) and refuses_writes(cache):
             # Checked first: a tier writes its cache on every read and write, so each call would

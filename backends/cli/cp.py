@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from .base import MISSING, BaseBackend
-from .errors import InvalidKeyError, KeyConflictError, ReadOnlyError
-from .filesystem import FileSystemBackend, FileSystemCache, FileSystemRawBackend
-from .info import Stat, SupportsStatMany, SupportsStrays
+from ..base import MISSING, BaseBackend
+from ..errors import InvalidKeyError, KeyConflictError, ReadOnlyError
+from ..filesystem import FileSystemBackend, FileSystemCache, FileSystemRawBackend
+from ..info import Stat, SupportsStatMany, SupportsStrays
+from ..tier import TieredBackend
+from ..transfers import FileTransfers
+from ..views import refuses_writes
 from .terminal import print_json, say, warn
-from .tiered import TieredBackend
-from .transfers import FileTransfers
-from .views import refuses_writes
 
 __all__ = ["STREAM_OVER", "Copy", "copy_all", "run_copy", "strays"]
 

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from .errors import BackendError
-from .redis.streamread import DEFAULT_STREAM, check_count, check_stream
+from ..errors import BackendError
+from ..redis.streamread import DEFAULT_STREAM, check_count, check_stream
 from .status import check_status_url, check_timeout, reading_error, summary
 
 __all__ = ["PAGE", "make_app", "parse_address", "serve", "server"]
@@ -160,8 +160,8 @@ def make_app(
     request. ``timeout``: seconds Redis has to answer each request (tried
     twice); past it ``/status.json`` answers 503 with the error, as JSON.
     """
-    from .redis.client import import_redis, make_client
-    from .redis.streamread import read_view
+    from ..redis.client import import_redis, make_client
+    from ..redis.streamread import read_view
 
     check_status_url(url)
     check_stream(stream)

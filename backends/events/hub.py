@@ -1,55 +1,32 @@
-"""Events: what backends, caches, tiers and locks do, delivered to whoever subscribed.
+"""The hub: the subscriptions of this process, and the observing wrappers it puts on the
+backends' classes while anyone subscribes (with nobody subscribed a call runs exactly its own
+code).
 
-An :class:`Event` is one small frozen record: when, where (host, pid), which
-backend (its repr, which never holds a secret), the operation, the key, the
-outcome, and what was measured (duration, bytes, attempts). It never holds
-a value. Subscribe a callable globally (:func:`subscribe`) or to one backend
-(``backend.subscribe``); the returned :class:`Subscription` unsubscribes.
-
-With nobody subscribed a call runs exactly its own code: the observing
-wrappers are put on the classes only while anyone subscribes (cache and lock
-events test one flag). A subscriber that raises never changes the operation's result: its error is counted in
+A subscriber that raises never changes the operation's result: its error is counted in
 :data:`HUB` and logged once per subscriber on the ``backends.events`` logger.
-
-Sinks (README.rst, "Events"): :class:`MemorySink` (a bounded ring),
-:class:`LoggingSink` (the ``backends`` logger, one line per event) and
-:class:`Counters` (counts and latency histograms per backend, operation and
-outcome).
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
-import hashlib
 import inspect
 import logging
 import os
-import socket
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+
+from .record import HOST, Event, digest
 
 if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = [
-    "HOST",
     "HUB",
-    "LATENCY_BUCKETS",
-    "Counter",
-    "Counters",
-    "Event",
     "Hub",
-    "LoggingSink",
-    "MemorySink",
     "Subscription",
-    "Tally",
-    "digest",
     "measured",
     "observe",
     "observe_async",
@@ -63,65 +40,6 @@ R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger("backends.events")
-
-#: this machine's name, in every event
-HOST: Final = socket.gethostname()
-
-#: upper bounds (seconds) of the latency histogram's buckets; the last one is open
-LATENCY_BUCKETS: Final = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-
-
-class Event(NamedTuple):
-    """One thing a backend did. Never a value, never a secret.
-
-    A named tuple: immutable, and built in a fraction of a frozen dataclass's time.
-    """
-
-    #: seconds since the epoch (``time.time()``)
-    time: float
-    host: str
-    pid: int
-    #: ``repr`` of the backend: its class, root or bucket and options, never a credential
-    backend: str
-    #: the public call (``load``, ``dump``...), or ``cache``, ``lock``, ``request``, ``purge``
-    operation: str
-    #: the key, or its digest for subscribers that asked for digests; None for whole-store calls
-    key: str | None
-    #: ``started``, ``finished``, ``failed``; ``hit``, ``miss``, ``expired``,
-    #: ``revalidated``, ``stale``, ``filled``; ``attempted``, ``acquired``,
-    #: ``renewed``, ``released``, ``timed out``, ``lost``; ``retried``; ``purged``
-    outcome: str
-    #: seconds the operation (or the wait for a lock) took
-    duration: float | None = None
-    #: bytes read or written
-    bytes: int | None = None
-    #: tries it took (locks, retried requests)
-    attempts: int | None = None
-    #: a few words more: the error's class and reason (never its value), a count
-    detail: str = ""
-
-    def describe(self) -> str:
-        """One line, e.g. ``load users/42 finished in 0.012 s (974 bytes)``."""
-        parts = [self.operation]
-        if self.key is not None:
-            parts.append(self.key)
-        parts.append(self.outcome)
-        if self.duration is not None:
-            parts.append(f"in {self.duration:.3f} s")
-        extra = []
-        if self.bytes is not None:
-            extra.append(f"{self.bytes} bytes")
-        if self.attempts is not None:
-            extra.append(f"{self.attempts} attempt{'' if self.attempts == 1 else 's'}")
-        if self.detail:
-            extra.append(self.detail)
-        line = " ".join(parts)
-        return f"{line} ({', '.join(extra)})" if extra else line
-
-
-def digest(key: str) -> str:
-    """What a subscriber that asked for digests sees instead of ``key``: 16 hex digits of its SHA-256."""
-    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class Subscription:
@@ -444,113 +362,3 @@ def _listing_wrapper(plain: Callable[..., Iterator[Any]], operation: str, keyed:
 def _failure(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     return f"{type(exc).__name__}: {reason}" if isinstance(reason, str) else type(exc).__name__
-
-
-class MemorySink:
-    """The last ``size`` events, in a ring: for tests, and for the command."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size is an int >= 1, not {size!r}")
-        self.events: deque[Event] = deque(maxlen=size)
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)  # deque.append is atomic
-
-    def __iter__(self) -> Iterator[Event]:
-        return iter(list(self.events))
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-    def clear(self) -> None:
-        self.events.clear()
-
-
-class LoggingSink:
-    """One log line per event on the ``backends`` logger (DEBUG; failures and lost locks at WARNING)."""
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self.logger = logger or logging.getLogger("backends")
-
-    def __call__(self, event: Event) -> None:
-        level = logging.WARNING if event.outcome in ("failed", "lost", "timed out") else logging.DEBUG
-        if self.logger.isEnabledFor(level):
-            self.logger.log(
-                level, "%s [%s pid %d] %s", event.backend, event.host, event.pid, event.describe()
-            )
-
-
-@dataclass(frozen=True)
-class Tally:
-    """What :class:`Counters` holds for one backend, operation and outcome."""
-
-    count: int
-    #: events of the histogram bucket at the same index of LATENCY_BUCKETS (one more: above them)
-    buckets: tuple[int, ...]
-    #: the sum of the durations, seconds
-    seconds: float
-
-
-class Counter:
-    """One count of :class:`Counters`, kept at hand (``Counters.counter``)."""
-
-    __slots__ = ("_lock", "_tally")
-
-    def __init__(self, tally: list[Any], lock: threading.Lock) -> None:
-        self._tally = tally
-        self._lock = lock
-
-    def add(self, amount: int = 1) -> None:
-        with self._lock:
-            self._tally[0] += amount
-
-
-class Counters:
-    """Counts and latency histograms per (backend, operation, outcome)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str, str], list[Any]] = {}
-
-    def __call__(self, event: Event) -> None:
-        self.add(event.backend, event.operation, event.outcome, 1, event.duration)
-
-    def counter(self, backend: str, operation: str, outcome: str) -> Counter:
-        """The count of one (backend, operation, outcome), to add to directly: for a hot path."""
-        with self._lock:
-            return Counter(self._tally(backend, operation, outcome), self._lock)
-
-    def _tally(self, backend: str, operation: str, outcome: str) -> list[Any]:
-        slot = (backend, operation, outcome)
-        tally = self._counts.get(slot)
-        if tally is None:
-            tally = self._counts[slot] = [0, [0] * (len(LATENCY_BUCKETS) + 1), 0.0]
-        return tally
-
-    def add(
-        self, backend: str, operation: str, outcome: str, amount: int = 1, duration: float | None = None
-    ) -> None:
-        """Count ``amount`` of ``operation``/``outcome`` for ``backend`` (and a duration, if given)."""
-        with self._lock:
-            tally = self._tally(backend, operation, outcome)
-            tally[0] += amount
-            if duration is not None:
-                tally[1][bisect.bisect_left(LATENCY_BUCKETS, duration)] += 1
-                tally[2] += duration
-
-    def get(self, operation: str, outcome: str, backend: str | None = None) -> Tally:
-        """The tally of ``operation``/``outcome``, for one backend (its repr) or summed over all."""
-        count, buckets, seconds = 0, [0] * (len(LATENCY_BUCKETS) + 1), 0.0
-        with self._lock:
-            for (name, op, out), tally in self._counts.items():
-                if op == operation and out == outcome and (backend is None or name == backend):
-                    count += tally[0]
-                    buckets = [a + b for a, b in zip(buckets, tally[1], strict=True)]
-                    seconds += tally[2]
-        return Tally(count, tuple(buckets), seconds)
-
-    def snapshot(self) -> dict[tuple[str, str, str], int]:
-        """Every count, by (backend, operation, outcome)."""
-        with self._lock:
-            return {slot: tally[0] for slot, tally in self._counts.items()}

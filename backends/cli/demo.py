@@ -22,10 +22,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from .filesystem import JsonCache
-from .s3 import S3JsonBackend
+from ..filesystem import JsonCache
+from ..s3 import S3JsonBackend
+from ..tier import TieredBackend
 from .terminal import printable
-from .tiered import TieredBackend
 
 __all__ = ["DemoClock", "moto_server", "run_demo"]
 

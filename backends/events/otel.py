@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .events import Event
+from .record import Event
 
 __all__ = ["OTEL_EXTRA", "OpenTelemetrySink"]
 

@@ -1,5 +1,5 @@
 """``backends status``'s arguments, each checked before any I/O, and what runs it: the view
-in the terminal (:mod:`backends.status`) or as a web page (:mod:`backends.statusweb`)."""
+in the terminal (:mod:`backends.cli.status`) or as a web page (:mod:`backends.cli.statusweb`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import sys
 from typing import Any
 
-from .redis.streamread import DEFAULT_STREAM, MAX_COUNT, check_count, check_stream
+from ..redis.streamread import DEFAULT_STREAM, MAX_COUNT, check_count, check_stream
 from .status import check_status_url, check_timeout, run_status
 from .statusweb import make_app, parse_address, serve
 from .terminal import printable

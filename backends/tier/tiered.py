@@ -23,13 +23,13 @@ from contextlib import ExitStack
 from functools import partial
 from typing import Any, Final
 
-from .base import MISSING, UNCHANGED, BaseBackend, Missing
-from .cache import Entry, check_timeout, uncounted
-from .core import encode_value
-from .errors import BackendError, LockTimeoutError, StoreError
-from .events import HUB, observed
-from .locks import Lock
-from .tierbase import TierBase, TierStats, release_lock
+from ..base import MISSING, UNCHANGED, BaseBackend, Missing
+from ..cache import Entry, check_timeout, uncounted
+from ..core import encode_value
+from ..errors import BackendError, LockTimeoutError, StoreError
+from ..events import HUB, observed
+from ..locks import Lock
+from .base import TierBase, TierStats, release_lock
 
 __all__ = ["TierStats", "TieredBackend"]
 
