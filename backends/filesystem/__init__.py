@@ -6,7 +6,9 @@
   following a symlink;
 - :mod:`.store`: :class:`FileSystemBackend` and its value families;
 - :mod:`.cache`: :class:`FileSystemCache` (``JsonCache``, ``TextCache``,
-  ``RawCache``), entries that expire, in a folder bounded or not;
+  ``RawCache``), entries that expire, in a folder bounded or not, built on
+  :mod:`.expiry` (deadlines, reads, removal of what expired) and
+  :mod:`.evict` (every change counted, eviction past the bound);
 - :mod:`.bound`: the shared tally, use stamps and eviction pool of a bound;
 - :mod:`.lock`: :class:`FileLock`, a lease file per key under ``flock``.
 
