@@ -4,7 +4,8 @@
   and the one walk over a folder's keys;
 - :mod:`.files`: file operations relative to folder descriptors, never
   following a symlink;
-- :mod:`.store`: :class:`FileSystemBackend` and its value families;
+- :mod:`.store`: :class:`FileSystemBackend`, the hooks over one folder;
+  :mod:`.families`: its value families and ``file://`` URLs;
 - :mod:`.cache`: :class:`FileSystemCache` (``JsonCache``, ``TextCache``,
   ``RawCache``), entries that expire, in a folder bounded or not, built on
   :mod:`.expiry` (deadlines, reads, removal of what expired) and
@@ -18,13 +19,9 @@ Each uses the others only through their public names.
 from __future__ import annotations
 
 from .cache import FileSystemCache, JsonCache, RawCache, TextCache
+from .families import FileSystemJsonBackend, FileSystemRawBackend, FileSystemTextBackend
 from .lock import FileLock
-from .store import (
-    FileSystemBackend,
-    FileSystemJsonBackend,
-    FileSystemRawBackend,
-    FileSystemTextBackend,
-)
+from .store import FileSystemBackend
 
 __all__ = [
     "FileLock",

@@ -43,9 +43,9 @@ from .counts import CountMemo, changed
 from .entries import deadline_of, get_tag, set_deadline, set_tag
 from .evict import EVICT_TRIES, CountedFolder
 from .expiry import guarded
-from .files import lstat_file, open_file, prune_folders, write_all
+from .files import At, lstat_file, open_file, prune_folders, write_all
 from .guards import GuardPool
-from .store import WRITE_RETRIES, At
+from .store import WRITE_RETRIES
 
 __all__ = ["EVICT_TRIES", "FileSystemCache", "JsonCache", "RawCache", "TextCache"]
 

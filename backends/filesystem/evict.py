@@ -25,9 +25,8 @@ from .bound import FLOCKS, Candidate, slot_of
 from .counts import changed
 from .entries import NEVER_BELOW
 from .expiry import ExpiringFolder, guarded
-from .files import lstat_file, prune_folders
+from .files import At, lstat_file, prune_folders
 from .guards import GuardPool
-from .store import At
 
 __all__ = ["EVICT_TRIES", "CountedFolder"]
 

@@ -33,9 +33,9 @@ from ..cache import CountedLookups, check_timeout, deadline_ns, to_ns
 from .bound import FLOCKS, Pool, Tally
 from .counts import Counted, CountMemo, changed, identity, last_change
 from .entries import NEVER_BELOW, file_identity, get_tag
-from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all
+from .files import BLOCKED_ERRNOS, At, lstat_file, open_file, open_guard, prune_folders, read_all
 from .layout import key_parts, key_path
-from .store import At, FileSystemBackend
+from .store import FileSystemBackend
 
 __all__ = ["MEMO_BUDGET", "MEMO_VALUE", "ExpiringFolder", "guarded"]
 

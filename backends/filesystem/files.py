@@ -2,7 +2,9 @@
 
 The store, the cache and the file lock build on these; each takes an open
 folder descriptor and a name in it, so a path is never resolved twice and
-nothing outside the root is reached.
+nothing outside the root is reached. :class:`At` is where a key's file was
+found (its open folders, its name, its lstat); :func:`create_temp` makes the
+temporary file a write fills before it is moved into place.
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ import fcntl
 import os
 import stat
 import tempfile
+from typing import NamedTuple
 
 from ..base import MISSING, Missing
+from .layout import temp_name
 
 __all__ = [
     "BLOCKED_ERRNOS",
     "DIR_FLAGS",
     "NEW_FLAGS",
     "ROOT_FLAGS",
+    "At",
     "check_file",
+    "create_temp",
     "deleted_folder",
     "lstat_file",
     "open_file",
@@ -169,3 +175,27 @@ def open_guard(folder: int, kind: int) -> int:
         os.close(guard)
         raise
     return guard
+
+
+class At(NamedTuple):
+    """Where a key's file is: the open folders (root first), their names, the file's name and lstat."""
+
+    fds: list[int]
+    folders: tuple[str, ...]
+    name: str
+    status: os.stat_result
+
+    @property
+    def folder(self) -> int:
+        """The descriptor of the folder holding the file."""
+        return self.fds[-1]
+
+
+def create_temp(folder: int) -> tuple[str, int]:
+    """Create a new temporary file in ``folder``: its name and a descriptor open for writing."""
+    while True:
+        name = temp_name()
+        try:
+            return name, os.open(name, NEW_FLAGS, 0o666, dir_fd=folder)
+        except FileExistsError:
+            continue
