@@ -220,7 +220,6 @@ TOO_LONG_FOR_NOW = {
 NOT_SPLIT_YET = {
     "backends/aio.py",
     "backends/base.py",
-    "backends/filesystem/tree.py",
     "backends/memory.py",
     "backends/redis/scripts.py",
     "backends/redis/store.py",

@@ -20,8 +20,9 @@ from ..base import BaseBackend
 from ..codecs.layers import CodecOption
 from ..errors import BackendError, KeyConflictError, PermissionDeniedError, StoreError
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, NEW_FLAGS, ROOT_FLAGS, deleted_folder
+from .listing import Layout
 from .lock import LOCK_FOLDER
-from .tree import ESCAPED, LAYOUTS, MARKER, PLAIN, Layout, is_own
+from .tree import ESCAPED, LAYOUTS, MARKER, PLAIN, is_own
 
 __all__ = ["LOOK_AT", "FolderRoot"]
 

@@ -37,7 +37,7 @@ from .files import (
 from .folder import FolderRoot
 from .layout import temp_name
 from .lock import FileLock
-from .tree import Stray
+from .naming import Stray
 
 __all__ = ["STALE_TEMP", "WRITE_RETRIES", "FileSystemBackend"]
 
