@@ -9,7 +9,7 @@ with a ``=`` suffix, so no name passes the 255-byte limit. The one rule for
 everything else: a name starting with ``~`` is never a key (this
 library's own files have such names; :mod:`.tree` tells them from a user's
 by their exact form). The mapping is a bijection: a walk
-(:mod:`.tree`) gives back exactly the keys written.
+(:mod:`.walks`) gives back exactly the keys written.
 """
 
 from __future__ import annotations
