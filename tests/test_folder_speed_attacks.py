@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -340,6 +341,96 @@ def test_len_through_a_tier_and_a_view_of_a_cache(tmp_path: Path) -> None:
     assert len(cache) == 0 and len(view) == 0
     assert tier["users/1"] == 1  # loaded again from the origin
     assert len(cache) == 1
+
+
+def _walks(block: Callable[[], object]) -> tuple[object, int]:
+    """What ``block()`` gives, and how many folders it listed (Python's "os.scandir" audit event)."""
+    seen: list[str] = []
+    _SCANS.append(seen)
+    try:
+        return block(), len(seen)
+    finally:
+        _SCANS.remove(seen)
+
+
+_SCANS: list[list[str]] = []
+
+
+def _hook(event: str, args: tuple[object, ...]) -> None:
+    if event == "os.scandir" and _SCANS:
+        _SCANS[-1].append(str(args[0]))
+
+
+sys.addaudithook(_hook)
+
+
+def test_a_len_right_after_this_objects_own_writes_is_exact_with_no_walk(tmp_path: Path) -> None:
+    clock = FrozenClock()
+    cache = JsonCache(tmp_path / "c", timeout=60, clock=clock)
+    for i in range(10):
+        cache[f"k{i}"] = i
+        cache[f"users/{i}"] = i
+    assert _walks(lambda: len(cache)) == (20, 2)  # a walk: the root and users+
+    steps: list[tuple[Callable[[], object], int]] = [
+        (lambda: cache.dump("new", 1), 21),  # a new key at the top level
+        (lambda: cache.dump("new", 2), 21),  # an overwrite
+        (lambda: cache.dump("users/new", 1), 22),  # a new key in a sub-folder
+        (lambda: cache.dump("gone", 1, timeout=0), 22),  # already expired: never counted
+        (lambda: cache.dump("k0", 1, timeout=0), 21),  # a fresh entry replaced by an expired one
+        (lambda: cache.dump("gone", 2), 22),  # an expired entry replaced by a fresh one
+        (lambda: cache.dump("k1", 9, if_absent=True), 22),  # not written
+        (lambda: cache.dump("users/if", 9, if_absent=True), 23),
+        (lambda: cache.dump("soon", 1, timeout=5), 24),  # the earliest deadline now
+        (lambda: cache.dump("forever", 1, timeout=None), 25),
+    ]
+    for write, expected in steps:
+        write()
+        assert _walks(lambda: len(cache)) == (expected, 0)
+    assert len(JsonCache(tmp_path / "c", timeout=60, clock=clock)) == 25  # a walk agrees
+    clock.advance(5)  # "soon" expires: counted afresh, exactly at its deadline
+    assert _walks(lambda: len(cache))[0] == 24
+    twin = JsonCache(tmp_path / "c", timeout=60, clock=clock)
+    twin["users/twin"] = 1  # another object of this process: the memo no longer holds
+    assert _walks(lambda: len(cache)) == (25, 2)
+
+
+def test_threads_writing_the_same_keys_at_once_never_count_one_twice(tmp_path: Path) -> None:
+    cache = JsonCache(tmp_path / "c", timeout=60)
+    cache["users/0"] = 0
+    wrong: list[tuple[int, int]] = []
+    for turn in range(ROUNDS // 10):
+        len(cache)  # a walk: the memo holds, each write below is counted into it
+        keys = [f"t{turn}-{i}" if i % 2 else f"users/t{turn}-{i}" for i in range(8)]
+        start = threading.Barrier(4)
+
+        def write(keys: list[str] = keys, start: threading.Barrier = start) -> None:
+            start.wait()
+            for key in keys:
+                cache[key] = 1
+
+        workers = [threading.Thread(target=write) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        counted = len(cache)
+        walked = len(JsonCache(tmp_path / "c", timeout=60))
+        if counted != walked:
+            wrong.append((counted, walked))
+    assert wrong == []
+
+
+def test_another_process_writing_at_the_top_level_after_this_ones_write_shows_in_the_next_len(
+    tmp_path: Path,
+) -> None:
+    cache = JsonCache(tmp_path / "c", timeout=60)
+    cache["a"] = 1
+    assert len(cache) == 1
+    cache["b"] = 2  # the root changed by this object: taken as it is at the next len
+    assert _walks(lambda: len(cache)) == (2, 0)
+    code = "import sys\nfrom backends import JsonCache\nJsonCache(sys.argv[1], timeout=60)['c'] = 3\n"
+    assert _run_child(code, str(cache.root)).returncode == 0
+    assert _walks(lambda: len(cache))[0] == 3
 
 
 # -- bad input: refused before any I/O, whatever was kept ------------------------------------

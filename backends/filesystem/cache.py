@@ -137,6 +137,7 @@ class FileSystemCache(CountedFolder[V]):
                 set_tag(fd, tag)
             set_deadline(fd, deadline)
 
+        self._placing.deadline = deadline  # for the len memo (evict.CountedFolder._count_placed)
         if self._pool is not None:
             # Stamped before it is placed too: a new entry never ranks as the
             # least recently used in another process's scan, between its

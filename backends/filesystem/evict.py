@@ -17,15 +17,15 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Final, TypeVar
 
 from ..cache import to_ns
 from .bound import FLOCKS, Candidate, slot_of
-from .counts import changed
+from .counts import changed, last_change
 from .entries import NEVER_BELOW
 from .expiry import ExpiringFolder, guarded
-from .files import At, lstat_file, prune_folders
+from .files import At, lstat_file, place, prune_folders
 from .guards import GuardPool
 
 __all__ = ["EVICT_TRIES", "CountedFolder"]
@@ -53,22 +53,32 @@ class CountedFolder(ExpiringFolder[V]):
         # The shared flock is held on an open file description of this caller's
         # own (:mod:`.guards`): a nested folder's, opened by this call's walk, or
         # one of the root's lent by the pool; no descriptor opened per write.
-        with FLOCKS:
-            own = folder != self._root_fd
-            era, guard = (None, folder) if own else self._guards.borrow(folder)
-            try:
-                fcntl.flock(guard, fcntl.LOCK_SH)
+        seen = last_change()  # before the look at the old file (counts.CountMemo.placed)
+        try:
+            with FLOCKS:
+                own = folder != self._root_fd
+                era, guard = (None, folder) if own else self._guards.borrow(folder)
                 try:
-                    if self._pool is None:
-                        return super()._place(folder, temp_name, name, if_absent)
-                    return self._place_counted(folder, temp_name, name, if_absent)
+                    fcntl.flock(guard, fcntl.LOCK_SH)
+                    try:
+                        if self._pool is None:
+                            placed, old = place(folder, temp_name, name, if_absent)
+                        else:
+                            placed, old = self._place_counted(folder, temp_name, name, if_absent)
+                    finally:
+                        fcntl.flock(guard, fcntl.LOCK_UN)
                 finally:
-                    fcntl.flock(guard, fcntl.LOCK_UN)
-            finally:
-                if era is not None:
-                    self._guards.give_back(era, guard)
+                    if era is not None:
+                        self._guards.give_back(era, guard)
+        except BaseException:
+            changed()  # placed or not: a remembered len no longer holds
+            raise
+        self._count_placed(seen, placed, old, not own)
+        return placed
 
-    def _place_counted(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
+    def _place_counted(
+        self, folder: int, temp_name: str, name: str, if_absent: bool
+    ) -> tuple[bool, os.stat_result | None]:
         # The tally's lock is held from the look at the old file to the
         # count: every counted change of the folder is serialised, so the
         # tally is exact however writers race on one key.
@@ -76,23 +86,30 @@ class CountedFolder(ExpiringFolder[V]):
         temp = os.stat(temp_name, dir_fd=folder, follow_symlinks=False)
         with self._pool.counting(self._root_fd, self._scan) as tally:
             assert tally is not None  # waited for
-            old = lstat_file(folder, name)
-            placed = super()._place(folder, temp_name, name, if_absent)
+            placed, old = place(folder, temp_name, name, if_absent)
             if placed:  # the temp file's mtime is the entry's deadline
                 tally.add(temp.st_size - (old.st_size if old else 0), 0 if old else 1, temp.st_mtime_ns)
             self._placing.over = placed and tally.over
-        return placed
+        return placed, old
+
+    def _count_placed(self, seen: int, placed: bool, old: os.stat_result | None, top: bool) -> None:
+        """Tell the len memo of a write (placed or not, its temporary file came and went):
+        counted into the memo if it holds (:mod:`.counts`)."""
+        deadline: int | None = getattr(self._placing, "deadline", None)  # set by the write (cache._put)
+        if self._counts.kept is None or deadline is None:
+            changed()
+            return
+        now = to_ns(self.clock())
+        fresh = placed and (deadline < NEVER_BELOW or deadline > now)
+        was = placed and old is not None and (old.st_mtime_ns < NEVER_BELOW or old.st_mtime_ns > now)
+        expires = deadline if fresh and deadline >= NEVER_BELOW else None
+        self._counts.placed(seen, int(fresh) - int(was), expires, now, top)
 
     # -- every change counted (if bounded) and told ----------------------------------
 
-    # Every change of the folder is recorded after it is made (counts.changed):
-    # a remembered len never outlives one of this process's changes.
-
-    def _write(self, key: str, fill: Callable[[int], None], if_absent: bool) -> bool:
-        try:
-            return super()._write(key, fill, if_absent)
-        finally:
-            changed()
+    # Every change of the folder is recorded after it is made (counts.changed), a
+    # placed entry by _count_placed: a remembered len never outlives one of this
+    # process's changes.
 
     def _unlink_entry(self, folder: int, name: str) -> bool:
         try:

@@ -203,9 +203,9 @@ class ExpiringFolder(CountedLookups, FileSystemBackend[V]):
         found = self._counts.get(root, now)
         if found is not None:
             return found
-        change, at, started = last_change(), time.monotonic(), time.time_ns()
+        change, at = last_change(), time.monotonic()
         count, soonest = self._count_fresh(now)
-        self._counts.keep(Counted(count, change, identity(root), at, now, soonest), started)
+        self._counts.keep(Counted(count, change, identity(root), at, now, soonest))
         return count
 
     def _count_fresh(self, now: int) -> tuple[int, int]:

@@ -32,6 +32,7 @@ __all__ = [
     "lstat_file",
     "open_file",
     "open_guard",
+    "place",
     "prune_folders",
     "read_all",
     "read_file",
@@ -135,8 +136,9 @@ def lstat_file(folder: int, name: str) -> os.stat_result | None:
     return status if status is not None and stat.S_ISREG(status.st_mode) else None
 
 
-def check_file(folder: int, name: str) -> None:
-    """Raise IsADirectoryError if something other than a regular file is at ``name``.
+def check_file(folder: int, name: str) -> os.stat_result | None:
+    """The lstat of the regular file at ``name`` (None if nothing is there); IsADirectoryError
+    if something other than a regular file is there.
 
     A folder, symlink or FIFO of another tool at a key's name reads as
     absent; a write there must not replace (delete) it either.
@@ -144,6 +146,24 @@ def check_file(folder: int, name: str) -> None:
     status = _lstat(folder, name)
     if status is not None and not stat.S_ISREG(status.st_mode):
         raise IsADirectoryError(errno.EISDIR, "in the way")
+    return status
+
+
+def place(folder: int, temp_name: str, name: str, if_absent: bool) -> tuple[bool, os.stat_result | None]:
+    """Move the written temporary file to ``name`` (with ``if_absent``, only if it is free):
+    whether it was placed, and the lstat of the file it replaced (or found) there, if any."""
+    if if_absent:
+        # link() fails if the name exists, atomically: one winner.
+        try:
+            os.link(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+        except FileExistsError:
+            return False, check_file(folder, name)
+        finally:
+            unlink_quietly(temp_name, folder)
+        return True, None
+    old = check_file(folder, name)
+    os.replace(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder)
+    return True, old
 
 
 def prune_folders(fds: list[int], folders: tuple[str, ...]) -> None:

@@ -24,10 +24,10 @@ from ..info import Stat
 from ..locks import Lock
 from .files import (
     At,
-    check_file,
     create_temp,
     lstat_file,
     open_file,
+    place,
     prune_folders,
     read_all,
     read_file,
@@ -213,19 +213,7 @@ class FileSystemBackend(FolderRoot[V]):
 
     def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
         """Move the written temporary file to ``name``; with ``if_absent``, only if it is free."""
-        if if_absent:
-            # link() fails if the name exists, atomically: one winner.
-            try:
-                os.link(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
-            except FileExistsError:
-                check_file(folder, name)
-                return False
-            finally:
-                unlink_quietly(temp_name, folder)
-            return True
-        check_file(folder, name)
-        os.replace(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder)
-        return True
+        return place(folder, temp_name, name, if_absent)[0]
 
     # -- deleting ---------------------------------------------------------------
 
