@@ -27,6 +27,7 @@ from clock import FrozenClock
 
 from backends import FileSystemJsonBackend, JsonCache, RawCache, TieredBackend, VolatileBackend
 from backends.errors import StoreError
+from backends.filesystem import counts
 
 #: long versions behind the project's switch
 LONG = os.environ.get("BACKENDS_LONG") == "1"
@@ -418,6 +419,30 @@ def test_threads_writing_the_same_keys_at_once_never_count_one_twice(tmp_path: P
         if counted != walked:
             wrong.append((counted, walked))
     assert wrong == []
+
+
+def test_a_child_forked_while_the_len_counter_is_held_writes_and_counts(tmp_path: Path) -> None:
+    # White-box: the lock held here is what a thread of the parent holds for the
+    # instant it draws a change number; a fork in that instant must not hang the child.
+    cache = JsonCache(tmp_path / "c", timeout=60)
+    cache["a"] = 1
+    assert len(cache) == 1
+    with counts._drawing[0]:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 0
+            faulthandler.dump_traceback_later(20, exit=True)  # inherited held: fail, not hang
+            try:
+                cache["b"] = 2
+                assert len(cache) == 2
+                del cache["a"]
+                assert len(cache) == 1
+            except BaseException:
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(cache) == 1 and list(cache) == ["b"]
 
 
 def test_another_process_writing_at_the_top_level_after_this_ones_write_shows_in_the_next_len(

@@ -49,7 +49,16 @@ _changes = itertools.count(1)
 #: the number drawn by the latest change of any folder cache in this process
 _last = [0]
 #: held to draw a number and to count a write into a memo: one step, in any thread's interleaving
-_drawing = threading.Lock()
+_drawing = [threading.Lock()]
+
+
+def _forked() -> None:
+    # A thread of the parent may have held the lock at the fork: the child's own is free.
+    _drawing[0] = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 def changed() -> None:
@@ -58,7 +67,7 @@ def changed() -> None:
     Each change draws a number never drawn before, so a count remembered from
     before it never matches again, whatever the threads' interleaving.
     """
-    with _drawing:
+    with _drawing[0]:
         _last[0] = next(_changes)
 
 
@@ -94,7 +103,7 @@ class CountMemo:
         if kept is None or not self._holds(kept, _last[0], now_ns):
             return None
         if kept.root is None:  # changed by this object's own writes: taken as it is now
-            with _drawing:
+            with _drawing[0]:
                 if self.kept is not kept or kept.change != _last[0]:
                     return None
                 self.kept = kept._replace(root=identity(root))
@@ -124,7 +133,7 @@ class CountMemo:
         The memo is kept only if it held before the look and nothing else
         changed since (see the module docstring); else it is dropped.
         """
-        with _drawing:
+        with _drawing[0]:
             before = _last[0]
             _last[0] = drawn = next(_changes)
             kept = self.kept
