@@ -6,8 +6,8 @@ See README.rst for the contract every backend keeps.
 from __future__ import annotations
 
 from . import aio as aio  # registers every backend's twin
+from . import codecs as codecs
 from .base import MISSING, UNCHANGED, Backend, BaseBackend, Versioned
-from .base import register_views as _register_views
 from .cache import Entry, ExpiringCache
 from .codecs import Codec, Encrypt, Gzip, IdentityCodec, JsonCodec, RawCodec, TextCodec, Typed, Zstd
 from .errors import (
@@ -41,17 +41,15 @@ from .locks import Lock
 from .memo import CachedError, CacheKeyError, cached
 from .memory import MemoryCache, MemoryRawCache, MemoryTextCache, VolatileBackend
 from .redis import RedisBackend, RedisJsonBackend, RedisRawBackend, RedisTextBackend
+from .rotation import reencrypt
 from .s3 import S3Backend, S3JsonBackend, S3RawBackend, S3TextBackend
 from .sqlite import SqliteBackend, SqliteJsonBackend, SqliteRawBackend, SqliteTextBackend
 from .tier import TieredBackend, TierStats
 from .urls import open_url
-from .views import View, check_prefix
+from .views import View
 
-# What backend.aio(), readonly() and namespace() build, which base.py never imports:
-# backends.aio registers the twin itself; the view is registered here (views.py is
-# edited in parallel; the call moves there when it merges).
-_register_views(View, check_prefix)
-del check_prefix
+# The path reencrypt had, kept: codecs/ imports no store, so the package sets it.
+codecs.reencrypt = reencrypt
 
 # Not in __all__: a star import must not shadow the builtin open().
 open = open_url
@@ -124,5 +122,6 @@ __all__ = [
     "cached",
     "is_valid_key",
     "open_url",
+    "reencrypt",
     "subscribe",
 ]

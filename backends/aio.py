@@ -6,7 +6,8 @@ pool the wrapper owns, so there is one copy of every store's semantics, and
 no event loop is ever driven from another thread (the bug class of
 sync-over-async bridges: deadlocks at shutdown, after fork, inside a running
 loop). Iteration pulls one page of keys per hop; bulk calls are one hop.
-Locks wait between tries with ``asyncio.sleep``, never parking a thread.
+Locks wait between tries with ``asyncio.sleep``, never parking a thread
+(:class:`AsyncLock`, in :mod:`backends.aiolock`).
 
 Cancelling an awaiting task cancels the await, not the call: a call already
 running in a thread finishes (a write is atomic, so it happened or it did
@@ -29,27 +30,22 @@ import asyncio
 import builtins
 import functools
 import inspect
-import logging
 import os
-import random
 import threading
-import time
 import types
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from types import TracebackType
-from typing import Any, Final, Generic, Literal, TypeVar, overload
+from typing import Any, Final, Generic, TypeVar, overload
 
+from .aiolock import AsyncLock, let_go
 from .base import MISSING, BaseBackend, Versioned, register_twin
-from .errors import BackendError, LockError, LockTimeoutError, StoreError
+from .errors import StoreError
 from .hooks import Missing, Unchanged
-from .locks import FIRST_DELAY, Lock
 
 __all__ = ["NOT_MIRRORED", "PAGE", "AsyncBackend", "AsyncLock", "twin_class"]
-
-log = logging.getLogger("backends")
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -264,7 +260,7 @@ class AsyncBackend(Generic[V]):
             with self._guard:
                 held, self._held = builtins.list(self._held), set()
             for lock in held:
-                _let_go(lock.lock)
+                let_go(lock.lock)
         finally:
             self.backend.close()
 
@@ -294,107 +290,6 @@ class AsyncBackend(Generic[V]):
             return await self._run(call, *args, **kwargs)
 
         return run
-
-
-class AsyncLock:
-    """A backend's lock for ``async with``: each try is one hop; the waits are ``asyncio.sleep``."""
-
-    def __init__(self, owner: AsyncBackend[Any], lock: Lock) -> None:
-        self.owner = owner
-        self.lock = lock
-
-    @property
-    def held(self) -> bool:
-        """Whether this lock was acquired and not released."""
-        return self.lock.held
-
-    async def acquire(self) -> AsyncLock:
-        """Take the lock, trying again with ``asyncio.sleep`` pauses; LockTimeoutError after ``timeout``."""
-        timeout = self.lock.timeout
-        start = time.monotonic()
-        delay = FIRST_DELAY
-        while not await self._try():
-            waited = time.monotonic() - start
-            if timeout is not None and waited >= timeout:
-                raise LockTimeoutError(
-                    f"not acquired within {timeout:g} s: another holder has it",
-                    backend=repr(self.lock.owner),
-                    operation="lock",
-                    key=self.lock.key,
-                )
-            pause = delay * random.uniform(0.5, 1.0)  # jitter, not secrecy
-            await asyncio.sleep(pause if timeout is None else min(pause, timeout - waited))
-            delay = min(delay * 2, self.lock.max_delay)
-        return self
-
-    async def _try(self) -> bool:
-        """One try in a thread. If the await is cancelled, a try that took the lock gives it back."""
-        future = self.owner._submit(self._try_in_thread, "lock")
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.add_done_callback(self._release_if_taken)
-            raise
-
-    def _try_in_thread(self) -> bool:
-        # Noted as held in the thread, before the future is done: aclose(),
-        # which waits for the pool, then finds it and releases it.
-        taken = self.lock.try_acquire()
-        if taken:
-            with self.owner._guard:
-                self.owner._held.add(self)
-        return taken
-
-    def _release_in_thread(self) -> None:
-        with self.owner._guard:
-            self.owner._held.discard(self)
-        self.lock.release()
-
-    def _release_if_taken(self, done: Future[bool]) -> None:
-        if not done.cancelled() and done.exception() is None and done.result():
-            with self.owner._guard:
-                self.owner._held.discard(self)
-            _let_go(self.lock)
-
-    async def release(self) -> None:
-        """Release the lock (LockError if the lease ran out and another holder took it)."""
-        await asyncio.wrap_future(self.owner._submit(self._release_in_thread, "lock"))
-
-    async def renew(self) -> None:
-        """Restart the lease for another ``ttl`` seconds."""
-        await asyncio.wrap_future(self.owner._submit(self.lock.renew, "lock"))
-
-    async def __aenter__(self) -> AsyncLock:
-        return await self.acquire()
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> Literal[False]:
-        if not self.lock.held and self.owner._closed:
-            if exc is None:  # the body's own error, if any, stays the one raised
-                raise LockError(
-                    "released by aclose() while the body ran: the section was not exclusive from then",
-                    backend=repr(self.lock.owner),
-                    operation="lock",
-                    key=self.lock.key,
-                )
-            return False
-        try:
-            future = self.owner._submit(self._release_in_thread, "lock")
-        except StoreError:
-            return False  # aclose() began: it releases the lock once the calls before it are done
-        # Released even when the body was cancelled: the release runs to its end in a thread.
-        await asyncio.shield(asyncio.wrap_future(future))
-        return False
-
-
-def _let_go(lock: Lock) -> None:
-    """Release a lock nobody awaits any more; a lost lease is logged (there is no caller to tell)."""
-    try:
-        if lock.held:
-            lock.release()
-    except BackendError as lost:
-        log.warning("%s", lost)
 
 
 def _listed(items: Iterable[T]) -> Any:

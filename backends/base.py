@@ -20,14 +20,13 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypeVar, overload
 
-from .core import BackendCore
+from .bulk import BulkCalls
 from .errors import StoreError
 from .events import HUB, Subscription, observed
-from .hooks import BATCH, MISSING, UNCHANGED, Missing, Unchanged
+from .hooks import BATCH, MISSING, UNCHANGED, Missing, Unchanged, Versioned
 
 if TYPE_CHECKING:
     from .aio import AsyncBackend
@@ -81,13 +80,15 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
+class BaseBackend(BulkCalls[V, S], MutableMapping[str, V]):
     """A dict-like store of ``str`` keys holding values of type ``V``; see the contract in README.rst.
 
     ``S`` is the stored form (``bytes`` for the built-in families).
     Subclasses set :attr:`codec` and implement the store hooks. Every public
     method validates its keys first and raises
-    :class:`~backends.errors.InvalidKeyError` before any I/O.
+    :class:`~backends.errors.InvalidKeyError` before any I/O. The calls over
+    many keys (``load_many``, ``dump_many``, ``delete_many``, ``clear``,
+    ``list``) are :class:`~backends.bulk.BulkCalls`'.
     """
 
     # -- single keys -----------------------------------------------------------
@@ -215,51 +216,6 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         # raise KeyError for a key deleted since it was listed.
         for batch in _batches(self, BATCH):
             yield from self.load_many(batch).items()
-
-    # -- bulk ------------------------------------------------------------------
-
-    @observed("load_many", keyed=False)
-    def load_many(self, keys: Iterable[str]) -> dict[str, V]:
-        """Return ``{key: value}`` for the given keys that are present.
-
-        Absent keys are left out, so a stored ``None`` stays distinguishable.
-        Every key is validated before any I/O.
-        """
-        wanted = self._check_all(keys, "load_many")
-        with self._translating("load_many", None):
-            found = self._load_many(wanted)
-        return {key: self._decode(data, key, "load_many") for key, data in found.items()}
-
-    @observed("dump_many", keyed=False)
-    def dump_many(self, items: Mapping[str, V] | Iterable[tuple[str, V]]) -> None:
-        """Store every ``(key, value)``.
-
-        Every key is validated and every value encoded before any I/O, so an
-        invalid key or value writes nothing. Each value is written atomically;
-        the batch as a whole is not a transaction.
-        """
-        pairs = items.items() if isinstance(items, Mapping) else items
-        encoded: dict[str, S] = {}
-        for raw_key, value in pairs:
-            key = self._check(raw_key, "dump_many")
-            encoded[key] = self._encode(value, key, "dump_many")
-        with self._translating("dump_many", None):
-            self._dump_many(list(encoded.items()))
-
-    @observed("delete_many", keyed=False)
-    def delete_many(self, keys: Iterable[str]) -> int:
-        """Delete the given keys; return how many existed."""
-        wanted = self._check_all(keys, "delete_many")
-        with self._translating("delete_many", None):
-            return self._delete_many(wanted)
-
-    @observed("clear", keyed=False)
-    def clear(self) -> None:
-        """Remove every key this backend owns, and nothing else."""
-        # MutableMapping.clear() would popitem() one key at a time, loading
-        # each value on the way.
-        with self._translating("clear", None):
-            self._clear()
 
     # -- events ------------------------------------------------------------------
 
@@ -418,35 +374,6 @@ class BaseBackend(BackendCore[V, S], MutableMapping[str, V]):
         """
         make, check_prefix = _VIEWS["view"], _VIEWS["check_prefix"]
         return make(self, check_prefix(prefix, self))  # type: ignore[no-any-return]
-
-    # -- folders (last: `list` shadows the builtin in the class body) -------------
-
-    @observed("list")
-    def list(self, prefix: str = "", delimiter: str | None = "/") -> Iterator[str]:
-        """Yield the keys and sub-folders directly below ``prefix``, streaming, sorted.
-
-        A sub-folder is yielded once, with a trailing ``delimiter``
-        (``"photos/2024/"``); a key never ends with ``/``, so the two cannot be
-        confused. ``prefix`` is any string (``"photos/"``, ``"pho"``).
-        ``delimiter=None`` (or ``""``) lists every key below ``prefix``, flat,
-        as boto3's ``list_objects_v2`` without a Delimiter. Entries come in
-        code point order (UTF-8 byte order, as S3 lists), on every backend.
-        """
-        if delimiter is None:
-            delimiter = ""
-        if not isinstance(prefix, str) or not isinstance(delimiter, str):
-            raise TypeError("prefix is a str, delimiter a str or None")
-        with self._translating("list", prefix):
-            yield from self._list(prefix, delimiter)
-
-
-@dataclass(frozen=True)
-class Versioned(Generic[V]):
-    """A value with the version tag (ETag) it was stored under: what ``load_if_changed`` returns."""
-
-    value: V
-    #: the store's version tag, or None for a store without versions
-    etag: str | None
 
 
 #: a backend of values of type ``V``, whatever its stored form: ``Backend[str]``

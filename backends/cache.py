@@ -5,7 +5,7 @@ A cache is a backend whose entries expire. Two are built in:
 files in a folder, shared by every process) and
 :class:`~backends.memory.MemoryCache` (in this process, bounded, LRU). Any
 backend that also has the methods of :class:`ExpiringCache` takes part in a
-:class:`~backends.tiered.TieredBackend` with expiry, revalidation by ETag
+:class:`~backends.TieredBackend` with expiry, revalidation by ETag
 and stale-while-revalidate; the tier checks for the methods, never a class.
 """
 

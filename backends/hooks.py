@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from enum import Enum
 from itertools import islice
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
@@ -28,9 +29,10 @@ from .keys import MAX_KEY_BYTES
 if TYPE_CHECKING:
     from .locks import Lock
 
-__all__ = ["BATCH", "MISSING", "UNCHANGED", "Missing", "StoreHooks", "Unchanged", "fold_listing"]
+__all__ = ["BATCH", "MISSING", "UNCHANGED", "Missing", "StoreHooks", "Unchanged", "Versioned", "fold_listing"]
 
 S = TypeVar("S")
+V = TypeVar("V")
 
 #: how many keys one pass of the default ``_clear`` (and ``items()``) handles
 BATCH: Final = 1000
@@ -58,6 +60,15 @@ class Unchanged(Enum):
 
 
 UNCHANGED: Final = Unchanged.UNCHANGED
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[V]):
+    """A value with the version tag (ETag) it was stored under: what ``load_if_changed`` returns."""
+
+    value: V
+    #: the store's version tag, or None for a store without versions
+    etag: str | None
 
 
 class StoreHooks(ABC, Generic[S]):

@@ -1,5 +1,9 @@
 """The optional calls of a view (:mod:`backends.views`), each the view's when its base has it.
 
+Each set is a class on :class:`~backends.viewbase.ViewBase` alone, which
+:func:`backends.views.view_class` puts before :class:`~backends.views.View`
+in the class of a view of a base that has the calls.
+
 ``stat``, ``stat_many``, ``url``, ``strays``, expiry, the entries a tier
 fills, a folder's ``path`` and ``open``, S3's server-side copies and ACLs,
 and ``stats``: each passes the view's keys below its prefix to the base's
@@ -20,14 +24,14 @@ from .cache import Entry
 from .events import observed
 from .info import Stat
 from .transfers import FileTransfers, PathOrFile
-from .views import View
+from .viewbase import ViewBase
 
 __all__ = ["PARTS", "FilesView"]
 
 V = TypeVar("V")
 
 
-class _StatView(View[V]):
+class _StatView(ViewBase[V]):
     def stat(self, key: str) -> Stat | None:
         """The base's :class:`~backends.info.Stat` of the key, naming the key as this view does."""
         key = self._check(key, "stat")
@@ -36,7 +40,7 @@ class _StatView(View[V]):
         return None if found is None else dataclasses.replace(found, key=key)
 
 
-class _StatManyView(View[V]):
+class _StatManyView(ViewBase[V]):
     def stat_many(self, prefix: str = "") -> Iterator[Stat]:
         """The base's ``stat_many`` of the keys of this view below ``prefix``."""
         if not isinstance(prefix, str):
@@ -46,7 +50,7 @@ class _StatManyView(View[V]):
                 yield dataclasses.replace(found, key=found.key[self._cut :])
 
 
-class _UrlView(View[V]):
+class _UrlView(ViewBase[V]):
     def url(self, key: str, expires: float | None = None) -> str:
         """The base's URL of the key."""
         key = self._check(key, "url")
@@ -54,7 +58,7 @@ class _UrlView(View[V]):
             return str(self._live("url", key).url(self._full(key), expires))  # type: ignore[attr-defined]
 
 
-class _StraysView(View[V]):
+class _StraysView(ViewBase[V]):
     def strays(self, prefix: str = "") -> Iterator[tuple[str, str]]:
         """What the base holds below this view's ``prefix`` that is no key: ``(path, reason)``, the path
         as this view names it."""
@@ -65,7 +69,7 @@ class _StraysView(View[V]):
                 yield str(self._outer(path)), reason
 
 
-class _ExpiryView(View[V]):
+class _ExpiryView(ViewBase[V]):
     @observed("purge", keyed=False, detail="{} removed")
     def purge(self) -> int:
         """The base's ``purge()``: its expired entries, which no view of it can see, are removed
@@ -85,7 +89,7 @@ class _ExpiryView(View[V]):
         return when
 
 
-class _EntriesView(View[V]):
+class _EntriesView(ViewBase[V]):
     def peek(self, key: str) -> Entry[V] | None:
         """The base's entry of the key, expired or not (for a tier)."""
         key = self._check(key, "peek")
@@ -107,7 +111,7 @@ class _EntriesView(View[V]):
             return bool(self._live("renew", key).renew(self._full(key), etag))  # type: ignore[attr-defined]
 
 
-class FilesView(View[bytes], FileTransfers):
+class FilesView(ViewBase[bytes], FileTransfers):
     """A view of a raw store that streams: ``dump_file`` and ``load_file`` through the base's."""
 
     def dump_file(self, key: str, source: PathOrFile, *, if_absent: bool = False) -> bool:
@@ -125,7 +129,7 @@ class FilesView(View[bytes], FileTransfers):
             return self._live("load_file", key).load_file(self._full(key), target)  # type: ignore[attr-defined, no-any-return]
 
 
-class _PathView(View[V]):
+class _PathView(ViewBase[V]):
     def path(self, key: str) -> Path:
         """The path of the base's file of the key (which may not exist)."""
         key = self._check(key, "path")
@@ -133,7 +137,7 @@ class _PathView(View[V]):
             return self._live("path", key).path(self._full(key))  # type: ignore[attr-defined, no-any-return]
 
 
-class _OpenView(View[V]):
+class _OpenView(ViewBase[V]):
     def open(self, key: str) -> BinaryIO:
         """The value of the key as a binary file open for reading; KeyError if absent."""
         key = self._check(key, "open")
@@ -144,7 +148,7 @@ class _OpenView(View[V]):
             raise KeyError(key) from None
 
 
-class _CopyView(View[V]):
+class _CopyView(ViewBase[V]):
     def copy(self, source: str, target: str) -> bool:
         """The base's server-side copy, both keys in this view; False if ``source`` is absent."""
         self._writable("copy", source)
@@ -160,7 +164,7 @@ class _CopyView(View[V]):
             return bool(self._live("move", source).move(self._full(source), self._full(target)))  # type: ignore[attr-defined]
 
 
-class _AclView(View[V]):
+class _AclView(ViewBase[V]):
     def make_public(self, key: str) -> bool:
         """The base's ``make_public`` of the key (refused by a read-only view)."""
         self._writable("make_public", key)
@@ -176,7 +180,7 @@ class _AclView(View[V]):
             return bool(self._live("make_private", key).make_private(self._full(key)))  # type: ignore[attr-defined]
 
 
-class _StatsView(View[V]):
+class _StatsView(ViewBase[V]):
     @property
     def stats(self) -> Any:
         """The base's counts (a cache's hits and misses, a tier's): the whole store's, not this view's."""
@@ -184,7 +188,7 @@ class _StatsView(View[V]):
 
 
 #: each optional call set, and the names a base must have for its view to have it
-PARTS: Final[tuple[tuple[type[View[Any]], tuple[str, ...]], ...]] = (
+PARTS: Final[tuple[tuple[type[ViewBase[Any]], tuple[str, ...]], ...]] = (
     (_StatView, ("stat",)),
     (_StatManyView, ("stat_many",)),
     (_UrlView, ("url",)),

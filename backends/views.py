@@ -25,7 +25,9 @@ is both. A view's errors name the view and the key as it was given (the
 base's error is the ``__cause__``), and so do its events. The optional
 calls of the base (``stat``, ``url``, ``strays``, expiry, the entries a tier
 fills, files: :mod:`backends.viewcalls`) are the view's exactly when the
-base has them: the class of a view is made for the class of its base.
+base has them: the class of a view is made for the class of its base. What
+every view is built on (its base, full keys, renamed errors, refusals,
+lifetime) is :mod:`backends.viewbase`.
 
 Closing a view closes the view only; its base (which may serve other
 views) stays open. Closing the base closes every view of it.
@@ -34,17 +36,17 @@ views) stays open. Closing the base closes every view of it.
 from __future__ import annotations
 
 import functools
-import sys
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypeVar
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from .base import MISSING, BaseBackend, Missing, Unchanged, Versioned
+from .base import MISSING, BaseBackend, Missing, Unchanged, Versioned, register_views
 from .core import encode_value
-from .errors import BackendError, InvalidKeyError, ReadOnlyError, StoreError, shown
+from .errors import InvalidKeyError
 from .events import observed
-from .keys import MAX_KEY_BYTES, key_problem
 from .transfers import FileTransfers
+from .viewbase import ViewBase, check_prefix
+from .viewcalls import PARTS, FilesView
 
 if TYPE_CHECKING:
     from .locks import Lock
@@ -57,35 +59,6 @@ V = TypeVar("V")
 _ABSENT: Final = object()
 
 
-def check_prefix(prefix: object, base: BaseBackend[Any, Any] | None = None, name: str = "prefix") -> str:
-    """``prefix`` as a namespace of ``base``: ending with one ``/``, itself a valid key before it.
-
-    Raises TypeError for a non-``str``, ValueError naming ``name`` for an
-    empty one, ``/``, a control character, a lone surrogate, an empty,
-    ``.`` or ``..`` segment, a segment the base cannot hold, or one that
-    leaves no room for a key below it (without ``base``: in 1024 bytes). Never any I/O.
-    """
-    if not isinstance(prefix, str):
-        raise TypeError(f"{name} is a str, like 'tenant-a/', not {type(prefix).__name__}")
-    folder = prefix[:-1] if prefix.endswith("/") else prefix
-    problem = key_problem(folder) if folder else "empty"
-    if problem is None and base is not None and base._key_rule is not None:
-        problem = base._key_rule(folder)
-    if problem is not None:
-        raise ValueError(
-            f"{name} {shown(prefix)} is no namespace ({problem}): a namespace is a valid key, "
-            "and a '/' is added after it"
-        )
-    size = len(folder.encode("utf-8")) + 1
-    room = MAX_KEY_BYTES if base is None else base.max_key_bytes
-    if size >= room:
-        raise ValueError(
-            f"{name} is {size} UTF-8 bytes with its '/': it leaves no room for a key "
-            f"in the {room} bytes the store takes"
-        )
-    return folder + "/"
-
-
 def refuses_writes(backend: BaseBackend[Any, Any]) -> bool:
     """Whether every write to ``backend`` is refused: a read-only view, or a tier with one as a part."""
     if isinstance(backend, View):
@@ -94,72 +67,17 @@ def refuses_writes(backend: BaseBackend[Any, Any]) -> bool:
     return any(isinstance(part, BaseBackend) and refuses_writes(part) for part in parts)
 
 
-class _Renamed:
-    """A ``with`` block that raises the base's errors as the view's: its name, the key as given."""
-
-    __slots__ = ("view",)
-
-    def __init__(self, view: View[Any]) -> None:
-        self.view = view
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> Literal[False]:
-        if isinstance(exc, BackendError) and exc.backend != self.view._name:
-            self.view._rename(exc)
-        return False
-
-
-class View(BaseBackend[V, Any]):
+class View(ViewBase[V]):
     """A read-only and/or namespaced view of ``base``: ``base.readonly()``, ``base.namespace(prefix)``.
 
     ``prefix``: "" (no namespace) or a namespace, checked (:func:`check_prefix`): a ``/`` is added.
     """
 
-    #: the backend this is a view of (never itself a view)
-    base: BaseBackend[V, Any]
-    #: the namespace ("" for none), ending with "/"
-    prefix: str
-    #: whether every write is refused
-    is_readonly: bool
-
     def __new__(cls, base: BaseBackend[V, Any], *args: Any, **kwargs: Any) -> View[V]:
         # The class of a view is made for its base's: the base's optional calls, and only those.
-        store = base.base if isinstance(base, View) else base
+        store = base.base if isinstance(base, ViewBase) else base
         chosen = view_class(type(store)) if cls is View else cls
         return super().__new__(chosen)
-
-    def __init__(self, base: BaseBackend[V, Any], prefix: str = "", readonly: bool = False) -> None:
-        if not isinstance(base, BaseBackend):
-            raise TypeError(f"a view is of a backend, not of {type(base).__name__}")
-        if not isinstance(readonly, bool):
-            raise TypeError(f"readonly is True or False, not {type(readonly).__name__}")
-        if isinstance(base, View):  # a view of a view is one view: both prefixes, readonly if either is
-            outer: View[V] = base
-            if not isinstance(prefix, str):
-                raise TypeError(f"prefix is a str, like 'tenant-a/', not {type(prefix).__name__}")
-            prefix = outer.prefix + prefix if prefix else outer.prefix
-            readonly, base = readonly or outer.is_readonly, outer.base
-        if prefix != "":
-            prefix = check_prefix(prefix, base)
-        self.base = base
-        self.prefix = prefix
-        self.is_readonly = readonly
-        self.codec = base.codec
-        self._closed = False
-        self._cut = len(prefix)
-        self._blocks = base._blocks
-        self._native_errors = ()  # the base raises errors of the tree only
-        self._max_key_bytes = base.max_key_bytes - len(prefix.encode("utf-8"))
-        rule = base._key_rule
-        if rule is not None and prefix:
-            self._key_rule = lambda key: rule(prefix + key)
-        else:
-            self._key_rule = rule
-        if (workers := getattr(base, "max_workers", None)) is not None:
-            self.max_workers = workers
-        self._name = repr(self)
 
     # -- views of views ---------------------------------------------------------------------
 
@@ -171,60 +89,6 @@ class View(BaseBackend[V, Any]):
         """The keys of this view below ``prefix`` (one view: the two prefixes joined)."""
         check_prefix(prefix, self)  # named as given, before it is joined
         return View(self, prefix)
-
-    # -- the base, with full keys -----------------------------------------------------------
-
-    @property
-    def clock(self) -> Callable[[], float]:  # the base's, read each time
-        """The base's clock (of its leases and expiry)."""
-        return self.base.clock
-
-    @clock.setter
-    def clock(self, clock: Callable[[], float]) -> None:
-        """Set the base's clock: a view has no time of its own."""
-        self.base.clock = clock
-
-    def _live(self, operation: str, key: object = None) -> BaseBackend[V, Any]:
-        """The base, unless this view was closed (StoreError naming the call)."""
-        if self._closed:
-            raise StoreError(
-                "this view is closed (close() was called); its base is not: make a new view of it",
-                backend=self._name,
-                operation=operation,
-                key=key,
-            )
-        return self.base
-
-    def _full(self, key: str) -> str:
-        return self.prefix + key
-
-    def _outer(self, key: object) -> object:
-        """A key of the base as this view names it (unchanged if it is not below the prefix)."""
-        if isinstance(key, str) and key.startswith(self.prefix):
-            return key[self._cut :]
-        return key
-
-    def _rename(self, exc: BackendError) -> NoReturn:
-        renamed = type(exc)(exc.reason, backend=self._name, operation=exc.operation, key=self._outer(exc.key))
-        if sys.version_info >= (3, 11):
-            for note in getattr(exc, "__notes__", ()):
-                renamed.add_note(note)
-        raise renamed from exc
-
-    def _renamed(self) -> _Renamed:
-        return _Renamed(self)
-
-    def _refuse(self, operation: str, key: object = None) -> NoReturn:
-        raise ReadOnlyError(
-            "this view is read-only: every write is refused, before any I/O",
-            backend=self._name,
-            operation=operation,
-            key=key if isinstance(key, str) else None,
-        )
-
-    def _writable(self, operation: str, key: object = None) -> None:
-        if self.is_readonly:
-            self._refuse(operation, key)
 
     # -- single keys: the calls that meet values (the base encodes and decodes) ------------------
 
@@ -391,25 +255,7 @@ class View(BaseBackend[V, Any]):
         with self._renamed():
             return self._live("lock", key).lock(self._full(key), timeout=timeout, ttl=ttl)
 
-    # -- identity, lifetime -----------------------------------------------------------------
-
-    def __repr__(self) -> str:
-        shown = repr(self.base)
-        if self.prefix:
-            shown += f".namespace({self.prefix!r})"
-        return shown + (".readonly()" if self.is_readonly else "")
-
-    def _identity(self) -> tuple[object, ...]:
-        return (self.base, self.prefix, self.is_readonly)
-
-    @property
-    def closed(self) -> bool:
-        """Whether this view or its base was closed: calls then raise StoreError."""
-        return self._closed or self.base.closed
-
-    def close(self) -> None:
-        """Close this view (its calls then raise StoreError); its base stays open for its other users."""
-        self._closed = True
+    # -- pickling -----------------------------------------------------------------------------
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The base pickles itself (an S3 base refuses: build the view in each process).
@@ -425,8 +271,6 @@ def _rebuild(base: BaseBackend[Any, Any], prefix: str, readonly: bool, closed: b
 @functools.lru_cache(maxsize=128)
 def view_class(base_class: type[BaseBackend[Any, Any]]) -> type[View[Any]]:
     """The class of a view of a ``base_class`` backend: :class:`View` with the base's optional calls."""
-    from .viewcalls import PARTS, FilesView
-
     parts: list[type] = [part for part, names in PARTS if all(hasattr(base_class, name) for name in names)]
     if issubclass(base_class, FileTransfers):
         parts.append(FilesView)
@@ -436,3 +280,7 @@ def view_class(base_class: type[BaseBackend[Any, Any]]) -> type[View[Any]]:
     made.__module__ = __name__
     made.__qualname__ = "View"
     return made
+
+
+# What ``readonly()`` and ``namespace()`` build: base.py never imports this module.
+register_views(View, check_prefix)

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -25,28 +26,39 @@ SECTION = "files and caches: 1 KiB JSON"
 Ops = dict[str, Callable[..., Any]]
 
 
+#: the stored bytes of a JSON value, exactly as our JSON codec encodes it (compact, UTF-8)
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
 def _raw(root: Path) -> Ops:
-    """The physical limit: what any store on files must do at least."""
+    """The physical limit of an atomic write: a new temporary file in the key's folder, the
+    value (encoded as ours is) written to it, closed, renamed over the key's name; a read
+    opens and reads the file. Folders (``users/42``) are made once, then found by path."""
     root.mkdir(parents=True)
     counter = itertools.count()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    made: set[str] = set()
 
     def dump(key: str, value: Any) -> None:
-        temp = root / f".{next(counter)}.tmp"
+        folder, _, name = key.rpartition("/")
+        if folder not in made:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+        at = f"{root}/{folder}/" if folder else f"{root}/"
+        temp = f"{at}.{next(counter)}.tmp"
         fd = os.open(temp, flags, 0o666)
         try:
-            os.write(fd, json.dumps(value).encode())
+            os.write(fd, _encode(value).encode())
         finally:
             os.close(fd)
-        os.replace(temp, root / key)
+        os.rename(temp, at + name)
 
     def load(key: str) -> Any:
         with open(root / key, "rb") as f:
             return json.loads(f.read())
 
     def count() -> int:
-        with os.scandir(root) as entries:
-            return sum(1 for entry in entries if entry.is_file(follow_symlinks=False))
+        return _walk(str(root))
 
     return {"dump": dump, "load": load, "in": lambda key: os.path.exists(root / key), "len": count}
 
@@ -74,7 +86,7 @@ def _peers(base: Path, bench: Bench) -> dict[str, Ops]:
 
         mapper = fsspec.get_mapper(f"file://{base / 'fsspec'}", create=True)
         found["fsspec mapper"] = {
-            "dump": lambda key, value: mapper.__setitem__(key, json.dumps(value).encode()),
+            "dump": lambda key, value: mapper.__setitem__(key, _encode(value).encode()),
             "load": lambda key: json.loads(mapper[key]),
             "in": mapper.__contains__,
             "len": mapper.__len__,
@@ -87,7 +99,7 @@ def _peers(base: Path, bench: Bench) -> dict[str, Ops]:
         (base / "minimalkv").mkdir(parents=True)
         kv = FilesystemStore(str(base / "minimalkv"))
         found["minimalkv FilesystemStore"] = {
-            "dump": lambda key, value: kv.put(key, json.dumps(value).encode()),
+            "dump": lambda key, value: kv.put(key, _encode(value).encode()),
             "load": lambda key: json.loads(kv.get(key)),
             "in": kv.__contains__,
             "len": lambda: sum(1 for _ in kv.iter_keys()),
@@ -97,11 +109,21 @@ def _peers(base: Path, bench: Bench) -> dict[str, Ops]:
     return found
 
 
-def per_call(ops: Ops, keys: list[str], verb: str, fresh: bool = False) -> Callable[[int], float]:
-    """Microseconds per call of ``verb`` over ``keys`` (``fresh``: new keys each round)."""
+#: rounds of a dump per round of the harness, each over a slice of the keys: a disk flush
+#: (another process's, or the kernel's writeback) lands on whichever contender runs then,
+#: so many short interleaved rounds give a median that such stalls do not move
+SLICES = 5
+
+
+def per_call(
+    ops: Ops, keys: list[str], verb: str, fresh: bool = False, slices: int = 1
+) -> Callable[[int], float]:
+    """Microseconds per call of ``verb`` over ``keys`` (``fresh``: new keys each round), or
+    over one of ``slices`` slices of them in turn."""
 
     def measure(turn: int) -> float:
-        names = [f"r{turn}-{key}" for key in keys] if fresh else keys
+        part = keys[turn % slices :: slices]
+        names = [_fresh_name(key, turn) for key in part] if fresh else part
         call = ops[verb]
         start = time.perf_counter()
         if verb == "dump":
@@ -115,8 +137,14 @@ def per_call(ops: Ops, keys: list[str], verb: str, fresh: bool = False) -> Calla
     return measure
 
 
+def _fresh_name(key: str, turn: int) -> str:
+    """A key no earlier round wrote, in the same folder as ``key``."""
+    folder, _, name = key.rpartition("/")
+    return f"{folder}/r{turn}-{name}" if folder else f"r{turn}-{key}"
+
+
 def counting(ops: Ops) -> Callable[[int], float]:
-    """Microseconds per ``len``."""
+    """Microseconds per ``len``, called again and again (nothing written between the calls)."""
 
     def measure(turn: int) -> float:
         calls, start = 0, time.perf_counter()
@@ -128,10 +156,35 @@ def counting(ops: Ops) -> Callable[[int], float]:
     return measure
 
 
+def counting_after_write(ops: Ops, key: str) -> Callable[[int], float]:
+    """Microseconds per ``len`` called right after a write of ``key`` (an overwrite) by the
+    same process: what a store that remembers counts must find out afresh."""
+
+    def measure(turn: int) -> float:
+        calls, spent = 0, 0.0
+        while calls < 20 and (calls < 3 or spent < 0.05):
+            ops["dump"](key, DOC)
+            start = time.perf_counter()
+            ops["len"]()
+            spent += time.perf_counter() - start
+            calls += 1
+        return spent / calls * 1e6
+
+    return measure
+
+
+#: what a peer cannot do: minimalkv's keys have no "/"
+_NO_FOLDERS = {"minimalkv FilesystemStore"}
+
+
 def local_calls(bench: Bench, base: Path, count: int) -> None:
-    """dump (new key, overwrite), load, in and len of ``count`` keys: microseconds per call."""
+    """dump (new key, overwrite; flat ``user-N`` and nested ``users/N``), load, in and len of
+    ``count`` keys: microseconds per call, each against the raw atomic write of the same run."""
     stores: dict[str, tuple[str, Ops]] = {
-        "raw files (temp + rename, open + read)": (LIMIT, _raw(base / "raw"))
+        "raw files (temp + rename in the key's folder; open + read; scandir walk)": (
+            LIMIT,
+            _raw(base / "raw"),
+        )
     }
     stores["backends folder (FileSystemJsonBackend)"] = (OURS, _ours(FileSystemJsonBackend(base / "folder")))
     stores["backends SQLite (SqliteJsonBackend)"] = (
@@ -140,20 +193,78 @@ def local_calls(bench: Bench, base: Path, count: int) -> None:
     )
     stores["backends JsonCache"] = (OURS, _ours(JsonCache(base / "cache", timeout=3600)))
     stores.update({name: (PEER, ops) for name, ops in _peers(base, bench).items()})
-    keys = [f"user-{i:05d}" for i in range(count)]
+    flat = [f"user-{i:05d}" for i in range(count)]
+    nested = [f"users/{i}" for i in range(count)]
+    nesting = {who: kind_ops for who, kind_ops in stores.items() if who not in _NO_FOLDERS}
 
-    for _, ops in stores.values():  # the keys every later call finds
-        for key in keys:
+    for who, (_, ops) in stores.items():  # the keys every later call finds
+        for key in flat + (nested if who in nesting else []):
             ops["dump"](key, DOC)
-    works: list[tuple[str, Callable[[Ops], Callable[[int], float]]]] = [
-        ("dump, new key", lambda ops: per_call(ops, keys, "dump", fresh=True)),
-        ("dump, overwrite", lambda ops: per_call(ops, keys, "dump")),
-        ("load", lambda ops: per_call(ops, keys, "load")),
-        ("in", lambda ops: per_call(ops, keys, "in")),
-        (f"len of {count:,} (+ the new keys)", counting),
+    works: list[tuple[str, dict[str, tuple[str, Ops]], Callable[[Ops], Callable[[int], float]]]] = [
+        ("dump, new key", stores, lambda ops: per_call(ops, flat, "dump", fresh=True, slices=SLICES)),
+        ("dump, overwrite", stores, lambda ops: per_call(ops, flat, "dump", slices=SLICES)),
+        (
+            "dump, new key, nested (users/N)",
+            nesting,
+            lambda ops: per_call(ops, nested, "dump", fresh=True, slices=SLICES),
+        ),
+        (
+            "dump, overwrite, nested (users/N)",
+            nesting,
+            lambda ops: per_call(ops, nested, "dump", slices=SLICES),
+        ),
+        ("load", stores, lambda ops: per_call(ops, flat, "load")),
+        ("in", stores, lambda ops: per_call(ops, flat, "in")),
+        (f"len of {2 * count:,} (+ the new keys), called again and again", stores, counting),
+        (
+            f"len of {2 * count:,} (+ the new keys), right after a write",
+            stores,
+            lambda ops: counting_after_write(ops, flat[0]),
+        ),
     ]
-    for work, make in works:
-        bench.compare(SECTION, work, "us", {who: (kind, make(ops)) for who, (kind, ops) in stores.items()})
+    for work, among, make in works:
+        rounds = bench.rounds * SLICES if work.startswith("dump") else None
+        contenders = {who: (kind, make(ops)) for who, (kind, ops) in among.items()}
+        bench.compare(SECTION, work, "us", contenders, rounds)
+    in_memory(bench, count)
+
+
+#: a filesystem in memory, where a write costs no disk: what is left is the software's own cost
+TMPFS = Path("/dev/shm")
+IN_MEMORY = "files and caches on tmpfs (/dev/shm, no disk): the software's own cost of a 1 KiB JSON dump"
+
+
+def in_memory(bench: Bench, count: int) -> None:
+    """The four dumps again on tmpfs, against the raw write there (a disk's flushes, which
+    fall on whoever writes when they come, dominate and blur these ratios on a disk)."""
+    if not TMPFS.is_dir() or not os.access(TMPFS, os.W_OK):
+        bench.notes.append(f"{IN_MEMORY}: not measured, no writable {TMPFS}")
+        return
+    base = Path(tempfile.mkdtemp(prefix="backends-bench-", dir=TMPFS))
+    try:
+        stores: dict[str, tuple[str, Ops]] = {
+            "raw files (temp + rename in the key's folder)": (LIMIT, _raw(base / "raw")),
+            "backends folder (FileSystemJsonBackend)": (OURS, _ours(FileSystemJsonBackend(base / "folder"))),
+            "backends JsonCache": (OURS, _ours(JsonCache(base / "cache", timeout=3600))),
+        }
+        flat = [f"user-{i:05d}" for i in range(count)]
+        nested = [f"users/{i}" for i in range(count)]
+        for _, ops in stores.values():
+            for key in flat + nested:
+                ops["dump"](key, DOC)
+        works = [
+            ("dump, new key", flat, True),
+            ("dump, overwrite", flat, False),
+            ("dump, new key, nested (users/N)", nested, True),
+            ("dump, overwrite, nested (users/N)", nested, False),
+        ]
+        for work, keys, fresh in works:
+            contenders = {
+                who: (kind, per_call(ops, keys, "dump", fresh, SLICES)) for who, (kind, ops) in stores.items()
+            }
+            bench.compare(IN_MEMORY, work, "us", contenders, bench.rounds * SLICES)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 BOUNDED = "bounded caches: 1 KiB JSON, maxbytes against diskcache's size_limit"

@@ -3,6 +3,7 @@ and streaming, against raw boto3, obstore, redis-py and the peer libraries."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -224,6 +225,15 @@ def through_latency(bench: Bench, count: int, latency_ms: float) -> None:
                         return list(pool.map(lambda k: obstore.get(store, k).bytes(), keys))
 
                 contenders["raw obstore, 64 threads"] = (PEER, raw_obstore)
+                twin = obstore_engine.aio()
+                contenders["backends load_many (obstore engine, native async twin, 64 in flight)"] = (
+                    OURS,
+                    lambda: asyncio.run(twin.load_many(keys)),
+                )
+                contenders["raw obstore async, 64 in flight"] = (
+                    PEER,
+                    lambda: asyncio.run(_raw_async(store, keys)),
+                )
             except ImportError:
                 bench.lacking("obstore", "not installed: pip install -e '.[bench]'")
 
@@ -262,6 +272,21 @@ def _cpu(action: Callable[[], object], count: int) -> Callable[[int], float]:
         return (time.process_time() - start) / count * 1e6
 
     return measure
+
+
+async def _raw_async(store: Any, keys: list[str], in_flight: int = 64) -> list[object]:
+    """Every key's value through obstore's async API, ``in_flight`` at a time (asyncio's idiom:
+    a semaphore around each ``get_async``), decoded as ours is (JSON)."""
+    import obstore
+
+    slots = asyncio.Semaphore(in_flight)
+
+    async def get(key: str) -> object:
+        async with slots:
+            result = await obstore.get_async(store, key)
+            return json.loads(bytes(await result.bytes_async()))
+
+    return await asyncio.gather(*(get(key) for key in keys))
 
 
 def _rate(action: Callable[[], object], count: int) -> Callable[[int], float]:

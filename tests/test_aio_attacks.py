@@ -34,6 +34,8 @@ from backends import (
 )
 from backends.aio import NOT_MIRRORED, AsyncBackend, twin_class
 from backends.redis.aio import AsyncRedisBackend
+from backends.s3.aio import AsyncS3Backend
+from backends.s3.store import S3Backend
 
 STORES = ["memory", "folder", "jsoncache", "sqlite", "tier", "s3-boto3", "s3-obstore"]
 
@@ -82,16 +84,19 @@ def _mismatches(base: type[AsyncBackend[Any]], cls: type[BaseBackend[Any, Any]])
     return wrong
 
 
+def _twins_of(cls: type[BaseBackend[Any, Any]]) -> list[type[AsyncBackend[Any]]]:
+    if issubclass(cls, RedisBackend):
+        return [AsyncBackend, AsyncRedisBackend]
+    if issubclass(cls, S3Backend):
+        return [AsyncBackend, AsyncS3Backend]  # the thread pool's (boto3), the native one's (obstore)
+    return [AsyncBackend]
+
+
 def test_every_public_call_of_every_backend_has_a_twin_with_its_parameters() -> None:
-    """Parameters and defaults of each public sync call equal its twin's (Redis: both twins)."""
+    """Parameters and defaults of each public sync call equal its twin's (Redis, S3: both twins)."""
     classes = _backend_classes()
     assert len(classes) >= 20
-    wrong = [
-        mismatch
-        for cls in classes
-        for base in ([AsyncBackend, AsyncRedisBackend] if issubclass(cls, RedisBackend) else [AsyncBackend])
-        for mismatch in _mismatches(base, cls)
-    ]
+    wrong = [mismatch for cls in classes for base in _twins_of(cls) for mismatch in _mismatches(base, cls)]
     assert wrong == []
 
 

@@ -618,3 +618,51 @@ def test_four_copies_into_one_folder_at_once_agree(tmp_path: Path) -> None:
     summaries = [json.loads(out) for out, _ in results]
     assert all(summary["copied"] + summary["skipped"] == 300 for summary in summaries)
     assert dict(backends.FileSystemJsonBackend(tmp_path / "dst").items()) == dict(source.items())
+
+
+# -- closing: every store a command opens is closed when it ends ---------------------------------
+
+
+def _open_under(root: Path) -> list[str]:
+    """The files under ``root`` this process holds open (its descriptors, as /proc shows them)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor listdir itself used, closed meanwhile
+            continue
+        if target.startswith(str(root)):
+            held.append(target)
+    return sorted(held)
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [
+        (["cp", "sqlite://{root}/a.db", "sqlite://{root}/b.db"], 0),
+        (["cp", "sqlite://{root}/a.db", "sqlite://{root}/b.db?readonly=1"], 2),  # refused before copying
+        (["cp", "sqlite://{root}/a.db", "cache://{root}/c::sqlite://{root}/b.db"], 0),
+        (["ls", "sqlite://{root}/a.db"], 0),
+        (["get", "sqlite://{root}/a.db", "k"], 0),
+        (["get", "sqlite://{root}/a.db", "missing"], 1),  # a command that fails
+        (["put", "sqlite://{root}/a.db", "k2", "2"], 0),
+        (["rm", "sqlite://{root}/a.db", "k"], 0),
+        (["stat", "sqlite://{root}/a.db", "k"], 0),
+    ],
+    ids=["cp", "cp into readonly", "cp into a tier", "ls", "get", "get missing", "put", "rm", "stat"],
+)
+def test_every_command_closes_the_stores_it_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], status: int
+) -> None:
+    from backends import SqliteJsonBackend
+    from backends.cli import main
+
+    source = SqliteJsonBackend(tmp_path / "a.db")
+    source.dump("k", 1)
+    source.close()
+    SqliteJsonBackend(tmp_path / "b.db").close()
+    assert _open_under(tmp_path) == []
+    got = main([part.replace("{root}", str(tmp_path)) for part in argv])
+    held = _open_under(tmp_path)  # before anything is collected: the command's own closing
+    capsys.readouterr()
+    assert (got, held) == (status, [])

@@ -206,6 +206,13 @@ def test_values_are_sealed_and_read_back_with_any_key_of_the_list(tmp_path: Path
     assert dict(only_new.items()) == {"k": {"secret": "plain text"}, "k2": [1]}
 
 
+def test_reencrypt_is_a_call_over_a_store_kept_at_its_old_path_too() -> None:
+    import backends.rotation
+
+    assert backends.reencrypt is backends.rotation.reencrypt is reencrypt  # backends.codecs.reencrypt
+    assert "reencrypt" not in backends.codecs.__all__  # the codecs import no store
+
+
 def test_reencrypt_on_s3_is_conditional_and_moves_every_value_to_the_first_key(moto: S3Target) -> None:
     new, old = Encrypt.generate_key(), Encrypt.generate_key()
     options = {"prefix": "rotate", "client": moto.client}

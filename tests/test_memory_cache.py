@@ -162,3 +162,34 @@ def test_a_value_too_big_for_the_cache_is_served_by_a_tier_but_not_kept() -> Non
     assert tier["big"] == b"x" * 100
     assert "big" not in tier.cache
     assert tier.stats.origin_requests == 1
+
+
+def test_a_forked_child_uses_memory_stores_its_parent_used_with_counts_of_its_own() -> None:
+    """Fork after first use (the one fork hook of backends.memory): each store works in the child,
+    and a cache's hits and misses there are the child's, not its parent's."""
+    import os
+
+    cache, volatile = MemoryCache(), VolatileBackend()
+    cache["k"] = 1
+    volatile["k"] = [1]
+    assert cache["k"] == 1 and cache.load("absent") is None
+    assert (cache.stats.hits, cache.stats.misses) == (1, 1)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            cache["k2"] = 2
+            volatile["k2"] = [2]
+            fresh = (cache.stats.hits, cache.stats.misses) == (0, 0)
+            used = (
+                cache["k"] == 1
+                and cache["k2"] == 2
+                and volatile["k"] == [1]
+                and sorted(volatile) == ["k", "k2"]
+            )
+            os._exit(0 if fresh and used and (cache.stats.hits, cache.stats.misses) == (2, 0) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (cache.stats.hits, cache.stats.misses) == (1, 1)  # the parent's own, untouched
+    assert "k2" not in cache and "k2" not in volatile

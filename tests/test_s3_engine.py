@@ -6,11 +6,17 @@ through its conftest cases on moto's HTTP server and SeaweedFS.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import boto3
+import botocore.session
 import pytest
-from servers import Faults, Proxy, S3Target
+from botocore.config import Config
+from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
+from servers import CREDENTIALS, Faults, Proxy, S3Target
 
 import backends
 from backends import S3JsonBackend, S3RawBackend, StoreUnavailableError
@@ -101,3 +107,103 @@ def test_what_obstore_cannot_send_goes_through_boto3(moto_server: S3Target) -> N
     assert backend.stat("page.html").content_encoding == "gzip"  # metadata read back through obstore
     assert backend["page.html"] == b"<p>hi</p>"
     backend.clear()
+
+
+# -- refreshable credentials ------------------------------------------------------------------
+# obstore keeps a credential until 5 minutes before the expiry the engine hands it with, and
+# within that asks again at most every 100 ms. The engine once handed every refreshable
+# credential "now + 5 minutes": always within, so boto3's chain was read ten times a second.
+
+
+class CountingCredentials:
+    """A boto3 client whose one credential provider's temporary credentials are counted:
+    ``asked`` (each read of them, as a signer reads them) and ``refreshed`` (each fetch)."""
+
+    def __init__(self, lives: list[float]) -> None:
+        self.lives = lives  # the seconds each fetched credential lives, in order (the last repeats)
+        self.asked = 0
+        self.refreshed = 0
+
+    def fetch(self) -> dict[str, Any]:
+        life = self.lives[min(self.refreshed, len(self.lives) - 1)]
+        self.refreshed += 1
+        expiry = datetime.now(timezone.utc) + timedelta(seconds=life)
+        keys = {
+            "access_key": CREDENTIALS["aws_access_key_id"],
+            "secret_key": CREDENTIALS["aws_secret_access_key"],
+        }
+        return {**keys, "token": None, "expiry_time": expiry.isoformat()}
+
+    def client(self, target: S3Target) -> Any:
+        counter = self
+
+        class Counted(RefreshableCredentials):  # type: ignore[misc]
+            def get_frozen_credentials(self) -> Any:
+                counter.asked += 1
+                return super().get_frozen_credentials()
+
+        class Provider(CredentialProvider):  # type: ignore[misc]
+            METHOD = "counted"
+
+            def load(self) -> Any:
+                return Counted.create_from_metadata(counter.fetch(), counter.fetch, self.METHOD)
+
+        session = botocore.session.get_session()
+        session.register_component("credential_provider", CredentialResolver([Provider()]))
+        config = Config(s3={"addressing_style": "path"}, signature_version="s3v4")
+        return boto3.Session(botocore_session=session, region_name="us-east-1").client(
+            "s3", endpoint_url=target.endpoint_url, config=config
+        )
+
+    def backend(self, target: S3Target) -> Any:
+        """An obstore-engine backend on this client, and its one object ``k``."""
+        target.client.put_object(Bucket=target.bucket, Key="creds/k", Body=b'{"n": 1}')
+        return S3JsonBackend(target.bucket, prefix="creds", client=self.client(target), engine="obstore")
+
+
+def load_for(backend: Any, seconds: float) -> None:
+    """Load ``k`` again and again for ``seconds`` of wall time, at least 3 times (obstore's
+    credential cache reads the wall clock, which no test can steer)."""
+    loads, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end or loads < 3:
+        assert backend.load("k") == {"n": 1}
+        loads += 1
+
+
+def test_refreshable_credentials_far_from_expiry_are_read_once(moto_server: S3Target) -> None:
+    counted = CountingCredentials(lives=[3600])
+    backend = counted.backend(moto_server)
+    assert backend.load("k") == {"n": 1}
+    assert (counted.asked, counted.refreshed) == (1, 1)  # obstore's first request read them
+    load_for(backend, 0.4)  # four of obstore's 100 ms back-offs
+    assert (counted.asked, counted.refreshed) == (1, 1)  # before the fix: 5 reads
+    backend.close()
+    backend.client.close()
+
+
+def test_credentials_near_expiry_are_refreshed_once_then_held(moto_server: S3Target) -> None:
+    # 12 minutes of life: within botocore's 15-minute advisory window, so the engine's first
+    # read refreshes them; the new ones live an hour and are held.
+    counted = CountingCredentials(lives=[720, 3600])
+    backend = counted.backend(moto_server)
+    assert backend.load("k") == {"n": 1}
+    asked = counted.asked
+    assert counted.refreshed == 2
+    load_for(backend, 0.4)
+    assert (counted.asked, counted.refreshed) == (asked, 2)  # before the fix: 4 more reads
+    backend.close()
+    backend.client.close()
+
+
+def test_credentials_living_under_obstores_threshold_are_asked_for_again(moto_server: S3Target) -> None:
+    # 4 minutes of life: under obstore's 5-minute threshold and botocore's 10-minute mandatory
+    # refresh, so obstore asks again after each back-off and each ask refreshes them (as boto3
+    # refreshes them at each request): never signed with a credential about to expire.
+    counted = CountingCredentials(lives=[240])
+    backend = counted.backend(moto_server)
+    assert backend.load("k") == {"n": 1}
+    refreshed = counted.refreshed
+    load_for(backend, 0.4)
+    assert counted.refreshed > refreshed
+    backend.close()
+    backend.client.close()

@@ -485,7 +485,7 @@ def test_bookkeeping_another_program_dropped_or_damaged_is_rebuilt_or_never_room
     path = tmp_path / "kv.db"
     SqliteRawBackend(path, maxbytes=1_000).dump_many({f"k{i}": bytes(99) for i in range(10)})
     other = sqlite3.connect(path, isolation_level=None)
-    other.execute("DROP TRIGGER kv_use_added")
+    other.execute("DROP TRIGGER kv_use_inserted")
     other.execute("INSERT INTO kv VALUES ('x', zeroblob(300), 0, NULL, NULL)")  # not counted: no trigger
     store = SqliteRawBackend(path, maxbytes=1_000)  # its first write rebuilds the bookkeeping from kv
     store["y"] = b"1"
@@ -504,7 +504,9 @@ def test_bookkeeping_another_program_dropped_or_damaged_is_rebuilt_or_never_room
 
 def test_a_foreign_table_of_a_bookkeeping_name_is_a_store_error_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "kv.db"
-    SqliteRawBackend(path)["a"] = b"1"
+    first = SqliteRawBackend(path)
+    first["a"] = b"1"
+    first.close()  # closed now: its close checkpoints the log into kv.db, never later, when collected
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("CREATE TABLE kv_use (id INTEGER PRIMARY KEY, note TEXT)")
     other.close()

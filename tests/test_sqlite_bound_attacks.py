@@ -12,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import pytest
 from test_sqlite_bound import books
 
 from backends import SqliteRawBackend
@@ -53,11 +52,6 @@ def test_a_file_of_the_first_bounded_release_gets_the_new_triggers_at_its_first_
         other.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kv_count (schema.py's kv_added trigger) counts a REPLACE INTO over an existing row as a new row:"
-    " no DELETE trigger fires for the replaced row; maxsize then removes entries it need not",
-)
 def test_replace_into_over_an_existing_row_keeps_the_count_and_maxsize_exact(tmp_path: Path) -> None:
     path = tmp_path / "kv.db"
     store = SqliteRawBackend(path, maxsize=5)

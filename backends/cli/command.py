@@ -241,7 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         _check_s3_options(args)
-        status: int = args.run(args)
+        try:
+            status: int = args.run(args)
+        except BaseException:
+            _close_opened(args, failed=True)
+            raise
+        _close_opened(args, failed=False)
         sys.stdout.flush()  # a closed output is met here, not in the flush at exit
     except BrokenPipeError as exc:
         if _output_closed():
@@ -259,6 +264,26 @@ def _run(args: argparse.Namespace) -> int:
         warn(f"backends {args.command}: interrupted")
         return 130
     return status
+
+
+def _close_opened(args: argparse.Namespace, *, failed: bool) -> None:
+    """Close every store the command opened, the last opened first.
+
+    After a command that succeeded, the first error of a close is the command's error
+    (the others closed still); after one that failed, the command's own error is the one
+    raised and a close's error is told on stderr, never dropped.
+    """
+    first: BaseException | None = None
+    for backend in reversed(args.__dict__.pop("opened", [])):
+        try:
+            backend.close()
+        except Exception as exc:  # every store is closed, whatever one raised
+            if failed:
+                warn(f"backends {args.command}: closing {backend!r} also failed: {_one_line(exc)}")
+            elif first is None:
+                first = exc
+    if first is not None:
+        raise first
 
 
 def _output_closed() -> bool:

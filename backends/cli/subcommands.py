@@ -62,7 +62,9 @@ def open_backend(url: str, args: argparse.Namespace, **options: Any) -> BaseBack
         options.update(
             {name: value for name in S3_OPTIONS if (value := getattr(args, name, None)) is not None}
         )
-    return open_url(url, **options)
+    backend = open_url(url, **options)
+    args.__dict__.setdefault("opened", []).append(backend)  # closed when the command ends
+    return backend
 
 
 # -- values in and out --------------------------------------------------------------------

@@ -11,11 +11,18 @@ imports no optional library: each is imported when a codec needing it is made.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .compress import Gzip, Zstd
-from .encrypt import KEY_VARIABLE, Encrypt, reencrypt
+from .encrypt import KEY_VARIABLE, Encrypt
 from .families import Codec, IdentityCodec, JsonCodec, RawCodec, TextCodec
 from .layers import Layer, Layered, layered
 from .typed import Typed
+
+if TYPE_CHECKING:
+    # backends.codecs.reencrypt, the path it had, is kept: the package backends sets it from
+    # backends.rotation (a call over a store, a layer above the codecs, which import no store).
+    from ..rotation import reencrypt as reencrypt
 
 __all__ = [
     "KEY_VARIABLE",
@@ -31,5 +38,4 @@ __all__ = [
     "Typed",
     "Zstd",
     "layered",
-    "reencrypt",
 ]

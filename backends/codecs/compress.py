@@ -17,42 +17,12 @@ from __future__ import annotations
 
 import gzip as _gzip
 import threading
-import zlib
-from typing import Any, Final
+from typing import Any
 
-from .layers import GZIP_MAGIC, ZSTD_MAGIC, Layer, check_size
+from .frames import DEFAULT_MAX, GZIP_MAGIC, ZSTD_MAGIC, decompress, stdlib_zstd, zstandard_module
+from .layers import Layer, check_size
 
 __all__ = ["GZIP_MAGIC", "ZSTD_MAGIC", "Gzip", "Zstd", "decompress"]
-
-#: the default largest value, either side (1 GiB)
-DEFAULT_MAX: Final = 1 << 30
-ZSTD_EXTRA: Final = "the zstd codec needs zstandard (or Python 3.14): pip install 'backends[zstd]'"
-_CHUNK: Final = 1 << 20
-#: each thread's zstandard decompression context (making one costs ~70 us; one is not for two threads)
-_CONTEXTS = threading.local()
-
-
-def _find_stdlib_zstd() -> Any:
-    try:
-        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
-    except ImportError:
-        return None
-    return zstd  # pragma: no cover - Python 3.14+
-
-
-_STDLIB_ZSTD: Final = _find_stdlib_zstd()  # once: a failed import costs ~30 us each time
-
-
-def _stdlib_zstd() -> Any:
-    return _STDLIB_ZSTD
-
-
-def _zstandard() -> Any:
-    try:
-        import zstandard
-    except ImportError as exc:  # pragma: no cover - exercised without the extra
-        raise ImportError(ZSTD_EXTRA) from exc
-    return zstandard
 
 
 def _check_level(name: str, level: object, low: int, high: int) -> int:
@@ -113,9 +83,9 @@ class Zstd(_Compressor):
         self, threshold: int = 1024, *, level: int | None = None, max_size: int = DEFAULT_MAX
     ) -> None:
         super().__init__(threshold, level=level, max_size=max_size)
-        self._stdlib = _stdlib_zstd()
+        self._stdlib = stdlib_zstd()
         if self._stdlib is None:
-            _zstandard()  # ImportError naming the extra, at construction
+            zstandard_module()  # ImportError naming the extra, at construction
         self._local = threading.local()
 
     def _compress(self, data: bytes) -> bytes:
@@ -123,7 +93,7 @@ class Zstd(_Compressor):
             return bytes(self._stdlib.compress(data, level=self.level))
         context = getattr(self._local, "context", None)
         if context is None:
-            context = self._local.context = _zstandard().ZstdCompressor(level=self.level)
+            context = self._local.context = zstandard_module().ZstdCompressor(level=self.level)
         return bytes(context.compress(data))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -134,7 +104,7 @@ class Zstd(_Compressor):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._stdlib = _stdlib_zstd()
+        self._stdlib = stdlib_zstd()
         self._local = threading.local()
 
 
@@ -148,88 +118,3 @@ class Gzip(_Compressor):
 
     def _compress(self, data: bytes) -> bytes:
         return _gzip.compress(data, compresslevel=self.level, mtime=0)
-
-
-def decompress(data: bytes, max_size: int = DEFAULT_MAX) -> bytes:
-    """``data`` decompressed if it starts with a zstd or gzip magic, else as it is.
-
-    ValueError for a frame that is cut, corrupt, followed by other bytes, or
-    larger than ``max_size`` once decompressed.
-    """
-    if data.startswith(ZSTD_MAGIC):
-        return _unzstd(data, max_size)
-    if data.startswith(GZIP_MAGIC):
-        return _gunzip(data, max_size)
-    return data
-
-
-def _too_big(max_size: int) -> ValueError:
-    return ValueError(f"it decompresses to more than max_size={max_size} bytes")
-
-
-def _unzstd(data: bytes, max_size: int) -> bytes:
-    stdlib = _stdlib_zstd()
-    if stdlib is not None:  # pragma: no cover - Python 3.14+
-        try:
-            worker = stdlib.ZstdDecompressor()
-            out = worker.decompress(data, max_length=max_size + 1)
-        except stdlib.ZstdError as exc:
-            raise ValueError(f"zstd frame does not decode ({exc})") from None
-        if len(out) > max_size:
-            raise _too_big(max_size)
-        if not worker.eof or worker.unused_data:
-            raise ValueError("zstd frame is cut short or followed by other bytes")
-        return bytes(out)
-    zstandard = _zstandard()
-    try:
-        size = zstandard.get_frame_parameters(data).content_size
-        if size != zstandard.CONTENTSIZE_UNKNOWN:
-            if size > max_size:
-                raise _too_big(max_size)
-            # libzstd stops with an error at a block past the size the header declares.
-            worker = _decompressor(zstandard).decompressobj()
-            out = worker.decompress(data)
-            if not worker.eof or worker.unused_data:
-                raise ValueError("zstd frame is cut short or followed by other bytes")
-            return bytes(out)
-        return _bounded(_decompressor(zstandard).stream_reader(data), max_size)
-    except zstandard.ZstdError as exc:
-        raise ValueError(f"zstd frame does not decode ({exc})") from None
-
-
-def _decompressor(zstandard: Any) -> Any:
-    context = getattr(_CONTEXTS, "context", None)
-    if context is None:
-        context = _CONTEXTS.context = zstandard.ZstdDecompressor()
-    return context
-
-
-def _bounded(reader: Any, max_size: int) -> bytes:
-    chunks, total = [], 0
-    while chunk := reader.read(_CHUNK):
-        total += len(chunk)
-        if total > max_size:
-            raise _too_big(max_size)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _gunzip(data: bytes, max_size: int) -> bytes:
-    """Every gzip member of ``data`` (``cat a.gz b.gz`` is one gzip file), bounded."""
-    chunks, total, rest = [], 0, data
-    try:
-        while rest:
-            worker = zlib.decompressobj(wbits=31)
-            chunk = worker.decompress(rest, max_size + 1 - total)
-            total += len(chunk)
-            if total > max_size:
-                raise _too_big(max_size)
-            if not worker.eof:
-                raise ValueError("gzip data is cut short")
-            chunks.append(chunk)
-            rest = worker.unused_data
-            if rest and not rest.startswith(GZIP_MAGIC):
-                raise ValueError("gzip data is followed by other bytes")
-    except zlib.error as exc:
-        raise ValueError(f"gzip data does not decode ({exc})") from None
-    return b"".join(chunks)

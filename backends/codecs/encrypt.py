@@ -4,7 +4,7 @@ A value is stored as ``BKE1`` + a random 12-byte nonce + the ciphertext and
 its 16-byte tag (32 bytes more than the plain value; the four bytes are also
 authenticated). The first key encrypts; every key of the list is tried to
 decrypt, so a store is rotated by putting a new key first, re-encrypting
-(:func:`reencrypt`), then dropping the old key. Data that does not
+(:func:`backends.reencrypt`), then dropping the old key. Data that does not
 authenticate with any key (tampered, cut, written with a key no longer in
 the list, another program's plain value) is a ValueError, which the backend
 makes a CorruptValueError: never garbage, never the plain bytes.
@@ -19,17 +19,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import inspect
 import os
 from collections.abc import Hashable, Iterable
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import Any, Final, NoReturn
 
 from .layers import Layer
 
-if TYPE_CHECKING:
-    from ..base import BaseBackend
-
-__all__ = ["KEY_VARIABLE", "Encrypt", "reencrypt"]
+__all__ = ["KEY_VARIABLE", "Encrypt"]
 
 MAGIC: Final = b"BKE1"
 NONCE: Final = 12
@@ -176,49 +172,3 @@ def _invalid_tag() -> type[Exception]:
     from cryptography.exceptions import InvalidTag
 
     return InvalidTag
-
-
-def reencrypt(backend: BaseBackend[Any, Any]) -> int:
-    """Write every value of ``backend`` again, so that all are encrypted with its codec's first key.
-
-    Returns how many values were written. Each keeps its own expiry on a
-    store with timeouts (a value kept forever stays so). Where ``dump``
-    takes ``if_match`` (S3, Redis) each write is conditional on the ETag
-    read: a value another writer replaced meanwhile
-    is left as that writer stored it (already under the first key). Other
-    stores write unconditionally: run it while nobody else writes, or
-    accept that a concurrent write may be replaced by the value it read.
-    A value that no key decrypts raises CorruptValueError and stops the run
-    (nothing is lost: the values done so far are under the new key).
-    """
-    from ..base import Versioned
-
-    parameters = inspect.signature(backend.dump).parameters
-    conditional = "if_match" in parameters
-    expiring = "timeout" in parameters and callable(getattr(backend, "expires", None))
-    written = 0
-    for key in list(backend):
-        loaded = backend.load_if_changed(key)
-        if not isinstance(loaded, Versioned):
-            continue  # deleted since it was listed
-        options: dict[str, Any] = {}
-        if expiring:
-            # The value keeps its own deadline: the store's default timeout would
-            # expire a value kept forever, or keep one that was about to go.
-            left = _time_left(backend, key)
-            if left is not None and left <= 0:
-                continue  # expired (or deleted) since it was read
-            options["timeout"] = left
-        if conditional and loaded.etag is not None:
-            options["if_match"] = loaded.etag
-        written += bool(backend.dump(key, loaded.value, **options))
-    return written
-
-
-def _time_left(backend: Any, key: str) -> float | None:
-    """Seconds until ``key`` of an expiring ``backend`` expires: None for never, 0 if gone."""
-    try:
-        deadline = backend.expires(key)
-    except KeyError:
-        return 0.0
-    return None if deadline is None else deadline.timestamp() - float(backend.clock())

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
-if TYPE_CHECKING:
-    from .layers import Layer, Layered
+from .frames import decompress
 
 __all__ = ["Codec", "IdentityCodec", "JsonCodec", "RawCodec", "TextCodec", "inflated"]
 
@@ -47,14 +46,6 @@ class Codec(ABC, Generic[V, S]):
     def identity(self) -> Hashable:
         """What tells this codec from another (two backends are equal only through equal codecs)."""
         return type(self)
-
-    def __or__(self, layer: Layer) -> Layered[V]:
-        """This codec, then ``layer`` (``JsonCodec() | Zstd()``): see :mod:`backends.codecs.layers`."""
-        from .layers import Layer, Layered
-
-        if not isinstance(layer, Layer):
-            return NotImplemented
-        return Layered(self, (layer,))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -113,8 +104,6 @@ def inflated(data: bytes) -> bytes:
     wrote whatever its own setting: turning compression off strands none.
     """
     if data[:1] in (b"\x28", b"\x1f"):
-        from .compress import decompress
-
         return decompress(data)
     return data
 

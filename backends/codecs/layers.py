@@ -12,15 +12,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from .families import Codec
+from .frames import GZIP_MAGIC, ZSTD_MAGIC
 
 __all__ = ["GZIP_MAGIC", "ZSTD_MAGIC", "CodecOption", "Layer", "Layered", "Layers", "check_size", "layered"]
-
-#: the first bytes of a zstd frame and of a gzip member (the compressing layers' frames)
-ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
-GZIP_MAGIC: Final = b"\x1f\x8b"
 
 V = TypeVar("V")
 
@@ -69,6 +66,13 @@ class Layer(ABC):
         if not isinstance(other, Layer):
             return NotImplemented  # ``Zstd() | 5`` is a TypeError now, not at the first write
         return Layers((self, other))
+
+    def __ror__(self, codec: Codec[V, Any]) -> Layered[V]:
+        """``codec`` then this layer (``JsonCodec() | Zstd()``): a :class:`Codec` has no ``|`` of
+        its own, so Python asks the layer, which knows the codecs below it."""
+        if not isinstance(codec, Codec):
+            return NotImplemented
+        return Layered(codec, (self,))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

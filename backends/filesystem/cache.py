@@ -3,22 +3,17 @@
 A cache is a filesystem backend whose entries expire. An entry's deadline is
 its file's mtime (nanoseconds, on the cache's clock; 0 for "never"), set on
 the temporary file before it is moved into place, so the value and its
-deadline appear together. Telling whether an entry expired costs one
-``fstat`` of a file already open (``load``) or one ``lstat`` (``in``,
-``len``, ``keys``); no value is read for it.
+deadline appear together. The class is built in three layers, one module each:
 
-An expired entry is absent for every call, and removed when met: the look
-and the unlink happen under an exclusive ``flock`` of its folder, which
-every writer takes shared to place an entry, so a fresh value written
-meanwhile is never removed.
-
-Hits are served from a memo in the process (the stored bytes of recently
-read entries) after one ``stat`` shows the file is still the one read: same
-inode, size, ctime, mtime and atime. Every write makes a new file, and its
-atime (set a day past the deadline, so reads leave it alone) carries random
-nanoseconds, so a rewritten value never passes for the memoised one, even
-in a reused inode with the same deadline. The deadline itself is exact: an
-entry expires once its age reaches its timeout, to the nanosecond.
+- :mod:`.expiry` (:class:`~.expiry.ExpiringFolder`): the deadlines, reads
+  through the in-process memo of hits, ``len``/``in``/``keys``, and the
+  removal of expired entries under an exclusive ``flock`` of their folder;
+- :mod:`.evict` (:class:`~.evict.CountedFolder`): every change placed under
+  a shared ``flock``, counted in a bounded folder's tally and told to the
+  ``len`` memo, and the eviction past the bound;
+- this module: the writes (``dump``, with the atime's random nanoseconds
+  that tell a rewritten value from the memoised one), a tier's entries
+  (``peek``, ``fill``, ``renew``), the value families and ``cache://`` URLs.
 
 With ``maxbytes`` or ``maxsize``, every write and removal is counted in the
 folder's shared tally and every hit stamped, and a write past the bound
@@ -27,43 +22,37 @@ evicts (:mod:`.bound`); without them, none of that costs anything.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
-import random
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from ..base import MISSING, Missing
 from ..bounds import as_bound, check_bound
-from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
+from ..cache import DEFAULT_TIMEOUT, Entry, check_clock, check_timeout, to_ns
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..codecs.layers import CodecOption
 from ..errors import BackendError, SerializationError, StoreError
 from ..events import observed
 from ..info import utc
-from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
-from .bound import BOUND_FILE, FLOCKS, Candidate, Pool, Tally, slot_of
-from .entries import NEVER_BELOW, deadline_of, file_identity, get_tag, set_deadline, set_tag
-from .files import BLOCKED_ERRNOS, lstat_file, open_file, open_guard, prune_folders, read_all, write_all
-from .layout import key_parts, key_path
-from .store import WRITE_RETRIES, At, FileSystemBackend
+from ..schemes import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
+from .bound import BOUND_FILE, Pool
+from .counts import CountMemo, changed
+from .entries import deadline_of, get_tag, set_deadline, set_tag
+from .evict import EVICT_TRIES, CountedFolder
+from .expiry import guarded
+from .files import At, lstat_file, open_file, prune_folders, write_all
+from .guards import GuardPool
+from .store import WRITE_RETRIES
 
 __all__ = ["EVICT_TRIES", "FileSystemCache", "JsonCache", "RawCache", "TextCache"]
 
 V = TypeVar("V")
 
-#: bytes of values the memo of one cache keeps, and the largest value it keeps
-MEMO_BUDGET: Final = 64 * 1024 * 1024
-MEMO_VALUE: Final = 64 * 1024
-#: candidates one write of a bounded cache looks at, at most, to get back within the bound
-EVICT_TRIES: Final = 1024
 
-
-class FileSystemCache(CountedLookups, FileSystemBackend[V]):
+class FileSystemCache(CountedFolder[V]):
     """A filesystem backend whose entries expire ``timeout`` seconds after they are written.
 
     ``timeout=None`` keeps entries until deleted. ``clock`` (default
@@ -93,37 +82,18 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         self.timeout = check_timeout(timeout)
         if (checked := check_clock(clock)) is not None:
             self.clock = checked
-        # key -> (identity of the file read, its bytes): see the module docstring
-        self._memo: dict[str, tuple[tuple[int, ...], bytes]] = {}
+        # the layers' state: the memo of hits and of len (.expiry), the bound's
+        # pool, the flag of a write past it and the root's lent descriptors (.evict)
+        self._memo = {}
         self._memo_bytes = 0
         self._memo_lock = threading.Lock()
         self._start_counting()
         bounded = self.maxbytes is not None or self.maxsize is not None
         self._pool = Pool(self.maxsize, self.maxbytes) if bounded else None
-        self._placing = threading.local()  # whether this thread's last counted write went past the bound
+        self._placing = threading.local()
+        self._counts = CountMemo()
+        self._guards = GuardPool()
         super().__init__(root, durable=durable, layout="escaped", codec=codec)
-
-    # -- deadlines ----------------------------------------------------------------
-
-    def _deadline(self, timeout: float | Missing | None) -> int:
-        """The mtime to give an entry written now with ``timeout``, with random nanoseconds."""
-        seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
-        if seconds is None:
-            return 1 + random.getrandbits(30) % (NEVER_BELOW - 1)
-        # Exact: the entry expires once its age reaches its timeout. What
-        # tells a rewrite from the memoised file is the atime's random
-        # nanoseconds (set_deadline), never the deadline.
-        return max(deadline_ns(self.clock(), seconds), NEVER_BELOW)
-
-    def _expired(self, deadline: int) -> bool:
-        return deadline >= NEVER_BELOW and deadline <= to_ns(self.clock())
-
-    def _live(self, status: os.stat_result) -> bool:
-        return not self._expired(status.st_mtime_ns)
-
-    def _written(self, status: os.stat_result) -> float:
-        # The mtime is the deadline; the ctime is when the entry was moved into place.
-        return status.st_ctime
 
     # -- writing --------------------------------------------------------------------
 
@@ -167,6 +137,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 set_tag(fd, tag)
             set_deadline(fd, deadline)
 
+        self._placing.deadline = deadline  # for the len memo (evict.CountedFolder._count_placed)
         if self._pool is not None:
             # Stamped before it is placed too: a new entry never ranks as the
             # least recently used in another process's scan, between its
@@ -201,182 +172,6 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
             self._placing.over = False
             self._shrink(key)
 
-    def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
-        # Entries are placed under a shared flock of their folder; a remover
-        # of expired entries holds it exclusively from its look to its unlink
-        # (see _discard_at), so it never removes an entry placed meanwhile.
-        with _guarded(folder, fcntl.LOCK_SH):
-            if self._pool is None:
-                return super()._place(folder, temp_name, name, if_absent)
-            return self._place_counted(folder, temp_name, name, if_absent)
-
-    def _place_counted(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
-        # The tally's lock is held from the look at the old file to the
-        # count: every counted change of the folder is serialised, so the
-        # tally is exact however writers race on one key.
-        assert self._pool is not None
-        temp = os.stat(temp_name, dir_fd=folder, follow_symlinks=False)
-        with self._pool.counting(self._root_fd, self._scan) as tally:
-            assert tally is not None  # waited for
-            old = lstat_file(folder, name)
-            placed = super()._place(folder, temp_name, name, if_absent)
-            if placed:  # the temp file's mtime is the entry's deadline
-                tally.add(temp.st_size - (old.st_size if old else 0), 0 if old else 1, temp.st_mtime_ns)
-            self._placing.over = placed and tally.over
-        return placed
-
-    # -- reading --------------------------------------------------------------------
-
-    def _load(self, key: str) -> bytes | Missing:
-        hit = self._memoised(key)
-        if hit is not None:
-            self._looked_up(key, True)
-            self._used(key)
-            return hit[1]
-        data = self._read_entry(key)
-        if data is MISSING and self._root_gone(create=False):
-            data = self._read_entry(key)
-        self._looked_up(key, data is not MISSING)
-        if data is not MISSING:
-            self._used(key)
-        return data
-
-    def _used(self, key: str) -> None:
-        """Record a hit of a bounded cache (one ``pwrite``, no lock); nothing for an unbounded one."""
-        if self._pool is not None:
-            self._pool.stamp(self._root_fd, key, to_ns(self.clock()))
-
-    def _read_entry(self, key: str) -> bytes | Missing:
-        folders, name = key_parts(key)
-        fds = self._open_folders(folders, create=False) if folders else [self._root_fd]
-        if fds is None:
-            return MISSING
-        try:
-            opened = open_file(fds[-1], name)
-            if opened is None:
-                return MISSING
-            fd, status = opened
-            try:
-                if not self._expired(status.st_mtime_ns):
-                    data = read_all(fd, status.st_size)
-                    self._remember(key, status, data)
-                    return data
-            finally:
-                os.close(fd)
-            self._discard(At(fds, folders, name, status))
-            return MISSING
-        finally:
-            self._close(fds)
-
-    def _memoised(self, key: str) -> tuple[os.stat_result, bytes] | None:
-        """The remembered bytes of a fresh entry still in the file read, with its stat; else None."""
-        memo = self._memo.get(key)
-        if memo is None:
-            return None
-        status = self._stat_key(key)
-        if status is None or file_identity(status) != memo[0] or self._expired(status.st_mtime_ns):
-            return None
-        return status, memo[1]
-
-    def _stat_key(self, key: str) -> os.stat_result | None:
-        """One stat of the key's file; the kernel walks the path (a symlinked folder
-        leads to another inode, which no memo entry matches)."""
-        try:
-            return os.stat(key_path(key), dir_fd=self._root_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno in BLOCKED_ERRNOS:
-                return None
-            raise
-
-    def _remember(self, key: str, status: os.stat_result, data: bytes) -> None:
-        if len(data) > MEMO_VALUE:
-            return
-        with self._memo_lock:
-            memo = self._memo
-            old = memo.pop(key, None)
-            self._memo_bytes += len(data) - (len(old[1]) if old else 0)
-            while self._memo_bytes > MEMO_BUDGET and memo:
-                self._memo_bytes -= len(memo.pop(next(iter(memo)))[1])  # the oldest first
-            memo[key] = (file_identity(status), data)
-
-    def _contains(self, key: str) -> bool:
-        return bool(self._at_live_key(key, self._fresh))
-
-    def _fresh(self, at: At) -> bool:
-        """Whether the entry is fresh; an expired one met here is removed."""
-        if not self._expired(at.status.st_mtime_ns):
-            return True
-        self._discard(at)
-        return False
-
-    def _iter_keys(self) -> Iterator[str]:
-        # One lstat per file for its deadline; values are never read.
-        keep = self._keep()
-        return (key for folder, name, key in self._walk(tidy=False) if keep(folder, name))
-
-    def _len(self) -> int:
-        return sum(1 for _ in self._iter_keys())  # the fresh entries only
-
-    def _keep(self) -> Callable[[int, str], bool]:
-        """A listing keeps the fresh entries; an expired one met is removed."""
-
-        def fresh(folder: int, name: str) -> bool:
-            status = lstat_file(folder, name)
-            if status is None:
-                return False
-            if not self._expired(status.st_mtime_ns):
-                return True
-            self._discard_met(folder, name)
-            return False
-
-        return fresh
-
-    def _delete(self, key: str) -> bool:
-        # An expired entry was already absent: it is removed, and False returned.
-        return bool(self._at_live_key(key, self._remove_fresh))
-
-    def _unlink_entry(self, folder: int, name: str) -> bool:
-        # A bounded cache counts the removal under the tally's lock (see _place_counted).
-        if self._pool is None:
-            return super()._unlink_entry(folder, name)
-        with self._pool.counting(self._root_fd, self._scan) as tally:
-            assert tally is not None
-            status = lstat_file(folder, name)
-            if status is None or not super()._unlink_entry(folder, name):
-                return False
-            tally.remove(status.st_size)
-            return True
-
-    def _rename_aside(self, folder: int, name: str, aside: str) -> bool:
-        if self._pool is None:
-            return super()._rename_aside(folder, name, aside)
-        with self._pool.counting(self._root_fd, self._scan) as tally:
-            assert tally is not None
-            status = lstat_file(folder, name)
-            if status is None or not super()._rename_aside(folder, name, aside):
-                return False
-            tally.remove(status.st_size)
-            return True
-
-    def _clear(self) -> None:
-        super()._clear()
-        if self._pool is not None:
-            # Recounted under the tally's lock: what writers placed meanwhile stays counted.
-            with self._pool.counting(self._root_fd, self._scan, recount=True):
-                pass
-
-    def _scan(self) -> Iterator[tuple[str, os.stat_result]]:
-        """Every key's file with its lstat (expired ones too), for a recount."""
-        for folder, name, key in self._walk(tidy=False):
-            status = lstat_file(folder, name)
-            if status is not None:
-                yield key, status
-
-    def _remove_fresh(self, at: At) -> bool:
-        return self._remove(at) if self._fresh(at) else False
-
     # -- expiry ---------------------------------------------------------------------
 
     @observed("purge", keyed=False, detail="{} removed")
@@ -408,158 +203,6 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         deadline = deadline_of(found[1])
         return None if deadline is None else utc(deadline)
 
-    def _discard(self, at: At) -> None:
-        if self._discard_met(at.folder, at.name) and at.folders:
-            prune_folders(at.fds, at.folders)
-
-    def _discard_met(self, folder: int, name: str) -> bool:
-        """:meth:`_discard_at` for an expired entry a call met: a folder that may not be
-        changed (read-only, or not ours to write) leaves it in place, still absent.
-
-        The call's answer (absent) stands; removing the entry is tidying, which
-        ``purge()`` does, and which raises there.
-        """
-        try:
-            return self._discard_at(folder, name, wait=False)
-        except OSError as exc:
-            if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-                return False
-            raise
-
-    def _discard_at(self, folder: int, name: str, wait: bool = True) -> bool:
-        """Remove the file ``name`` if it is (still) an expired entry; say whether it was removed.
-
-        The look and the unlink happen under an exclusive flock of the
-        folder, and every writer places its entry under a shared one: no
-        fresh entry can replace the expired one between the two, so none is
-        ever hidden, dropped or left aside, even if a process is killed
-        (the kernel drops its flock). A bounded cache counts the removal;
-        without ``wait`` (a read that met the entry), an entry whose tally is
-        being changed by another holder is left in place: reads never wait.
-        """
-        try:
-            with _guarded(folder, fcntl.LOCK_EX):
-                if self._pool is None:
-                    return self._unlink_expired(folder, name, None)
-                with self._pool.counting(self._root_fd, self._scan, wait=wait) as tally:
-                    return tally is not None and self._unlink_expired(folder, name, tally)
-        except FileNotFoundError:
-            return False
-
-    def _unlink_expired(self, folder: int, name: str, tally: Tally | None) -> bool:
-        status = lstat_file(folder, name)
-        if status is None or not self._expired(status.st_mtime_ns):
-            return False
-        os.unlink(name, dir_fd=folder)
-        if tally is not None:
-            tally.remove(status.st_size)
-        return True
-
-    # -- the size bound -------------------------------------------------------------
-
-    def _shrink(self, written: str) -> None:
-        """Remove least recently used entries (expired ones first) until the folder is within its bound.
-
-        Never the entry of ``written``, the key this write placed (its stamp
-        can rank it oldest: a clock stepped back in another process, or every
-        other entry used since). Each removal is checked under the tally's
-        lock: never more than needed, whichever processes evict at once. At
-        most :data:`EVICT_TRIES` candidates and two scans per call; the
-        second scan's candidates go even if used since it, so that the write
-        returns within the bound however hot the other entries are.
-        """
-        assert self._pool is not None
-        scans = 0
-        for _ in range(EVICT_TRIES):
-            self._still_open()
-            candidate = self._pool.next(to_ns(self.clock()))
-            if candidate is None:
-                scans += 1
-                if scans > 2 or not self._rescan():
-                    return
-                continue
-            # The last scan's ranking is the last there is: its candidates go even if
-            # used since (else readers hitting every entry would keep the folder past it).
-            if candidate.key == written:
-                continue
-            outcome = self._evict(candidate, strict=scans < 2)
-            if outcome is _DONE:
-                return
-            if outcome is _RESCAN:
-                scans += 1
-                if scans > 2 or not self._rescan():
-                    return
-
-    def _rescan(self) -> bool:
-        """Rank every entry and recount, under the tally's lock; False if within the bound (or empty)."""
-        assert self._pool is not None
-        stamps = self._pool.stamps(self._root_fd)
-        now = to_ns(self.clock())
-        found: list[Candidate] = []
-
-        def scan() -> Iterator[tuple[str, os.stat_result]]:
-            for key, status in self._scan():
-                deadline = status.st_mtime_ns
-                fresh = not (NEVER_BELOW <= deadline <= now)
-                found.append(
-                    Candidate(fresh, stamps[slot_of(key)], status.st_ctime_ns, key, status.st_ino, deadline)
-                )
-                yield key, status
-
-        with self._pool.counting(self._root_fd, scan, recount=True) as tally:
-            assert tally is not None
-            over, entries = tally.over, tally.entries
-            generation = tally.next_generation()  # what others write from now on is in its slot
-        if over:
-            self._pool.fill(found, entries, generation)
-        return over and bool(found)
-
-    def _evict(self, candidate: Candidate, strict: bool = True) -> object:
-        """Remove the candidate if it is still the file scanned (and, ``strict``, unused since):
-        _DONE once within the bound."""
-        done = self._at_key(candidate.key, lambda at: self._evict_at(at, candidate, strict))
-        return _SKIPPED if done is None else done
-
-    def _evict_at(self, at: At, candidate: Candidate, strict: bool) -> object:
-        assert self._pool is not None
-        # Under the folder's exclusive flock, like removing an expired entry:
-        # no writer can place a new value between the look and the unlink.
-        with _guarded(at.folder, fcntl.LOCK_EX), self._pool.counting(self._root_fd, self._scan) as tally:
-            assert tally is not None
-            if not tally.over:
-                return _DONE
-            status = lstat_file(at.folder, at.name)
-            if status is None or (status.st_ino, status.st_ctime_ns) != (
-                candidate.ino,
-                candidate.ctime_ns,
-            ):
-                return _SKIPPED  # removed, rewritten or renewed since the scan
-            if strict and not self._expired(status.st_mtime_ns):
-                if self._pool.stamp_of(self._root_fd, candidate.key) > candidate.stamp:
-                    return _SKIPPED  # used since the scan: no longer among the least recent
-                if self._pool.outdated(tally, to_ns(self.clock())):
-                    return _RESCAN  # an entry written since the scan (by another process) has expired
-            os.unlink(at.name, dir_fd=at.folder)
-            tally.remove(status.st_size)
-            outcome = _MORE if tally.over else _DONE
-        with self._memo_lock:
-            memo = self._memo.pop(candidate.key, None)
-            if memo is not None:
-                self._memo_bytes -= len(memo[1])
-        if at.folders:
-            prune_folders(at.fds, at.folders)
-        return outcome
-
-    def _open_root(self, create: bool = True) -> None:
-        super()._open_root(create)
-        if self._pool is not None:
-            self._pool.forget()  # the tally file kept for hits was the old folder's
-
-    def close(self) -> None:
-        super().close()
-        if self._pool is not None:
-            self._pool.forget()
-
     # -- entries, for a tier (the ExpiringCache capability) -----------------------------
 
     def peek(self, key: str) -> Entry[V] | None:
@@ -581,25 +224,6 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
         if fresh:
             self._used(key)  # a tier's hit
         return self._entry(data, key, deadline_of(deadline), fresh, tag)
-
-    def _read_stored(self, key: str, read: bool) -> tuple[bytes, int, str | None] | None:
-        """The stored data (``b""`` unless ``read``), mtime deadline and, if expired, tag of ``key``."""
-        hit = self._memoised(key) if read else None
-        if hit is not None:
-            return hit[1], hit[0].st_mtime_ns, None
-        opened = self._open_value(key)
-        if opened is None:
-            return None
-        fd, status = opened
-        try:
-            fresh = not self._expired(status.st_mtime_ns)
-            data = read_all(fd, status.st_size) if read else b""
-            tag = None if fresh else get_tag(fd)
-        finally:
-            os.close(fd)
-        if read and fresh:
-            self._remember(key, status, data)
-        return data, status.st_mtime_ns, tag
 
     def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
         """Store a value loaded from an origin, with the default timeout and the origin's ``etag``.
@@ -623,7 +247,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
     def _renew_at(self, at: At, tag: str) -> bool:
         # Under the shared flock, like a write: a remover cannot unlink the
         # entry between our renewal and its look.
-        with _guarded(at.folder, fcntl.LOCK_SH):
+        with guarded(at.folder, fcntl.LOCK_SH):
             opened = open_file(at.folder, at.name)
             if opened is None:
                 return False
@@ -634,6 +258,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                 deadline = self._deadline(MISSING)
                 if self._pool is None:
                     set_deadline(fd, deadline)
+                    changed()
                     return True
                 # A bounded cache notes the new deadline (it can be sooner than the old)
                 # under the tally's lock, as a write does, for other processes' evictions.
@@ -641,6 +266,7 @@ class FileSystemCache(CountedLookups, FileSystemBackend[V]):
                     assert tally is not None
                     set_deadline(fd, deadline)
                     tally.note(deadline)
+                changed()
                 return True
             finally:
                 os.close(fd)
@@ -703,23 +329,6 @@ class RawCache(FileSystemCache[bytes]):
     """``bytes`` values on local disk that expire after ``timeout`` seconds (None: never)."""
 
     codec = RawCodec()
-
-
-@contextmanager
-def _guarded(folder: int, kind: int) -> Iterator[int]:
-    """A flock of ``kind`` on ``folder`` (:func:`.files.open_guard`), held where no fork happens."""
-    with FLOCKS:
-        guard = open_guard(folder, kind)
-        try:
-            yield guard
-        finally:
-            os.close(guard)
-
-
-_SKIPPED: Final = object()  # an eviction candidate that is no longer one
-_MORE: Final = object()  # one removed; still past the bound
-_DONE: Final = object()  # within the bound
-_RESCAN: Final = object()  # an entry no scan of this process saw has expired: scan again
 
 
 def _open_url(url: str, options: dict[str, Any]) -> FileSystemCache[Any]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import re
-import secrets
 import time
 from typing import Final
 
@@ -61,7 +61,8 @@ def set_deadline(fd: int, deadline: int) -> None:
     # instead of writing a new atime on every cache hit. Its random
     # nanoseconds tell this file from any other (file_identity): deadlines
     # stay exact, and two may be equal.
-    atime = max(deadline, time.time_ns()) + DAY_NS + secrets.randbelow(1_000_000_000)
+    # (The random module's generator: no system call; reseeded in a forked child.)
+    atime = max(deadline, time.time_ns()) + DAY_NS + random.getrandbits(30)
     os.utime(fd, ns=(atime, deadline))
 
 

@@ -2,7 +2,9 @@
 
 The store, the cache and the file lock build on these; each takes an open
 folder descriptor and a name in it, so a path is never resolved twice and
-nothing outside the root is reached.
+nothing outside the root is reached. :class:`At` is where a key's file was
+found (its open folders, its name, its lstat); :func:`create_temp` makes the
+temporary file a write fills before it is moved into place.
 """
 
 from __future__ import annotations
@@ -13,19 +15,24 @@ import fcntl
 import os
 import stat
 import tempfile
+from typing import NamedTuple
 
 from ..base import MISSING, Missing
+from .layout import temp_name
 
 __all__ = [
     "BLOCKED_ERRNOS",
     "DIR_FLAGS",
     "NEW_FLAGS",
     "ROOT_FLAGS",
+    "At",
     "check_file",
+    "create_temp",
     "deleted_folder",
     "lstat_file",
     "open_file",
     "open_guard",
+    "place",
     "prune_folders",
     "read_all",
     "read_file",
@@ -129,8 +136,9 @@ def lstat_file(folder: int, name: str) -> os.stat_result | None:
     return status if status is not None and stat.S_ISREG(status.st_mode) else None
 
 
-def check_file(folder: int, name: str) -> None:
-    """Raise IsADirectoryError if something other than a regular file is at ``name``.
+def check_file(folder: int, name: str) -> os.stat_result | None:
+    """The lstat of the regular file at ``name`` (None if nothing is there); IsADirectoryError
+    if something other than a regular file is there.
 
     A folder, symlink or FIFO of another tool at a key's name reads as
     absent; a write there must not replace (delete) it either.
@@ -138,6 +146,24 @@ def check_file(folder: int, name: str) -> None:
     status = _lstat(folder, name)
     if status is not None and not stat.S_ISREG(status.st_mode):
         raise IsADirectoryError(errno.EISDIR, "in the way")
+    return status
+
+
+def place(folder: int, temp_name: str, name: str, if_absent: bool) -> tuple[bool, os.stat_result | None]:
+    """Move the written temporary file to ``name`` (with ``if_absent``, only if it is free):
+    whether it was placed, and the lstat of the file it replaced (or found) there, if any."""
+    if if_absent:
+        # link() fails if the name exists, atomically: one winner.
+        try:
+            os.link(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+        except FileExistsError:
+            return False, check_file(folder, name)
+        finally:
+            unlink_quietly(temp_name, folder)
+        return True, None
+    old = check_file(folder, name)
+    os.replace(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder)
+    return True, old
 
 
 def prune_folders(fds: list[int], folders: tuple[str, ...]) -> None:
@@ -169,3 +195,27 @@ def open_guard(folder: int, kind: int) -> int:
         os.close(guard)
         raise
     return guard
+
+
+class At(NamedTuple):
+    """Where a key's file is: the open folders (root first), their names, the file's name and lstat."""
+
+    fds: list[int]
+    folders: tuple[str, ...]
+    name: str
+    status: os.stat_result
+
+    @property
+    def folder(self) -> int:
+        """The descriptor of the folder holding the file."""
+        return self.fds[-1]
+
+
+def create_temp(folder: int) -> tuple[str, int]:
+    """Create a new temporary file in ``folder``: its name and a descriptor open for writing."""
+    while True:
+        name = temp_name()
+        try:
+            return name, os.open(name, NEW_FLAGS, 0o666, dir_fd=folder)
+        except FileExistsError:
+            continue

@@ -20,8 +20,9 @@ from ..base import BaseBackend
 from ..codecs.layers import CodecOption
 from ..errors import BackendError, KeyConflictError, PermissionDeniedError, StoreError
 from .files import BLOCKED_ERRNOS, DIR_FLAGS, NEW_FLAGS, ROOT_FLAGS, deleted_folder
+from .listing import Layout
 from .lock import LOCK_FOLDER
-from .tree import ESCAPED, LAYOUTS, MARKER, PLAIN, Layout, is_own
+from .tree import ESCAPED, LAYOUTS, MARKER, PLAIN, is_own
 
 __all__ = ["LOOK_AT", "FolderRoot"]
 
@@ -36,6 +37,23 @@ _CONFLICT = (
 )
 
 V = TypeVar("V")
+
+#: every open root in the process: a forked child gives each a new lock (see _after_fork)
+#: (by id: backends that are equal, the same folder, are still two roots with two locks)
+_ROOTS: weakref.WeakValueDictionary[int, FolderRoot[Any]] = weakref.WeakValueDictionary()
+
+
+def _after_fork() -> None:
+    """In a forked child: a root's lock that another thread of the parent held at the fork
+    (reopening a deleted root) would stay held for ever, with no thread to release it.
+    The child has only the forking thread, and the descriptor that thread saw is whole
+    (``dup2`` is atomic), so a new lock is all it needs."""
+    for root in list(_ROOTS.values()):
+        root._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _root_path(root: object) -> Path:
@@ -76,6 +94,7 @@ class FolderRoot(BaseBackend[V, bytes]):
             raise TypeError(f"durable is True or False, not {durable!r}")
         self.durable = bool(durable)
         self._lock = threading.Lock()
+        _ROOTS[id(self)] = self
         self._root_fd = -1
         self._closed = False
         self._finalizer: Any = None

@@ -9,11 +9,12 @@ with a ``=`` suffix, so no name passes the 255-byte limit. The one rule for
 everything else: a name starting with ``~`` is never a key (this
 library's own files have such names; :mod:`.tree` tells them from a user's
 by their exact form). The mapping is a bijection: a walk
-(:mod:`.tree`) gives back exactly the keys written.
+(:mod:`.walks`) gives back exactly the keys written.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from functools import lru_cache
@@ -53,16 +54,39 @@ def is_reserved(name: str) -> bool:
 
 
 #: the names of this library's temporary files, exactly: ``~backends-`` and 32
-#: random lowercase hex digits (128 bits), then ``.tmp``; and the older form
+#: lowercase hex digits (:func:`temp_name`), then ``.tmp``; and the older form
 #: (``~`` and 16 hex digits, ``.tmp`` or ``.expired``) that a killed writer
 #: of an earlier version may have left. A user's file named like a temporary
 #: file (``~WRL0001.tmp``, ``~notes.tmp``) has no such name: it is never ours.
 _TEMP = re.compile(r"~backends-[0-9a-f]{32}\.tmp|~[0-9a-f]{16}\.(?:tmp|expired)")
 
 
+def _new_process() -> None:
+    """A new source of temporary names: at import, and in the child of every fork."""
+    global _TEMP_PREFIX, _TEMP_COUNTER  # noqa: PLW0603 - the process's one source
+    # 48 random bits and the process id, then a counter: unique among the processes
+    # sharing a folder (even a fork that bypassed os.register_at_fork has its own
+    # pid), with no system call per name.
+    _TEMP_PREFIX = f"{TEMP_MARK}backends-{os.urandom(6).hex()}{os.getpid() & 0xFFFFFFFF:08x}"
+    _TEMP_COUNTER = itertools.count()
+
+
+_TEMP_PREFIX = ""
+_TEMP_COUNTER = itertools.count()
+_new_process()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process)
+
+
 def temp_name() -> str:
-    """A fresh name for a temporary file, of the one form :func:`is_temp` recognises."""
-    return f"{TEMP_MARK}backends-{os.urandom(16).hex()}.tmp"
+    """A fresh name for a temporary file, of the one form :func:`is_temp` recognises.
+
+    Unique in the process (a counter, atomic under the GIL) and across
+    processes (a random prefix with the process id, renewed in a forked
+    child): ``pop`` renames a key's file to one, so two processes must never
+    draw the same name. No ``getrandom`` per name.
+    """
+    return f"{_TEMP_PREFIX}{next(_TEMP_COUNTER) & 0xFFFFFFFFFFFF:012x}.tmp"
 
 
 def is_temp(name: str) -> bool:

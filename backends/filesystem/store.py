@@ -1,4 +1,4 @@
-"""FileSystem*Backend: one folder on local disk, one file per key.
+"""FileSystemBackend: one folder on local disk, one file per key (the value families: :mod:`.families`).
 
 The key's path comes from :mod:`.layout` (README.rst, "Filesystem layout").
 Every path is opened relative to a descriptor of the root, one component at
@@ -12,26 +12,22 @@ writer is killed.
 from __future__ import annotations
 
 import errno
-import io
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Final, NamedTuple, TypeVar
+from typing import Any, Final, TypeVar
 
 from ..base import MISSING, Missing
-from ..codecs import JsonCodec, RawCodec, TextCodec
-from ..errors import PermissionDeniedError, StoreError, StoreUnavailableError
+from ..errors import StoreUnavailableError
 from ..hooks import fold_listing
 from ..info import Stat
 from ..locks import Lock
-from ..schemes import as_bool, local_path, parse_query, register_scheme
-from ..transfers import FileTransfers, PathOrFile, copy_stream
 from .files import (
-    NEW_FLAGS,
-    check_file,
+    At,
+    create_temp,
     lstat_file,
     open_file,
+    place,
     prune_folders,
     read_all,
     read_file,
@@ -41,17 +37,9 @@ from .files import (
 from .folder import FolderRoot
 from .layout import temp_name
 from .lock import FileLock
-from .tree import Stray
+from .naming import Stray
 
-__all__ = [
-    "STALE_TEMP",
-    "WRITE_RETRIES",
-    "At",
-    "FileSystemBackend",
-    "FileSystemJsonBackend",
-    "FileSystemRawBackend",
-    "FileSystemTextBackend",
-]
+__all__ = ["STALE_TEMP", "WRITE_RETRIES", "FileSystemBackend"]
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -191,7 +179,7 @@ class FileSystemBackend(FolderRoot[V]):
                 self._root_gone()  # the root was removed: reopen it and retry
                 continue
             try:
-                temp = _create_temp(fds[-1])
+                temp = create_temp(fds[-1])
             except FileNotFoundError:
                 # A concurrent delete pruned our (empty) folder between our
                 # open and our create, or the root was removed: walk again.
@@ -225,19 +213,7 @@ class FileSystemBackend(FolderRoot[V]):
 
     def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
         """Move the written temporary file to ``name``; with ``if_absent``, only if it is free."""
-        if if_absent:
-            # link() fails if the name exists, atomically: one winner.
-            try:
-                os.link(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
-            except FileExistsError:
-                check_file(folder, name)
-                return False
-            finally:
-                unlink_quietly(temp_name, folder)
-            return True
-        check_file(folder, name)
-        os.replace(temp_name, name, src_dir_fd=folder, dst_dir_fd=folder)
-        return True
+        return place(folder, temp_name, name, if_absent)[0]
 
     # -- deleting ---------------------------------------------------------------
 
@@ -395,111 +371,3 @@ def _rebuild(
     backend = cls.__new__(cls)
     FileSystemBackend.__init__(backend, root, durable=durable, layout=layout, **(codec or {}))
     return backend
-
-
-class At(NamedTuple):
-    """Where a key's file is: the open folders (root first), their names, the file's name and lstat."""
-
-    fds: list[int]
-    folders: tuple[str, ...]
-    name: str
-    status: os.stat_result
-
-    @property
-    def folder(self) -> int:
-        """The descriptor of the folder holding the file."""
-        return self.fds[-1]
-
-
-def _create_temp(folder: int) -> tuple[str, int]:
-    """Create a new temporary file in ``folder``: its name and a descriptor open for writing."""
-    while True:
-        name = temp_name()
-        try:
-            return name, os.open(name, NEW_FLAGS, 0o666, dir_fd=folder)
-        except FileExistsError:
-            continue
-
-
-class FileSystemJsonBackend(FileSystemBackend[Any]):
-    """JSON values (strict: no NaN, only str object keys), one UTF-8 file per key."""
-
-    codec = JsonCodec()
-
-
-class FileSystemTextBackend(FileSystemBackend[str]):
-    """``str`` values stored as UTF-8, byte-exact (``\\r\\n`` stays ``\\r\\n``)."""
-
-    codec = TextCodec()
-
-
-class FileSystemRawBackend(FileTransfers, FileSystemBackend[bytes]):
-    """``bytes`` values; also streamed from and to files with ``dump_file``/``load_file``."""
-
-    codec = RawCodec()
-
-    def _dump_stream(self, key: str, source: PathOrFile, if_absent: bool) -> bool:
-        # The source is opened before anything is written: a file that cannot
-        # be read (missing, a folder) is the caller's, and said so, naming it;
-        # never taken for something in the way inside the root.
-        with self._users_file(source, "rb", "dump_file", key) as reader:
-
-            def fill(fd: int) -> None:
-                with open(fd, "wb", closefd=False) as target:
-                    copy_stream(reader, target)
-
-            return self._write(key, fill, if_absent)
-
-    @contextmanager
-    def _users_file(self, path: PathOrFile, mode: str, operation: str, key: str) -> Iterator[Any]:
-        """``path`` opened with ``mode`` (or the file object given); a StoreError naming it if it cannot."""
-        if not isinstance(path, (str, os.PathLike)):
-            yield path
-            return
-        try:
-            opened = open(path, mode)  # noqa: SIM115 - closed below
-        except OSError as exc:
-            cls = PermissionDeniedError if isinstance(exc, PermissionError) else StoreError
-            role = "source" if "r" in mode else "target"
-            reason = f"the {role} file {os.fspath(path)!r} cannot be opened: {exc.strerror or exc}"
-            raise cls(reason, backend=repr(self), operation=operation, key=key) from exc
-        with opened:
-            yield opened
-
-    def open(self, key: str) -> BinaryIO:
-        """The value of ``key`` as a binary file open for reading (close it, or ``with``); KeyError if absent.
-
-        Opened as every read is (folders walked without following symlinks);
-        the file read is the one that was there: a later write replaces the
-        name, never this file's contents.
-        """
-        key = self._check(key, "open")
-        if not self._streams_raw():  # the stored file is a frame of the codec: its value, decoded
-            value = self.load(key, MISSING)
-            if value is MISSING:
-                raise KeyError(key)
-            return io.BytesIO(value)
-        with self._translating("open", key):
-            opened = self._open_value(key)
-        if opened is None:
-            raise KeyError(key)
-        return open(opened[0], "rb")
-
-    def _load_stream(self, key: str, target: PathOrFile) -> bool:
-        opened = self._open_value(key)
-        if opened is None:
-            return False
-        with open(opened[0], "rb") as source, self._users_file(target, "wb", "load_file", key) as out:
-            copy_stream(source, out)
-        return True
-
-
-def _open_url(url: str, options: dict[str, Any]) -> FileSystemBackend[Any]:
-    """``file:///path`` or a plain path, ``?format=json|text|raw&durable=1&layout=plain``."""
-    fmt, kwargs = parse_query(url, {"durable": as_bool, "layout": str}, options)
-    families = {"json": FileSystemJsonBackend, "text": FileSystemTextBackend, "raw": FileSystemRawBackend}
-    return families[fmt](local_path(url), **kwargs)
-
-
-register_scheme("file", _open_url)
-register_scheme("", _open_url)

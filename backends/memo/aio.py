@@ -15,7 +15,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from ..aio import AsyncBackend, AsyncLock
+from ..aio import AsyncBackend
+from ..aiolock import AsyncLock
 from ..base import MISSING
 from ..errors import BackendError, CorruptValueError, LockError, LockTimeoutError
 from .entries import Found, error_entry, value_entry

@@ -15,7 +15,6 @@ itself (``on_lock_timeout="compute"``) or raises LockTimeoutError.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import os
 import sys
@@ -25,16 +24,14 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, ParamSpec, TypeVar
 
 from ..base import MISSING, BaseBackend
-from ..cache import ExpiringCache
 from ..errors import BackendError, CorruptValueError, LockError, LockTimeoutError
 from ..events import HUB, Counters
 from ..locks import Lock
-from ..tier.base import TierBase
 from .answers import OUTCOMES, BoundCached, CachedError, CachedStats, classes_by_name, rebuild
 from .entries import Found, error_entry, read_entry, value_entry
 from .holding import forget, hold, holding_of
 from .keys import KeyRule
-from .options import Options
+from .options import Options, keeps_timeouts, tiers_of
 
 __all__ = ["CORRUPT", "OUTCOMES", "BoundCached", "CachedError", "CachedFunction", "CachedStats"]
 
@@ -65,9 +62,9 @@ class CachedFunction(Generic[P, R]):
         #: what this function did in this process: operation "cached", the outcomes of OUTCOMES
         self.counters = Counters()
         self._counts = {outcome: self.counters.counter("", "cached", outcome) for outcome in OUTCOMES}
-        self._timed = _keeps_timeouts(store)
+        self._timed = keeps_timeouts(store)
         self._error_classes: dict[str, type[Exception]] | None = None
-        self._tiers = _tiers_of(store)
+        self._tiers = tiers_of(store)
         self._start()
         _FUNCTIONS.add(self)
 
@@ -375,23 +372,6 @@ class CachedFunction(Generic[P, R]):
         self._counts[outcome].add()
         if HUB.on:
             HUB.emit(self.store, "cached", key, outcome, detail=f"{self._name} {detail}".rstrip())
-
-
-def _keeps_timeouts(store: BaseBackend[Any, Any]) -> bool:
-    """Whether ``store.dump`` takes a timeout per entry: caches, SQLite, Redis, and a tier whose
-    cache does (a tier of a cache without expiry refuses one)."""
-    if "timeout" not in inspect.signature(store.dump).parameters:
-        return False
-    return not isinstance(store, TierBase) or isinstance(store.cache, ExpiringCache)
-
-
-def _tiers_of(store: BaseBackend[Any, Any]) -> list[TierBase]:
-    """The tiers of ``store`` from the top: itself if a tier, and its origin if that is one too."""
-    found: list[TierBase] = []
-    while isinstance(store, TierBase):
-        found.append(store)
-        store = store.origin
-    return found
 
 
 def _after_fork() -> None:

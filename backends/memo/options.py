@@ -1,18 +1,21 @@
-"""The options of ``@cached``, each checked at decoration: a TypeError or ValueError naming it."""
+"""The options of ``@cached``, each checked at decoration: a TypeError or ValueError naming it;
+and what the store is, read once at decoration (its family, its timeouts, its tiers)."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..base import BaseBackend
-from ..cache import MAX_TIMEOUT
+from ..cache import MAX_TIMEOUT, ExpiringCache
 from ..keys import key_problem
 from ..locks import check_lease, check_wait
+from ..tier.base import TierBase
 
-__all__ = ["ON_LOCK_TIMEOUT", "Options", "check_store", "make_options"]
+__all__ = ["ON_LOCK_TIMEOUT", "Options", "check_store", "keeps_timeouts", "make_options", "tiers_of"]
 
 #: what a caller does when the key's lock is not had within ``lock_timeout``
 ON_LOCK_TIMEOUT: Final = ("compute", "raise")
@@ -163,3 +166,20 @@ def _parts(store: BaseBackend[Any, Any]) -> list[BaseBackend[Any, Any]]:
             if inner is not None
         )
     return [part for part in found if isinstance(part, BaseBackend)]
+
+
+def keeps_timeouts(store: BaseBackend[Any, Any]) -> bool:
+    """Whether ``store.dump`` takes a timeout per entry: caches, SQLite, Redis, and a tier whose
+    cache does (a tier of a cache without expiry refuses one)."""
+    if "timeout" not in inspect.signature(store.dump).parameters:
+        return False
+    return not isinstance(store, TierBase) or isinstance(store.cache, ExpiringCache)
+
+
+def tiers_of(store: BaseBackend[Any, Any]) -> list[TierBase]:
+    """The tiers of ``store`` from the top: itself if a tier, and its origin if that is one too."""
+    found: list[TierBase] = []
+    while isinstance(store, TierBase):
+        found.append(store)
+        store = store.origin
+    return found

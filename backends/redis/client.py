@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Collection
 from typing import Any, Final
@@ -16,6 +17,7 @@ __all__ = [
     "Closed",
     "backend_client",
     "check_redis_url",
+    "close_client",
     "import_redis",
     "make_async_client",
     "make_client",
@@ -214,6 +216,19 @@ def backend_client(
         source=source,
     )
     return made, True, int((retries + 1) * (socket_timeout + 1) * 1000)
+
+
+def close_client(client: Any) -> None:
+    """Close a client a backend made: its idle connections at once. One that a call in another
+    thread is using is left to that call (its answer arrives, its next request is refused) and
+    closes when the pool is let go: closing it under the call gave a raw AttributeError from
+    redis-py's reader, not the store's StoreError. (redis-py 5's pools close every connection.)"""
+    client.close()
+    pool = client.connection_pool
+    if "inuse_connections" in inspect.signature(pool.disconnect).parameters:
+        pool.disconnect(inuse_connections=False)
+    else:  # pragma: no cover - redis-py 5
+        pool.disconnect()
 
 
 def _pool_settings(

@@ -23,7 +23,7 @@ from ..info import Stat, utc
 from ..locks import Lock, lock_name
 from . import index, plans
 from .checks import check_keep, check_prefix, translate
-from .client import Closed, backend_client, import_redis
+from .client import Closed, backend_client, close_client, import_redis
 from .locks import RedisLock
 from .scripts import SHAS, run_script
 
@@ -391,8 +391,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         self._closed = True
         client, self.client = self.client, Closed(self._errors.ConnectionError)
         if self._owns_client:
-            client.close()
-            client.connection_pool.disconnect()
+            close_client(client)
 
 
 def _rebuild(cls: type[RedisBackend[Any]], url: str, settings: dict[str, Any]) -> RedisBackend[Any]:

@@ -6,6 +6,7 @@ which extra to install when it is missing.
 
 from __future__ import annotations
 
+from . import aio as aio  # registers the native twin of the obstore engine (store.py never imports it)
 from .families import S3JsonBackend, S3TextBackend
 from .raw import S3RawBackend, transfer_config
 from .store import DEFAULT_GZIP, S3Backend

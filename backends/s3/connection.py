@@ -1,9 +1,10 @@
-"""S3Connection: the bucket, the client and the requests, under every S3 backend.
+"""S3Connection: the options checked, the client made, and what S3 objects look like, under every S3 backend.
 
-One boto3 client per backend, safe across threads; every request goes
-through :meth:`S3Connection._call` (retries of cut answers, rewound bodies,
-the bucket made on demand), and every native error through one table
-(:func:`.errors.translate`).
+Every option is checked before a client exists; the backend's own client is
+made from them. The object marks (another tool's folder markers, the
+backend's own metadata, the gzipped extensions), the HEAD of one object and
+the LIST pages are here; the requests themselves (retries, rewinds, the
+bucket made on demand, the pool, ``close``) are :mod:`.transport`'s.
 """
 
 from __future__ import annotations
@@ -11,22 +12,16 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from ..base import BaseBackend
 from ..codecs.layers import CodecOption, Layered
-from ..errors import BackendError, StoreError
-from ..events import tell_retry
 from ..keys import MAX_KEY_BYTES, check_key, is_valid_key
-from .arguments import check_etag, check_put_options
+from .arguments import check_put_options
 from .client import client_config, import_boto3, make_client, safe_endpoint
-from .engine import ENGINES, ObstoreEngine
-from .errors import ABSENT, BUCKET_RULE, count_resends, error_code, forget_requests, translate
+from .engine import ENGINES
+from .errors import ABSENT, BUCKET_RULE, error_code
+from .transport import PAGE, S3Transport
 
 __all__ = [
     "ADDRESSING_STYLES",
@@ -38,22 +33,17 @@ __all__ = [
     "FOLDER_SUFFIX",
     "MAX_EXPIRES",
     "MD5_META",
-    "PAGE",
     "SIZE_META",
     "TOKEN_META",
     "S3Connection",
-    "batches",
     "is_marker",
 ]
 
 
 V = TypeVar("V")
-T = TypeVar("T")
-R = TypeVar("R")
 
 DIRECTORY = "application/x-directory"
 FOLDER_SUFFIX = "_$folder$"
-PAGE = 1000  # S3's most keys per LIST page and per DeleteObjects
 CONFLICT_RETRIES = 5  # 409 ConditionalRequestConflict: a racing conditional write; ask again
 COPY_LIMIT = 5 * 1024**3  # the largest source of one CopyObject
 #: user metadata of a gzipped object: the size of the value itself (S3 tells the compressed one)
@@ -84,10 +74,6 @@ MAX_EXPIRES = 7 * 86_400
 # Every name S3 ever took (legacy us-east-1 buckets: up to 255, uppercase and
 # "_"; botocore's own check): a name outside it cannot be a bucket anywhere.
 _BUCKET_CHARS = re.compile(r"[a-zA-Z0-9.\-_]{3,255}")
-
-
-#: the conditional headers a caller's ETag goes into: the argument and the call that take it
-_CONDITIONS = (("IfMatch", "if_match", "dump"), ("IfNoneMatch", "etag", "load_if_changed"))
 
 
 def _check_options(*, retries: object, max_workers: object, timeout: object, style: object) -> None:
@@ -122,17 +108,6 @@ def is_marker(response: dict[str, Any]) -> bool:
     return response.get("ContentType") == DIRECTORY and not response.get("ContentLength")
 
 
-def _retry_teller(backend: Callable[[], Any]) -> Callable[..., None]:
-    """A botocore ``request-created`` handler: a request made again is a ``retried`` event of ``backend``."""
-
-    def tell(request: Any, operation_name: str = "", **_: Any) -> None:
-        attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
-        if attempt > 1:
-            tell_retry(backend(), attempt, operation_name)
-
-    return tell
-
-
 def _normal_prefix(prefix: str) -> str:
     if not prefix:
         return ""
@@ -140,14 +115,8 @@ def _normal_prefix(prefix: str) -> str:
     return prefix.rstrip("/") + "/"
 
 
-def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
-class S3Connection(BaseBackend[V, bytes]):
-    """The bucket, client and request plumbing of :class:`~backends.s3.S3Backend` (see there)."""
+class S3Connection(S3Transport[V]):
+    """The bucket, client and object plumbing of :class:`~backends.s3.S3Backend` (see there)."""
 
     def __init__(
         self,
@@ -198,52 +167,27 @@ class S3Connection(BaseBackend[V, bytes]):
             metadata=metadata,
             reserved=OWN_METADATA,
         )
+        prefix = _normal_prefix(prefix)
         import_boto3()
-        from botocore import exceptions as bx
-
-        # A raw urllib3 error from an action that could not be run again (a
-        # stream read once, given to s3transfer) is translated all the same.
-        from urllib3.exceptions import HTTPError
-
-        self._native_errors = (bx.ClientError, bx.BotoCoreError, HTTPError)
-        #: an error S3 answered (its code tells which): the one the control flow looks at
-        self._client_error = bx.ClientError
-        # A body cut off mid-read: botocore retries requests, not bodies.
-        self._cut_body = (bx.ResponseStreamingError, bx.IncompleteReadError, bx.ReadTimeoutError)
-        # A response body botocore reads itself (an error's XML, a listing)
-        # cut off mid-read escapes botocore as a raw urllib3 error, unretried.
-        self._cut_response: tuple[type[BaseException], ...] = (HTTPError,)
-        # obstore reads a GET's body inside the call: a cut one comes out of it.
-        self._engine_cut = (HTTPError, bx.ResponseStreamingError)
-        self._streaming_error = bx.ResponseStreamingError
-        self.bucket = bucket
-        self.retries = retries
-        self.prefix = _normal_prefix(prefix)
-        self._max_key_bytes = MAX_KEY_BYTES - len(self.prefix.encode("utf-8"))
-        self.max_workers = max_workers
-        self._owns_client = client is None
+        owns_client = client is None
         if client is None:
             keys = {"access_key": access_key, "secret_key": secret_key, "session_token": session_token}
             config = client_config(
                 retries=retries, pool=max_workers, addressing_style=addressing_style, timeout=timeout
             )
             client = _own_client(config, region=region, endpoint_url=endpoint_url, profile=profile, **keys)
-        self.client = client
-        #: who sends each object's GET, HEAD, PUT and DELETE ("boto3" or "obstore")
-        self.engine = engine
-        self._engine = (
-            ObstoreEngine(client, bucket, retries=retries, timeout=timeout, pool=max_workers)
-            if engine == "obstore"
-            else None
+        super().__init__(
+            client,
+            owns_client=owns_client,
+            bucket=bucket,
+            prefix=prefix,
+            engine=engine,
+            retries=retries,
+            timeout=timeout,
+            max_workers=max_workers,
+            create_bucket=create_bucket,
         )
-        # Each retry botocore makes is an event ("request retried") of this backend.
-        client.meta.events.register(
-            "request-created.s3", _retry_teller(weakref.ref(self)), unique_id=f"backends-retries-{id(self)}"
-        )
-        self.region: str | None = client.meta.region_name
-        self._endpoint: str = client.meta.endpoint_url
-        self._retries = retries
-        self._create_missing = create_bucket
+        self._max_key_bytes = MAX_KEY_BYTES - len(self.prefix.encode("utf-8"))
         self._content_type = content_type
         self._gzip = frozenset(
             ext.lower() for ext in (self.default_gzip if gzip_extensions is None else gzip_extensions)
@@ -258,144 +202,11 @@ class S3Connection(BaseBackend[V, bytes]):
             )
             if value
         }
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = os.getpid()
-        self._closed = False
-        self._lock = threading.Lock()
-        self._bucket_lock = threading.Lock()
-        self._buckets_made = 0
 
     #: extensions gzipped when ``gzip_extensions`` is not given
     default_gzip: frozenset[str] = frozenset()
 
-    # -- plumbing -----------------------------------------------------------------
-
-    def _object_key(self, key: str) -> str:
-        return self.prefix + key
-
-    def _call(self, operation: str, **params: Any) -> Any:
-        """One S3 request (botocore retries it); creates a missing bucket if asked to.
-
-        A file body is sent again from where it started when the request is
-        run again after creating the bucket (botocore rewinds it for its own
-        retries, but not for ours). An ETag the caller gave that no header
-        can carry raises ValueError first, on either engine.
-        """
-        if "IfMatch" in params or "IfNoneMatch" in params:
-            self._check_conditions(operation, params)
-        if self._engine is not None and self._engine.sends(operation, params):
-            engine = self._engine
-            action = lambda: self._with_bucket(lambda: engine.call(operation, params))  # noqa: E731
-            return self._again_if_cut(action, self._engine_cut)
-        return self._again_if_cut(lambda: self._with_bucket(self._sender(operation, params)))
-
-    def _sender(self, operation: str, params: dict[str, Any]) -> Callable[[], Any]:
-        """The request through the boto3 client (whichever the engine), its file body rewound each time."""
-        method = getattr(self.client, operation)
-        body: Any = params.get("Body")
-        start = None if body is None or isinstance(body, (bytes, bytearray)) else body.tell()
-
-        def send() -> Any:
-            if start is not None:
-                body.seek(start)
-            return method(Bucket=self.bucket, **params)
-
-        return send
-
-    def _check_conditions(self, operation: str, params: dict[str, Any]) -> None:
-        """Raise ValueError (naming backend, call, key, argument) for an ETag no header can carry."""
-        for header, argument, call in (
-            ("IfMatch", "if_match", "dump"),
-            ("IfNoneMatch", "etag", "load_if_changed"),
-        ):
-            value = params.get(header, "*")
-            if value != "*":  # If-None-Match: * is the backend's own (if_absent)
-                try:
-                    check_etag(argument, value)
-                except ValueError as exc:
-                    key = str(params.get("Key", ""))[len(self.prefix) :]
-                    raise ValueError(f"{self!r}: {call} {key!r}: {exc}") from None
-
-    def _again_if_cut(self, action: Callable[[], R], cut: tuple[type[BaseException], ...] | None = None) -> R:
-        """Run ``action`` again when an answer botocore reads itself was cut off; at most ``retries`` times.
-
-        Only for an action that can run again from the start (a request, a
-        path, a file rewound first); then ResponseStreamingError, which is
-        StoreUnavailableError. An error answered to a try sent again here
-        counts it among its resends (:func:`.errors.resends`).
-        """
-        cut = cut or self._cut_response
-        for attempt in range(self._retries + 1):
-            try:
-                return action()
-            except cut as exc:
-                if attempt == self._retries:
-                    raise self._streaming_error(error=exc) from exc
-            except self._client_error as exc:
-                if attempt:
-                    count_resends(exc.response, attempt)
-                raise
-        raise AssertionError("unreachable")
-
-    def _with_bucket(self, action: Callable[[], R]) -> R:
-        """Run ``action``; with ``create_bucket``, create a missing bucket and run it again."""
-        self._check_open()
-        generation = self._buckets_made
-        try:
-            return action()
-        except self._client_error as exc:
-            if not (self._create_missing and error_code(exc) == "NoSuchBucket"):
-                raise
-        # The threads of one dump_many all meet the missing bucket: the first
-        # creates it, the others see it was made since they tried.
-        with self._bucket_lock:
-            if self._buckets_made == generation:
-                self._make_bucket()
-                self._buckets_made += 1
-        return action()
-
-    def _ensure_bucket(self) -> None:
-        """With ``create_bucket``, make the bucket now unless this backend already did.
-
-        For a write that cannot be run again (a stream read once): it must
-        not meet a missing bucket half-way.
-        """
-        if not self._create_missing:
-            return
-        with self._bucket_lock:
-            if self._buckets_made == 0:
-                self._make_bucket()
-                self._buckets_made += 1
-
-    def _make_bucket(self) -> None:
-        params: dict[str, Any] = {"Bucket": self.bucket}
-        if self.region and self.region != "us-east-1":
-            params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-        try:
-            self.client.create_bucket(**params)
-        except self._client_error as exc:
-            if error_code(exc) != "BucketAlreadyOwnedByYou":
-                raise  # BucketAlreadyExists: someone else's; translated with a clear reason
-
-    def _map(self, function: Callable[[T], R], items: list[T]) -> list[R]:
-        """``function`` over ``items`` on the backend's pool, in order; the first error raises."""
-        if len(items) <= 1 or self.max_workers <= 1:
-            return [function(item) for item in items]
-        results: list[R] = []
-        for batch in batches(items, PAGE):
-            # close() takes the lock too: a batch is submitted whole before it, or not at
-            # all after it (StoreError, never the shut pool's RuntimeError). Of a batch
-            # submitted, the requests not yet started when close() lands raise StoreError.
-            with self._lock:
-                self._check_open()
-                if self._pool is None or self._pool_pid != os.getpid():
-                    # A forked child has none of its parent's threads, which the
-                    # parent's pool would count as idle and queue every request for.
-                    self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="backends-s3")
-                    self._pool_pid = os.getpid()
-                answers = self._pool.map(function, batch)
-            results.extend(answers)
-        return results
+    # -- objects ------------------------------------------------------------------------
 
     def _guess_type(self, key: str) -> str:
         if self._content_type:
@@ -454,11 +265,7 @@ class S3Connection(BaseBackend[V, bytes]):
             return None  # a zero-byte object of type application/x-directory
         return name  # a value (an empty JSON object is one too: corrupt, as on disk)
 
-    # -- errors, identity, lifetime ------------------------------------------------
-
-    def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
-        forget_requests(exc)  # the error raised from it keeps it as __cause__
-        return translate(exc, self.bucket, self.region, self.retries)
+    # -- identity ---------------------------------------------------------------------
 
     def _describe(self) -> str:
         parts = [f"bucket={self.bucket!r}"]
@@ -476,27 +283,3 @@ class S3Connection(BaseBackend[V, bytes]):
     def __reduce__(self) -> Any:
         # A boto3 client (and its credentials) cannot cross processes.
         raise TypeError(f"{self!r} cannot be pickled: S3 backends hold a client; build one per process")
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called: every call then raises StoreError."""
-        return self._closed
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("the backend is closed (close() was called); make a new one", backend=repr(self))
-
-    def close(self) -> None:
-        """Stop the worker threads and close the client's connections (if the backend made it).
-
-        Every later call raises StoreError.
-        """
-        with self._lock:
-            self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-        if self._engine is not None:
-            self._engine.close()
-        if self._owns_client:
-            self.client.close()

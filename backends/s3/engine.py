@@ -22,7 +22,11 @@ whose answer was lost (obstore does not send it again; boto3's answer then
 counts obstore's try among its ``RetryAttempts``), every request of a
 process forked after obstore's first one. ``timeout`` bounds the connect and
 each read, never the whole transfer. Credentials are the boto3 client's
-(its chain, refreshed when they expire).
+(its chain, refreshed when they expire: :mod:`.credentials`).
+
+The async twin (:mod:`.aio`) sends the same requests through obstore's
+async API (``get_async``, ``put_async``): an awaited request holds no thread,
+and what must be asked through boto3 instead runs in the twin's threads.
 """
 
 from __future__ import annotations
@@ -30,13 +34,23 @@ from __future__ import annotations
 import os
 import re
 import threading
-from datetime import datetime, timedelta, timezone
-from http import HTTPStatus
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Final, TypeAlias
 
+from .credentials import ClientCredentials
 from .errors import count_resends
+from .obstoreerrors import ErrorReader
 
-__all__ = ["ENGINES", "OBJECT_OPERATIONS", "OBSTORE_EXTRA", "ObstoreEngine", "import_obstore"]
+__all__ = [
+    "ENGINES",
+    "OBJECT_OPERATIONS",
+    "OBSTORE_EXTRA",
+    "InThread",
+    "Loaded",
+    "ObstoreEngine",
+    "import_obstore",
+]
 
 ENGINES: Final = ("boto3", "obstore")
 OBSTORE_EXTRA: Final = "engine='obstore' needs obstore: pip install 'backends[obstore]'"
@@ -54,40 +68,17 @@ _ATTRIBUTES: Final = {
 _PUT_ATTRIBUTES: Final = {boto: name for name, boto in _ATTRIBUTES.items()}
 _ATTRIBUTE_NAMES: Final = frozenset(name.lower() for name in _ATTRIBUTES)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CODE = re.compile(r"<Code>([^<]{1,64})</Code>")
-_MESSAGE = re.compile(r"<Message>([^<]{0,300})</Message>")
-_STATUS = re.compile(r"\b(?:status(?: code)?:?|Received)\s+(\d{3})\b", re.IGNORECASE)
-_REDIRECT = re.compile(r"status(?: code)?:?\s+30[1278]\b", re.IGNORECASE)
-#: "Error performing GET http://host/bucket/key in 3ms": the request that failed
-_REQUEST = re.compile(r"Error performing ([A-Z]+) (\S+)")
-#: a status error's text goes on with the answer's body: where S3 echoes a signed request
-_BODY = re.compile(r"(status code: \d{3}[^:]*):.*")
-#: what obstore's text says when the connection closed before an answer came
-_CLOSED: Final = (
-    "ConnectionReset",
-    "ConnectionAborted",
-    "IncompleteMessage",
-    "SendRequest",
-    "BrokenPipe",
-    "closed",
-)
-#: reqwest's error while connecting (not "kind: ConnectionReset", a connection that was made)
-_CONNECTING = re.compile(r"kind: Connect\b|ConnectError")
-#: an answer's body that was not UTF-8, as obstore shows it: "FromUtf8Error { bytes: [60, 63, ..."
-_UNDECODED = re.compile(r"FromUtf8Error \{\s*bytes: \[([\d,\s]*)\]")
-#: obstore's text of a request it sent again: "... in 124ms, after 1 retries, max_retries: 4"
-_RETRIES = re.compile(r"\bafter (\d+) retries\b")
+#: a load's answer: the body, its Content-Type and its Content-Encoding
+Loaded: TypeAlias = tuple[bytes, str | None, str | None]
+#: runs a blocking function in a thread, for the async calls: ``await in_thread(function)``
+InThread: TypeAlias = Callable[[Callable[[], Any]], Awaitable[Any]]
+_HEAD: Final = {"head": True}
+
+
 #: the parameters of a conditional PUT
 _CONDITIONAL: Final = frozenset({"IfMatch", "IfNoneMatch"})
-#: obstore could not read an answer's headers (boto3 can)
-_UNREADABLE = re.compile(
-    r"Unable to extract metadata from headers|contained non[ -](?:UTF-8|unicode)|"
-    r"Invalid (?:last modified|content length)|Failed to parse value for"
-)
 #: "no limit" for obstore's whole-request timeout and retry deadline (a year)
 _UNBOUNDED: Final = timedelta(days=365)
-#: how long a refreshable credential is used before boto3 is asked again
-_CREDENTIAL_LIFE: Final = timedelta(minutes=5)
 
 
 #: whether this process sent a request through obstore, and whether it is a child forked
@@ -141,7 +132,9 @@ class ObstoreEngine:
         self._settings = {"retries": retries, "timeout": timeout, "pool": pool}
         self._store: Any = None
         self._lock = threading.Lock()
-        self._secrets: tuple[str, ...] = ()
+        self._credentials = ClientCredentials(client, bx.NoCredentialsError)
+        endpoint = client.meta.endpoint_url
+        self._errors = ErrorReader(self._obstore.exceptions, bx, endpoint, lambda: self._credentials.secrets)
 
     # -- the store, made at the first request ------------------------------------------
 
@@ -191,22 +184,6 @@ class ObstoreEngine:
         with self._lock:
             self._store = None
 
-    def _credentials(self) -> Any:  # obstore's S3Credential
-        """The boto3 client's credentials now (obstore asks again when they expire)."""
-        found = self._client._get_credentials()  # botocore's resolved chain
-        if found is None:
-            raise self._bx.NoCredentialsError()
-        frozen = found.get_frozen_credentials()
-        # What an error's text is cleaned of (S3 echoes a signed request's token).
-        self._secrets = tuple(secret for secret in (frozen.secret_key, frozen.token) if secret)
-        refreshes = hasattr(found, "refresh_needed")
-        return {
-            "access_key_id": frozen.access_key,
-            "secret_access_key": frozen.secret_key,
-            "token": frozen.token,
-            "expires_at": datetime.now(timezone.utc) + _CREDENTIAL_LIFE if refreshes else None,
-        }
-
     # -- the requests ------------------------------------------------------------------------
 
     def call(self, operation: str, params: dict[str, Any]) -> Any:
@@ -229,18 +206,71 @@ class ObstoreEngine:
         try:
             return self._send(operation, params)
         except (self._obstore.exceptions.BaseError, OSError) as exc:  # not found: FileNotFoundError
-            failure = self._as_botocore(exc, operation)
-        if failure is None or (
+            failure = self._errors.as_botocore(exc, operation)
+        if failure is None or self._lost_condition(failure, operation, params):
+            return self._through_boto3(operation, params, resent=True)
+        raise failure  # outside the except block: no __context__ either
+
+    async def call_async(self, operation: str, params: dict[str, Any], in_thread: InThread) -> Any:
+        """:meth:`call` through obstore's async API: no thread waits for the answer. What is
+        asked through boto3 instead runs as ``await in_thread(function)``."""
+        if _RUNTIME["lost"]:
+            return await in_thread(lambda: self._through_boto3(operation, params))
+        _RUNTIME["started"] = True
+        try:
+            return await self._send_async(operation, params)
+        except (self._obstore.exceptions.BaseError, OSError) as exc:
+            failure = self._errors.as_botocore(exc, operation)
+        if failure is None or self._lost_condition(failure, operation, params):
+            return await in_thread(lambda: self._through_boto3(operation, params, resent=True))
+        raise failure
+
+    def load(self, key: str) -> Loaded:
+        """One GET of ``key``, as :meth:`call` sends it, shaped only as a load reads it:
+        ``(body, Content-Type, Content-Encoding)`` (no boto3 answer is built: the
+        client CPU of a load is obstore's, and little more)."""
+        if _RUNTIME["lost"]:
+            return self._load_through_boto3(key, resent=False)
+        _RUNTIME["started"] = True
+        try:
+            result = self._obstore.get(self._store or self._s3_store(), key)
+            data = result.bytes()
+        except (self._obstore.exceptions.BaseError, OSError) as exc:
+            failure = self._errors.as_botocore(exc, "get_object")
+        else:
+            attributes = result.attributes
+            return bytes(data), attributes.get("Content-Type"), attributes.get("Content-Encoding")
+        if failure is None:
+            return self._load_through_boto3(key, resent=True)
+        raise failure
+
+    async def load_async(self, key: str, in_thread: InThread) -> Loaded:
+        """:meth:`load` through obstore's async API."""
+        if _RUNTIME["lost"]:
+            return await in_thread(lambda: self._load_through_boto3(key, resent=False))  # type: ignore[no-any-return]
+        _RUNTIME["started"] = True
+        try:
+            result = await self._obstore.get_async(self._s3_store(), key)
+            data = await result.bytes_async()
+        except (self._obstore.exceptions.BaseError, OSError) as exc:
+            failure = self._errors.as_botocore(exc, "get_object")
+        else:
+            attributes = result.attributes
+            return bytes(data), attributes.get("Content-Type"), attributes.get("Content-Encoding")
+        if failure is None:
+            return await in_thread(lambda: self._load_through_boto3(key, resent=True))  # type: ignore[no-any-return]
+        raise failure
+
+    def _lost_condition(self, failure: BaseException, operation: str, params: dict[str, Any]) -> bool:
+        # obstore does not send a conditional PUT again after a lost answer; botocore
+        # does (and may then find the condition failed by the first try): asked as boto3
+        # asks, obstore's try counted among the answer's resends (the backend's HEAD then
+        # tells whether that first try was applied).
+        return (
             operation == "put_object"
             and not _CONDITIONAL.isdisjoint(params)
             and isinstance(failure, (self._bx.ConnectionError, self._bx.HTTPClientError))
-        ):
-            # obstore does not send a conditional PUT again after a lost answer; botocore
-            # does (and may then find the condition failed by the first try): asked as boto3
-            # asks, obstore's try counted among the answer's resends (the backend's HEAD then
-            # tells whether that first try was applied).
-            return self._through_boto3(operation, params, resent=True)
-        raise failure  # outside the except block: no __context__ either
+        )
 
     def _through_boto3(self, operation: str, params: dict[str, Any], *, resent: bool = False) -> Any:
         try:
@@ -253,12 +283,39 @@ class ObstoreEngine:
             count_resends(answer, 1)
         return answer
 
+    def _load_through_boto3(self, key: str, *, resent: bool) -> Loaded:
+        answer = self._through_boto3("get_object", {"Key": key}, resent=resent)
+        try:
+            data: bytes = answer["Body"].read()
+        except (self._bx.IncompleteReadError, self._bx.ReadTimeoutError) as exc:
+            raise self._bx.ResponseStreamingError(error=exc) from exc  # a cut body: asked again
+        return data, answer.get("ContentType"), answer.get("ContentEncoding")
+
     def _send(self, operation: str, params: dict[str, Any]) -> Any:
         if operation == "get_object":
             return self._get(params)
+        store, key = self._s3_store(), params["Key"]
         if operation == "head_object":
-            return self._head(params)
-        return self._put(params)
+            result = self._obstore.get(store, key, options=_HEAD)
+            return _answer(result.meta, result.attributes)
+        body, attributes, mode = _put_arguments(params)
+        done = self._obstore.put(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
+        return {"ETag": done["e_tag"]}
+
+    async def _send_async(self, operation: str, params: dict[str, Any]) -> Any:
+        store, key = self._s3_store(), params["Key"]
+        if operation == "get_object":
+            options = {"if_none_match": params["IfNoneMatch"]} if "IfNoneMatch" in params else None
+            result = await self._obstore.get_async(store, key, options=options)
+            data = bytes(await result.bytes_async())
+            return {"Body": _Body(data), **_answer(result.meta, result.attributes)}
+        if operation == "head_object":
+            result = await self._obstore.get_async(store, key, options=_HEAD)
+            return _answer(result.meta, result.attributes)
+        body, attributes, mode = _put_arguments(params)
+        put = self._obstore.put_async
+        done = await put(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
+        return {"ETag": done["e_tag"]}
 
     @staticmethod
     def sends(operation: str, params: dict[str, Any]) -> bool:
@@ -274,128 +331,28 @@ class ObstoreEngine:
             and not any(name.lower() in _ATTRIBUTE_NAMES for name in params.get("Metadata", ()))
         )
 
+    @staticmethod
+    def reads(key: str) -> bool:
+        """Whether this engine sends a GET of ``key`` itself (:meth:`load`)."""
+        return _CONTROL.search(key) is None
+
     def _get(self, params: dict[str, Any]) -> dict[str, Any]:
         options = {"if_none_match": params["IfNoneMatch"]} if "IfNoneMatch" in params else None
         result = self._obstore.get(self._s3_store(), params["Key"], options=options)
         data = bytes(result.bytes())
         return {"Body": _Body(data), **_answer(result.meta, result.attributes)}
 
-    def _head(self, params: dict[str, Any]) -> dict[str, Any]:
-        result = self._obstore.get(self._s3_store(), params["Key"], options={"head": True})
-        return _answer(result.meta, result.attributes)
 
-    def _put(self, params: dict[str, Any]) -> dict[str, Any]:
-        attributes = {name: params[boto] for boto, name in _PUT_ATTRIBUTES.items() if params.get(boto)}
-        attributes.update(params.get("Metadata") or {})
-        mode: Any = "overwrite"
-        if params.get("IfNoneMatch") == "*":
-            mode = "create"
-        elif "IfMatch" in params:
-            mode = {"e_tag": params["IfMatch"]}
-        store, key, body = self._s3_store(), params["Key"], params["Body"]
-        done = self._obstore.put(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
-        return {"ETag": done["e_tag"]}
-
-    # -- errors ------------------------------------------------------------------------------
-
-    def _as_botocore(self, exc: BaseException, operation: str) -> BaseException | None:
-        """obstore's error as botocore raises it (a ClientError with S3's code, or the
-        connection error botocore names the same failure with); None for a redirect.
-
-        Built from obstore's text, which is never kept: only S3's code and
-        message, the method and URL, and what failed.
-        """
-        errors = self._obstore.exceptions
-        text = _readable(str(exc))
-        if "Unable to locate credentials" in text:  # our credential provider's NoCredentialsError
-            missing: BaseException = self._bx.NoCredentialsError()
-            return missing
-        if isinstance(exc, (errors.NotFoundError, FileNotFoundError)):
-            code, status = _code(text) or "404", 404
-        elif isinstance(exc, errors.NotModifiedError):
-            code, status = "304", 304
-        elif isinstance(exc, (errors.PreconditionError, errors.AlreadyExistsError)):
-            code, status = "PreconditionFailed", 412
-        elif isinstance(exc, (errors.PermissionDeniedError, PermissionError)):
-            code, status = _code(text) or "403", 403
-        elif isinstance(exc, errors.UnauthenticatedError):
-            code, status = _code(text) or "InvalidAccessKeyId", 403
-        elif "BareRedirect" in text or _REDIRECT.search(text) or _UNREADABLE.search(text):
-            return None
-        elif (found := _code(text)) is not None or _STATUS.search(text):
-            status = int(match.group(1)) if (match := _STATUS.search(text)) else 0
-            code = found or str(status)
-        else:
-            return self._transport_error(text)
-        # A HEAD's error has no body: boto3 then gives the status and its phrase ("403: Forbidden").
-        message = match.group(1) if (match := _MESSAGE.search(text)) else _phrase(status)
-        # "after 2 retries": obstore sent it again (botocore's RetryAttempts)
-        retried = int(match.group(1)) if (match := _RETRIES.search(text.split("\n", 1)[0])) else 0
-        response = {
-            "Error": {"Code": code, "Message": self._scrubbed(message)},
-            "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": retried},
-        }
-        failed: BaseException = self._bx.ClientError(response, _OPERATION_NAMES[operation])
-        return failed
-
-    def _transport_error(self, text: str) -> BaseException:
-        """A failure without an S3 answer, as botocore names it: a timeout, a closed
-        connection, a cut body, a refused connection."""
-        bx = self._bx
-        found = _REQUEST.search(text)
-        url = self._scrubbed(found.group(2)) if found else self._client.meta.endpoint_url
-        kind: Any = bx.HTTPClientError
-        if "TimedOut" in text or "kind: Timeout" in text:
-            kind = bx.ConnectTimeoutError if _CONNECTING.search(text) else bx.ReadTimeoutError
-        elif "kind: Body" in text or "kind: Decode" in text:
-            kind = bx.ResponseStreamingError
-        elif "ConnectionRefused" in text or _CONNECTING.search(text) or "dns error" in text:
-            kind = bx.EndpointConnectionError
-        elif any(sign in text for sign in _CLOSED):
-            kind = bx.ConnectionClosedError
-        failed: BaseException = kind(endpoint_url=url, error=self._summary(text))
-        return failed
-
-    def _summary(self, text: str) -> str:
-        """obstore's first line, without an answer's body, the debug dump or a credential."""
-        line = text.split("\n", 1)[0]
-        line = _BODY.sub(r"\1", line)
-        return self._scrubbed(line[:300])
-
-    def _scrubbed(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-_OPERATION_NAMES: Final = {
-    "get_object": "GetObject",
-    "head_object": "HeadObject",
-    "put_object": "PutObject",
-}
-
-
-def _readable(text: str) -> str:
-    """obstore's text, with an answer's body it could not decode as UTF-8 (which it shows as a
-    list of byte values) appended decoded, so that S3's code in it is found."""
-    found = _UNDECODED.search(text)
-    if found is None:
-        return text
-    values = [int(value) for value in found.group(1).split(",") if value.strip()]
-    body = bytes(value for value in values if value < 256).decode("utf-8", errors="replace")
-    return f"{text}\n{body}"
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-def _code(text: str) -> str | None:
-    match = _CODE.search(text)
-    return match.group(1) if match else None
+def _put_arguments(params: dict[str, Any]) -> tuple[Any, dict[str, str], Any]:
+    """A PUT's body, obstore attributes and mode, from boto3's parameters."""
+    attributes = {name: params[boto] for boto, name in _PUT_ATTRIBUTES.items() if params.get(boto)}
+    attributes.update(params.get("Metadata") or {})
+    mode: Any = "overwrite"
+    if params.get("IfNoneMatch") == "*":
+        mode = "create"
+    elif "IfMatch" in params:
+        mode = {"e_tag": params["IfMatch"]}
+    return params["Body"], attributes, mode
 
 
 def _answer(meta: Any, attributes: dict[str, str]) -> dict[str, Any]:

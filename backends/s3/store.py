@@ -5,7 +5,7 @@ key too), ``in`` = 1 HEAD, ``dump`` = 1 PUT (a conditional one whose
 condition failed on a try sent again: + 1 HEAD), ``delete`` = HEAD + DELETE,
 listing = one LIST page per 1000 keys, streamed; ``clear``/``delete_many`` =
 the LIST pages plus one DeleteObjects per 1000 keys. The connection is
-:mod:`.connection`, the object extras :mod:`.objects`.
+:mod:`.connection` (on the requests of :mod:`.transport`), the object extras :mod:`.objects`.
 """
 
 from __future__ import annotations
@@ -26,19 +26,20 @@ from ..locks import Lock, lock_name
 from .connection import (
     CONFLICT_RETRIES,
     DEFAULT_GZIP,
+    DIRECTORY,
     FOLDER_SUFFIX,
     MD5_META,
-    PAGE,
     SIZE_META,
     TOKEN_META,
-    batches,
     is_marker,
 )
+from .engine import Loaded
 from .errors import ABSENT, CONFLICT, NOT_MODIFIED, PRECONDITION_FAILED, error_code, resends
 from .locks import LOCK_AREA, S3Lock
 from .objects import S3Objects
+from .transport import PAGE, batches
 
-__all__ = ["DEFAULT_GZIP", "S3Backend", "stray_reason"]
+__all__ = ["DEFAULT_GZIP", "S3Backend", "stray_reason", "with_token"]
 
 V = TypeVar("V")
 
@@ -67,6 +68,15 @@ _NOT_KEYS: tuple[tuple[Callable[[str], bool], str], ...] = (
 )
 
 
+def with_token(params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A conditional PUT's parameters with a random token of this one call in its metadata,
+    and the token (None, and the parameters as they are, for an unconditional PUT)."""
+    if "IfNoneMatch" not in params and "IfMatch" not in params:
+        return params, None
+    token = os.urandom(16).hex()
+    return {**params, "Metadata": {**params.get("Metadata", {}), TOKEN_META: token}}, token
+
+
 class S3Backend(S3Objects[V]):
     """A bucket, or one prefix ("folder") of it, on S3 or any S3-compatible store.
 
@@ -81,8 +91,46 @@ class S3Backend(S3Objects[V]):
     # -- reading ------------------------------------------------------------------
 
     def _load(self, key: str) -> bytes | Missing:
-        loaded = self._get(key, {})
-        return loaded if loaded is MISSING else loaded[0]
+        engine = self._engine
+        if engine is None or self._closed:
+            loaded = self._get(key, {})  # closed: _with_bucket raises StoreError
+            return loaded if loaded is MISSING else loaded[0]
+        # The obstore engine's GET, shaped only as a load reads it, with no layer around it
+        # (each costs client CPU: #29); what fails is asked again as _get would. A valid key
+        # and prefix hold no control character: obstore takes every such name.
+        name, generation = self.prefix + key, self._buckets_made
+        try:
+            data, kind, encoding = engine.load(name)
+        except self._client_error as exc:
+            if error_code(exc) in ABSENT:
+                return MISSING
+            if not self._bucket_missing(exc):
+                raise
+            self._make_bucket_since(generation)
+            return self._load_again(key, lambda: engine.load(name), 0)
+        except self._engine_cut as exc:
+            if not self._retries:
+                raise self._streaming_error(error=exc) from exc
+            return self._load_again(key, lambda: self._with_bucket(lambda: engine.load(name)), 1)
+        if encoding is None and kind != DIRECTORY:
+            return data
+        return self._loaded(key, data, kind, encoding)
+
+    def _load_again(self, key: str, send: Callable[[], Loaded], tried: int) -> bytes | Missing:
+        """The obstore engine's GET of ``key`` again: ``tried`` tries were cut off, or the bucket was made."""
+        try:
+            data, kind, encoding = self._again_if_cut(send, self._engine_cut, tried=tried)
+        except self._client_error as exc:
+            if error_code(exc) in ABSENT:
+                return MISSING
+            raise
+        return self._loaded(key, data, kind, encoding)
+
+    def _loaded(self, key: str, data: bytes, kind: str | None, encoding: str | None) -> bytes | Missing:
+        """A GET's body as a stored value: MISSING for a folder marker, ungzipped if gzipped."""
+        if kind == DIRECTORY and not data:
+            return MISSING  # another tool's folder marker, an empty application/x-directory
+        return self._decoded(key, data, encoding)
 
     def _load_tagged(self, key: str, tag: str | None) -> tuple[bytes, str | None] | Missing | Unchanged:
         try:
@@ -132,6 +180,12 @@ class S3Backend(S3Objects[V]):
         return self._put(key, data, if_absent=if_absent)
 
     def _put(self, key: str, data: bytes, *, if_absent: bool = False, if_match: str | None = None) -> bool:
+        return self._put_object(key, *self._put_request(key, data, if_absent, if_match))
+
+    def _put_request(
+        self, key: str, data: bytes, if_absent: bool, if_match: str | None
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The body and parameters of the PUT of ``data`` (gzipped for a gzip extension)."""
         params: dict[str, Any] = {**self._put_args, "ContentType": self._guess_type(key)}
         if self._gzipped(key):
             own = {SIZE_META: str(len(data)), MD5_META: hashlib.md5(data, usedforsecurity=False).hexdigest()}
@@ -142,7 +196,7 @@ class S3Backend(S3Objects[V]):
             params["IfNoneMatch"] = "*"
         if if_match is not None:
             params["IfMatch"] = if_match
-        return self._put_object(key, data, params)
+        return data, params
 
     def _put_object(self, key: str, body: bytes | IO[bytes], params: dict[str, Any]) -> bool:
         """One PUT; False when its condition (If-None-Match / If-Match) fails.
@@ -154,10 +208,7 @@ class S3Backend(S3Objects[V]):
         the write is ours (True). A condition that fails at the first try
         costs no request more.
         """
-        token = None
-        if "IfNoneMatch" in params or "IfMatch" in params:
-            token = os.urandom(16).hex()
-            params = {**params, "Metadata": {**params.get("Metadata", {}), TOKEN_META: token}}
+        params, token = with_token(params)
         start = body.tell() if not isinstance(body, bytes) else 0
         resent = False
         for attempt in range(CONFLICT_RETRIES):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ..bounds import as_bound
-from ..urls import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
+from ..schemes import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
 from .families import SqliteJsonBackend, SqliteRawBackend, SqliteTextBackend
 from .store import SqliteBackend
 

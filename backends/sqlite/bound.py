@@ -15,6 +15,13 @@ and, inside every write's transaction, records the hits told since and
 removes what the bound needs (:meth:`Bound.settle`). Triggers on ``kv`` keep
 the sizes and the ticks, so every writer of the file keeps them exact: an
 unbounded store, this library's older releases and other programs' SQL alike.
+They also keep ``kv_count`` exact under another program's ``REPLACE`` (``INSERT
+OR REPLACE``, ``UPDATE OR REPLACE``): SQLite fires no DELETE trigger for the row
+a REPLACE removes unless that connection set ``recursive_triggers``, so a use
+still recorded for the new row's key is that removed row, counted out here
+(with the pragma on, the DELETE trigger has already removed the use: nothing
+is counted twice). Building the bookkeeping recounts ``kv_count`` from ``kv`` (and
+keeps one row of it: earlier releases added one per connection making the file at once).
 A tick orders uses, not a clock: frozen, stepped or unequal clocks change
 nothing of which entry is the least recently used.
 """
@@ -28,14 +35,21 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Final
 
-from .schema import Connection, ForeignTableError
+from .schema import WRITING, Connection, ForeignTableError
 
-__all__ = ["BOUND_TABLES", "Bound"]
+__all__ = ["BOUND_TABLES", "Bound", "bookkeeping_gone"]
 
 #: our bookkeeping tables and their columns (a table of one of these names with others is not ours)
 BOUND_TABLES: Final = {"kv_use": ("key", "used", "size"), "kv_bound": ("bytes", "tick")}
 #: every object of the bookkeeping: one missing (another program dropped it) and it is rebuilt
-_OBJECTS: Final = ("kv_use", "kv_bound", "kv_use_order", "kv_use_added", "kv_use_removed", "kv_use_updated")
+_OBJECTS: Final = (
+    "kv_use",
+    "kv_bound",
+    "kv_use_order",
+    "kv_use_inserted",
+    "kv_use_removed",
+    "kv_use_updated",
+)
 #: hits remembered between two writes of this store; past it, new keys wait for the next write
 _PENDING: Final = 4096
 #: seconds, and hits, between two attempts of a store that only reads to record its hits
@@ -54,7 +68,11 @@ INSERT INTO kv_use SELECT key, ROW_NUMBER() OVER (ORDER BY
 CREATE INDEX kv_use_order ON kv_use (used);
 CREATE TABLE kv_bound (bytes INTEGER NOT NULL, tick INTEGER NOT NULL);
 INSERT INTO kv_bound SELECT COALESCE(SUM(size), 0), COUNT(*) FROM kv_use;
-CREATE TRIGGER kv_use_added AFTER INSERT ON kv BEGIN
+DELETE FROM kv_count WHERE rowid > (SELECT MIN(rowid) FROM kv_count);
+INSERT INTO kv_count SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM kv_count);
+UPDATE kv_count SET n = (SELECT COUNT(*) FROM kv);
+CREATE TRIGGER kv_use_inserted AFTER INSERT ON kv BEGIN
+    UPDATE kv_count SET n = n - 1 WHERE EXISTS (SELECT 1 FROM kv_use WHERE key = new.key);
     UPDATE kv_bound SET bytes = bytes + {_SIZE.format("new")} - {_OLD_SIZE.format("new")}, tick = tick + 1;
     INSERT INTO kv_use VALUES (new.key, (SELECT tick FROM kv_bound), {_SIZE.format("new")})
         ON CONFLICT (key) DO UPDATE SET used = excluded.used, size = excluded.size;
@@ -64,6 +82,8 @@ CREATE TRIGGER kv_use_removed AFTER DELETE ON kv BEGIN
     DELETE FROM kv_use WHERE key = old.key;
 END;
 CREATE TRIGGER kv_use_updated AFTER UPDATE OF key, data, written ON kv BEGIN
+    UPDATE kv_count SET n = n - 1
+        WHERE old.key IS NOT new.key AND EXISTS (SELECT 1 FROM kv_use WHERE key = new.key);
     UPDATE kv_bound SET bytes = bytes + {_SIZE.format("new")} - {_OLD_SIZE.format("old")}
         - CASE WHEN old.key IS NOT new.key THEN {_OLD_SIZE.format("new")} ELSE 0 END, tick = tick + 1;
     DELETE FROM kv_use WHERE key = old.key AND old.key IS NOT new.key;
@@ -75,6 +95,7 @@ _DROP: Final = "".join(
     f"DROP {kind} IF EXISTS {name};"
     for kind, name in [
         ("TRIGGER", "kv_use_added"),
+        ("TRIGGER", "kv_use_inserted"),
         ("TRIGGER", "kv_use_removed"),
         ("TRIGGER", "kv_use_changed"),
         ("TRIGGER", "kv_use_updated"),
@@ -138,6 +159,19 @@ class Bound:
                 # Missing or partial (another program dropped a part): the sizes are unknown, rebuilt.
                 for statement in _statements(_DROP + _SCHEMA):
                     db.execute(statement)
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+
+    @staticmethod
+    def rebuild(db: Connection) -> None:
+        """Make the bookkeeping again from ``kv``'s rows (another program damaged it), one transaction."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _ours(db)  # a foreign table of our name is refused, left alone
+            for statement in _statements(_DROP + _SCHEMA):
+                db.execute(statement)
             db.execute("COMMIT")
         finally:
             if db.in_transaction:
@@ -213,7 +247,7 @@ class Bound:
 
     def take(self) -> list[str]:
         """The hits remembered, oldest first, handed to a recording (which may fail: :meth:`restore`)."""
-        with self._lock:
+        with WRITING, self._lock:  # never held across a fork (a child would wait forever)
             pending, self._pending = self._pending, {}
             self._quiet_at = time.monotonic() + _QUIET_EVERY
             self._hits = 0
@@ -222,20 +256,28 @@ class Bound:
     def restore(self, keys: list[str]) -> None:
         """Put back the hits of a recording that failed (older than those remembered since)."""
         if keys:
-            with self._lock:
+            with WRITING, self._lock:
                 merged = dict.fromkeys(keys)
-                merged.update(self._pending)
+                for key in self._pending:  # hits made meanwhile are the newer: moved to the end
+                    merged.pop(key, None)
+                    merged[key] = None
                 self._pending = dict.fromkeys(list(merged)[-_PENDING:])
 
     def forget(self) -> None:
         """Drop the hits not recorded yet (``clear()``: their rows are gone)."""
-        self._pending = {}
+        with WRITING, self._lock:
+            self._pending = {}
+
+    @property
+    def pending(self) -> bool:
+        """Whether hits wait to be recorded."""
+        return bool(self._pending)
 
     @staticmethod
     def record(db: Connection, keys: list[str]) -> None:
         """Record hits on ``keys`` (oldest first) inside the caller's write transaction: new ticks."""
         if keys:
-            tick: int = db.execute(_TOTALS).fetchone()[2]
+            tick: int = _totals(db)[2]
             db.executemany(_USED, [(key, tick + n) for n, key in enumerate(keys, 1)])
             db.execute(_TICKS, (tick + len(keys),))
 
@@ -253,7 +295,7 @@ class Bound:
         nothing left to remove, the bookkeeping was damaged behind the
         triggers (rows without their use): it is rebuilt from ``kv``, once.
         """
-        size, count, _ = db.execute(_TOTALS).fetchone()
+        size, count, _ = _totals(db)
         excess = [self._over(size, self.maxbytes), self._over(count, self.maxsize)]
         if excess == [0, 0]:
             return 0
@@ -301,6 +343,15 @@ class Bound:
         return removed
 
 
+def bookkeeping_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's answer for bookkeeping another program damaged under the triggers:
+    a table of it dropped, or kv_bound's row deleted (its tick, read by the triggers, NULL)."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        return "no such table" in text and any(name in text for name in BOUND_TABLES)
+    return isinstance(exc, sqlite3.IntegrityError) and "NOT NULL constraint failed: kv_use." in text
+
+
 def _statements(script: str) -> list[str]:
     """``script`` cut into statements (executescript would commit the transaction first)."""
     found, pending = [], ""
@@ -310,6 +361,16 @@ def _statements(script: str) -> list[str]:
             found.append(pending.strip())
             pending = ""
     return found
+
+
+def _totals(db: Connection) -> tuple[int, int, int]:
+    """(bytes, entries, tick); a row of kv_bound or kv_count another program deleted: all rebuilt from kv."""
+    totals = db.execute(_TOTALS).fetchone()
+    if None in totals:
+        for statement in _statements(_DROP + _SCHEMA):
+            db.execute(statement)
+        totals = db.execute(_TOTALS).fetchone()
+    return totals  # type: ignore[no-any-return]
 
 
 def _drop_orphans(db: Connection) -> None:

@@ -36,6 +36,9 @@ __all__ = [
     "Connections",
     "ForeignTableError",
     "Rows",
+    "Transaction",
+    "encodable",
+    "file_path",
 ]
 
 SCHEMA: Final = """
@@ -48,7 +51,7 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 CREATE INDEX IF NOT EXISTS kv_deadline ON kv (deadline) WHERE deadline IS NOT NULL;
 CREATE TABLE IF NOT EXISTS kv_count (n INTEGER NOT NULL);
-INSERT INTO kv_count SELECT COUNT(*) FROM kv WHERE NOT EXISTS (SELECT 1 FROM kv_count);
+INSERT INTO kv_count SELECT (SELECT COUNT(*) FROM kv) WHERE NOT EXISTS (SELECT 1 FROM kv_count);
 CREATE TRIGGER IF NOT EXISTS kv_added AFTER INSERT ON kv BEGIN UPDATE kv_count SET n = n + 1; END;
 CREATE TRIGGER IF NOT EXISTS kv_removed AFTER DELETE ON kv BEGIN UPDATE kv_count SET n = n - 1; END;
 CREATE TABLE IF NOT EXISTS kv_locks (
@@ -179,8 +182,14 @@ class Connections:
         local.schema = _has_schema(current)
         return current if local.schema else None
 
-    def writer(self) -> Connection:
-        """This thread's connection, with the file, its folder, the WAL and our tables made if missing."""
+    def writer(self, wait: bool = True) -> Connection:
+        """This thread's connection, with the file, its folder, the WAL and our tables made if missing.
+
+        ``wait=False`` (a read recording its hits, which must not wait): a
+        switch to WAL that another connection's lock refuses is not retried,
+        and :attr:`prepare` is left to the first write (building a bound's
+        bookkeeping reads the whole file).
+        """
         local = self._local
         if getattr(local, "fork", None) == _forks[0] and local.ready:
             db: Connection = local.db
@@ -188,8 +197,11 @@ class Connections:
         made = self._current(create=True)
         assert made is not None  # create=True makes the file
         with WRITING:
-            self._prepare(made)
+            self._prepare(made, wait)
             if self.prepare is not None:
+                if not wait:
+                    local.schema = True
+                    return made
                 self.prepare(made)
         local.ready = local.schema = True
         return made
@@ -237,7 +249,7 @@ class Connections:
         return db
 
     def _register(self, db: Connection) -> Connection:
-        with self._lock:
+        with WRITING, self._lock:  # never held across a fork (a child would wait forever)
             if self.closed:
                 db.close()
                 raise sqlite3.ProgrammingError("the backend is closed")
@@ -246,20 +258,20 @@ class Connections:
         local.db, local.fork, local.schema, local.ready = db, _forks[0], False, False
         return db
 
-    def _prepare(self, db: Connection) -> None:
+    def _prepare(self, db: Connection, wait: bool = True) -> None:
         """Switch the file to WAL and make our tables (each once per file, at its first write)."""
         ours = _has_schema(db)  # first: a foreign table of our name is refused with nothing changed
         if db.execute("PRAGMA journal_mode").fetchall() != [("wal",)]:
-            self._switch_to_wal(db)
+            self._switch_to_wal(db, self.busy_timeout if wait else 0.0)
         if not ours:
             db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
             _has_schema(db)  # and check what another program may have made meanwhile
 
-    def _switch_to_wal(self, db: Connection) -> None:
+    def _switch_to_wal(self, db: Connection, patience: float) -> None:
         # Changing the journal mode takes the file's exclusive lock and SQLite
         # answers SQLITE_BUSY at once, without its busy handler, while another
-        # connection reads or writes: retry, within busy_timeout.
-        deadline = time.monotonic() + self.busy_timeout
+        # connection reads or writes: retry, within ``patience`` seconds (busy_timeout).
+        deadline = time.monotonic() + patience
         pause = 0.001
         while True:
             try:
@@ -273,7 +285,7 @@ class Connections:
 
     def close(self) -> None:
         """Close every thread's connection; a later call raises ProgrammingError."""
-        with self._lock:
+        with WRITING, self._lock:
             self.closed = True
             opened = [db for db, fork in self._opened.items() if fork == _forks[0]]
             self._opened.clear()
@@ -301,3 +313,70 @@ def _has_schema(db: Connection) -> bool:
                 f"table {name!r} (columns {', '.join(columns)}) was not made by this library"
             )
     return len(found) == len(TABLES)
+
+
+class Transaction:
+    """``with``: BEGIN IMMEDIATE (the write lock at once), COMMIT, or ROLLBACK on an error."""
+
+    def __init__(self, db: Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> Connection:
+        WRITING.__enter__()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            WRITING.__exit__()
+            raise
+        return self.db
+
+    def __exit__(self, kind: object, exc: BaseException | None, _: object) -> None:
+        try:
+            if kind is None:
+                self.db.execute("COMMIT")
+            elif self._open():
+                # SQLite has already rolled back after some errors (SQLITE_FULL,
+                # IOERR, NOMEM): a second ROLLBACK would fail ("no transaction is
+                # active") and hide the error that matters.
+                self.db.execute("ROLLBACK")
+        finally:
+            try:
+                if self._open():  # a failed COMMIT: nothing of it stays
+                    self.db.execute("ROLLBACK")
+            finally:
+                WRITING.__exit__()  # always: a write counted forever would stop every fork
+
+    def _open(self) -> bool:
+        """Whether a transaction is open (a connection closed by another thread has none: rolled back)."""
+        try:
+            return self.db.in_transaction
+        except sqlite3.ProgrammingError:
+            return False
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (no lone surrogate): what SQLite can be asked about."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def file_path(path: object) -> str:
+    """The absolute path of the database file; ValueError or TypeError naming ``path`` before any I/O."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path is a str or os.PathLike naming a file, not {type(path).__name__}")
+    given = os.fspath(path)
+    if not isinstance(given, str):
+        raise TypeError(f"path is a str or os.PathLike of str, not {type(given).__name__}")
+    if given in ("", ":memory:"):
+        raise ValueError(
+            f"path {given!r} names no file (SQLite's private in-memory or temporary database is not "
+            "shared by threads or processes): use VolatileBackend, or a file under tempfile.mkdtemp()"
+        )
+    if "\x00" in given:
+        raise ValueError("path holds a NUL character")
+    if not encodable(given):
+        raise ValueError(f"path {given!r} is not valid UTF-8 (SQLite takes UTF-8 paths)")
+    return os.path.abspath(given)

@@ -1,0 +1,129 @@
+"""AsyncLock: a backend's lock for ``async with`` (:meth:`backends.aio.AsyncBackend.lock`).
+
+Each try to take the lock is one hop to the twin's threads; the waits
+between tries are ``asyncio.sleep``, never a parked thread. A lock a
+cancelled ``acquire`` took is released, never leaked; one still held when
+the twin closes is released by ``aclose()`` (the twin notes every lock taken
+through it, in the thread that took it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from concurrent.futures import Future
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import BackendError, LockError, LockTimeoutError, StoreError
+from .locks import FIRST_DELAY, Lock
+
+if TYPE_CHECKING:
+    from .aio import AsyncBackend
+
+__all__ = ["AsyncLock", "let_go"]
+
+log = logging.getLogger("backends")
+
+
+class AsyncLock:
+    """A backend's lock for ``async with``: each try is one hop; the waits are ``asyncio.sleep``."""
+
+    def __init__(self, owner: AsyncBackend[Any], lock: Lock) -> None:
+        self.owner = owner
+        self.lock = lock
+
+    @property
+    def held(self) -> bool:
+        """Whether this lock was acquired and not released."""
+        return self.lock.held
+
+    async def acquire(self) -> AsyncLock:
+        """Take the lock, trying again with ``asyncio.sleep`` pauses; LockTimeoutError after ``timeout``."""
+        timeout = self.lock.timeout
+        start = time.monotonic()
+        delay = FIRST_DELAY
+        while not await self._try():
+            waited = time.monotonic() - start
+            if timeout is not None and waited >= timeout:
+                raise LockTimeoutError(
+                    f"not acquired within {timeout:g} s: another holder has it",
+                    backend=repr(self.lock.owner),
+                    operation="lock",
+                    key=self.lock.key,
+                )
+            pause = delay * random.uniform(0.5, 1.0)  # jitter, not secrecy
+            await asyncio.sleep(pause if timeout is None else min(pause, timeout - waited))
+            delay = min(delay * 2, self.lock.max_delay)
+        return self
+
+    async def _try(self) -> bool:
+        """One try in a thread. If the await is cancelled, a try that took the lock gives it back."""
+        future = self.owner._submit(self._try_in_thread, "lock")
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(self._release_if_taken)
+            raise
+
+    def _try_in_thread(self) -> bool:
+        # Noted as held in the thread, before the future is done: aclose(),
+        # which waits for the pool, then finds it and releases it.
+        taken = self.lock.try_acquire()
+        if taken:
+            with self.owner._guard:
+                self.owner._held.add(self)
+        return taken
+
+    def _release_in_thread(self) -> None:
+        with self.owner._guard:
+            self.owner._held.discard(self)
+        self.lock.release()
+
+    def _release_if_taken(self, done: Future[bool]) -> None:
+        if not done.cancelled() and done.exception() is None and done.result():
+            with self.owner._guard:
+                self.owner._held.discard(self)
+            let_go(self.lock)
+
+    async def release(self) -> None:
+        """Release the lock (LockError if the lease ran out and another holder took it)."""
+        await asyncio.wrap_future(self.owner._submit(self._release_in_thread, "lock"))
+
+    async def renew(self) -> None:
+        """Restart the lease for another ``ttl`` seconds."""
+        await asyncio.wrap_future(self.owner._submit(self.lock.renew, "lock"))
+
+    async def __aenter__(self) -> AsyncLock:
+        return await self.acquire()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
+        if not self.lock.held and self.owner._closed:
+            if exc is None:  # the body's own error, if any, stays the one raised
+                raise LockError(
+                    "released by aclose() while the body ran: the section was not exclusive from then",
+                    backend=repr(self.lock.owner),
+                    operation="lock",
+                    key=self.lock.key,
+                )
+            return False
+        try:
+            future = self.owner._submit(self._release_in_thread, "lock")
+        except StoreError:
+            return False  # aclose() began: it releases the lock once the calls before it are done
+        # Released even when the body was cancelled: the release runs to its end in a thread.
+        await asyncio.shield(asyncio.wrap_future(future))
+        return False
+
+
+def let_go(lock: Lock) -> None:
+    """Release a lock nobody awaits any more; a lost lease is logged (there is no caller to tell)."""
+    try:
+        if lock.held:
+            lock.release()
+    except BackendError as lost:
+        log.warning("%s", lost)
