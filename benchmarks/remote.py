@@ -263,6 +263,17 @@ def through_latency(bench: Bench, count: int, latency_ms: float) -> None:
             )
 
 
+def _cpu(action: Callable[[], object], count: int) -> Callable[[int], float]:
+    """Microseconds of this process's CPU per call: ``action`` makes ``count`` calls."""
+
+    def measure(turn: int) -> float:
+        start = time.process_time()
+        action()
+        return (time.process_time() - start) / count * 1e6
+
+    return measure
+
+
 async def _raw_async(store: Any, keys: list[str], in_flight: int = 64) -> list[object]:
     """Every key's value through obstore's async API, ``in_flight`` at a time (asyncio's idiom:
     a semaphore around each ``get_async``), decoded as ours is (JSON)."""
@@ -368,6 +379,36 @@ def redis_section(bench: Bench, ops: int, sizes: list[int]) -> None:
             },
         )
         raw_keys = [f"raw/{key}" for key in keys]
+        # Client CPU (what the library adds; the round trip and the server's work left out), #29.
+        bench.compare(
+            section,
+            "dump, client CPU",
+            "us",
+            {
+                "raw redis-py SET + json.dumps": (
+                    LIMIT,
+                    _cpu(lambda: [raw.set(f"raw/{k}", json.dumps(DOC)) for k in keys], len(keys)),
+                ),
+                "backends RedisJsonBackend": (
+                    OURS,
+                    _cpu(lambda: [ours.dump(k, DOC) for k in keys], len(keys)),
+                ),
+            },
+        )
+        many = keys[:1000]
+        raw_many = raw_keys[:1000]
+        bench.compare(
+            section,
+            f"load_many of {len(many):,}, client CPU",
+            "us",
+            {
+                "raw redis-py MGET + json.loads": (
+                    LIMIT,
+                    _cpu(lambda: [[json.loads(v) for v in raw.mget(raw_many) if v] for _ in range(10)], 10),
+                ),
+                "backends load_many": (OURS, _cpu(lambda: [ours.load_many(many) for _ in range(10)], 10)),
+            },
+        )
         bench.compare(
             section,
             f"load_many of {len(keys):,}",

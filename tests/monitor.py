@@ -20,9 +20,17 @@ class RedisCommands:
         self.monitor.__enter__()
 
     def count(self) -> dict[str, int]:
+        seen: dict[str, int] = {}
+        for command in self.sent():
+            name = command.split(" ", 1)[0].lower()
+            seen[name] = seen.get(name, 0) + 1
+        return seen
+
+    def sent(self) -> list[str]:
+        """Each command clients sent since ``reset()``, as MONITOR shows it (its arguments quoted)."""
         stop = f"stop-{self.marker}"
         redis_py.Redis(connection_pool=self.client.connection_pool).echo(stop)
-        seen: dict[str, int] = {}
+        sent: list[str] = []
         while True:
             entry = self.monitor.next_command()
             words = entry["command"].split(" ", 1)
@@ -30,7 +38,6 @@ class RedisCommands:
                 break
             if entry.get("client_type") == "lua" or words[0] in ("HELLO", "CLIENT"):
                 continue  # run inside a script (no round trip), or a new connection's handshake
-            name = words[0].lower()
-            seen[name] = seen.get(name, 0) + 1
+            sent.append(entry["command"])
         self.monitor.__exit__(None, None, None)
-        return seen
+        return sent

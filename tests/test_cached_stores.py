@@ -207,7 +207,7 @@ def test_lost_redis_replies_still_run_the_body_once_and_answer_every_caller(
             body = Counted()
             f = cached(store, timeout=300)(body)
             proxy.lose_script(_ACQUIRE)  # the lock taken, its answer lost
-            proxy.lose_script(SCRIPTS["write"])  # the value stored, its answer lost
+            proxy.lose_script(SCRIPTS["put"])  # the value stored (a plain dump: "put"), its answer lost
             proxy.lose_script(_RELEASE)  # the lock released, its answer lost
             proxy.lose_script(SCRIPTS["read"])  # the first look's answer lost (every read is a script)
             results = []

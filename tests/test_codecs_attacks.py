@@ -671,11 +671,11 @@ def test_reencrypt_over_redis_losing_write_replies_moves_every_value(redis: str)
     prefix = "atk-codecs/lost-rotation"
     with LosingProxy(port) as proxy:
         backends.RedisJsonBackend(redis, prefix=prefix, codec=Encrypt(old)).update(values)
-        write = script_sha(SCRIPTS["write"])
+        writes = {script_sha(SCRIPTS["write"]), script_sha(SCRIPTS["put"])}  # a plain dump is "put"
         every_other = iter(range(10**6))
         proxy.lose(
             lambda request: (
-                request[0].upper() == b"EVALSHA" and request[1] == write and next(every_other) % 2 == 0
+                request[0].upper() == b"EVALSHA" and request[1] in writes and next(every_other) % 2 == 0
             ),
             times=5,
         )

@@ -40,7 +40,7 @@ def test_the_request_budget_is_one_round_trip_per_call(
         "delete": lambda: store.delete("k"),
         "pop": lambda: store.pop("k", None),
     }
-    for script_warmup in ("stat", "delete", "pop", "len"):
+    for script_warmup in ("stat", "delete", "pop", "len", "dump if_absent"):
         calls[script_warmup]()
     store["k"] = 1
     seen = {}

@@ -17,7 +17,7 @@ import asyncio
 import builtins
 import functools
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ..aio import AsyncBackend
@@ -116,10 +116,20 @@ class AsyncRedisBackend(AsyncBackend[V]):
             return await run_script_async(client, self.backend._noscript, request.name, request.keys, args)
         return await getattr(client, request.name)(*request.args)
 
+    def _sender(self, operation: str, key: object) -> Callable[[plans.Request], Awaitable[Any]]:
+        """:meth:`_send`, refused once the twin or its backend is closed: a bulk call closed
+        between its batches sends no later batch."""
+
+        async def send(request: plans.Request) -> Any:
+            self._refuse_if_closed(operation, key)
+            return await self._send(request)
+
+        return send
+
     async def _native(self, operation: str, key: object, plan: plans.Plan[T]) -> T:
         self._refuse_if_closed(operation, key)
         try:
-            return await plans.drive_async(plan, self._send)
+            return await plans.drive_async(plan, self._sender(operation, key))
         except self.backend._native_errors as exc:
             self.backend._reraise(exc, operation, key)
 
@@ -158,11 +168,12 @@ class AsyncRedisBackend(AsyncBackend[V]):
     async def _load_together(self, waiting: dict[str, builtins.list[Waiting]]) -> None:
         store, keys = self.backend, builtins.list(waiting)
         try:
+            send = self._sender("load", keys[0] if len(keys) == 1 else None)
             self._refuse_if_closed("load", keys[0] if len(keys) == 1 else None)
             if len(keys) == 1:
-                found = {keys[0]: await plans.drive_async(plans.load(store._at, keys[0]), self._send)}
+                found = {keys[0]: await plans.drive_async(plans.load(store._at, keys[0]), send)}
             else:
-                found = dict(await plans.drive_async(plans.load_many(store._at, keys), self._send))
+                found = dict(await plans.drive_async(plans.load_many(store._at, keys), send))
         except BaseException as exc:
             self._fail(waiting, exc)
             if not isinstance(exc, Exception):
@@ -225,9 +236,13 @@ class AsyncRedisBackend(AsyncBackend[V]):
         for raw_key, value in pairs:  # every key checked, every value encoded, before any I/O
             key = store._check(raw_key, operation)
             encoded[key] = store._encode(value, key, operation)
-        plan = plans.write(
-            store._at, mode, builtins.list(encoded.items()), store._ttl(MISSING), keep=store._keep
-        )
+        if mode == "set" and len(encoded) == 1:  # the blocking store's plain dump: the same request
+            [(key, data)] = encoded.items()
+            plan = plans.put(store._at, key, data, store._ttl(MISSING), keep=store._keep)
+        else:
+            plan = plans.write(
+                store._at, mode, builtins.list(encoded.items()), store._ttl(MISSING), keep=store._keep
+            )
         return await self._native(operation, pairs[0][0] if len(pairs) == 1 else None, plan)
 
     @_told("delete")

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Collection
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from ..events import tell_retry
+from .checks import check_client, check_options
+from .packer import Packer
 
-__all__ = ["REDIS_EXTRA", "check_redis_url", "import_redis", "make_async_client", "make_client"]
+__all__ = [
+    "REDIS_EXTRA",
+    "Closed",
+    "backend_client",
+    "check_redis_url",
+    "close_client",
+    "import_redis",
+    "make_async_client",
+    "make_client",
+]
 
 REDIS_EXTRA = "Redis backends need redis-py: pip install 'backends[redis]'"
 #: where a password goes instead of a URL
@@ -164,8 +176,59 @@ def make_client(
     retry = _telling_retry(Retry)(ExponentialBackoff(cap=1.0, base=0.01), retries)
     retry.source = source
     settings = _pool_settings(password, username, max_connections, timeout)
+    from redis.utils import HIREDIS_AVAILABLE
+
+    if not HIREDIS_AVAILABLE:  # hiredis packs in C: redis-py's own choice then
+        from redis._parsers.encoders import Encoder
+
+        settings["command_packer"] = Packer(Encoder("utf-8", "strict", False).encode)  # type: ignore[no-untyped-call]
     pool = redis.BlockingConnectionPool.from_url(url, retry=retry, **settings)
     return redis.Redis(connection_pool=pool)
+
+
+def backend_client(
+    url: str,
+    client: Any,
+    *,
+    password: str | None,
+    username: str | None,
+    max_connections: int,
+    socket_timeout: float,
+    retries: int,
+    source: Callable[[], Any],
+) -> tuple[Any, bool, int]:
+    """A backend's client: the given one (checked: UTF-8, bytes), or one made from ``url``
+    (everything checked first, nothing sent); whether the backend made it; and how long (ms) a
+    token key keeps a call's answer: as long as redis-py may repeat the call (every try waits at
+    most ``socket_timeout``, and the backoff 1 s), 60 s for a given client."""
+    if client is not None:
+        check_client(client)
+        return client, False, 60_000
+    check_redis_url(url)
+    check_options(max_connections, socket_timeout, retries)
+    made = make_client(
+        url,
+        password=password,
+        username=username,
+        max_connections=max_connections,
+        timeout=socket_timeout,
+        retries=retries,
+        source=source,
+    )
+    return made, True, int((retries + 1) * (socket_timeout + 1) * 1000)
+
+
+def close_client(client: Any) -> None:
+    """Close a client a backend made: its idle connections at once. One that a call in another
+    thread is using is left to that call (its answer arrives, its next request is refused) and
+    closes when the pool is let go: closing it under the call gave a raw AttributeError from
+    redis-py's reader, not the store's StoreError. (redis-py 5's pools close every connection.)"""
+    client.close()
+    pool = client.connection_pool
+    if "inuse_connections" in inspect.signature(pool.disconnect).parameters:
+        pool.disconnect(inuse_connections=False)
+    else:  # pragma: no cover - redis-py 5
+        pool.disconnect()
 
 
 def _pool_settings(
@@ -188,6 +251,7 @@ def _pool_settings(
 
 def _telling_retry(base: type) -> type:
     """redis-py's Retry, telling each retry as an event of its ``source``."""
+    call = base.call_with_retry  # type: ignore[attr-defined]
 
     class TellingRetry(base):  # type: ignore[misc]
         source: Callable[[], Any] = staticmethod(lambda: None)
@@ -202,7 +266,9 @@ def _telling_retry(base: type) -> type:
                     tell_retry(self.source(), failures + 1, type(error).__name__)
                 return fail(error, *rest)
 
-            return super().call_with_retry(do, failed, *args, **kwargs)
+            # redis-py's own, called directly (no super()): every command passes here. Its
+            # further arguments (is_retryable, with_failure_count: redis-py 6 and later) as given.
+            return call(self, do, failed, *args, **kwargs)
 
     return TellingRetry
 
@@ -229,3 +295,13 @@ def make_async_client(
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.01), retries)
     pool = aredis.BlockingConnectionPool.from_url(url, retry=retry, **settings)
     return aredis.Redis(connection_pool=pool)
+
+
+class Closed:
+    """Stands in for the client of a closed backend: every use raises (translated to StoreError)."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._error("closed")

@@ -28,6 +28,9 @@ __all__ = [
     "load",
     "load_many",
     "pop",
+    "purge",
+    "put",
+    "put_request",
     "write",
 ]
 
@@ -75,6 +78,10 @@ class Names(NamedTuple):
         for key in keys:
             names += [self.prefix + key, self.tags + key]
         return names
+
+    def entries(self, key: str) -> list[str]:
+        """The KEYS of a script of one whole entry: the structures, the value key, the ETag key."""
+        return [*self.structures, self.prefix + key, self.tags + key]
 
     def token(self) -> str:
         """A fresh token for one request: its repeat by redis-py after a lost reply sends the same."""
@@ -124,7 +131,8 @@ def load_many(at: Names, keys: list[str]) -> Plan[dict[str, bytes]]:
     for start in range(0, len(keys), PAGE):
         batch = keys[start : start + PAGE]
         names = [at.prefix + key for key in batch]
-        values = yield Script("many", [*at.structures, *names], batch)
+        # The keys go once, as value keys: the script cuts the prefix off (its length from the index's name).
+        values = yield Script("many", [*at.structures, *names], [])
         found.update((key, data) for key, data in zip(batch, values, strict=True) if data is not None)
     return found
 
@@ -164,6 +172,29 @@ def write(
         request = Script("write", at.of([key for key, _ in batch], at.token()), [take, *args])
         written |= int((yield request)) > 0
     return written
+
+
+def put_request(at: Names, key: str, data: bytes, ttl: int, keep: int) -> Script:
+    """The one request of :func:`put`: the blocking store sends it without a plan (a dump's hot path)."""
+    return Script("put", [at.structures[0], at.prefix + key], [ttl, keep, data])
+
+
+def put(at: Names, key: str, data: bytes, ttl: int, *, keep: int) -> Plan[bool]:
+    """A plain dump of one key: :func:`write` in mode "set" for one pair with no origin ETag,
+    in one script of few arguments. True: it was written (a repeat after a lost reply writes the same)."""
+    yield put_request(at, key, data, ttl, keep)
+    return True
+
+
+def purge(at: Names) -> Plan[int]:
+    """Remove the expired keys, :data:`PAGE` a script (each under a token: its repeat answers the
+    same); then drop the entries whose value is gone, as :func:`length` does. How many expired."""
+    removed, args = 0, [at.prefix, at.tags, PAGE, at.take_ms]
+    while batch := int((yield Script("purge", [*at.structures, at.takes + at.token()], args))):
+        removed += batch
+    # And the entries whose value another client deleted or retyped, or Redis evicted.
+    yield from length(at)
+    return removed
 
 
 def delete_many(at: Names, keys: list[str]) -> Plan[int]:

@@ -1,28 +1,10 @@
 """RedisBackend: one Redis database (or a prefix of it) through one blocking connection pool.
 
-Layout under the prefix ``P`` (README.rst, "Redis backends"): a value is the
-string ``P + key``, readable with ``redis-cli GET``; the backend's own
-structures have names no key can have (the DEL character, as for S3):
-
-- ``P + "\\x7findex"``: a sorted set of every key (score 0), so listings are
-  sorted as on S3 (by UTF-8 bytes), paged with ``ZRANGEBYLEX`` in flat
-  client memory, and ``len`` is one ``ZCARD``;
-- ``P + "\\x7fdeadlines"``: a sorted set of the deadlines (ms), so an
-  expired key is absent for every call even while Redis keeps its value;
-- ``P + "\\x7fetag/" + key``: the origin ETag a tier filled the entry with;
-- ``P + "\\x7flock/" + sha256``: lock leases (:mod:`.locks`).
-
-- ``P + "\x7ftake/" + token``: the answer of a call a lost reply may repeat
-  (:mod:`.scripts`), kept for as long as redis-py may retry it.
-
-Every change of a value and of the index happens in one server-side script,
-so our own writes never set them apart. A key is ours when it is in the
-index and its value is a string: every read is a script that checks it
-(the round trips of ``GET``, ``EXISTS``, ``MGET``), so a value another
-program writes under the prefix is absent for every call and left alone,
-and one it deletes or retypes, or Redis evicts, is absent too and leaves
-the index at the first listing, ``len``, ``purge`` or sweep of a write
-that meets it (README.rst, "Redis backends").
+Under the prefix ``P`` a value is the string ``P + key``; the backend's own
+structures have names no key can have (``P + "\\x7findex"``, the deadlines,
+ETag, lock and take keys: docs/howto/redis.rst, "Layout"). Every change is one
+script (:mod:`.scripts`); a key is ours when it is in the index and its value
+a string (docs/howto/redis-foreign.rst).
 """
 
 from __future__ import annotations
@@ -33,23 +15,17 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
-from ..cache import MAX_TIMEOUT, CountedLookups, Entry, check_timeout
+from ..cache import CountedLookups, Entry, check_timeout
 from ..codecs.layers import CodecOption
-from ..errors import (
-    BackendError,
-    InvalidKeyError,
-    PermissionDeniedError,
-    StoreError,
-    StoreUnavailableError,
-)
+from ..errors import BackendError, StoreError
 from ..events import observed
 from ..info import Stat, utc
-from ..keys import key_problem
 from ..locks import Lock, lock_name
-from . import plans
-from .client import check_redis_url, import_redis, make_client
+from . import index, plans
+from .checks import check_keep, check_prefix, translate
+from .client import Closed, backend_client, close_client, import_redis
 from .locks import RedisLock
-from .scripts import run_script
+from .scripts import SHAS, run_script
 
 __all__ = ["DEADLINES", "ETAGS", "INDEX", "LOCKS", "PAGE", "TAKES", "RedisBackend"]
 
@@ -107,25 +83,19 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
     ) -> None:
         self._check_codec(codec)
         redis = import_redis()
-        _check_prefix(prefix)
+        check_prefix(prefix)
         self.timeout = check_timeout(timeout)
-        self.keep_expired = _check_keep(keep_expired, self.timeout)
-        if client is None:
-            check_redis_url(url)
-            _check_options(max_connections, socket_timeout, retries)
-            client = make_client(
-                url,
-                password=password,
-                username=username,
-                max_connections=max_connections,
-                timeout=socket_timeout,
-                retries=retries,
-                source=weakref.ref(self),
-            )
-            self._owns_client = True
-        else:
-            self._owns_client = False
-        _check_prefix(prefix)
+        self.keep_expired = check_keep(keep_expired, self.timeout)
+        client, self._owns_client, take_ms = backend_client(
+            url,
+            client,
+            password=password,
+            username=username,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            retries=retries,
+            source=weakref.ref(self),
+        )
         self.server_url = url if self._owns_client else None
         self.prefix = prefix if not prefix or prefix.endswith(":") else prefix + ":"
         self._settings = {
@@ -144,9 +114,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         self._keep = int(self.keep_expired * 1000)
         self.client = client
         self._structures = [self.prefix + INDEX, self.prefix + DEADLINES]
-        # A token key keeps a call's answer for as long as redis-py may repeat
-        # the call: every try waits at most socket_timeout (and the backoff, 1 s).
-        take_ms = int((retries + 1) * (socket_timeout + 1) * 1000) if self._owns_client else 60_000
+        self._index = self._structures[0]
         self._at = plans.Names(
             self.prefix, self._structures, self.prefix + ETAGS, self.prefix + TAKES, take_ms
         )
@@ -169,7 +137,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
     def _now(self) -> str:
         """The time argument of every script: the injected clock in ms, or "" for the server's."""
         clock = self._injected_clock
-        return "" if clock is None else str(int(clock() * 1000))
+        return "" if clock is None else str(round(clock() * 1000))
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return run_script(self.client, self._noscript, name, keys, [self._now(), *args])
@@ -182,13 +150,6 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
 
     def _drive(self, plan: plans.Plan[T]) -> T:
         return plans.drive(plan, self._send)
-
-    def _names(self, keys: list[str]) -> list[str]:
-        """The KEYS of a read script of whole entries: the structures, then each key's value and ETag key."""
-        names = list(self._structures)
-        for key in keys:
-            names += [self.prefix + key, self.prefix + ETAGS + key]
-        return names
 
     def _ttl(self, timeout: float | Missing | None) -> int:
         seconds = self.timeout if timeout is MISSING else check_timeout(timeout)
@@ -214,7 +175,22 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
     # -- writing ------------------------------------------------------------------------------
 
     def _dump(self, key: str, data: bytes, if_absent: bool) -> bool:
-        return self._write("nx" if if_absent else "set", [(key, data)], self._ttl(MISSING))
+        if not if_absent:
+            return self._put(key, data)
+        return self._write("nx", [(key, data)], self._ttl(MISSING))
+
+    def _put(self, key: str, data: bytes, ttl: int | None = None) -> bool:
+        """A plain dump of one key: :func:`.plans.put_request`'s request, sent without a plan (the hot
+        path: driving one cost a dump a fifth of its client CPU; a test compares it with the twin's)."""
+        if ttl is None:
+            ttl = self._ttl(MISSING)
+        names = [self._index, self.prefix + key]
+        args = ["" if self._injected_clock is None else self._now(), ttl, self._keep, data]
+        try:  # run_script, inline
+            self.client.execute_command("EVALSHA", SHAS["put"], 2, *names, *args)
+        except self._noscript:
+            run_script(self.client, self._noscript, "put", names, args)
+        return True
 
     def _write(
         self, mode: str, pairs: list[tuple[str, bytes]], ttl: int, etag: str = "", origin_etag: str = ""
@@ -242,8 +218,13 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         """
         if if_absent and if_match is not None:
             raise ValueError("if_absent and if_match exclude each other")
+        if if_match is None and not if_absent:
+            if timeout is MISSING:
+                return self._write_value(key, value, "dump", self._put)
+            plain = self._ttl(timeout)
+            return self._write_value(key, value, "dump", lambda key, data: self._put(key, data, plain))
         ttl = self._ttl(timeout)
-        mode, etag = ("match", if_match) if if_match is not None else ("nx" if if_absent else "set", "")
+        mode, etag = ("match", if_match) if if_match is not None else ("nx", "")
         return self._write_value(
             key, value, "dump", lambda key, data: self._write(mode, [(key, data)], ttl, etag)
         )
@@ -262,52 +243,15 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
 
     # -- listing ------------------------------------------------------------------------------
 
-    def _page(self, low: str | bytes, high: str | bytes) -> tuple[bytes, list[str]]:
-        """One page of the index from ``low`` to ``high``, and the live keys in it.
-
-        The first is where the next page starts, or ``b""`` when this page was the last.
-        """
-        args = [self.prefix, self.prefix + ETAGS, low, high, PAGE]
-        last, seen, *live = self._run("page", self._structures, args)
-        return (last if int(seen) == PAGE else b""), [raw.decode("utf-8") for raw in live]
-
     def _iter_keys(self) -> Iterator[str]:
-        low: str | bytes = "-"
-        while True:
-            last, keys = self._page(low, "+")
-            yield from keys
-            if not last:
-                return
-            low = b"(" + last
+        return index.listed(self._run, self._at, "", "")
 
     def _list(self, prefix: str, delimiter: str) -> Iterator[str]:
-        # Sorted by UTF-8 bytes, as S3 lists: a range of the index.
-        try:
-            encoded = prefix.encode("utf-8")
-        except UnicodeEncodeError:
-            return  # a lone surrogate: no key (valid UTF-8) starts with it
-        low: bytes = b"[" + encoded if prefix else b"-"
-        high = b"(" + _after(encoded) if prefix else b"+"
-        if not delimiter:
-            while True:
-                last, keys = self._page(low, high)
-                yield from keys
-                if not last:
-                    return
-                low = b"(" + last
-        # With a delimiter the server yields each folder once and jumps past
-        # everything below it: a folder costs no page sent to the client.
-        try:
-            delimiter.encode("utf-8")
-        except UnicodeEncodeError:
-            delimiter = "\x00"  # no key holds this one (a control character): no folder is cut
-        args = [high, len(encoded) + 1, delimiter, PAGE]
-        where = [self.prefix, self.prefix + ETAGS]
-        while True:
-            low, *entries = self._run("folders", self._structures, [*where, low, *args])
-            yield from (raw.decode("utf-8") for raw in entries)
-            if not low:
-                return
+        return index.listed(self._run, self._at, prefix, delimiter)
+
+    def _members(self, low: bytes) -> list[bytes]:
+        """A page of the index's members from ``low``, whatever they are (strays too)."""
+        return self.client.zrangebylex(self._index, low, "+", start=0, num=PAGE)  # type: ignore[no-any-return]
 
     def strays(self, prefix: str = "") -> Iterator[tuple[str, str]]:
         """What the index holds that is no key (another program added it): ``(name, reason)``.
@@ -318,33 +262,16 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         """
         if not isinstance(prefix, str):
             raise TypeError(f"prefix is a str, not {type(prefix).__name__}")
-        try:
-            start = prefix.encode("utf-8")
-        except UnicodeEncodeError:
-            start = prefix.encode("utf-8", "surrogatepass")  # a stray can start so
-        low: bytes = b"[" + start if start else b"-"
         with self._translating("strays", None):
-            while batch := self.client.zrangebylex(self._structures[0], low, "+", start=0, num=PAGE):
-                for raw in batch:
-                    if not raw.startswith(start):
-                        return
-                    if (problem := _not_a_key(raw)) is not None:
-                        yield _escaped(raw), problem
-                if len(batch) < PAGE:
-                    return
-                low = b"(" + batch[-1]
+            yield from index.strays(self._members, prefix)
 
     def _len(self) -> int:
         return self._drive(plans.length(self._at))
 
     def _clear(self) -> None:
         # Page by page past a cursor: the strays (no keys, another program's) stay behind.
-        low: bytes = b"-"
-        while batch := self.client.zrangebylex(self._structures[0], low, "+", start=0, num=PAGE):
-            self._delete_many([raw.decode("utf-8") for raw in batch if _not_a_key(raw) is None])
-            if len(batch) < PAGE:
-                return
-            low = b"(" + batch[-1]
+        for keys in index.keys_in_pages(self._members):
+            self._delete_many(keys)
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return RedisLock(
@@ -367,15 +294,8 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         or retyped by another client), as a listing or ``len`` that meets
         them does; those are not counted: they were absent already.
         """
-        removed, args = 0, [self.prefix, self.prefix + ETAGS, PAGE, self._at.take_ms]
         with self._translating("purge", None):
-            while batch := int(
-                self._run("purge", [*self._structures, self._at.takes + self._at.token()], args)
-            ):
-                removed += batch
-            # And the entries whose value another client deleted or retyped, or Redis evicted.
-            self._drive(plans.length(self._at))
-        return removed
+            return self._drive(plans.purge(self._at))
 
     def expires(self, key: str) -> datetime | None:
         """When ``key`` expires (a UTC datetime, by the deadlines' clock); None: never; KeyError: absent."""
@@ -406,7 +326,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         """
         key = self._check(key, "peek")
         with self._translating("peek", key):
-            found = self._run("read", self._names([key]), [key, "peek"])
+            found = self._run("read", self._at.entries(key), [key, "peek"])
         if found is None:
             return None
         data, due, fresh, tag = found
@@ -426,40 +346,16 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         """Restart the timeout of ``key`` if its entry still holds the value filled with ``etag``."""
         key = self._check(key, "renew")
         with self._translating("renew", key):
-            return bool(self._run("renew", self._names([key]), [key, etag, self._ttl(MISSING), self._keep]))
+            return bool(
+                self._run("renew", self._at.entries(key), [key, etag, self._ttl(MISSING), self._keep])
+            )
 
     # -- errors, identity, lifetime -------------------------------------------------------
 
     def _translate(self, exc: BaseException) -> tuple[type[BackendError], str]:
         if self._closed:
             return StoreError, "the backend is closed (close() was called); make a new one"
-        errors = self._errors
-        # Most specific first; one cause each (ATTACKS.md, 6): a read timeout is not "could not connect".
-        table: list[tuple[tuple[type[BaseException], ...], type[BackendError], str]] = [
-            (
-                (errors.AuthenticationError, errors.AuthorizationError, errors.NoPermissionError),
-                PermissionDeniedError,
-                "Redis refused access ({name})",
-            ),
-            (
-                (errors.BusyLoadingError,),
-                StoreUnavailableError,
-                "Redis is loading its data set ({name}): ask again later",
-            ),
-            ((errors.TimeoutError,), StoreUnavailableError, "Redis answered too late ({name}: {said})"),
-            ((errors.ConnectionError,), StoreUnavailableError, "Redis could not be reached ({name}: {said})"),
-            # A replica, or a primary stepping down in a failover: ask again later.
-            (
-                (errors.ReadOnlyError, errors.MasterDownError),
-                StoreUnavailableError,
-                "Redis cannot take this now: {said}",
-            ),
-            ((errors.ResponseError,), StoreError, "Redis answered: {said}"),
-        ]
-        for kinds, cls, message in table:
-            if isinstance(exc, kinds):
-                return cls, message.format(name=type(exc).__name__, said=_said(exc))
-        return StoreError, f"{type(exc).__name__}: {_said(exc)}"
+        return translate(exc, self._errors)
 
     def _describe(self) -> str:
         parts = [repr(self.server_url) if self.server_url else "client=..."]
@@ -493,85 +389,9 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         if self._closed:
             return
         self._closed = True
-        client, self.client = self.client, _Closed(self._errors.ConnectionError)
+        client, self.client = self.client, Closed(self._errors.ConnectionError)
         if self._owns_client:
-            client.close()
-            client.connection_pool.disconnect()
-
-
-def _after(prefix: bytes) -> bytes:
-    """The first bytes past every UTF-8 string that starts with ``prefix`` (its last byte moved up).
-
-    The last byte of UTF-8 is never 0xFF, so it always can be.
-    """
-    return prefix[:-1] + bytes([prefix[-1] + 1])
-
-
-def _not_a_key(raw: bytes) -> str | None:
-    """Why an index member is no key (the rule the scripts' ``valid`` applies), or None."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "not UTF-8 text"
-    return key_problem(text)
-
-
-def _escaped(raw: bytes) -> str:
-    """Bytes as one printable line: invalid UTF-8 and control characters as escapes."""
-    text = raw.decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-
-
-def _said(exc: BaseException) -> str:
-    """redis-py's own words (host and port, errno; never a password), on one printable line."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)[:200]
-
-
-def _check_prefix(prefix: object) -> None:
-    """A prefix is a str of valid UTF-8 text without control characters; else InvalidKeyError."""
-    if not isinstance(prefix, str):
-        raise InvalidKeyError(f"prefix is a str, not {type(prefix).__name__}", operation="init")
-    try:
-        prefix.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidKeyError(
-            "prefix is not valid UTF-8 text (a lone surrogate)", operation="init", key=ascii(prefix)
-        ) from None
-    if any(ord(c) < 0x20 or c == "\x7f" for c in prefix):
-        raise InvalidKeyError("prefix has a control character", operation="init", key=ascii(prefix))
-
-
-def _check_keep(keep: object, timeout: float | None) -> float:
-    """Seconds an expired value stays for :meth:`RedisBackend.peek`: the timeout, unless given."""
-    if keep is MISSING:
-        return timeout or 0.0
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep <= MAX_TIMEOUT:
-        raise ValueError(f"keep_expired is seconds from 0 to {MAX_TIMEOUT:.0f} (100 years), not {keep!r}")
-    return float(keep)
-
-
-def _check_options(max_connections: object, socket_timeout: object, retries: object) -> None:
-    if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-        raise ValueError(f"max_connections is an int >= 1, not {max_connections!r}")
-    if (
-        isinstance(socket_timeout, bool)
-        or not isinstance(socket_timeout, (int, float))
-        or not 0 < socket_timeout <= 3600
-    ):
-        raise ValueError(f"socket_timeout is seconds > 0, at most 3600, not {socket_timeout!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
-        raise ValueError(f"retries is an int from 0 to 100, not {retries!r}")
-
-
-class _Closed:
-    """Stands in for the client of a closed backend: every use raises (translated to StoreError)."""
-
-    def __init__(self, error: type[Exception]) -> None:
-        self._error = error
-
-    def __getattr__(self, name: str) -> Any:
-        raise self._error("closed")
+            close_client(client)
 
 
 def _rebuild(cls: type[RedisBackend[Any]], url: str, settings: dict[str, Any]) -> RedisBackend[Any]:
