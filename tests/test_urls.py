@@ -75,6 +75,10 @@ def test_s3_urls_take_the_backends_options(moto: S3Target) -> None:
         ("cache:///tmp/x?maxbytes=5&maxbytes=6", "parameter 'maxbytes' is given twice"),
         ("cache:///tmp/x?format=raw&format=json", "parameter 'format' is given twice"),
         ("sqlite:///tmp/x.db?maxsize=5&maxsize=5", "parameter 'maxsize' is given twice"),
+        ("redis://127.0.0.1:1/0?prefix=a&prefix=b", "parameter 'prefix' is given twice"),
+        ("redis://127.0.0.1:1/0?socket_timeout=1&socket_timeout=2", "socket_timeout. is given twice"),
+        ("s3://bucket?region=a&region=b", "parameter 'region' is given twice"),
+        ("file:///tmp/x?format=raw&format=json", "parameter 'format' is given twice"),
         ("s3://a::s3://b", "only a cache:// URL"),
     ],
 )

@@ -6,7 +6,7 @@ not one the sink writes (another field, not JSON, a field of the wrong type,
 NaN, a time no clock can show) is never raised: it is skipped and named in
 :attr:`View.unreadable`, and the rest is read. Bytes that are no UTF-8 are
 kept as ``surrogateescape`` keeps them; text is escaped where it is printed
-(:func:`backends.terminal.printable`), never here.
+(:func:`backends.cli.terminal.printable`), never here.
 """
 
 from __future__ import annotations
