@@ -174,12 +174,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-#: Imports that close a circle, each lazy (inside a function), in files other engineers edit in
-#: parallel with the layout change: they are broken when those files are split after the merge.
-#: The test fails once one is gone, so this list only shrinks (it is empty now: keep it so).
-KNOWN_CIRCLES: set[tuple[str, str]] = set()
-
-
 def test_the_cycle_finder_finds_a_circle_and_names_it() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}}) is None
@@ -193,23 +187,13 @@ def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones() -> None:
 
 
 def test_no_module_imports_one_that_imports_it_back() -> None:
-    graph = import_graph()
-    assert sorted(edge for edge in KNOWN_CIRCLES if edge[1] not in graph[edge[0]]) == []  # gone: drop it
-    for source, target in KNOWN_CIRCLES:
-        graph[source].discard(target)
-    assert find_cycle(graph) is None
+    assert find_cycle(import_graph()) is None  # lazy imports included: no exception
 
 
 # -- sizes ----------------------------------------------------------------------------------------
 
 #: The size the code keeps: a module over it is split along a seam one can name.
 MAX_LINES = 400
-#: Modules other engineers edit in parallel with the layout change: split after their work
-#: merges (not moved nor split here, to keep the merge clean). Nothing else belongs here.
-TOO_LONG_FOR_NOW: set[str] = set()
-#: TEMPORARY, not an allowlist: the modules of this branch still to split (#28, step 4 of the
-#: layout change); the test fails once one is split and still listed, so it only shrinks.
-NOT_SPLIT_YET: set[str] = set()
 
 
 def test_no_module_is_over_400_lines() -> None:
@@ -217,9 +201,7 @@ def test_no_module_is_over_400_lines() -> None:
         str(path.relative_to(PACKAGE.parent)): len(path.read_text().splitlines())
         for path in PACKAGE.rglob("*.py")
     }
-    listed = TOO_LONG_FOR_NOW | NOT_SPLIT_YET
-    assert {path: lines for path, lines in sizes.items() if lines > MAX_LINES and path not in listed} == {}
-    assert sorted(path for path in listed if sizes.get(path, 0) <= MAX_LINES) == []  # split: drop it
+    assert {path: lines for path, lines in sizes.items() if lines > MAX_LINES} == {}  # no exception
 
 
 # -- the layers of docs/architecture.rst -----------------------------------------------------------
@@ -237,10 +219,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "the contract suite": ("testing",),
     "the command": ("__main__", "cli"),
 }
-#: Imports across the layers, downward only, from files other engineers edit in parallel (the
-#: layout change leaves them alone): gone when those files are moved after the merge. The test
-#: fails once one is gone, so this list only shrinks.
-KNOWN_CROSSINGS: set[tuple[str, str]] = set()
 
 
 def layer_of(module: str) -> int:
@@ -267,10 +245,8 @@ def test_every_module_imports_only_its_layer_and_those_below() -> None:
     crossings = {
         f"{a} ({layers[layer_of('backends.' + a)]}) -> {b} ({layers[layer_of('backends.' + b)]})"
         for a, b in upward
-        if (a, b) not in KNOWN_CROSSINGS
     }
-    assert sorted(crossings) == []
-    assert sorted(edge for edge in KNOWN_CROSSINGS if edge not in upward) == []  # gone: drop it
+    assert sorted(crossings) == []  # no exception
 
 
 def test_the_architecture_page_shows_the_layers_of_the_test() -> None:
