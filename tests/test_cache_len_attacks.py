@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 import servers
 from clock import FrozenClock
+from conftest import LONG
 
 from backends import (
     JsonCache,
@@ -35,6 +37,9 @@ from backends import (
 )
 from backends.errors import BackendError
 from backends.filesystem import counts, expiry
+
+#: rounds of the thread races (more behind the project's switch)
+ROUNDS = 400 if LONG else 60
 
 
 def _settle(root: str | os.PathLike[str]) -> None:
@@ -279,3 +284,88 @@ def test_a_forked_child_and_its_parent_each_see_the_others_writes(
     assert len(cache) == 3  # the root changed: a walk
     steered.now += counts.COUNT_STALE
     assert len(cache) == 3 == _walked(cache)
+
+
+def test_threads_racing_writes_removals_and_walks_on_the_same_keys_leave_len_exact(tmp_path: Path) -> None:
+    cache = JsonCache(tmp_path / "c", timeout=60)
+    keys = ["a", "b", "users/a", "users/b", "x/y/z"]
+    wrong: list[tuple[int, int, int]] = []
+    for turn in range(ROUNDS):
+        start = threading.Barrier(4)
+
+        def work(seed: int, start: threading.Barrier = start) -> None:
+            chosen = random.Random(seed)
+            start.wait()
+            for _ in range(6):
+                key, step = chosen.choice(keys), chosen.randrange(8)
+                if step == 0:
+                    cache[key] = 1
+                elif step == 1:
+                    cache.delete(key)
+                elif step == 2:
+                    cache.pop(key, None)
+                elif step == 3:
+                    cache.dump(key, 1, if_absent=True)
+                elif step == 4:
+                    cache.setdefault(key, 2)
+                elif step == 5:
+                    cache.dump(key, 1, timeout=0)
+                elif step == 6:
+                    cache.dump_many({key: 3, "users/c": 3})
+                else:
+                    len(cache)
+
+        def walks(start: threading.Barrier = start) -> None:
+            start.wait()
+            for _ in range(4):
+                len(cache)
+
+        workers = [threading.Thread(target=work, args=(turn * 10 + i,)) for i in range(3)]
+        workers.append(threading.Thread(target=walks))
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        counted, walked = len(cache), _walked(cache)
+        if counted != walked:
+            wrong.append((turn, counted, walked))
+    assert wrong == []
+
+
+def test_a_write_in_flight_when_another_thread_closes_the_cache_is_placed_and_not_refused(
+    tmp_path: Path,
+) -> None:
+    placed, go = threading.Event(), threading.Event()
+    writer: list[threading.Thread] = []
+    entry = tmp_path / "c" / "new"
+    outcome: list[object] = []
+
+    def clock() -> float:
+        if writer and threading.current_thread() is writer[0] and entry.exists() and not placed.is_set():
+            placed.set()
+            assert go.wait(20)
+        return 1_800_000_000.0
+
+    cache = JsonCache(tmp_path / "c", timeout=60, clock=clock)
+    cache["old"] = 1
+    assert len(cache) == 1  # remembered: the write below would be counted into it
+
+    def write() -> None:
+        try:
+            outcome.append(cache.dump("new", 2))
+        except BaseException as exc:  # what the caller would see
+            outcome.append(exc)
+
+    writer.append(threading.Thread(target=write))
+    writer[0].start()
+    assert placed.wait(20)
+    cache.close()
+    go.set()
+    writer[0].join()
+    assert outcome == [True]  # it was placed before the close
+    with pytest.raises(BackendError, match="closed"):
+        len(cache)
+    with pytest.raises(BackendError, match="closed"):
+        asyncio.run(cache.aio().dump("later", 1))
+    reopened = JsonCache(tmp_path / "c", timeout=60, clock=clock)
+    assert len(reopened) == 2 and reopened["new"] == 2

@@ -101,7 +101,9 @@ class CountedFolder(ExpiringFolder[V]):
         try:
             if self._counts.kept is not None and deadline is not None and before is not None:
                 now = to_ns(self.clock())
-                after = os.fstat(self._root_fd)
+                after = self._root_after()
+                if after is None:
+                    return  # closed meanwhile: the write is placed, nothing counted
                 fresh = placed and (deadline < NEVER_BELOW or deadline > now)
                 was = placed and old is not None and (old.st_mtime_ns < NEVER_BELOW or old.st_mtime_ns > now)
                 expires = deadline if fresh and deadline >= NEVER_BELOW else None
@@ -110,6 +112,12 @@ class CountedFolder(ExpiringFolder[V]):
         finally:
             if not counted:
                 ended()
+
+    def _root_after(self) -> os.stat_result | None:
+        try:
+            return os.fstat(self._root_fd)
+        except OSError:
+            return None
 
     # -- every change counted (if bounded) and told ----------------------------------
 
