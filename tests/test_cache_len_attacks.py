@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -369,3 +370,64 @@ def test_a_write_in_flight_when_another_thread_closes_the_cache_is_placed_and_no
         asyncio.run(cache.aio().dump("later", 1))
     reopened = JsonCache(tmp_path / "c", timeout=60, clock=clock)
     assert len(reopened) == 2 and reopened["new"] == 2
+
+
+_SCANS: list[list[str]] = []
+
+
+def _hook(event: str, args: tuple[object, ...]) -> None:
+    if event == "os.scandir" and _SCANS:
+        _SCANS[-1].append(str(args[0]))
+
+
+sys.addaudithook(_hook)
+
+
+def _walks(block: Callable[[], object]) -> tuple[object, int]:
+    """What ``block()`` gives, and how many folders it listed."""
+    seen: list[str] = []
+    _SCANS.append(seen)
+    try:
+        return block(), len(seen)
+    finally:
+        _SCANS.remove(seen)
+
+
+def test_a_child_forked_while_a_write_is_in_flight_remembers_its_own_walks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steered = _steer(monkeypatch)
+    placed, go = threading.Event(), threading.Event()
+    writer: list[threading.Thread] = []
+    entry = tmp_path / "c" / "users+" / "new"
+
+    def clock() -> float:
+        if writer and threading.current_thread() is writer[0] and entry.exists() and not placed.is_set():
+            placed.set()
+            assert go.wait(20)
+        return 1_800_000_000.0
+
+    cache = JsonCache(tmp_path / "c", timeout=60, clock=clock)
+    cache["users/old"] = 1
+    assert len(cache) == 1
+    writer.append(threading.Thread(target=cache.__setitem__, args=("users/new", 2)))
+    writer[0].start()
+    assert placed.wait(20)  # placed, not yet counted
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        signal.alarm(10)
+        code = 1
+        try:
+            steered.now += counts.COUNT_STALE  # the parent's write shows by then
+            first = _walks(lambda: len(cache))
+            cache["users/child"] = 3
+            second = _walks(lambda: len(cache))
+            code = 0 if (first[0], second) == (2, (3, 0)) else 2
+        finally:
+            os._exit(code)
+    go.set()
+    writer[0].join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # 2: the child's walk was never remembered
+    steered.now += counts.COUNT_STALE
+    assert len(cache) == 3 == _walked(cache)
