@@ -28,6 +28,7 @@ from clock import FrozenClock
 from conftest import LONG
 
 from backends import (
+    FileSystemJsonBackend,
     JsonCache,
     RawCache,
     SerializationError,
@@ -431,3 +432,22 @@ def test_a_child_forked_while_a_write_is_in_flight_remembers_its_own_walks(
     assert os.waitstatus_to_exitcode(status) == 0  # 2: the child's walk was never remembered
     steered.now += counts.COUNT_STALE
     assert len(cache) == 3 == _walked(cache)
+
+
+def test_a_plain_folder_store_of_this_process_on_the_cache_folder_changes_the_next_len(
+    tmp_path: Path,
+) -> None:
+    cache = JsonCache(tmp_path / "c", timeout=None)
+    plain = FileSystemJsonBackend(tmp_path / "c")  # the same folder, read through the escaped layout
+    steps: list[Callable[[], object]] = [
+        lambda: plain.delete("users/0"),
+        lambda: plain.pop("users/1"),
+        lambda: plain.delete_many(["users/2", "users/3"]),
+        plain.clear,
+    ]
+    for number, step in enumerate(steps):
+        cache.dump_many({f"users/{i}": i for i in range(6)})
+        _settle(cache.root)
+        assert len(cache) == 6
+        step()
+        assert (number, len(cache)) == (number, _walked(cache))
