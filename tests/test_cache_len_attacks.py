@@ -138,7 +138,8 @@ def test_len_is_exact_after_every_kind_of_change_through_every_path(
     for number, step in enumerate(steps):
         len(cache)  # a count to remember
         step()
-        assert (number, len(cache)) == (number, _walked(cache))
+        walked = _walked(cache)
+        assert (number, len(cache), asyncio.run(twin.len())) == (number, walked, walked)
 
 
 def test_a_value_refused_by_the_codec_or_the_bound_counts_nothing(tmp_path: Path) -> None:
@@ -451,3 +452,24 @@ def test_a_plain_folder_store_of_this_process_on_the_cache_folder_changes_the_ne
         assert len(cache) == 6
         step()
         assert (number, len(cache)) == (number, _walked(cache))
+
+
+def test_a_read_only_folder_refuses_writes_and_len_stays_exact_past_deadlines(tmp_path: Path) -> None:
+    clock = FrozenClock()
+    with servers.small_disk(tmp_path / "disk", "1m") as disk:
+        cache = JsonCache(disk / "c", timeout=60, clock=clock)
+        cache.dump_many({"a": 1, "users/b": 2})
+        cache.dump("soon", 3, timeout=10)
+        cache.dump("users/soon", 4, timeout=10)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        assert len(cache) == 4
+        for key in ("c", "users/c", "a"):
+            with pytest.raises(BackendError):
+                cache[key] = 5
+            assert len(cache) == 4
+        with pytest.raises(BackendError):
+            cache.delete("users/b")
+        assert len(cache) == 4 == _walked(cache)
+        clock.advance(10)  # two expired, which cannot be removed: absent all the same
+        assert len(cache) == 2 == _walked(cache) == len(list(cache))
+        assert len(cache) == 2  # remembered: nothing changed
