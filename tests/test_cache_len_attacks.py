@@ -186,7 +186,11 @@ def test_foreign_files_in_the_folder_are_never_counted(tmp_path: Path) -> None:
     (root / "users+" / ".backends-tmp-foreign").write_text("x")  # named like a temporary file
     os.symlink("/etc/passwd", root / "users+" / "link")
     os.mkfifo(root / "fifo")
-    assert len(cache) == len(list(cache)) == _walked(cache)
+    for name in (b"\xff", b"bad%zz", b"users+/\xfe\x1b[2J"):  # not the escaped form of any key
+        with open(os.path.join(os.fsencode(root), name), "wb") as foreign:
+            foreign.write(b"1")
+    assert len(cache) == len(list(cache)) == _walked(cache) == 1
+    assert len(list(cache.strays())) >= 3  # named, not counted
 
 
 # -- threads of this process: a walk racing a write -------------------------------------------
@@ -473,3 +477,20 @@ def test_a_read_only_folder_refuses_writes_and_len_stays_exact_past_deadlines(tm
         clock.advance(10)  # two expired, which cannot be removed: absent all the same
         assert len(cache) == 2 == _walked(cache) == len(list(cache))
         assert len(cache) == 2  # remembered: nothing changed
+
+
+def test_a_tier_fill_too_big_for_the_bound_and_a_renewal_change_the_next_len(tmp_path: Path) -> None:
+    clock = FrozenClock()
+    cache = JsonCache(tmp_path / "c", timeout=60, clock=clock, maxbytes=64)
+    cache.fill("users/a", 1, etag="e1")
+    cache.fill("b", 2, etag="e2")
+    assert len(cache) == 2
+    cache.fill("users/a", "x" * 100)  # served by the tier, not kept: the older entry goes
+    assert len(cache) == 1 == _walked(cache)
+    clock.advance(30)
+    assert len(cache) == 1
+    assert cache.renew("b", "e2")  # its deadline now 60 s from here
+    clock.advance(31)  # past the old deadline
+    assert len(cache) == 1 == _walked(cache)
+    clock.advance(29)
+    assert len(cache) == 0 == _walked(cache)
