@@ -12,6 +12,7 @@ processes (2), codec-refused and too-big values and a full disk (8).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import random
 import signal
@@ -494,3 +495,37 @@ def test_a_tier_fill_too_big_for_the_bound_and_a_renewal_change_the_next_len(tmp
     assert len(cache) == 1 == _walked(cache)
     clock.advance(29)
     assert len(cache) == 0 == _walked(cache)
+
+
+def test_eight_processes_writing_and_removing_at_once_each_count_all_within_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steered = _steer(monkeypatch)
+    cache = JsonCache(tmp_path / "c", timeout=60)
+    cache["users/seed"] = 0
+    assert len(cache) == 1  # remembered by every child
+    context = multiprocessing.get_context("fork")
+    together = context.Barrier(8, timeout=30)
+    children = []
+    for child in range(8):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - a child
+            signal.alarm(30)
+            code = 1
+            try:
+                together.wait()
+                for i in range(10):
+                    cache[f"users/{child}/{i}" if i % 2 else f"p{child}-{i}"] = i
+                for i in range(3):
+                    cache.delete(f"users/{child}/{i}" if i % 2 else f"p{child}-{i}")
+                own = len(cache)  # its own changes at once, others' within the bound
+                together.wait()
+                steered.now += counts.COUNT_STALE
+                code = 0 if own >= 8 and len(cache) == 1 + 8 * 7 else 2
+            finally:
+                os._exit(code)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    assert codes == [0] * 8
+    steered.now += counts.COUNT_STALE
+    assert len(cache) == 1 + 8 * 7 == _walked(cache)
