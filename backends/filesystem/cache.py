@@ -144,6 +144,9 @@ class FileSystemCache(CountedFolder[V]):
             # placing and its stamp (the first write of all has no file to stamp yet).
             self._pool.stamp(self._root_fd, key, to_ns(self.clock()))
         for _ in range(WRITE_RETRIES):
+            # The root before this write (its temporary file, its new folder) changes it:
+            # a remembered len takes the root as the write leaves it only if it was as counted.
+            self._placing.root = self._root_before()
             if self._write(key, fill, if_absent):
                 self._written_now(key, deadline)
                 return True
@@ -153,6 +156,15 @@ class FileSystemCache(CountedFolder[V]):
             if self._at_live_key(key, self._fresh_or_removed):
                 return False
         return False
+
+    def _root_before(self) -> os.stat_result | None:
+        """The root's status before a write, if a len is remembered (:mod:`.counts`)."""
+        if self._counts.kept is None:
+            return None
+        try:
+            return os.fstat(self._root_fd)
+        except OSError:
+            return None  # closed or gone: the write says so, and nothing is counted
 
     def _fresh_or_removed(self, at: At) -> bool:
         """Whether the entry is fresh; an expired one is removed, waiting for the tally if bounded."""

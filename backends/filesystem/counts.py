@@ -14,11 +14,14 @@ while all of these hold:
   the whole process (:func:`changed`), and the memo no longer matches; so
   does a write that another change of the process overlapped (between its
   look at the old file and its count), so two threads writing one key never
-  count it twice;
+  count it twice. A walk is kept only if no write of the process was in
+  flight during it (:func:`begin` to its count): a write placed before the
+  walk saw its file, and counted after, would be counted twice;
 - the root folder is the same and unchanged since the walk (its inode,
   mtime and ctime: every write, rename or removal of a top-level entry, by
-  any process, changes them), except by this object's own counted writes
-  at the top level, after which it is taken as it is at the next ``len``;
+  any process, changes them), except by this object's own counted writes:
+  the root as it was just before each (unchanged since the walk or the
+  previous one) is taken as the write left it;
 - the cache's clock has not reached the earliest deadline among the
   entries counted (expiry stays exact, to the nanosecond) nor gone back;
 - the walk is at most :data:`COUNT_STALE` seconds old.
@@ -27,9 +30,9 @@ So the count is exact for this process's own changes and for expiry.
 Another process's writes and removals are counted at most
 :data:`COUNT_STALE` seconds late: at the next ``len`` for one at the top
 level, unless it fell in the same tick of the filesystem's clock as the
-walk or as one of this object's own top-level writes (the root's mtime
-then does not tell it), and within :data:`COUNT_STALE` in a sub-folder
-(``users/42``).
+walk or as one of this object's own writes, or during one of them (the
+root's mtime then does not tell it), and within :data:`COUNT_STALE` in a
+sub-folder (``users/42``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import threading
 import time
 from typing import Final, NamedTuple
 
-__all__ = ["COUNT_STALE", "CountMemo", "Counted", "changed", "identity", "last_change"]
+__all__ = ["COUNT_STALE", "CountMemo", "Counted", "begin", "changed", "ended", "identity", "last_change"]
 
 #: seconds a remembered count may be given for another process's changes in a sub-folder
 COUNT_STALE: Final = 1.0
@@ -48,13 +51,17 @@ COUNT_STALE: Final = 1.0
 _changes = itertools.count(1)
 #: the number drawn by the latest change of any folder cache in this process
 _last = [0]
+#: writes of this process between :func:`begin` and their count (:func:`ended`, :meth:`CountMemo.placed`)
+_placing = [0]
 #: held to draw a number and to count a write into a memo: one step, in any thread's interleaving
 _drawing = [threading.Lock()]
 
 
 def _forked() -> None:
-    # A thread of the parent may have held the lock at the fork: the child's own is free.
+    # A thread of the parent may have held the lock at the fork: the child's own is free;
+    # and the parent's writes in flight are not the child's.
     _drawing[0] = threading.Lock()
+    _placing[0] = 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -75,12 +82,30 @@ def last_change() -> int:
     return _last[0]
 
 
+def begin() -> int:
+    """A write is about to look at the old file and place its own: :func:`last_change` now.
+
+    Every ``begin`` is followed by one :func:`ended` or :meth:`CountMemo.placed`;
+    until then no walk of the process is kept (see :meth:`CountMemo.keep`).
+    """
+    with _drawing[0]:
+        _placing[0] += 1
+        return _last[0]
+
+
+def ended() -> None:
+    """A write begun (:func:`begin`) is over, placed or not, and not counted into a memo."""
+    with _drawing[0]:
+        _placing[0] -= 1
+        _last[0] = next(_changes)
+
+
 class Counted(NamedTuple):
     """A remembered count and what it holds for."""
 
     entries: int
     change: int  # last_change() when the walk started
-    root: tuple[int, int, int, int] | None  # the root's inode, device, mtime and ctime (None: as it is next)
+    root: tuple[int, int, int, int]  # the root's inode, device, mtime and ctime
     at: float  # time.monotonic() when the walk started
     now_ns: int  # the cache's clock then
     soonest_ns: int  # the earliest deadline among the fresh entries counted
@@ -100,14 +125,7 @@ class CountMemo:
     def get(self, root: os.stat_result, now_ns: int) -> int | None:
         """The remembered count if it still holds now, else None."""
         kept = self.kept
-        if kept is None or not self._holds(kept, _last[0], now_ns):
-            return None
-        if kept.root is None:  # changed by this object's own writes: taken as it is now
-            with _drawing[0]:
-                if self.kept is not kept or kept.change != _last[0]:
-                    return None
-                self.kept = kept._replace(root=identity(root))
-        elif kept.root != identity(root):
+        if kept is None or not self._holds(kept, _last[0], now_ns) or kept.root != identity(root):
             return None
         return kept.entries
 
@@ -120,30 +138,42 @@ class CountMemo:
         )
 
     def keep(self, counted: Counted) -> None:
-        """Remember ``counted`` if nothing changed in the process during its walk."""
-        self.kept = counted if counted.change == _last[0] else None
+        """Remember ``counted`` if nothing changed in the process during its walk, and no
+        write was in flight (its file may be in the count, and be counted into it again)."""
+        with _drawing[0]:
+            self.kept = counted if counted.change == _last[0] and not _placing[0] else None
 
-    def placed(self, seen: int, added: int, deadline_ns: int | None, now_ns: int, top: bool) -> None:
+    def placed(
+        self,
+        seen: int,
+        added: int,
+        deadline_ns: int | None,
+        now_ns: int,
+        roots: tuple[os.stat_result, os.stat_result],
+    ) -> None:
         """Record a write this object placed (instead of :func:`changed`), and count it into the memo.
 
         ``seen``: :func:`last_change` before the look at the old file;
         ``added``: the fresh entries the write added (1, 0 or -1, from the old
         file's lstat and the new entry's deadline); ``deadline_ns``: the new
-        entry's, if it is fresh and ever expires; ``top``: placed in the root.
-        The memo is kept only if it held before the look and nothing else
-        changed since (see the module docstring); else it is dropped.
+        entry's, if it is fresh and ever expires; ``roots``: the root's
+        status before the write and after it. The memo is kept only if it
+        held before the look, the root was as counted before the write, and
+        nothing else changed since (see the module docstring); else it is
+        dropped. Ends the write :func:`begin` began.
         """
         with _drawing[0]:
+            _placing[0] -= 1
             before = _last[0]
             _last[0] = drawn = next(_changes)
             kept = self.kept
             if kept is None:
                 return
-            if before != seen or not self._holds(kept, seen, now_ns):
+            if before != seen or not self._holds(kept, seen, now_ns) or kept.root != identity(roots[0]):
                 self.kept = None
                 return
             soonest = kept.soonest_ns if deadline_ns is None else min(kept.soonest_ns, deadline_ns)
-            root = None if top else kept.root
+            root = identity(roots[1])
             self.kept = Counted(kept.entries + added, drawn, root, kept.at, kept.now_ns, soonest)
 
     def forget(self) -> None:

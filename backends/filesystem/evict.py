@@ -22,7 +22,7 @@ from typing import Final, TypeVar
 
 from ..cache import to_ns
 from .bound import FLOCKS, Candidate, slot_of
-from .counts import changed, last_change
+from .counts import begin, changed, ended
 from .entries import NEVER_BELOW
 from .expiry import ExpiringFolder, guarded
 from .files import At, lstat_file, place, prune_folders
@@ -53,7 +53,7 @@ class CountedFolder(ExpiringFolder[V]):
         # The shared flock is held on an open file description of this caller's
         # own (:mod:`.guards`): a nested folder's, opened by this call's walk, or
         # one of the root's lent by the pool; no descriptor opened per write.
-        seen = last_change()  # before the look at the old file (counts.CountMemo.placed)
+        seen = begin()  # before the look at the old file (counts.CountMemo.placed)
         try:
             with FLOCKS:
                 own = folder != self._root_fd
@@ -71,9 +71,9 @@ class CountedFolder(ExpiringFolder[V]):
                     if era is not None:
                         self._guards.give_back(era, guard)
         except BaseException:
-            changed()  # placed or not: a remembered len no longer holds
+            ended()  # placed or not: a remembered len no longer holds
             raise
-        self._count_placed(seen, placed, old, not own)
+        self._count_placed(seen, placed, old)
         return placed
 
     def _place_counted(
@@ -92,18 +92,32 @@ class CountedFolder(ExpiringFolder[V]):
             self._placing.over = placed and tally.over
         return placed, old
 
-    def _count_placed(self, seen: int, placed: bool, old: os.stat_result | None, top: bool) -> None:
+    def _count_placed(self, seen: int, placed: bool, old: os.stat_result | None) -> None:
         """Tell the len memo of a write (placed or not, its temporary file came and went):
-        counted into the memo if it holds (:mod:`.counts`)."""
+        counted into the memo if it holds (:mod:`.counts`); ends what ``begin`` began."""
         deadline: int | None = getattr(self._placing, "deadline", None)  # set by the write (cache._put)
-        if self._counts.kept is None or deadline is None:
-            changed()
-            return
-        now = to_ns(self.clock())
-        fresh = placed and (deadline < NEVER_BELOW or deadline > now)
-        was = placed and old is not None and (old.st_mtime_ns < NEVER_BELOW or old.st_mtime_ns > now)
-        expires = deadline if fresh and deadline >= NEVER_BELOW else None
-        self._counts.placed(seen, int(fresh) - int(was), expires, now, top)
+        before: os.stat_result | None = getattr(self._placing, "root", None)  # the root then (cache._put)
+        counted = False
+        try:
+            if self._counts.kept is not None and deadline is not None and before is not None:
+                now = to_ns(self.clock())
+                after = self._root_after()
+                if after is None:
+                    return  # closed meanwhile: the write is placed, nothing counted
+                fresh = placed and (deadline < NEVER_BELOW or deadline > now)
+                was = placed and old is not None and (old.st_mtime_ns < NEVER_BELOW or old.st_mtime_ns > now)
+                expires = deadline if fresh and deadline >= NEVER_BELOW else None
+                counted = True
+                self._counts.placed(seen, int(fresh) - int(was), expires, now, (before, after))
+        finally:
+            if not counted:
+                ended()
+
+    def _root_after(self) -> os.stat_result | None:
+        try:
+            return os.fstat(self._root_fd)
+        except OSError:
+            return None
 
     # -- every change counted (if bounded) and told ----------------------------------
 

@@ -22,6 +22,7 @@ from ..errors import StoreUnavailableError
 from ..hooks import fold_listing
 from ..info import Stat
 from ..locks import Lock
+from .counts import changed
 from .files import (
     At,
     create_temp,
@@ -211,9 +212,16 @@ class FileSystemBackend(FolderRoot[V]):
             os.fsync(folder)
         return placed
 
+    # Every change is told to the remembered len of this process's folder caches
+    # (:func:`.counts.changed`, after it is made): a plain store opened on a cache's
+    # folder changes it as another cache object would (a cache counts its own).
+
     def _place(self, folder: int, temp_name: str, name: str, if_absent: bool) -> bool:
         """Move the written temporary file to ``name``; with ``if_absent``, only if it is free."""
-        return place(folder, temp_name, name, if_absent)[0]
+        try:
+            return place(folder, temp_name, name, if_absent)[0]
+        finally:
+            changed()
 
     # -- deleting ---------------------------------------------------------------
 
@@ -233,6 +241,8 @@ class FileSystemBackend(FolderRoot[V]):
             os.unlink(name, dir_fd=folder)
         except FileNotFoundError:
             return False
+        finally:
+            changed()
         return True
 
     def _rename_aside(self, folder: int, name: str, aside: str) -> bool:
@@ -241,6 +251,8 @@ class FileSystemBackend(FolderRoot[V]):
             os.rename(name, aside, src_dir_fd=folder, dst_dir_fd=folder)
         except FileNotFoundError:
             return False
+        finally:
+            changed()
         return True
 
     def _pop(self, key: str) -> bytes | Missing:
@@ -300,9 +312,12 @@ class FileSystemBackend(FolderRoot[V]):
             self._close(fds)
 
     def _clear(self) -> None:
-        for folder, name, _ in self._walk(tidy=True):
-            self._still_open()
-            unlink_quietly(name, folder)
+        try:
+            for folder, name, _ in self._walk(tidy=True):
+                self._still_open()
+                unlink_quietly(name, folder)
+        finally:
+            changed()
 
     def _still_open(self) -> None:
         """Raise OSError (EBADF: translated to "closed") once close() was called.
