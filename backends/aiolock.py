@@ -10,6 +10,7 @@ through it, in the thread that took it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -83,10 +84,22 @@ class AsyncLock:
         self.lock.release()
 
     def _release_if_taken(self, done: Future[bool]) -> None:
+        # Run at once in the loop's thread if the try was already done. The
+        # release is not made here but in the pool, which aclose() waits for
+        # before it looks at the locks still held and closes the backend: made
+        # here, it raced aclose() in its thread, which found the lock already
+        # gone from _held and closed the backend under the release (a lock left
+        # taken for its whole lease, a warning logged), or released it twice.
         if not done.cancelled() and done.exception() is None and done.result():
-            with self.owner._guard:
-                self.owner._held.discard(self)
-            let_go(self.lock)
+            with contextlib.suppress(
+                StoreError
+            ):  # aclose() began: the lock, still in _held, is its to release
+                self.owner._submit(self._let_go_in_thread, "lock")
+
+    def _let_go_in_thread(self) -> None:
+        with self.owner._guard:
+            self.owner._held.discard(self)
+        let_go(self.lock)
 
     async def release(self) -> None:
         """Release the lock (LockError if the lease ran out and another holder took it)."""

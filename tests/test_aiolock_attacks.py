@@ -1,0 +1,177 @@
+"""AsyncLock and the twin's closing, attacked (ATTACKS.md classes 3 and 9): a cancelled try whose
+lock is given back while aclose() runs, close mid-flight, fork and two event loops, on memory,
+folder, SQLite and Redis locks, through the public API."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import LONG
+
+from backends import (
+    BaseBackend,
+    FileSystemJsonBackend,
+    LockError,
+    LockTimeoutError,
+    RedisJsonBackend,
+    SqliteJsonBackend,
+    StoreError,
+    VolatileBackend,
+)
+from backends.locks import Lock
+
+LOCKS = ["memory", "folder", "sqlite", "redis"]
+WAIT = 10  # bound of every wait on an event: a hang fails the test, never the run
+
+
+def make(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> BaseBackend[Any, Any]:
+    if name == "memory":
+        return VolatileBackend()
+    if name == "folder":
+        return FileSystemJsonBackend(tmp_path / "folder")
+    if name == "sqlite":
+        return SqliteJsonBackend(tmp_path / "kv.db")
+    url = request.getfixturevalue("redis")
+    return RedisJsonBackend(url, prefix=f"{tmp_path.name}:")
+
+
+def again(name: str, store: BaseBackend[Any, Any], tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """A second, fresh backend on the same store (memory: the same backend, its hooks taken off)."""
+    vars(store).pop("lock", None)
+    return store if name == "memory" else make(name, tmp_path, request)
+
+
+def hooked(store: BaseBackend[Any, Any], **hooks: Callable[[Lock], None]) -> None:
+    """Make ``store.lock`` give locks whose public ``try_acquire``/``release`` first call a hook."""
+    plain = store.lock
+
+    def lock(key: str, **options: Any) -> Lock:
+        made = plain(key, **options)
+        for name, hook in hooks.items():
+            call = getattr(made, name)
+
+            def run(*args: Any, _call: Any = call, _hook: Any = hook) -> Any:
+                _hook(made)
+                return _call(*args)
+
+            setattr(made, name, run)
+        return made
+
+    store.lock = lock  # type: ignore[method-assign]
+
+
+# -- a cancelled try's lock, given back while aclose() runs ------------------------------------
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_lock_of_a_cancelled_try_is_released_before_aclose_closes_the_backend(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The flake of test_cancelled_calls_at_close_leak_no_lock_and_no_half_write[folder], made
+    deterministic: a try took the lock, its await was cancelled after the try was done, so the
+    give-back ran at once in the loop's thread; aclose() (in its own thread) had found nothing
+    left to release and closed the backend under it: the release failed (logged) and the lock
+    stayed taken for its whole lease."""
+    store = make(name, tmp_path, request)
+    loop_thread = threading.get_ident()
+    blocker_started, gate = threading.Event(), threading.Event()
+
+    def on_try(lock: Lock) -> None:
+        if lock.key == "blocker":  # a call queued behind the try: aclose() waits for it
+            blocker_started.set()
+            assert gate.wait(WAIT)
+
+    def on_release(lock: Lock) -> None:
+        if threading.get_ident() == loop_thread:  # hold the loop until the backend is closed
+            gate.set()
+            for _ in range(WAIT * 1000):
+                if store.closed:
+                    return
+                threading.Event().wait(0.001)
+
+    hooked(store, try_acquire=on_try, release=on_release)
+
+    async def main() -> None:
+        twin = store.aio(max_workers=1)
+        trying = asyncio.ensure_future(twin.lock("k", timeout=5).acquire())
+        blocking = asyncio.ensure_future(twin.lock("blocker", timeout=0).acquire())
+        await asyncio.sleep(0)  # both tries submitted, in this order, to the one thread
+        assert blocker_started.wait(WAIT)  # so the try of "k" is done: it took the lock
+        closing = asyncio.ensure_future(twin.aclose())
+        trying.cancel()
+        (cancelled,) = await asyncio.gather(trying, return_exceptions=True)
+        assert isinstance(cancelled, asyncio.CancelledError)
+        gate.set()  # the give-back was handed on: the blocker may end, and aclose() go on
+        await asyncio.gather(blocking, return_exceptions=True)
+        await closing
+
+    asyncio.run(main())
+    fresh = again(name, store, tmp_path, request)
+    try:
+        with fresh.lock("k", timeout=0):
+            pass  # taken at once: the cancelled try's lock was given back
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("name", ["folder", "sqlite"])
+def test_cancelled_tries_at_close_under_load_leak_no_lock(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The original flake, many rounds, tiny switch interval and a busy thread: no lock leaks."""
+    rounds = 200 if LONG else 25
+    busy = threading.Event()
+
+    def spin() -> None:
+        while not busy.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    spinner.start()
+    try:
+        for round_ in range(rounds):
+            folder = tmp_path / str(round_)
+            folder.mkdir()
+            store = make(name, folder, request)
+
+            async def main(store: BaseBackend[Any, Any] = store, pauses: int = round_ % 4) -> None:
+                twin = store.aio(max_workers=2)
+
+                async def locked(i: int) -> None:
+                    async with twin.lock(f"lock{i % 3}", timeout=5):
+                        await twin.dump(f"w{i}", i)
+
+                tasks = [asyncio.ensure_future(locked(i)) for i in range(6)]
+                for _ in range(pauses):
+                    await asyncio.sleep(0)
+                closing = asyncio.ensure_future(twin.aclose())
+                for task in tasks:
+                    task.cancel()
+                for result in await asyncio.gather(*tasks, return_exceptions=True):
+                    assert result is None or isinstance(
+                        result, (asyncio.CancelledError, StoreError, LockError)
+                    )
+                await closing
+
+            asyncio.run(main())
+            fresh = make(name, folder, request)
+            try:
+                for i in range(3):
+                    with fresh.lock(f"lock{i}", timeout=0):
+                        pass
+            except LockTimeoutError as leaked:
+                raise AssertionError(f"round {round_}: a lock leaked at aclose()") from leaked
+            finally:
+                fresh.close()
+    finally:
+        busy.set()
+        spinner.join()
+        sys.setswitchinterval(interval)
