@@ -175,3 +175,84 @@ def test_cancelled_tries_at_close_under_load_leak_no_lock(
         busy.set()
         spinner.join()
         sys.setswitchinterval(interval)
+
+
+# -- closing (class 3): every lock call after aclose(), a waiting acquire, a body cut short --------
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_lock_calls_at_and_after_aclose_give_typed_errors(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A waiting acquire ends with StoreError (not a timeout); a body's exit after aclose() says
+    its lock was released; acquire, release and renew after it raise StoreError; nothing leaks."""
+    store = make(name, tmp_path, request)
+    rival = again(name, store, tmp_path, request) if name != "memory" else store
+    taken = rival.lock("busy", timeout=0).acquire()  # another holder: the twin's try waits
+
+    async def main() -> None:
+        twin = store.aio(max_workers=2)
+        held = twin.lock("held", timeout=0)
+        await held.acquire()
+        waiting = asyncio.ensure_future(twin.lock("busy", timeout=None).acquire())
+        await asyncio.sleep(0.01)  # it tried once and sleeps between tries (not a hidden race: either way)
+        body = twin.lock("body", timeout=0)
+        with pytest.raises(LockError, match="released by aclose"):
+            async with body:
+                await twin.aclose()
+        with pytest.raises(StoreError):
+            await waiting
+        assert not held.held and not body.held
+        for call in (held.acquire, held.release, held.renew):
+            with pytest.raises(StoreError):
+                await call()
+        await twin.aclose()  # again: nothing
+
+    asyncio.run(main())
+    taken.release()
+    fresh = again(name, store, tmp_path, request)
+    try:
+        for key in ("held", "body", "busy"):
+            with fresh.lock(key, timeout=0):
+                pass
+    finally:
+        fresh.close()
+        rival.close()
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_a_second_aclose_returns_only_once_the_locks_are_released(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """aclose() from two tasks (a program's own, and ``async with twin``'s): the second must not
+    return while the first is still releasing the locks, or a lock looks leaked right after it."""
+    store = make(name, tmp_path, request)
+    second_started, loop_thread = threading.Event(), threading.get_ident()
+
+    def on_release(lock: Lock) -> None:
+        if threading.get_ident() != loop_thread:  # aclose()'s thread: wait for the second call
+            assert second_started.wait(WAIT)
+
+    hooked(store, release=on_release)
+
+    async def main() -> None:
+        twin = store.aio(max_workers=2)
+        await twin.lock("k", timeout=0).acquire()
+        first = asyncio.ensure_future(twin.aclose())
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(twin.aclose())
+        await asyncio.sleep(0)
+        done_early = second.done()
+        second_started.set()
+        await second
+        assert not done_early, "the second aclose() returned while the first was releasing"
+        fresh = again(name, store, tmp_path, request)
+        try:
+            with fresh.lock("k", timeout=0):
+                pass  # free once any aclose() returned
+        finally:
+            if fresh is not store:
+                fresh.close()
+        await first
+
+    asyncio.run(main())
