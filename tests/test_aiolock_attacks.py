@@ -5,8 +5,11 @@ folder, SQLite and Redis locks, through the public API."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -256,3 +259,88 @@ def test_a_second_aclose_returns_only_once_the_locks_are_released(
         await first
 
     asyncio.run(main())
+
+
+# -- processes and loops (class 9) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_one_twins_locks_exclude_across_two_event_loops(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two loops in two threads contend for one key through one twin: never both inside."""
+    store = make(name, tmp_path, request)
+    twin = store.aio(max_workers=3)
+    rounds = 150 if LONG else 20
+    inside, errors = [0], []
+
+    async def worker() -> None:
+        for _ in range(rounds):
+            async with twin.lock("shared", timeout=30):
+                inside[0] += 1
+                assert inside[0] == 1
+                await asyncio.sleep(0)
+                await twin.contains("x")  # a hop to a thread while holding it
+                inside[0] -= 1
+
+    def thread() -> None:
+        try:
+            asyncio.run(worker())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads) and errors == []
+    asyncio.run(twin.aclose())
+    fresh = again(name, store, tmp_path, request)
+    try:
+        with fresh.lock("shared", timeout=0):
+            pass
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_a_child_forked_while_a_twin_lock_is_held_neither_takes_nor_frees_it(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The child cannot take the parent's lock, and its aclose() does not release it (the
+    parent's lock is not the child's to give back); the child's own locks work."""
+    store = make(name, tmp_path, request)
+    twin = store.aio(max_workers=2)
+    held = twin.lock("k", timeout=0, ttl=60)
+    asyncio.run(held.acquire())
+
+    async def child() -> None:
+        if name != "memory":  # the memory store's table is the child's own copy
+            with pytest.raises(LockTimeoutError):
+                await twin.lock("k", timeout=0).acquire()
+        async with twin.lock("own", timeout=0):
+            pass
+        await twin.aclose()
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        signal.alarm(20)
+        try:
+            asyncio.run(child())
+            os._exit(0)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    if name != "memory":
+        fresh = again(name, store, tmp_path, request)
+        try:
+            with pytest.raises(LockTimeoutError):
+                fresh.lock("k", timeout=0).acquire()  # still the parent's
+        finally:
+            fresh.close()
+    assert held.held
+    asyncio.run(held.release())
+    asyncio.run(twin.aclose())
