@@ -180,6 +180,49 @@ def test_cancelled_tries_at_close_under_load_leak_no_lock(
         sys.setswitchinterval(interval)
 
 
+@pytest.mark.parametrize("name", ["memory", "folder"])
+def test_the_same_lock_acquired_again_right_after_a_cancelled_acquire(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``asyncio.wait_for(lock.acquire(), ...)`` in a loop cancels an acquire whose try took the
+    lock; the next acquire of the same AsyncLock must wait for that give-back, not race it (it
+    found the lock "already held by this Lock", or was undone by the give-back)."""
+    store = make(name, tmp_path, request)
+    loop_thread = threading.get_ident()
+    retried, tries = threading.Event(), [0]
+
+    def on_try(lock: Lock) -> None:
+        tries[0] += 1
+        if tries[0] == 2:
+            retried.set()
+
+    def on_release(lock: Lock) -> None:
+        if threading.get_ident() != loop_thread:  # the give-back: the retry, if it races, runs now
+            retried.wait(1)  # bounded: in the fixed code the retry waits for this give-back
+
+    hooked(store, try_acquire=on_try, release=on_release)
+
+    async def main() -> None:
+        twin = store.aio(max_workers=2)
+        alock = twin.lock("k", timeout=5)
+        first = asyncio.ensure_future(alock.acquire())
+        for _ in range(1000):  # the try took the lock (its result is on its way to the loop)
+            if alock.held:
+                break
+            await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await alock.acquire()
+        assert alock.held
+        other = twin.lock("k", timeout=0)
+        with pytest.raises(LockTimeoutError):
+            await other.acquire()  # the lease is really ours: no give-back undid it
+        await alock.release()
+        await twin.aclose()
+
+    asyncio.run(main())
+
+
 # -- closing (class 3): every lock call after aclose(), a waiting acquire, a body cut short --------
 
 
