@@ -387,3 +387,29 @@ def test_a_child_forked_while_a_twin_lock_is_held_neither_takes_nor_frees_it(
     assert held.held
     asyncio.run(held.release())
     asyncio.run(twin.aclose())
+
+
+def test_the_redis_twin_refuses_calls_at_once_when_aclose_begins(redis: str, tmp_path: Path) -> None:
+    """``aclose()`` refuses new calls at once (docs/howto/async.rst): the Redis twin, awaiting
+    its client's close, took them, on a new client nobody closed, and wrote after aclose()."""
+    store = RedisJsonBackend(redis, prefix=f"{tmp_path.name}:")
+
+    async def main() -> None:
+        twin = store.aio()
+        await twin.dump("before", 1)  # this loop's client exists: aclose() awaits its close
+        closing = asyncio.ensure_future(twin.aclose())
+        await asyncio.sleep(0)  # aclose() began
+        with pytest.raises(StoreError):
+            await twin.dump("late", 1)
+        with pytest.raises(StoreError):
+            await twin.lock("late", timeout=0).acquire()
+        await closing
+
+    asyncio.run(main())
+    fresh = RedisJsonBackend(redis, prefix=f"{tmp_path.name}:")
+    try:
+        assert "late" not in fresh and fresh.load("before") == 1
+        with fresh.lock("late", timeout=0):
+            pass
+    finally:
+        fresh.close()
