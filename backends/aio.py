@@ -77,6 +77,7 @@ class AsyncBackend(Generic[V]):
         self.max_workers = workers
         self._blocks = backend._blocks
         self._closed = False
+        self._closing: Future[None] | None = None  # done once aclose() released the locks and closed
         self._start()
         # The class of this backend's class: every public call with the sync call's parameters.
         plain = type(self).__mro__[1] if "_mirrors" in type(self).__dict__ else type(self)
@@ -238,16 +239,20 @@ class AsyncBackend(Generic[V]):
     # -- lifetime -----------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the twin and its backend; a second call does nothing.
+        """Close the twin and its backend; a second call only waits for the first to end.
 
         New calls raise StoreError at once; the calls already started run to
         their end on the open backend; the locks still held through the twin
         are released; then the backend is closed. Cancelling the await
         leaves the close to finish in its thread.
         """
-        if self._closed:
+        if self._closing is not None:
+            # Another call is closing: return once it is done (its error, if any, is its own),
+            # never while the locks are still being released and the backend is open.
+            await asyncio.wait([asyncio.wrap_future(self._closing)])
             return
         self._closed = True
+        self._closing = Future()
         await asyncio.get_running_loop().run_in_executor(None, self._finish)
 
     async def close(self) -> None:
@@ -255,19 +260,29 @@ class AsyncBackend(Generic[V]):
         await self.aclose()
 
     def _finish(self) -> None:
-        self._pool.shutdown(wait=True)  # what was submitted before aclose() runs to its end
+        assert self._closing is not None
         try:
-            with self._guard:
-                held, self._held = builtins.list(self._held), set()
-            for lock in held:
-                let_go(lock.lock)
+            self._pool.shutdown(wait=True)  # what was submitted before aclose() runs to its end
+            try:
+                with self._guard:
+                    held, self._held = builtins.list(self._held), set()
+                for lock in held:
+                    let_go(lock.lock)
+            finally:
+                self.backend.close()
         finally:
-            self.backend.close()
+            self._closing.set_result(None)  # a concurrent aclose() returns now
 
     def _after_fork(self) -> None:
         # A forked child has none of its parent's threads, but the pool would
         # count them as idle and queue every call for them: it would hang.
         self._start()
+        if self._closing is not None and not self._closing.done():
+            # Forked while the parent's aclose() ran: that close goes on there, not here;
+            # the child's own aclose() must not wait for a thread it does not have.
+            finished: Future[None] = Future()
+            finished.set_result(None)
+            self._closing = finished
 
     async def __aenter__(self) -> AsyncBackend[V]:
         return self

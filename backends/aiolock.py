@@ -34,6 +34,8 @@ class AsyncLock:
     def __init__(self, owner: AsyncBackend[Any], lock: Lock) -> None:
         self.owner = owner
         self.lock = lock
+        #: a cancelled try and the give-back of what it took: done once both ended
+        self._settling: Future[None] | None = None
 
     @property
     def held(self) -> bool:
@@ -61,11 +63,17 @@ class AsyncLock:
 
     async def _try(self) -> bool:
         """One try in a thread. If the await is cancelled, a try that took the lock gives it back."""
+        if self._settling is not None:
+            # A cancelled try of this lock, or its give-back, may still run in a thread: a
+            # try now would find the lock held by itself, or be undone by that give-back.
+            await asyncio.wait([asyncio.wrap_future(self._settling)])
         future = self.owner._submit(self._try_in_thread, "lock")
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
-            future.add_done_callback(self._release_if_taken)
+            settled: Future[None] = Future()
+            self._settling = settled
+            future.add_done_callback(lambda done: self._release_if_taken(done, settled))
             raise
 
     def _try_in_thread(self) -> bool:
@@ -82,11 +90,27 @@ class AsyncLock:
             self.owner._held.discard(self)
         self.lock.release()
 
-    def _release_if_taken(self, done: Future[bool]) -> None:
+    def _release_if_taken(self, done: Future[bool], settled: Future[None]) -> None:
+        # Run at once in the loop's thread if the try was already done. The
+        # release is not made here but in the pool, which aclose() waits for
+        # before it looks at the locks still held and closes the backend: made
+        # here, it raced aclose() in its thread, which found the lock already
+        # gone from _held and closed the backend under the release (a lock left
+        # taken for its whole lease, a warning logged), or released it twice.
         if not done.cancelled() and done.exception() is None and done.result():
-            with self.owner._guard:
-                self.owner._held.discard(self)
-            let_go(self.lock)
+            try:
+                giving = self.owner._submit(self._let_go_in_thread, "lock")
+            except StoreError:
+                pass  # aclose() began: the lock, still in _held, is its to release
+            else:
+                giving.add_done_callback(lambda _: settled.set_result(None))
+                return
+        settled.set_result(None)
+
+    def _let_go_in_thread(self) -> None:
+        with self.owner._guard:
+            self.owner._held.discard(self)
+        let_go(self.lock)
 
     async def release(self) -> None:
         """Release the lock (LockError if the lease ran out and another holder took it)."""

@@ -278,6 +278,7 @@ class AsyncRedisBackend(AsyncBackend[V]):
         Every later call, on the twin or the backend, raises StoreError.
         """
         if self._closed:
+            await super().aclose()  # returns once a close already begun has ended
             return
         client = self._clients.pop(asyncio.get_running_loop(), None)
         try:
