@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # obstore is the extra of the obstore engine
 
 __all__ = ["ClientCredentials"]
 
+#: how many credentials' secrets an error is still cleaned of after they were rotated out
+_KEPT: Final = 8
+
 #: the life given to a refreshable credential whose expiry botocore does not tell
 #: (obstore asks again 5 minutes before it: every 10 minutes)
 _UNKNOWN_LIFE: Final = timedelta(minutes=15)
@@ -35,7 +38,9 @@ class ClientCredentials:
     def __init__(self, client: Any, missing: type[Exception]) -> None:
         self._client = client
         self._missing = missing  # botocore's NoCredentialsError
-        #: what an error's text is cleaned of (S3 echoes a signed request's token)
+        #: what an error's text is cleaned of (S3 echoes a signed request's token): the
+        #: secrets of the last few credentials, as a request signed before a rotation
+        #: may fail after it (and echo the token it was signed with)
         self.secrets: tuple[str, ...] = ()
 
     def __call__(self) -> S3Credential:
@@ -43,7 +48,10 @@ class ClientCredentials:
         if found is None:
             raise self._missing()
         frozen, expiry = _read(found)
-        self.secrets = tuple(secret for secret in (frozen.secret_key, frozen.token) if secret)
+        new = tuple(secret for secret in (frozen.secret_key, frozen.token) if secret)
+        if new and self.secrets[: len(new)] != new:
+            kept = tuple(secret for secret in self.secrets if secret not in new)
+            self.secrets = (new + kept)[: 2 * _KEPT]
         if expiry is None and hasattr(found, "refresh_needed"):
             expiry = datetime.now(timezone.utc) + _UNKNOWN_LIFE
         return {
