@@ -109,6 +109,7 @@ class Lock(ABC):
         self._translating = translating
         self.token = os.urandom(16).hex()
         self._held = False
+        self._pid = os.getpid()
 
     # -- what each store provides ---------------------------------------------
 
@@ -131,11 +132,23 @@ class Lock(ABC):
     def _wait(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    def _in_this_process(self) -> None:
+        """A Lock inherited through a fork is a new Lock of the child: the lease is the parent's.
+
+        The child gets its own token, so that it can neither release nor renew the parent's
+        lease, nor take it as its own (a try with the parent's token would renew it).
+        """
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self.token = os.urandom(16).hex()
+            self._held = False
+
     # -- the public API -----------------------------------------------------------
 
     @property
     def held(self) -> bool:
         """Whether this object acquired the lock and has not released it (the lease may have run out)."""
+        self._in_this_process()
         return self._held
 
     def acquire(self) -> Lock:
@@ -144,6 +157,7 @@ class Lock(ABC):
         Raises LockTimeoutError after ``timeout`` seconds; the lease of a
         holder that stopped renewing ends after its ``ttl``.
         """
+        self._in_this_process()
         if self._held:
             raise self._error(LockError, "already held by this Lock (locks are not re-entrant)")
         if HUB.on:
@@ -180,6 +194,7 @@ class Lock(ABC):
         What an event loop waits with (:class:`backends.aio.AsyncLock`): it
         sleeps between tries itself.
         """
+        self._in_this_process()
         if self._held:
             raise self._error(LockError, "already held by this Lock (locks are not re-entrant)")
         if not self._try_or_abandon():
@@ -218,6 +233,7 @@ class Lock(ABC):
         out while nobody took the lock releases fine (the key is free), and
         so does a release repeated after its answer was lost.
         """
+        self._in_this_process()
         if not self._held:
             raise self._error(LockError, "released but not held")
         self._held = False
@@ -235,6 +251,7 @@ class Lock(ABC):
         and stays ours for ``ttl`` seconds from there. For work that must
         never land after a lost lease (a tier filling its cache).
         """
+        self._in_this_process()
         if not self._held:
             raise self._error(LockError, "used but not held")
         return self._guarded(lambda: self._while_held(action))
@@ -254,6 +271,7 @@ class Lock(ABC):
         dropped): either way the section was not guaranteed exclusive for
         the gap, so it is not continued as if it had been.
         """
+        self._in_this_process()
         if not self._held:
             raise self._error(LockError, "renewed but not held")
         if not self._guarded(self._renew):
@@ -287,7 +305,7 @@ class Lock(ABC):
         return False
 
     def __repr__(self) -> str:
-        state = "held" if self._held else "not held"
+        state = "held" if self.held else "not held"
         return f"<{type(self).__name__} {self.key!r} of {self.owner!r}, ttl={self.ttl:g}, {state}>"
 
     # -- helpers ------------------------------------------------------------------

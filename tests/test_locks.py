@@ -381,3 +381,35 @@ def test_a_lease_that_ran_out_and_was_taken_says_another_holder_took_it(
         with pytest.raises(LockTimeoutError):
             backend.lock("k", timeout=0).acquire()  # the new holder's lease is untouched
         waiter.release()
+
+
+def test_a_lock_inherited_through_a_fork_is_not_the_childs(backend: BaseBackend[Any, Any]) -> None:
+    """A child neither holds, releases, renews nor retakes its parent's lease with the object it inherited."""
+    import os
+
+    held = backend.lock("jobs/forked", ttl=60)
+    held.acquire()
+    pid = os.fork()
+    if pid == 0:  # the child: every outcome is its exit status
+        status = 1
+        try:
+            assert not held.held
+            for call in (held.release, held.renew):
+                try:
+                    call()
+                except LockError:
+                    pass
+                else:
+                    raise AssertionError(f"{call.__name__} of the parent's lease passed in the child")
+            assert held.try_acquire() is False  # the parent's lease, not the child's to take
+            status = 0
+        finally:
+            os._exit(status)
+    _, waited = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(waited) == 0
+    assert held.held
+    with pytest.raises(LockTimeoutError):  # still the parent's: nothing the child did freed it
+        backend.lock("jobs/forked", timeout=0).acquire()
+    held.release()
+    with backend.lock("jobs/forked", timeout=0) as again:
+        assert again.held

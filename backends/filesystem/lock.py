@@ -43,7 +43,10 @@ class FileLock(Lock):
         super().__init__(key, timeout, ttl, **context)
         self._root = root
         self._name = lock_name(key)
-        self._token = self.token.encode("ascii")
+
+    @property
+    def _token(self) -> bytes:
+        return self.token.encode("ascii")  # renewed in a forked child (Lock._in_this_process)
 
     def _try_acquire(self) -> bool:
         return self._under_flock(create=True, change=self._take)
