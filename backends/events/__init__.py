@@ -24,7 +24,18 @@ The package, by part: :mod:`~backends.events.record` (the :class:`Event`),
 
 from __future__ import annotations
 
-from .hub import HUB, Hub, Subscription, measured, observe, observe_async, observed, subscribe, tell_retry
+from .hub import (
+    HUB,
+    Hub,
+    Subscription,
+    measured,
+    observe,
+    observe_async,
+    observed,
+    subscribe,
+    tell_retry,
+    told,
+)
 from .record import HOST, Event, digest
 from .sinks import LATENCY_BUCKETS, Counter, Counters, LoggingSink, MemorySink, Tally
 
@@ -47,4 +58,5 @@ __all__ = [
     "observed",
     "subscribe",
     "tell_retry",
+    "told",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "observed",
     "subscribe",
     "tell_retry",
+    "told",
 ]
 
 P = ParamSpec("P")
@@ -255,6 +256,23 @@ async def observe_async(source: Any, operation: str, key: str | None, call: Awai
         raise
     HUB.emit(source, operation, key, "finished", duration=time.perf_counter() - start)
     return result
+
+
+def told(operation: str, keyed: bool = True) -> Callable[[F], F]:
+    """A native call of an async twin tells its events (started, finished, failed) as the
+    blocking call would: :func:`observe_async` on the twin's ``backend``, while ``HUB.on``."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not HUB.on:
+                return await method(self, *args, **kwargs)
+            key = args[0] if keyed and args and isinstance(args[0], str) else None
+            return await observe_async(self.backend, operation, key, method(self, *args, **kwargs))
+
+        return run  # type: ignore[return-value]
+
+    return wrap
 
 
 def observed(operation: str, keyed: bool = True, detail: str = "") -> Callable[[F], F]:

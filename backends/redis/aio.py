@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import functools
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 from ..aio import AsyncBackend
 from ..base import MISSING, register_twin
 from ..errors import StoreError
-from ..events import HUB, observe_async
+from ..events import told
 from ..hooks import Missing
 from . import plans
 from .client import make_async_client
@@ -37,22 +36,6 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 #: a load waiting for the next batch of loads sent together
 Waiting = asyncio.Future[Any]
-
-
-def _told(operation: str, keyed: bool = True) -> Callable[[F], F]:
-    """A native call tells its events (started, finished, failed) as the blocking call would."""
-
-    def wrap(method: F) -> F:
-        @functools.wraps(method)
-        async def run(self: AsyncRedisBackend[Any], *args: Any, **kwargs: Any) -> Any:
-            if not HUB.on:
-                return await method(self, *args, **kwargs)
-            key = args[0] if keyed and args and isinstance(args[0], str) else None
-            return await observe_async(self.backend, operation, key, method(self, *args, **kwargs))
-
-        return run  # type: ignore[return-value]
-
-    return wrap
 
 
 class AsyncRedisBackend(AsyncBackend[V]):
@@ -135,7 +118,7 @@ class AsyncRedisBackend(AsyncBackend[V]):
 
     # -- the calls that go native ---------------------------------------------------------
 
-    @_told("load")
+    @told("load")
     async def load(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default``.
 
@@ -196,13 +179,13 @@ class AsyncRedisBackend(AsyncBackend[V]):
                 if not future.done():
                     future.set_exception(error)
 
-    @_told("contains")
+    @told("contains")
     async def contains(self, key: str) -> bool:
         store = self.backend
         key = store._check(key, "contains")
         return await self._native("contains", key, plans.contains(store._at, key))
 
-    @_told("load_many", keyed=False)
+    @told("load_many", keyed=False)
     async def load_many(self, keys: Iterable[str]) -> dict[str, V]:
         store = self.backend
         wanted = store._check_all(keys, "load_many")
@@ -211,7 +194,7 @@ class AsyncRedisBackend(AsyncBackend[V]):
             store._looked_up_all(wanted, found)
         return {key: store._decode(data, key, "load_many") for key, data in found.items()}
 
-    @_told("dump")
+    @told("dump")
     async def dump(  # type: ignore[override]  # the options of RedisBackend.dump, by name
         self,
         key: str,
@@ -225,7 +208,7 @@ class AsyncRedisBackend(AsyncBackend[V]):
             return await super().dump(key, value, if_absent=if_absent, if_match=if_match, timeout=timeout)
         return await self._write("dump", "nx" if if_absent else "set", [(key, value)])
 
-    @_told("dump_many", keyed=False)
+    @told("dump_many", keyed=False)
     async def dump_many(self, items: Mapping[str, V] | Iterable[tuple[str, V]]) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         await self._write("dump_many", "set", builtins.list(pairs))
@@ -245,19 +228,19 @@ class AsyncRedisBackend(AsyncBackend[V]):
             )
         return await self._native(operation, pairs[0][0] if len(pairs) == 1 else None, plan)
 
-    @_told("delete")
+    @told("delete")
     async def delete(self, key: str) -> bool:
         store = self.backend
         key = store._check(key, "delete")
         return await self._native("delete", key, plans.delete_many(store._at, [key])) > 0
 
-    @_told("delete_many", keyed=False)
+    @told("delete_many", keyed=False)
     async def delete_many(self, keys: Iterable[str]) -> int:
         store = self.backend
         wanted = store._check_all(keys, "delete_many")
         return await self._native("delete_many", None, plans.delete_many(store._at, wanted))
 
-    @_told("pop")
+    @told("pop")
     async def pop(self, key: str, default: Any = MISSING) -> Any:
         store = self.backend
         key = store._check(key, "pop")
@@ -268,7 +251,7 @@ class AsyncRedisBackend(AsyncBackend[V]):
             return default
         return store._decode_popped(data, key)
 
-    @_told("len", keyed=False)
+    @told("len", keyed=False)
     async def len(self) -> int:
         return await self._native("len", None, plans.length(self.backend._at))
 

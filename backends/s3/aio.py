@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import functools
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -32,7 +31,7 @@ from typing import Any, TypeVar
 from ..aio import AsyncBackend
 from ..base import MISSING, register_twin
 from ..errors import StoreError
-from ..events import HUB, observe_async
+from ..events import told
 from ..hooks import Missing
 from .connection import CONFLICT_RETRIES, TOKEN_META, is_marker
 from .errors import ABSENT, CONFLICT, PRECONDITION_FAILED, count_resends, error_code, resends
@@ -44,22 +43,6 @@ V = TypeVar("V")
 T = TypeVar("T")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _told(operation: str, keyed: bool = True) -> Callable[[F], F]:
-    """A native call tells its events (started, finished, failed) as the blocking call would."""
-
-    def wrap(method: F) -> F:
-        @functools.wraps(method)
-        async def run(self: AsyncS3Backend[Any], *args: Any, **kwargs: Any) -> Any:
-            if not HUB.on:
-                return await method(self, *args, **kwargs)
-            key = args[0] if keyed and args and isinstance(args[0], str) else None
-            return await observe_async(self.backend, operation, key, method(self, *args, **kwargs))
-
-        return run  # type: ignore[return-value]
-
-    return wrap
 
 
 class AsyncS3Backend(AsyncBackend[V]):
@@ -191,7 +174,7 @@ class AsyncS3Backend(AsyncBackend[V]):
             raise
         return None if is_marker(response) else response
 
-    @_told("load")
+    @told("load")
     async def load(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default``: one GET, awaited on obstore."""
         store = self.backend
@@ -203,7 +186,7 @@ class AsyncS3Backend(AsyncBackend[V]):
             store._reraise(exc, "load", key)
         return default if data is MISSING else store._decode(data, key, "load")
 
-    @_told("contains")
+    @told("contains")
     async def contains(self, key: str) -> bool:
         """Whether ``key`` is present: one HEAD, awaited on obstore."""
         store = self.backend
@@ -214,7 +197,7 @@ class AsyncS3Backend(AsyncBackend[V]):
         except store._native_errors as exc:
             store._reraise(exc, "contains", key)
 
-    @_told("load_many", keyed=False)
+    @told("load_many", keyed=False)
     async def load_many(self, keys: Iterable[str]) -> dict[str, V]:
         """``{key: value}`` of the keys present: a GET per key, ``max_workers`` in flight."""
         store = self.backend
@@ -232,7 +215,7 @@ class AsyncS3Backend(AsyncBackend[V]):
 
     # -- writing ------------------------------------------------------------------------------------
 
-    @_told("dump")
+    @told("dump")
     async def dump(  # type: ignore[override]  # the options of S3Backend.dump, by name
         self, key: str, value: V, *, if_absent: bool = False, if_match: str | None = None
     ) -> bool:
@@ -248,7 +231,7 @@ class AsyncS3Backend(AsyncBackend[V]):
         except store._native_errors as exc:
             store._reraise(exc, "dump", key)
 
-    @_told("dump_many", keyed=False)
+    @told("dump_many", keyed=False)
     async def dump_many(self, items: Mapping[str, V] | Iterable[tuple[str, V]]) -> None:
         """Store every pair: a PUT each, ``max_workers`` in flight; every key checked and every
         value encoded before the first PUT."""
