@@ -298,6 +298,12 @@ def redirect_body(bucket: str) -> bytes:
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
 
+class _Listener(ThreadingHTTPServer):
+    # A real server's listen queue: socketserver's 5 drops the connects of 32 clients at
+    # once on a loaded machine, each then waits a second for its SYN to be sent again.
+    request_queue_size = 128
+
+
 class Proxy:
     """Forwards HTTP/1.1 to an upstream S3 endpoint, counting requests and injecting faults."""
 
@@ -307,7 +313,7 @@ class Proxy:
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server = _Listener(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         # A short poll: shutdown() waits for it (the default half second, at every proxy's end).
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)

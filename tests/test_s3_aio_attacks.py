@@ -378,7 +378,9 @@ def test_close_while_a_thousand_requests_are_in_flight(moto_server: S3Target, tm
     is stored is exactly what said True, each value whole; nothing is sent after close."""
     count = 1000
     with Proxy(moto_server.endpoint_url or "", Faults(latency=0.01)) as proxy:
-        store = through(proxy, moto_server, tmp_path.name, retries=0)
+        # A timeout far past any answer: a read timed out under a loaded machine is a
+        # StoreUnavailableError the closing is not about (CI saw one at 2 s).
+        store = through(proxy, moto_server, tmp_path.name, retries=0, timeout=60)
         twin = store.aio(max_workers=32)
         value = {"blob": "x" * 2000}
 
@@ -398,7 +400,7 @@ def test_close_while_a_thousand_requests_are_in_flight(moto_server: S3Target, tm
         stored = dict(reader.items())
         assert proxy.requests["PUT"] == sent  # nothing more arrived after the calls ended
     refused = [r for r in results if isinstance(r, BaseException)]
-    assert all(type(r) is StoreError and "closed" in str(r) for r in refused), {type(r) for r in refused}
+    assert all(type(r) is StoreError and "closed" in str(r) for r in refused), {repr(r) for r in refused if "closed" not in str(r)}
     written = {f"k{i:04d}" for i, r in enumerate(results) if r is True}
     assert 100 <= len(written) < count and len(refused) == count - len(written)
     assert set(stored) == written and all(v == value for v in stored.values())
