@@ -7,6 +7,7 @@ test_cached_processes.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -18,6 +19,8 @@ from typing import Any
 
 import pytest
 from clock import FrozenClock
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import backends
 from backends import (
@@ -102,6 +105,41 @@ def test_the_argument_part_is_canonical_json_in_one_segment(store: JsonCache) ->
     assert backends.is_valid_key(key)
     assert f.cache_key(1) != f.cache_key(1.0) != f.cache_key(True) != f.cache_key("1")
     assert f("a/../b") == "a/../b"  # stored under that key on the folder
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.text(alphabet="a/\x7f\u00e9\U0001f600\ud800\\\"\n"),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=JSON_VALUES, b=JSON_VALUES, by_name=st.booleans())
+def test_the_argument_part_is_the_documented_rule_for_any_json_arguments(
+    a: Any, b: Any, by_name: bool
+) -> None:
+    """The rule of the manual written out with json.dumps, against every shortcut of the key builder:
+    keys are kept across runs and versions, so no shortcut may ever change one."""
+
+    def f(a: Any, b: Any = None) -> Any:
+        return a
+
+    cached_f = cached(backends.VolatileBackend())(f)
+    text = json.dumps(
+        {"a": a, "b": b}, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+    text = text.replace("/", "\\/").replace("\x7f", "\\u007f")
+    if len(text) > LONGEST_ARGUMENTS:
+        text = "sha256-" + hashlib.sha256(text.encode("ascii")).hexdigest()
+    key = cached_f.cache_key(a, b=b) if by_name else cached_f.cache_key(a, b)
+    assert key == f"cached/{f.__module__}.{f.__qualname__}/v1/{text}"
 
 
 def test_a_long_argument_part_becomes_its_sha256(store: JsonCache) -> None:

@@ -82,11 +82,13 @@ class KeyRule:
         if self.skip is not None:
             del arguments[self.skip]
         for name, value in arguments.items():
+            kind = type(value)
+            if kind is str or kind is bool or value is None or (kind is int and value.bit_length() < 64):
+                continue  # the common arguments: a JSON value as they are
             _check_json(value, name, self.name)
-        text = json.dumps(
-            arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-        )
-        text = text.replace("/", "\\/").replace("\x7f", "\\u007f")
+        text = _CANONICAL.encode(arguments)
+        if "/" in text:  # (DEL is escaped by ensure_ascii already: it is outside " "-"~")
+            text = text.replace("/", "\\/")
         if len(text) > LONGEST_ARGUMENTS:
             text = "sha256-" + hashlib.sha256(text.encode("ascii")).hexdigest()
         return self.head + text
@@ -94,6 +96,8 @@ class KeyRule:
     def _bound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The arguments by parameter name, defaults applied; TypeError as the call itself would raise."""
         names = self._names
+        if not kwargs and len(args) == len(names) and self._simple:
+            return dict(zip(names, args, strict=True))  # every parameter given by position
         if self._simple and len(args) <= len(names):
             arguments = dict(zip(names, args, strict=False))  # the rest: by name or default
             given = all(name in arguments or name in kwargs or name in self._defaults for name in names)
