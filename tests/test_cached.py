@@ -114,7 +114,7 @@ JSON_VALUES = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text()
-    | st.text(alphabet="a/\x7f\u00e9\U0001f600\ud800\\\"\n"),
+    | st.text(alphabet='a/\x7f\u00e9\U0001f600\ud800\\"\n'),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=8,
 )
