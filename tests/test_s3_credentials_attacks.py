@@ -1,15 +1,26 @@
-"""Attacks on the obstore engine's refreshable credentials (#29): edge expiries, rotations, secrets."""
+"""Attacks on the obstore engine's refreshable credentials (#29): edge expiries, rotations, secrets;
+then, through the public API on moto's server: a failing credential source (the same error on
+every engine, call and layer), close during a refresh, pressure on an expired credential, fork
+and two event loops."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import boto3
+import botocore.session
 import pytest
-from botocore.credentials import Credentials, RefreshableCredentials
-from botocore.exceptions import NoCredentialsError
+from botocore.config import Config
+from botocore.credentials import CredentialProvider, CredentialResolver, Credentials, RefreshableCredentials
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from servers import S3Target
 
+from backends import MemoryCache, PermissionDeniedError, S3JsonBackend, TieredBackend, cached
 from backends.s3.credentials import ClientCredentials
 
 
@@ -117,3 +128,178 @@ def test_a_provider_that_raises_leaks_no_secret_of_ours() -> None:
         provider()
     text = "".join(traceback.format_exception(caught.value))
     assert "SECRET-1" not in text and "TOKEN-1" not in text
+
+
+# -- through the public API: a credential source we steer --------------------------------------
+
+SECRET = "SECRETrefresh/" + "q" * 26
+TOKEN = "TOKENrefresh" + "z" * 40
+ENGINES = ["boto3", "obstore"]
+
+
+class Source:
+    """boto3's temporary credentials from one source: the first already expired (the first
+    request refreshes them), each refresh doing ``refresh(n)`` (n counts the refreshes).
+    ``refreshes`` counts every call; ``gate``, when set, makes each refresh wait for it."""
+
+    def __init__(self, refresh: Callable[[int], dict[str, Any]] | None = None) -> None:
+        self.refresh = refresh or fresh
+        self.refreshes = 0
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+        self._lock = threading.Lock()
+
+    def fetch(self) -> dict[str, Any]:
+        with self._lock:
+            self.refreshes += 1
+            n = self.refreshes
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(10), "the test never opened the gate"
+        return self.refresh(n)
+
+    def client(self, target: S3Target) -> Any:
+        source = self
+
+        class Provider(CredentialProvider):  # type: ignore[misc]
+            METHOD = "steered"
+
+            def load(self) -> Any:
+                return RefreshableCredentials.create_from_metadata(expired(0), source.fetch, self.METHOD)
+
+        session = botocore.session.get_session()
+        session.register_component("credential_provider", CredentialResolver([Provider()]))
+        config = Config(
+            s3={"addressing_style": "path"}, signature_version="s3v4", retries={"total_max_attempts": 1}
+        )
+        return boto3.Session(botocore_session=session, region_name="us-east-1").client(
+            "s3", endpoint_url=target.endpoint_url, config=config
+        )
+
+    def backend(
+        self, target: S3Target, engine: str = "obstore", prefix: str = "creds", **options: Any
+    ) -> Any:
+        return S3JsonBackend(
+            target.bucket, prefix=prefix, client=self.client(target), engine=engine, retries=0, **options
+        )
+
+
+def metadata(n: int, life: timedelta, token: bool = True) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "access_key": "AKIDSTEERED",
+        "secret_key": f"{SECRET}-{n}",
+        "expiry_time": (datetime.now(timezone.utc) + life).isoformat(),
+    }
+    if token:
+        found["token"] = f"{TOKEN}-{n}"
+    return found
+
+
+def fresh(n: int) -> dict[str, Any]:
+    return metadata(n, timedelta(hours=1))
+
+
+def expired(n: int) -> dict[str, Any]:
+    return metadata(n, -timedelta(minutes=1))
+
+
+def service_down(n: int) -> dict[str, Any]:
+    raise OSError("the metadata service did not answer")
+
+
+def echoes_the_token(n: int) -> dict[str, Any]:
+    raise OSError(f"the broker refused session {TOKEN}-0 (key {SECRET}-0)")  # the expired ones
+
+
+def sts_refuses(n: int) -> dict[str, Any]:
+    error = {"Code": "ExpiredToken", "Message": "The security token included in the request is expired"}
+    raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}, "AssumeRole")
+
+
+def no_token(n: int) -> dict[str, Any]:
+    return metadata(n, timedelta(hours=1), token=False)
+
+
+def chain(exc: BaseException) -> str:
+    """Everything an exception chain shows: as traceback prints it, and each link's repr and args."""
+    text = ["".join(traceback.format_exception(exc))]
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        link = stack.pop()
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        text += [repr(link), str(link), repr(link.args), repr(vars(link))]
+        stack += [link.__cause__, link.__context__]
+    return "\n".join(text)
+
+
+CALLS: dict[str, Callable[[Any], Any]] = {
+    "load": lambda store: store.load("k"),
+    "contains": lambda store: store.contains("k") if hasattr(store, "contains") else "k" in store,
+    "dump": lambda store: store.dump("k", 1),
+    "dump_many": lambda store: store.dump_many({"a": 1, "b": 2}),
+    "load_many": lambda store: store.load_many(["a", "b"]),
+}
+
+
+def failure_of(call: Callable[[], Any]) -> BaseException:
+    try:
+        result = call()
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
+    except Exception as exc:
+        return exc
+    raise AssertionError("the call did not fail")
+
+
+def assert_credentials_error(exc: BaseException) -> None:
+    """The one error of a failed credential source: PermissionDeniedError saying so, from
+    botocore's own exception, with no secret of any credential anywhere in the chain."""
+    assert type(exc) is PermissionDeniedError, repr(exc)
+    assert "credentials" in str(exc), str(exc)
+    assert isinstance(exc.__cause__, BotoCoreError), repr(exc.__cause__)
+    assert "Forbidden" not in str(exc)  # no request was sent: S3 said nothing
+    text = chain(exc)
+    assert SECRET not in text and TOKEN not in text
+
+
+FAILING = {
+    "echoes_the_token": echoes_the_token,
+    "service_down": service_down,
+    "still_expired": expired,
+    "sts_refuses": sts_refuses,
+    "no_token": no_token,
+}
+
+
+@pytest.mark.parametrize("failing", FAILING)
+def test_a_failing_credential_source_is_one_typed_error_everywhere(
+    moto_server: S3Target, failing: str
+) -> None:
+    """Each call on each engine, the native twin, a tier and @cached: PermissionDeniedError
+    naming the credentials, never botocore's RuntimeError, the source's OSError or
+    obstore's "InvalidAccessKeyId: Forbidden" for a request it never sent."""
+    source = Source(FAILING[failing])
+    stores = {engine: source.backend(moto_server, engine) for engine in ENGINES}
+    errors: dict[str, BaseException] = {}
+    for engine, store in stores.items():
+        for name, call in CALLS.items():
+            errors[f"{engine} {name}"] = failure_of(lambda: call(store))  # noqa: B023 - called at once
+    twin = stores["obstore"].aio()
+    for name, call in CALLS.items():
+        errors[f"twin {name}"] = failure_of(lambda: call(twin))  # noqa: B023
+    tier = TieredBackend(MemoryCache(timeout=60), stores["obstore"])
+    errors["tier load"] = failure_of(lambda: tier.load("k"))
+    errors["tier dump"] = failure_of(lambda: tier.dump("k", 1))
+    errors["cached"] = failure_of(cached(stores["boto3"])(lambda: 1))
+    for where, exc in errors.items():
+        try:
+            assert_credentials_error(exc)
+        except AssertionError as failed:
+            raise AssertionError(f"{where}: {failed}") from None
+    assert len({type(exc.__cause__) for exc in errors.values()}) == 1, errors  # one botocore cause
+    for store in stores.values():
+        store.close()
+        store.client.close()

@@ -8,17 +8,24 @@ hour from expiry is read once, not ten times a second, and one 5 minutes
 from expiry is asked for again, which makes botocore refresh it (it must,
 10 minutes before). A credential that lives less than 5 minutes is asked
 for at every request 100 ms apart, each time refreshed, as boto3 itself
-refreshes it at every request."""
+refreshes it at every request.
+
+A source that fails to give credentials fails as botocore names it, on
+either engine (:func:`checked`, :func:`guard_signing`): NoCredentialsError,
+or CredentialRetrievalError naming the source and what it raised, never a
+refresh's own exception (botocore's RuntimeError for refreshed credentials
+still expired, an STS ClientError, the source's OSError)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # obstore is the extra of the obstore engine
     from obstore.store import S3Credential
 
-__all__ = ["ClientCredentials"]
+__all__ = ["ClientCredentials", "checked", "guard_signing"]
 
 #: how many credentials' secrets an error is still cleaned of after they were rotated out
 _KEPT: Final = 8
@@ -36,8 +43,11 @@ class ClientCredentials:
     refresh_threshold: Final = timedelta(minutes=5)
 
     def __init__(self, client: Any, missing: type[Exception]) -> None:
+        from botocore import exceptions as bx
+
         self._client = client
         self._missing = missing  # botocore's NoCredentialsError
+        self._bx = bx
         #: what an error's text is cleaned of (S3 echoes a signed request's token): the
         #: secrets of the last few credentials, as a request signed before a rotation
         #: may fail after it (and echo the token it was signed with)
@@ -47,7 +57,7 @@ class ClientCredentials:
         found = self._client._get_credentials()  # botocore's resolved chain
         if found is None:
             raise self._missing()
-        frozen, expiry = _read(found)
+        frozen, expiry = checked(lambda: _read(found), found, self._bx, self.secrets)
         new = tuple(secret for secret in (frozen.secret_key, frozen.token) if secret)
         if new and self.secrets[: len(new)] != new:
             kept = tuple(secret for secret in self.secrets if secret not in new)
@@ -80,3 +90,42 @@ def _read(found: Any) -> tuple[Any, datetime | None]:
     # obstore takes UTC alone (botocore's is often dateutil's tzlocal: then obstore's call fails)
     utc = expiry.replace(tzinfo=timezone.utc) if expiry.tzinfo is None else expiry.astimezone(timezone.utc)
     return frozen, utc
+
+
+def checked(read: Any, found: Any, bx: Any, secrets: Iterable[str] = ()) -> Any:
+    """``read()`` (which reads ``found``'s credentials, refreshing them if due), or raise what
+    botocore names the failure: its own credential errors as they are, anything else a refresh
+    raised as CredentialRetrievalError naming the source, its type and its text cleaned of
+    ``secrets`` and of ``found``'s last ones; raised outside the ``except``, so the refresh's
+    own exception (whatever it holds) is in no chain."""
+    try:
+        return read()
+    except bx.BotoCoreError:
+        raise  # NoCredentialsError, PartialCredentialsError, CredentialRetrievalError: botocore's words
+    except Exception as exc:  # a refresh function's own failure: any class
+        text = f"{type(exc).__name__}: {exc}"
+    own = (getattr(found, "_secret_key", None), getattr(found, "_token", None))  # no public name
+    for secret in (*secrets, *own):
+        if isinstance(secret, str) and secret:
+            text = text.replace(secret, "***")
+    source = getattr(found, "method", None) or "the credential source"
+    failure: BaseException = bx.CredentialRetrievalError(provider=source, error_msg=text[:500])
+    raise failure
+
+
+def guard_signing(client: Any) -> None:
+    """Have ``client`` meet its credentials' failure as botocore's exception (:func:`checked`)
+    before it signs: botocore's signer lets a refresh's own exception out as it is.
+
+    One handler per client, whichever backends share it; it reads the credentials
+    the signer reads next (already refreshed then: no second refresh).
+    """
+    import botocore
+    from botocore import exceptions as bx
+
+    def check(request_signer: Any = None, signature_version: Any = None, **_: Any) -> None:
+        found = getattr(request_signer, "_credentials", None)  # what client._get_credentials() reads
+        if found is not None and signature_version is not botocore.UNSIGNED:
+            checked(found.get_frozen_credentials, found, bx)
+
+    client.meta.events.register("before-sign.s3", check, unique_id="backends-credentials")

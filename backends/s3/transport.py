@@ -23,6 +23,7 @@ from ..base import BaseBackend
 from ..errors import BackendError, StoreError
 from ..events import tell_retry
 from .arguments import check_etag
+from .credentials import guard_signing
 from .engine import ObstoreEngine
 from .errors import count_resends, error_code, forget_requests, translate
 
@@ -106,6 +107,7 @@ class S3Transport(BaseBackend[V, bytes]):
         client.meta.events.register(
             "request-created.s3", _retry_teller(weakref.ref(self)), unique_id=f"backends-retries-{id(self)}"
         )
+        guard_signing(client)  # a failed refresh: botocore's exception, never its own RuntimeError
         self.region: str | None = client.meta.region_name
         self._endpoint: str = client.meta.endpoint_url
         self._create_missing = create_bucket
