@@ -18,9 +18,9 @@ import pytest
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, Credentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from servers import S3Target
+from servers import Proxy, S3Target
 
-from backends import MemoryCache, PermissionDeniedError, S3JsonBackend, TieredBackend, cached
+from backends import MemoryCache, PermissionDeniedError, S3JsonBackend, StoreError, TieredBackend, cached
 from backends.s3.credentials import ClientCredentials
 
 
@@ -303,3 +303,128 @@ def test_a_failing_credential_source_is_one_typed_error_everywhere(
     for store in stores.values():
         store.close()
         store.client.close()
+
+
+# -- closing while a refresh waits -------------------------------------------------------------
+# The request of a call that waits for its credentials is not sent yet: once close() lands it is
+# never sent (before the fix it went out after close() had returned, on either engine).
+
+
+@pytest.fixture
+def wire(moto_server: S3Target) -> Any:
+    with Proxy(moto_server.endpoint_url or "") as proxy:
+        yield proxy, S3Target("wire", proxy.endpoint, moto_server.bucket, moto_server.client)
+
+
+def assert_closed_error(exc: BaseException | None) -> None:
+    assert type(exc) is StoreError and "closed" in str(exc), repr(exc)
+
+
+def backend_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("backends-s3")]
+
+
+@pytest.mark.parametrize("call", ["load", "contains", "dump", "dump_many"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_close_while_a_refresh_waits_sends_nothing_after_it(wire: Any, engine: str, call: str) -> None:
+    proxy, target = wire
+    source = Source()
+    source.gate = threading.Event()
+    store = source.backend(target, engine, prefix=f"close-{engine}-{call}")
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            CALLS[call](store)
+        except Exception as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    assert source.entered.wait(10)  # the call's refresh waits at the gate
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    while not store.closed:  # close() landed (its pool may wait for the call: it ends below)
+        closer.join(0.005)
+    sent = proxy.requests.total()
+    source.gate.set()
+    caller.join(10)
+    closer.join(10)
+    assert not caller.is_alive() and not closer.is_alive()
+    assert_closed_error(outcome[0])
+    assert proxy.requests.total() == sent  # nothing sent once close() landed
+    for name, later in CALLS.items():  # every call after close, and close again
+        try:
+            later(store)
+        except StoreError as exc:
+            assert_closed_error(exc)
+        else:
+            raise AssertionError(f"{name} after close did not fail")
+    store.close()
+    assert proxy.requests.total() == sent
+    assert not backend_threads()
+    store.client.close()
+
+
+@pytest.mark.parametrize("call", ["load", "contains", "dump", "dump_many", "load_many"])
+def test_aclose_while_a_twins_refresh_waits_sends_nothing_after_it(wire: Any, call: str) -> None:
+    proxy, target = wire
+    source = Source()
+    source.gate = threading.Event()
+    store = source.backend(target, "obstore", prefix=f"aclose-{call}")
+
+    async def main() -> None:
+        twin = store.aio()
+        task = asyncio.ensure_future(CALLS[call](twin))
+        while not source.entered.is_set():  # the refresh is on obstore's thread: the loop turns
+            await asyncio.sleep(0)
+        await twin.aclose()
+        sent = proxy.requests.total()
+        source.gate.set()
+        with pytest.raises(StoreError) as info:
+            await task
+        assert_closed_error(info.value)
+        for later in CALLS.values():
+            with pytest.raises(StoreError):
+                await later(twin)
+        await twin.aclose()  # twice: nothing
+        assert proxy.requests.total() == sent
+
+    asyncio.run(main())
+    assert not backend_threads()
+    store.client.close()
+
+
+def test_a_refresh_that_ends_after_its_loop_closed_raises_into_nothing(wire: Any) -> None:
+    """The twin's refresh runs on obstore's thread; the loop that awaited it is gone when it ends:
+    no unraisable error, no thread error, no request."""
+    proxy, target = wire
+    source = Source()
+    source.gate = threading.Event()
+    store = source.backend(target, "obstore", prefix="gone")
+    seen: list[object] = []
+    unraisable, excepthook = __import__("sys").unraisablehook, threading.excepthook
+    __import__("sys").unraisablehook = seen.append
+    threading.excepthook = seen.append
+
+    async def main() -> None:
+        twin = store.aio()
+        pending = asyncio.ensure_future(twin.load("k"))  # left pending: asyncio.run cancels it
+        while not source.entered.is_set():
+            await asyncio.sleep(0)
+        await twin.aclose()
+        assert not pending.done()  # still at the gate when its loop ends
+
+    try:
+        asyncio.run(main())
+        sent = proxy.requests.total()
+        source.gate.set()
+        # the refresh returns on obstore's thread: a request through it shows that thread is done
+        assert S3JsonBackend(target.bucket, engine="obstore", **target.options()).load("absent") is None
+        assert proxy.requests.total() == sent + 1
+    finally:
+        __import__("sys").unraisablehook, threading.excepthook = unraisable, excepthook
+    assert seen == []
+    store.client.close()

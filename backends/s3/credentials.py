@@ -18,17 +18,23 @@ still expired, an STS ClientError, the source's OSError)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # obstore is the extra of the obstore engine
     from obstore.store import S3Credential
 
-__all__ = ["ClientCredentials", "checked", "guard_signing"]
+__all__ = ["SENDING", "ClientCredentials", "checked", "guard_signing"]
 
 #: how many credentials' secrets an error is still cleaned of after they were rotated out
 _KEPT: Final = 8
+
+#: per thread, the open-check of the backend whose request the thread sends through boto3 (set
+#: by the transport around each request): called once the credentials are read, as a refresh
+#: may have waited while the backend was closed (its request is then not sent)
+SENDING = threading.local()
 
 #: the life given to a refreshable credential whose expiry botocore does not tell
 #: (obstore asks again 5 minutes before it: every 10 minutes)
@@ -52,12 +58,16 @@ class ClientCredentials:
         #: secrets of the last few credentials, as a request signed before a rotation
         #: may fail after it (and echo the token it was signed with)
         self.secrets: tuple[str, ...] = ()
+        #: set when the engine is closed: a request still waiting for credentials is not sent
+        self.closed = False
 
     def __call__(self) -> S3Credential:
+        self._refuse_if_closed()
         found = self._client._get_credentials()  # botocore's resolved chain
         if found is None:
             raise self._missing()
         frozen, expiry = checked(lambda: _read(found), found, self._bx, self.secrets)
+        self._refuse_if_closed()  # the refresh may have waited while the engine was closed
         new = tuple(secret for secret in (frozen.secret_key, frozen.token) if secret)
         if new and self.secrets[: len(new)] != new:
             kept = tuple(secret for secret in self.secrets if secret not in new)
@@ -70,6 +80,12 @@ class ClientCredentials:
             "token": frozen.token,
             "expires_at": expiry,  # None: static, never asked again
         }
+
+    def _refuse_if_closed(self) -> None:
+        # obstore fails the request with this text; the engine, seeing itself closed, raises
+        # the backend's StoreError instead.
+        if self.closed:
+            raise RuntimeError("the backend is closed")
 
 
 def _read(found: Any) -> tuple[Any, datetime | None]:
@@ -127,5 +143,8 @@ def guard_signing(client: Any) -> None:
         found = getattr(request_signer, "_credentials", None)  # what client._get_credentials() reads
         if found is not None and signature_version is not botocore.UNSIGNED:
             checked(found.get_frozen_credentials, found, bx)
+        refuse: Callable[[], None] | None = getattr(SENDING, "refuse", None)
+        if refuse is not None:
+            refuse()  # the backend's StoreError once it is closed: the request is not sent
 
     client.meta.events.register("before-sign.s3", check, unique_id="backends-credentials")
