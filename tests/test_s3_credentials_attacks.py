@@ -18,6 +18,7 @@ import pytest
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, Credentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from conftest import LONG
 from servers import Proxy, S3Target
 
 from backends import MemoryCache, PermissionDeniedError, S3JsonBackend, StoreError, TieredBackend, cached
@@ -427,4 +428,70 @@ def test_a_refresh_that_ends_after_its_loop_closed_raises_into_nothing(wire: Any
     finally:
         __import__("sys").unraisablehook, threading.excepthook = unraisable, excepthook
     assert seen == []
+    store.client.close()
+
+
+# -- pressure: every request at once on an expired credential -----------------------------------
+
+THREADS = 64
+TWIN_LOADS = 5000 if LONG else 500  # moto answers about 300 a second
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_threads_meeting_an_expired_credential_refresh_it_once(moto_server: S3Target, engine: str) -> None:
+    source = Source()
+    source.gate = threading.Event()  # every thread is waiting before the one refresh ends
+    store = source.backend(moto_server, engine, prefix=f"stampede-{engine}", max_workers=THREADS)
+    moto_server.client.put_object(Bucket=moto_server.bucket, Key=f"stampede-{engine}/k", Body=b"7")
+    start = threading.Barrier(THREADS + 1)
+    results: list[Any] = []
+
+    def load() -> None:
+        start.wait()
+        results.append(store.load("k"))
+
+    threads = [threading.Thread(target=load) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    assert source.entered.wait(10)
+    source.gate.set()
+    for thread in threads:
+        thread.join(30)
+    assert results == [7] * THREADS
+    assert source.refreshes == 1
+    store.close()
+    store.client.close()
+
+
+def test_a_crowd_of_twin_loads_on_an_expired_credential_refreshes_it_once(moto_server: S3Target) -> None:
+    source = Source()
+    source.gate = threading.Event()
+    store = source.backend(moto_server, "obstore", prefix="stampede-twin")
+    moto_server.client.put_object(Bucket=moto_server.bucket, Key="stampede-twin/k", Body=b"7")
+
+    async def main() -> list[Any]:
+        async with store.aio() as twin:
+            loads = asyncio.gather(*(twin.load("k") for _ in range(TWIN_LOADS)))
+            while not source.entered.is_set():  # the first refresh waits; the other loads pile up
+                await asyncio.sleep(0)
+            for _ in range(100):
+                await asyncio.sleep(0)
+            source.gate.set()
+            return await loads
+
+    assert asyncio.run(main()) == [7] * TWIN_LOADS
+    assert source.refreshes == 1
+    store.client.close()
+
+
+def test_the_secrets_kept_to_clean_errors_stay_bounded_through_many_rotations(moto_server: S3Target) -> None:
+    source = Source(lambda n: metadata(n, timedelta(minutes=4)))  # under every threshold: each ask refreshes
+    store = source.backend(moto_server, "obstore", prefix="rotations")
+    provider = store._engine._credentials  # what obstore asks; read, not steered
+    for _ in range(100):
+        provider()
+    assert source.refreshes >= 100
+    assert len(provider.secrets) <= 16
+    assert f"{TOKEN}-{source.refreshes}" in provider.secrets  # the newest are the ones kept
     store.client.close()
