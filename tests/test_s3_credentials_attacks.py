@@ -6,6 +6,7 @@ and two event loops."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 import traceback
 from collections.abc import Callable
@@ -494,4 +495,47 @@ def test_the_secrets_kept_to_clean_errors_stay_bounded_through_many_rotations(mo
     assert source.refreshes >= 100
     assert len(provider.secrets) <= 16
     assert f"{TOKEN}-{source.refreshes}" in provider.secrets  # the newest are the ones kept
+    store.client.close()
+
+
+# -- processes and loops -----------------------------------------------------------------------
+
+
+def _load_in_child(store: Any, source: Source, results: Any) -> None:
+    try:
+        source.gate = None  # the child's own refresh is not held (the parent's still is)
+        results.put(("ok", store.load("k"), store.load_many(["k"]), "k" in store))
+    except BaseException as exc:  # reported to the parent
+        results.put(("error", type(exc).__name__, str(exc)))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_child_forked_while_a_refresh_is_under_way_gets_credentials(
+    moto_server: S3Target, engine: str
+) -> None:
+    """The fork copies botocore's refresh lock held by the parent's refreshing thread: before
+    the fix the child's first request waited for it forever (the obstore engine's child sends
+    through boto3, so both engines)."""
+    source = Source()
+    source.gate = threading.Event()
+    store = source.backend(moto_server, engine, prefix=f"fork-{engine}")
+    moto_server.client.put_object(Bucket=moto_server.bucket, Key=f"fork-{engine}/k", Body=b"5")
+    parent = threading.Thread(target=lambda: store.load("k"))
+    parent.start()  # its first request: obstore's runtime is started, the refresh waits at the gate
+    assert source.entered.wait(10)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_load_in_child, args=(store, source, results))
+    child.start()
+    child.join(20)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+        child.join()
+    source.gate.set()
+    parent.join(10)
+    assert not alive, "the forked child's call never returned"
+    assert results.get(timeout=5) == ("ok", 5, {"k": 5}, True)
+    assert store.load("k") == 5 and source.refreshes == 1  # the parent's one refresh, its own
+    store.close()
     store.client.close()

@@ -18,7 +18,9 @@ still expired, an STS ClientError, the source's OSError)."""
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
@@ -148,3 +150,24 @@ def guard_signing(client: Any) -> None:
             refuse()  # the backend's StoreError once it is closed: the request is not sent
 
     client.meta.events.register("before-sign.s3", check, unique_id="backends-credentials")
+    _CLIENTS.add(client)
+
+
+#: every client of a backend, for its child after a fork (:func:`_forked`)
+_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    """In a forked child: a new refresh lock for each client's credentials.
+
+    The fork copies botocore's lock as it was: held, if another thread of the
+    parent was refreshing; no thread of the child ever releases it, and the
+    child's first refresh would wait for it forever.
+    """
+    for client in list(_CLIENTS):
+        found = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+        if found is not None and hasattr(found, "_refresh_lock"):  # RefreshableCredentials' own
+            found._refresh_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
