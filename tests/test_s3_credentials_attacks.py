@@ -6,16 +6,24 @@ and two event loops."""
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore.session
 import pytest
+import servers
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, Credentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -539,3 +547,184 @@ def test_a_child_forked_while_a_refresh_is_under_way_gets_credentials(
     assert store.load("k") == 5 and source.refreshes == 1  # the parent's one refresh, its own
     store.close()
     store.client.close()
+
+
+def test_one_twin_in_two_loops_while_the_credentials_rotate(moto_server: S3Target) -> None:
+    # 4 minutes of life: under obstore's threshold, so it asks again after each 100 ms back-off
+    # and each ask refreshes: the credentials rotate under both loops' requests.
+    source = Source(lambda n: metadata(n, timedelta(minutes=4)))
+    store = source.backend(moto_server, "obstore", prefix="two-loops")
+    twin = store.aio()
+    errors: list[BaseException] = []
+    rounds: dict[int, int] = {}
+    barrier = threading.Barrier(2)
+
+    def in_own_loop(index: int) -> None:
+        async def main() -> int:
+            done = 0
+            while source.refreshes < 4 and done < 2000:  # at least 3 rotations (bounded)
+                await twin.dump(f"{index}/{done}", done)
+                pair = await asyncio.gather(twin.load(f"{index}/{done}"), twin.contains(f"{index}/{done}"))
+                assert pair == [done, True]
+                done += 1
+            return done
+
+        barrier.wait()
+        try:
+            rounds[index] = asyncio.run(main())
+        except BaseException as exc:  # collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=in_own_loop, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert source.refreshes >= 4, rounds
+    assert store.load_many([f"{i}/0" for i in range(2)]) == {"0/0": 0, "1/0": 0}
+    assert len(store._engine._credentials.secrets) <= 16
+    asyncio.run(twin.aclose())
+    store.client.close()
+
+
+# -- where credentials matter: SeaweedFS checking every signature -----------------------------------
+# moto signs nothing off; SeaweedFS given identities refuses a request signed with a key it does not
+# know (InvalidAccessKeyId) or with the wrong secret (SignatureDoesNotMatch). Each refresh hands out
+# the other of two identities it knows: a request signed with a torn or stale pair fails.
+
+ROTATING = [("AKIDROTATE0", f"{SECRET}-even"), ("AKIDROTATE1", f"{SECRET}-odd")]
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[S3Target]:
+    data = Path(tempfile.mkdtemp(prefix="backends-weed-guarded-"))
+    known = [
+        (servers.CREDENTIALS["aws_access_key_id"], servers.CREDENTIALS["aws_secret_access_key"]),
+        *ROTATING,
+    ]
+    actions = ["Admin", "Read", "Write", "List", "Tagging"]
+    identities = [
+        {"name": f"user{i}", "credentials": [{"accessKey": key, "secretKey": secret}], "actions": actions}
+        for i, (key, secret) in enumerate(known)
+    ]
+    (data / "s3.json").write_text(json.dumps({"identities": identities}))
+    ports = {name: servers.free_port() for name in servers.WEED_PORTS}
+    args = [servers.weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    args += ["-admin.ui=false", f"-s3.config={data / 's3.json'}"]
+    args += [f"-{name}={port}" for name, port in ports.items()]
+    args += [f"-{name}=0" for name in servers.weed_optional_listeners()]
+    log = open(data / "weed.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=servers._die_with_parent)  # noqa: PLW1509
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    try:
+        servers._wait_ready(endpoint, proc, data / "weed.log")
+        target = S3Target("guarded", endpoint, "backends-guarded", servers.s3_client(endpoint))
+        target.client.create_bucket(Bucket=target.bucket)
+        yield target
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def rotating(n: int, life: timedelta = timedelta(minutes=4)) -> dict[str, Any]:
+    """The other known identity at each refresh (no token: SeaweedFS would look for its STS session)."""
+    key, secret = ROTATING[n % 2]
+    expiry = (datetime.now(timezone.utc) + life).isoformat()
+    return {"access_key": key, "secret_key": secret, "token": None, "expiry_time": expiry}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_threads_on_a_checking_server_while_the_credentials_rotate(guarded: S3Target, engine: str) -> None:
+    source = Source(rotating)  # 4 minutes of life: each of obstore's asks (and boto3's) refreshes
+    store = source.backend(guarded, engine, prefix=f"rotate-{engine}", max_workers=16)
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            for round_ in range(40):
+                if source.refreshes >= 6 and round_ >= 3:
+                    return
+                key = f"{index}/{round_}"
+                store[key] = round_
+                assert store[key] == round_ and key in store
+        except BaseException as exc:  # collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert source.refreshes >= 3  # rotated under the requests
+    assert store.load_many([f"{i}/0" for i in range(16)]) == {f"{i}/0": 0 for i in range(16)}
+    store.close()
+    store.client.close()
+
+
+def test_the_twin_on_a_checking_server_in_two_loops_while_the_credentials_rotate(guarded: S3Target) -> None:
+    source = Source(rotating)
+    store = source.backend(guarded, "obstore", prefix="rotate-twin")
+    twin = store.aio()
+    errors: list[BaseException] = []
+
+    def in_own_loop(index: int) -> None:
+        async def main() -> None:
+            for done in range(300):
+                if source.refreshes >= 4 and done >= 3:
+                    return
+                await twin.dump_many({f"{index}/{done}/{j}": j for j in range(8)})
+                loaded = await twin.load_many([f"{index}/{done}/{j}" for j in range(8)])
+                assert loaded == {f"{index}/{done}/{j}": j for j in range(8)}
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=in_own_loop, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert source.refreshes >= 3
+    asyncio.run(twin.aclose())
+    store.client.close()
+
+
+def test_a_refresh_to_a_revoked_key_is_the_same_denial_on_both_engines(guarded: S3Target) -> None:
+    def revoked(n: int) -> dict[str, Any]:
+        expiry = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+        return {
+            "access_key": "AKIDREVOKED",
+            "secret_key": f"{SECRET}-revoked",
+            "token": None,
+            "expiry_time": expiry,
+        }
+
+    source = Source(revoked)
+    errors: dict[str, BaseException] = {}
+    for engine in ENGINES:
+        store = source.backend(guarded, engine, prefix="revoked")
+        for name, call in CALLS.items():
+            errors[f"{engine} {name}"] = failure_of(lambda: call(store))  # noqa: B023 - called at once
+        if engine == "obstore":
+            twin = store.aio()
+            for name, call in CALLS.items():
+                errors[f"twin {name}"] = failure_of(lambda: call(twin))  # noqa: B023
+        store.client.close()
+    for where, exc in errors.items():
+        assert type(exc) is PermissionDeniedError, (where, exc)
+        assert SECRET not in chain(exc), where
+    for name in CALLS:  # the same words on each engine and the twin (a HEAD's 403 has no body)
+        said = {str(errors[f"{where} {name}"]).split("): ", 1)[1] for where in ("boto3", "obstore", "twin")}
+        assert len(said) == 1, said
+        assert name == "contains" or "InvalidAccessKeyId" in said.pop()
