@@ -304,6 +304,9 @@ def test_a_failing_credential_source_is_one_typed_error_everywhere(
     errors["tier load"] = failure_of(lambda: tier.load("k"))
     errors["tier dump"] = failure_of(lambda: tier.dump("k", 1))
     errors["cached"] = failure_of(cached(stores["boto3"])(lambda: 1))
+    for engine, store in stores.items():  # signed locally, with the same credentials
+        errors[f"{engine} url"] = failure_of(lambda: store.url("k", expires=60))  # noqa: B023
+    errors["twin url"] = failure_of(lambda: twin.url("k", expires=60))
     for where, exc in errors.items():
         try:
             assert_credentials_error(exc)
