@@ -381,6 +381,25 @@ def test_close_while_a_refresh_waits_sends_nothing_after_it(wire: Any, engine: s
     store.client.close()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_closing_one_backend_leaves_another_on_the_same_client_serving(wire: Any, engine: str) -> None:
+    """The refusal after a refresh is the closed backend's own: one client, two backends."""
+    proxy, target = wire
+    source = Source()
+    client = source.client(target)
+    closed, open_ = (S3JsonBackend(target.bucket, prefix=p, client=client, engine=engine) for p in ("a", "b"))
+    closed.close()
+    open_["k"] = 1
+    assert open_["k"] == 1 and "k" in open_ and open_.load_many(["k"]) == {"k": 1}
+    assert source.refreshes == 1
+    sent = proxy.requests.total()
+    with pytest.raises(StoreError, match="closed"):
+        closed["k"] = 1
+    assert proxy.requests.total() == sent
+    open_.clear()
+    client.close()
+
+
 @pytest.mark.parametrize("call", ["load", "contains", "dump", "dump_many", "load_many"])
 def test_aclose_while_a_twins_refresh_waits_sends_nothing_after_it(wire: Any, call: str) -> None:
     proxy, target = wire
