@@ -318,6 +318,25 @@ def test_a_failing_credential_source_is_one_typed_error_everywhere(
         store.client.close()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_failing_advisory_refresh_is_tried_once_per_request_and_the_old_credentials_serve(
+    moto_server: S3Target, engine: str
+) -> None:
+    """12 minutes left: botocore's advisory window (15), not its mandatory one (10). A refresh that
+    fails there is logged and the credentials still valid sign: botocore tries once per request
+    (obstore, holding them until 5 minutes before expiry, once); the check that makes a failed
+    mandatory refresh botocore's error must not make it twice."""
+    source = Source(service_down)
+    store = source.backend(moto_server, engine, prefix=f"advisory-{engine}")
+    found = store.client._get_credentials()
+    found._expiry_time = datetime.now(timezone.utc) + timedelta(minutes=12)  # no public name
+    for _ in range(3):
+        assert store.load("absent") is None
+    assert source.refreshes == (3 if engine == "boto3" else 1)
+    store.close()
+    store.client.close()
+
+
 # -- closing while a refresh waits -------------------------------------------------------------
 # The request of a call that waits for its credentials is not sent yet: once close() lands it is
 # never sent (before the fix it went out after close() had returned, on either engine).

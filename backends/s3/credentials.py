@@ -135,15 +135,16 @@ def guard_signing(client: Any) -> None:
     """Have ``client`` meet its credentials' failure as botocore's exception (:func:`checked`)
     before it signs: botocore's signer lets a refresh's own exception out as it is.
 
-    One handler per client, whichever backends share it; it reads the credentials
-    the signer reads next (already refreshed then: no second refresh).
+    One handler per client, whichever backends share it; in botocore's mandatory
+    window it reads the credentials the signer reads next (refreshed then: no
+    second refresh), and nothing otherwise.
     """
     import botocore
     from botocore import exceptions as bx
 
     def check(request_signer: Any = None, signature_version: Any = None, **_: Any) -> None:
         found = getattr(request_signer, "_credentials", None)  # what client._get_credentials() reads
-        if found is not None and signature_version is not botocore.UNSIGNED:
+        if found is not None and signature_version is not botocore.UNSIGNED and _due(found):
             checked(found.get_frozen_credentials, found, bx)
         refuse: Callable[[], None] | None = getattr(SENDING, "refuse", None)
         if refuse is not None:
@@ -151,6 +152,15 @@ def guard_signing(client: Any) -> None:
 
     client.meta.events.register("before-sign.s3", check, unique_id="backends-credentials")
     _CLIENTS.add(client)
+
+
+def _due(found: Any) -> bool:
+    """Whether botocore's next read of ``found`` must refresh it (its mandatory window), where a
+    failed refresh raises. In its advisory window a failure is only logged and the credentials
+    still valid sign: read there, they would be refreshed twice per request (here, then by the
+    signer), the failing source asked twice."""
+    mandatory = getattr(found, "_mandatory_refresh_timeout", 600)  # botocore's own (no public name)
+    return hasattr(found, "refresh_needed") and bool(found.refresh_needed(mandatory))
 
 
 #: every client of a backend, for its child after a fork (:func:`_forked`)
