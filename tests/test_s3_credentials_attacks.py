@@ -337,6 +337,22 @@ def test_a_failing_advisory_refresh_is_tried_once_per_request_and_the_old_creden
     store.client.close()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_advisory_refresh_that_gives_expired_credentials_is_the_typed_error(
+    moto_server: S3Target, engine: str
+) -> None:
+    """botocore raises its RuntimeError for refreshed credentials still expired in the advisory
+    window too, where a failure of the source itself would only be logged."""
+    source = Source(expired)
+    store = source.backend(moto_server, engine, prefix=f"advisory-expired-{engine}")
+    found = store.client._get_credentials()
+    found._expiry_time = datetime.now(timezone.utc) + timedelta(minutes=12)  # no public name
+    assert_credentials_error(failure_of(lambda: store.load("k")))
+    assert source.refreshes == 1
+    store.close()
+    store.client.close()
+
+
 # -- closing while a refresh waits -------------------------------------------------------------
 # The request of a call that waits for its credentials is not sent yet: once close() lands it is
 # never sent (before the fix it went out after close() had returned, on either engine).

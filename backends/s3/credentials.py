@@ -135,17 +135,33 @@ def guard_signing(client: Any) -> None:
     """Have ``client`` meet its credentials' failure as botocore's exception (:func:`checked`)
     before it signs: botocore's signer lets a refresh's own exception out as it is.
 
-    One handler per client, whichever backends share it; in botocore's mandatory
-    window it reads the credentials the signer reads next (refreshed then: no
-    second refresh), and nothing otherwise.
+    One handler per client, whichever backends share it. Outside botocore's refresh
+    windows it reads nothing. In its mandatory window it reads the credentials
+    the signer reads next (refreshed then: no second refresh); in its advisory
+    window, where a failed refresh is only logged and would be tried again by the
+    signer, it hands the credentials it read to the signer (botocore's
+    ``request_credentials``): one refresh per request, as boto3 alone makes.
     """
     import botocore
     from botocore import exceptions as bx
+    from botocore.credentials import Credentials
 
-    def check(request_signer: Any = None, signature_version: Any = None, **_: Any) -> None:
-        found = getattr(request_signer, "_credentials", None)  # what client._get_credentials() reads
-        if found is not None and signature_version is not botocore.UNSIGNED and _due(found):
+    def check(
+        request: Any = None, request_signer: Any = None, signature_version: Any = None, **_: Any
+    ) -> None:
+        found: Any = getattr(request_signer, "_credentials", None)  # what client._get_credentials() reads
+        signing = request.context.setdefault("signing", {}) if request is not None else {}
+        if signing.get("request_credentials") is signing.pop(_HANDED, False):
+            del signing["request_credentials"]  # ours, for an earlier try of this request
+        if signature_version is botocore.UNSIGNED or not hasattr(found, "refresh_needed"):
+            pass  # static credentials (or none: botocore's NoCredentialsError) are never refreshed
+        elif not found.refresh_needed():
+            pass
+        elif _due(found):  # a failed refresh raises: refreshed here, the signer's read is no refresh
             checked(found.get_frozen_credentials, found, bx)
+        else:  # advisory: read once, here, and handed to the signer (which would refresh again)
+            frozen = checked(found.get_frozen_credentials, found, bx)
+            signing["request_credentials"] = signing[_HANDED] = Credentials(*frozen)
         refuse: Callable[[], None] | None = getattr(SENDING, "refuse", None)
         if refuse is not None:
             refuse()  # the backend's StoreError once it is closed: the request is not sent
@@ -154,13 +170,17 @@ def guard_signing(client: Any) -> None:
     _CLIENTS.add(client)
 
 
+#: where the check keeps the credentials it handed to the signer in a request's signing context
+_HANDED: Final = "backends-handed-credentials"
+
+
 def _due(found: Any) -> bool:
     """Whether botocore's next read of ``found`` must refresh it (its mandatory window), where a
     failed refresh raises. In its advisory window a failure is only logged and the credentials
     still valid sign: read there, they would be refreshed twice per request (here, then by the
     signer), the failing source asked twice."""
     mandatory = getattr(found, "_mandatory_refresh_timeout", 600)  # botocore's own (no public name)
-    return hasattr(found, "refresh_needed") and bool(found.refresh_needed(mandatory))
+    return bool(found.refresh_needed(mandatory))
 
 
 #: every client of a backend, for its child after a fork (:func:`_forked`)
