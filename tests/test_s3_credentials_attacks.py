@@ -551,6 +551,23 @@ def test_a_crowd_of_twin_loads_on_an_expired_credential_refreshes_it_once(moto_s
     store.client.close()
 
 
+@pytest.mark.parametrize("failing", ["service_down", "still_expired"])
+def test_a_crowd_of_twin_loads_on_a_failing_source_each_get_the_typed_error(
+    moto_server: S3Target, failing: str
+) -> None:
+    source = Source(FAILING[failing])
+    store = source.backend(moto_server, "obstore", prefix="crowd-failing")
+
+    async def main() -> list[Any]:
+        async with store.aio() as twin:
+            return await asyncio.gather(*(twin.load(f"k{i}") for i in range(200)), return_exceptions=True)
+
+    for result in asyncio.run(main()):
+        assert_credentials_error(result)
+    assert 1 <= source.refreshes <= 200  # a failed refresh is asked again, at most once a request
+    store.client.close()
+
+
 def test_the_secrets_kept_to_clean_errors_stay_bounded_through_many_rotations(moto_server: S3Target) -> None:
     source = Source(lambda n: metadata(n, timedelta(minutes=4)))  # under every threshold: each ask refreshes
     store = source.backend(moto_server, "obstore", prefix="rotations")
