@@ -28,7 +28,10 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:  # obstore is the extra of the obstore engine
     from obstore.store import S3Credential
 
-__all__ = ["SENDING", "ClientCredentials", "checked", "guard_signing"]
+__all__ = ["REFUSED", "SENDING", "ClientCredentials", "checked", "guard_signing"]
+
+#: the text of the provider's refusal once its engine is closed (obstore's error carries it)
+REFUSED: Final = "backends: the backend is closed; its request is not sent"
 
 #: how many credentials' secrets an error is still cleaned of after they were rotated out
 _KEPT: Final = 8
@@ -87,7 +90,7 @@ class ClientCredentials:
         # obstore fails the request with this text; the engine, seeing itself closed, raises
         # the backend's StoreError instead.
         if self.closed:
-            raise RuntimeError("the backend is closed")
+            raise RuntimeError(REFUSED)
 
 
 def _read(found: Any) -> tuple[Any, datetime | None]:

@@ -38,6 +38,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Final, TypeAlias
 
+from ..errors import StoreError
+from .credentials import REFUSED as _REFUSED
 from .credentials import ClientCredentials
 from .errors import count_resends
 from .obstoreerrors import ErrorReader
@@ -201,8 +203,9 @@ class ObstoreEngine:
 
     def _failure(self, exc: BaseException, operation: str) -> BaseException | None:
         """obstore's error as botocore's (:meth:`.ErrorReader.as_botocore`); the backend's
-        StoreError once closed (a request refused by the credential provider then)."""
-        if self._credentials.closed:
+        StoreError for a request refused once closed (by the credential provider, or for want
+        of a store); a request sent before close is answered as it is."""
+        if self._credentials.closed and (isinstance(exc, StoreError) or _REFUSED in str(exc)):
             try:
                 self._refuse()
             except Exception as refused:  # the backend's own StoreError
