@@ -17,7 +17,8 @@ process forked after obstore's first one), and every other call (listings,
 ``delete``, ``pop``, locks, ``stat``, files). A cancelled call stops its
 request where it is: a PUT is applied whole or not at all, as when its
 answer is lost. Once the twin or its backend is closed every call raises
-StoreError; requests already sent finish.
+StoreError; requests already sent finish (one still waiting for its
+credentials' refresh is not sent).
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Final, TypeAlias
 
+from ..errors import StoreError
+from .credentials import REFUSED as _REFUSED
 from .credentials import ClientCredentials
 from .errors import count_resends
 from .obstoreerrors import ErrorReader
@@ -122,8 +124,19 @@ class _Body:
 class ObstoreEngine:
     """GET, HEAD and PUT of one object through an obstore ``S3Store``, answered as boto3 does."""
 
-    def __init__(self, client: Any, bucket: str, *, retries: int, timeout: float, pool: int) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        retries: int,
+        timeout: float,
+        pool: int,
+        refuse: Callable[[], None] = lambda: None,
+    ) -> None:
         self._obstore = import_obstore()
+        #: raises the backend's StoreError once it is closed
+        self._refuse = refuse
         from botocore import exceptions as bx
 
         self._bx = bx
@@ -142,6 +155,8 @@ class ObstoreEngine:
         store = self._store
         if store is None:
             with self._lock:
+                if self._credentials.closed:
+                    self._refuse()  # closed: no new store (a request that passed the check is not sent)
                 if self._store is None:
                     self._store = self._make_store()
                 store = self._store
@@ -180,9 +195,23 @@ class ObstoreEngine:
         )
 
     def close(self) -> None:
-        """Let go of the obstore store and its connections (a call in flight finishes)."""
+        """Let go of the obstore store and its connections (a request sent finishes; one still
+        waiting for its credentials is not sent: the backend's StoreError)."""
+        self._credentials.closed = True
         with self._lock:
             self._store = None
+
+    def _failure(self, exc: BaseException, operation: str) -> BaseException | None:
+        """obstore's error as botocore's (:meth:`.ErrorReader.as_botocore`); the backend's
+        StoreError for a request refused once closed (by the credential provider, or for want
+        of a store); a request sent before close is answered as it is."""
+        if self._credentials.closed and (isinstance(exc, StoreError) or _REFUSED in str(exc)):
+            try:
+                self._refuse()
+            except Exception as refused:  # the backend's own StoreError
+                refused.__context__ = None  # raised here, in the except block of obstore's error
+                return refused
+        return self._errors.as_botocore(exc, operation)
 
     # -- the requests ------------------------------------------------------------------------
 
@@ -206,7 +235,7 @@ class ObstoreEngine:
         try:
             return self._send(operation, params)
         except (self._obstore.exceptions.BaseError, OSError) as exc:  # not found: FileNotFoundError
-            failure = self._errors.as_botocore(exc, operation)
+            failure = self._failure(exc, operation)
         if failure is None or self._lost_condition(failure, operation, params):
             return self._through_boto3(operation, params, resent=True)
         raise failure  # outside the except block: no __context__ either
@@ -220,7 +249,7 @@ class ObstoreEngine:
         try:
             return await self._send_async(operation, params)
         except (self._obstore.exceptions.BaseError, OSError) as exc:
-            failure = self._errors.as_botocore(exc, operation)
+            failure = self._failure(exc, operation)
         if failure is None or self._lost_condition(failure, operation, params):
             return await in_thread(lambda: self._through_boto3(operation, params, resent=True))
         raise failure
@@ -236,7 +265,7 @@ class ObstoreEngine:
             result = self._obstore.get(self._store or self._s3_store(), key)
             data = result.bytes()
         except (self._obstore.exceptions.BaseError, OSError) as exc:
-            failure = self._errors.as_botocore(exc, "get_object")
+            failure = self._failure(exc, "get_object")
         else:
             attributes = result.attributes
             return bytes(data), attributes.get("Content-Type"), attributes.get("Content-Encoding")
@@ -253,7 +282,7 @@ class ObstoreEngine:
             result = await self._obstore.get_async(self._s3_store(), key)
             data = await result.bytes_async()
         except (self._obstore.exceptions.BaseError, OSError) as exc:
-            failure = self._errors.as_botocore(exc, "get_object")
+            failure = self._failure(exc, "get_object")
         else:
             attributes = result.attributes
             return bytes(data), attributes.get("Content-Type"), attributes.get("Content-Encoding")

@@ -212,6 +212,10 @@ def translate(
             "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
             "use a profile (AWS_PROFILE), or run where an instance role is available"
         )
+    if isinstance(exc, bx.CredentialRetrievalError):
+        # The source of temporary credentials failed (a refresh that raised, or gave credentials
+        # already expired or without a token): no request was sent; S3 said nothing.
+        return PermissionDeniedError, f"the AWS credentials could not be obtained ({exc})"
     from urllib3.exceptions import HTTPError
 
     unavailable = (

@@ -124,11 +124,12 @@ class S3Objects(S3Connection[V]):
                 raise ValueError(
                     f"expires is seconds from 1 to {MAX_EXPIRES} (7 days, SigV4), not {expires!r}"
                 )
-            return str(
-                self.client.generate_presigned_url(
-                    "get_object", Params={"Bucket": self.bucket, "Key": object_key}, ExpiresIn=int(expires)
-                )
-            )
+            # Signed locally, yet with the credentials: a failed refresh is the typed error.
+            with self._translating("url", key):
+                params = {"Bucket": self.bucket, "Key": object_key}
+                sign = self.client.generate_presigned_url
+                signed = sign("get_object", Params=params, ExpiresIn=int(expires))
+                return str(signed)
         style = (self.client.meta.config.s3 or {}).get("addressing_style")
         aws = self._endpoint.split("/")[2].endswith("amazonaws.com")
         path_style = style == "path" or (style != "virtual" and not aws)

@@ -44,6 +44,11 @@ _CONNECTING = re.compile(r"kind: Connect\b|ConnectError")
 _UNDECODED = re.compile(r"FromUtf8Error \{\s*bytes: \[([\d,\s]*)\]")
 #: obstore's text of a request it sent again: "... in 124ms, after 1 retries, max_retries: 4"
 _RETRIES = re.compile(r"\bafter (\d+) retries\b")
+#: our credential provider's CredentialRetrievalError (:mod:`.credentials`), as obstore shows it
+_RETRIEVAL = re.compile(
+    r"External AWS credential provider: (?:CredentialRetrievalError: )?"
+    r"Error when retrieving credentials from (.{1,100}?): (.*)"
+)
 #: obstore could not read an answer's headers (boto3 can)
 _UNREADABLE = re.compile(
     r"Unable to extract metadata from headers|contained non[ -](?:UTF-8|unicode)|"
@@ -71,6 +76,8 @@ class ErrorReader:
         if "Unable to locate credentials" in text:  # our credential provider's NoCredentialsError
             missing: BaseException = self._bx.NoCredentialsError()
             return missing
+        if "External AWS credential provider" in text:  # our provider raised: no request was sent
+            return self._credentials_error(text.split("\n", 1)[0])
         if isinstance(exc, (errors.NotFoundError, FileNotFoundError)):
             code, status = _code(text) or "404", 404
         elif isinstance(exc, errors.NotModifiedError):
@@ -97,6 +104,15 @@ class ErrorReader:
             "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": retried},
         }
         failed: BaseException = self._bx.ClientError(response, OPERATION_NAMES[operation])
+        return failed
+
+    def _credentials_error(self, line: str) -> BaseException:
+        """The CredentialRetrievalError our credential provider raised, as botocore raised it."""
+        found = _RETRIEVAL.search(line)
+        source, text = (found.group(1), found.group(2)) if found else ("the credential source", line)
+        failed: BaseException = self._bx.CredentialRetrievalError(
+            provider=source, error_msg=self.scrubbed(text)
+        )
         return failed
 
     def _transport_error(self, text: str) -> BaseException:

@@ -23,6 +23,7 @@ from ..base import BaseBackend
 from ..errors import BackendError, StoreError
 from ..events import tell_retry
 from .arguments import check_etag
+from .credentials import SENDING, guard_signing
 from .engine import ObstoreEngine
 from .errors import count_resends, error_code, forget_requests, translate
 
@@ -98,7 +99,9 @@ class S3Transport(BaseBackend[V, bytes]):
         #: who sends each object's GET, HEAD, PUT and DELETE ("boto3" or "obstore")
         self.engine = engine
         self._engine = (
-            ObstoreEngine(client, bucket, retries=retries, timeout=timeout, pool=max_workers)
+            ObstoreEngine(
+                client, bucket, retries=retries, timeout=timeout, pool=max_workers, refuse=self._check_open
+            )
             if engine == "obstore"
             else None
         )
@@ -106,6 +109,7 @@ class S3Transport(BaseBackend[V, bytes]):
         client.meta.events.register(
             "request-created.s3", _retry_teller(weakref.ref(self)), unique_id=f"backends-retries-{id(self)}"
         )
+        guard_signing(client)  # a failed refresh: botocore's exception, never its own RuntimeError
         self.region: str | None = client.meta.region_name
         self._endpoint: str = client.meta.endpoint_url
         self._create_missing = create_bucket
@@ -188,16 +192,24 @@ class S3Transport(BaseBackend[V, bytes]):
     # -- the bucket made on demand ------------------------------------------------------
 
     def _with_bucket(self, action: Callable[[], R]) -> R:
-        """Run ``action``; with ``create_bucket``, create a missing bucket and run it again."""
+        """Run ``action``; with ``create_bucket``, create a missing bucket and run it again.
+
+        A request through boto3 whose credentials' refresh waited while the backend was
+        closed is not sent: StoreError (:data:`.credentials.SENDING`).
+        """
         self._check_open()
         generation = self._buckets_made
+        outer, SENDING.refuse = getattr(SENDING, "refuse", None), self._check_open
         try:
+            try:
+                return action()
+            except self._client_error as exc:
+                if not self._bucket_missing(exc):
+                    raise
+            self._make_bucket_since(generation)
             return action()
-        except self._client_error as exc:
-            if not self._bucket_missing(exc):
-                raise
-        self._make_bucket_since(generation)
-        return action()
+        finally:
+            SENDING.refuse = outer
 
     def _bucket_missing(self, exc: Any) -> bool:
         """Whether ``exc`` says the bucket is missing and this backend creates it (``create_bucket``)."""
@@ -280,9 +292,9 @@ class S3Transport(BaseBackend[V, bytes]):
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
+        if self._engine is not None:
+            self._engine.close()  # first: a pool's request still waiting for credentials is not sent
         if pool is not None:
             pool.shutdown(wait=True)
-        if self._engine is not None:
-            self._engine.close()
         if self._owns_client:
             self.client.close()
