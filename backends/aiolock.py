@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import time
 from concurrent.futures import Future
 from types import TracebackType
@@ -140,7 +141,13 @@ class AsyncLock:
         except StoreError:
             return False  # aclose() began: it releases the lock once the calls before it are done
         # Released even when the body was cancelled: the release runs to its end in a thread.
-        await asyncio.shield(asyncio.wrap_future(future))
+        try:
+            await asyncio.shield(asyncio.wrap_future(future))
+        except LockError as lost:
+            if exc is None:
+                raise
+            if sys.version_info >= (3, 11):
+                exc.add_note(str(lost))  # the body's own error stays the one raised, as Lock.__exit__
         return False
 
 
