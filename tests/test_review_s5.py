@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from clock import FrozenClock
 
-from backends import FileSystemJsonBackend, LockError, VolatileBackend
+from backends import FileSystemJsonBackend, JsonCache, LockError, VolatileBackend
 
 # -- AsyncLock (backends/aiolock.py) ------------------------------------------------------------
 
@@ -63,3 +66,53 @@ def test_async_with_lock_still_raises_a_lost_lease_when_the_body_succeeded(tmp_p
 
     with pytest.raises(LockError, match="another holder took the lock before release"):
         asyncio.run(run())
+
+
+# -- a folder cache forked while another thread holds one of its locks ------------------------------
+
+
+def _in_a_child(work: Callable[[], None]) -> int:
+    """``work`` in a forked child (killed after 10 s: a hang fails, never hangs the run); its exit code."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        faulthandler.dump_traceback_later(10, exit=True)
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.parametrize("held", ["hits memo", "eviction pool", "root guards"])
+def test_a_folder_cache_forked_while_a_thread_holds_one_of_its_locks_works_in_the_child(
+    tmp_path: Path, held: str
+) -> None:
+    """White-box, as tests/test_folder_speed_attacks.py's fork test: each lock held here is one a
+    thread of the parent holds for an instant outside the fork gate (a read remembering its bytes,
+    a write past the bound ranking or taking its candidates, a root reopened or a close); a fork in
+    that instant left it held in the child for ever, and the child's first read or write hung."""
+    clock = FrozenClock()
+    cache = JsonCache(tmp_path / "c", timeout=60, clock=clock, maxsize=4)
+    cache.dump_many({f"k{i}": i for i in range(4)})
+    cache["k4"] = 4  # past the bound: the pool is filled, one evicted
+    assert len(cache) == 4
+    lock = {
+        "hits memo": cache._memo_lock,
+        "eviction pool": cache._pool._lock,  # type: ignore[union-attr]
+        "root guards": cache._guards._lock,
+    }[held]
+
+    def child() -> None:
+        assert cache.load("k4") == 4
+        cache.dump_many({f"n{i}": i for i in range(6)})  # each write past the bound evicts
+        assert len(cache) == 4
+        assert sorted(cache) == [f"n{i}" for i in range(2, 6)]
+
+    with lock:
+        code = _in_a_child(child)
+    assert code == 0, f"the child hung (or failed) on the {held}'s lock it inherited held"
+    cache["parent"] = 1  # and the parent's own locks were left as they were
+    assert len(cache) == 4 and cache.load("parent") == 1
