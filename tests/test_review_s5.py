@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from clock import FrozenClock
+from servers import S3Target
 
-from backends import FileSystemJsonBackend, JsonCache, LockError, VolatileBackend
+from backends import FileSystemJsonBackend, JsonCache, LockError, S3RawBackend, VolatileBackend
 
 # -- AsyncLock (backends/aiolock.py) ------------------------------------------------------------
 
@@ -116,3 +117,37 @@ def test_a_folder_cache_forked_while_a_thread_holds_one_of_its_locks_works_in_th
     assert code == 0, f"the child hung (or failed) on the {held}'s lock it inherited held"
     cache["parent"] = 1  # and the parent's own locks were left as they were
     assert len(cache) == 4 and cache.load("parent") == 1
+
+
+# -- an S3 backend forked while another thread holds one of its locks --------------------------------
+
+
+@pytest.mark.parametrize("held", ["pool", "bucket"])
+def test_an_s3_backend_forked_while_a_thread_holds_one_of_its_locks_works_in_the_child(
+    moto_server: S3Target, held: str
+) -> None:
+    """White-box, as above: the pool's lock is held while a bulk call submits a batch, the
+    bucket's for the whole request that makes a missing bucket (``create_bucket``); a fork
+    then left it held in the child, whose next bulk call, or streamed write, hung."""
+    options = moto_server.options()
+    store = S3RawBackend(moto_server.bucket, prefix="review-fork/", create_bucket=True, **options)
+    store.dump_many({"a": b"1", "b": b"2"})
+    lock = store._lock if held == "pool" else store._bucket_lock
+
+    def child() -> None:
+        assert store.load_many(["a", "b"]) == {"a": b"1", "b": b"2"}
+        readable, writable = os.pipe()
+        os.write(writable, b"3")
+        os.close(writable)
+        with open(readable, "rb") as pipe:  # a stream read once: the bucket is made before it
+            store.dump_file("c", pipe)
+        assert store.load("c") == b"3"
+
+    try:
+        with lock:
+            code = _in_a_child(child)
+        assert code == 0, f"the child hung (or failed) on the {held}'s lock it inherited held"
+        assert store.load_many(["a", "b", "c"]) == {"a": b"1", "b": b"2", "c": b"3"}
+    finally:
+        store.clear()
+        store.close()
