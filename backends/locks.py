@@ -340,6 +340,11 @@ class Leases:
         self.held: dict[str, tuple[str, float]] = {}
         self.changed = threading.Condition()
 
+    def forked(self) -> None:
+        """In a forked child: a new condition (another thread of the parent may have held its lock
+        at the fork, in a try, renewal or release). The leases stay: the parent's are not the child's."""
+        self.changed = threading.Condition()
+
 
 class MemoryLock(Lock):
     """A lease in a :class:`Leases` table; waiters wake when it is released."""

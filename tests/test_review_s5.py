@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clock import FrozenClock
 from servers import S3Target
 
-from backends import FileSystemJsonBackend, JsonCache, LockError, S3RawBackend, VolatileBackend
+from backends import FileSystemJsonBackend, JsonCache, LockError, MemoryCache, S3RawBackend, VolatileBackend
 
 # -- AsyncLock (backends/aiolock.py) ------------------------------------------------------------
 
@@ -72,6 +75,26 @@ def test_async_with_lock_still_raises_a_lost_lease_when_the_body_succeeded(tmp_p
 # -- a folder cache forked while another thread holds one of its locks ------------------------------
 
 
+@contextmanager
+def _held_by_another_thread(lock: Any) -> Iterator[None]:
+    """``lock`` held by another thread (a reentrant lock of the forking thread would be its own)."""
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            taken.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(30)
+        yield
+    finally:
+        done.set()
+        holder.join(30)
+
+
 def _in_a_child(work: Callable[[], None]) -> int:
     """``work`` in a forked child (killed after 10 s: a hang fails, never hangs the run); its exit code."""
     pid = os.fork()
@@ -112,7 +135,7 @@ def test_a_folder_cache_forked_while_a_thread_holds_one_of_its_locks_works_in_th
         assert len(cache) == 4
         assert sorted(cache) == [f"n{i}" for i in range(2, 6)]
 
-    with lock:
+    with _held_by_another_thread(lock):
         code = _in_a_child(child)
     assert code == 0, f"the child hung (or failed) on the {held}'s lock it inherited held"
     cache["parent"] = 1  # and the parent's own locks were left as they were
@@ -144,10 +167,35 @@ def test_an_s3_backend_forked_while_a_thread_holds_one_of_its_locks_works_in_the
         assert store.load("c") == b"3"
 
     try:
-        with lock:
+        with _held_by_another_thread(lock):
             code = _in_a_child(child)
         assert code == 0, f"the child hung (or failed) on the {held}'s lock it inherited held"
         assert store.load_many(["a", "b", "c"]) == {"a": b"1", "b": b"2", "c": b"3"}
     finally:
         store.clear()
         store.close()
+
+
+# -- a memory store's lock table, forked while another thread holds it ---------------------------
+
+
+@pytest.mark.parametrize("name", ["volatile", "memory cache"])
+def test_a_memory_store_forked_while_a_thread_holds_its_lock_table_locks_in_the_child(name: str) -> None:
+    """White-box, as above: the leases' condition is held for an instant by every try, renewal and
+    release of a memory store's lock; a fork then left it held in the child (a forked child's
+    memory stores are its own copies, with new locks for their data but not for their leases),
+    and the child's first lock of the store hung."""
+    store = VolatileBackend() if name == "volatile" else MemoryCache(timeout=60)
+    with store.lock("parent's", ttl=30):
+        pass
+
+    def child() -> None:
+        with store.lock("k", ttl=5, timeout=5):
+            store["k"] = 1
+        assert store["k"] == 1
+
+    with _held_by_another_thread(store._leases.changed):  # an RLock's: not the forking thread's
+        code = _in_a_child(child)
+    assert code == 0, "the child hung (or failed) on the leases' condition it inherited held"
+    with store.lock("k", ttl=5, timeout=0):
+        pass
