@@ -15,7 +15,15 @@ import pytest
 from clock import FrozenClock
 from servers import S3Target
 
-from backends import FileSystemJsonBackend, JsonCache, LockError, MemoryCache, S3RawBackend, VolatileBackend
+from backends import (
+    FileSystemJsonBackend,
+    JsonCache,
+    LockError,
+    MemoryCache,
+    S3RawBackend,
+    SqliteJsonBackend,
+    VolatileBackend,
+)
 
 # -- AsyncLock (backends/aiolock.py) ------------------------------------------------------------
 
@@ -110,13 +118,14 @@ def _in_a_child(work: Callable[[], None]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-@pytest.mark.parametrize("held", ["hits memo", "eviction pool", "root guards"])
+@pytest.mark.parametrize("held", ["hits memo", "eviction pool", "root guards", "hit counters"])
 def test_a_folder_cache_forked_while_a_thread_holds_one_of_its_locks_works_in_the_child(
     tmp_path: Path, held: str
 ) -> None:
     """White-box, as tests/test_folder_speed_attacks.py's fork test: each lock held here is one a
-    thread of the parent holds for an instant outside the fork gate (a read remembering its bytes,
-    a write past the bound ranking or taking its candidates, a root reopened or a close); a fork in
+    thread of the parent holds for an instant outside the fork gate (a read remembering its bytes
+    or counting its hit, a write past the bound ranking or taking its candidates, a root reopened
+    or a close); a fork in
     that instant left it held in the child for ever, and the child's first read or write hung."""
     clock = FrozenClock()
     cache = JsonCache(tmp_path / "c", timeout=60, clock=clock, maxsize=4)
@@ -127,6 +136,7 @@ def test_a_folder_cache_forked_while_a_thread_holds_one_of_its_locks_works_in_th
         "hits memo": cache._memo_lock,
         "eviction pool": cache._pool._lock,  # type: ignore[union-attr]
         "root guards": cache._guards._lock,
+        "hit counters": cache.counters._lock,
     }[held]
 
     def child() -> None:
@@ -199,3 +209,19 @@ def test_a_memory_store_forked_while_a_thread_holds_its_lock_table_locks_in_the_
     assert code == 0, "the child hung (or failed) on the leases' condition it inherited held"
     with store.lock("k", ttl=5, timeout=0):
         pass
+
+
+def test_an_sqlite_store_forked_while_a_thread_counts_a_hit_loads_in_the_child(tmp_path: Path) -> None:
+    """White-box, as above: every load of a store that counts its hits and misses holds its
+    counters' lock an instant, in any thread; a fork then left it held in the child for ever."""
+    store = SqliteJsonBackend(tmp_path / "kv.db", timeout=60)
+    store["a"] = 1
+
+    def child() -> None:
+        assert store.load("a") == 1 and store.load("b") is None
+
+    with _held_by_another_thread(store.counters._lock):
+        code = _in_a_child(child)
+    assert code == 0, "the child hung (or failed) on the counters' lock it inherited held"
+    assert store.load("a") == 1 and store.stats.hits >= 1
+    store.close()
