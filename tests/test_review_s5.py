@@ -24,6 +24,7 @@ from backends import (
     SqliteJsonBackend,
     VolatileBackend,
 )
+from backends.events import HUB, MemorySink, subscribe
 
 # -- AsyncLock (backends/aiolock.py) ------------------------------------------------------------
 
@@ -225,3 +226,21 @@ def test_an_sqlite_store_forked_while_a_thread_counts_a_hit_loads_in_the_child(t
     assert code == 0, "the child hung (or failed) on the counters' lock it inherited held"
     assert store.load("a") == 1 and store.stats.hits >= 1
     store.close()
+
+
+def test_events_subscribed_in_a_child_forked_while_a_thread_held_the_hub(tmp_path: Path) -> None:
+    """White-box, as above: the hub's lock is held an instant by every subscribe and close, by
+    the first event of each backend (its name kept) and by a subscriber's error; a fork then
+    left it held in the child (its holder a thread the child does not have), whose first
+    subscribe, or event, hung."""
+    store = VolatileBackend()
+
+    def child() -> None:
+        seen = MemorySink()
+        with subscribe(seen):
+            store["a"] = 1
+        assert [(e.operation, e.key, e.outcome) for e in seen.events][-1] == ("dump", "a", "finished")
+
+    with _held_by_another_thread(HUB._lock):
+        code = _in_a_child(child)
+    assert code == 0, "the child hung (or failed) on the hub's lock it inherited held"
