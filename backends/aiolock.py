@@ -18,8 +18,9 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import BackendError, LockError, LockTimeoutError, StoreError
-from .locks import FIRST_DELAY, Lock
+from .errors import BackendError, LockError, StoreError
+from .events import HUB
+from .locks import FIRST_DELAY, LOOP_TRY, Lock
 
 if TYPE_CHECKING:
     from .aio import AsyncBackend
@@ -44,22 +45,30 @@ class AsyncLock:
         return self.lock.held
 
     async def acquire(self) -> AsyncLock:
-        """Take the lock, trying again with ``asyncio.sleep`` pauses; LockTimeoutError after ``timeout``."""
-        timeout = self.lock.timeout
+        """Take the lock, trying again with ``asyncio.sleep`` pauses; LockTimeoutError after ``timeout``.
+
+        Tells the events of the blocking ``acquire``: attempted, then acquired
+        (the wait as duration, the tries as attempts) or timed out.
+        """
+        lock = self.lock
+        timeout = lock.timeout
+        if HUB.on:
+            HUB.emit(lock.owner, "lock", lock.key, "attempted")
         start = time.monotonic()
         delay = FIRST_DELAY
+        tries = 1
         while not await self._try():
             waited = time.monotonic() - start
             if timeout is not None and waited >= timeout:
-                raise LockTimeoutError(
-                    f"not acquired within {timeout:g} s: another holder has it",
-                    backend=repr(self.lock.owner),
-                    operation="lock",
-                    key=self.lock.key,
-                )
+                raise lock._timed_out(waited, tries)
             pause = delay * random.uniform(0.5, 1.0)  # jitter, not secrecy
             await asyncio.sleep(pause if timeout is None else min(pause, timeout - waited))
-            delay = min(delay * 2, self.lock.max_delay)
+            delay = min(delay * 2, lock.max_delay)
+            tries += 1
+        if HUB.on:
+            HUB.emit(
+                lock.owner, "lock", lock.key, "acquired", duration=time.monotonic() - start, attempts=tries
+            )
         return self
 
     async def _try(self) -> bool:
@@ -80,7 +89,11 @@ class AsyncLock:
     def _try_in_thread(self) -> bool:
         # Noted as held in the thread, before the future is done: aclose(),
         # which waits for the pool, then finds it and releases it.
-        taken = self.lock.try_acquire()
+        LOOP_TRY.on = True  # its events are acquire()'s, told in the loop
+        try:
+            taken = self.lock.try_acquire()
+        finally:
+            LOOP_TRY.on = False
         if taken:
             with self.owner._guard:
                 self.owner._held.add(self)

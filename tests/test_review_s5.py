@@ -19,6 +19,7 @@ from backends import (
     FileSystemJsonBackend,
     JsonCache,
     LockError,
+    LockTimeoutError,
     MemoryCache,
     S3RawBackend,
     SqliteJsonBackend,
@@ -244,3 +245,65 @@ def test_events_subscribed_in_a_child_forked_while_a_thread_held_the_hub(tmp_pat
     with _held_by_another_thread(HUB._lock):
         code = _in_a_child(child)
     assert code == 0, "the child hung (or failed) on the hub's lock it inherited held"
+
+
+def test_an_async_lock_tells_the_events_of_the_sync_lock(tmp_path: Path) -> None:
+    """docs/howto/events.rst: a lock tells ``attempted``, ``acquired`` (the wait as duration, the
+    tries as attempts) and ``timed out``; the twin's lock told only ``acquired``, with one try
+    whatever it had waited, and nothing for a wait that timed out."""
+    store = FileSystemJsonBackend(tmp_path / "f")
+    other = store.lock("k", ttl=30, timeout=0)
+    other.acquire()
+
+    def told(take: Callable[[], None]) -> list[tuple[str, bool, bool]]:
+        seen = MemorySink()
+        with store.subscribe(seen):
+            take()
+        return [
+            (e.outcome, e.duration is not None, (e.attempts or 0) > 1)
+            for e in seen.events
+            if e.operation == "lock" and e.outcome != "released"
+        ]
+
+    def sync_timeout() -> None:
+        with pytest.raises(LockTimeoutError) as raised:
+            store.lock("k", ttl=5, timeout=0.05).acquire()
+        messages.append(str(raised.value))
+
+    async def async_timeout() -> None:
+        with pytest.raises(LockTimeoutError) as raised:
+            await twin.lock("k", ttl=5, timeout=0.05).acquire()
+        messages.append(str(raised.value))
+
+    async def async_after_waiting() -> None:
+        waiting = asyncio.create_task(twin.lock("k", ttl=5, timeout=10).acquire())
+        assert await asyncio.to_thread(refused.wait, 10)  # a try found the lock taken
+        other.release()
+        await (await waiting).release()
+
+    refused = threading.Event()
+    plain = store.lock
+
+    def lock(key: str, **options: Any) -> Any:  # white-box: a failed try sets ``refused``
+        made = plain(key, **options)
+        real = made._try_acquire
+
+        def counted() -> bool:
+            taken = real()
+            if not taken and key == "k":
+                refused.set()
+            return bool(taken)
+
+        made._try_acquire = counted  # type: ignore[method-assign]
+        return made
+
+    messages: list[str] = []
+    twin = store.aio()
+    assert told(sync_timeout) == [("attempted", False, False), ("timed out", True, True)]
+    assert told(lambda: asyncio.run(async_timeout())) == told(sync_timeout)
+    assert messages[0] == messages[1] == messages[2]
+    store.lock = lock  # type: ignore[method-assign]
+    assert told(lambda: asyncio.run(async_after_waiting())) == [
+        ("attempted", False, False),
+        ("acquired", True, True),
+    ]
