@@ -23,6 +23,8 @@ from backends import (
     MemoryCache,
     S3RawBackend,
     SqliteJsonBackend,
+    StoreError,
+    TieredBackend,
     VolatileBackend,
 )
 from backends.events import HUB, MemorySink, subscribe
@@ -307,3 +309,26 @@ def test_an_async_lock_tells_the_events_of_the_sync_lock(tmp_path: Path) -> None
         ("attempted", False, False),
         ("acquired", True, True),
     ]
+
+
+# -- closing a tier ----------------------------------------------------------------------------------
+
+
+class _CloseFails(JsonCache):
+    """A cache whose close fails after closing (another library's store, a disk error at close)."""
+
+    def close(self) -> None:
+        super().close()
+        raise StoreError("the cache's close failed", backend=repr(self), operation="close")
+
+
+def test_a_tier_whose_cache_fails_to_close_still_closes_its_origin(tmp_path: Path) -> None:
+    """TieredBackend.close() closes the cache and the origin; a cache's close that raised left
+    the origin open (its SQLite connections, an S3 pool), and so did `backends` for a tier URL,
+    whose every store is closed whatever one raised (cli/command.py's _close_opened)."""
+    origin = SqliteJsonBackend(tmp_path / "kv.db")
+    tier = TieredBackend(_CloseFails(tmp_path / "c", timeout=60), origin)
+    tier["a"] = 1
+    with pytest.raises(StoreError, match="the cache's close failed"):
+        tier.close()
+    assert origin.closed and tier.closed
