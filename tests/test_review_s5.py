@@ -7,6 +7,7 @@ import faulthandler
 import os
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -332,3 +333,41 @@ def test_a_tier_whose_cache_fails_to_close_still_closes_its_origin(tmp_path: Pat
     with pytest.raises(StoreError, match="the cache's close failed"):
         tier.close()
     assert origin.closed and tier.closed
+
+
+# -- aclose() cancelled before its thread started ----------------------------------------------------
+
+
+def test_an_aclose_cancelled_while_queued_for_a_thread_still_closes(tmp_path: Path) -> None:
+    """aio.py: "Cancelling the await leaves the close to finish in its thread". The close ran on
+    the loop's default executor: an aclose() cancelled while queued there (every thread busy,
+    with other to_thread() calls) was never run: the backend stayed open, its locks held, and
+    every later aclose() waited for ever for the close begun."""
+    store = FileSystemJsonBackend(tmp_path / "f")
+
+    async def main() -> None:
+        twin = store.aio()
+        lock = await twin.lock("k", ttl=30).acquire()
+        loop = asyncio.get_running_loop()
+        busy, started = threading.Event(), threading.Semaphore(0)
+
+        def occupy() -> None:
+            started.release()
+            busy.wait(10)
+
+        loop.set_default_executor(ThreadPoolExecutor(2))
+        blockers = [loop.run_in_executor(None, occupy) for _ in range(2)]
+        for _ in blockers:
+            assert started.acquire(timeout=10)  # every thread of the default executor busy
+        closing = asyncio.ensure_future(twin.aclose())
+        await asyncio.sleep(0)  # aclose() began: its close queued behind the blockers
+        closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+        busy.set()
+        await asyncio.gather(*blockers)
+        await asyncio.wait_for(twin.aclose(), 10)  # a second aclose() returns once the close is done
+        assert store.closed and not lock.held
+
+    asyncio.run(main())
+    with FileSystemJsonBackend(tmp_path / "f").lock("k", timeout=0):
+        pass  # the lock the twin held was released by its close
