@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import sys
 import time
@@ -38,6 +39,7 @@ class AsyncLock:
         self.lock = lock
         #: a cancelled try and the give-back of what it took: done once both ended
         self._settling: Future[None] | None = None
+        self._pid = os.getpid()
 
     @property
     def held(self) -> bool:
@@ -73,6 +75,10 @@ class AsyncLock:
 
     async def _try(self) -> bool:
         """One try in a thread. If the await is cancelled, a try that took the lock gives it back."""
+        if self._pid != os.getpid():
+            # Forked: a give-back in the parent's pool is not the child's, and never ends here
+            # (the child's Lock is a new one: Lock._in_this_process).
+            self._pid, self._settling = os.getpid(), None
         if self._settling is not None:
             # A cancelled try of this lock, or its give-back, may still run in a thread: a
             # try now would find the lock held by itself, or be undone by that give-back.

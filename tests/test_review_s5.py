@@ -7,7 +7,7 @@ import faulthandler
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -371,3 +371,24 @@ def test_an_aclose_cancelled_while_queued_for_a_thread_still_closes(tmp_path: Pa
     asyncio.run(main())
     with FileSystemJsonBackend(tmp_path / "f").lock("k", timeout=0):
         pass  # the lock the twin held was released by its close
+
+
+def test_a_child_forked_while_a_cancelled_try_is_given_back_acquires_the_lock(tmp_path: Path) -> None:
+    """aiolock.py: a try waits for the give-back of a cancelled try of the same lock, which runs in
+    the twin's pool. Forked meanwhile, the child has no such thread: the wait never ended, and the
+    child's first acquire of that lock hung (white-box: the state while a give-back runs)."""
+    store = FileSystemJsonBackend(tmp_path / "f")
+    twin = store.aio()
+    lock = twin.lock("k", ttl=30, timeout=5)
+    lock._settling = Future()  # a give-back under way in the parent's pool
+
+    def child() -> None:
+        async def take() -> None:
+            async with lock:
+                assert lock.held
+
+        asyncio.run(take())
+
+    assert _in_a_child(child) == 0, "the child waited for its parent's give-back"
+    lock._settling.set_result(None)
+    asyncio.run(twin.aclose())
