@@ -29,6 +29,7 @@ from backends import (
     VolatileBackend,
 )
 from backends.events import HUB, MemorySink, subscribe
+from backends.filesystem.tally import BOUND_FILE, GENERATIONS, RING, RING_AT
 
 # -- AsyncLock (backends/aiolock.py) ------------------------------------------------------------
 
@@ -392,3 +393,23 @@ def test_a_child_forked_while_a_cancelled_try_is_given_back_acquires_the_lock(tm
     assert _in_a_child(child) == 0, "the child waited for its parent's give-back"
     lock._settling.set_result(None)
     asyncio.run(twin.aclose())
+
+
+# -- the bound's tally file, written over by another tool ---------------------------------------------
+
+
+def test_a_tally_whose_scan_generation_is_near_the_limit_is_taken_for_foreign(tmp_path: Path) -> None:
+    """filesystem/tally.py: a ring another tool wrote (or a file this module never wrote there),
+    valid but with a scan generation near 2**63, was taken as is; the next scan's generation did
+    not fit its 8 bytes: a raw struct.error from every write past the bound, for ever (the busy
+    mark left set, each recount read the same ring again)."""
+    root = tmp_path / "c"
+    cache = JsonCache(root, timeout=60, maxsize=2)
+    cache["a"] = 1
+    with open(root / BOUND_FILE, "r+b") as tally:
+        tally.seek(RING_AT)
+        tally.write(RING.pack(2**63 - 1, *([0] * (2 * GENERATIONS))))
+    other = JsonCache(root, timeout=60, maxsize=2)
+    for key in "bcd":
+        other[key] = 1
+    assert len(other) == 2 and sorted(other) == ["c", "d"]
