@@ -29,7 +29,7 @@ from backends import (
     VolatileBackend,
 )
 from backends.events import HUB, MemorySink, subscribe
-from backends.filesystem.tally import BOUND_FILE, GENERATIONS, RING, RING_AT
+from backends.filesystem.tally import BOUND_FILE, GENERATIONS, HEADER, MAGIC, RING, RING_AT
 
 # -- AsyncLock (backends/aiolock.py) ------------------------------------------------------------
 
@@ -409,6 +409,22 @@ def test_a_tally_whose_scan_generation_is_near_the_limit_is_taken_for_foreign(tm
     with open(root / BOUND_FILE, "r+b") as tally:
         tally.seek(RING_AT)
         tally.write(RING.pack(2**63 - 1, *([0] * (2 * GENERATIONS))))
+    other = JsonCache(root, timeout=60, maxsize=2)
+    for key in "bcd":
+        other[key] = 1
+    assert len(other) == 2 and sorted(other) == ["c", "d"]
+
+
+@pytest.mark.parametrize("field", ["entries", "bytes", "writes"])
+def test_a_tally_whose_counts_are_near_the_limit_is_recounted(tmp_path: Path, field: str) -> None:
+    """As above for the header's counts: one near 2**63 made the next counted write's raw
+    struct.error (the count did not fit its 8 bytes)."""
+    root = tmp_path / "c"
+    cache = JsonCache(root, timeout=60, maxsize=2)
+    cache["a"] = 1
+    counts = {"entries": 1, "bytes": 1, "writes": 1, field: 2**63 - 1}
+    with open(root / BOUND_FILE, "r+b") as tally:
+        tally.write(HEADER.pack(MAGIC, counts["entries"], counts["bytes"], counts["writes"], 0))
     other = JsonCache(root, timeout=60, maxsize=2)
     for key in "bcd":
         other[key] = 1
