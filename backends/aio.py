@@ -253,7 +253,11 @@ class AsyncBackend(Generic[V]):
             return
         self._closed = True
         self._closing = Future()
-        await asyncio.get_running_loop().run_in_executor(None, self._finish)
+        # Its own thread, not the loop's executor (a cancel while queued there dropped the close); shielded.
+        closer = ThreadPoolExecutor(1, thread_name_prefix="backends-aio-close")
+        finished = closer.submit(self._finish)
+        closer.shutdown(wait=False)
+        await asyncio.shield(asyncio.wrap_future(finished))
 
     async def close(self) -> None:
         """Same as :meth:`aclose` (the twin of ``backend.close()``)."""

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import sys
 import time
 from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import BackendError, LockError, LockTimeoutError, StoreError
-from .locks import FIRST_DELAY, Lock
+from .errors import BackendError, LockError, StoreError
+from .events import HUB
+from .locks import FIRST_DELAY, LOOP_TRY, Lock
 
 if TYPE_CHECKING:
     from .aio import AsyncBackend
@@ -36,6 +39,7 @@ class AsyncLock:
         self.lock = lock
         #: a cancelled try and the give-back of what it took: done once both ended
         self._settling: Future[None] | None = None
+        self._pid = os.getpid()
 
     @property
     def held(self) -> bool:
@@ -43,26 +47,38 @@ class AsyncLock:
         return self.lock.held
 
     async def acquire(self) -> AsyncLock:
-        """Take the lock, trying again with ``asyncio.sleep`` pauses; LockTimeoutError after ``timeout``."""
-        timeout = self.lock.timeout
+        """Take the lock, trying again with ``asyncio.sleep`` pauses; LockTimeoutError after ``timeout``.
+
+        Tells the events of the blocking ``acquire``: attempted, then acquired
+        (the wait as duration, the tries as attempts) or timed out.
+        """
+        lock = self.lock
+        timeout = lock.timeout
+        if HUB.on:
+            HUB.emit(lock.owner, "lock", lock.key, "attempted")
         start = time.monotonic()
         delay = FIRST_DELAY
+        tries = 1
         while not await self._try():
             waited = time.monotonic() - start
             if timeout is not None and waited >= timeout:
-                raise LockTimeoutError(
-                    f"not acquired within {timeout:g} s: another holder has it",
-                    backend=repr(self.lock.owner),
-                    operation="lock",
-                    key=self.lock.key,
-                )
+                raise lock._timed_out(waited, tries)
             pause = delay * random.uniform(0.5, 1.0)  # jitter, not secrecy
             await asyncio.sleep(pause if timeout is None else min(pause, timeout - waited))
-            delay = min(delay * 2, self.lock.max_delay)
+            delay = min(delay * 2, lock.max_delay)
+            tries += 1
+        if HUB.on:
+            HUB.emit(
+                lock.owner, "lock", lock.key, "acquired", duration=time.monotonic() - start, attempts=tries
+            )
         return self
 
     async def _try(self) -> bool:
         """One try in a thread. If the await is cancelled, a try that took the lock gives it back."""
+        if self._pid != os.getpid():
+            # Forked: a give-back in the parent's pool is not the child's, and never ends here
+            # (the child's Lock is a new one: Lock._in_this_process).
+            self._pid, self._settling = os.getpid(), None
         if self._settling is not None:
             # A cancelled try of this lock, or its give-back, may still run in a thread: a
             # try now would find the lock held by itself, or be undone by that give-back.
@@ -79,7 +95,11 @@ class AsyncLock:
     def _try_in_thread(self) -> bool:
         # Noted as held in the thread, before the future is done: aclose(),
         # which waits for the pool, then finds it and releases it.
-        taken = self.lock.try_acquire()
+        LOOP_TRY.on = True  # its events are acquire()'s, told in the loop
+        try:
+            taken = self.lock.try_acquire()
+        finally:
+            LOOP_TRY.on = False
         if taken:
             with self.owner._guard:
                 self.owner._held.add(self)
@@ -140,7 +160,13 @@ class AsyncLock:
         except StoreError:
             return False  # aclose() began: it releases the lock once the calls before it are done
         # Released even when the body was cancelled: the release runs to its end in a thread.
-        await asyncio.shield(asyncio.wrap_future(future))
+        try:
+            await asyncio.shield(asyncio.wrap_future(future))
+        except LockError as lost:
+            if exc is None:
+                raise
+            if sys.version_info >= (3, 11):
+                exc.add_note(str(lost))  # the body's own error stays the one raised, as Lock.__exit__
         return False
 
 

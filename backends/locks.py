@@ -80,6 +80,10 @@ def lock_name(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
+#: set in a thread while it makes one try of an AsyncLock, whose acquire() tells the events
+LOOP_TRY = threading.local()
+
+
 class Lock(ABC):
     """The lock of one key of one backend; not re-entrant.
 
@@ -168,17 +172,9 @@ class Lock(ABC):
         while not self._try_or_abandon():
             waited = time.monotonic() - start
             if self.timeout is not None and waited >= self.timeout:
-                if HUB.on:
-                    HUB.emit(self.owner, "lock", self.key, "timed out", duration=waited, attempts=tries)
-                raise self._error(
-                    LockTimeoutError,
-                    f"not acquired within {self.timeout:g} s: another holder has it "
-                    "(a lease ends at the latest ttl seconds after its holder last renewed it)",
-                )
+                raise self._timed_out(waited, tries)
             pause = delay * random.uniform(0.5, 1.0)  # jitter, not secrecy
-            if self.timeout is not None:
-                pause = min(pause, self.timeout - waited)
-            self._wait(pause)
+            self._wait(pause if self.timeout is None else min(pause, self.timeout - waited))
             delay = min(delay * 2, self.max_delay)
             tries += 1
         self._held = True
@@ -191,18 +187,25 @@ class Lock(ABC):
     def try_acquire(self) -> bool:
         """Take the lock if it is free, in one try, without waiting; say whether it was taken.
 
-        What an event loop waits with (:class:`backends.aio.AsyncLock`): it
-        sleeps between tries itself.
-        """
+        What :class:`backends.aio.AsyncLock` waits with (its acquire() tells the events then)."""
         self._in_this_process()
         if self._held:
             raise self._error(LockError, "already held by this Lock (locks are not re-entrant)")
         if not self._try_or_abandon():
             return False
         self._held = True
-        if HUB.on:
+        if HUB.on and not getattr(LOOP_TRY, "on", False):
             HUB.emit(self.owner, "lock", self.key, "acquired", attempts=1)
         return True
+
+    def _timed_out(self, waited: float, tries: int) -> LockTimeoutError:
+        if HUB.on:  # the error of a wait that ran out after ``tries`` tries, its event told
+            HUB.emit(self.owner, "lock", self.key, "timed out", duration=waited, attempts=tries)
+        return self._error(
+            LockTimeoutError,
+            f"not acquired within {self.timeout:g} s: another holder has it "
+            "(a lease ends at the latest ttl seconds after its holder last renewed it)",
+        )
 
     def _try_or_abandon(self) -> bool:
         """One try; if it fails with an error, undo what it may have done before raising.
@@ -338,6 +341,10 @@ class Leases:
 
     def __init__(self) -> None:
         self.held: dict[str, tuple[str, float]] = {}
+        self.changed = threading.Condition()
+
+    def forked(self) -> None:
+        """In a forked child: a new condition (a parent's thread may have held it); the leases stay."""
         self.changed = threading.Condition()
 
 

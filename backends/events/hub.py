@@ -186,6 +186,19 @@ class Hub:
 HUB: Final = Hub()
 
 
+def _after_fork() -> None:
+    # Another thread of the parent may have held the hub's lock at the fork (a subscribe or close,
+    # a backend's first event, a subscriber's error), halfway through switching the observing
+    # wrappers: the child's lock is free, and each method is put as the hub's state says.
+    HUB._lock = threading.RLock()
+    for cls, name, plain, wrapper in HUB._methods:
+        setattr(cls, name, wrapper if HUB.on else plain)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def tell_retry(source: Any, attempts: int, detail: str) -> None:
     """A request of ``source`` (a backend, or None once it is gone) made again: its try number
     ``attempts``; a ``retried`` event if anyone listens."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,14 +71,14 @@ class Tally:
 class Counter:
     """One count of :class:`Counters`, kept at hand (``Counters.counter``)."""
 
-    __slots__ = ("_lock", "_tally")
+    __slots__ = ("_counters", "_tally")
 
-    def __init__(self, tally: list[Any], lock: threading.Lock) -> None:
+    def __init__(self, tally: list[Any], counters: Counters) -> None:
         self._tally = tally
-        self._lock = lock
+        self._counters = counters  # its lock, read at each add: made anew in a forked child
 
     def add(self, amount: int = 1) -> None:
-        with self._lock:
+        with self._counters._lock:
             self._tally[0] += amount
 
 
@@ -86,6 +88,7 @@ class Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, str], list[Any]] = {}
+        _COUNTERS.add(self)
 
     def __call__(self, event: Event) -> None:
         self.add(event.backend, event.operation, event.outcome, 1, event.duration)
@@ -93,7 +96,7 @@ class Counters:
     def counter(self, backend: str, operation: str, outcome: str) -> Counter:
         """The count of one (backend, operation, outcome), to add to directly: for a hot path."""
         with self._lock:
-            return Counter(self._tally(backend, operation, outcome), self._lock)
+            return Counter(self._tally(backend, operation, outcome), self)
 
     def _tally(self, backend: str, operation: str, outcome: str) -> list[Any]:
         slot = (backend, operation, outcome)
@@ -128,3 +131,19 @@ class Counters:
         """Every count, by (backend, operation, outcome)."""
         with self._lock:
             return {slot: tally[0] for slot, tally in self._counts.items()}
+
+
+#: every Counters of the process: a forked child gives each a new lock (see _after_fork)
+_COUNTERS: weakref.WeakSet[Counters] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # Every hit or miss of a cache, and every event a Counters sink takes, holds its lock an
+    # instant, in any thread: held at a fork by a thread the child does not have, it would
+    # never be released, and the child's first count (a cache's first load) would wait for ever.
+    for counters in list(_COUNTERS):
+        counters._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -247,6 +247,14 @@ class Pool:
             os.close(fd)
         return STAMP.unpack(raw)[0] if len(raw) == 8 else 0
 
+    def forked(self) -> None:
+        """In a forked child: a new lock, and no candidates (another thread of the parent may
+        have held the lock at the fork, halfway through filling or taking them): the next
+        write past the bound scans again."""
+        self._lock = threading.Lock()
+        self._by_use, self._by_deadline, self._ranked = [], [], []
+        self._taken, self._horizon, self._generation = set(), 0, -1
+
     def forget(self) -> None:
         """Drop the kept descriptor (the root was reopened, or the cache closed)."""
         with self._lock:

@@ -266,6 +266,16 @@ class CountedFolder(ExpiringFolder[V]):
             prune_folders(at.fds, at.folders)
         return outcome
 
+    # -- a forked child -------------------------------------------------------------------
+
+    def _forked_child(self) -> None:
+        # The pool's and the guards' locks are held an instant outside the fork gate (a write
+        # past the bound ranking or taking candidates, a root reopened, a close).
+        super()._forked_child()
+        self._guards.forked()
+        if self._pool is not None:
+            self._pool.forked()
+
     # -- the root reopened, the cache closed ---------------------------------------------
 
     def _open_root(self, create: bool = True) -> None:

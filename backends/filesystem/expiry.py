@@ -62,6 +62,11 @@ class ExpiringFolder(CountedLookups, FileSystemBackend[V]):
     #: a bounded cache's tally, stamps and eviction pool (:mod:`.bound`); None if unbounded
     _pool: Pool | None
 
+    def _forked_child(self) -> None:
+        # A read remembering its bytes holds the memo's lock an instant, outside any fork gate.
+        super()._forked_child()
+        self._memo_lock = threading.Lock()
+
     # -- deadlines ----------------------------------------------------------------
 
     def _deadline(self, timeout: float | Missing | None) -> int:

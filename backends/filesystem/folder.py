@@ -49,7 +49,7 @@ def _after_fork() -> None:
     The child has only the forking thread, and the descriptor that thread saw is whole
     (``dup2`` is atomic), so a new lock is all it needs."""
     for root in list(_ROOTS.values()):
-        root._lock = threading.Lock()
+        root._forked_child()
 
 
 if hasattr(os, "register_at_fork"):
@@ -94,7 +94,7 @@ class FolderRoot(BaseBackend[V, bytes]):
             raise TypeError(f"durable is True or False, not {durable!r}")
         self.durable = bool(durable)
         self._lock = threading.Lock()
-        _ROOTS[id(self)] = self
+        _ROOTS[id(self)] = self  # before anything another thread could hold at a fork
         self._root_fd = -1
         self._closed = False
         self._finalizer: Any = None
@@ -107,6 +107,11 @@ class FolderRoot(BaseBackend[V, bytes]):
         self._parts = self.layout.parts
         self._key_rule = self.layout.problem if self.layout is PLAIN else None
         self._unmarked = self.layout is ESCAPED and not self._marked()
+
+    def _forked_child(self) -> None:
+        """In a forked child: new locks for those another thread of the parent may have held
+        at the fork (a layer with locks of its own makes those anew too)."""
+        self._lock = threading.Lock()
 
     # -- layout -----------------------------------------------------------------
 

@@ -81,6 +81,11 @@ class GuardPool:
         """Close every kept descriptor; one lent out is closed when given back."""
         self.reopened()
 
+    def forked(self) -> None:
+        """In a forked child: a new lock (another thread of the parent may have held this one);
+        the descriptors inherited are dropped at the next :meth:`borrow` (their era is the parent's)."""
+        self._lock = threading.Lock()
+
     def _drop(self) -> None:
         fds, self._free = self._free, []
         self._era = (self._openings, _forks[0])

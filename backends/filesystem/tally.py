@@ -72,6 +72,9 @@ SLOTS: Final = 1 << 16
 RECOUNT_EVERY: Final = 4096
 #: the scan generations whose earliest deadlines the tally keeps (a pool older than these scans again)
 GENERATIONS: Final = 16
+#: a generation or count at or past this is not one this module wrote (a generation starts below
+#: 2**48, a bound is at most 2**62): taken as it is, the next ones would not fit their 8 bytes
+_LIMIT: Final = 1 << 62
 
 MAGIC: Final = b"bkbound1"
 HEADER = struct.Struct("<8sqqqq")  # magic, entries, bytes, writes since recount, busy
@@ -106,13 +109,14 @@ def read_ring(raw: bytes, tally: Tally) -> bool:
 
     A new file, or one another tool truncated or wrote over, has none: the
     tally then starts at a random generation, so that no pool of an older
-    file takes it for its own (each then scans again). A file only writers
+    file takes it for its own (each then scans again); so does a generation
+    no writer of this module reaches (near 2**63). A file only writers
     that predate the ring wrote holds zeros there: generation 0, no slot.
     """
     if len(raw) >= ALL:
         generation, *soonest = RING.unpack_from(raw, RING_AT)
         tags = soonest[0::2]
-        if generation >= 0 and all(
+        if 0 <= generation < _LIMIT and all(
             tag == 0 or (tag % GENERATIONS == slot and generation - GENERATIONS < tag <= generation)
             for slot, tag in enumerate(tags)
         ):
@@ -192,7 +196,7 @@ def read_tally(raw: bytes, maxsize: int | None, maxbytes: int | None) -> Tally |
     if len(raw) < HEADER.size:
         return None
     magic, entries, size, writes, busy = HEADER.unpack_from(raw)
-    if magic != MAGIC or busy != 0 or writes < 0:
+    if magic != MAGIC or busy != 0 or writes < 0 or max(entries, size, writes) >= _LIMIT:
         return None  # not ours, damaged, or its last holder was killed mid-change
     tally = Tally(entries, size, writes, maxsize, maxbytes)
     return tally if read_ring(raw, tally) else None  # no ring: recounted, every pool scans again

@@ -95,6 +95,7 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
 
     def _forked(self) -> None:
         self._lock = threading.Lock()
+        self._leases.forked()
         self._start_counting()
 
     # -- deadlines ----------------------------------------------------------------

@@ -41,6 +41,7 @@ class VolatileBackend(BaseBackend[Any, Any]):
 
     def _forked(self) -> None:
         self._lock = threading.Lock()
+        self._leases.forked()
 
     def _make_lock(self, key: str, timeout: float | None, ttl: float) -> Lock:
         return MemoryLock(key, timeout, ttl, self._leases, **self._lock_context())

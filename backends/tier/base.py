@@ -209,9 +209,11 @@ class TierBase(BaseBackend[Any, Any]):
         return self.cache.closed or self.origin.closed
 
     def close(self) -> None:
-        """Close the cache and the origin."""
-        self.cache.close()
-        self.origin.close()
+        """Close the cache and the origin (the origin too if the cache's close raised)."""
+        try:
+            self.cache.close()
+        finally:
+            self.origin.close()
 
 
 def release_lock(lock: Lock) -> None:
