@@ -1,18 +1,27 @@
-"""Attacks on the Redis command packer and the plain dump script (#29): edge values through the public API."""
+"""Attacks on the Redis command packer and the plain dump script (#29): edge values through the public API.
+
+Then the classes not yet run on this path (closing, one error per failure,
+eviction under many writers, a server restart mid-call, the packer against
+redis-py's for every argument type, fork and two loops), against real
+redis-servers of this module's own where a test changes the server.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis as redis_py
-from redis_proxy import LosingProxy
+from redis_proxy import LosingProxy, script_sha
+from servers import redis_server
 
-from backends import RedisJsonBackend, RedisRawBackend, RedisTextBackend
+from backends import RedisJsonBackend, RedisRawBackend, RedisTextBackend, StoreError
 from backends.redis.scripts import SCRIPTS
 
 
@@ -181,3 +190,97 @@ def test_the_twin_dumps_on_two_loops(redis: str) -> None:
         asyncio.run(twin.aclose())
         store.clear()
         store.close()
+
+
+# -- 3. closing, with calls in flight ----------------------------------------------------------
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+
+
+@pytest.fixture(scope="module")
+def own() -> Iterator[str]:
+    """A redis-server of this module's own: its connections are this module's to count."""
+    with redis_server() as url:
+        yield url
+
+
+def _others(admin: redis_py.Redis) -> int:
+    """How many connections the server has besides ``admin``'s own."""
+    return len(admin.client_list()) - 1
+
+
+@pytest.fixture
+def admin(own: str) -> Iterator[redis_py.Redis]:
+    client = redis_py.Redis.from_url(own)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
+def test_aclose_leaves_no_connection_of_the_twin_open(own: str, admin: redis_py.Redis) -> None:
+    async def main() -> int:
+        twin = RedisRawBackend(own, prefix="pk/aclose").aio()
+        await twin.dump("k", b"1")
+        await asyncio.gather(*(twin.load(f"k{i}") for i in range(3)), twin.load_many(["k", "j"]))
+        await twin.aclose()
+        return _others(admin)
+
+    assert asyncio.run(main()) == 0
+
+
+def test_aclose_while_twin_calls_are_in_flight(own: str, admin: redis_py.Redis) -> None:
+    gc.collect()  # what earlier tests left
+    with LosingProxy(_port(own)) as proxy:
+        twin = RedisRawBackend(proxy.url, prefix="pk/flight").aio()
+        second = threading.Event()
+        writes: set[bytes] = set()
+
+        def at_the_second_batch(request: list[bytes]) -> bool:
+            if request[0].upper() == b"EVALSHA" and request[1] == script_sha(SCRIPTS["write"]):
+                writes.add(request[5])  # the token key: one per batch
+                if len(writes) == 2:
+                    second.set()
+            return False
+
+        proxy.lose(at_the_second_batch, times=1000)
+
+        async def main() -> list[Any]:
+            calls = [twin.dump_many({f"m{i}/{j:04d}": b"x" * 10 for j in range(3000)}) for i in range(3)]
+            calls += [twin.dump(f"k{i}", b"v") for i in range(10)]
+            calls += [twin.load_many([f"m0/{j:04d}" for j in range(3000)]) for _ in range(3)]
+            tasks = [asyncio.ensure_future(call) for call in calls]
+            await asyncio.get_running_loop().run_in_executor(None, second.wait)
+            await twin.aclose()
+            after = proxy.seen.total()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            with pytest.raises(StoreError, match="closed"):
+                await twin.dump("late", b"1")
+            assert proxy.seen.total() == after  # nothing sent once aclose() returned
+            return results
+
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always", ResourceWarning)
+            results = asyncio.run(main())
+            gc.collect()
+    # No connection left open: none made by a call that went on while aclose() ran.
+    assert not [w for w in warned if "nclosed" in str(w.message)], [str(w.message) for w in warned]
+    for result in results:
+        assert result is True or isinstance(result, (dict, StoreError)), result
+    _consistent(own, "pk/flight")
+
+
+def _consistent(url: str, prefix: str) -> None:
+    """The index and the values agree: len, the listing and load_many; no torn value."""
+    check = RedisRawBackend(url, prefix=prefix)
+    try:
+        listed = list(check)
+        assert len(check) == len(listed)
+        found = check.load_many(listed)
+        assert set(found) == set(listed)
+        assert all(value in (b"x" * 10, b"v") for value in found.values())
+    finally:
+        check.clear()
+        check.close()
