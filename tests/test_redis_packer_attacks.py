@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import socket
 import threading
+import traceback
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +21,9 @@ from typing import Any
 import pytest
 import redis as redis_py
 from redis_proxy import LosingProxy, script_sha
-from servers import redis_server
+from servers import free_port, redis_server
 
+import backends
 from backends import RedisJsonBackend, RedisRawBackend, RedisTextBackend, StoreError
 from backends.redis.scripts import SCRIPTS
 
@@ -283,4 +286,332 @@ def _consistent(url: str, prefix: str) -> None:
         assert all(value in (b"x" * 10, b"v") for value in found.values())
     finally:
         check.clear()
+        check.close()
+
+
+def test_close_while_threads_dump_and_load_refuses_after_and_sends_nothing_more(own: str) -> None:
+    with LosingProxy(_port(own)) as proxy:
+        store = RedisRawBackend(proxy.url, prefix="pk/threads", max_connections=4)
+        started = threading.Event()
+        calls = 0
+
+        def count(request: list[bytes]) -> bool:
+            nonlocal calls
+            if request[0].upper() == b"EVALSHA":
+                calls += 1
+                if calls == 40:
+                    started.set()
+            return False
+
+        proxy.lose(count, times=10**6)
+        outcomes: list[list[Any]] = [[] for _ in range(6)]
+
+        def work(n: int) -> None:
+            for i in range(10**6):
+                try:
+                    if n % 3 == 0:
+                        result: Any = store.dump(f"k{n}/{i}", b"v")
+                    elif n % 3 == 1:
+                        result = store.dump_many({f"m{n}/{i}/{j:04d}": b"x" * 10 for j in range(2500)})
+                    else:
+                        result = store.load_many([f"k0/{j}" for j in range(2500)])
+                except StoreError as error:
+                    outcomes[n].append(error)
+                    if "closed" in str(error):
+                        return
+                    raise
+                outcomes[n].append(result)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        started.wait()
+        store.close()
+        store.close()  # again: nothing
+        for thread in threads:
+            thread.join()
+        sent = proxy.seen.total()
+        for call in (
+            lambda: store.dump("late", b"1"),
+            lambda: store.dump("late", b"1", timeout=5),
+            lambda: store.dump_many({"late": b"1"}),
+            lambda: store.load("k0/0"),
+            lambda: store.load_many(["k0/0"]),
+            lambda: list(store),
+            lambda: len(store),
+        ):
+            with pytest.raises(StoreError, match="closed"):
+                call()
+        assert proxy.seen.total() == sent  # nothing sent after close
+    for outcome in outcomes:
+        *done, last = outcome
+        assert isinstance(last, StoreError) and "closed" in str(last), last
+        assert all(result is True or result is None or isinstance(result, dict) for result in done), done
+    _consistent(own, "pk/threads")
+
+
+# -- 6. the same failure, the same error, everywhere -------------------------------------------
+
+SECRET = "pk-planted-Secret-7f3a"
+
+
+def _every_call(store: RedisJsonBackend) -> dict[str, Any]:
+    """Every way to the write and read path: plain and scripted dumps, bulk, the twin, a tier, @cached."""
+    from backends import TieredBackend, VolatileBackend
+    from backends.memo import cached
+
+    twin = store.aio()
+    tier = TieredBackend(store, VolatileBackend())
+
+    @cached(store, 60)
+    def computed(x: int) -> int:
+        return x
+
+    def awaited(make: Any) -> Any:
+        async def run() -> Any:
+            return await make()
+
+        return lambda: asyncio.run(run())
+
+    return {
+        "dump": lambda: store.dump("k", 1),
+        "dump timeout": lambda: store.dump("k", 1, timeout=50),
+        "dump if_absent": lambda: store.dump("k", 1, if_absent=True),
+        "dump_many": lambda: store.dump_many({"k": 1, "j": 2}),
+        "load": lambda: store.load("k"),
+        "load_many": lambda: store.load_many(["k", "j"]),
+        "twin dump": awaited(lambda: twin.dump("k", 1)),
+        "twin dump_many": awaited(lambda: twin.dump_many({"k": 1, "j": 2})),
+        "twin load": awaited(lambda: twin.load("k")),
+        "twin loads": awaited(lambda: asyncio.gather(twin.load("k"), twin.load("j"))),
+        "twin load_many": awaited(lambda: twin.load_many(["k", "j"])),
+        "tier load": lambda: tier.load("k"),
+        "tier dump": lambda: tier.dump("k", 1),
+        "cached": lambda: computed(3),
+    }
+
+
+def _answers(store: RedisJsonBackend) -> dict[str, str]:
+    """Each call's outcome: "ok", or its error's class; never a raw one, never the secret."""
+    answers = {}
+    for name, call in _every_call(store).items():
+        try:
+            call()
+        except Exception as error:
+            told = "".join(traceback.format_exception(error))
+            assert SECRET not in told and SECRET not in repr(error), name
+            assert isinstance(error, backends.BackendError), (name, told)
+            answers[name] = type(error).__name__
+            continue
+        answers[name] = "ok"
+    return answers
+
+
+WRITES = {"dump", "dump timeout", "dump if_absent", "dump_many", "twin dump", "twin dump_many", "tier dump"}
+
+
+def _one_answer(answers: dict[str, str], expected: str, reads: str | None = None) -> None:
+    for name, answer in answers.items():
+        want = expected if reads is None or name in WRITES else reads
+        assert answer == want, (name, answers)
+
+
+def test_a_wrong_password_is_permission_denied_everywhere(own: str, admin: redis_py.Redis) -> None:
+    admin.config_set("requirepass", "the-right-one")  # this connection stays authenticated
+    try:
+        for password in (SECRET, None):
+            store = RedisJsonBackend(own, prefix="pk/auth", password=password, retries=1)
+            _one_answer(_answers(store), "PermissionDeniedError")
+            store.close()
+    finally:
+        admin.config_set("requirepass", "")
+
+
+def test_a_server_that_is_gone_is_unavailable_everywhere() -> None:
+    with redis_server() as url:
+        store = RedisJsonBackend(url, prefix="pk/gone", retries=1, socket_timeout=2)
+        store.dump("k", 1)  # a pool with a connection, then the server stops
+    _one_answer(_answers(store), "StoreUnavailableError")
+    store.close()
+
+
+def test_dropped_connections_are_unavailable_everywhere(own: str) -> None:
+    with LosingProxy(_port(own)) as proxy:
+        proxy.lose(lambda request: request[0].upper() in (b"EVALSHA", b"EVAL", b"SCRIPT"), times=10**6)
+        store = RedisJsonBackend(proxy.url, prefix="pk/dropped", retries=1)
+        _one_answer(_answers(store), "StoreUnavailableError")
+        store.close()
+
+
+def test_a_read_only_replica_refuses_writes_alike_and_reads(own: str) -> None:
+    with redis_server(None, "--replicaof", "127.0.0.1", str(_port(own))) as replica:
+        store = RedisJsonBackend(replica, prefix="pk/replica", retries=1)
+        answers = _answers(store)
+        store.close()
+    # A tier and @cached take a lock (a write) before they read.
+    reads = {"load", "load_many", "twin load", "twin loads", "twin load_many"}
+    for name, answer in answers.items():
+        assert answer == ("ok" if name in reads else "StoreUnavailableError"), (name, answers)
+
+
+def test_a_full_server_refuses_writes_alike_and_reads(admin: redis_py.Redis, own: str) -> None:
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")  # below what the server uses: full at once
+    try:
+        store = RedisJsonBackend(own, prefix="pk/full", retries=1)
+        answers = _answers(store)
+        store.close()
+    finally:
+        admin.config_set("maxmemory", "0")
+    reads = {"load", "load_many", "twin load", "twin loads", "twin load_many"}
+    for name, answer in answers.items():
+        assert answer == ("ok" if name in reads else "StoreError"), (name, answers)
+
+
+def test_after_a_script_flush_and_a_restart_every_call_works() -> None:
+    with redis_server() as url:
+        port = _port(url)
+        store = RedisJsonBackend(url, prefix="pk/restart", retries=2)
+        _one_answer(_answers(store), "ok")
+        redis_py.Redis.from_url(url).script_flush()
+        _one_answer(_answers(store), "ok")
+    with redis_server(port):  # the same port, a new server: every pool reconnects, loads the scripts
+        _one_answer(_answers(store), "ok")
+        store.close()
+
+
+# -- a server restart in the middle of a bulk call ---------------------------------------------
+
+
+class RestartingProxy(LosingProxy):
+    """A LosingProxy that, while its server is down, refuses a new connection (closes it)
+    instead of stopping: as a restarting server's port does."""
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                client.close()  # refused: redis-py tries again, after its backoff
+                continue
+            with self._lock:
+                self._sockets |= {client, server}
+            losing = threading.Event()
+            threading.Thread(target=self._requests, args=(client, server, losing), daemon=True).start()
+            threading.Thread(target=self._replies, args=(client, server, losing), daemon=True).start()
+
+
+class Restarts(threading.Thread):
+    """A redis-server on ``port``, stopped and started again on it at ``restart()``.
+
+    One long-lived thread starts both: redis_server's servers die with the
+    thread that started them (PR_SET_PDEATHSIG), so a proxy's thread cannot.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.first, self.again, self.up, self.done = (threading.Event() for _ in range(4))
+
+    def run(self) -> None:
+        with redis_server(self.port):
+            self.first.set()
+            self.again.wait()
+        with redis_server(self.port):
+            self.up.set()
+            self.done.wait()
+
+    def restart(self) -> None:
+        self.again.set()
+        self.up.wait()
+
+    def __enter__(self) -> Restarts:
+        self.start()
+        self.first.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.again.set()
+        self.done.set()
+        self.join()
+
+
+RESTARTS = [
+    (where, call, twin)
+    for where in ("between batches", "after a script load")
+    for call in ("dump_many", "load_many", "dump")
+    for twin in (False, True)
+    if call != "dump" or where != "between batches"
+]
+
+
+@pytest.mark.parametrize(("where", "call", "twin"), RESTARTS)
+def test_a_server_restart_in_the_middle_of_a_bulk_call(where: str, call: str, twin: bool) -> None:
+    """A new, empty server (no persistence) on the same port: the pool reconnects, the script
+    is loaded again, the call answers; what the store then holds is whole and agrees.
+
+    "between batches": at the first request of the second batch (the first batch went
+    with the old server). "after a script load": at the request that follows the first
+    batch's SCRIPT LOAD (the new server has lost the script just loaded).
+    """
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    source = SCRIPTS[{"dump_many": "write", "load_many": "many", "dump": "put"}[call]]
+    script = script_sha(source)
+    batches: list[bytes] = []  # by the request's 3rd key: the token key, or the page's first key
+    keys = [f"k/{i:04d}" for i in range(2500)]
+    with Restarts(port) as server, RestartingProxy(port) as proxy:
+        loaded = False
+
+        def restart(request: list[bytes]) -> bool:
+            nonlocal loaded
+            if request[0].upper() == b"SCRIPT" and request[2] == source.encode():
+                loaded = True
+            if request[0].upper() == b"EVALSHA" and request[1] == script and not server.again.is_set():
+                if request[5] not in batches:
+                    batches.append(request[5])
+                if (where == "between batches" and len(batches) == 2) or (
+                    where != "between batches" and loaded
+                ):
+                    server.restart()  # before the proxy forwards the request
+            return False
+
+        store = RedisRawBackend(proxy.url, prefix="pk/restart", retries=10)
+        if call == "load_many":
+            store.dump_many(dict.fromkeys(keys, b"v"))
+        proxy.lose(restart, times=10**6)
+        if twin:
+
+            async def main() -> Any:
+                async with store.aio() as aio:
+                    if call == "dump":
+                        return await aio.dump(keys[0], b"w")
+                    method = getattr(aio, call)
+                    return await method(dict.fromkeys(keys, b"w") if call == "dump_many" else keys)
+
+            result = asyncio.run(main())
+        elif call == "dump":
+            result = store.dump(keys[0], b"w")
+            store.close()
+        else:
+            method = getattr(store, call)
+            result = method(dict.fromkeys(keys, b"w") if call == "dump_many" else keys)
+            store.close()
+        assert server.up.is_set()
+        check = RedisRawBackend(url, prefix="pk/restart")
+        listed = list(check)
+        lost = 1000 if where == "between batches" else 0  # went with the old server
+        if call == "dump":
+            assert result is True and listed == keys[:1] and check[keys[0]] == b"w"
+        elif call == "dump_many":
+            assert result is None
+            assert listed == keys[lost:] and set(check.load_many(keys).values()) == {b"w"}
+        else:
+            assert result == dict.fromkeys(keys[:lost], b"v")
+            assert listed == []
+        assert len(check) == len(listed)
         check.close()
