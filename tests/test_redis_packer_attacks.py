@@ -9,6 +9,7 @@ redis-servers of this module's own where a test changes the server.
 from __future__ import annotations
 
 import asyncio
+import enum
 import gc
 import math
 import socket
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytest
 import redis as redis_py
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis_proxy import LosingProxy, script_sha
 from servers import free_port, redis_server
 
@@ -615,3 +618,92 @@ def test_a_server_restart_in_the_middle_of_a_bulk_call(where: str, call: str, tw
             assert listed == []
         assert len(check) == len(listed)
         check.close()
+
+
+# -- 4 and 5. the packer against redis-py's, for every argument type ---------------------------
+
+
+class Text(str):
+    pass
+
+
+class Data(bytes):
+    pass
+
+
+class Whole(int):
+    pass
+
+
+class Real(float):
+    pass
+
+
+class Level(enum.IntEnum):
+    HIGH = 7
+
+
+#: every kind of first argument (a command's name, maybe with words) and of argument
+NAMES = st.one_of(
+    st.sampled_from(["EVALSHA", "CONFIG GET", " SET  x ", "a\tb", "é ü", "", b"CLIENT SETINFO", b"GET"]),
+    st.text(max_size=12),
+    st.binary(max_size=12),
+    st.binary(max_size=12).map(bytearray),
+    st.binary(max_size=12).map(memoryview),
+    st.text(max_size=8).map(Text),
+    st.binary(max_size=8).map(Data),
+)
+VALUES = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=20),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(),
+    st.binary(min_size=5998, max_size=6002),
+    st.binary(max_size=16).map(bytearray),
+    st.binary(max_size=16).map(memoryview),
+    st.binary(max_size=16).map(lambda data: memoryview(data)[::2]),
+    st.text(max_size=8).map(Text),
+    st.binary(max_size=8).map(Data),
+    st.integers().map(Whole),
+    st.floats(allow_nan=False).map(Real),
+    st.just(Level.HIGH),
+    st.booleans(),
+    st.none(),
+    st.just([1]),
+)
+
+
+def _packed(pack: Any, *args: Any) -> tuple[str, bytes]:
+    try:
+        return "sent", b"".join(bytes(chunk) for chunk in pack(*args))
+    except Exception as error:  # the same refusal, by class
+        return type(error).__name__, b""
+
+
+@pytest.fixture(scope="module")
+def connections(own: str) -> Iterator[tuple[Any, Any]]:
+    """A connection of a backend's own pool (our packer) and a plain redis-py one; neither connected."""
+    store = RedisRawBackend(own, prefix="pk/pack")
+    pool = store.client.connection_pool
+    yield pool.connection_class(**pool.connection_kwargs), redis_py.Connection()
+    store.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(NAMES, st.lists(VALUES, max_size=10))
+def test_the_backends_connections_pack_what_redis_py_packs(
+    connections: tuple[Any, Any], name: Any, args: list[Any]
+) -> None:
+    ours, theirs = connections
+    assert not isinstance(theirs._command_packer, type(ours._command_packer))
+    for _ in range(2):  # the second time from the packed names our packer keeps
+        assert _packed(ours.pack_command, name, *args) == _packed(theirs.pack_command, name, *args)
+    commands = [(name, *args), ("SET", "k", b"v" * 7000), (name,)]
+    assert _packed(ours.pack_commands, commands) == _packed(theirs.pack_commands, commands)
+
+
+def test_a_name_that_equals_a_kept_one_is_packed_as_redis_py_packs_it(connections: tuple[Any, Any]) -> None:
+    ours, theirs = connections
+    words = b"CONFIG GET"
+    for name in (words, memoryview(words), bytearray(words), Text("CONFIG GET"), b"GET", memoryview(b"GET")):
+        assert _packed(ours.pack_command, name, "x") == _packed(theirs.pack_command, name, "x"), name

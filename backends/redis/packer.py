@@ -21,6 +21,8 @@ __all__ = ["CUTOFF", "HEADS", "Packer"]
 CUTOFF: Final = 6000
 #: how many commands' packed names a packer keeps
 HEADS: Final = 512
+#: the types of command names whose packed form is kept
+KEPT: Final = (str, bytes)
 
 
 class Packer:
@@ -32,7 +34,8 @@ class Packer:
     small arguments are joined into one buffer; one over :data:`CUTOFF`, or
     a memoryview, is a chunk of its own. The first argument may hold words
     (``"CONFIG GET"``), sent apart, as redis-py does; its packed form is
-    kept (for :data:`HEADS` commands: redis-py names a few dozen).
+    kept (for :data:`HEADS` commands: redis-py names a few dozen) when it is
+    a str or bytes; any other first argument is packed each time.
     """
 
     __slots__ = ("_encode", "_heads")
@@ -47,13 +50,16 @@ class Packer:
         else:  # bytes are split only at a space, as redis-py does
             words = command.split() if b" " in command else [command]
         head = len(words), b"".join(b"$%d\r\n%s\r\n" % (len(word), word) for word in words)
-        if len(self._heads) < HEADS:
+        if len(self._heads) < HEADS and type(command) in KEPT:
             self._heads[command] = head
         return head
 
     def pack(self, *args: Any) -> list[Any]:
         command = args[0]
-        count, head = self._heads.get(command) or self._head(command)
+        # Only a str or bytes is looked up: a memoryview equals the bytes it shows, but redis-py
+        # never splits one ("CONFIG GET"), and a bytearray is no dict key at all.
+        kept = self._heads.get(command) if type(command) in KEPT else None
+        count, head = kept or self._head(command)
         parts = [b"*%d\r\n%s" % (count + len(args) - 1, head)]
         chunks: list[Any] = []
         encode = self._encode
