@@ -12,6 +12,7 @@ import asyncio
 import enum
 import gc
 import math
+import os
 import socket
 import threading
 import traceback
@@ -707,3 +708,111 @@ def test_a_name_that_equals_a_kept_one_is_packed_as_redis_py_packs_it(connection
     words = b"CONFIG GET"
     for name in (words, memoryview(words), bytearray(words), Text("CONFIG GET"), b"GET", memoryview(b"GET")):
         assert _packed(ours.pack_command, name, "x") == _packed(theirs.pack_command, name, "x"), name
+
+
+# -- 8. pressure: eviction while many dumps run ------------------------------------------------
+
+
+def _value(key: str, version: int) -> bytes:
+    """A value that names its key and writer: a torn or crossed one shows."""
+    return f"{key}|{version}|".encode().ljust(2048, b"#")
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl"])
+def test_eviction_under_many_writers_leaves_the_index_agreeing_with_the_values(
+    own: str, admin: redis_py.Redis, policy: str
+) -> None:
+    before = admin.info("stats")["evicted_keys"]
+    admin.config_set("maxmemory-policy", policy)
+    admin.config_set("maxmemory", "3mb")
+    timeout = 3600 if policy.startswith("volatile") else None  # volatile-*: only values have a TTL
+    store = RedisRawBackend(own, prefix="pk/evict", timeout=timeout, max_connections=8)
+    keys = [f"k/{i:04d}" for i in range(1500)]  # 3 MB of values: eviction all along
+    refused: list[StoreError] = []
+
+    def plain(version: int) -> None:
+        for key in keys[version::4]:
+            store.dump(key, _value(key, version))
+
+    def bulk(version: int) -> None:
+        for start in range(0, len(keys), 100):
+            store.dump_many({key: _value(key, version) for key in keys[start : start + 100]})
+
+    def timed(version: int) -> None:
+        for key in keys[::3]:
+            store.dump(key, _value(key, version), timeout=7200)
+
+    def twin(version: int) -> None:
+        async def main() -> None:
+            async with RedisRawBackend(own, prefix="pk/evict", timeout=timeout).aio() as aio:
+                for start in range(0, len(keys), 50):
+                    batch = keys[start : start + 50]
+                    await asyncio.gather(*(aio.dump(key, _value(key, version)) for key in batch))
+
+        asyncio.run(main())
+
+    def run(work: Any, version: int) -> None:
+        try:
+            work(version)
+        except StoreError as error:  # a full server may refuse: typed, never a raw error
+            refused.append(error)
+
+    threads = [
+        threading.Thread(target=run, args=(work, version))
+        for version, work in enumerate([plain, plain, bulk, timed, twin])
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        evicted = admin.info("stats")["evicted_keys"] - before
+        admin.config_set("maxmemory", "0")  # one state to compare every call on
+        assert evicted > 0 and not refused, refused
+        listed = list(store)
+        assert len(store) == len(listed) == len(set(listed)) > 0
+        found = store.load_many(keys)
+        assert set(found) == set(listed)
+        for key, data in found.items():  # whole, and one of its writers'
+            name, version, rest = data.split(b"|", 2)
+            assert name == key.encode() and int(version) in range(5) and rest == b"#" * len(rest)
+            assert store.load(key) == data
+        assert store.purge() == 0 and len(store) == len(listed)
+    finally:
+        admin.config_set("maxmemory", "0")
+        store.close()
+
+
+# -- 9. fork after first use, threads and loops on the plain dump -----------------------------
+
+
+def test_a_child_forked_after_plain_dumps_and_twin_dumps_writes_on_its_own_connections(
+    own: str, admin: redis_py.Redis
+) -> None:
+    store = RedisRawBackend(own, prefix="pk/fork")
+    twin = store.aio()
+
+    async def use(tag: bytes) -> dict[str, bytes]:
+        await twin.dump(f"twin/{tag.decode()}", tag)
+        await twin.dump_many({f"many/{tag.decode()}/{i}": tag for i in range(3)})
+        return await twin.load_many([f"twin/{tag.decode()}", "plain/parent"])
+
+    store.dump("plain/parent", b"p")
+    assert asyncio.run(use(b"parent")) == {"twin/parent": b"parent", "plain/parent": b"p"}
+    pid = os.fork()
+    if pid == 0:  # the child: its exit code says what it found
+        try:
+            store.dump("plain/child", b"c")
+            found = asyncio.run(use(b"child"))
+            code = 0 if found == {"twin/child": b"child", "plain/parent": b"p"} else 3
+            asyncio.run(twin.aclose())
+        except BaseException:
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's pools (blocking, and the twin's on a new loop) still answer, each reply its own.
+    assert store.dump("plain/parent", b"p2") is True and store.load("plain/child") == b"c"
+    assert asyncio.run(use(b"again"))["plain/parent"] == b"p2"
+    assert len(store) == len(list(store)) == 14
+    asyncio.run(twin.aclose())
