@@ -724,10 +724,11 @@ def test_eviction_under_many_writers_leaves_the_index_agreeing_with_the_values(
 ) -> None:
     before = admin.info("stats")["evicted_keys"]
     admin.config_set("maxmemory-policy", policy)
-    admin.config_set("maxmemory", "3mb")
+    # 3 MB above what the server uses now (its scripts, its clients' buffers): what eviction can free.
+    admin.config_set("maxmemory", admin.info("memory")["used_memory"] + 3 * 2**20)
     timeout = 3600 if policy.startswith("volatile") else None  # volatile-*: only values have a TTL
     store = RedisRawBackend(own, prefix="pk/evict", timeout=timeout, max_connections=8)
-    keys = [f"k/{i:04d}" for i in range(1500)]  # 3 MB of values: eviction all along
+    keys = [f"k/{i:04d}" for i in range(3000)]  # 6 MB of values: eviction all along
     refused: list[StoreError] = []
 
     def plain(version: int) -> None:
@@ -816,3 +817,37 @@ def test_a_child_forked_after_plain_dumps_and_twin_dumps_writes_on_its_own_conne
     assert asyncio.run(use(b"again"))["plain/parent"] == b"p2"
     assert len(store) == len(list(store)) == 14
     asyncio.run(twin.aclose())
+
+
+# -- 5. bad options of dump, refused before any I/O as on S3 -----------------------------------
+
+
+@pytest.mark.parametrize("etag", [5, b"abc", None.__class__, "", " x", "a\r\nb", "\x1b[2J", "é", "e" * 1025])
+def test_an_if_match_that_is_no_etag_is_refused_before_any_io_naming_it(own: str, etag: Any) -> None:
+    with LosingProxy(_port(own)) as proxy:
+        store = RedisJsonBackend(proxy.url, prefix="pk/etag")
+
+        async def twin() -> None:
+            async with store.aio() as aio:
+                await aio.dump("k", 1, if_match=etag)
+
+        for call in (lambda: store.dump("k", 1, if_match=etag), lambda: asyncio.run(twin())):
+            with pytest.raises(ValueError, match="if_match is an ETag"):
+                call()
+        assert sum(proxy.seen.values()) == 0  # nothing was sent
+        store.close()
+
+
+def test_if_absent_and_if_match_together_are_a_type_error_as_on_s3(own: str) -> None:
+    store = RedisJsonBackend(own, prefix="pk/both")
+
+    async def twin() -> None:
+        async with store.aio() as aio:
+            await aio.dump("k", 1, if_absent=True, if_match="e")
+
+    for call in (lambda: store.dump("k", 1, if_absent=True, if_match="e"), lambda: asyncio.run(twin())):
+        with pytest.raises(TypeError, match="exclusive"):
+            call()
+    check = RedisJsonBackend(own, prefix="pk/both")
+    assert "k" not in check
+    check.close()
