@@ -851,3 +851,24 @@ def test_if_absent_and_if_match_together_are_a_type_error_as_on_s3(own: str) -> 
     check = RedisJsonBackend(own, prefix="pk/both")
     assert "k" not in check
     check.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the deadlines sorted set is the only record of a deadline: under an allkeys-* policy Redis "
+    "may evict it, and every entry then reads as live until Redis reclaims its value (timeout + "
+    "keep_expired); telling a lost deadline (a value key with a TTL and no deadline) in every script "
+    "costs a PTTL per key without a deadline, every load_many of a store without a timeout",
+)
+def test_an_evicted_deadlines_set_never_makes_an_expired_entry_live_again(
+    own: str, admin: redis_py.Redis
+) -> None:
+    clock = Clock()
+    store = RedisRawBackend(own, prefix="pk/deadlines", timeout=10, clock=clock)
+    store.dump("k", b"v")
+    admin.delete(store.prefix + "\x7fdeadlines")  # what allkeys-lru or allkeys-random may do
+    clock.now += 11
+    try:
+        assert "k" not in store and store.load("k") is None and store.load_many(["k"]) == {}
+    finally:
+        store.close()
