@@ -872,3 +872,36 @@ def test_an_evicted_deadlines_set_never_makes_an_expired_entry_live_again(
         assert "k" not in store and store.load("k") is None and store.load_many(["k"]) == {}
     finally:
         store.close()
+
+
+# -- 1. lost replies of requests our packer cut in chunks --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [b"x" * 6001, bytearray(b"\r\n" * 5000), memoryview(b"$-1\r\n" * 3000), b"v" * (1 << 20)]
+)
+def test_a_lost_reply_of_a_chunked_request_is_sent_again_whole(own: str, value: Any) -> None:
+    with LosingProxy(_port(own)) as proxy:
+        store = RedisRawBackend(proxy.url, prefix="pk/chunks")
+        store.dump("warm", b"")  # the scripts are loaded: each request below is one EVALSHA
+        store.dump_many({"warm": b""})
+        for script, call in (
+            ("put", lambda: store.dump("k", value)),
+            ("put", lambda: store.dump("t", value, timeout=60)),
+            ("write", lambda: store.dump_many({"m": value, "n": value})),
+            ("put", lambda: asyncio.run(_twin_dump(proxy.url, value))),
+        ):
+            proxy.lose_script(SCRIPTS[script])
+            lost = proxy.lost
+            call()
+            assert proxy.lost == lost + 1
+        found = store.load_many(["k", "t", "m", "n", "twin"])
+        assert found == dict.fromkeys(["k", "t", "m", "n", "twin"], bytes(value))
+        assert len(store) == len(list(store)) == 6
+        store.clear()
+        store.close()
+
+
+async def _twin_dump(url: str, value: Any) -> None:
+    async with RedisRawBackend(url, prefix="pk/chunks").aio() as twin:
+        assert await twin.dump("twin", value) is True
