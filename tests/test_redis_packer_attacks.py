@@ -238,6 +238,36 @@ def test_aclose_leaves_no_connection_of_the_twin_open(own: str, admin: redis_py.
     assert asyncio.run(main()) == 0
 
 
+def _in_a_loop(twin: Any, name: str, used: threading.Barrier, closed: threading.Barrier, how: str) -> None:
+    async def main() -> None:
+        await twin.dump(name, b"1")
+        used.wait()
+        if how == "aclose" and name == "a":
+            await twin.aclose()
+        closed.wait()
+        await twin.aclose()  # again in loop a: nothing more; in loop b: its own client
+
+    asyncio.run(main())
+
+
+def test_aclose_in_each_of_two_loops_closes_the_connections_of_both(own: str, admin: redis_py.Redis) -> None:
+    """A twin's connections belong to the loop that made them: an aclose() in each loop
+    closes that loop's (the first also closes the backend); after close() too."""
+    for how in ("aclose", "close"):
+        store = RedisRawBackend(own, prefix="pk/loops2")
+        twin = store.aio()
+        used, closed = threading.Barrier(3), threading.Barrier(2)
+        threads = [threading.Thread(target=_in_a_loop, args=(twin, name, used, closed, how)) for name in "ab"]
+        for thread in threads:
+            thread.start()
+        used.wait()
+        if how == "close":
+            store.close()
+        for thread in threads:
+            thread.join()
+        assert _others(admin) == 0, how
+
+
 def test_aclose_while_twin_calls_are_in_flight(own: str, admin: redis_py.Redis) -> None:
     gc.collect()  # what earlier tests left
     with LosingProxy(_port(own)) as proxy:

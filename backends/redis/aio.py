@@ -62,12 +62,11 @@ class AsyncRedisBackend(AsyncBackend[V]):
         self._running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Task[Any]]] = (
             weakref.WeakKeyDictionary()
         )
-        self._closed = False
-        self._stopping = False  # aclose() began: no new call, no next request of a call under way
+        self._closed = False  # from the start of aclose(): no new call, no next request of one under way
 
     def _refuse_if_closed(self, operation: str, key: object = None) -> None:
         """A closed twin, or the twin of a closed backend, answers nothing: StoreError."""
-        if self._closed or self._stopping or self.backend.closed:
+        if self._closed or self.backend.closed:
             raise StoreError(
                 "the backend is closed (close() or aclose() was called); make a new one",
                 backend=repr(self.backend),
@@ -276,18 +275,18 @@ class AsyncRedisBackend(AsyncBackend[V]):
         return await self._native("len", None, plans.length(self.backend._at))
 
     async def aclose(self) -> None:
-        """Close this loop's client and its connections, the backend, and the thread pool; again, nothing.
+        """Close this loop's client and its connections, the backend, and the thread pool.
 
         Every later call, on the twin or the backend, raises StoreError. A
         native call under way on this loop ends first, at its request in
         flight (a bulk call sends no later batch); then nothing more is sent.
+        A twin used from several loops has a client in each: ``aclose()`` in
+        each loop closes that loop's (and waits for the close begun first);
+        after ``backend.close()`` too.
         """
-        if self._closed or self._stopping:
-            await super().aclose()  # returns once a close already begun has ended
-            return
         # First no new request, then the requests in flight end, then the pool closes: a call
         # that went on while the client closed made a new client (and connections), never closed.
-        self._stopping = True
+        self._closed = True
         loop = asyncio.get_running_loop()
         running = self._running.get(loop, set()) - {asyncio.current_task()}
         if running:
@@ -298,10 +297,7 @@ class AsyncRedisBackend(AsyncBackend[V]):
                 # The pool was made for this client: closed with it (redis-py leaves a given pool open).
                 await client.aclose(close_connection_pool=True)
         finally:
-            try:
-                await super().aclose()
-            finally:
-                self._closed = True
+            await super().aclose()  # a close already begun: returns once it has ended
 
 
 def _twin(backend: RedisBackend[Any], *, max_workers: int | None = None) -> AsyncBackend[Any]:
