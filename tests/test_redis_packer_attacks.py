@@ -936,3 +936,57 @@ def test_a_lost_reply_of_a_chunked_request_is_sent_again_whole(own: str, value: 
 async def _twin_dump(url: str, value: Any) -> None:
     async with RedisRawBackend(url, prefix="pk/chunks").aio() as twin:
         assert await twin.dump("twin", value) is True
+
+
+def test_a_call_waiting_for_a_pooled_connection_at_close_sends_nothing(own: str) -> None:
+    """A pool of one: a bulk call holds the connection, a plain dump waits for it, close()
+    comes; the dump then gets the connection back, and must not send its request."""
+    with LosingProxy(_port(own)) as proxy:
+        store = RedisRawBackend(proxy.url, prefix="pk/waiting", max_connections=1)
+        store.dump("warm", b"")
+        store.dump_many({"warm": b""})  # both scripts loaded: every request below is one EVALSHA
+        in_flight, go = threading.Event(), threading.Event()
+        puts = 0
+
+        def hold_the_first_batch(request: list[bytes]) -> bool:
+            nonlocal puts
+            if request[0].upper() == b"EVALSHA" and request[1] == script_sha(SCRIPTS["write"]):
+                in_flight.set()
+                go.wait()
+            if request[0].upper() == b"EVALSHA" and request[1] == script_sha(SCRIPTS["put"]):
+                puts += 1
+            return False
+
+        proxy.lose(hold_the_first_batch, times=10**6)
+        outcomes: dict[str, Any] = {}
+
+        def call(name: str, do: Any) -> None:
+            try:
+                outcomes[name] = do()
+            except StoreError as error:
+                outcomes[name] = error
+
+        bulk = threading.Thread(
+            target=call, args=("bulk", lambda: store.dump_many(dict.fromkeys(map(str, range(2500)), b"x")))
+        )
+        bulk.start()
+        in_flight.wait()
+        waiting = threading.Thread(target=call, args=("dump", lambda: store.dump("late", b"y")))
+        waiting.start()
+        queue = store.client.connection_pool.pool
+        for _ in range(5000):  # until the dump waits for the pool's one connection
+            with queue.mutex:
+                if queue.not_empty._waiters:  # type: ignore[attr-defined]
+                    break
+            threading.Event().wait(0.001)  # ok: polling a condition of another thread, not hiding a race
+        store.close()
+        go.set()
+        bulk.join()
+        waiting.join()
+        assert isinstance(outcomes["bulk"], StoreError) and "closed" in str(outcomes["bulk"])
+        assert isinstance(outcomes["dump"], StoreError) and "closed" in str(outcomes["dump"])
+        assert puts == 0
+    check = RedisRawBackend(own, prefix="pk/waiting")
+    assert "late" not in check and len(check) == len(list(check)) == 1001  # warm and the first batch
+    check.clear()
+    check.close()

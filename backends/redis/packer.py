@@ -38,11 +38,22 @@ class Packer:
     a str or bytes; any other first argument is packed each time.
     """
 
-    __slots__ = ("_encode", "_heads")
+    __slots__ = ("_encode", "_heads", "_refused")
 
     def __init__(self, encode: Callable[[Any], Any]) -> None:
         self._encode = encode
         self._heads: dict[Any, tuple[int, bytes]] = {}
+        self._refused: type[Exception] | None = None
+
+    def close(self, error: type[Exception]) -> None:
+        """From now on every ``pack`` raises ``error``: nothing more is sent on the pool.
+
+        A call that waited for one of the pool's connections when its backend
+        closed gets it afterwards (the call before it gives it back): it is
+        refused here, before its request is sent (``error`` is one redis-py
+        does not retry).
+        """
+        self._refused = error
 
     def _head(self, command: Any) -> tuple[int, bytes]:
         if isinstance(command, str):
@@ -55,6 +66,8 @@ class Packer:
         return head
 
     def pack(self, *args: Any) -> list[Any]:
+        if self._refused is not None:
+            raise self._refused("the backend is closed")
         command = args[0]
         # Only a str or bytes is looked up: a memoryview equals the bytes it shows, but redis-py
         # never splits one ("CONFIG GET"), and a bytearray is no dict key at all.
