@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ..aio import AsyncBackend
@@ -57,7 +58,11 @@ class AsyncRedisBackend(AsyncBackend[V]):
             asyncio.AbstractEventLoop, dict[str, builtins.list[Waiting]]
         ] = weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Task[None]] = set()  # referenced until done, as asyncio asks
-        self._closed = False
+        # The tasks of each loop with a native call under way: aclose() lets them end first.
+        self._running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Task[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closed = False  # from the start of aclose(): no new call, no next request of one under way
 
     def _refuse_if_closed(self, operation: str, key: object = None) -> None:
         """A closed twin, or the twin of a closed backend, answers nothing: StoreError."""
@@ -109,10 +114,23 @@ class AsyncRedisBackend(AsyncBackend[V]):
 
         return send
 
+    @contextlib.contextmanager
+    def _under_way(self) -> Iterator[None]:
+        """The current task has a native call under way on this loop's client."""
+        task = asyncio.current_task()
+        running = self._running.setdefault(asyncio.get_running_loop(), set())
+        if task is not None:
+            running.add(task)
+        try:
+            yield
+        finally:
+            running.discard(task)
+
     async def _native(self, operation: str, key: object, plan: plans.Plan[T]) -> T:
         self._refuse_if_closed(operation, key)
         try:
-            return await plans.drive_async(plan, self._sender(operation, key))
+            with self._under_way():
+                return await plans.drive_async(plan, self._sender(operation, key))
         except self.backend._native_errors as exc:
             self.backend._reraise(exc, operation, key)
 
@@ -153,10 +171,11 @@ class AsyncRedisBackend(AsyncBackend[V]):
         try:
             send = self._sender("load", keys[0] if len(keys) == 1 else None)
             self._refuse_if_closed("load", keys[0] if len(keys) == 1 else None)
-            if len(keys) == 1:
-                found = {keys[0]: await plans.drive_async(plans.load(store._at, keys[0]), send)}
-            else:
-                found = dict(await plans.drive_async(plans.load_many(store._at, keys), send))
+            with self._under_way():
+                if len(keys) == 1:
+                    found = {keys[0]: await plans.drive_async(plans.load(store._at, keys[0]), send)}
+                else:
+                    found = dict(await plans.drive_async(plans.load_many(store._at, keys), send))
         except BaseException as exc:
             self._fail(waiting, exc)
             if not isinstance(exc, Exception):
@@ -256,22 +275,29 @@ class AsyncRedisBackend(AsyncBackend[V]):
         return await self._native("len", None, plans.length(self.backend._at))
 
     async def aclose(self) -> None:
-        """Close this loop's client, the backend, and the thread pool; again, nothing.
+        """Close this loop's client and its connections, the backend, and the thread pool.
 
-        Every later call, on the twin or the backend, raises StoreError.
+        Every later call, on the twin or the backend, raises StoreError. A
+        native call under way on this loop ends first, at its request in
+        flight (a bulk call sends no later batch); then nothing more is sent.
+        A twin used from several loops has a client in each: ``aclose()`` in
+        each loop closes that loop's (and waits for the close begun first);
+        after ``backend.close()`` too.
         """
-        if self._closed:
-            await super().aclose()  # returns once a close already begun has ended
-            return
-        client = self._clients.pop(asyncio.get_running_loop(), None)
+        # First no new request, then the requests in flight end, then the pool closes: a call
+        # that went on while the client closed made a new client (and connections), never closed.
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        running = self._running.get(loop, set()) - {asyncio.current_task()}
+        if running:
+            await asyncio.wait(running)
+        client = self._clients.pop(loop, None)
         try:
             if client is not None:
-                await client.aclose()
+                # The pool was made for this client: closed with it (redis-py leaves a given pool open).
+                await client.aclose(close_connection_pool=True)
         finally:
-            try:
-                await super().aclose()
-            finally:
-                self._closed = True
+            await super().aclose()  # a close already begun: returns once it has ended
 
 
 def _twin(backend: RedisBackend[Any], *, max_workers: int | None = None) -> AsyncBackend[Any]:

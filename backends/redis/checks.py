@@ -4,13 +4,39 @@ options), and how redis-py's errors become the store's: one class and cause each
 from __future__ import annotations
 
 import codecs
-from typing import Any
+import re
+from typing import Any, Final
 
 from ..base import MISSING
 from ..cache import MAX_TIMEOUT
-from ..errors import BackendError, InvalidKeyError, PermissionDeniedError, StoreError, StoreUnavailableError
+from ..errors import (
+    BackendError,
+    InvalidKeyError,
+    PermissionDeniedError,
+    StoreError,
+    StoreUnavailableError,
+    shown,
+)
 
-__all__ = ["check_client", "check_keep", "check_options", "check_prefix", "said", "translate"]
+__all__ = ["check_client", "check_etag", "check_keep", "check_options", "check_prefix", "said", "translate"]
+
+#: an ETag longer than this is none (``stat`` gives 40 hex digits; S3 takes up to 1,024)
+MAX_ETAG: Final = 1024
+#: printable ASCII, no space at either end: the rule S3's ``if_match`` keeps too
+_ETAG = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+
+
+def check_etag(value: object) -> None:
+    """An ``if_match`` is an ETag: a str of printable ASCII (as on S3); else ValueError naming it.
+
+    Checked before any I/O: a number, bytes or a line break was sent to the
+    server and answered False (or a StoreError for a type redis-py refuses).
+    """
+    if not isinstance(value, str) or len(value) > MAX_ETAG or not _ETAG.fullmatch(value):
+        raise ValueError(
+            "if_match is an ETag (as stat(key).etag gives it): a str of printable ASCII without "
+            f"a space at either end, at most {MAX_ETAG} characters, not {shown(value)}"
+        )
 
 
 def check_prefix(prefix: object) -> None:

@@ -222,9 +222,15 @@ def close_client(client: Any) -> None:
     """Close a client a backend made: its idle connections at once. One that a call in another
     thread is using is left to that call (its answer arrives, its next request is refused) and
     closes when the pool is let go: closing it under the call gave a raw AttributeError from
-    redis-py's reader, not the store's StoreError. (redis-py 5's pools close every connection.)"""
-    client.close()
+    redis-py's reader, not the store's StoreError. A call waiting for a connection gets one
+    once the call before it gives it back, and is refused by the pool's packer before it sends
+    (with hiredis, redis-py's own packer: such a call is sent). (redis-py 5's pools close every
+    connection.)"""
     pool = client.connection_pool
+    packer = pool.connection_kwargs.get("command_packer")
+    if isinstance(packer, Packer):  # a call still waiting for a connection sends nothing
+        packer.close(import_redis().RedisError)
+    client.close()
     if "inuse_connections" in inspect.signature(pool.disconnect).parameters:
         pool.disconnect(inuse_connections=False)
     else:  # pragma: no cover - redis-py 5

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ..locks import Lock
+from .scripts import LOADS
 
 __all__ = ["RedisLock"]
 
@@ -73,11 +74,12 @@ class RedisLock(Lock):
     def _script(self, source: str, *args: object) -> Any:
         """Run one of the scripts above in one ``EVALSHA`` (a ``SCRIPT LOAD`` first if the server lost it)."""
         client, sha = self._client(), SHAS[source]
-        try:
-            return client.evalsha(sha, 1, self._name, *args)
-        except self._noscript:
-            client.script_load(source)
-            return client.evalsha(sha, 1, self._name, *args)
+        for _ in range(LOADS):  # the server may lose it again before the EVALSHA: run_script's reason
+            try:
+                return client.evalsha(sha, 1, self._name, *args)
+            except self._noscript:
+                client.script_load(source)
+        return client.evalsha(sha, 1, self._name, *args)
 
     def _try_acquire(self) -> bool:
         # One round trip per try, won or not.

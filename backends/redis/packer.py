@@ -21,6 +21,8 @@ __all__ = ["CUTOFF", "HEADS", "Packer"]
 CUTOFF: Final = 6000
 #: how many commands' packed names a packer keeps
 HEADS: Final = 512
+#: the types of command names whose packed form is kept
+KEPT: Final = (str, bytes)
 
 
 class Packer:
@@ -32,14 +34,26 @@ class Packer:
     small arguments are joined into one buffer; one over :data:`CUTOFF`, or
     a memoryview, is a chunk of its own. The first argument may hold words
     (``"CONFIG GET"``), sent apart, as redis-py does; its packed form is
-    kept (for :data:`HEADS` commands: redis-py names a few dozen).
+    kept (for :data:`HEADS` commands: redis-py names a few dozen) when it is
+    a str or bytes; any other first argument is packed each time.
     """
 
-    __slots__ = ("_encode", "_heads")
+    __slots__ = ("_encode", "_heads", "_refused")
 
     def __init__(self, encode: Callable[[Any], Any]) -> None:
         self._encode = encode
         self._heads: dict[Any, tuple[int, bytes]] = {}
+        self._refused: type[Exception] | None = None
+
+    def close(self, error: type[Exception]) -> None:
+        """From now on every ``pack`` raises ``error``: nothing more is sent on the pool.
+
+        A call that waited for one of the pool's connections when its backend
+        closed gets it afterwards (the call before it gives it back): it is
+        refused here, before its request is sent (``error`` is one redis-py
+        does not retry).
+        """
+        self._refused = error
 
     def _head(self, command: Any) -> tuple[int, bytes]:
         if isinstance(command, str):
@@ -47,13 +61,18 @@ class Packer:
         else:  # bytes are split only at a space, as redis-py does
             words = command.split() if b" " in command else [command]
         head = len(words), b"".join(b"$%d\r\n%s\r\n" % (len(word), word) for word in words)
-        if len(self._heads) < HEADS:
+        if len(self._heads) < HEADS and type(command) in KEPT:
             self._heads[command] = head
         return head
 
     def pack(self, *args: Any) -> list[Any]:
+        if self._refused is not None:
+            raise self._refused("the backend is closed")
         command = args[0]
-        count, head = self._heads.get(command) or self._head(command)
+        # Only a str or bytes is looked up: a memoryview equals the bytes it shows, but redis-py
+        # never splits one ("CONFIG GET"), and a bytearray is no dict key at all.
+        kept = self._heads.get(command) if type(command) in KEPT else None
+        count, head = kept or self._head(command)
         parts = [b"*%d\r\n%s" % (count + len(args) - 1, head)]
         chunks: list[Any] = []
         encode = self._encode

@@ -22,7 +22,7 @@ from ..events import observed
 from ..info import Stat, utc
 from ..locks import Lock, lock_name
 from . import index, plans
-from .checks import check_keep, check_prefix, translate
+from .checks import check_etag, check_keep, check_prefix, translate
 from .client import Closed, backend_client, close_client, import_redis
 from .locks import RedisLock
 from .scripts import SHAS, run_script
@@ -217,8 +217,10 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         already expired (the key reads as absent); ``None`` never expires.
         """
         if if_absent and if_match is not None:
-            raise ValueError("if_absent and if_match exclude each other")
-        if if_match is None and not if_absent:
+            raise TypeError("if_absent and if_match are exclusive")  # as on S3
+        if if_match is not None:
+            check_etag(if_match)
+        elif not if_absent:
             if timeout is MISSING:
                 return self._write_value(key, value, "dump", self._put)
             plain = self._ttl(timeout)
