@@ -24,7 +24,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypeVar, overload
 
 from .bulk import BulkCalls
-from .errors import StoreError
+from .errors import StoreError, check_flag
 from .events import HUB, Subscription, observed
 from .hooks import BATCH, MISSING, UNCHANGED, Missing, Unchanged, Versioned
 
@@ -118,6 +118,7 @@ class BaseBackend(BulkCalls[V, S], MutableMapping[str, V]):
         Raises SerializationError (nothing written) or a StoreError; never
         returns False for an I/O error.
         """
+        check_flag(if_absent, "if_absent")
         return self._write_value(key, value, "dump", lambda key, data: self._dump(key, data, if_absent))
 
     @observed("delete")

@@ -147,5 +147,15 @@ def shown(value: object) -> str:
         return f"a whole number of about {value.bit_length() * 30103 // 100000 + 1:,} digits"
     if isinstance(value, str):
         return repr(value) if len(value) <= SHOWN else repr(value[:SHOWN]) + "..."
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # the caller's object: its own repr may raise, the error meant is ours
+        return f"a {type(value).__name__} (its repr failed)"
     return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
+
+
+def check_flag(value: object, name: str) -> bool:
+    """``value`` if it is True or False; else TypeError naming ``name`` (``"no"`` is no flag)."""
+    if value is True or value is False:
+        return value
+    raise TypeError(f"{name} is True or False, not {shown(value)} ({type(value).__name__})")

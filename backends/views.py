@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .base import MISSING, BaseBackend, Missing, Unchanged, Versioned, register_views
 from .core import encode_value
-from .errors import InvalidKeyError
+from .errors import InvalidKeyError, check_flag
 from .events import observed
 from .transfers import FileTransfers
 from .viewbase import ViewBase, check_prefix
@@ -104,6 +104,7 @@ class View(ViewBase[V]):
         """Store under ``key``: the base's ``dump``, with its options (``timeout``, ``if_match``)."""
         self._writable("dump", key)
         key = self._check(key, "dump")
+        check_flag(if_absent, "if_absent")
         with self._renamed():
             return self._live("dump", key).dump(self._full(key), value, if_absent=if_absent, **options)
 

@@ -34,7 +34,7 @@ from ..bounds import as_bound, check_bound
 from ..cache import DEFAULT_TIMEOUT, Entry, check_clock, check_timeout, to_ns
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..codecs.layers import CodecOption
-from ..errors import BackendError, SerializationError, StoreError
+from ..errors import BackendError, SerializationError, StoreError, check_flag
 from ..events import observed
 from ..info import utc
 from ..schemes import as_bool, as_seconds_or_none, local_path, parse_query, register_scheme
@@ -108,6 +108,7 @@ class FileSystemCache(CountedFolder[V]):
         expired entry as absent. Atomic, like every write. Raises ValueError
         for a timeout out of range, before anything is written.
         """
+        check_flag(if_absent, "if_absent")
         deadline = self._deadline(timeout)
         return self._write_value(
             key,

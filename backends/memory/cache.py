@@ -17,7 +17,7 @@ from ..base import MISSING, BaseBackend, Missing
 from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..codecs.layers import CodecOption
-from ..errors import SerializationError
+from ..errors import SerializationError, check_flag
 from ..events import observed
 from ..info import utc
 from ..locks import Leases, Lock, MemoryLock
@@ -191,6 +191,7 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
         As :meth:`JsonCache.dump <backends.filesystem.FileSystemCache.dump>`;
         a value larger than ``maxbytes`` raises SerializationError.
         """
+        check_flag(if_absent, "if_absent")
         seconds = self._seconds(timeout)
         return self._write_value(
             key, value, "dump", lambda key, data: self._store(key, data, seconds, if_absent)

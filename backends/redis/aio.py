@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from ..aio import AsyncBackend
 from ..base import MISSING, register_twin
-from ..errors import StoreError
+from ..errors import StoreError, check_flag
 from ..events import told
 from ..hooks import Missing
 from . import plans
@@ -223,6 +223,7 @@ class AsyncRedisBackend(AsyncBackend[V]):
         if_match: str | None = None,
         timeout: float | Missing | None = MISSING,
     ) -> bool:
+        check_flag(if_absent, "if_absent")
         if if_match is not None or timeout is not MISSING:  # through the blocking store
             return await super().dump(key, value, if_absent=if_absent, if_match=if_match, timeout=timeout)
         return await self._write("dump", "nx" if if_absent else "set", [(key, value)])

@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 from ..base import MISSING, BaseBackend, Missing
 from ..cache import CountedLookups, Entry, check_timeout
 from ..codecs.layers import CodecOption
-from ..errors import BackendError, StoreError
+from ..errors import BackendError, StoreError, check_flag
 from ..events import observed
 from ..info import Stat, utc
 from ..locks import Lock, lock_name
@@ -216,7 +216,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
         when a condition fails; one round trip either way. ``timeout=0`` is
         already expired (the key reads as absent); ``None`` never expires.
         """
-        if if_absent and if_match is not None:
+        if check_flag(if_absent, "if_absent") and if_match is not None:
             raise TypeError("if_absent and if_match are exclusive")  # as on S3
         if if_match is not None:
             check_etag(if_match)

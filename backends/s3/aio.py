@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from ..aio import AsyncBackend
 from ..base import MISSING, register_twin
-from ..errors import StoreError
+from ..errors import StoreError, check_flag
 from ..events import told
 from ..hooks import Missing
 from .connection import CONFLICT_RETRIES, TOKEN_META, is_marker
@@ -221,7 +221,7 @@ class AsyncS3Backend(AsyncBackend[V]):
         self, key: str, value: V, *, if_absent: bool = False, if_match: str | None = None
     ) -> bool:
         """Store ``value`` with one PUT, awaited on obstore (``if_absent``, ``if_match`` as ``dump``)."""
-        if if_absent and if_match is not None:
+        if check_flag(if_absent, "if_absent") and if_match is not None:
             raise TypeError("if_absent and if_match are exclusive")
         store = self.backend
         key = store._check(key, "dump")

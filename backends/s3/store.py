@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 from ..base import MISSING, UNCHANGED, Missing, Unchanged
-from ..errors import BackendError, CorruptValueError
+from ..errors import BackendError, CorruptValueError, check_flag
 from ..events import observed
 from ..keys import is_valid_key, key_problem
 from ..locks import Lock, lock_name
@@ -239,7 +239,7 @@ class S3Backend(S3Objects[V]):
         sends ``If-Match``: a failed precondition (or, for ``if_match``, an
         absent key) returns False and changes nothing.
         """
-        if if_absent and if_match is not None:
+        if check_flag(if_absent, "if_absent") and if_match is not None:
             raise TypeError("if_absent and if_match are exclusive")
         return self._write_value(
             key, value, "dump", lambda key, data: self._put(key, data, if_absent=if_absent, if_match=if_match)

@@ -19,7 +19,7 @@ from ..base import MISSING, Missing
 from ..bounds import check_bound
 from ..cache import check_timeout
 from ..codecs.layers import CodecOption
-from ..errors import BackendError, SerializationError, StoreError
+from ..errors import BackendError, SerializationError, StoreError, check_flag
 from ..events import observed
 from ..locks import Lock
 from .bound import Bound, bookkeeping_gone
@@ -149,6 +149,7 @@ class SqliteBackend(SqliteReads[V]):
 
         With ``if_absent=True`` only a missing (or expired) key is written; one statement.
         """
+        check_flag(if_absent, "if_absent")
         if timeout is not MISSING:
             check_timeout(timeout)
         return self._write_value(

@@ -26,7 +26,7 @@ from typing import Any, Final
 from ..base import MISSING, UNCHANGED, BaseBackend, Missing
 from ..cache import Entry, check_timeout, uncounted
 from ..core import encode_value
-from ..errors import BackendError, LockTimeoutError, StoreError
+from ..errors import BackendError, LockTimeoutError, StoreError, check_flag
 from ..events import HUB, observed
 from ..locks import Lock
 from .base import TierBase, TierStats, release_lock
@@ -182,6 +182,7 @@ class TieredBackend(TierBase):
         fails after the origin took the value, the cache's error is raised.
         """
         key = self._check(key, "dump")
+        check_flag(if_absent, "if_absent")
         fill = partial(self._fill, key, value, None)
         if timeout is not MISSING:
             fill = partial(self._cache_dump, key, value, self._check_timeout(timeout))
