@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from backends import BaseBackend
+from backends import BaseBackend, VolatileBackend
 
 
 @pytest.mark.parametrize("bad", ["no", "", 1, 0, None, 1.0])
@@ -31,3 +31,15 @@ def test_an_if_absent_that_is_no_flag_is_a_type_error_and_writes_nothing(
     assert backend.dump("k", sample(3), if_absent=False) is True
     assert backend.dump("k", sample(4), if_absent=True) is False
     assert backend.load("k") == sample(3)
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("a repr that fails")
+
+
+def test_an_argument_whose_repr_raises_is_named_by_its_type() -> None:
+    store = VolatileBackend()
+    with pytest.raises(TypeError, match=r"if_absent is True or False, not a _NoRepr \(its repr failed\)"):
+        store.dump("k", 1, if_absent=_NoRepr())
+    assert "k" not in store
