@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,10 @@ def _cmdline(pid: str) -> bytes:
         return b""
 
 
-def _obstore_store(endpoint: str) -> Any:
+def _obstore_store(endpoint: str, timed: bool = False) -> Any:
+    """A raw obstore store on ``endpoint``; ``timed``: with the connect and read timeouts the
+    obstore engine sets (60 s, the backends' default ``timeout=``), whose timers cost a little
+    on every request."""
     from obstore.store import S3Store
 
     config = {
@@ -86,7 +90,14 @@ def _obstore_store(endpoint: str) -> Any:
         "secret_access_key": CREDENTIALS["aws_secret_access_key"],
         "virtual_hosted_style_request": False,
     }
-    return S3Store(BUCKET, config=config, client_options={"allow_http": True})  # type: ignore[arg-type]
+    options: dict[str, Any] = {"allow_http": True}
+    if timed:
+        options |= {
+            "connect_timeout": timedelta(seconds=60),
+            "read_timeout": timedelta(seconds=60),
+            "timeout": timedelta(days=365),  # the engine's: a whole transfer is not bounded
+        }
+    return S3Store(BUCKET, config=config, client_options=options)  # type: ignore[arg-type]
 
 
 def _readers(endpoint: str, bench: Bench) -> dict[str, tuple[str, Callable[[str], object]]]:
@@ -105,6 +116,11 @@ def _readers(endpoint: str, bench: Bench) -> dict[str, tuple[str, Callable[[str]
 
         store = _obstore_store(endpoint)
         found["raw obstore get"] = (PEER, lambda key: json.loads(bytes(obstore.get(store, key).bytes())))
+        timed = _obstore_store(endpoint, timed=True)
+        found["raw obstore get, with the engine's connect and read timeouts"] = (
+            PEER,
+            lambda key: json.loads(bytes(obstore.get(timed, key).bytes())),
+        )
     except ImportError:
         bench.lacking("obstore", "not installed: pip install -e '.[bench]'")
     try:
