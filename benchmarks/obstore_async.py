@@ -1,6 +1,6 @@
 """Why the native async twin's GETs cost more client CPU than the sync obstore engine's.
 
-    python benchmarks/obstore_async.py [--keys 5000] [--rounds 3]
+    python -m benchmarks.obstore_async [--keys 5000] [--rounds 3]
 
 GETs of 1 KiB from SeaweedFS (its own process, no added latency), 64 at a
 time: obstore's blocking ``get`` from 64 threads (what the sync engine
@@ -34,16 +34,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from servers import CREDENTIALS, s3_client, seaweedfs  # noqa: E402
+from servers import s3_client, seaweedfs  # noqa: E402
 
 from backends import S3JsonBackend  # noqa: E402
 
-BUCKET = "bench-obstore-async"
+from .remote import BUCKET, raw_obstore_store  # noqa: E402
+
 IN_FLIGHT = 64
 BODY = b'{"v": "' + b"x" * 1000 + b'"}'
 
@@ -65,23 +65,10 @@ def split_cpu(into: dict[str, float]) -> Iterator[None]:
     into["all"] = time.process_time() - before_all
 
 
-def _obstore_store(endpoint: str) -> Any:
-    from obstore.store import S3Store
-
-    config = {
-        "endpoint": endpoint,
-        "region": "us-east-1",
-        "access_key_id": CREDENTIALS["aws_access_key_id"],
-        "secret_access_key": CREDENTIALS["aws_secret_access_key"],
-        "virtual_hosted_style_request": False,
-    }
-    return S3Store(BUCKET, config=config, client_options={"allow_http": True})  # type: ignore[arg-type]
-
-
 def contenders(endpoint: str, keys: list[str]) -> dict[str, Callable[[], object]]:
     import obstore
 
-    store = _obstore_store(endpoint)
+    store = raw_obstore_store(endpoint)
     client = s3_client(endpoint, max_pool_connections=IN_FLIGHT)
     backend = S3JsonBackend(BUCKET, client=client, engine="obstore")
     twin = backend.aio()

@@ -77,7 +77,7 @@ def _cmdline(pid: str) -> bytes:
         return b""
 
 
-def _obstore_store(endpoint: str, timed: bool = False) -> Any:
+def raw_obstore_store(endpoint: str, timed: bool = False) -> Any:
     """A raw obstore store on ``endpoint``; ``timed``: with the connect and read timeouts the
     obstore engine sets (60 s, the backends' default ``timeout=``), whose timers cost a little
     on every request."""
@@ -114,9 +114,9 @@ def _readers(endpoint: str, bench: Bench) -> dict[str, tuple[str, Callable[[str]
     try:
         import obstore
 
-        store = _obstore_store(endpoint)
+        store = raw_obstore_store(endpoint)
         found["raw obstore get"] = (PEER, lambda key: json.loads(bytes(obstore.get(store, key).bytes())))
-        timed = _obstore_store(endpoint, timed=True)
+        timed = raw_obstore_store(endpoint, timed=True)
         found["raw obstore get, with the engine's connect and read timeouts"] = (
             PEER,
             lambda key: json.loads(bytes(obstore.get(timed, key).bytes())),
@@ -234,7 +234,7 @@ def through_latency(bench: Bench, count: int, latency_ms: float) -> None:
             try:
                 import obstore
 
-                store = _obstore_store(far)
+                store = raw_obstore_store(far)
 
                 def raw_obstore() -> object:
                     with ThreadPoolExecutor(64) as pool:

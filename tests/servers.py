@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -296,6 +297,22 @@ def redirect_body(bucket: str) -> bytes:
 
 
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
+
+
+def chain(exc: BaseException) -> str:
+    """Everything an exception chain shows, to look for a secret in: as traceback prints it,
+    and each link's repr and args."""
+    text = ["".join(traceback.format_exception(exc))]
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        link = stack.pop()
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        text += [repr(link), str(link), repr(link.args), repr(vars(link))]
+        stack += [link.__cause__, link.__context__]
+    return "\n".join(text)
 
 
 class _Listener(ThreadingHTTPServer):

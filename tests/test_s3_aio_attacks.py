@@ -11,7 +11,6 @@ import functools
 import inspect
 import multiprocessing
 import threading
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import CASES, LONG
-from servers import ACTIONS, Faults, Proxy, S3Target
+from servers import ACTIONS, Faults, Proxy, S3Target, chain
 
 import backends
 from backends import (
@@ -62,21 +61,6 @@ def through(proxy: Proxy, target: S3Target, prefix: str, cls: Any = S3JsonBacken
     """An obstore-engine backend on ``target`` through ``proxy``, signing with the planted secrets."""
     settings = {"addressing_style": "path", "retries": 1, "timeout": 2, "engine": "obstore", **PLANTED}
     return cls(target.bucket, endpoint_url=proxy.endpoint, prefix=prefix, **{**settings, **options})
-
-
-def chain(exc: BaseException) -> str:
-    """Everything an exception chain shows: as traceback prints it, and each link's repr and args."""
-    text = ["".join(traceback.format_exception(exc))]
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        link = stack.pop()
-        if link is None or id(link) in seen:
-            continue
-        seen.add(id(link))
-        text += [repr(link), str(link), repr(link.args), repr(vars(link))]
-        stack += [link.__cause__, link.__context__]
-    return "\n".join(text)
 
 
 def assert_no_secret(text: str) -> None:

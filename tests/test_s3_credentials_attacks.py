@@ -28,7 +28,7 @@ from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, Credentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from conftest import LONG
-from servers import Proxy, S3Target
+from servers import Proxy, S3Target, chain
 
 from backends import MemoryCache, PermissionDeniedError, S3JsonBackend, StoreError, TieredBackend, cached
 from backends.s3.credentials import ClientCredentials
@@ -228,21 +228,6 @@ def sts_refuses(n: int) -> dict[str, Any]:
 
 def no_token(n: int) -> dict[str, Any]:
     return metadata(n, timedelta(hours=1), token=False)
-
-
-def chain(exc: BaseException) -> str:
-    """Everything an exception chain shows: as traceback prints it, and each link's repr and args."""
-    text = ["".join(traceback.format_exception(exc))]
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        link = stack.pop()
-        if link is None or id(link) in seen:
-            continue
-        seen.add(id(link))
-        text += [repr(link), str(link), repr(link.args), repr(vars(link))]
-        stack += [link.__cause__, link.__context__]
-    return "\n".join(text)
 
 
 CALLS: dict[str, Callable[[Any], Any]] = {

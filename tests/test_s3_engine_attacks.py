@@ -15,13 +15,12 @@ import logging
 import multiprocessing
 import os
 import threading
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from servers import ACTIONS, REAL_REGION, Faults, Pipe, Proxy, S3Target, denied
+from servers import ACTIONS, REAL_REGION, Faults, Pipe, Proxy, S3Target, chain, denied
 
 import backends
 from backends import (
@@ -58,21 +57,6 @@ def through(proxy: Proxy, target: S3Target, engine: str, cls: Any = S3JsonBacken
     """A backend on ``target`` through ``proxy``, signing with the planted secret key and token."""
     settings = {"addressing_style": "path", "retries": 1, "timeout": 1, **PLANTED, **options}
     return cls(target.bucket, endpoint_url=proxy.endpoint, engine=engine, **settings)
-
-
-def chain(exc: BaseException) -> str:
-    """Everything an exception chain shows: as traceback prints it, and each link's repr and args."""
-    text = ["".join(traceback.format_exception(exc))]
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        link = stack.pop()
-        if link is None or id(link) in seen:
-            continue
-        seen.add(id(link))
-        text += [repr(link), str(link), repr(link.args), repr(vars(link))]
-        stack += [link.__cause__, link.__context__]
-    return "\n".join(text)
 
 
 def assert_no_secret(text: str) -> None:

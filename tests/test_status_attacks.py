@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -674,16 +673,6 @@ def test_a_child_forked_while_the_sending_thread_held_its_lock_still_sends(raw: 
 # -- 10. secrets ----------------------------------------------------------------------------------------
 
 
-def chain(exc: BaseException) -> str:
-    """Everything an exception carries: its message, repr, and all of its chain as printed and not."""
-    texts, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        texts += [str(exc), repr(exc), *traceback.format_exception(exc)]
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return "\n".join(texts)
-
-
 def test_a_planted_password_never_shows_anywhere(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -701,7 +690,8 @@ def test_a_planted_password_never_shows_anywhere(
         sink = RedisStreamSink(url, interval=0.01, password=secret)
         sink(event("k"))
         assert sink.flush()
-        texts = [chain(refused.value), capsys.readouterr().err, json.dumps(body), repr(sink), sink.error]
+        shown = servers.chain(refused.value)
+        texts = [shown, capsys.readouterr().err, json.dumps(body), repr(sink), sink.error]
         assert status == 503 and "refused access" in body["error"] and sink.error == "AuthenticationError"
         sink.close()
         admin.close()
@@ -710,7 +700,7 @@ def test_a_planted_password_never_shows_anywhere(
             main(["status", url])
         with pytest.raises(ValueError) as bad:
             make_app(url)
-        texts += [capsys.readouterr().err, chain(bad.value)]
+        texts += [capsys.readouterr().err, servers.chain(bad.value)]
     for text in texts:
         assert secret not in text
 
