@@ -33,6 +33,7 @@ __all__ = [
     "SerializationError",
     "StoreError",
     "StoreUnavailableError",
+    "check_flag",
     "shown",
 ]
 
