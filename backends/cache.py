@@ -17,7 +17,7 @@ from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 from .events import HUB, Counters
 
@@ -29,6 +29,7 @@ __all__ = [
     "Entry",
     "ExpiringCache",
     "check_clock",
+    "check_entry_etag",
     "check_timeout",
     "deadline_ns",
     "to_ns",
@@ -41,6 +42,22 @@ V = TypeVar("V")
 DEFAULT_TIMEOUT: Final = 300.0
 #: the longest finite timeout (100 years); ``None`` or ``math.inf`` mean never
 MAX_TIMEOUT: Final = 100 * 365.25 * 86_400
+
+
+@overload
+def check_entry_etag(etag: object, operation: str) -> str: ...
+@overload
+def check_entry_etag(etag: object, operation: str, *, optional: bool) -> str | None: ...
+def check_entry_etag(etag: object, operation: str, *, optional: bool = False) -> str | None:
+    """The ``etag`` given to ``fill`` (a non-empty str, or None: none) or ``renew`` (a non-empty
+    str); else TypeError naming it, before any I/O (a number was a raw AttributeError in a folder
+    cache, False in memory; ``""`` passed for no ETag in Redis)."""
+    if (type(etag) is str or isinstance(etag, str)) and etag:
+        return etag
+    if optional and etag is None:
+        return None
+    wanted = "a non-empty str or None" if optional else "a non-empty str"
+    raise TypeError(f"{operation}'s etag is {wanted} (an origin's stat(key).etag), not {type(etag).__name__}")
 
 
 def check_timeout(timeout: object, name: str = "timeout") -> float | None:

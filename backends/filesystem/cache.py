@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from ..base import MISSING, Missing
 from ..bounds import as_bound, check_bound
-from ..cache import DEFAULT_TIMEOUT, Entry, check_clock, check_timeout, to_ns
+from ..cache import DEFAULT_TIMEOUT, Entry, check_clock, check_entry_etag, check_timeout, to_ns
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..codecs.layers import CodecOption
 from ..errors import BackendError, SerializationError, StoreError, check_flag
@@ -243,6 +243,7 @@ class FileSystemCache(CountedFolder[V]):
 
         A value larger than ``maxbytes`` is not kept (and the key's older entry is removed).
         """
+        check_entry_etag(etag, "fill", optional=True)
         deadline = self._deadline(MISSING)
         self._write_value(key, value, "fill", lambda key, data: self._fill(key, data, deadline, etag))
 
@@ -254,6 +255,7 @@ class FileSystemCache(CountedFolder[V]):
     def renew(self, key: str, etag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value of ``etag``; else False."""
         key = self._check(key, "renew")
+        check_entry_etag(etag, "renew")
         with self._translating("renew", key):
             return bool(self._at_key(key, lambda at: self._renew_at(at, etag)))
 

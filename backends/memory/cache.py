@@ -14,7 +14,16 @@ from datetime import datetime
 from typing import Any, Final, NamedTuple, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
-from ..cache import DEFAULT_TIMEOUT, CountedLookups, Entry, check_clock, check_timeout, deadline_ns, to_ns
+from ..cache import (
+    DEFAULT_TIMEOUT,
+    CountedLookups,
+    Entry,
+    check_clock,
+    check_entry_etag,
+    check_timeout,
+    deadline_ns,
+    to_ns,
+)
 from ..codecs import JsonCodec, RawCodec, TextCodec
 from ..codecs.layers import CodecOption
 from ..errors import SerializationError, check_flag
@@ -298,6 +307,7 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
         A value larger than ``maxbytes`` is not kept (and any older entry of the key is dropped).
         """
         key = self._check(key, "fill")
+        check_entry_etag(etag, "fill", optional=True)
         data = self._encode(value, key, "fill")
         deadline, now = self._deadline(self.timeout)
         slot = self._slot(data, deadline, etag)
@@ -310,6 +320,7 @@ class MemoryCacheBase(CountedLookups, BaseBackend[V, Any]):
     def renew(self, key: str, etag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value of ``etag``; else False."""
         key = self._check(key, "renew")
+        check_entry_etag(etag, "renew")
         with self._lock:
             slot = self._slots.get(key)
             if slot is None or slot.etag != etag:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ..base import MISSING, BaseBackend, Missing
-from ..cache import CountedLookups, Entry, check_timeout
+from ..cache import CountedLookups, Entry, check_entry_etag, check_timeout
 from ..codecs.layers import CodecOption
 from ..errors import BackendError, StoreError, check_flag
 from ..events import observed
@@ -337,7 +337,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
 
     def fill(self, key: str, value: V, *, etag: str | None = None) -> None:
         """Store a value loaded from an origin, with the default timeout and the origin's ``etag``."""
-        ttl, tag = self._ttl(MISSING), etag or ""
+        ttl, tag = self._ttl(MISSING), check_entry_etag(etag, "fill", optional=True) or ""
 
         def write(key: str, data: bytes) -> bool:
             return self._write("set", [(key, data)], ttl, "", tag)
@@ -346,7 +346,7 @@ class RedisBackend(CountedLookups, BaseBackend[V, bytes]):
 
     def renew(self, key: str, etag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value filled with ``etag``."""
-        key = self._check(key, "renew")
+        key, etag = self._check(key, "renew"), check_entry_etag(etag, "renew")
         with self._translating("renew", key):
             return bool(
                 self._run("renew", self._at.entries(key), [key, etag, self._ttl(MISSING), self._keep])

@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 
 from ..base import MISSING, Missing
 from ..bounds import check_bound
-from ..cache import check_timeout
+from ..cache import check_entry_etag, check_timeout
 from ..codecs.layers import CodecOption
 from ..errors import BackendError, SerializationError, StoreError, check_flag
 from ..events import observed
@@ -285,6 +285,7 @@ class SqliteBackend(SqliteReads[V]):
         A value that can never fit the bound is not kept, and the key's older
         entry is removed (a tier serves it from the origin; no older value stays).
         """
+        check_entry_etag(etag, "fill", optional=True)
         self._write_value(key, value, "fill", lambda key, data: self._fill(key, data, etag))
 
     def _fill(self, key: str, data: bytes, etag: str | None) -> bool:
@@ -296,6 +297,7 @@ class SqliteBackend(SqliteReads[V]):
     def renew(self, key: str, etag: str) -> bool:
         """Restart the timeout of ``key`` if its entry still holds the value filled with ``etag``."""
         key = self._check(key, "renew")
+        check_entry_etag(etag, "renew")
         with self._translating("renew", key):
             db = self._existing()
             if db is None:
