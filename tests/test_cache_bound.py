@@ -418,7 +418,10 @@ def test_four_processes_filling_ten_times_the_bound_keep_it_and_remove_only_the_
     for own in mine:
         kept = [key in left for key in own]
         # Each process's keys were used in order: what is left of them is their newest, in a run.
-        assert kept == sorted(kept), "an entry was removed while an older one of the same writer stayed"
+        assert kept == sorted(kept), (
+            "an entry was removed while an older one of the same writer stayed: "
+            + "".join("K" if k else "-" for k in kept)  # its keys, oldest first
+        )
 
 
 _KILLED = textwrap.dedent(
