@@ -656,19 +656,19 @@ def test_a_server_restart_in_the_middle_of_a_bulk_call(where: str, call: str, tw
 
 
 class Text(str):
-    pass
+    """A str subclass: packed as its str."""
 
 
 class Data(bytes):
-    pass
+    """A bytes subclass: packed as its bytes."""
 
 
 class Whole(int):
-    pass
+    """An int subclass: packed as its digits."""
 
 
 class Real(float):
-    pass
+    """A float subclass: packed as its repr."""
 
 
 class Level(enum.IntEnum):
