@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
+from typing import Any
 
-__all__ = ["ForkGate", "fork_gate"]
+__all__ = ["ForkGate", "fork_gate", "new_locks_in_child"]
 
 
 class ForkGate:
@@ -75,3 +77,29 @@ def fork_gate() -> ForkGate:
         before=gate.before_fork, after_in_parent=gate.after_in_parent, after_in_child=gate.after_in_child
     )
     return gate
+
+
+#: the objects whose named locks a forked child makes anew, by id (a backend compares by what
+#: it stores, so a WeakSet would keep one of two equal backends): a weak reference and the names
+_RELOCKED: dict[int, tuple[weakref.ref[Any], tuple[str, ...]]] = {}
+
+
+def new_locks_in_child(owner: Any, *names: str) -> None:
+    """In a forked child, ``owner``'s ``threading.Lock`` attributes ``names`` are new, free locks.
+
+    A lock another thread of the parent held at the fork is copied held, and no thread of the
+    child ever releases it: the child's first call taking it would wait for ever.
+    """
+    key = id(owner)
+    _RELOCKED[key] = (weakref.ref(owner, lambda _: _RELOCKED.pop(key, None)), names)
+
+
+def _relock() -> None:
+    for ref, names in list(_RELOCKED.values()):
+        owner = ref()
+        if owner is not None:
+            for name in names:
+                setattr(owner, name, threading.Lock())
+
+
+os.register_at_fork(after_in_child=_relock)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import threading
-import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..forkgate import new_locks_in_child
 from .record import Event
 
 __all__ = ["LATENCY_BUCKETS", "Counter", "Counters", "LoggingSink", "MemorySink", "Tally"]
@@ -88,7 +87,8 @@ class Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, str], list[Any]] = {}
-        _COUNTERS.add(self)
+        # Every hit or miss of a cache holds it an instant, in any thread: new in a forked child.
+        new_locks_in_child(self, "_lock")
 
     def __call__(self, event: Event) -> None:
         self.add(event.backend, event.operation, event.outcome, 1, event.duration)
@@ -131,19 +131,3 @@ class Counters:
         """Every count, by (backend, operation, outcome)."""
         with self._lock:
             return {slot: tally[0] for slot, tally in self._counts.items()}
-
-
-#: every Counters of the process: a forked child gives each a new lock (see _after_fork)
-_COUNTERS: weakref.WeakSet[Counters] = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    # Every hit or miss of a cache, and every event a Counters sink takes, holds its lock an
-    # instant, in any thread: held at a fork by a thread the child does not have, it would
-    # never be released, and the child's first count (a cache's first load) would wait for ever.
-    for counters in list(_COUNTERS):
-        counters._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from ..base import BaseBackend
 from ..errors import BackendError, StoreError
 from ..events import tell_retry
+from ..forkgate import new_locks_in_child
 from .arguments import check_etag
 from .credentials import SENDING, guard_signing
 from .engine import ObstoreEngine
@@ -37,23 +38,6 @@ PAGE = 1000  # S3's most keys per LIST page and per DeleteObjects
 
 #: the conditional headers a caller's ETag goes into: the argument and the call that take it
 _CONDITIONS = (("IfMatch", "if_match", "dump"), ("IfNoneMatch", "etag", "load_if_changed"))
-
-#: every S3 backend of this process, by id: a forked child gives each new locks (see _after_fork)
-_LIVE: weakref.WeakValueDictionary[int, S3Transport[Any]] = weakref.WeakValueDictionary()
-
-
-def _after_fork() -> None:
-    # Another thread of the parent may have held a backend's lock at the fork (a bulk call
-    # submitting its batch, or the whole request making a missing bucket): it does not exist
-    # in the child, so the lock would never be released, and the child's next bulk call or
-    # streamed write would wait for ever.
-    for transport in list(_LIVE.values()):
-        transport._lock = threading.Lock()
-        transport._bucket_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
 
 
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -135,7 +119,9 @@ class S3Transport(BaseBackend[V, bytes]):
         self._closed = False
         self._lock = threading.Lock()
         self._bucket_lock = threading.Lock()
-        _LIVE[id(self)] = self
+        # Held by a bulk call submitting its batch, or a request making a missing bucket: new in a
+        # forked child (another thread of the parent may have held one at the fork).
+        new_locks_in_child(self, "_lock", "_bucket_lock")
         self._buckets_made = 0
 
     def _object_key(self, key: str) -> str:
