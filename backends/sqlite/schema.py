@@ -69,21 +69,40 @@ TABLES: Final = {
     "kv_count": ("n",),
     "kv_locks": ("key", "token", "until"),
 }
-#: bumped in a child process after fork: a connection never crosses a fork
-_forks = [0]
-#: connections a child inherited: never used, never closed (the parent's locks are its own)
+#: bumped in a child process after fork: a thread's connection made before it is made anew
+_era = [0]
+#: connections a child inherited open (in a transaction at the fork): never used, never closed
 _inherited: list[sqlite3.Connection] = []
-
-
-def _forked() -> None:
-    _forks[0] += 1
-
-
-os.register_at_fork(after_in_child=_forked)
+#: every store's connections in this process
+_live: weakref.WeakSet[Connections] = weakref.WeakSet()
 
 
 #: what every write statement and transaction of every store of this process runs in
 WRITING: Final = fork_gate()
+
+
+def _close_inherited() -> None:
+    """In a forked child, before anything else: close every connection inherited from the parent.
+
+    SQLite keeps a process's locks on a file in one record per file (its unix VFS's inode
+    record), which the child copies with the parent's connections. While the child holds one
+    of them open, its new connections to that file find the record and take no lock of their
+    own from the operating system. The parent's last connection closing then gets the file's
+    EXCLUSIVE lock as if no other process had it open: it checkpoints and deletes the WAL the
+    children are writing to, and every write they acknowledge after is lost. Closed here (no
+    statement runs at a fork: :data:`WRITING`), the record goes with them. The parent holds its
+    own lock, so a close here never checkpoints or deletes what the parent uses. A connection
+    in a transaction of the forking thread is left open and never used.
+    """
+    _era[0] += 1
+    for connections in list(_live):
+        for db in list(connections._opened):
+            if not db.shut and not db.in_transaction:
+                sqlite3.Connection.close(db)
+                db.shut = True
+
+
+os.register_at_fork(after_in_child=_close_inherited)  # after WRITING's: its gate is reset first
 
 
 class ForeignTableError(sqlite3.DatabaseError):
@@ -120,6 +139,8 @@ class Connection(sqlite3.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_use = threading.Lock()
+        #: the process that made it, and whether it was closed (by close() or in a forked child)
+        self.pid, self.shut = os.getpid(), False
 
     def execute(self, sql: str, parameters: Any = (), /) -> Rows:  # type: ignore[override]
         with WRITING, self.in_use:
@@ -140,6 +161,7 @@ class Connection(sqlite3.Connection):
     def close(self) -> None:
         with WRITING, self.in_use:
             sqlite3.Connection.close(self)
+            self.shut = True
 
 
 _EXECUTE: Final = sqlite3.Connection.execute
@@ -165,15 +187,16 @@ class Connections:
         self.busy_timeout = busy_timeout
         self.durable = durable
         self._local = threading.local()
-        #: every thread's connection, with the fork it was made after (a child never closes its parent's)
-        self._opened: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
+        #: every thread's connection (a child never closes its parent's)
+        self._opened: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self.closed = False
+        _live.add(self)
 
     def reader(self) -> Connection | None:
         """This thread's connection, or None while the file or our tables do not exist (nothing made)."""
         local = self._local
-        if getattr(local, "fork", None) == _forks[0] and local.schema:
+        if getattr(local, "era", None) == _era[0] and local.schema:
             db: Connection = local.db
             return db
         current = self._current(create=False)
@@ -191,7 +214,7 @@ class Connections:
         bookkeeping reads the whole file).
         """
         local = self._local
-        if getattr(local, "fork", None) == _forks[0] and local.ready:
+        if getattr(local, "era", None) == _era[0] and local.ready:
             db: Connection = local.db
             return db
         made = self._current(create=True)
@@ -208,13 +231,14 @@ class Connections:
 
     def _current(self, create: bool) -> Connection | None:
         local = self._local
-        if getattr(local, "fork", None) == _forks[0]:
-            db: Connection = local.db
+        db: Connection | None = getattr(local, "db", None)
+        if db is not None and local.era == _era[0]:
             return db
         if self.closed:
             raise sqlite3.ProgrammingError("the backend is closed")
-        if getattr(local, "db", None) is not None:
-            _inherited.append(local.db)  # the parent's, before a fork
+        if db is not None:  # the parent's, before a fork
+            if not db.shut:
+                _inherited.append(db)  # open: freeing it would close it
             local.db = None
         if not create and not os.path.exists(self.path):
             return None
@@ -253,9 +277,9 @@ class Connections:
             if self.closed:
                 db.close()
                 raise sqlite3.ProgrammingError("the backend is closed")
-            self._opened[db] = _forks[0]
+            self._opened.add(db)
         local = self._local
-        local.db, local.fork, local.schema, local.ready = db, _forks[0], False, False
+        local.db, local.era, local.schema, local.ready = db, _era[0], False, False
         return db
 
     def _prepare(self, db: Connection, wait: bool = True) -> None:
@@ -287,7 +311,8 @@ class Connections:
         """Close every thread's connection; a later call raises ProgrammingError."""
         with WRITING, self._lock:
             self.closed = True
-            opened = [db for db, fork in self._opened.items() if fork == _forks[0]]
+            pid = os.getpid()
+            opened = [db for db in self._opened if db.pid == pid and not db.shut]
             self._opened.clear()
         for db in opened:
             db.close()  # waits for a statement of another thread to end
