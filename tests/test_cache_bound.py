@@ -8,6 +8,7 @@ clocks (7), a full disk and a read-only folder (8), processes, fork and kill -9 
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import random
@@ -478,3 +479,68 @@ def test_a_cache_used_before_a_fork_keeps_one_bound_with_its_child(tmp_path: Pat
     assert os.waitstatus_to_exitcode(status) == 0
     cache["last"] = b"l"
     assert len(files_including_expired(cache)) == 6
+
+
+def test_an_entry_another_writer_places_while_a_scan_starts_ranks_by_its_stamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found reading the code for the four-writer test's failure. The scan read the stamps before it
+    # took the tally's lock: an entry
+    # another process stamped and placed in between was found by the walk with its slot's old stamp
+    # (0 for a new one), ranked least recently used of all, and removed by a last-scan eviction.
+    a, b, c, d, e, x = keys_in_own_slots(6)
+    evictor = RawCache(tmp_path / "c", timeout=None, maxsize=4)
+    other = RawCache(tmp_path / "c", timeout=None, maxsize=100)  # another process's: not over the bound
+    for key in (a, b, c, d):
+        evictor[key] = b"v"
+    read_stamps = evictor._pool.stamps
+    placed_in_between: list[bool] = []
+
+    def stamps_then_another_write(root: int) -> Any:
+        table = read_stamps(root)
+        if not placed_in_between:  # the other writer places whenever the tally's lock lets it
+            probe = os.open(tmp_path / "c" / BOUND_FILE, os.O_RDWR)
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(probe, fcntl.LOCK_UN)
+                free = True
+            except BlockingIOError:
+                free = False  # read under the lock: no entry can be placed before the walk
+            finally:
+                os.close(probe)
+            if free:
+                other[x] = b"v"
+            placed_in_between.append(free)
+        return table
+
+    monkeypatch.setattr(evictor._pool, "stamps", stamps_then_another_write)
+    evictor[e] = b"v"  # past the bound: a scan ranks every entry
+    monkeypatch.undo()
+    ranked = [candidate.key for candidate in evictor._pool._ranked]
+    assert placed_in_between == [False], ranked
+    assert ranked == [a, b, c, d, e]  # by use, x never among them ranked before an older entry
+
+
+def test_a_candidate_left_because_another_process_got_within_the_bound_stays_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen in the four-writer test: a writer took its next candidate, found the folder already
+    # within the bound (another process had evicted meanwhile) and stopped, with that candidate
+    # dropped from its pool; its next eviction removed the one after it, newer, and left it.
+    k = keys_in_own_slots(8)
+    one = RawCache(tmp_path / "c", timeout=None, maxsize=4)
+    other = RawCache(tmp_path / "c", timeout=None, maxsize=4)  # another process's
+    for key in k[:5]:
+        one[key] = b"v"  # the fifth evicts k0: one's pool holds k1-k4, oldest first
+    shrink = one._shrink
+
+    def another_writes_first(written: str) -> None:
+        other[k[6]] = b"v"  # past the bound too: it evicts k1 and k2, and the folder is within it
+        shrink(written)
+
+    monkeypatch.setattr(one, "_shrink", another_writes_first)
+    one[k[5]] = b"v"
+    monkeypatch.undo()
+    assert sorted(files_including_expired(one)) == sorted(k[3:7])
+    one[k[7]] = b"v"  # past the bound: k3 is the least recently used
+    assert sorted(files_including_expired(one)) == sorted(k[4:8])

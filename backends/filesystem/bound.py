@@ -21,9 +21,11 @@ one such entry may have expired, and the evictor then scans again.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import heapq
+import operator
 import os
 import threading
 from array import array
@@ -291,6 +293,18 @@ class Pool:
         if deadline >= NEVER_BELOW and self._ranked:
             with self._lock:
                 self._horizon = min(self._horizon or deadline, deadline)
+
+    def put_back(self, candidates: Iterable[Candidate]) -> None:
+        """Candidates :meth:`next` gave that are still candidates, in their rank (none of an older scan)."""
+        with self._lock:
+            for candidate in candidates:
+                for index, ranked in enumerate(self._ranked):
+                    if ranked is candidate and index in self._taken:
+                        self._taken.discard(index)
+                        bisect.insort(self._by_use, index, key=operator.neg)  # popped from the end
+                        if candidate.deadline >= NEVER_BELOW:
+                            heapq.heappush(self._by_deadline, (candidate.deadline, index))
+                        break
 
     def next(self, now_ns: int) -> Candidate | None:
         """The next candidate: one the clock has expired first, else the least recently used; None to scan."""

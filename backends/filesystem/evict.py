@@ -185,34 +185,50 @@ class CountedFolder(ExpiringFolder[V]):
         """
         assert self._pool is not None
         scans = 0
-        for _ in range(EVICT_TRIES):
-            self._still_open()
-            candidate = self._pool.next(to_ns(self.clock()))
-            if candidate is None:
-                scans += 1
-                if scans > 2 or not self._rescan():
+        # Taken but left in the folder, still candidates of later writes in their rank:
+        # this write's own entry, and the one found when another process had got the
+        # folder within the bound (dropped, the next eviction took a newer entry and left it).
+        left: list[Candidate] = []
+        try:
+            for _ in range(EVICT_TRIES):
+                self._still_open()
+                candidate = self._pool.next(to_ns(self.clock()))
+                if candidate is None:
+                    scans += 1
+                    if scans > 2 or not self._rescan():
+                        return
+                    continue
+                if candidate.key == written:
+                    left.append(candidate)
+                    continue
+                # The last scan's ranking is the last there is: its candidates go even if
+                # used since (else readers hitting every entry would keep the folder past it).
+                outcome = self._evict(candidate, strict=scans < 2)
+                if outcome is _WITHIN:
+                    left.append(candidate)
                     return
-                continue
-            # The last scan's ranking is the last there is: its candidates go even if
-            # used since (else readers hitting every entry would keep the folder past it).
-            if candidate.key == written:
-                continue
-            outcome = self._evict(candidate, strict=scans < 2)
-            if outcome is _DONE:
-                return
-            if outcome is _RESCAN:
-                scans += 1
-                if scans > 2 or not self._rescan():
+                if outcome is _DONE:
                     return
+                if outcome is _RESCAN:
+                    scans += 1
+                    if scans > 2 or not self._rescan():
+                        return
+        finally:
+            self._pool.put_back(left)
 
     def _rescan(self) -> bool:
         """Rank every entry and recount, under the tally's lock; False if within the bound (or empty)."""
         assert self._pool is not None
-        stamps = self._pool.stamps(self._root_fd)
         now = to_ns(self.clock())
         found: list[Candidate] = []
 
         def scan() -> Iterator[tuple[str, os.stat_result]]:
+            # The stamps are read under the tally's lock, which every placing holds: each entry
+            # the walk finds was stamped before they were read. (Read before the lock, an entry
+            # another process stamped and placed in between ranked by its slot's old stamp, 0
+            # for a new key: the least recently used of all.)
+            assert self._pool is not None
+            stamps = self._pool.stamps(self._root_fd)
             for key, status in self._scan():
                 deadline = status.st_mtime_ns
                 fresh = not (NEVER_BELOW <= deadline <= now)
@@ -231,7 +247,7 @@ class CountedFolder(ExpiringFolder[V]):
 
     def _evict(self, candidate: Candidate, strict: bool = True) -> object:
         """Remove the candidate if it is still the file scanned (and, ``strict``, unused since):
-        _DONE once within the bound."""
+        _DONE once within the bound, _WITHIN if it was already (nothing removed)."""
         done = self._at_key(candidate.key, lambda at: self._evict_at(at, candidate, strict))
         return _SKIPPED if done is None else done
 
@@ -242,7 +258,7 @@ class CountedFolder(ExpiringFolder[V]):
         with guarded(at.folder, fcntl.LOCK_EX), self._pool.counting(self._root_fd, self._scan) as tally:
             assert tally is not None
             if not tally.over:
-                return _DONE
+                return _WITHIN
             status = lstat_file(at.folder, at.name)
             if status is None or (status.st_ino, status.st_ctime_ns) != (
                 candidate.ino,
@@ -296,4 +312,5 @@ class CountedFolder(ExpiringFolder[V]):
 _SKIPPED: Final = object()  # an eviction candidate that is no longer one
 _MORE: Final = object()  # one removed; still past the bound
 _DONE: Final = object()  # within the bound
+_WITHIN: Final = object()  # within the bound already (another process evicted): the candidate left
 _RESCAN: Final = object()  # an entry no scan of this process saw has expired: scan again
