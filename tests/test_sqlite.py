@@ -215,3 +215,12 @@ def test_any_number_of_keys_in_one_batch(store: SqliteJsonBackend) -> None:
     store.dump_many(many)
     assert store.load_many([*many, "absent"]) == many
     assert store.delete_many([*many, "absent"]) == len(many) and len(store) == 0
+
+
+def test_a_path_starting_with_two_slashes_is_a_file_not_a_uri_authority(tmp_path: Path) -> None:
+    # sqlite:////abs/path (SQLAlchemy's absolute form) gives the path "//abs/path": as a SQLite URI
+    # "file://abs/path" it named a host ("invalid uri authority") at the first write.
+    store = backends.open(f"sqlite:///{tmp_path}/kv.db")
+    assert store.path.startswith("//")
+    store.dump("k", 1)
+    assert SqliteJsonBackend(tmp_path / "kv.db").load("k") == 1

@@ -248,7 +248,7 @@ class Connections:
 
     def _connect(self, mode: str) -> Connection:
         # A URI with mode=rw never creates the file (a plain path would).
-        uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
+        uri = f"file://{urllib.parse.quote(self.path)}?mode={mode}"  # an empty authority: a path of "//" too
         with WRITING:
             db = self._open(uri)
         try:
