@@ -544,3 +544,35 @@ def test_a_candidate_left_because_another_process_got_within_the_bound_stays_fir
     assert sorted(files_including_expired(one)) == sorted(k[3:7])
     one[k[7]] = b"v"  # past the bound: k3 is the least recently used
     assert sorted(files_including_expired(one)) == sorted(k[4:8])
+
+
+def test_a_hit_that_took_the_stamps_descriptor_before_close_never_writes_another_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # close() closed the descriptor hits stamp through: a hit of another thread that had read its
+    # number a moment before then wrote its 8 bytes into whatever file the next open() got it for.
+    from backends.filesystem import bound
+
+    cache = RawCache(tmp_path / "c", timeout=None, maxsize=10)
+    cache["k"] = b"v"
+    victim = tmp_path / "victim"
+    victim.write_bytes(bytes(1 << 20))
+    opened: list[int] = []
+    real_slot_of = bound.slot_of
+
+    def close_then_open_another(key: str) -> int:
+        if not opened:  # the number is read: another thread closes, and opens a file of its own
+            cache.close()
+            opened.extend(os.open(victim, os.O_RDWR) for _ in range(16))  # every number it freed
+        return real_slot_of(key)
+
+    monkeypatch.setattr(bound, "slot_of", close_then_open_another)
+    try:
+        cache.load("k")  # served or refused "closed": either way, nothing written elsewhere
+    except StoreError as exc:
+        assert "closed" in str(exc)
+    finally:
+        monkeypatch.undo()
+        for fd in opened:
+            os.close(fd)
+    assert victim.read_bytes() == bytes(1 << 20)

@@ -380,3 +380,49 @@ def test_threads_reading_while_the_root_is_made_and_remade_never_fail(tmp_path: 
             reader.join()
     assert failures == []
     assert store["k"] == 299 and sorted(store) == ["d/k", "k"]
+
+
+# -- close while a call has taken the root's descriptor -------------------------------------
+
+
+@pytest.mark.parametrize("make", [FileSystemRawBackend, backends.RawCache], ids=["folder", "cache"])
+@pytest.mark.parametrize("key", ["k", "deep/k"])
+def test_a_write_that_took_the_root_before_close_never_lands_in_a_folder_opened_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: Any, key: str
+) -> None:
+    # close() closed the root's descriptor at once: a call of another thread holding its number
+    # a moment ago then used whatever the next open() got that number for, here another store's
+    # folder, and wrote the value there.
+    import backends.filesystem.store as folder_store
+
+    store = make(tmp_path / "mine")
+    store["warm"] = b"w"
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    opened: list[int] = []
+    real_create, real_open_folder = folder_store.create_temp, type(store)._open_folder
+
+    def close_then_open_another(*args: Any) -> Any:
+        if not opened:
+            store.close()  # another thread closes it, and another folder is opened, now
+            opened.append(os.open(other_root, os.O_RDONLY | os.O_DIRECTORY))
+        return args
+
+    def create_temp(folder: int) -> Any:
+        close_then_open_another()
+        return real_create(folder)
+
+    def open_folder(self: Any, parent: int, name: str, create: bool) -> int:
+        close_then_open_another()
+        return real_open_folder(self, parent, name, create)
+
+    monkeypatch.setattr(folder_store, "create_temp", create_temp)
+    monkeypatch.setattr(type(store), "_open_folder", open_folder)
+    try:
+        with pytest.raises(StoreError, match="closed"):
+            store[key] = b"v"
+    finally:
+        monkeypatch.undo()
+        for fd in opened:
+            os.close(fd)
+    assert sorted(p.name for p in other_root.rglob("*")) == []  # nothing written in another folder

@@ -28,6 +28,7 @@ import heapq
 import operator
 import os
 import threading
+import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from typing import Final, NamedTuple
 
 from ..forkgate import fork_gate
 from .entries import NEVER_BELOW
+from .files import retire
 from .tally import (
     ALL,
     BOUND_FILE,
@@ -103,8 +105,11 @@ class Pool:
     def __init__(self, maxsize: int | None, maxbytes: int | None) -> None:
         self.maxsize = maxsize
         self.maxbytes = maxbytes
-        self._stamps = -1  # a descriptor of BOUND_FILE kept for hits' pwrites
+        self._stamps = -1  # a descriptor of BOUND_FILE kept for hits' pwrites (-1: none now)
         self._stamps_ino = 0
+        #: the number it has while the pool lives: a file replaced, a root reopened or a close
+        #: changes what it names (dup2), never closes it (a hit may have just read it)
+        self._number = -1
         self._last = 0  # the last stamp this process wrote (stamps never go back in a process)
         self._lock = threading.Lock()
         self._by_use: list[int] = []  # indexes into _ranked, the oldest last (popped first)
@@ -182,10 +187,17 @@ class Pool:
         # description, and a dup kept open would hold it for ever.
         kept = open_tally(FLAGS, root)
         with self._lock:
-            old, self._stamps = self._stamps, kept
-            self._stamps_ino = os.fstat(kept).st_ino
-        if old >= 0:
-            os.close(old)
+            self._install(kept)
+
+    def _install(self, fd: int) -> None:
+        """``fd`` becomes the stamps' descriptor, at the pool's one number (under the lock)."""
+        if self._number < 0:
+            self._number = fd
+            weakref.finalize(self, os.close, fd)
+        else:
+            os.dup2(fd, self._number, inheritable=False)  # the same open file description
+            os.close(fd)
+        self._stamps, self._stamps_ino = self._number, os.fstat(self._number).st_ino
 
     def stamp(self, root: int, key: str, now_ns: int) -> None:
         """Record a use of ``key`` at ``now_ns``: one ``pwrite``, no lock; nothing where it cannot be.
@@ -219,9 +231,9 @@ class Pool:
         with self._lock:
             if self._stamps >= 0:
                 os.close(fd)
-                return self._stamps
-            self._stamps, self._stamps_ino = fd, os.fstat(fd).st_ino
-        return fd
+            else:
+                self._install(fd)
+            return self._stamps
 
     def stamps(self, root: int) -> array[int]:
         """Every slot's stamp (zeros where none was recorded, or the file is missing)."""
@@ -258,11 +270,11 @@ class Pool:
         self._taken, self._horizon, self._generation = set(), 0, -1
 
     def forget(self) -> None:
-        """Drop the kept descriptor (the root was reopened, or the cache closed)."""
+        """Drop the kept descriptor (the root was reopened, or the cache closed); its number stays."""
         with self._lock:
-            old, self._stamps, self._stamps_ino = self._stamps, -1, 0
-        if old >= 0:
-            os.close(old)
+            self._stamps, self._stamps_ino = -1, 0
+            if self._number >= 0:
+                retire(self._number)  # a hit's pwrite in flight: EISDIR, its use unrecorded
 
     # -- candidates ----------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = [
     "prune_folders",
     "read_all",
     "read_file",
+    "retire",
     "try_rmdir",
     "unlink_quietly",
     "write_all",
@@ -180,6 +181,25 @@ def deleted_folder() -> int:
         return os.open(path, ROOT_FLAGS)
     finally:
         os.rmdir(path)
+
+
+#: a descriptor of a deleted folder, made at the first :func:`retire` (racing threads may make
+#: one each: one is kept)
+_dead: list[int] = []
+
+
+def retire(number: int) -> None:
+    """Make descriptor ``number`` name a deleted folder, in place of closing it.
+
+    A call of another thread that took the number a moment ago then finds
+    nothing and makes nothing (a folder: ENOENT; a pwrite: EISDIR), never
+    acting on whatever file the next ``open()`` would get the number for.
+    The number is closed by whoever owns it, once no call can hold it (its
+    object freed).
+    """
+    if not _dead:
+        _dead.append(deleted_folder())
+    os.dup2(_dead[0], number, inheritable=False)
 
 
 def open_guard(folder: int, kind: int) -> int:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from ..base import BaseBackend
 from ..codecs.layers import CodecOption
 from ..errors import BackendError, KeyConflictError, PermissionDeniedError, StoreError
-from .files import BLOCKED_ERRNOS, DIR_FLAGS, NEW_FLAGS, ROOT_FLAGS, deleted_folder
+from .files import BLOCKED_ERRNOS, DIR_FLAGS, NEW_FLAGS, ROOT_FLAGS, deleted_folder, retire
 from .listing import Layout
 from .lock import LOCK_FOLDER
 from .tree import ESCAPED, LAYOUTS, MARKER, PLAIN, is_own
@@ -217,13 +217,14 @@ class FolderRoot(BaseBackend[V, bytes]):
     def close(self) -> None:
         """Close the root's file descriptor; every later call raises StoreError saying so."""
         with self._lock:
-            # The number is forgotten before the descriptor is closed: a
-            # call made afterwards fails with EBADF instead of acting on
-            # whatever folder the next open() gets that number for.
+            # The number is forgotten: a call made afterwards fails with EBADF.
             self._closed = True
-            self._root_fd = -1
-        if self._finalizer is not None:
-            self._finalizer()
+            number, self._root_fd = self._root_fd, -1
+            # A call of another thread that took the number a moment ago must not act on
+            # whatever folder the next open() would get it for: the number now names a
+            # deleted folder (nothing is found or made in it) until the backend is freed.
+            if number >= 0:
+                retire(number)
 
     # -- paths, stat, URLs ------------------------------------------------------------
 
