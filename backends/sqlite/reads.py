@@ -18,7 +18,8 @@ from ..cache import CountedLookups, Entry
 from ..info import Stat, utc
 from ..keys import all_valid, key_problem
 from .bound import Bound
-from .schema import Connection, encodable
+from .paths import encodable
+from .schema import Connection
 
 __all__ = ["PAGE", "SqliteReads"]
 

@@ -25,8 +25,9 @@ from ..locks import Lock
 from .bound import Bound, bookkeeping_gone
 from .faults import translate
 from .locks import SqliteLock
+from .paths import file_path
 from .reads import PAGE, SqliteReads
-from .schema import WRITING, Connection, Connections, Transaction, file_path
+from .schema import WRITING, Connection, Connections, Transaction
 
 __all__ = ["MAX_VALUE_BYTES", "PAGE", "SqliteBackend"]
 
